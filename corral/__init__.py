@@ -1,0 +1,1 @@
+"""corral: self-hostable Linux sandboxes on runc."""

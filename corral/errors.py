@@ -1,0 +1,76 @@
+"""The one error tree of corral.
+
+Everything below ``api/`` raises these; each API surface renders them in its own
+envelope in exactly one place. Adapters translate runc, SQL, OS and agent errors at
+their boundary with ``raise CorralError(...) from exc``.
+
+    CorralError                      neutral code "internal"
+    ├── InvalidInput                 "invalid"       a client's mistake; names the field
+    ├── Unauthenticated              "unauthenticated"  missing or bad credentials
+    ├── Forbidden                    "forbidden"     authenticated, not allowed
+    ├── NotFound                     "not_found"     unknown, or not visible to this org
+    ├── Conflict                     "conflict"      duplicate, or wrong state for the action
+    ├── LimitExceeded                "limit"         a quota or rate limit
+    ├── Unavailable                  "unavailable"   a dependency is down or switched off
+    └── SandboxError                 "sandbox"       the sandbox or its runtime failed
+        ├── RuntimeFailure           "runtime"       runc, mounts, cgroups
+        ├── AgentError               "agent"         the in-sandbox agent failed or lied
+        └── ExecTimeout              "timeout"       a command ran past its timeout
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base of every error corral raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(CorralError):
+    code = "invalid"
+
+
+class Unauthenticated(CorralError):
+    code = "unauthenticated"
+
+
+class Forbidden(CorralError):
+    code = "forbidden"
+
+
+class NotFound(CorralError):
+    code = "not_found"
+
+
+class Conflict(CorralError):
+    code = "conflict"
+
+
+class LimitExceeded(CorralError):
+    code = "limit"
+
+
+class Unavailable(CorralError):
+    code = "unavailable"
+
+
+class SandboxError(CorralError):
+    code = "sandbox"
+
+
+class RuntimeFailure(SandboxError):
+    code = "runtime"
+
+
+class AgentError(SandboxError):
+    code = "agent"
+
+
+class ExecTimeout(SandboxError):
+    code = "timeout"

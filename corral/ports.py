@@ -1,0 +1,180 @@
+"""Narrow ports between the services and the adapters.
+
+Each port is a small ``Protocol``. Real adapters live in ``runtime/``, ``agent/`` and
+``store/``; fakes live beside them (``runtime/process.py`` runs the real agent as a
+plain local process, ``store`` runs on SQLite in a temp dir) so most tests need no root.
+
+Error contract for every port: adapters raise only ``corral.errors`` types; OS, runc,
+SQL and protocol errors are translated at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from corral.domain import (
+    ExecRequest,
+    ExecResult,
+    FileEntry,
+    RuntimeState,
+    Sandbox,
+    SandboxSpec,
+    SessionEvent,
+    SessionInfo,
+    SessionSpec,
+    Template,
+)
+
+
+class Attachment(Protocol):
+    """A live attachment to one session inside a sandbox.
+
+    Iterating yields the scrollback as STDOUT/STDERR events, then exactly one
+    SCROLLBACK_END, then live output, then one EXIT event if the process ends while
+    attached; iteration stops after EXIT or when the agent closes the stream.
+    """
+
+    def __aiter__(self) -> AsyncIterator[SessionEvent]: ...
+
+    async def send_stdin(self, data: bytes) -> None:
+        """Write bytes to the process's stdin (its PTY for PTY sessions)."""
+
+    async def close_stdin(self) -> None:
+        """Close the process's stdin (EOF). No-op for PTY sessions."""
+
+    async def resize(self, cols: int, rows: int) -> None:
+        """Resize the PTY; InvalidInput for a session without one."""
+
+
+class Agent(Protocol):
+    """Client of the corral agent inside one sandbox (PID 1).
+
+    The agent is untrusted: implementations bound every size and wait, validate every
+    answer, and raise AgentError for anything malformed. Paths are absolute paths
+    inside the sandbox; the agent resolves them in the sandbox's own mount namespace.
+    File errors map to NotFound (no such path), InvalidInput (wrong kind of path,
+    relative path) and Conflict (exists / not empty where that matters).
+    """
+
+    async def ping(self) -> None:
+        """Return when the agent answers; AgentError if it does not in time."""
+
+    async def exec(self, request: ExecRequest) -> ExecResult:
+        """Run to completion. On timeout the process group is killed and the result has
+        ``timed_out=True`` and exit code 124."""
+
+    async def start_session(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        """Start a process kept by the agent with scrollback. Conflict if the id exists."""
+
+    async def list_sessions(self) -> list[SessionInfo]: ...
+
+    async def session(self, session_id: str) -> SessionInfo:
+        """NotFound for an unknown id."""
+
+    def attach(self, session_id: str) -> AbstractAsyncContextManager[Attachment]:
+        """Attach to a session (several attachments at once are allowed)."""
+
+    async def kill_session(self, session_id: str, signal: int = 9) -> None:
+        """Signal the session's process group. NotFound for an unknown id."""
+
+    async def read_file(self, path: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Open a file for streaming; errors (NotFound, is a directory) are raised here,
+        before the first chunk."""
+
+    async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
+        """Stream a file in, creating parent directories; returns bytes written. The
+        file appears atomically (temp file + rename)."""
+
+    async def list_dir(self, path: str) -> list[FileEntry]: ...
+
+    async def stat(self, path: str) -> FileEntry | None:
+        """None when nothing is at ``path`` (symlinks are not followed)."""
+
+    async def mkdir(self, path: str) -> None:
+        """mkdir -p; idempotent."""
+
+    async def remove(self, path: str) -> None:
+        """rm -rf of one path; NotFound when nothing is there."""
+
+    async def ports(self) -> list[int]:
+        """TCP ports listening inside the sandbox."""
+
+    async def shutdown(self) -> None:
+        """Ask the agent to end every process and exit."""
+
+
+class Runtime(Protocol):
+    """Runs sandboxes on this node.
+
+    ``create`` is all-or-nothing: on any failure it has undone its own steps before it
+    raises RuntimeFailure. ``destroy`` is idempotent. Sandboxes keep running when the
+    corral process exits.
+    """
+
+    name: str
+
+    async def create(self, spec: SandboxSpec) -> None:
+        """Start the sandbox and return once its agent answers."""
+
+    async def destroy(self, sandbox_id: str) -> None: ...
+
+    async def state(self, sandbox_id: str) -> RuntimeState: ...
+
+    async def list_ids(self) -> set[str]:
+        """Ids of every sandbox this node has any trace of (runc state, bundle dir)."""
+
+    async def reclaim(self, keep: set[str]) -> list[str]:
+        """Remove containers, mounts, bundles and cgroups of every sandbox not in
+        ``keep``; return the ids removed."""
+
+    def agent(self, sandbox_id: str) -> Agent:
+        """A client for the sandbox's agent (cheap; no I/O until used)."""
+
+    async def health(self) -> dict[str, object]:
+        """What this runtime is and whether it answers."""
+
+
+ProgressFn = Callable[[str, float], None]
+"""Called with a message and a fraction in [0, 1] while a long job runs."""
+
+
+class Templates(Protocol):
+    """Content-addressed, read-only template roots. Concurrent first uses of one name
+    build it once."""
+
+    def known(self) -> list[str]:
+        """Names that can be built."""
+
+    async def get(self, name: str) -> Template:
+        """The built template, building it first if needed. NotFound for a name that is
+        neither built nor buildable."""
+
+    async def build(self, name: str, progress: ProgressFn | None = None, force: bool = False) -> Template: ...
+
+    async def list(self) -> list[Template]:
+        """Built templates."""
+
+
+class SandboxStore(Protocol):
+    """Persistence of sandboxes. Every call is scoped by org; another org's sandbox is
+    NotFound."""
+
+    async def add(self, sandbox: Sandbox) -> None: ...
+
+    async def get(self, org_id: str, sandbox_id: str) -> Sandbox:
+        """NotFound if absent or another org's."""
+
+    async def find(self, sandbox_id: str) -> Sandbox | None:
+        """Unscoped lookup, for the node itself (reconcile, idle reaper)."""
+
+    async def list(self, org_id: str, *, live_only: bool = False) -> list[Sandbox]: ...
+
+    async def list_all(self, *, live_only: bool = False) -> list[Sandbox]: ...
+
+    async def update(self, sandbox: Sandbox) -> None:
+        """Replace the row with the same id."""
+
+    async def touch(self, sandbox_id: str) -> None:
+        """Set last_active_at to now."""
