@@ -10,8 +10,10 @@ SQL and protocol errors are translated at the boundary with ``raise ... from exc
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Protocol
 
 from corral.domain import (
@@ -78,6 +80,9 @@ class Agent(Protocol):
 
     async def kill_session(self, session_id: str, signal: int = 9) -> None:
         """Signal the session's process group. NotFound for an unknown id."""
+
+    async def resize_session(self, session_id: str, cols: int, rows: int) -> None:
+        """Resize a PTY session. NotFound for an unknown id; InvalidInput without a PTY."""
 
     async def read_file(self, path: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Open a file for streaming; errors (NotFound, is a directory) are raised here,
@@ -171,10 +176,10 @@ class SandboxStore(Protocol):
 
     async def list(self, org_id: str, *, live_only: bool = False) -> list[Sandbox]: ...
 
-    async def list_all(self, *, live_only: bool = False) -> list[Sandbox]: ...
+    async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]: ...
 
     async def update(self, sandbox: Sandbox) -> None:
         """Replace the row with the same id."""
 
-    async def touch(self, sandbox_id: str) -> None:
-        """Set last_active_at to now."""
+    async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
+        """Set last_active_at to ``when`` (default now)."""

@@ -1,0 +1,179 @@
+"""Commands inside a sandbox: exec run (sync and async), exec sessions, PTYs.
+
+Contracts:
+- ``run`` waits for the command; a timeout is a result (``timed_out``, exit 124),
+  not an error.
+- ``run_async`` returns an exec id at once; ``result`` reports it running until it
+  ends. Results are kept in memory for ``RESULT_TTL_S`` after the command ends (they
+  do not survive a restart of corral; the command itself is not affected).
+- Sessions and PTYs live in the sandbox's agent, so they outlive client disconnects
+  and restarts of corral. Session ids are ``es-…``, PTY ids ``ps-…``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal as signals
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from corral.auth.principal import Principal
+from corral.domain import ExecRequest, ExecResult, PtySize, SessionInfo, SessionSpec
+from corral.errors import CorralError, InvalidInput, NotFound
+from corral.ids import check, new_id
+from corral.ports import Attachment
+from corral.services.sandboxes import SandboxService, check_envs
+
+MAX_TIMEOUT_S = 24 * 3600
+RESULT_TTL_S = 600.0
+MAX_RESULTS = 1000
+
+
+@dataclass(frozen=True)
+class AsyncExec:
+    """State of a ``run_async`` command."""
+
+    id: str
+    sandbox_id: str
+    running: bool
+    result: ExecResult | None = None
+    error: str | None = None
+
+
+class CommandService:
+    def __init__(self, sandboxes: SandboxService, output_limit: int) -> None:
+        self.sandboxes = sandboxes
+        self.output_limit = output_limit
+        self._async: dict[str, AsyncExec] = {}
+        self._finished_at: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- exec run --------------------------------------------------------------------
+
+    async def run(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> ExecResult:
+        req = check_exec(req)
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        return await agent.exec(req)
+
+    async def run_async(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> str:
+        req = check_exec(req)
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        self._expire()
+        exec_id = new_id("ex")
+        self._async[exec_id] = AsyncExec(exec_id, sandbox_id, running=True)
+
+        async def go() -> None:
+            try:
+                result = await agent.exec(req)
+                self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, result=result)
+            except CorralError as exc:
+                self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, error=exc.message)
+            self._finished_at[exec_id] = time.monotonic()
+
+        task = asyncio.create_task(go(), name=f"exec-{exec_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return exec_id
+
+    async def result(self, principal: Principal, sandbox_id: str, exec_id: str) -> AsyncExec:
+        await self.sandboxes.get(principal, sandbox_id)
+        state = self._async.get(exec_id)
+        if state is None or state.sandbox_id != sandbox_id:
+            raise NotFound(f"exec {exec_id} not found")
+        return state
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for exec_id, ended in list(self._finished_at.items()):
+            if now - ended > RESULT_TTL_S or len(self._finished_at) > MAX_RESULTS:
+                self._finished_at.pop(exec_id, None)
+                self._async.pop(exec_id, None)
+
+    # ---- sessions --------------------------------------------------------------------
+
+    async def start_session(self, principal: Principal, sandbox_id: str, spec: SessionSpec) -> SessionInfo:
+        _check_session(spec)
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        return await agent.start_session(new_id("es"), spec)
+
+    async def list_sessions(self, principal: Principal, sandbox_id: str) -> list[SessionInfo]:
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        return [s for s in await agent.list_sessions() if not s.pty]
+
+    async def attach(
+        self, principal: Principal, sandbox_id: str, session_id: str
+    ) -> AbstractAsyncContextManager[Attachment]:
+        """Attach to an exec session (``es-``) or a PTY (``ps-``)."""
+        _check_session_id(session_id)
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        return agent.attach(session_id)
+
+    async def kill_session(self, principal: Principal, sandbox_id: str, session_id: str, sig: int = 9) -> None:
+        if not 1 <= sig <= 64:
+            raise InvalidInput("signal must be between 1 and 64", field="signal")
+        _check_session_id(session_id)
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        await agent.kill_session(session_id, sig)
+
+    # ---- PTY -------------------------------------------------------------------------
+
+    async def create_pty(
+        self, principal: Principal, sandbox_id: str, cols: int = 80, rows: int = 24, shell: str | None = None
+    ) -> SessionInfo:
+        size = check_size(cols, rows)
+        shell = shell or "/bin/bash"
+        if not shell.startswith("/") or "\0" in shell or len(shell) > 1024:
+            raise InvalidInput("shell must be an absolute path", field="shell")
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        spec = SessionSpec(cmd=shell, args=("-l",), pty=size)
+        return await agent.start_session(new_id("ps"), spec)
+
+    async def resize_pty(self, principal: Principal, sandbox_id: str, pty_id: str, cols: int, rows: int) -> None:
+        size = check_size(cols, rows)
+        check(pty_id, "ps", "sessionID")
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        await agent.resize_session(pty_id, size.cols, size.rows)
+
+    async def kill_pty(self, principal: Principal, sandbox_id: str, pty_id: str) -> None:
+        check(pty_id, "ps", "sessionID")
+        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        await agent.kill_session(pty_id, signals.SIGKILL)
+
+
+def _check_session_id(session_id: str) -> None:
+    check(session_id, "ps" if session_id.startswith("ps-") else "es", "sessionID")
+
+
+def check_size(cols: int, rows: int) -> PtySize:
+    if not 1 <= cols <= 1000:
+        raise InvalidInput("cols must be between 1 and 1000", field="cols")
+    if not 1 <= rows <= 1000:
+        raise InvalidInput("rows must be between 1 and 1000", field="rows")
+    return PtySize(cols, rows)
+
+
+def check_exec(req: ExecRequest) -> ExecRequest:
+    _check_command(req.cmd, req.args, req.cwd, req.envs)
+    if req.timeout_s is not None and not 0 < req.timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout must be between 1 and {MAX_TIMEOUT_S} seconds", field="timeout")
+    return req
+
+
+def _check_session(spec: SessionSpec) -> None:
+    _check_command(spec.cmd, spec.args, spec.cwd, spec.envs)
+    if spec.timeout_s is not None and not 0 < spec.timeout_s <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"timeout must be between 1 and {MAX_TIMEOUT_S} seconds", field="timeout")
+    grace = spec.max_run_after_disconnect_s
+    if grace is not None and not 0 <= grace <= MAX_TIMEOUT_S:
+        raise InvalidInput("maxRunAfterDisconnect must be between 0 and 86400", field="maxRunAfterDisconnect")
+
+
+def _check_command(cmd: str, args: tuple[str, ...], cwd: str | None, envs: dict[str, str]) -> None:
+    if not cmd or "\0" in cmd or len(cmd) > 64 * 1024:
+        raise InvalidInput("cmd must be a non-empty string", field="cmd")
+    if len(args) > 4096 or any("\0" in a for a in args) or sum(map(len, args)) > 1024 * 1024:
+        raise InvalidInput("args: at most 4096 strings without NUL bytes", field="args")
+    if cwd is not None and (not cwd.startswith("/") or "\0" in cwd or len(cwd) > 4096):
+        raise InvalidInput("cwd must be an absolute path", field="cwd")
+    check_envs(envs)

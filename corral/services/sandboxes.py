@@ -1,0 +1,262 @@
+"""Sandbox lifecycle: create, list, get, kill, idle timeout, reconcile.
+
+Contracts:
+- Every call is scoped by the principal's org; another org's sandbox, or any sandbox
+  but its own for a worker token, is NotFound.
+- ``create`` is all-or-nothing: the runtime undoes its own steps on failure, and the
+  row is written only once the sandbox runs (a crash in between leaves an unowned
+  sandbox that ``reconcile`` removes).
+- ``kill`` is idempotent for a sandbox that is already stopped.
+- ``agent_for`` gives the agent of a running sandbox (Conflict if it is not running)
+  and records activity, which defers the idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from corral.auth.principal import Principal
+from corral.domain import Limits, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+from corral.ids import is_valid, new_id
+from corral.ports import Agent, Runtime, SandboxStore, Templates
+from corral.settings import Settings
+
+log = logging.getLogger("corral.sandboxes")
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+MAX_ENVS = 256
+MAX_METADATA = 64
+
+
+@dataclass(frozen=True)
+class CreateSandbox:
+    """A create request; None means the setting's default."""
+
+    template: str | None = None
+    cpu_count: int | None = None
+    memory_mb: int | None = None
+    disk_mb: int | None = None
+    timeout_s: int | None = None
+    envs: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    running: list[str]
+    marked_stopped: list[str]
+    reclaimed: list[str]
+
+
+def check_envs(envs: dict[str, str], field_name: str = "envs") -> dict[str, str]:
+    """Validate environment variables: POSIX-ish names, no NUL bytes."""
+    if len(envs) > MAX_ENVS:
+        raise InvalidInput(f"{field_name}: at most {MAX_ENVS} variables", field=field_name)
+    for name, value in envs.items():
+        if not ENV_NAME.match(name):
+            raise InvalidInput(f"{field_name}: invalid variable name {name!r}", field=field_name)
+        if "\0" in value or len(value) > 128 * 1024:
+            raise InvalidInput(f"{field_name}.{name}: invalid value", field=field_name)
+    return dict(envs)
+
+
+def end_at(sandbox: Sandbox) -> datetime | None:
+    """When the idle timeout stops the sandbox if nothing touches it; None = never."""
+    if not sandbox.live or sandbox.timeout_s <= 0:
+        return None
+    return sandbox.last_active_at + timedelta(seconds=sandbox.timeout_s)
+
+
+class SandboxService:
+    def __init__(
+        self, store: SandboxStore, runtime: Runtime, templates: Templates, settings: Settings
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.templates = templates
+        self.settings = settings
+        self._activity: dict[str, float] = {}  # sandbox id -> wall time of last use
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def create(self, principal: Principal, req: CreateSandbox) -> Sandbox:
+        if principal.sandbox_id is not None:
+            raise NotFound("sandbox creation is not a worker route")
+        s = self.settings
+        limits = Limits(
+            cpu_count=_bounded(req.cpu_count, s.max_cpu_count, 1, 1, "cpuCount"),
+            memory_mb=_bounded(req.memory_mb, s.max_memory_mb, s.default_memory_mb, 64, "memoryMB"),
+            disk_mb=_bounded(req.disk_mb, s.max_disk_mb, s.default_disk_mb, 64, "diskMB"),
+            pids=s.pids_limit,
+        )
+        timeout_s = s.default_timeout_s if req.timeout_s is None else req.timeout_s
+        if not 0 <= timeout_s <= 30 * 24 * 3600:
+            raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
+        envs = check_envs(req.envs)
+        metadata = _check_metadata(req.metadata)
+        name = req.template or s.default_template
+        try:
+            template = await self.templates.get(name)
+        except NotFound as exc:
+            raise NotFound(f"template {name!r} not found", field="templateID") from exc
+        sandbox_id = new_id("sb")
+        await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs))
+        now = datetime.now(UTC)
+        sandbox = Sandbox(
+            id=sandbox_id,
+            org_id=principal.org_id,
+            template=name,
+            status=SandboxStatus.RUNNING,
+            limits=limits,
+            envs=envs,
+            metadata=metadata,
+            timeout_s=timeout_s,
+            created_at=now,
+            last_active_at=now,
+        )
+        try:
+            await self.store.add(sandbox)
+        except BaseException:
+            await asyncio.shield(self.runtime.destroy(sandbox_id))
+            raise
+        log.info("created %s (template %s, org %s)", sandbox_id, name, principal.org_id)
+        return sandbox
+
+    async def get(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        if not is_valid(sandbox_id, "sb") or not principal.may_see(sandbox_id):
+            raise NotFound(f"sandbox {sandbox_id} not found")
+        return self._with_activity(await self.store.get(principal.org_id, sandbox_id))
+
+    async def list(self, principal: Principal, *, live_only: bool = True) -> list[Sandbox]:
+        found = await self.store.list(principal.org_id, live_only=live_only)
+        return [self._with_activity(sb) for sb in found if principal.may_see(sb.id)]
+
+    async def kill(self, principal: Principal, sandbox_id: str) -> None:
+        sandbox = await self.get(principal, sandbox_id)
+        if sandbox.live:
+            await self._stop(sandbox, reason=None)
+
+    async def set_timeout(self, principal: Principal, sandbox_id: str, timeout_s: int) -> Sandbox:
+        if not 0 <= timeout_s <= 30 * 24 * 3600:
+            raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
+        sandbox = await self._running(principal, sandbox_id)
+        updated = replace(sandbox, timeout_s=timeout_s, last_active_at=datetime.now(UTC))
+        await self.store.update(updated)
+        self._activity.pop(sandbox_id, None)
+        return updated
+
+    async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
+        await self._running(principal, sandbox_id)
+        self._activity[sandbox_id] = time.time()
+        return self.runtime.agent(sandbox_id)
+
+    async def _running(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        sandbox = await self.get(principal, sandbox_id)
+        if not sandbox.live:
+            raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        return sandbox
+
+    async def _stop(self, sandbox: Sandbox, reason: str | None) -> None:
+        await self.runtime.destroy(sandbox.id)
+        self._activity.pop(sandbox.id, None)
+        current = await self.store.find(sandbox.id) or sandbox
+        await self.store.update(
+            replace(current, status=SandboxStatus.STOPPED, ended_at=datetime.now(UTC), error=reason)
+        )
+        log.info("stopped %s%s", sandbox.id, f" ({reason})" if reason else "")
+
+    def _with_activity(self, sandbox: Sandbox) -> Sandbox:
+        seen = self._activity.get(sandbox.id)
+        if seen is None:
+            return sandbox
+        when = datetime.fromtimestamp(seen, UTC)
+        return replace(sandbox, last_active_at=max(when, sandbox.last_active_at))
+
+    # ---- background work -------------------------------------------------------------
+
+    async def reconcile(self) -> ReconcileReport:
+        """Make the store and this node agree, at start-up.
+
+        Live rows whose sandbox runs and answers stay running; the others are marked
+        stopped. Everything on the node that no live row owns is removed.
+        """
+        running: builtins.list[str] = []
+        stopped: builtins.list[str] = []
+        for sandbox in await self.store.list_all(live_only=True):
+            ok = await self.runtime.state(sandbox.id) == RuntimeState.RUNNING
+            if ok:
+                try:
+                    await asyncio.wait_for(self.runtime.agent(sandbox.id).ping(), 5)
+                except (CorralError, TimeoutError):
+                    ok = False
+            if ok:
+                running.append(sandbox.id)
+            else:
+                await self._stop(sandbox, reason="sandbox was lost while corral was down")
+                stopped.append(sandbox.id)
+        reclaimed = await self.runtime.reclaim(set(running))
+        if stopped or reclaimed:
+            log.warning("reconcile: marked stopped %s, reclaimed %s", stopped, reclaimed)
+        return ReconcileReport(running, stopped, reclaimed)
+
+    async def reap_idle(self) -> builtins.list[str]:
+        """Stop every running sandbox idle for longer than its timeout; flush activity."""
+        now = time.time()
+        reaped: builtins.list[str] = []
+        for sandbox in await self.store.list_all(live_only=True):
+            seen = self._activity.pop(sandbox.id, None)
+            if seen is not None:
+                await self.store.touch(sandbox.id, datetime.fromtimestamp(seen, UTC))
+            last = max(seen or 0.0, sandbox.last_active_at.timestamp())
+            if sandbox.timeout_s > 0 and now - last > sandbox.timeout_s:
+                await self._stop(sandbox, reason="idle timeout")
+                reaped.append(sandbox.id)
+        return reaped
+
+    def start_reaper(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.settings.reaper_interval_s)
+                try:
+                    await self.reap_idle()
+                except Exception:  # keep reaping whatever one sandbox did
+                    log.exception("idle reaper failed")
+
+        self._reaper = asyncio.create_task(loop(), name="corral-reaper")
+
+    async def stop_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            try:
+                await self._reaper
+            except asyncio.CancelledError:
+                pass
+            self._reaper = None
+        for sandbox_id, seen in list(self._activity.items()):
+            await self.store.touch(sandbox_id, datetime.fromtimestamp(seen, UTC))
+        self._activity.clear()
+
+
+def _bounded(value: int | None, maximum: int, default: int, minimum: int, name: str) -> int:
+    if value is None:
+        return default
+    if not minimum <= value <= maximum:
+        raise InvalidInput(f"{name} must be between {minimum} and {maximum}", field=name)
+    return value
+
+
+def _check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA:
+        raise InvalidInput(f"metadata: at most {MAX_METADATA} keys", field="metadata")
+    for key, value in metadata.items():
+        if not key or len(key) > 256 or len(value) > 4096:
+            raise InvalidInput(f"metadata: key or value too long: {key!r}", field="metadata")
+    return dict(metadata)

@@ -1,0 +1,102 @@
+"""SQL implementation of ``corral.ports.SandboxStore``."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import UTC, datetime
+
+from sqlalchemy import Select, select, update
+
+from corral.domain import Limits, Sandbox, SandboxStatus
+from corral.errors import Conflict, NotFound
+from corral.store.database import Database, utc
+from corral.store.models import SandboxRow
+
+LIVE = (SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value)
+
+
+class SqlSandboxStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, sandbox: Sandbox) -> None:
+        async with self.db.session() as s, s.begin():
+            if await s.get(SandboxRow, sandbox.id) is not None:
+                raise Conflict(f"sandbox {sandbox.id} exists")
+            s.add(_row(sandbox))
+
+    async def get(self, org_id: str, sandbox_id: str) -> Sandbox:
+        found = await self.find(sandbox_id)
+        if found is None or found.org_id != org_id:
+            raise NotFound(f"sandbox {sandbox_id} not found")
+        return found
+
+    async def find(self, sandbox_id: str) -> Sandbox | None:
+        async with self.db.session() as s:
+            row = await s.get(SandboxRow, sandbox_id)
+            return None if row is None else _sandbox(row)
+
+    async def list(self, org_id: str, *, live_only: bool = False) -> builtins.list[Sandbox]:
+        q = select(SandboxRow).where(SandboxRow.org_id == org_id)
+        return await self._select(q, live_only)
+
+    async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]:
+        return await self._select(select(SandboxRow), live_only)
+
+    async def _select(self, stmt: Select[SandboxRow], live_only: bool) -> builtins.list[Sandbox]:
+        if live_only:
+            stmt = stmt.where(SandboxRow.status.in_(LIVE))
+        async with self.db.session() as s:
+            rows = await s.scalars(stmt.order_by(SandboxRow.created_at))
+            return [_sandbox(r) for r in rows.all()]
+
+    async def update(self, sandbox: Sandbox) -> None:
+        async with self.db.session() as s, s.begin():
+            if await s.get(SandboxRow, sandbox.id) is None:
+                raise NotFound(f"sandbox {sandbox.id} not found")
+            await s.merge(_row(sandbox))
+
+    async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
+        async with self.db.session() as s, s.begin():
+            await s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id)
+                .values(last_active_at=when or datetime.now(UTC))
+            )
+
+
+def _row(sb: Sandbox) -> SandboxRow:
+    return SandboxRow(
+        id=sb.id,
+        org_id=sb.org_id,
+        template=sb.template,
+        status=sb.status.value,
+        cpu_count=sb.limits.cpu_count,
+        memory_mb=sb.limits.memory_mb,
+        disk_mb=sb.limits.disk_mb,
+        pids=sb.limits.pids,
+        envs=dict(sb.envs),
+        meta=dict(sb.metadata),
+        timeout_s=sb.timeout_s,
+        created_at=sb.created_at,
+        last_active_at=sb.last_active_at,
+        ended_at=sb.ended_at,
+        error=sb.error,
+    )
+
+
+def _sandbox(r: SandboxRow) -> Sandbox:
+    return Sandbox(
+        id=r.id,
+        org_id=r.org_id,
+        template=r.template,
+        status=SandboxStatus(r.status),
+        limits=Limits(r.cpu_count, r.memory_mb, r.disk_mb, r.pids),
+        envs=dict(r.envs),
+        metadata=dict(r.meta),
+        timeout_s=r.timeout_s,
+        created_at=utc(r.created_at),
+        last_active_at=utc(r.last_active_at),
+        ended_at=utc(r.ended_at) if r.ended_at else None,
+        error=r.error,
+    )
