@@ -1,0 +1,80 @@
+"""API keys and worker tokens against a real SQLite store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from corral.auth.principal import Role
+from corral.auth.service import AuthService, load_or_create_secret
+from corral.errors import InvalidInput, Unauthenticated
+from corral.store.database import Database
+from corral.store.keys import SqlKeyStore
+
+
+@pytest.fixture
+async def auth(tmp_path: Path) -> AuthService:
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}")
+    service = AuthService(SqlKeyStore(db), load_or_create_secret(tmp_path / "jwt-secret"), 60)
+    yield service  # type: ignore[misc]
+    await db.close()
+
+
+async def test_bootstrap_generates_key_once(auth: AuthService, tmp_path: Path) -> None:
+    key_file = tmp_path / "admin-key"
+    raw = await auth.bootstrap(None, key_file)
+    assert raw is not None and raw.startswith("ek_")
+    assert key_file.read_text().strip() == raw
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert await auth.bootstrap(None, key_file) is None
+    principal = await auth.authenticate_key(raw)
+    assert principal.role is Role.OWNER
+
+
+async def test_seeded_key_and_rejections(auth: AuthService, tmp_path: Path) -> None:
+    seed = "ek_testkey01_" + "s" * 32
+    assert await auth.bootstrap(seed, tmp_path / "admin-key") == seed
+    assert not (tmp_path / "admin-key").exists()
+    assert (await auth.authenticate_key(seed)).key_id == "testkey01"
+    for bad in ("", "nope", "ek_testkey01_" + "x" * 32, "ek_unknown00_" + "s" * 32):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate_key(bad)
+
+
+async def test_revoked_key_is_refused(auth: AuthService, tmp_path: Path) -> None:
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw
+    principal = await auth.authenticate_key(raw)
+    assert principal.key_id
+    await auth.keys.revoke(principal.org_id, principal.key_id)
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate_key(raw)
+
+
+async def test_bad_role_is_invalid(auth: AuthService, tmp_path: Path) -> None:
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw
+    org = (await auth.authenticate_key(raw)).org_id
+    with pytest.raises(InvalidInput) as err:
+        await auth.create_key(org, "superuser")
+    assert err.value.field == "role"
+
+
+async def test_worker_tokens(auth: AuthService, tmp_path: Path) -> None:
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw
+    owner = await auth.authenticate_key(raw)
+    token = auth.issue_token(owner, "sb-aaaaaaaaaaaaaaaa")
+    p = auth.authenticate_token(token)
+    assert p.sandbox_id == "sb-aaaaaaaaaaaaaaaa" and p.org_id == owner.org_id
+    assert p.may_see("sb-aaaaaaaaaaaaaaaa") and not p.may_see("sb-bbbbbbbbbbbbbbbb")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode(claims, "another-secret-of-enough-length-for-hs256!", algorithm="HS256")
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    expired = jwt.encode({**claims, "exp": int(time.time()) - 5}, auth.jwt_secret, algorithm="HS256")
+    for bad in (forged, unsigned, expired, "garbage"):
+        with pytest.raises(Unauthenticated):
+            auth.authenticate_token(bad)
