@@ -1,0 +1,134 @@
+"""SandboxService on the process runtime (the real agent, no isolation) and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from corral.auth.principal import Principal, Role
+from corral.domain import ExecRequest, SandboxSpec, SandboxStatus
+from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
+from corral.runtime.process import ProcessRuntime
+from corral.runtime.static_templates import StaticTemplates
+from corral.services.core import Core
+from corral.services.sandboxes import CreateSandbox
+from corral.settings import Settings
+
+OWNER = Role.OWNER
+
+
+class BrokenRuntime(ProcessRuntime):
+    """Fails every create, as a runtime whose runc is broken would."""
+
+    async def create(self, spec: SandboxSpec) -> None:
+        raise RuntimeFailure("runc exploded")
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[Core]:
+    settings = Settings(data_dir=tmp_path, runtime="process", reaper_interval_s=3600)
+    c = await Core.open(settings, runtime=ProcessRuntime(tmp_path / "run"), templates=StaticTemplates())
+    yield c
+    for sb in await c.sandboxes.store.list_all(live_only=True):
+        await c.runtime.destroy(sb.id)
+    await c.close()
+
+
+async def owner(core: Core) -> Principal:
+    assert core.bootstrap_key
+    return await core.auth.authenticate_key(core.bootstrap_key)
+
+
+async def test_create_exec_kill(core: Core) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox(envs={"GREETING": "hi"}, metadata={"a": "b"}))
+    assert sb.status is SandboxStatus.RUNNING and sb.id.startswith("sb-")
+    result = await core.commands.run(me, sb.id, ExecRequest("sh", ("-c", "echo $GREETING")))
+    assert result.stdout == b"hi\n" and result.exit_code == 0
+    assert [s.id for s in await core.sandboxes.list(me)] == [sb.id]
+    await core.sandboxes.kill(me, sb.id)
+    await core.sandboxes.kill(me, sb.id)  # idempotent
+    assert (await core.sandboxes.get(me, sb.id)).status is SandboxStatus.STOPPED
+    assert await core.sandboxes.list(me) == []
+    with pytest.raises(Conflict):
+        await core.commands.run(me, sb.id, ExecRequest("true"))
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (CreateSandbox(cpu_count=5), "cpuCount"),
+        (CreateSandbox(cpu_count=0), "cpuCount"),
+        (CreateSandbox(memory_mb=999999), "memoryMB"),
+        (CreateSandbox(disk_mb=1), "diskMB"),
+        (CreateSandbox(timeout_s=-1), "timeout"),
+        (CreateSandbox(envs={"BAD=NAME": "x"}), "envs"),
+    ],
+)
+async def test_create_rejects_bad_input(core: Core, request_: CreateSandbox, field: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        await core.sandboxes.create(await owner(core), request_)
+    assert err.value.field == field
+
+
+async def test_unknown_template_is_not_found(core: Core) -> None:
+    with pytest.raises(NotFound) as err:
+        await core.sandboxes.create(await owner(core), CreateSandbox(template="nope"))
+    assert err.value.field == "templateID"
+
+
+async def test_failed_create_leaves_no_row(core: Core, tmp_path: Path) -> None:
+    me = await owner(core)
+    core.sandboxes.runtime = BrokenRuntime(tmp_path / "broken")
+    with pytest.raises(RuntimeFailure):
+        await core.sandboxes.create(me, CreateSandbox())
+    assert await core.sandboxes.store.list_all() == []
+
+
+async def test_other_org_and_worker_token_scope(core: Core) -> None:
+    me = await owner(core)
+    a = await core.sandboxes.create(me, CreateSandbox())
+    b = await core.sandboxes.create(me, CreateSandbox())
+    stranger = Principal(org_id="org-zzzzzzzz", role=OWNER)
+    with pytest.raises(NotFound):
+        await core.sandboxes.get(stranger, a.id)
+    worker = core.auth.authenticate_token(core.auth.issue_token(me, a.id))
+    assert (await core.sandboxes.get(worker, a.id)).id == a.id
+    with pytest.raises(NotFound):
+        await core.sandboxes.get(worker, b.id)
+    with pytest.raises(NotFound):
+        await core.sandboxes.get(me, "../../etc")
+
+
+async def test_idle_timeout_stops_and_activity_defers(core: Core) -> None:
+    me = await owner(core)
+    idle = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
+    busy = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
+    forever = await core.sandboxes.create(me, CreateSandbox(timeout_s=0))
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        await core.commands.run(me, busy.id, ExecRequest("true"))
+    reaped = await core.sandboxes.reap_idle()
+    assert reaped == [idle.id]
+    assert (await core.sandboxes.get(me, idle.id)).error == "idle timeout"
+    assert (await core.sandboxes.get(me, busy.id)).status is SandboxStatus.RUNNING
+    assert (await core.sandboxes.get(me, forever.id)).status is SandboxStatus.RUNNING
+    assert idle.id not in await core.runtime.list_ids()
+
+
+async def test_reconcile_keeps_running_marks_dead_and_reclaims(core: Core) -> None:
+    me = await owner(core)
+    alive = await core.sandboxes.create(me, CreateSandbox())
+    dead = await core.sandboxes.create(me, CreateSandbox())
+    await core.runtime.destroy(dead.id)  # dies behind corral's back
+    orphan = "sb-orphan0000000000"
+    await core.runtime.create(SandboxSpec(orphan, await core.templates.get("base"), alive.limits))
+    report = await core.sandboxes.reconcile()
+    assert report.running == [alive.id]
+    assert report.marked_stopped == [dead.id]
+    assert orphan in report.reclaimed
+    assert (await core.sandboxes.get(me, dead.id)).status is SandboxStatus.STOPPED
+    assert await core.runtime.list_ids() == {alive.id}
