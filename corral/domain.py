@@ -48,6 +48,22 @@ class SandboxSpec:
     envs: dict[str, str] = field(default_factory=dict)
 
 
+class EgressMode(enum.StrEnum):
+    ALLOW_ALL = "allow_all"
+    DENY_ALL = "deny_all"
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Where a sandbox may connect. Entries are CIDRs, hostnames or ``*.domain``
+    wildcards; ``deny`` wins over ``allow``. The host, the control plane, other
+    sandboxes and link-local addresses are denied whatever the policy says."""
+
+    mode: EgressMode = EgressMode.ALLOW_ALL
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """A sandbox as the store knows it."""
@@ -64,6 +80,8 @@ class Sandbox:
     last_active_at: datetime
     ended_at: datetime | None = None
     error: str | None = None
+    egress: EgressPolicy = EgressPolicy()
+    preview_token_hash: str | None = None  # set when preview URLs need a token
 
     @property
     def live(self) -> bool:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Select, select, update
 
-from corral.domain import Limits, Sandbox, SandboxStatus
+from corral.domain import EgressMode, EgressPolicy, Limits, Sandbox, SandboxStatus
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import SandboxRow
@@ -82,6 +82,8 @@ def _row(sb: Sandbox) -> SandboxRow:
         last_active_at=sb.last_active_at,
         ended_at=sb.ended_at,
         error=sb.error,
+        egress={"mode": sb.egress.mode.value, "allow": list(sb.egress.allow), "deny": list(sb.egress.deny)},
+        preview_token_hash=sb.preview_token_hash,
     )
 
 
@@ -99,4 +101,14 @@ def _sandbox(r: SandboxRow) -> Sandbox:
         last_active_at=utc(r.last_active_at),
         ended_at=utc(r.ended_at) if r.ended_at else None,
         error=r.error,
+        egress=_egress(r.egress),
+        preview_token_hash=r.preview_token_hash,
     )
+
+
+def _egress(raw: dict[str, object] | None) -> EgressPolicy:
+    if not raw:
+        return EgressPolicy()
+    allow, deny = raw.get("allow") or [], raw.get("deny") or []
+    assert isinstance(allow, list) and isinstance(deny, list)
+    return EgressPolicy(EgressMode(str(raw.get("mode"))), tuple(map(str, allow)), tuple(map(str, deny)))

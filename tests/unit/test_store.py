@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.domain import Limits, Sandbox, SandboxStatus
+from corral.domain import EgressMode, EgressPolicy, Limits, Sandbox, SandboxStatus
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
@@ -20,6 +20,7 @@ def sandbox(sid: str, org: str, status: SandboxStatus = SandboxStatus.RUNNING) -
     return Sandbox(
         id=sid, org_id=org, template="base", status=status, limits=Limits(2, 256, 512, 64),
         envs={"A": "1"}, metadata={"k": "v"}, timeout_s=30, created_at=now, last_active_at=now,
+        egress=EgressPolicy(EgressMode.DENY_ALL, ("10.0.0.0/8", "*.example.com"), ("evil.example.com",)),
     )
 
 
