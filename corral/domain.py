@@ -38,16 +38,6 @@ class Template:
     size_bytes: int = 0
 
 
-@dataclass(frozen=True)
-class SandboxSpec:
-    """What the runtime needs to start a sandbox."""
-
-    id: str
-    template: Template
-    limits: Limits
-    envs: dict[str, str] = field(default_factory=dict)
-
-
 class EgressMode(enum.StrEnum):
     ALLOW_ALL = "allow_all"
     DENY_ALL = "deny_all"
@@ -62,6 +52,17 @@ class EgressPolicy:
     mode: EgressMode = EgressMode.ALLOW_ALL
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What the runtime needs to start a sandbox."""
+
+    id: str
+    template: Template
+    limits: Limits
+    envs: dict[str, str] = field(default_factory=dict)
+    egress: EgressPolicy = EgressPolicy()
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,14 @@ SQL and protocol errors are translated at the boundary with ``raise ... from exc
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from corral.domain import (
+    EgressPolicy,
     ExecRequest,
     ExecResult,
     FileEntry,
@@ -137,8 +139,46 @@ class Runtime(Protocol):
     def agent(self, sandbox_id: str) -> Agent:
         """A client for the sandbox's agent (cheap; no I/O until used)."""
 
+    async def address(self, sandbox_id: str) -> str:
+        """The IP address at which this host reaches servers inside the sandbox
+        (its veth address; 127.0.0.1 for the process runtime). NotFound if none."""
+
+    async def set_egress(self, sandbox_id: str, policy: EgressPolicy) -> None:
+        """Apply a new egress policy to a running sandbox at once."""
+
     async def health(self) -> dict[str, object]:
         """What this runtime is and whether it answers."""
+
+
+@dataclass(frozen=True)
+class NetInfo:
+    """A sandbox's network as the runtime needs it."""
+
+    netns_path: str  # the named network namespace runc joins
+    address: str  # the sandbox's IP on the bridge
+    gateway: str  # the bridge's IP: default route and DNS server of the sandbox
+
+
+DeniedFn = Callable[[str, dict[str, object]], Awaitable[None]]
+"""Called with a sandbox id and the details of one denied connection attempt."""
+
+
+class Network(Protocol):
+    """Per-sandbox networks on this node: a named netns, a veth to the bridge, an
+    address from the pool, NAT for allowed egress, nftables rules per sandbox. The host,
+    the control plane, other sandboxes and link-local addresses are always denied.
+    ``attach`` is all-or-nothing; ``detach`` is idempotent."""
+
+    async def attach(self, sandbox_id: str, policy: EgressPolicy) -> NetInfo: ...
+
+    async def detach(self, sandbox_id: str) -> None: ...
+
+    async def set_policy(self, sandbox_id: str, policy: EgressPolicy) -> None: ...
+
+    async def info(self, sandbox_id: str) -> NetInfo | None: ...
+
+    async def reclaim(self, keep: set[str]) -> list[str]:
+        """Remove netns, veths, addresses and rules of every sandbox not in ``keep``."""
 
 
 ProgressFn = Callable[[str, float], None]
