@@ -1,0 +1,122 @@
+"""Credentials of this surface, as FastAPI dependencies that call ``core.auth``.
+
+Where a credential may be (first found wins):
+
+    Authorization: Bearer <credential>     both surfaces
+    X-API-Key: <credential>                both surfaces
+    ?token=<credential>, ?api_key=<...>    WebSockets only (browsers cannot set headers)
+
+A credential is recognised by its form, wherever it is sent: ``ek_...`` is an API key,
+a three-part JWT is a worker token. The spec puts API keys on the control plane and
+worker tokens on the worker routes, but the SDKs mix them (the Python SDK's PTY sends
+the worker JWT as ``X-API-Key`` and ``?api_key=``), and since both surfaces are served
+by this one process, accepting either form on either surface costs nothing: a worker
+token only ever reaches its own sandbox (every other id is 404), and an API key already
+reaches all of its org's.
+
+Both surfaces differ only in what a 401 for a missing credential tells the client to
+send. A header of the wrong form (``Authorization: Basic ...``, ``X-API-Key: Bearer
+...``) is a 401 that says which form is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from corral.auth.principal import Principal
+from corral.errors import Unauthenticated
+from corral.services.core import Core
+
+API_KEY_PREFIX = "ek_"
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+# Declared for the OpenAPI document (the "Authorize" button of /docs); the values are
+# read by ``_credential`` so that a header of the wrong form is reported, not ignored.
+_api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key ek_<id>_<secret>")
+_bearer_scheme = HTTPBearer(auto_error=False, description="worker token (JWT) or API key")
+
+
+def get_core(conn: HTTPConnection) -> Core:
+    core: Core = conn.app.state.core
+    return core
+
+
+CoreDep = Annotated[Core, Depends(get_core)]
+
+
+def _credential(conn: HTTPConnection, missing: str) -> str:
+    authorization = conn.headers.get("authorization", "").strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = conn.headers.get("x-api-key", "").strip()
+    if api_key:
+        if api_key.lower().startswith("bearer "):
+            raise Unauthenticated("X-API-Key takes the bare API key (ek_<id>_<secret>), without 'Bearer '")
+        return api_key
+    if conn.scope["type"] == "websocket":
+        for name in ("token", "api_key"):
+            value = conn.query_params.get(name, "").strip()
+            if value:
+                return value
+    if authorization:
+        raise Unauthenticated("the Authorization header must be 'Bearer <API key or worker token>'")
+    raise Unauthenticated(missing)
+
+
+async def authenticate(core: Core, credential: str) -> Principal:
+    """An API key or a worker token, told apart by form; Unauthenticated otherwise."""
+    if credential.startswith(API_KEY_PREFIX):
+        return await core.auth.authenticate_key(credential)
+    if _JWT.match(credential):
+        return core.auth.authenticate_token(credential)
+    raise Unauthenticated("credential must be an API key (ek_<id>_<secret>) or a worker token (a JWT)")
+
+
+_CONTROL_MISSING = "missing API key: send the header X-API-Key: ek_<id>_<secret>"
+_WORKER_MISSING = (
+    "missing token: send the header Authorization: Bearer <token> "
+    "(the token of the sandbox's create or get response)"
+)
+
+
+async def control_principal(
+    conn: HTTPConnection,
+    core: CoreDep,
+    _key: str | None = Security(_api_key_scheme),
+    _bearer: object = Security(_bearer_scheme),
+) -> Principal:
+    """The caller of a control-plane route (``/api/...``)."""
+    missing = _CONTROL_MISSING + (" or the query ?api_key=" if conn.scope["type"] == "websocket" else "")
+    return await authenticate(core, _credential(conn, missing))
+
+
+async def worker_principal(
+    conn: HTTPConnection,
+    core: CoreDep,
+    _bearer: object = Security(_bearer_scheme),
+) -> Principal:
+    """The caller of a worker-direct route (``/sandboxes/...`` without ``/api``)."""
+    missing = _WORKER_MISSING + (" or the query ?token=" if conn.scope["type"] == "websocket" else "")
+    return await authenticate(core, _credential(conn, missing))
+
+
+@dataclass(frozen=True)
+class Surface:
+    """One of the two mounts of this API: which routes it has and who may call them."""
+
+    name: str
+    control: bool
+    principal: Callable[..., Awaitable[Principal]]
+
+
+CONTROL = Surface("control plane", True, control_principal)
+WORKER = Surface("worker", False, worker_principal)

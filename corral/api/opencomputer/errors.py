@@ -1,0 +1,195 @@
+"""The one place where errors become this surface's envelope: ``{"error": "message"}``.
+
+Statuses (the spec's table, made precise where it is silent):
+
+    InvalidInput, request validation       400   message names the field: "cpuCount: ..."
+    Unauthenticated                        401   says which credential form is expected
+    Forbidden                              403
+    NotFound (and malformed path ids)      404
+    Conflict (e.g. sandbox not running)    409
+    LimitExceeded                          429
+    LimitExceeded with field "disk"        507   the sandbox's disk is full (ENOSPC); as in
+                                                 WebDAV quotas, the request was fine but the
+                                                 server cannot store it, so a retry won't help
+    Unavailable                            503
+    ExecTimeout                            504   the sandbox did not answer in time
+    SandboxError, RuntimeFailure,          502   the sandbox (our upstream) failed
+      AgentError
+    CorralError, anything unexpected       500   "internal error"; the traceback goes to the
+                                                 log, never to the client
+
+On a WebSocket route an error before the handshake is accepted is sent as an HTTP
+response with the same status and envelope (the WebSocket Denial Response extension;
+clients see e.g. ``InvalidStatus: HTTP 401``); after it, the socket is closed with code
+``4000 + status`` for client errors (4400, 4401, 4404, 4409) or 1011, and the message as
+the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketState
+
+from corral.errors import (
+    Conflict,
+    CorralError,
+    ExecTimeout,
+    Forbidden,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    SandboxError,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger("corral.api")
+
+STATUS: dict[type[CorralError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    LimitExceeded: 429,
+    Unavailable: 503,
+    ExecTimeout: 504,
+    SandboxError: 502,
+    CorralError: 500,
+}
+DISK_FULL_STATUS = 507
+
+# Pydantic error types, in words a client understands.
+_PHRASES = {
+    "missing": "is required",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+    "list_type": "must be an array",
+    "dict_type": "must be an object",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+}
+_PLACES = ("body", "query", "path", "header", "cookie")
+
+
+def status_of(exc: CorralError) -> int:
+    if isinstance(exc, LimitExceeded) and exc.field == "disk":
+        return DISK_FULL_STATUS
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def message_of(exc: CorralError) -> str:
+    """The message, naming the error's field first when it has one: ``field: what``.
+
+    ``"cpuCount must be between 1 and 4"`` becomes ``"cpuCount: must be between 1 and 4"``;
+    a message that already starts with the field is kept; any other gets the prefix.
+    """
+    message, name = exc.message, exc.field
+    if not name:
+        return message
+    for verb in (" must ", " is ", " are "):
+        if message.startswith(name + verb):
+            return f"{name}:{message[len(name) :]}"
+    if message.startswith(name):
+        return message
+    return f"{name}: {message}"
+
+
+def describe(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Pydantic/FastAPI validation errors as one line: ``cpuCount: must be an integer``."""
+    parts: list[str] = []
+    for error in errors:
+        kind = str(error.get("type", ""))
+        loc = [p for p in error.get("loc", ()) if p is not None]
+        if kind == "json_invalid":
+            detail = (error.get("ctx") or {}).get("error")
+            parts.append("request body is not valid JSON" + (f": {detail}" if detail else ""))
+            continue
+        if loc and loc[0] in _PLACES:
+            loc = loc[1:]
+        where = ""
+        for p in loc:
+            where += f"[{p}]" if isinstance(p, int) else (f".{p}" if where else str(p))
+        phrase = _PHRASES.get(kind) or str(error.get("msg", "is invalid")).lower()
+        parts.append(f"{where}: {phrase}" if where else f"request body {phrase}")
+    return "; ".join(dict.fromkeys(parts)) or "invalid request"
+
+
+async def render(conn: HTTPConnection, status: int, message: str) -> Response | None:
+    """Send ``{"error": message}`` with ``status`` over HTTP or a WebSocket (see above)."""
+    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if status == 401 else None
+    body = JSONResponse({"error": message}, status_code=status, headers=headers)
+    if not isinstance(conn, WebSocket):
+        return body
+    if conn.application_state == WebSocketState.CONNECTING:
+        if "websocket.http.response" in conn.scope.get("extensions", {}):
+            return body
+        await conn.close(code=1008, reason=_reason(message))
+    elif conn.application_state == WebSocketState.CONNECTED:
+        code = 4000 + status if status < 500 else 1011
+        await conn.close(code=code, reason=_reason(message))
+    return None
+
+
+def _reason(message: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    return message.encode()[:123].decode(errors="ignore")
+
+
+async def on_corral_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    assert isinstance(exc, CorralError)
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s: %s: %s", _method(conn), conn.url.path, type(exc).__name__, exc.message)
+    return await render(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))
+
+
+async def on_validation_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
+    return await render(conn, 400, describe(exc.errors()))
+
+
+async def on_http_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """Starlette's own errors: unknown route (404), wrong method (405), unreadable body."""
+    assert isinstance(exc, HTTPException)
+    response = await render(conn, exc.status_code, str(exc.detail))
+    if response is not None and exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def on_unexpected(conn: HTTPConnection, exc: Exception) -> Response | None:
+    log.exception("%s %s failed", _method(conn), conn.url.path, exc_info=exc)
+    return await render(conn, 500, "internal error")
+
+
+def _method(conn: HTTPConnection) -> str:
+    return "WS" if isinstance(conn, WebSocket) else str(conn.scope.get("method", ""))
+
+
+def install(app: FastAPI) -> None:
+    """Make this surface's envelope the app's error format."""
+    handlers = {
+        CorralError: on_corral_error,
+        RequestValidationError: on_validation_error,
+        WebSocketRequestValidationError: on_validation_error,
+        HTTPException: on_http_error,
+        Exception: on_unexpected,
+    }
+    for exc_type, handler in handlers.items():
+        # Starlette types handlers as for HTTP or for WebSockets; these serve both.
+        app.add_exception_handler(exc_type, cast(Any, handler))

@@ -1,0 +1,95 @@
+"""Routes of the OpenComputer surface: sandbox lifecycle here, and the whole router.
+
+``router(CONTROL)`` is mounted at ``/api``, ``router(WORKER)`` at the root. Both carry
+the operational routes (exec, files, PTY, get, timeout); only the control plane
+creates, lists and kills sandboxes; only the worker refreshes tokens. ``timeout`` is
+served on both although the spec calls it worker-only: the Python SDK posts it through
+its control-plane client.
+
+Handlers are thin: parse, call one service, map (see ``mapping``). Errors are raised as
+``CorralError`` and rendered by ``errors``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi import status as http
+
+from corral.api.opencomputer import mapping, routes_exec, routes_files, routes_pty
+from corral.api.opencomputer.auth import CoreDep, Surface
+from corral.api.opencomputer.schemas import (
+    CreateSandboxBody,
+    ErrorOut,
+    SandboxOut,
+    TimeoutBody,
+    TokenOut,
+)
+from corral.auth.principal import Principal
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in [
+        (400, "Invalid request; the message names the field"),
+        (401, "Missing or invalid credentials"),
+        (404, "No such sandbox (or not visible to this credential)"),
+        (409, "The sandbox is not running"),
+    ]
+}
+
+
+def router(surface: Surface) -> APIRouter:
+    """Every route of this surface, as mounted for ``surface``."""
+    top = APIRouter(tags=[f"OpenComputer {surface.name}"], responses=ERROR_RESPONSES)
+    top.include_router(_lifecycle(surface))
+    top.include_router(routes_exec.router(surface))
+    top.include_router(routes_files.router(surface))
+    top.include_router(routes_pty.router(surface))
+    return top
+
+
+def _lifecycle(surface: Surface) -> APIRouter:
+    r = APIRouter()
+    caller = Depends(surface.principal)
+
+    if surface.control:
+
+        @r.post("/sandboxes", status_code=http.HTTP_201_CREATED, summary="Create a sandbox")
+        async def create_sandbox(
+            core: CoreDep, body: CreateSandboxBody | None = None, principal: Principal = caller
+        ) -> SandboxOut:
+            sandbox = await core.sandboxes.create(principal, mapping.create_request(body))
+            token = core.auth.issue_token(principal, sandbox.id)
+            return mapping.sandbox_out(sandbox, core.settings.base_url, token)
+
+        @r.get("/sandboxes", summary="List running sandboxes")
+        async def list_sandboxes(core: CoreDep, principal: Principal = caller) -> list[SandboxOut]:
+            found = await core.sandboxes.list(principal)
+            url = core.settings.base_url
+            return [mapping.sandbox_out(sb, url, core.auth.issue_token(principal, sb.id)) for sb in found]
+
+        @r.delete("/sandboxes/{sandbox_id}", status_code=204, summary="Kill a sandbox")
+        async def kill_sandbox(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> Response:
+            await core.sandboxes.kill(principal, sandbox_id)
+            return Response(status_code=204)
+
+    else:
+
+        @r.post("/sandboxes/{sandbox_id}/token/refresh", summary="Refresh the worker token")
+        async def refresh_token(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> TokenOut:
+            sandbox = await core.sandboxes.get(principal, sandbox_id)
+            return TokenOut(token=core.auth.issue_token(principal, sandbox.id))
+
+    @r.get("/sandboxes/{sandbox_id}", summary="Get a sandbox")
+    async def get_sandbox(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> SandboxOut:
+        sandbox = await core.sandboxes.get(principal, sandbox_id)
+        token = core.auth.issue_token(principal, sandbox.id)
+        return mapping.sandbox_out(sandbox, core.settings.base_url, token)
+
+    @r.post("/sandboxes/{sandbox_id}/timeout", status_code=204, summary="Set the idle timeout")
+    async def set_timeout(
+        core: CoreDep, sandbox_id: str, body: TimeoutBody, principal: Principal = caller
+    ) -> Response:
+        await core.sandboxes.set_timeout(principal, sandbox_id, body.timeout)
+        return Response(status_code=204)
+
+    return r

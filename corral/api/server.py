@@ -1,0 +1,61 @@
+"""Running the app under uvicorn with the options corral needs.
+
+``UVICORN_OPTIONS`` is what every way of serving corral must pass to uvicorn:
+
+- ``ws_per_message_deflate=False``: Node 20's built-in WebSocket (what the TypeScript
+  SDK uses) fails with close code 1006 when a server negotiates permessage-deflate.
+- ``ws="websockets-sansio"``: the ``websockets`` library's current implementation in
+  uvicorn (``"websockets"`` there names the deprecated legacy one); it also carries the
+  WebSocket Denial Response extension, so a refused handshake gets a real 401/404.
+- uvloop and httptools for speed; lifespan on, since the app opens its core there.
+
+uvicorn's sansio implementation logs "ASGI callable returned without completing
+handshake." at ERROR after every denial response, though the client got it (it never
+marks the handshake done; upstream: Kludex/uvicorn pull request 3138). ``config``
+drops exactly that record, so each refused token does not page an operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from corral.api.app import create_app
+from corral.settings import Settings
+
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "ws": "websockets-sansio",
+    "ws_per_message_deflate": False,
+    "lifespan": "on",
+    "timeout_graceful_shutdown": 10,
+}
+
+
+def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uvicorn.Config:
+    """A uvicorn config for ``app`` (default: ``create_app(settings)``) on the settings'
+    host and port; ``options`` override ``UVICORN_OPTIONS``."""
+    merged = {**UVICORN_OPTIONS, "host": settings.host, "port": settings.port, **options}
+    result = uvicorn.Config(app or create_app(settings), **merged)  # configures uvicorn's logging
+    error_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialNoise) for f in error_log.filters):
+        error_log.addFilter(_DenialNoise())
+    return result
+
+
+def serve(settings: Settings, **overrides: Any) -> None:
+    """Serve corral until interrupted. ``overrides`` go to ``create_app``."""
+    uvicorn.Server(config(settings, create_app(settings, **overrides))).run()
+
+
+class _DenialNoise(logging.Filter):
+    """Drops uvicorn's spurious error after a WebSocket denial response (see above)."""
+
+    MESSAGE = "ASGI callable returned without completing handshake."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.MESSAGE
