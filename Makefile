@@ -1,0 +1,66 @@
+# corral: `make run` starts a server, `make test` runs every test.
+# Both install what is missing first (Debian packages, .venv, the TypeScript SDK),
+# and are fast when everything is installed already.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+CORRAL := $(VENV)/bin/corral
+TS_DIR := tests/e2e/ts
+TS_SDK := $(TS_DIR)/node_modules/@opencomputer/sdk/package.json
+PYTEST_ARGS ?=
+
+.PHONY: help install deps run test unit integration e2e lint fmt clean
+
+help:
+	@echo "make run          install, build the base template if needed, run corral serve (CORRAL_* env)"
+	@echo "make test         install, run the whole test suite (unit, integration, e2e)"
+	@echo "make install      Debian packages, Python package in $(VENV), TypeScript SDK for e2e"
+	@echo "make unit | integration | e2e   one part of the suite"
+	@echo "make lint         ruff and mypy"
+
+install: deps $(VENV)/.installed $(TS_SDK)
+
+deps:
+	@scripts/install-deps.sh
+
+$(PYTHON): | deps
+	python3 -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+$(TS_SDK): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json | deps
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: install
+	$(CORRAL) template build base
+	exec $(CORRAL) serve
+
+test: install
+	$(PYTHON) -m pytest -ra $(PYTEST_ARGS)
+
+unit: install
+	$(PYTHON) -m pytest -ra tests/unit $(PYTEST_ARGS)
+
+integration: install
+	$(PYTHON) -m pytest -ra tests/integration $(PYTEST_ARGS)
+
+e2e: install
+	$(PYTHON) -m pytest -ra tests/e2e $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check corral tests
+	$(VENV)/bin/ruff format --check corral tests
+	$(VENV)/bin/mypy
+
+fmt: install
+	$(VENV)/bin/ruff format corral tests
+	$(VENV)/bin/ruff check --fix corral tests
+
+clean:
+	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info

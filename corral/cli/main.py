@@ -1,0 +1,98 @@
+"""The ``corral`` command.
+
+    corral serve                          run the server (settings: flags > CORRAL_* env)
+    corral template build NAME | ls       templates on this node
+    corral sandbox create | ls | exec | shell | rm   sandboxes, through the HTTP API
+    corral keys create | ls | revoke      API keys, in this node's store
+
+Client commands take ``--url`` (env CORRAL_URL) and ``--api-key`` (env
+CORRAL_API_KEY, else ``<data dir>/admin-key``). Failures print ``error: ...`` on
+stderr and exit 1 (``corral sandbox exec`` exits with the command's exit code).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from corral.cli import keys, sandbox, template
+from corral.cli.console import CliError, reported
+from corral.cli.local import DatabaseOption, DataDirOption, local_settings
+
+app = typer.Typer(
+    name="corral",
+    help="corral: self-hostable sandboxes on runc, with an OpenComputer-compatible API.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(template.app, name="template")
+app.add_typer(keys.app, name="keys")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on [env CORRAL_HOST; default 127.0.0.1].", show_default=False),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port [env CORRAL_PORT; default 8080].", show_default=False)
+    ] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="Seed the first owner key with this ek_<id>_<secret> when the store has none "
+            "[env CORRAL_API_KEY; default: generate one into <data dir>/admin-key].",
+            show_default=False,
+        ),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="runc, or process (tests only, no isolation) [env CORRAL_RUNTIME].", show_default=False
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="URL clients reach this server at [env CORRAL_PUBLIC_URL].", show_default=False),
+    ] = None,
+) -> None:
+    """Run the corral server in the foreground."""
+    with reported():
+        settings = local_settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            api_key=api_key,
+            runtime=runtime,
+            public_url=public_url,
+        )
+        try:
+            from corral.api.server import serve as run_server
+        except ImportError as exc:
+            raise CliError(f"the HTTP server is not available: {exc}") from exc
+        run_server(settings)
+
+
+@app.command()
+def version() -> None:
+    """Print corral's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        typer.echo(package_version("corral"))
+    except PackageNotFoundError:
+        typer.echo("unknown")
+
+
+if __name__ == "__main__":
+    app()
