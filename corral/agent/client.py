@@ -1,0 +1,435 @@
+"""``AgentClient``: the ``corral.ports.Agent`` port over the agent's unix socket.
+
+One connection per operation, as the protocol says. The agent is untrusted: every
+frame is size-checked by ``protocol.read_frame``, every answer field is type-checked,
+exec output is capped at ``output_limit`` bytes per stream (the rest is drained and
+dropped, and the result says ``truncated``), and every wait has a deadline except the
+live output of an attachment, which waits as long as its consumer iterates.
+
+Errors: agent error codes become corral errors (see ``protocol.raise_for_answer``);
+an unreachable agent, a timeout or a malformed answer is ``AgentError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from corral.agent import protocol
+from corral.agent.protocol import MAX_PAYLOAD, Frame, FrameType
+from corral.domain import (
+    ExecRequest,
+    ExecResult,
+    FileEntry,
+    SessionEvent,
+    SessionInfo,
+    SessionSpec,
+    Stream,
+)
+from corral.errors import AgentError, Conflict, InvalidInput
+
+EXEC_GRACE = 10.0
+"""Seconds the host waits past an exec's own timeout before giving up on the agent."""
+
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class AgentClient:
+    """Client of one sandbox's agent. Cheap to construct: no I/O until an op runs.
+
+    ``op_timeout`` bounds each wait of an operation (an answer, a chunk of a file, a
+    drain); ``exec_timeout`` is the timeout given to the agent for an exec request that
+    has none, so no command outlives every observer."""
+
+    def __init__(
+        self,
+        socket_path: pathlib.Path | str,
+        *,
+        connect_timeout: float = 5.0,
+        op_timeout: float = 30.0,
+        output_limit: int = 16 * 1024 * 1024,
+        exec_timeout: float = 600.0,
+    ) -> None:
+        self.socket_path = pathlib.Path(socket_path)
+        self.connect_timeout = connect_timeout
+        self.op_timeout = op_timeout
+        self.output_limit = output_limit
+        self.exec_timeout = exec_timeout
+
+    def __repr__(self) -> str:
+        return f"AgentClient({str(self.socket_path)!r})"
+
+    # ---- connections
+
+    async def _connect(self) -> _Connection:
+        path = self.socket_path
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if len(os.fsencode(path)) <= 100:
+                    return await asyncio.open_unix_connection(path, limit=MAX_PAYLOAD)
+                # a unix socket path may only be 107 bytes; go through the directory's fd
+                dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+                try:
+                    short = f"/proc/self/fd/{dir_fd}/{path.name}"
+                    return await asyncio.open_unix_connection(short, limit=MAX_PAYLOAD)
+                finally:
+                    os.close(dir_fd)
+        except TimeoutError as exc:
+            raise AgentError(f"agent did not accept within {self.connect_timeout:g} s") from exc
+        except OSError as exc:
+            raise AgentError(f"cannot reach the agent at {self.socket_path}: {exc}") from exc
+
+    @asynccontextmanager
+    async def _request(self, request: Mapping[str, Any]) -> AsyncIterator[_Connection]:
+        """A connection with ``request`` sent; closed on exit."""
+        payload = protocol.encode_json(request)
+        reader, writer = await self._connect()
+        try:
+            protocol.write_frame(writer, FrameType.JSON, payload)
+            await self._drain(writer)
+            yield reader, writer
+        finally:
+            await _close(writer)
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await writer.drain()
+        except TimeoutError as exc:
+            raise AgentError(f"agent did not read for {self.op_timeout:g} s") from exc
+        except (ConnectionError, OSError) as exc:
+            raise AgentError(f"connection to the agent failed: {exc}") from exc
+
+    async def _call(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One request, one JSON answer."""
+        async with self._request(request) as (reader, _):
+            return protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
+
+    # ---- Agent
+
+    async def ping(self) -> None:
+        answer = await self._call({"op": "ping"})
+        protocol.get_str(answer, "version")
+        protocol.get_int(answer, "pid")
+
+    async def exec(self, request: ExecRequest) -> ExecResult:
+        timeout = request.timeout_s if request.timeout_s and request.timeout_s > 0 else self.exec_timeout
+        message = {
+            "op": "exec",
+            "cmd": request.cmd,
+            "args": list(request.args),
+            "envs": dict(request.envs),
+            "cwd": request.cwd,
+            "timeout": timeout,
+        }
+        out, err = bytearray(), bytearray()
+        limit = self.output_limit
+        truncated = False
+        async with self._request(message) as (reader, _):
+            try:
+                async with asyncio.timeout(timeout + EXEC_GRACE):
+                    while True:
+                        frame = await protocol.read_frame(reader, None)
+                        if frame is not None and frame.type in (FrameType.STDOUT, FrameType.STDERR):
+                            sink = out if frame.type is FrameType.STDOUT else err
+                            room = limit - len(sink)
+                            if len(frame.payload) > room:
+                                truncated = True
+                            sink += frame.payload[: max(room, 0)]
+                            continue
+                        answer = protocol.json_answer(frame)
+                        break
+            except TimeoutError as exc:
+                raise AgentError(f"exec did not end within {timeout + EXEC_GRACE:g} s") from exc
+        timed_out = protocol.get_bool(answer, "timedOut")
+        exit_code = protocol.get_int(answer, "exitCode")
+        return ExecResult(
+            exit_code=124 if timed_out else exit_code,
+            stdout=bytes(out),
+            stderr=bytes(err),
+            timed_out=timed_out,
+            truncated=truncated,
+        )
+
+    async def start_session(self, session_id: str, spec: SessionSpec) -> SessionInfo:
+        message = {
+            "op": "session.start",
+            "id": session_id,
+            "cmd": spec.cmd,
+            "args": list(spec.args),
+            "envs": dict(spec.envs),
+            "cwd": spec.cwd,
+            "timeout": spec.timeout_s,
+            "maxRunAfterDisconnect": spec.max_run_after_disconnect_s,
+            "pty": None if spec.pty is None else {"cols": spec.pty.cols, "rows": spec.pty.rows},
+        }
+        answer = await self._call(message)
+        return parse_session(protocol.get_object(answer, "session"))
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        answer = await self._call({"op": "session.list"})
+        return [parse_session(_as_object(item)) for item in protocol.get_list(answer, "sessions")]
+
+    async def session(self, session_id: str) -> SessionInfo:
+        answer = await self._call({"op": "session.get", "id": session_id})
+        return parse_session(protocol.get_object(answer, "session"))
+
+    @asynccontextmanager
+    async def attach(self, session_id: str) -> AsyncIterator[Attachment]:
+        """Attach to a session; the attachment ends when the block exits."""
+        async with self._request({"op": "session.attach", "id": session_id}) as (reader, writer):
+            answer = protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
+            info = parse_session(protocol.get_object(answer, "session"))
+            yield Attachment(reader, writer, info, self)
+
+    async def kill_session(self, session_id: str, signal: int = 9) -> None:
+        await self._call({"op": "session.kill", "id": session_id, "signal": signal})
+
+    async def resize_session(self, session_id: str, cols: int, rows: int) -> None:
+        await self._call({"op": "session.resize", "id": session_id, "cols": cols, "rows": rows})
+
+    async def read_file(self, path: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        reader, writer = await self._connect()
+        try:
+            protocol.write_frame(
+                writer, FrameType.JSON, protocol.encode_json({"op": "file.read", "path": path})
+            )
+            await self._drain(writer)
+            answer = protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
+            size = protocol.get_int(answer, "size")
+        except BaseException:
+            await _close(writer)
+            raise
+        return FileStream(reader, writer, size, self.op_timeout)
+
+    async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
+        sent = 0
+        async with self._request({"op": "file.write", "path": path, "mode": mode}) as (reader, writer):
+            answer_task = asyncio.create_task(protocol.read_frame(reader, None))
+            try:
+                async for chunk in chunks:
+                    for start in range(0, len(chunk), protocol.DATA_CHUNK):
+                        if answer_task.done():  # an early answer is an error: stop sending
+                            break
+                        piece = chunk[start : start + protocol.DATA_CHUNK]
+                        protocol.write_frame(writer, FrameType.DATA, bytes(piece))
+                        await self._drain(writer)
+                        sent += len(piece)
+                    if answer_task.done():
+                        break
+                early = answer_task.done()
+                if not early:
+                    protocol.write_frame(writer, FrameType.EOF)
+                    await self._drain(writer)
+                try:
+                    async with asyncio.timeout(self.op_timeout):
+                        frame = await answer_task
+                except TimeoutError as exc:
+                    raise AgentError(f"agent did not confirm the write within {self.op_timeout:g} s") from exc
+            finally:
+                answer_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await answer_task
+        answer = protocol.json_answer(frame)
+        if early:
+            raise AgentError("agent confirmed a write before it ended")
+        written = protocol.get_int(answer, "written")
+        if written != sent:
+            raise AgentError(f"agent wrote {written} bytes of {sent}")
+        return written
+
+    async def list_dir(self, path: str) -> list[FileEntry]:
+        answer = await self._call({"op": "file.list", "path": path})
+        return [parse_entry(_as_object(item)) for item in protocol.get_list(answer, "entries")]
+
+    async def stat(self, path: str) -> FileEntry | None:
+        answer = await self._call({"op": "file.stat", "path": path})
+        entry = answer.get("entry")
+        return None if entry is None else parse_entry(_as_object(entry))
+
+    async def mkdir(self, path: str) -> None:
+        await self._call({"op": "file.mkdir", "path": path})
+
+    async def remove(self, path: str) -> None:
+        await self._call({"op": "file.remove", "path": path})
+
+    async def ports(self) -> list[int]:
+        answer = await self._call({"op": "ports"})
+        ports = protocol.get_list(answer, "ports")
+        if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+            raise AgentError("agent answer: ports are not TCP port numbers")
+        return sorted(set(ports))
+
+    async def shutdown(self) -> None:
+        await self._call({"op": "shutdown"})
+
+
+class Attachment:
+    """A live attachment (``corral.ports.Attachment``); ``info`` is the session as it
+    was when attached. It is its own iterator: events are consumed once, and
+    iteration may stop and resume. Live output has no deadline (the consumer decides
+    how long to wait); the replay does."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        info: SessionInfo,
+        client: AgentClient,
+    ) -> None:
+        self.info = info
+        self._replaying = True
+        self._ended = False
+        self._reader = reader
+        self._writer = writer
+        self._client = client
+
+    def __aiter__(self) -> Attachment:
+        return self
+
+    async def __anext__(self) -> SessionEvent:
+        if self._ended:
+            raise StopAsyncIteration
+        timeout = self._client.op_timeout if self._replaying else None
+        try:
+            frame = await protocol.read_frame(self._reader, timeout)
+            if frame is None:
+                raise StopAsyncIteration
+            event = _event(frame, self._replaying)
+        except BaseException:
+            self._ended = True
+            raise
+        if event.stream is Stream.SCROLLBACK_END:
+            self._replaying = False
+        elif event.stream is Stream.EXIT:
+            self._ended = True
+        return event
+
+    async def _send(self, ftype: FrameType, payload: bytes = b"") -> None:
+        if self._writer.is_closing():
+            raise Conflict("the attachment has ended")
+        protocol.write_frame(self._writer, ftype, payload)
+        await self._client._drain(self._writer)
+
+    async def send_stdin(self, data: bytes) -> None:
+        for start in range(0, len(data), MAX_PAYLOAD):
+            await self._send(FrameType.STDIN, data[start : start + MAX_PAYLOAD])
+
+    async def close_stdin(self) -> None:
+        if not self.info.pty:
+            await self._send(FrameType.EOF)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        if not self.info.pty:
+            raise InvalidInput("the session has no terminal to resize", field="pty")
+        if not (0 < cols < 65536 and 0 < rows < 65536):
+            raise InvalidInput("cols and rows must be between 1 and 65535", field="cols")
+        payload = protocol.encode_json({"op": "resize", "cols": cols, "rows": rows})
+        await self._send(FrameType.JSON, payload)
+
+
+class FileStream:
+    """The chunks of a file being read; an async context manager over its connection.
+    ``size`` is what the agent's fstat said (0 for /proc files that still have data)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int, timeout: float):
+        self.size = size
+        self._reader = reader
+        self._writer = writer
+        self._timeout = timeout
+
+    async def __aenter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await _close(self._writer)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            frame = await protocol.read_frame(self._reader, self._timeout)
+            if frame is None:
+                raise AgentError("agent ended a file read without EOF")
+            if frame.type is FrameType.DATA:
+                yield frame.payload
+            elif frame.type is FrameType.EOF:
+                return
+            else:
+                protocol.json_answer(frame)  # an error answer mid-stream raises here
+                raise AgentError("agent sent an answer inside a file read")
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close, dropping unsent data if the agent does not take it within a second."""
+    writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except (ConnectionError, OSError):
+        pass
+
+
+def _as_object(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise AgentError("agent answer: expected an object")
+    return value
+
+
+def _event(frame: Frame, replaying: bool) -> SessionEvent:
+    if frame.type is FrameType.STDOUT:
+        return SessionEvent(Stream.STDOUT, frame.payload)
+    if frame.type is FrameType.STDERR:
+        return SessionEvent(Stream.STDERR, frame.payload)
+    if frame.type is FrameType.SCROLLBACK_END and replaying:
+        return SessionEvent(Stream.SCROLLBACK_END)
+    if frame.type is FrameType.EXIT and not replaying:
+        if len(frame.payload) != 4:
+            raise AgentError("agent sent an EXIT frame without a 4-byte code")
+        return SessionEvent(Stream.EXIT, exit_code=int.from_bytes(frame.payload, "big", signed=True))
+    if frame.type is FrameType.JSON:
+        protocol.json_answer(frame)  # an error raises as its corral error
+    raise AgentError(f"agent sent {frame.type.name} inside an attachment")
+
+
+def parse_session(obj: Mapping[str, Any]) -> SessionInfo:
+    """A SessionInfo from an agent ``session`` object; AgentError if malformed."""
+    args = protocol.get_list(obj, "args")
+    if not all(isinstance(a, str) for a in args):
+        raise AgentError("agent answer: args are not strings")
+    try:
+        started_at = datetime.fromtimestamp(protocol.get_float(obj, "startedAt"), tz=UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise AgentError("agent answer: startedAt is out of range") from exc
+    return SessionInfo(
+        id=protocol.get_str(obj, "id"),
+        cmd=protocol.get_str(obj, "cmd"),
+        args=tuple(args),
+        running=protocol.get_bool(obj, "running"),
+        exit_code=protocol.get_opt_int(obj, "exitCode"),
+        started_at=started_at,
+        attached_clients=protocol.get_int(obj, "attachedClients"),
+        pty=protocol.get_bool(obj, "pty"),
+    )
+
+
+def parse_entry(obj: Mapping[str, Any]) -> FileEntry:
+    """A FileEntry from an agent ``entry`` object; AgentError if malformed."""
+    return FileEntry(
+        name=protocol.get_str(obj, "name"),
+        path=protocol.get_str(obj, "path"),
+        is_dir=protocol.get_bool(obj, "isDir"),
+        size=protocol.get_int(obj, "size"),
+        mode=protocol.get_int(obj, "mode"),
+        modified_at=protocol.get_float(obj, "mtime"),
+        is_symlink=protocol.get_bool(obj, "isSymlink"),
+    )
