@@ -20,7 +20,7 @@ def new_id(prefix: str) -> str:
 
 
 def is_valid(value: str, prefix: str) -> bool:
-    return bool(_ID.match(value)) and value.startswith(prefix + "-")
+    return bool(_ID.fullmatch(value)) and value.startswith(prefix + "-")
 
 
 def check(value: str, prefix: str, field: str) -> str:

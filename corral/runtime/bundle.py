@@ -1,0 +1,285 @@
+"""The OCI bundle of one sandbox: its ``config.json`` and the files of its dir.
+
+:func:`oci_config` (pure) turns a sandbox's id, limits and envs into the config runc
+runs (DESIGN.md decision 1); :func:`make_dirs`, :func:`write`, :func:`remove_tree`
+and :func:`tail` do the blocking file work on the dir (``layout.py`` says where
+everything is; call them through ``asyncio.to_thread``). What the config asks of the
+kernel:
+
+* **User namespace**: container uids/gids 0..count-1 are host ``uid_base``.. on; the
+  template root is owned by that range (see ``ownership.py``), so root inside owns its
+  files and is an unprivileged uid on the host.
+* **Namespaces**: pid, ipc, uts, mount, cgroup and network. Without a network
+  adapter the network namespace is created by runc, owned by the sandbox's user
+  namespace, and runc brings ``lo`` up itself when it creates one (its "loopback"
+  strategy): no hook, no extra process; ``sysfs`` is mounted natively (read-only) and
+  shows only the sandbox's own interfaces. With a network adapter the sandbox joins
+  the namespace the host made (owned by the host, so root inside cannot reconfigure
+  it, nor mount sysfs: the runtime mounts one for it, see ``mounts.py``).
+* **Cgroups** at ``/corral/<id>``: CPU quota = ``cpu_count`` CPUs, memory limit with
+  memory+swap equal to it (no swap), pids limit, no device but runc's defaults.
+* **Capabilities** (bounding = effective = permitted; none inheritable or ambient):
+  Docker's default set minus MKNOD (device nodes cannot be made in a user namespace and
+  the device cgroup denies them; FIFOs need no capability), NET_RAW (raw and packet
+  sockets are a large kernel attack surface; ``ping`` still works through ICMP
+  datagram sockets, enabled with ``net.ipv4.ping_group_range``) and AUDIT_WRITE (a
+  non-initial user namespace cannot write to the audit log anyway).
+* ``noNewPrivileges``, the seccomp allowlist of ``seccomp.py``, Docker's masked and
+  read-only ``/proc`` paths.
+* **Mounts**: proc, a small ``/dev`` tmpfs with its own devpts instance (``ptmxmode``
+  0666, ``gid=5`` = tty inside), ``/dev/shm`` (sized like the memory limit; the
+  memory cgroup bounds it), mqueue, read-only sysfs and cgroup, and the agent
+  program read-only at ``/opt/corral/agent.py``. ``/etc/hostname``, ``/etc/hosts``
+  and ``/etc/resolv.conf`` are per-sandbox files written into the sandbox's own upper
+  layer by the runtime (so they are editable and count against its disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from corral.domain import Limits
+from corral.runtime import mounts
+from corral.runtime.layout import MAX_SOCKET_PATH, SandboxPaths
+from corral.runtime.seccomp import default_profile
+
+AGENT_PATH_INSIDE = "/opt/corral/agent.py"
+AGENT_ARGS = ("python3", "-I", "-S", AGENT_PATH_INSIDE, "--listen-fd", "3")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CPU_PERIOD_US = 100_000
+# Should the host run out of memory (sandbox limits may add up to more than it has),
+# sandbox processes go before the control plane; root inside cannot lower it.
+OOM_SCORE_ADJ = 500
+NOFILE_SOFT = 65_536  # high enough for servers, low enough for close-all-fds loops
+NOFILE_HARD = 1_048_576
+
+CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_SETFCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+)
+
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+)
+
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+_MIB = 1024 * 1024
+
+
+def _mounts(agent_path: str, shm_mb: int, sysfs_path: str | None) -> list[dict[str, Any]]:
+    nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"]
+    if sysfs_path is None:
+        sysfs = {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": [*nosuid_noexec_nodev, "ro"],
+        }
+    else:
+        sysfs = {
+            "destination": "/sys",
+            "type": "bind",
+            "source": sysfs_path,
+            "options": ["rbind", "ro", *nosuid_noexec_nodev],
+        }
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": nosuid_noexec_nodev},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": [*nosuid_noexec_nodev, "mode=1777", f"size={shm_mb}m"],
+        },
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": nosuid_noexec_nodev},
+        sysfs,
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": [*nosuid_noexec_nodev, "relatime", "ro"],
+        },
+        {
+            "destination": AGENT_PATH_INSIDE,
+            "type": "bind",
+            "source": agent_path,
+            "options": ["bind", "ro", "nosuid", "nodev"],
+        },
+    ]
+
+
+def oci_config(
+    *,
+    sandbox_id: str,
+    limits: Limits,
+    envs: Mapping[str, str],
+    agent_path: str,
+    uid_base: int,
+    uid_count: int,
+    nofile_hard: int = NOFILE_HARD,
+    netns_path: str | None = None,
+    sysfs_path: str | None = None,
+) -> dict[str, Any]:
+    """The config.json of a sandbox whose root is ``rootfs/`` beside it.
+
+    ``agent_path`` is the host file bind-mounted read-only at /opt/corral/agent.py; it
+    and every directory above it must be readable by the mapped uids. ``nofile_hard``
+    is capped by what the caller may grant (runc cannot raise it past its own limit).
+    Sandbox envs override the defaults (PATH, HOME, LANG).
+
+    Without ``netns_path`` runc makes an empty network namespace (loopback only, up).
+    With it the sandbox joins that namespace, made and wired by the host (its owner
+    brings ``lo`` up and sets sysctls; the sandbox's root cannot), and ``sysfs_path``
+    must be a read-only sysfs mounted for that namespace (``mounts.mount_sysfs_of_netns``).
+    """
+    if (netns_path is None) != (sysfs_path is None):
+        raise ValueError("netns_path and sysfs_path go together")
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", **envs}
+    hard = max(1024, nofile_hard)
+    caps = list(CAPABILITIES)
+    ids = [{"containerID": 0, "hostID": uid_base, "size": uid_count}]
+    memory = limits.memory_mb * _MIB
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(AGENT_ARGS),
+            "env": [f"{key}={value}" for key, value in env.items()],
+            "cwd": "/root",
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+                "inheritable": [],
+                "ambient": [],
+            },
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "soft": min(NOFILE_SOFT, hard), "hard": hard},
+            ],
+            "noNewPrivileges": True,
+            "oomScoreAdj": OOM_SCORE_ADJ,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "hostname": sandbox_id,
+        "mounts": _mounts(agent_path, limits.memory_mb, sysfs_path),
+        "annotations": {"org.corral.sandbox": sandbox_id},
+        "linux": {
+            "uidMappings": ids,
+            "gidMappings": ids,
+            **({} if netns_path else {"sysctl": {"net.ipv4.ping_group_range": f"0 {uid_count - 1}"}}),
+            "cgroupsPath": f"/corral/{sandbox_id}",
+            "resources": {
+                "devices": [{"allow": False, "access": "rwm"}],
+                "memory": {"limit": memory, "swap": memory},
+                "cpu": {"quota": limits.cpu_count * CPU_PERIOD_US, "period": CPU_PERIOD_US},
+                "pids": {"limit": limits.pids},
+            },
+            "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "cgroup", "user")]
+            + [{"type": "network", "path": netns_path} if netns_path else {"type": "network"}],
+            "seccomp": default_profile(),
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def make_dirs(paths: SandboxPaths, data_dir: Path) -> None:
+    """Create the sandbox dir (FileExistsError if it exists) and its mount points."""
+    for directory in (data_dir, paths.dir.parent):
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
+    paths.dir.mkdir(mode=0o711)
+    os.chmod(paths.dir, 0o711)  # the mapped root must traverse it to reach rootfs/
+    paths.disk.mkdir(mode=0o700)
+    paths.rootfs.mkdir(mode=0o700)
+
+
+def write(paths: SandboxPaths, config: dict[str, Any]) -> tuple[socket.socket, int]:
+    """Write config.json (0600: it holds the sandbox's envs), bind and listen on the
+    agent's socket (0600) and open the agent's log. Returns the listening socket and
+    the log fd; the caller closes both once runc has them."""
+    fd = os.open(paths.config, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _bind(listener, paths.socket)
+        os.chmod(paths.socket, 0o600)
+        listener.listen(128)
+        log_fd = os.open(paths.agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except BaseException:
+        listener.close()
+        raise
+    return listener, log_fd
+
+
+def _bind(listener: socket.socket, path: Path) -> None:
+    # sun_path holds 107 bytes; a longer path is reached through its directory's fd.
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        listener.bind(str(path))
+        return
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+    finally:
+        os.close(dir_fd)
+
+
+def remove_tree(directory: Path) -> None:
+    """rm -rf that refuses (OSError EBUSY) to descend into anything still mounted below
+    ``directory``. A missing dir is a no-op."""
+    if mounts.under(directory):
+        raise OSError(errno.EBUSY, "still mounted", str(directory))
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(directory)
+
+
+def tail(path: Path, limit: int = 2000) -> str:
+    """The last ``limit`` bytes of a log, for error messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode(errors="replace").strip() or "(empty)"
+    except OSError:
+        return "(none)"

@@ -1,0 +1,151 @@
+"""Mount and unmount with the mount(2) family, and read /proc/self/mountinfo.
+
+Blocking calls (each takes well under a millisecond to a few milliseconds): callers on
+the event loop run them through ``asyncio.to_thread``. Errors are ``OSError`` with the
+errno set; the runtime translates them at its boundary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MNT_DETACH = 0x2
+UMOUNT_NOFOLLOW = 0x8
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo."""
+
+    path: str
+    fstype: str
+    source: str
+    options: str  # per-superblock options, e.g. overlay's lowerdir=...
+
+
+def _check(result: int, what: str, path: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}", path)
+
+
+def mount(source: str, target: str | Path, fstype: str, flags: int = 0, data: str = "") -> None:
+    """mount(2). Raises OSError."""
+    target = str(target)
+    result = _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode() or None)
+    _check(result, f"mount {fstype}", target)
+
+
+def umount(target: str | Path) -> None:
+    """Unmount ``target``; when it is busy, detach it lazily instead (the kernel frees it
+    once the last user lets go). Not mounted (EINVAL) and absent (ENOENT) are no-ops."""
+    raw = str(target).encode()
+    if _libc.umount2(raw, UMOUNT_NOFOLLOW) == 0:
+        return
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOENT):
+        return
+    if code != errno.EBUSY:
+        raise OSError(code, f"umount: {os.strerror(code)}", str(target))
+    _check(_libc.umount2(raw, MNT_DETACH | UMOUNT_NOFOLLOW), "umount (lazy)", str(target))
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def table() -> list[MountEntry]:
+    """Every mount of this process's mount namespace, in mount order."""
+    entries = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            left, _, right = line.rstrip("\n").partition(" - ")
+            fields, tail = left.split(" "), right.split(" ")
+            if len(fields) < 5 or len(tail) < 3:
+                continue
+            entries.append(MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2]))
+    return entries
+
+
+def under(prefix: str | Path) -> list[MountEntry]:
+    """Mounts at ``prefix`` or below it, deepest (then most recent) first: the order in
+    which they can be unmounted."""
+    root = os.path.normpath(str(prefix))
+    found = [
+        (index, entry)
+        for index, entry in enumerate(table())
+        if entry.path == root or entry.path.startswith(root + "/")
+    ]
+    found.sort(key=lambda pair: (pair[1].path.count("/"), pair[0]), reverse=True)
+    return [entry for _, entry in found]
+
+
+def unmount_all(prefix: str | Path, attempts: int = 8) -> None:
+    """Unmount everything at or below ``prefix`` (stacked mounts included). Raises
+    OSError(EBUSY) if something is still mounted there afterwards."""
+    for _ in range(attempts):
+        found = under(prefix)
+        if not found:
+            return
+        for entry in found:
+            umount(entry.path)
+    if under(prefix):
+        raise OSError(errno.EBUSY, "mounts remain", str(prefix))
+
+
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+CLONE_NEWNET = 0x40000000
+
+
+def mount_sysfs_of_netns(netns_path: str, target: str | Path) -> None:
+    """Mount a read-only sysfs at ``target`` (in our mount namespace) whose network
+    part is that of the network namespace at ``netns_path``.
+
+    A sandbox that joins a network namespace made by the host (owned by the initial
+    user namespace) may not mount sysfs itself; it bind-mounts this one instead, and so
+    sees its own interfaces under /sys/class/net rather than the host's. The mount is
+    made from a short-lived thread that enters the namespace and then ends, so no
+    thread of ours is ever left in it. Raises OSError.
+    """
+    failure: list[OSError] = []
+
+    def enter_and_mount() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), "setns", netns_path)
+            finally:
+                os.close(fd)
+            mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=enter_and_mount, name="corral-sysfs")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

@@ -1,0 +1,363 @@
+"""RuncRuntime: sandboxes as OCI containers run by runc (DESIGN.md decisions 1 and 4).
+
+A create is, in order, each step's undo pushed on an AsyncExitStack so any failure (or
+cancellation) unwinds all of them: sandbox dir -> (with a network adapter: its netns,
+and a sysfs for it) -> disk image -> disk mount -> upper, work and /etc files ->
+overlay mount -> config.json -> listening socket -> ``runc run`` -> the agent's ping.
+Paths are in ``layout.py``, the config in ``bundle.py``, the disk in ``disk.py``.
+
+What outlives the corral process: everything. The container runs in its own session,
+reparented to init; its state is under ``settings.runc_root`` (tmpfs, gone at reboot
+like the containers); the mounts stay in the host's mount namespace; the agent keeps
+accepting on its socket. A new RuncRuntime over the same settings sees and drives the
+same sandboxes: it keeps no state of its own beyond per-id locks.
+
+Teardown (destroy and reclaim) is one idempotent routine that tolerates any partial
+state: kill the init (which takes its whole pid namespace with it) and wait for it on
+a pidfd, ``runc delete``, unmount everything under the sandbox dir, detach any loop
+device still backed by its image, remove its cgroup dirs, remove the dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
+from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
+from corral.ports import Agent, Network
+from corral.runtime import bundle, cgroups, loopdev, mounts, overlay
+from corral.runtime.agentfile import AgentFiles
+from corral.runtime.disk import DiskImages
+from corral.runtime.layout import SandboxPaths, valid_id
+from corral.runtime.runcbin import RuncBinary
+from corral.runtime.spawn import wait_readable
+from corral.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CGROUP_PARENT = "corral"
+STALE_CGROUP_S = 60.0
+AgentFactory = Callable[[Path], Agent]
+
+
+def _default_agent_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "agent" / "sandbox_agent.py"
+
+
+def _default_agent_factory(socket_path: Path) -> Agent:
+    from corral.agent.client import AgentClient
+
+    return AgentClient(socket_path)
+
+
+class RuncRuntime:
+    """The ``Runtime`` port on runc. See the module docstring for what a sandbox is made
+    of and what survives a restart. Every public method validates the id first
+    (InvalidInput) and raises only corral errors."""
+
+    name = "runc"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        agent_path: Path | None = None,
+        agent_factory: AgentFactory | None = None,
+        network: Network | None = None,
+        nameservers: Sequence[str] = (),
+        start_timeout: float = 15.0,
+        precompile_agent: bool = True,
+    ) -> None:
+        for path in (settings.data_dir, settings.templates_dir):
+            if any(ch in str(path) for ch in ",:\n"):
+                raise CorralError(f"data dir {path} must not contain ',' or ':' (overlay options)")
+        self._settings = settings
+        self._sandboxes = settings.sandboxes_dir
+        self._runc = RuncBinary(settings.oci_runtime, settings.runc_root)
+        self._disks = DiskImages(settings.data_dir / "disks")
+        self._agent_files = AgentFiles(
+            agent_path or _default_agent_path(), settings.data_dir / "agent", precompile=precompile_agent
+        )
+        self._agent_factory = agent_factory or _default_agent_factory
+        self._network = network
+        self._nameservers = tuple(nameservers)
+        self._start_timeout = start_timeout
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # -- the port ------------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> None:
+        """Start the sandbox; return once its agent answers a ping. Conflict if the id
+        already has any trace on this node; RuntimeFailure (with nothing left behind)
+        for every other failure."""
+        paths = self.paths(spec.id)
+        async with self._lock(spec.id):
+            if paths.dir.exists() or (self._runc.root / spec.id).exists():
+                raise Conflict(f"sandbox {spec.id} already exists on this node")
+            try:
+                async with contextlib.AsyncExitStack() as undo:
+                    await self._start(spec, paths, undo)
+                    undo.pop_all()
+            except BaseException as exc:
+                if paths.dir.exists():  # an undo step failed: one more full teardown
+                    await self._quietly("teardown", self._teardown, paths)
+                if isinstance(exc, RuntimeFailure) or not isinstance(exc, Exception):
+                    raise
+                raise RuntimeFailure(f"create {spec.id}: {exc}") from exc
+
+    async def destroy(self, sandbox_id: str) -> None:
+        """Remove the sandbox and every trace of it; idempotent (a missing sandbox is a
+        no-op). RuntimeFailure if something could not be removed."""
+        paths = self.paths(sandbox_id)
+        async with self._lock(sandbox_id):
+            await self._teardown(paths)
+
+    async def state(self, sandbox_id: str) -> RuntimeState:
+        """RUNNING while the init (the agent) runs; STOPPED when the sandbox has traces
+        but no running init; MISSING when it has none."""
+        paths = self.paths(sandbox_id)
+        state = await self._runc.state(sandbox_id)
+        if state is not None and state.get("status") in ("running", "paused"):
+            return RuntimeState.RUNNING
+        if state is not None or paths.dir.exists():
+            return RuntimeState.STOPPED
+        return RuntimeState.MISSING
+
+    async def list_ids(self) -> set[str]:
+        """Ids known to runc under our root or having a sandbox dir."""
+        found = {str(item.get("id")) for item in await self._runc.list()}
+        found.update(await asyncio.to_thread(self._dir_ids))
+        return {sandbox_id for sandbox_id in found if valid_id(sandbox_id)}
+
+    async def reclaim(self, keep: set[str]) -> list[str]:
+        """Tear down every sandbox not in ``keep`` that has any trace here: runc state
+        under our root, a dir, a mount or loop device under our sandboxes dir, a stale
+        cgroup dir (see ``_host_trace_ids``), the network's leftovers. Call it
+        before creating sandboxes (at start-up), or include ids being created in
+        ``keep``. Returns the ids removed, sorted; RuntimeFailure if one could not be."""
+        found = await self.list_ids()
+        found.update(await asyncio.to_thread(self._host_trace_ids))
+        removed = sorted(sandbox_id for sandbox_id in found if sandbox_id not in keep)
+        failures = []
+        for sandbox_id in removed:
+            try:
+                await self.destroy(sandbox_id)
+            except RuntimeFailure as exc:
+                failures.append(str(exc))
+        if self._network is not None:
+            removed = sorted({*removed, *await self._network.reclaim(keep)})
+        if failures:
+            raise RuntimeFailure("reclaim incomplete: " + "; ".join(failures))
+        return removed
+
+    def agent(self, sandbox_id: str) -> Agent:
+        """A client of the sandbox's agent (no I/O until used)."""
+        return self._agent_factory(self.paths(sandbox_id).socket)
+
+    async def address(self, sandbox_id: str) -> str:
+        """The sandbox's address on the bridge; NotFound without a network (a sandbox
+        with loopback only cannot be reached from the host)."""
+        info = await self._network.info(self.paths(sandbox_id).id) if self._network else None
+        if info is None:
+            raise NotFound(f"sandbox {sandbox_id} has no network address")
+        return info.address
+
+    async def set_egress(self, sandbox_id: str, policy: EgressPolicy) -> None:
+        """Apply ``policy`` now. Unavailable without a network (loopback only: there is
+        no egress to open)."""
+        if self._network is None:
+            raise Unavailable("sandbox networking is not configured on this node")
+        await self._network.set_policy(self.paths(sandbox_id).id, policy)
+
+    async def health(self) -> dict[str, object]:
+        """``{"runtime": "runc", "ok": bool, "version": str, "binary": str}`` (plus
+        ``"error"`` when the binary does not answer)."""
+        report: dict[str, object] = {"runtime": self.name, "binary": self._runc.binary}
+        try:
+            report.update(ok=True, version=await self._runc.version())
+        except RuntimeFailure as exc:
+            report.update(ok=False, version=None, error=exc.message)
+        return report
+
+    # -- beyond the port -----------------------------------------------------------
+
+    def paths(self, sandbox_id: str) -> SandboxPaths:
+        """Host paths of a sandbox (upper dir for checkpoints, logs). InvalidInput for a
+        bad id."""
+        return SandboxPaths.of(self._sandboxes, sandbox_id)
+
+    async def init_pid(self, sandbox_id: str) -> int | None:
+        """Host pid of the sandbox's init (the agent), None when it is not running."""
+        state = await self._runc.state(self.paths(sandbox_id).id)
+        pid = state.get("pid") if state and state.get("status") == "running" else None
+        return pid if isinstance(pid, int) and pid > 0 else None
+
+    # -- create --------------------------------------------------------------------
+
+    async def _start(self, spec: SandboxSpec, paths: SandboxPaths, undo: contextlib.AsyncExitStack) -> None:
+        lower = Path(spec.template.rootfs)
+        settings = self._settings
+        await asyncio.to_thread(bundle.make_dirs, paths, settings.data_dir)
+        undo.push_async_callback(
+            self._quietly, "remove dir", asyncio.to_thread, bundle.remove_tree, paths.dir
+        )
+        if not await asyncio.to_thread(lower.joinpath("etc").is_dir):
+            raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
+
+        netns, nameservers = None, self._nameservers
+        if self._network is not None:
+            info = await self._network.attach(spec.id, spec.egress)
+            undo.push_async_callback(self._quietly, "detach network", self._network.detach, spec.id)
+            await asyncio.to_thread(paths.sysfs.mkdir, 0o700)
+            await asyncio.to_thread(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
+            undo.push_async_callback(
+                self._quietly, "unmount sysfs", asyncio.to_thread, mounts.umount, paths.sysfs
+            )
+            netns, nameservers = info.netns_path, (info.gateway,)
+
+        await self._disks.create(paths.disk_image, spec.limits.disk_mb)
+        await self._disks.mount(paths.disk_image, paths.disk)
+        undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
+
+        await asyncio.to_thread(self._prepare_disk, paths, lower, nameservers)
+        await asyncio.to_thread(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
+        undo.push_async_callback(
+            self._quietly, "unmount rootfs", asyncio.to_thread, mounts.umount, paths.rootfs
+        )
+
+        agent_file = await asyncio.to_thread(self._agent_files.for_root, lower)
+        config = bundle.oci_config(
+            sandbox_id=spec.id,
+            limits=spec.limits,
+            envs=spec.envs,
+            agent_path=str(agent_file),
+            uid_base=settings.uid_base,
+            uid_count=settings.uid_count,
+            nofile_hard=min(bundle.NOFILE_HARD, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+            netns_path=netns,
+            sysfs_path=str(paths.sysfs) if netns else None,
+        )
+        listener, log_fd = await asyncio.to_thread(bundle.write, paths, config)
+        try:
+            undo.push_async_callback(self._quietly, "delete container", self._stop_container, spec.id)
+            await self._runc.run(
+                spec.id,
+                paths.dir,
+                listen_fd=listener.fileno(),
+                log_fd=log_fd,
+                log_file=paths.runc_log,
+                pid_file=paths.pid_file,
+            )
+        finally:
+            listener.close()  # the agent holds it now; if the agent dies, pings fail fast
+            os.close(log_fd)
+        await self._wait_ready(paths)
+
+    def _prepare_disk(self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str]) -> None:
+        overlay.prepare(
+            lower,
+            paths.upper,
+            paths.work,
+            hostname=paths.id,
+            uid=self._settings.uid_base,
+            nameservers=nameservers,
+        )
+        paths.logs.mkdir(mode=0o700)
+
+    async def _wait_ready(self, paths: SandboxPaths) -> None:
+        try:
+            await asyncio.wait_for(self._agent_factory(paths.socket).ping(), self._start_timeout)
+        except (CorralError, OSError, TimeoutError) as exc:
+            tail = await asyncio.to_thread(bundle.tail, paths.agent_log)
+            raise RuntimeFailure(f"agent of {paths.id} did not answer: {exc!r}; agent log: {tail}") from exc
+
+    # -- teardown ------------------------------------------------------------------
+
+    async def _teardown(self, paths: SandboxPaths) -> None:
+        try:
+            await self._stop_container(paths.id)
+            if self._network is not None:
+                await self._network.detach(paths.id)
+            await asyncio.to_thread(_remove_host_state, paths)
+        except RuntimeFailure:
+            raise
+        except (CorralError, OSError) as exc:
+            raise RuntimeFailure(f"destroy {paths.id}: {exc}") from exc
+
+    async def _stop_container(self, sandbox_id: str) -> None:
+        """Kill the init, wait for its pid namespace to empty, delete the container."""
+        state = await self._runc.state(sandbox_id)
+        if state is None:
+            # A runc killed halfway through "run" leaves a state dir runc cannot load.
+            await asyncio.to_thread(shutil.rmtree, self._runc.root / sandbox_id, True)
+            return
+        pid = state.get("pid")
+        if state.get("status") == "running" and isinstance(pid, int) and pid > 0:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pidfd = None
+            try:
+                await self._runc.kill(sandbox_id, "KILL")
+                if pidfd is not None:
+                    await wait_readable(pidfd, 10.0)
+            except TimeoutError:
+                log.warning("init of %s outlived SIGKILL for 10 s; forcing the delete", sandbox_id)
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+        try:
+            await self._runc.delete(sandbox_id)
+        except RuntimeFailure:
+            await self._runc.delete(sandbox_id, force=True)  # paused, or not dead yet
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        lock = self._locks.get(sandbox_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[sandbox_id] = lock
+        return lock
+
+    def _dir_ids(self) -> set[str]:
+        try:
+            return {entry.name for entry in os.scandir(self._sandboxes) if valid_id(entry.name)}
+        except FileNotFoundError:
+            return set()
+
+    def _host_trace_ids(self) -> set[str]:
+        """Ids with a mount or a bound loop device under our sandboxes dir, or a stale
+        cgroup dir. ``/corral/`` may be shared by several corral instances on a node,
+        so a cgroup dir with nothing else of its id counts only when no process is in
+        it and it is older than STALE_CGROUP_S (no create of anyone's is under way)."""
+        prefix = str(self._sandboxes) + "/"
+        paths = [entry.path for entry in mounts.under(self._sandboxes)]
+        paths.extend(backing for backing in loopdev.backing_files().values())
+        found = {p[len(prefix) :].split("/", 1)[0] for p in paths if p.startswith(prefix)}
+        found.update(cgroups.stale_ids(CGROUP_PARENT, STALE_CGROUP_S))
+        return {sandbox_id for sandbox_id in found if valid_id(sandbox_id)}
+
+    @staticmethod
+    async def _quietly(what: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run one undo step; log and swallow its failure so the next steps still run."""
+        try:
+            await fn(*args)
+        except Exception:
+            log.exception("undo step %r failed", what)
+
+
+def _remove_host_state(paths: SandboxPaths) -> None:
+    mounts.unmount_all(paths.dir)
+    loopdev.detach_backing(paths.disk_image)
+    cgroups.remove(CGROUP_PARENT, paths.id)
+    bundle.remove_tree(paths.dir)

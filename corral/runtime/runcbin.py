@@ -1,0 +1,155 @@
+"""The runc command line (or any OCI runtime binary that speaks it: runsc, crun).
+
+Every call is an asyncio subprocess with a deadline. Failures raise RuntimeFailure
+carrying runc's own message; "does not exist" is reported as a value (None, False),
+not an error, because callers use it to make their own operations idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from corral.errors import RuntimeFailure
+from corral.runtime.spawn import child_environment, spawn
+
+_MISSING = ("does not exist", "not exist", "not found")
+
+
+class RuncBinary:
+    """``<binary> --root <root> ...``; state lives under ``root`` (a tmpfs: /run)."""
+
+    def __init__(self, binary: str, root: Path, *, timeout: float = 30.0) -> None:
+        self.binary = binary
+        self.root = root
+        self.timeout = timeout
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", str(self.root), *args]
+
+    async def _call(self, *args: str, root: bool = True) -> tuple[int, str, str]:
+        argv = self._argv(*args) if root else [self.binary, *args]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_environment(),
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot run {self.binary}: {exc}") from exc
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace").strip()
+
+    async def run(
+        self, sandbox_id: str, bundle: Path, *, listen_fd: int, log_fd: int, log_file: Path, pid_file: Path
+    ) -> None:
+        """``run --detach``: create and start the container with ``listen_fd`` as its fd
+        3 and ``log_fd`` as stdout/stderr, in a new session (so it survives us and our
+        terminal). Returns once its init has been started. RuntimeFailure otherwise."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        argv = [
+            self.binary,
+            "--root",
+            str(self.root),
+            "--log",
+            str(log_file),
+            "--log-format",
+            "json",
+            "run",
+            "--detach",
+            "--no-new-keyring",
+            "--preserve-fds",
+            "1",
+            "--pid-file",
+            str(pid_file),
+            "--bundle",
+            str(bundle),
+            sandbox_id,
+        ]
+        try:
+            status = await spawn(argv, fds={1: log_fd, 2: log_fd, 3: listen_fd}, timeout=self.timeout)
+        except (OSError, TimeoutError) as exc:
+            raise RuntimeFailure(f"{self.binary} run {sandbox_id}: {exc!r}") from exc
+        if status != 0:
+            raise RuntimeFailure(f"{self.binary} run {sandbox_id} exited {status}: {_last_error(log_file)}")
+
+    async def state(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The container's state document, or None if runc does not know it."""
+        code, out, err = await self._call("state", sandbox_id)
+        if code != 0:
+            if any(marker in err for marker in _MISSING):
+                return None
+            raise RuntimeFailure(f"{self.binary} state {sandbox_id}: {err}")
+        try:
+            state = json.loads(out)
+        except ValueError as exc:
+            raise RuntimeFailure(f"{self.binary} state {sandbox_id}: bad JSON") from exc
+        return state if isinstance(state, dict) else None
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every container under our root (empty when the root does not exist yet)."""
+        if not self.root.exists():
+            return []
+        code, out, err = await self._call("list", "--format", "json")
+        if code != 0:
+            raise RuntimeFailure(f"{self.binary} list: {err}")
+        try:
+            items = json.loads(out or "null") or []
+        except ValueError as exc:
+            raise RuntimeFailure(f"{self.binary} list: bad JSON") from exc
+        return [item for item in items if isinstance(item, dict)]
+
+    async def kill(self, sandbox_id: str, signal: str = "KILL") -> bool:
+        """Signal the container's init; False if the container or its init is gone."""
+        code, _, err = await self._call("kill", sandbox_id, signal)
+        if code == 0:
+            return True
+        if any(marker in err for marker in (*_MISSING, "not running", "process already finished")):
+            return False
+        raise RuntimeFailure(f"{self.binary} kill {sandbox_id}: {err}")
+
+    async def delete(self, sandbox_id: str, *, force: bool = False) -> bool:
+        """Delete the container (its state and cgroups); False if it did not exist.
+        ``force`` also kills a running one (runc then polls every 100 ms, so prefer
+        kill, wait, delete)."""
+        args = ("delete", "--force", sandbox_id) if force else ("delete", sandbox_id)
+        code, _, err = await self._call(*args)
+        if code == 0:
+            return True
+        if any(marker in err for marker in _MISSING):
+            return False
+        raise RuntimeFailure(f"{self.binary} delete {sandbox_id}: {err}")
+
+    async def version(self) -> str:
+        """First line of ``--version``; RuntimeFailure if it does not run."""
+        code, out, err = await self._call("--version", root=False)
+        if code != 0:
+            raise RuntimeFailure(f"{self.binary} --version: {err}")
+        return out.splitlines()[0] if out else ""
+
+
+def _last_error(log_file: Path) -> str:
+    """The last error runc logged (its log is JSON lines), for messages."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()[-20:]
+    except OSError:
+        return "(no runc log)"
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+            return str(entry.get("msg", ""))[:2000]
+    return (lines[-1] if lines else "(empty runc log)")[:2000]

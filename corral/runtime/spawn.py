@@ -1,0 +1,113 @@
+"""Start a program with chosen file descriptors at chosen numbers, and await its exit.
+
+``asyncio.create_subprocess_exec`` can pass extra descriptors but only under their own
+numbers; runc's ``--preserve-fds`` needs the agent's listening socket at exactly fd 3.
+So this uses ``posix_spawn`` (dup2 file actions, its own session) and waits on a pidfd
+registered with the event loop: no thread, no SIGCHLD handler, works under uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_HIGH_FD = 64
+
+
+# Inherited, these would make runc pass our socket-activation fds or systemd's notify
+# socket into the sandbox (runc honours both); nothing we start needs them.
+SERVICE_MANAGER_VARIABLES = frozenset({"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"})
+
+
+def child_environment() -> dict[str, str]:
+    """Our environment minus what a service manager set for us alone."""
+    return {key: value for key, value in os.environ.items() if key not in SERVICE_MANAGER_VARIABLES}
+
+
+async def spawn(
+    argv: Sequence[str], *, fds: Mapping[int, int], timeout: float, new_session: bool = True
+) -> int:
+    """Run ``argv`` with ``fds`` (target number -> our fd; unlisted 0-2 are /dev/null)
+    in its own session and return its exit status (negative: killed by that signal).
+
+    Raises FileNotFoundError if the program is missing and TimeoutError after
+    ``timeout`` seconds (the process is killed and reaped first). Cancelling does not
+    interrupt the program (a runc killed halfway leaves state that nothing can delete):
+    it is waited for, within what is left of ``timeout``, then CancelledError is raised.
+    """
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(argv[0])
+    # Lift every source fd above the targets so one dup2 cannot clobber another's source.
+    lifted = {target: fcntl.fcntl(source, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD) for target, source in fds.items()}
+    try:
+        actions: list[Any] = [
+            (os.POSIX_SPAWN_OPEN, target, "/dev/null", os.O_RDWR, 0)
+            for target in (0, 1, 2)
+            if target not in lifted
+        ]
+        actions.extend((os.POSIX_SPAWN_DUP2, source, target) for target, source in lifted.items())
+        pid = _posix_spawn(program, list(argv), actions, new_session)
+    finally:
+        for fd in lifted.values():
+            os.close(fd)
+    return await _wait(pid, timeout)
+
+
+async def _wait(pid: int, timeout: float) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pidfd = os.pidfd_open(pid)
+    exited: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(pidfd, _resolve, exited)
+    cancelled = False
+    try:
+        while not exited.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), max(0.0, deadline - loop.time()))
+            except asyncio.CancelledError:
+                cancelled = True  # finish first, then honour it
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                raise
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        status = _reap(pid)
+    if cancelled:
+        raise asyncio.CancelledError
+    return os.waitstatus_to_exitcode(status)
+
+
+async def wait_readable(fd: int, timeout: float) -> None:
+    """Wait until ``fd`` (e.g. a pidfd: readable once the process exits) is readable;
+    TimeoutError after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _resolve, ready)
+    try:
+        await asyncio.wait_for(ready, timeout)
+    finally:
+        loop.remove_reader(fd)
+
+
+def _posix_spawn(program: str, argv: list[str], actions: list[Any], new_session: bool) -> int:
+    # vfork + exec: returns as soon as the child has exec'd, never blocks on the child.
+    return os.posix_spawn(program, argv, child_environment(), file_actions=actions, setsid=new_session)
+
+
+def _reap(pid: int) -> int:
+    # Called once the pidfd said the child exited (or after SIGKILL): returns at once.
+    return os.waitpid(pid, 0)[1]
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
