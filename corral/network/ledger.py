@@ -1,0 +1,93 @@
+"""What this node's network adapter remembers across a control-plane restart: each
+attached sandbox's address and egress policy, and the allocation cursor.
+
+One small JSON file, ``<state dir>/network.json``, replaced atomically (temp file +
+rename) after every change. It needs to survive a restart of ``corral serve``, not a
+reboot: the kernel objects it describes (network namespaces, veths, nftables rules)
+do not survive a reboot either, so a state dir on a tmpfs (``/run/corral/network``)
+is the natural place, and no fsync is needed. A missing file is an empty ledger; an
+unreadable one is moved aside (``network.json.bad``) and the node rebuilds what it
+can from the kernel (see ``node.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.domain import EgressPolicy
+from corral.errors import CorralError, RuntimeFailure
+from corral.network.policy import policy_from_mapping, policy_to_mapping
+
+log = logging.getLogger("corral.network")
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Record:
+    address: str
+    policy: EgressPolicy
+
+
+class Ledger:
+    """In-memory view plus the file. Mutations are synchronous; :meth:`save` writes
+    the view as it is when the write starts (saves are serialised, so the file always
+    ends up with the latest view)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "network.json"
+        self.records: dict[str, Record] = {}
+        self.cursor: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        self.records, self.cursor = await asyncio.to_thread(self._read)
+
+    async def save(self) -> None:
+        async with self._lock:
+            payload = json.dumps(
+                {
+                    "version": VERSION,
+                    "cursor": self.cursor,
+                    "sandboxes": {
+                        sid: {"address": rec.address, "policy": policy_to_mapping(rec.policy)}
+                        for sid, rec in sorted(self.records.items())
+                    },
+                },
+                indent=1,
+            )
+            try:
+                await asyncio.to_thread(self._write, payload)
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot write {self.path}: {exc}") from exc
+
+    def _read(self) -> tuple[dict[str, Record], str | None]:
+        try:
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                raise ValueError("unknown format")
+            records = {
+                str(sid): Record(address=str(entry["address"]), policy=policy_from_mapping(entry["policy"]))
+                for sid, entry in dict(data["sandboxes"]).items()
+            }
+            cursor = data.get("cursor")
+            return records, str(cursor) if cursor else None
+        except FileNotFoundError:
+            return {}, None
+        except (OSError, ValueError, KeyError, TypeError, CorralError) as exc:
+            log.warning("network ledger %s is unreadable (%s); moved aside", self.path, exc)
+            try:
+                os.replace(self.path, self.path.with_suffix(".json.bad"))
+            except OSError:
+                pass
+            return {}, None
+
+    def _write(self, payload: str) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(payload)
+        os.replace(tmp, self.path)

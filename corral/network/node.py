@@ -1,0 +1,351 @@
+"""``NodeNetwork``: the ``corral.ports.Network`` port on this node's kernel.
+
+It composes the bridge (``bridge.py``), one namespace and veth per sandbox
+(``namespace.py``), the nftables rules (``firewall.py``), the resolver
+(``resolver.py``) and what it asks (``gate.py``, which also keeps the table of
+attached sandboxes and their locks), the denial events (``denials.py``) and the
+ledger (``ledger.py``); the package docstring states the security model.
+
+Lifecycle: :meth:`NodeNetwork.start` (idempotent; every other method calls it) makes
+the bridge and the base firewall, reloads the ledger, re-creates a sandbox chain that
+has gone missing (e.g. after ``nft flush ruleset``), binds the resolver on
+``<gateway>:53`` and the NFLOG group. :meth:`NodeNetwork.close` stops the resolver
+and the event reader and touches nothing in the kernel: sandboxes keep their network
+(without DNS) while ``corral serve`` restarts.
+
+Contracts (all ids are checked first: InvalidInput):
+
+* ``attach`` -> NetInfo; all-or-nothing (each step pushes its undo on an
+  AsyncExitStack); Conflict if the sandbox is attached already; LimitExceeded when
+  the pool is exhausted; InvalidInput for a bad policy; RuntimeFailure otherwise.
+* ``detach``: idempotent; RuntimeFailure if something could not be removed (the
+  sandbox stays known, so a retry or ``reclaim`` finishes the job).
+* ``set_policy``: applies at once, to open connections too; NotFound if not attached.
+* ``info``: None when not attached or its namespace is gone.
+* ``reclaim(keep)``: detaches every sandbox with any trace here (ledger, namespace
+  with our prefix, firewall chain or binding) that is not in ``keep``, and deletes
+  bridge ports nobody owns; returns the ids removed, sorted.
+* ``start``: Unavailable when the resolver cannot bind ``<gateway>:53``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from corral import ids
+from corral.domain import EgressMode, EgressPolicy
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure, Unavailable
+from corral.network import bridge, namespace
+from corral.network.denials import Denials
+from corral.network.firewall import Firewall
+from corral.network.gate import Attached, Gate
+from corral.network.ledger import Ledger, Record
+from corral.network.policy import Rules, validate_policy
+from corral.network.pool import AddressPool
+from corral.network.resolver import Resolver, parse_upstream, system_upstreams
+from corral.ports import DeniedFn, NetInfo
+
+log = logging.getLogger("corral.network")
+
+
+class NodeNetwork:
+    """See the module docstring. Nothing happens at construction."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        on_denied: DeniedFn | None = None,
+        *,
+        pool: str = "10.213.0.0/16",
+        bridge_name: str = "corral0",
+        upstreams: Sequence[str] | None = None,
+        table: str = "corral",
+        netns_prefix: str = "corral-",
+        nflog_group: int = 213,
+        extra_denied: Sequence[str] = (),
+        denial_rate: float = 1.0,
+        denial_burst: int = 10,
+        pin_private: bool = False,
+    ) -> None:
+        self._pool = AddressPool(pool)
+        if not 0 <= nflog_group <= 0xFFFF:
+            raise CorralError(f"NFLOG group {nflog_group} is out of range (0-65535)")
+        if not 1 <= len(bridge_name) <= 15 or not bridge_name.replace("_", "").replace("-", "").isalnum():
+            raise CorralError(f"bad bridge name {bridge_name!r}")
+        if not table.replace("_", "").isalnum() or not netns_prefix.replace("-", "").isalnum():
+            raise CorralError(f"bad table name {table!r} or namespace prefix {netns_prefix!r}")
+        try:
+            self._upstreams = [parse_upstream(u) for u in upstreams] if upstreams is not None else None
+            self._firewall = Firewall(
+                table=table,
+                bridge=bridge_name,
+                network=self._pool.network,
+                gateway=self._pool.gateway,
+                group=nflog_group,
+                extra_denied=extra_denied,
+            )
+        except ValueError as exc:
+            raise CorralError(f"network settings: {exc}") from exc
+        self._bridge = bridge_name
+        self._prefix = netns_prefix
+        self._group = nflog_group
+        self._ledger = Ledger(state_dir)
+        self._gate = Gate(self._firewall, self._report, pin_private=pin_private)
+        self._sandboxes = self._gate.sandboxes
+        self._denials = Denials(
+            on_denied, self._gate.owner, self._gate.hostname_of, rate=denial_rate, burst=denial_burst
+        )
+        self._start_lock = asyncio.Lock()
+        self._resolver: Resolver | None = None
+        self._started = False
+
+    @property
+    def gateway(self) -> str:
+        return str(self._pool.gateway)
+
+    @property
+    def firewall(self) -> Firewall:
+        return self._firewall
+
+    @property
+    def on_denied(self) -> DeniedFn | None:
+        """Where denial events go; may be set after construction (the audit service
+        that receives them is usually built after the runtime)."""
+        return self._denials.on_denied
+
+    @on_denied.setter
+    def on_denied(self, callback: DeniedFn | None) -> None:
+        self._denials.on_denied = callback
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._ledger.load()
+            await bridge.ensure(self._bridge, self._pool.gateway, self._pool.network)
+            await self._firewall.setup()
+            await self._recover()
+            upstreams = self._upstreams if self._upstreams is not None else system_upstreams()
+            upstreams = [u for u in upstreams if u[0] != self.gateway]  # never ourselves
+            if not upstreams:
+                log.warning("no upstream DNS server: sandboxes will get SERVFAIL for every name")
+            resolver = Resolver(self._gate, upstreams)
+            try:
+                await resolver.start(self.gateway, 53)
+            except OSError as exc:
+                raise Unavailable(f"cannot serve DNS on {self.gateway}:53: {exc}") from exc
+            self._resolver = self._gate.resolver = resolver
+            await self._denials.start(self._group)
+            for sandbox in self._sandboxes.values():
+                self._gate.refresh_blocks(sandbox)
+            self._started = True
+
+    async def close(self) -> None:
+        self._gate.stop()
+        resolver, self._resolver = self._resolver, None
+        self._gate.resolver = None
+        if resolver is not None:
+            await resolver.close()
+        await self._denials.close()
+        self._started = False
+
+    async def _recover(self) -> None:
+        """Rebuild memory from the ledger; adopt sandboxes the ledger lost, with the
+        address the firewall routes or, failing that, the one inside the namespace
+        (their policy unknown: deny_all, fail closed); re-create missing chains."""
+        records = self._ledger.records
+        found = await self._firewall.bindings()
+        for name in await namespace.names(self._prefix):
+            sid = name[len(self._prefix) :]
+            if ids.is_valid(sid, "sb") and sid not in records and sid not in found:
+                address = await namespace.address_of(name)
+                if address is not None:
+                    found[sid] = address
+        adopted = set()
+        for sid, address in found.items():
+            if sid not in records and self._pool.contains(address):
+                log.warning("network of %s was not in the ledger; adopted with a deny_all policy", sid)
+                records[sid] = Record(address, EgressPolicy(mode=EgressMode.DENY_ALL))
+                adopted.add(sid)
+        chains = await self._firewall.sandbox_chains()
+        for sid, record in records.items():
+            sandbox = self._remember(sid, record.address, record.policy)
+            if not await asyncio.to_thread(namespace.exists, sandbox.netns):
+                continue  # reclaim decides
+            if sid not in chains:
+                await self._firewall.attach(sid, sandbox.veth, sandbox.address, sandbox.rules)
+            elif sid in adopted:
+                await self._firewall.replace(sid, sandbox.rules, [], [])
+        await self._ledger.save()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "bridge": self._bridge,
+            "gateway": self.gateway,
+            "sandboxes": len(self._sandboxes),
+            "resolver": self._resolver is not None,
+            "upstreams": [f"{h}:{p}" for h, p in self._resolver.upstreams] if self._resolver else [],
+            "denials_listening": self._denials.listening,
+        }
+
+    # -- the port --------------------------------------------------------------------
+
+    async def attach(self, sandbox_id: str, policy: EgressPolicy) -> NetInfo:
+        _check(sandbox_id)
+        policy = validate_policy(policy)
+        await self.start()
+        async with self._gate.lock(sandbox_id):
+            if sandbox_id in self._sandboxes:
+                raise Conflict(f"sandbox {sandbox_id} already has a network")
+            address = self._pool.allocate(self._gate.addresses(), self._ledger.cursor)
+            async with contextlib.AsyncExitStack() as undo:
+                sandbox = self._remember(sandbox_id, address, policy)
+                undo.callback(self._gate.remove, sandbox)
+                # Both undos are idempotent, so they go on the stack before their steps,
+                # which run side by side (the firewall does not need the veth to exist).
+                undo.push_async_callback(self._quietly, namespace.remove, sandbox.netns, sandbox.veth)
+                undo.push_async_callback(
+                    self._quietly, self._firewall.detach, sandbox_id, sandbox.veth, address
+                )
+                await _together(
+                    namespace.create(sandbox.netns, sandbox.veth, self._bridge, address, self._pool.gateway),
+                    self._firewall.attach(sandbox_id, sandbox.veth, address, sandbox.rules),
+                )
+                self._ledger.records[sandbox_id] = Record(address, policy)
+                self._ledger.cursor = address
+                undo.callback(self._ledger.records.pop, sandbox_id, None)
+                await self._ledger.save()
+                undo.pop_all()
+            self._gate.refresh_blocks(sandbox)
+            return self._info(sandbox)
+
+    async def detach(self, sandbox_id: str) -> None:
+        _check(sandbox_id)
+        await self.start()
+        async with self._gate.lock(sandbox_id):
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is not None:
+                address: str | None = sandbox.address
+            else:
+                address = (await self._firewall.bindings()).get(sandbox_id)
+            veth = namespace.veth_name(sandbox_id)
+            await _together(
+                self._firewall.detach(sandbox_id, veth, address),
+                namespace.remove(self._prefix + sandbox_id, veth),
+            )
+            if sandbox is not None:
+                self._gate.remove(sandbox)
+            self._denials.forget(sandbox_id)
+            if self._ledger.records.pop(sandbox_id, None) is not None:
+                await self._ledger.save()
+
+    async def set_policy(self, sandbox_id: str, policy: EgressPolicy) -> None:
+        _check(sandbox_id)
+        policy = validate_policy(policy)
+        rules = Rules.compile(policy)
+        await self.start()
+        async with self._gate.lock(sandbox_id):
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None:
+                raise NotFound(f"sandbox {sandbox_id} has no network")
+            pins = sandbox.pins.keep(rules.name_allowed) if rules.pins_answers else []
+            if not rules.pins_answers:
+                sandbox.pins.clear()
+            blocks = sandbox.blocks.keep(rules.name_denied) if rules.blocks_answers else []
+            if not rules.blocks_answers:
+                sandbox.blocks.clear()
+            await self._firewall.replace(sandbox_id, rules, pins, blocks)
+            sandbox.policy, sandbox.rules = policy, rules
+            self._ledger.records[sandbox_id] = Record(sandbox.address, policy)
+            await self._ledger.save()
+            self._gate.refresh_blocks(sandbox)
+
+    async def info(self, sandbox_id: str) -> NetInfo | None:
+        _check(sandbox_id)
+        await self.start()
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None or not await asyncio.to_thread(namespace.exists, sandbox.netns):
+            return None
+        return self._info(sandbox)
+
+    async def reclaim(self, keep: set[str]) -> list[str]:
+        await self.start()
+        found = set(self._sandboxes) | set(await self._firewall.sandbox_chains())
+        found |= set(await self._firewall.bindings())
+        found |= {n[len(self._prefix) :] for n in await namespace.names(self._prefix)}
+        removed = sorted(sid for sid in found if ids.is_valid(sid, "sb") and sid not in keep)
+        failures = []
+        for sid in removed:
+            try:
+                await self.detach(sid)
+            except RuntimeFailure as exc:
+                failures.append(exc.message)
+        owned = {s.veth for s in self._sandboxes.values()} | {namespace.veth_name(s) for s in keep}
+        for port in await bridge.ports(self._bridge) - owned:
+            try:
+                await namespace.remove_link(port)
+            except RuntimeFailure as exc:
+                failures.append(exc.message)
+        if failures:
+            raise RuntimeFailure("network reclaim incomplete: " + "; ".join(failures))
+        return removed
+
+    # -- internals -------------------------------------------------------------------
+
+    def _remember(self, sid: str, address: str, policy: EgressPolicy) -> Attached:
+        sandbox = Attached(
+            id=sid,
+            address=address,
+            veth=namespace.veth_name(sid),
+            netns=self._prefix + sid,
+            policy=policy,
+            rules=Rules.compile(policy),
+        )
+        self._gate.add(sandbox)
+        return sandbox
+
+    def _info(self, sandbox: Attached) -> NetInfo:
+        return NetInfo(
+            netns_path=namespace.netns_path(sandbox.netns), address=sandbox.address, gateway=self.gateway
+        )
+
+    def _report(self, sandbox_id: str, event: dict[str, object]) -> None:
+        self._denials.report(sandbox_id, event)
+
+    async def _quietly(self, step: Callable[..., Awaitable[None]], *args: Any) -> None:
+        try:
+            await step(*args)
+        except CorralError as exc:
+            log.error("undo failed: %s", exc)
+
+
+async def _together(*steps: Coroutine[Any, Any, None]) -> None:
+    """Run ``steps`` concurrently, wait for all of them, raise the first failure."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _check(sandbox_id: str) -> None:
+    if not ids.is_valid(sandbox_id, "sb"):
+        raise InvalidInput(f"not a sandbox id: {sandbox_id!r}", field="sandbox_id")

@@ -1,0 +1,322 @@
+"""The sandboxes' DNS server: listens on the bridge address, port 53, UDP and TCP;
+answers only what each sandbox's policy allows; forwards to the upstream servers.
+
+Every sandbox's ``resolv.conf`` says ``nameserver <bridge address>``. For each query
+the resolver asks its :class:`Gate` (the node) about the client address and name:
+
+* unknown client (not a sandbox of this node) -> REFUSED;
+* class other than IN -> REFUSED;
+* a name the policy does not allow -> NXDOMAIN, and the gate reports a denial;
+* AAAA for an allowed name -> empty NOERROR (there is no IPv6 egress, so an IPv6
+  answer would only make clients wait before they fall back to IPv4);
+* otherwise the query is relayed to the upstream servers in order (UDP for UDP
+  clients, TCP for TCP clients; a truncated UDP answer is relayed as is, so the client
+  retries over TCP) with a fresh random id, the answer must match the question, and
+  the gate sees it before the client does: it pins the answer's addresses into the
+  sandbox's firewall set (resolve-and-pin) and may still refuse it (NXDOMAIN), e.g.
+  when a CNAME leads to a denied name. Upstream failure -> SERVFAIL.
+
+Nothing is cached: each answer's TTL comes from the upstream, and the pin outlives
+it. Work is bounded, so a sandbox cannot exhaust the control plane: 512 queries in
+flight for the node and 64 per client (more are dropped; clients retry), 16 open TCP
+connections per client, a deadline per upstream exchange, TCP connections idle for
+10 s are closed.
+
+Contract: :meth:`Resolver.start` raises OSError when it cannot bind (the node turns
+that into Unavailable); :meth:`Resolver.close` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import ipaddress
+import logging
+import secrets
+import struct
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from corral.network import message
+from corral.network.message import Answer, MalformedMessage
+
+log = logging.getLogger("corral.network")
+
+Upstream = tuple[str, int]
+MAX_TCP_PER_CLIENT = 16
+MAX_TASKS = 4096
+
+
+class Verdict(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    UNKNOWN = "unknown"  # the client is not one of our sandboxes
+
+
+class Gate(Protocol):
+    def verdict(self, client: str, name: str) -> Verdict: ...
+
+    async def answered(self, client: str, name: str, answer: Answer) -> bool:
+        """Pin what ``answer`` opens; False to hide it from the client (NXDOMAIN)."""
+
+    def refused(self, client: str, name: str) -> None:
+        """A name was refused (report it; must not block)."""
+
+
+class Resolver:
+    def __init__(
+        self,
+        gate: Gate,
+        upstreams: Sequence[Upstream],
+        *,
+        timeout: float = 2.0,
+        max_inflight: int = 512,
+        max_per_client: int = 64,
+    ) -> None:
+        self._gate = gate
+        self.upstreams = tuple(upstreams)
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._max_per_client = max_per_client
+        self._per_client: dict[str, int] = {}
+        self._connections: dict[str, int] = {}  # open TCP connections per client
+        self.port = 0
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int = 53) -> None:
+        """Listen on ``host:port`` (UDP and TCP; port 0: any free port, the same for
+        both, then in :attr:`port`)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        self._udp = transport
+        self.port = int(transport.get_extra_info("sockname")[1])
+        try:
+            self._tcp = await asyncio.start_server(self._serve_tcp, host, self.port, reuse_address=True)
+        except OSError:
+            transport.close()
+            self._udp = None
+            raise
+
+    async def close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # -- serving -------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        client = addr[0]
+        if self._per_client.get(client, 0) >= self._max_per_client or self._slots.locked():
+            return  # overloaded: drop, the client retries
+        self._per_client[client] = self._per_client.get(client, 0) + 1
+        self._spawn(self._answer_udp(data, addr))
+
+    async def _answer_udp(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            async with self._slots:
+                response = await self.resolve(data, addr[0], tcp=False)
+            if response is not None and self._udp is not None:
+                self._udp.sendto(response, addr)
+        finally:
+            self._release(addr[0])
+
+    def _release(self, client: str) -> None:
+        left = self._per_client.get(client, 1) - 1
+        if left <= 0:
+            self._per_client.pop(client, None)
+        else:
+            self._per_client[client] = left
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if isinstance(peer, tuple) else ""
+        if self._connections.get(client, 0) >= MAX_TCP_PER_CLIENT or len(self._tasks) >= MAX_TASKS:
+            writer.close()
+            return
+        self._connections[client] = self._connections.get(client, 0) + 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            while True:
+                try:
+                    (size,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10.0))
+                    data = await asyncio.wait_for(reader.readexactly(size), 10.0)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    return
+                if self._per_client.get(client, 0) >= self._max_per_client:
+                    return
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+                try:
+                    async with self._slots:
+                        response = await self.resolve(data, client, tcp=True)
+                finally:
+                    self._release(client)
+                if response is None:
+                    return
+                writer.write(struct.pack("!H", len(response)) + response)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            left = self._connections.get(client, 1) - 1
+            if left <= 0:
+                self._connections.pop(client, None)
+            else:
+                self._connections[client] = left
+            writer.close()
+
+    # -- answering -----------------------------------------------------------------
+
+    async def resolve(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
+        """The response to send ``client`` for the query ``data`` (None: no answer)."""
+        try:
+            question = message.parse_query(data)
+        except MalformedMessage:
+            return message.error_reply(data, message.FORMERR)
+        verdict = self._gate.verdict(client, question.name)
+        if verdict is Verdict.UNKNOWN or question.qclass != 1:
+            return message.reply(data, question, message.REFUSED)
+        if verdict is Verdict.DENY:
+            self._gate.refused(client, question.name)
+            return message.reply(data, question, message.NXDOMAIN)
+        if question.qtype == message.AAAA:
+            return message.reply(data, question, message.NOERROR)
+        ident = secrets.randbelow(0x10000)
+        try:
+            raw = await self._ask(message.with_id(data, ident), tcp=tcp)
+            answer = message.parse_answer(raw)
+            if answer.id != ident or (answer.question.name, answer.question.qtype) != (
+                question.name,
+                question.qtype,
+            ):
+                raise MalformedMessage("the answer does not match the question")
+        except (OSError, TimeoutError, MalformedMessage) as exc:
+            log.debug("upstream failed for %s: %s", question.name, exc)
+            return message.reply(data, question, message.SERVFAIL)
+        if not await self._gate.answered(client, question.name, answer):
+            return message.reply(data, question, message.NXDOMAIN)
+        return message.with_id(raw, question.id)
+
+    async def lookup(self, name: str) -> list[tuple[str, int]]:
+        """The IPv4 addresses (with TTLs) of ``name`` per the upstream, for the node's
+        own use (blocking a denied name's addresses). Empty on any failure."""
+        ident = secrets.randbelow(0x10000)
+        try:
+            raw = await self._ask(message.build_query(ident, name), tcp=False)
+            answer = message.parse_answer(raw)
+            if answer.truncated:
+                answer = message.parse_answer(await self._ask(message.build_query(ident, name), tcp=True))
+        except (OSError, TimeoutError, MalformedMessage):
+            return []
+        if answer.id != ident:
+            return []
+        return [(r.value, r.ttl) for r in answer.records if r.rtype == message.A]
+
+    async def _ask(self, query: bytes, *, tcp: bool) -> bytes:
+        error: Exception = OSError("no upstream answered")
+        for upstream in self.upstreams:
+            try:
+                exchange = _tcp_exchange if tcp else _udp_exchange
+                return await asyncio.wait_for(exchange(upstream, query), self._timeout)
+            except (OSError, TimeoutError, MalformedMessage) as exc:
+                error = exc
+        raise error
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._resolver._datagram(data, addr)
+
+
+class _Reply(asyncio.DatagramProtocol):
+    def __init__(self, ident: bytes) -> None:
+        self.ident = ident
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data[:2] == self.ident and not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+async def _udp_exchange(upstream: Upstream, query: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(lambda: _Reply(query[:2]), remote_addr=upstream)
+    try:
+        transport.sendto(query)
+        return await protocol.done
+    finally:
+        transport.close()
+
+
+async def _tcp_exchange(upstream: Upstream, query: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(*upstream)
+    try:
+        writer.write(struct.pack("!H", len(query)) + query)
+        await writer.drain()
+        (size,) = struct.unpack("!H", await reader.readexactly(2))
+        return await reader.readexactly(size)
+    except asyncio.IncompleteReadError as exc:
+        raise MalformedMessage("the upstream closed the connection mid-answer") from exc
+    finally:
+        writer.close()
+
+
+def system_upstreams(path: Path = Path("/etc/resolv.conf")) -> list[Upstream]:
+    """The ``nameserver`` lines of the host's resolv.conf (port 53), in order."""
+    out: list[Upstream] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            out.append((fields[1].split("%", 1)[0], 53))
+    return out
+
+
+def parse_upstream(text: str) -> Upstream:
+    """``"10.0.0.53"``, ``"10.0.0.53:5353"``, ``"[::1]:53"`` or ``"::1"``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, "53"
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"not an upstream DNS server address: {text!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"not an upstream DNS server address: {text!r}")
+    return host, number
