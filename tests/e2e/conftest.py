@@ -115,6 +115,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         **os.environ,
         "CORRAL_RUNTIME": "runc",
         "CORRAL_RUNC_ROOT": RUNC_ROOT,
+        # a network of its own, apart from any other corral on this machine
+        "CORRAL_NETWORK_BRIDGE": "corrale2e0",
+        "CORRAL_NETWORK_POOL": "10.214.0.0/16",
+        "CORRAL_NETWORK_NFLOG_GROUP": "214",
+        "CORRAL_NETWORK_STATE_DIR": "/run/corral-e2e/network",
         "CORRAL_API_KEY": key,
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
