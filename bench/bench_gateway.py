@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Gateway benchmark: servers in a sandbox reached directly and through corral's
+gateway, in one run.
+
+Run from the repository root:
+
+    .venv/bin/python bench/bench_gateway.py
+    .venv/bin/python bench/bench_gateway.py --duration 10 --connections 32 --json out.json
+
+It starts its own ``corral serve`` equivalent (the process runtime, on a free loopback
+port, a temporary data dir), creates a sandbox and runs two servers in it:
+
+* ``keepalive``: ``tests/unit/gateway/sandbox_app.py`` (asyncio, HTTP/1.1 keep-alive,
+  ``GET /hello`` answers 22 bytes; a WebSocket echo on ``/ws``);
+* ``http.server``: ``python3 -m http.server`` (HTTP/1.0, one connection per request),
+  the server people most often start in a sandbox.
+
+For each server, the same ``GET`` direct (the sandbox's address: 127.0.0.1 on the
+process runtime) and through the gateway by path (``/preview/{id}/{port}/``) and by host
+(``{port}-{id}.localhost``): requests/s and latency p50/p90/p99 with ``--connections``
+for ``--duration`` seconds, and with one connection (the latency the gateway adds).
+Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
+the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
+
+Only loopback addresses are contacted. Every phase is bounded by ``--duration``; at
+the end the sandbox is killed and the server stopped (by its pid), the temp dir removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import websockets
+from stats import Summary, fmt_ms, render_table
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "unit" / "gateway" / "sandbox_app.py"
+KEY = "ek_benchgateway_" + "b" * 32
+WRK = shutil.which("wrk")
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+@dataclass
+class Load:
+    target: str  # server in the sandbox
+    route: str  # direct | path | host
+    connections: int
+    requests_per_s: float
+    p50: float
+    p90: float
+    p99: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(port: int, data_dir: str) -> None:
+    """``--serve``: corral on the process runtime, with the options ``corral serve`` uses."""
+    sys.path.insert(0, str(ROOT))
+    import uvicorn
+
+    from corral.api.app import create_app
+    from corral.api.server import config
+    from corral.runtime.process import ProcessRuntime
+    from corral.runtime.static_templates import StaticTemplates
+    from corral.settings import Settings
+
+    settings = Settings(data_dir=Path(data_dir), api_key=KEY, runtime="process", port=port)  # type: ignore[call-arg]
+    app = create_app(
+        settings, runtime=ProcessRuntime(Path(data_dir) / "sandboxes"), templates=StaticTemplates()
+    )
+    uvicorn.Server(config(settings, app, log_level="warning")).run()
+
+
+# ---- load generators ------------------------------------------------------------------
+
+
+async def wrk(
+    url: str, headers: dict[str, str], connections: int, duration: float
+) -> tuple[float, list[float], int]:
+    assert WRK is not None
+    argv = [WRK, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "5s"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    proc = await asyncio.create_subprocess_exec(*argv, url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = (await asyncio.wait_for(proc.communicate(), duration + 30))[0].decode()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pcts = {
+        int(p): float(v) * _UNITS[u]
+        for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    }
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad_status = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = sum(map(int, socket_errors.groups())) if socket_errors else 0
+    errors += int(bad_status.group(1)) if bad_status else 0
+    # wrk reports 50/75/90/99: give them as samples the summary reads back exactly
+    return rate, [pcts.get(50, float("nan")), pcts.get(90, float("nan")), pcts.get(99, float("nan"))], errors
+
+
+async def py_load(
+    url: str, headers: dict[str, str], connections: int, duration: float
+) -> tuple[float, list[float], int]:
+    """``connections`` raw HTTP/1.1 clients for ``duration`` s (reconnecting when the
+    server closes): requests/s, every latency, errors."""
+    parts = httpx.URL(url)
+    request = (
+        f"GET {parts.raw_path.decode()} HTTP/1.1\r\nHost: {headers.get('Host', parts.netloc.decode())}\r\n"
+    )
+    request += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k != "Host") + "\r\n"
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+
+    async def worker() -> None:
+        nonlocal errors
+        reader = writer = None
+        while time.perf_counter() < deadline:
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(parts.host, parts.port)
+                started = time.perf_counter()
+                writer.write(request.encode())
+                head = await reader.readuntil(b"\r\n\r\n")  # type: ignore[union-attr]
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)  # type: ignore[union-attr]
+                latencies.append(time.perf_counter() - started)
+                if not head.startswith(b"HTTP/1.1 2") and not head.startswith(b"HTTP/1.0 2"):
+                    errors += 1
+                if head.startswith(b"HTTP/1.0") or re.search(rb"(?i)connection:\s*close", head):
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.IncompleteReadError, AttributeError):
+                errors += 1
+                writer = None
+        if writer is not None:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return len(latencies) / (time.perf_counter() - started), latencies, errors
+
+
+async def measure(
+    target: str, route: str, url: str, headers: dict[str, str], conns: int, secs: float, use_wrk: bool
+) -> Load:
+    rate, samples, errors = await (wrk if use_wrk else py_load)(url, headers, conns, secs)
+    if use_wrk:
+        p50, p90, p99 = samples
+    else:
+        s = Summary.of(samples)
+        p50, p90, p99 = s.p50, s.p90, s.p99
+    return Load(target, route, conns, rate, p50, p90, p99, errors)
+
+
+async def ws_round_trips(url: str, headers: dict[str, str], count: int) -> Summary:
+    samples: list[float] = []
+    async with websockets.connect(url, additional_headers=headers, compression=None) as ws:
+        for i in range(50):  # warm up
+            await ws.send("warm-up")
+            await ws.recv()
+        payload = "x" * 32
+        for _ in range(count):
+            started = time.perf_counter()
+            await ws.send(payload)
+            await ws.recv()
+            samples.append(time.perf_counter() - started)
+    return Summary.of(samples)
+
+
+# ---- the run --------------------------------------------------------------------------
+
+
+async def start_servers(api: httpx.AsyncClient, base: str, sid: str, tmp: Path) -> dict[str, int]:
+    ports = {"keepalive": free_port(), "http.server": free_port()}
+    script = f"{tmp}/sandbox_app.py"
+    (
+        await api.put(f"/sandboxes/{sid}/files", params={"path": script}, content=APP.read_bytes())
+    ).raise_for_status()
+    www = tmp / "www"
+    www.mkdir()
+    (www / "hello").write_text("hello from the sandbox")
+    commands = {
+        "keepalive": [script, str(ports["keepalive"]), "127.0.0.1"],
+        "http.server": [
+            "-m",
+            "http.server",
+            str(ports["http.server"]),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(www),
+        ],
+    }
+    for argv in commands.values():
+        (
+            await api.post(f"/sandboxes/{sid}/exec", json={"cmd": sys.executable, "args": argv})
+        ).raise_for_status()
+    for port in ports.values():
+        deadline = time.monotonic() + 15
+        while (await api.get(f"{base}/preview/{sid}/{port}/hello")).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server on port {port} did not start")
+            await asyncio.sleep(0.1)
+    return ports
+
+
+async def run(args: argparse.Namespace, base: str, tmp: Path) -> dict[str, object]:
+    owner = {"X-API-Key": KEY}
+    async with httpx.AsyncClient(base_url=f"{base}/api", headers=owner, timeout=30) as api:
+        sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
+        try:
+            ports = await start_servers(api, base, sid, tmp)
+            gw_port = int(base.rsplit(":", 1)[1])
+            loads: list[Load] = []
+            for target, port in ports.items():
+                routes = {
+                    "direct": (f"http://127.0.0.1:{port}/hello", {}),
+                    "path": (f"{base}/preview/{sid}/{port}/hello", owner),
+                    "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
+                }
+                for conns in (args.connections, 1):
+                    for route, (url, headers) in routes.items():
+                        load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
+                        loads.append(load)
+            ws_port = ports["keepalive"]
+            ws = {
+                "direct": await ws_round_trips(f"ws://127.0.0.1:{ws_port}/ws", {}, args.ws_messages),
+                "gateway": await ws_round_trips(
+                    f"ws://{base.removeprefix('http://')}/preview/{sid}/{ws_port}/ws", owner, args.ws_messages
+                ),
+            }
+        finally:
+            await api.delete(f"/sandboxes/{sid}")
+    return {"loads": loads, "ws": ws}
+
+
+def report(result: dict[str, object], markdown: bool, use_wrk: bool) -> str:
+    loads: list[Load] = result["loads"]  # type: ignore[assignment]
+    direct = {(x.target, x.connections): x for x in loads if x.route == "direct"}
+    rows = []
+    for x in loads:
+        d = direct[(x.target, x.connections)]
+        rows.append(
+            [
+                x.target,
+                x.route,
+                str(x.connections),
+                f"{x.requests_per_s:,.0f}",
+                fmt_ms(x.p50),
+                fmt_ms(x.p90),
+                fmt_ms(x.p99),
+                f"{x.requests_per_s / d.requests_per_s:.0%}" if x.route != "direct" else "",
+                f"{(x.p50 - d.p50) * 1000:+.3f}" if x.route != "direct" else "",
+                str(x.errors),
+            ]
+        )
+    header = [
+        "server",
+        "route",
+        "conns",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "of direct",
+        "added p50 ms",
+        "errors",
+    ]
+    out = [
+        f"HTTP GET (load: {'wrk' if use_wrk else 'asyncio client'})",
+        render_table(header, rows, markdown, left=2),
+    ]
+    ws: dict[str, Summary] = result["ws"]  # type: ignore[assignment]
+    ws_rows = [[k, str(s.count), fmt_ms(s.p50), fmt_ms(s.p90), fmt_ms(s.p99)] for k, s in ws.items()]
+    added = (ws["gateway"].p50 - ws["direct"].p50) * 1000
+    out += ["", f"WebSocket echo round trip (32 B text; added p50 {added:+.3f} ms)"]
+    out.append(render_table(["route", "messages", "p50 ms", "p90 ms", "p99 ms"], ws_rows, markdown))
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load phase")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--ws-messages", type=int, default=5000)
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(int(args.serve[0]), args.serve[1])
+        return
+    if args.load == "wrk" and WRK is None:
+        raise SystemExit("wrk is not installed (Debian package wrk)")
+    args.wrk = WRK is not None and args.load != "python"
+    tmp = Path(tempfile.mkdtemp(prefix="corral-bench-gateway-"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(tmp / "data")])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("corral did not start")
+            time.sleep(0.1)
+        result = asyncio.run(run(args, base, tmp))
+        print(report(result, args.markdown, args.wrk))
+        if args.json:
+            loads = [asdict(x) for x in result["loads"]]  # type: ignore[attr-defined]
+            ws = {k: asdict(v) for k, v in result["ws"].items()}  # type: ignore[attr-defined]
+            args.json.write_text(
+                json.dumps(
+                    {"loads": loads, "ws": ws, "load_generator": "wrk" if args.wrk else "asyncio"}, indent=2
+                )
+            )
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

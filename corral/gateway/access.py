@@ -1,0 +1,191 @@
+"""Who may reach a port of a sandbox through the gateway (spec 000's auth, with spec
+003's preview tokens and public previews).
+
+Credentials, wherever found:
+
+    X-API-Key: ek_...  |  Authorization: Bearer ek_...     the owner's API key
+    Authorization: Bearer <worker JWT>                      a worker token of the sandbox
+    X-OC-Preview-Token: <t>  |  Authorization: Bearer <t>   the sandbox's preview token
+    ?token=<t>                                              the same, for browsers; the
+                                                            answer sets a cookie
+    Cookie: corral_preview_token=<t>                        the same (a browser's later
+                                                            requests)
+
+Decisions, in order:
+
+1. A port with a public preview: allowed, whatever credentials come along.
+2. An API key or worker token: 401 if it is not valid; 404 unless it is of the
+   sandbox's org (and, for a worker token, of this sandbox) and the sandbox runs. Any
+   port is allowed: the
+   owner needs no preview URL (``session.fetch(port, path)`` of spec 000).
+3. A preview token: 401 unless it is the sandbox's current one; then 404 unless the
+   sandbox runs and the port has a preview URL.
+4. Nothing: 401 (also for unknown sandboxes, so a 401 says nothing about what exists).
+
+All 404s carry the same body and do the same work (an unknown sandbox is a cached
+lookup like a known one; a token is hashed and compared either way). A token that
+fails is 401 whether or not the sandbox exists. The kill switch answers 503 before
+anything, globally, or once the sandbox's org is known. API-key checks are cached for
+``gateway_cache_ttl_s`` (a revoked key may keep working that long on this node).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from corral.auth.principal import Principal
+from corral.auth.scopes import Scope, require
+from corral.errors import NotFound, Unauthenticated, Unavailable
+from corral.gateway.headers import cookie_value
+from corral.gateway.routing import Target
+from corral.services.core import Core
+from corral.services.previews import SandboxRoute
+
+NOT_FOUND = "sandbox or port not found"
+MISSING = (
+    "missing credentials: send Authorization: Bearer <API key or preview token>, "
+    "X-API-Key: <API key> or X-OC-Preview-Token: <preview token>"
+)
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+MAX_CACHED_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An allowed request: where it goes, and what the forwarder must do about the
+    credentials it carried."""
+
+    route: SandboxRoute
+    drop_authorization: bool  # Authorization carried a corral credential
+    query_token: bool  # the preview token came as ?token=: drop it, set the cookie
+    token: str  # the preview token that was accepted ("" if none)
+
+
+class Access:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._keys: dict[str, tuple[float, Principal]] = {}
+
+    async def check(self, target: Target, scope: Any) -> Grant:
+        """The grant for a request, or Unauthenticated / NotFound / Unavailable."""
+        switch = self.core.kill_switch
+        if switch.engaged():
+            raise Unavailable("the gateway is switched off; retry later")
+        route = await self.core.previews.route(target.sandbox_id) if target.port else None
+        creds = _Credentials(scope)
+        if route is not None and route.live and target.port in route.public:
+            bearer = creds.bearer
+            drop = bool(bearer) and (bearer.startswith("ek_") or self._is_worker_token(bearer, route))
+            return self._allowed(route, Grant(route, drop, False, ""))
+        if creds.api_key or creds.bearer.startswith("ek_"):
+            principal = await self._key(creds.api_key or creds.bearer)
+            return self._allowed(route, self._owner(route, principal, creds.bearer.startswith("ek_")))
+        if creds.bearer and _JWT.match(creds.bearer):
+            try:
+                principal = self.core.auth.authenticate_token(creds.bearer)
+            except Unauthenticated:
+                pass  # not a worker token: maybe an (explicit) preview token
+            else:
+                return self._allowed(route, self._owner(route, principal, True))
+        token, source = creds.preview_token()
+        if not token:
+            raise Unauthenticated(creds.malformed or MISSING)
+        if not self.core.previews.token_matches(route, token):
+            raise Unauthenticated("invalid preview token")
+        assert route is not None  # token_matches is False without a route
+        if not route.live or target.port not in route.previews:
+            raise NotFound(NOT_FOUND)
+        grant = Grant(route, source == "authorization", source == "query", token)
+        return self._allowed(route, grant)
+
+    def _owner(self, route: SandboxRoute | None, principal: Principal, drop_authorization: bool) -> Grant:
+        if route is None or principal.org_id != route.org_id or not principal.may_see(route.sandbox_id):
+            raise NotFound(NOT_FOUND)
+        if not route.live:
+            raise NotFound(NOT_FOUND)
+        require(principal, Scope.SANDBOX_EXEC)  # Forbidden (403) for a viewer's key
+        return Grant(route, drop_authorization, False, "")
+
+    def _allowed(self, route: SandboxRoute | None, grant: Grant) -> Grant:
+        if route is not None and self.core.kill_switch.engaged(route.org_id):
+            raise Unavailable("the gateway is switched off for this account; retry later")
+        return grant
+
+    def _is_worker_token(self, value: str, route: SandboxRoute) -> bool:
+        if not _JWT.match(value):
+            return False
+        try:
+            return self.core.auth.authenticate_token(value).sandbox_id == route.sandbox_id
+        except Unauthenticated:
+            return False
+
+    async def _key(self, raw: str) -> Principal:
+        """The principal of an API key (Unauthenticated if invalid), cached briefly."""
+        digest = hashlib.sha256(raw.encode()).hexdigest()
+        now = time.monotonic()
+        hit = self._keys.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await self.core.auth.authenticate_key(raw)
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys.clear()
+        self._keys[digest] = (now + self.core.settings.gateway_cache_ttl_s, principal)
+        return principal
+
+
+class _Credentials:
+    """The credentials of one request, read once from its headers and query."""
+
+    def __init__(self, scope: Any) -> None:
+        self.scope = scope
+        self.api_key = ""
+        self.bearer = ""
+        self.header_token = ""
+        self.malformed = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, rest = value.decode("latin-1").strip().partition(" ")
+                if scheme.lower() == "bearer" and rest.strip():
+                    self.bearer = rest.strip()
+                else:
+                    self.malformed = "the Authorization header must be 'Bearer <API key or preview token>'"
+            elif name == b"x-api-key":
+                self.api_key = value.decode("latin-1").strip()
+                if self.api_key.lower().startswith("bearer "):
+                    raise Unauthenticated(
+                        "X-API-Key takes the bare API key (ek_<id>_<secret>), without 'Bearer '"
+                    )
+            elif name == b"x-oc-preview-token":
+                self.header_token = value.decode("latin-1").strip()
+
+    def preview_token(self) -> tuple[str, str]:
+        """The preview token and where it was: header, authorization, query or cookie."""
+        if self.header_token:
+            return self.header_token, "header"
+        if self.bearer:
+            return self.bearer, "authorization"
+        query = query_token(self.scope.get("query_string", b""))
+        if query:
+            return query, "query"
+        cookie = cookie_value(self.scope["headers"])
+        return (cookie, "cookie") if cookie else ("", "")
+
+
+def query_token(query: bytes) -> str:
+    """The ``token`` query parameter (percent-decoded; ``+`` is kept as it is)."""
+    if b"token=" not in query:
+        return ""
+    for part in query.split(b"&"):
+        if part.startswith(b"token="):
+            return unquote(part[6:].decode("latin-1"))
+    return ""
+
+
+def without_query_token(query: bytes) -> bytes:
+    """The query string, byte for byte, without its ``token`` parameter."""
+    return b"&".join(p for p in query.split(b"&") if p and not p.startswith(b"token="))

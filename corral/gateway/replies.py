@@ -1,0 +1,47 @@
+"""Answers the gateway gives itself: errors in the ``{"error": "..."}`` envelope of the
+API (statuses from ``corral.api.opencomputer.errors``: 401, 404, 502, 503, ...),
+redirects, and preflights.
+
+On a WebSocket not yet accepted, an answer is sent as an HTTP response (the WebSocket
+Denial Response extension, which uvicorn offers); without the extension the socket is
+closed with 1008 (the client sees 403).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from corral.api.opencomputer.errors import message_of, status_of
+from corral.errors import CorralError
+
+JSON = b"application/json"
+
+
+async def reply(
+    scope: Any, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> None:
+    """A complete response with ``body`` (``Content-Length`` is added)."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def error(scope: Any, send: Any, exc: CorralError, extra: list[tuple[bytes, bytes]]) -> None:
+    """``exc`` in the envelope, with its status; ``extra`` headers (CORS) added."""
+    status = status_of(exc)
+    message = "internal error" if type(exc) is CorralError else message_of(exc)
+    headers = [(b"content-type", JSON), *extra]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="corral"'))
+    await reply(scope, send, status, headers, json.dumps({"error": message}).encode())
+
+
+async def redirect(scope: Any, send: Any, location: str) -> None:
+    await reply(scope, send, 308, [(b"location", location.encode("latin-1"))])

@@ -1,0 +1,111 @@
+"""Which requests are for the gateway, and for which sandbox and port.
+
+By host, under each gateway domain ``D`` (setting ``gateway_domain``, default
+``localhost``, plus ``gateway_extra_domains``), one label before it:
+
+    {port}-{sandboxId}.D        e.g. 3000-sb-0123456789abcdef.localhost
+    {sandboxId}-p{port}.D       the OpenComputer SDKs' form (spec 003)
+
+Every path on such a host goes to the sandbox unchanged. By path, on any host:
+
+    /preview/{sandboxId}/{port}/{rest}     →  /{rest} (the query string kept)
+
+``/preview/{sandboxId}/{port}`` without the slash is redirected (308) to the slash
+form, so relative links of the page resolve under the prefix. Path routing is for
+clients that cannot pick a host name; browsers should use host routing, since every
+path-routed preview shares corral's own origin (cookies, storage, scripts).
+
+Anything else is not the gateway's (None). A gateway host or prefix whose id or port
+is malformed is still the gateway's: it answers 404 like any unknown sandbox.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = b"/preview/"
+_ID = r"sb-[a-z0-9]{8,32}"
+_HOST_FORMS = (
+    re.compile(rf"^(?P<port>[0-9]{{1,5}})-(?P<id>{_ID})$"),
+    re.compile(rf"^(?P<id>{_ID})-p(?P<port>[0-9]{{1,5}})$"),
+)
+_PATH = re.compile(rb"^/preview/(?P<id>[^/]*)/(?P<port>[^/?]*)(?P<rest>/.*)?$", re.DOTALL)
+_VALID_ID = re.compile(rf"^{_ID}$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A request for ``port`` of ``sandbox_id``: ``path`` is the raw path to send on
+    (with the query string), ``prefix`` the path prefix it was found under ("" by host),
+    ``host`` the Host header the client sent."""
+
+    sandbox_id: str
+    port: int  # 0 when malformed (answered 404)
+    path: bytes
+    prefix: str
+    host: str
+
+    @property
+    def by_host(self) -> bool:
+        return not self.prefix
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+
+
+class Router:
+    def __init__(self, domains: list[str]) -> None:
+        self.suffixes = tuple("." + d.lower().strip(".") for d in domains if d.strip("."))
+
+    def match(self, scope: Any) -> Target | Redirect | None:
+        host = _host(scope)
+        name = host.rpartition(":")[0] if host.rfind(":") > host.rfind("]") else host
+        name = name.lower().rstrip(".")
+        if name.endswith(self.suffixes):
+            for suffix in self.suffixes:
+                label = name[: -len(suffix)] if name.endswith(suffix) else "."
+                found = None if "." in label else (_HOST_FORMS[0].match(label) or _HOST_FORMS[1].match(label))
+                if found:
+                    path = scope.get("raw_path") or scope["path"].encode()
+                    query = scope.get("query_string", b"")
+                    return Target(found["id"], _port(found["port"]), _with_query(path, query), "", host)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if not raw_path.startswith(PREFIX):
+            return None
+        found_path = _PATH.match(raw_path)
+        if found_path is None:
+            return Target("", 0, b"/", PREFIX.decode().rstrip("/"), host)
+        sandbox_id = found_path["id"].decode("latin-1")
+        port = _port(found_path["port"].decode("latin-1"))
+        prefix = f"/preview/{sandbox_id}/{found_path['port'].decode('latin-1')}"
+        if not _VALID_ID.match(sandbox_id):
+            port = 0
+        rest = found_path["rest"]
+        query = scope.get("query_string", b"")
+        if rest is None:
+            if port == 0:
+                return Target(sandbox_id, 0, b"/", prefix, host)
+            return Redirect(prefix + "/" + ("?" + query.decode("latin-1") if query else ""))
+        return Target(sandbox_id, port, _with_query(rest, query), prefix, host)
+
+
+def _host(scope: Any) -> str:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or len(text) > 5:
+        return 0
+    port = int(text)
+    return port if 1 <= port <= 65535 else 0
+
+
+def _with_query(path: bytes, query: bytes) -> bytes:
+    return path + b"?" + query if query else path
