@@ -1,0 +1,65 @@
+"""SQL store of users: people of an org, named by the ``sub`` of their JWTs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from corral.errors import Conflict, NotFound
+from corral.store.database import Database, utc
+from corral.store.models import UserRow
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    org_id: str
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class SqlUserStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, user: User) -> None:
+        """Conflict (naming ``email``) when the email is taken, in any org."""
+        try:
+            async with self.db.session() as s, s.begin():
+                if await s.scalar(select(UserRow.id).where(UserRow.email == user.email)) is not None:
+                    raise Conflict(f"user {user.email!r} exists", field="email")
+                s.add(
+                    UserRow(
+                        id=user.id,
+                        org_id=user.org_id,
+                        email=user.email,
+                        name=user.name,
+                        role=user.role,
+                        created_at=user.created_at,
+                    )
+                )
+        except IntegrityError as exc:  # a concurrent add of the same email won
+            raise Conflict(f"user {user.email!r} exists", field="email") from exc
+
+    async def by_email(self, email: str) -> User:
+        async with self.db.session() as s:
+            row = await s.scalar(select(UserRow).where(UserRow.email == email))
+            if row is None:
+                raise NotFound(f"user {email!r} not found", field="email")
+            return _user(row)
+
+    async def list(self, org_id: str) -> list[User]:
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(UserRow).where(UserRow.org_id == org_id).order_by(UserRow.created_at)
+            )
+            return [_user(r) for r in rows.all()]
+
+
+def _user(r: UserRow) -> User:
+    return User(r.id, r.org_id, r.email, r.name, r.role, utc(r.created_at))

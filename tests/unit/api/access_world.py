@@ -1,0 +1,162 @@
+"""The world of the access matrix: a real server (uvicorn in a thread, process runtime)
+whose store holds two orgs and every kind of credential, and a running sandbox with a
+live exec session, a live PTY, a file, a finished exec and a web server on a port.
+
+``Creds`` are the matrix's columns: how each kind of caller presents itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import uvicorn
+
+from corral.api.server import config
+from corral.ids import new_id
+from corral.runtime.process import ProcessRuntime
+from corral.runtime.static_templates import StaticTemplates
+from corral.services.core import Core
+from corral.settings import Settings
+from tests.unit.api.conftest import KEY, free_port, make_app, make_settings
+
+SECRET = "matrix-secret-of-enough-length-for-hs256-000000"
+BAD = ("none", "malformed", "revoked", "expired jwt", "jwt alg none", "jwt other secret")
+GOOD = ("viewer", "developer", "rival owner", "owner")
+CREDS = BAD + GOOD
+
+
+def user_token(
+    org: str, role: str, *, secret: str | None = SECRET, exp: int = 900, alg: str = "HS256"
+) -> str:
+    now = int(time.time())
+    claims = {"sub": "usr-matrix", "org": org, "role": role, "typ": "user", "iat": now, "exp": now + exp}
+    return jwt.encode(claims, secret, algorithm=alg)
+
+
+@dataclass
+class World:
+    url: str
+    org_id: str
+    keys: dict[str, str]  # viewer, developer, revoked, rival owner, owner -> raw key
+    ids: dict[str, str] = field(default_factory=dict)  # sid, es, ps, exec, port
+    http: httpx.Client = field(default_factory=httpx.Client)  # kept alive; no default credential
+
+    def credential(self, cred: str) -> str:
+        """The raw credential a column presents ("" for none, the header for malformed)."""
+        if cred == "none":
+            return ""
+        if cred == "malformed":
+            return "Basic dXNlcjpwYXNz"
+        if cred == "expired jwt":
+            return user_token(self.org_id, "owner", exp=-60)
+        if cred == "jwt alg none":
+            return user_token(self.org_id, "owner", secret=None, alg="none")
+        if cred == "jwt other secret":
+            return user_token(self.org_id, "owner", secret="another-secret-of-enough-length-for-hs256!")
+        return self.keys[cred]
+
+    def headers(self, cred: str, *, bearer: bool = False) -> dict[str, str]:
+        """Headers of a column: API keys as X-API-Key (or Bearer), JWTs as Bearer."""
+        raw = self.credential(cred)
+        if not raw:
+            return {}
+        if cred == "malformed":
+            return {"Authorization": raw}
+        if raw.startswith("ek_") and not bearer:
+            return {"X-API-Key": raw}
+        return {"Authorization": f"Bearer {raw}"}
+
+    def owner(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with the owner's key."""
+        return self.http.request(method, path, headers={"X-API-Key": KEY}, **kwargs)
+
+
+async def _seed(settings: Settings) -> tuple[str, dict[str, str]]:
+    """Bootstraps the store and adds the keys of every column; the org of KEY and them."""
+    core = await Core.open(
+        settings, runtime=ProcessRuntime(settings.data_dir / "process-sandboxes"),
+        templates=StaticTemplates(), reconcile=False,
+    )  # fmt: skip
+    try:
+        org = (await core.auth.keys.org_by_name("default")).id
+        keys = {"owner": KEY}
+        for role in ("viewer", "developer"):
+            keys[role] = (await core.auth.create_key(org, role, role)).raw
+        revoked = await core.auth.create_key(org, "owner", "revoked")
+        await core.auth.keys.revoke(org, revoked.key.id)
+        keys["revoked"] = revoked.raw
+        rival = await core.auth.keys.add_org(new_id("org"), "rival")
+        keys["rival owner"] = (await core.auth.create_key(rival.id, "owner")).raw
+        return org, keys
+    finally:
+        await core.close()
+
+
+def _wait_listening(port: int, deadline_s: float = 10) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _furnish(world: World) -> None:
+    """The shared sandbox and what lives in it."""
+    sid = world.owner("POST", "/api/sandboxes", json={}).json()["sandboxID"]
+    base = f"/api/sandboxes/{sid}"
+    world.ids["sid"] = sid
+    sleeper = {"cmd": "sleep", "args": ["600"]}
+    world.ids["es"] = world.owner("POST", f"{base}/exec", json=sleeper).json()["sessionID"]
+    world.ids["ps"] = world.owner("POST", f"{base}/pty", json={}).json()["sessionID"]
+    world.ids["exec"] = world.owner("POST", f"{base}/exec/run-async", json={"cmd": "true"}).json()["execId"]
+    wrote = world.owner("PUT", f"{base}/files", params={"path": "/tmp/m.txt"}, content=b"matrix")
+    assert wrote.status_code == 204
+    port = free_port()
+    server = {
+        "cmd": "python3",
+        "args": ["-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", "/tmp"],
+    }
+    assert world.owner("POST", f"{base}/exec", json=server).status_code == 201
+    world.ids["port"] = str(port)
+    _wait_listening(port)
+
+
+def serve_world(settings: Settings) -> Iterator[World]:
+    """Seed, serve, furnish; yield; remove every sandbox and stop."""
+    org, keys = asyncio.run(_seed(settings))
+    app = make_app(settings)
+    server = uvicorn.Server(config(settings, app, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="corral-matrix", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the corral server did not start")
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{settings.port}"
+    world = World(url, org, keys, http=httpx.Client(base_url=url, timeout=30))
+    try:
+        _furnish(world)
+        yield world
+    finally:
+        for key in (KEY, keys["rival owner"]):
+            mine = {"X-API-Key": key}
+            for sb in world.http.get("/api/sandboxes", headers=mine).json():
+                world.http.delete(f"/api/sandboxes/{sb['sandboxID']}", headers=mine)
+        world.http.close()
+        server.should_exit = True
+        thread.join(15)
+
+
+def matrix_settings(data_dir: Any) -> Settings:
+    return make_settings(data_dir, port=free_port(), jwt_secret=SECRET, rate_limit_api=0, rate_limit_xgen=0)

@@ -1,0 +1,224 @@
+"""Every route of every surface x every kind of caller, with the status each must get.
+
+Columns (``access_world.CREDS``): no credential, a malformed header, a revoked key, an
+expired JWT, a JWT with ``alg: none``, a JWT signed with another secret (all 401), a
+viewer, a developer, another org's owner and the owner. Rows: ``ROUTES``; the expected
+status of a cell follows from the route's scope (``corral.auth.scopes``) and whether it
+names a resource of the owner's org (another org's owner gets 404 there, never 403).
+``test_every_route_is_in_the_matrix`` fails when a route is added without a row.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from corral.api.app import create_app
+from corral.settings import Settings
+from tests.unit.api.access_world import BAD, CREDS, World, matrix_settings, serve_world
+
+READ, WRITE, CREATE, EXEC, DELETE, AUDIT, KEYS, TOKEN = (
+    "sandbox:read", "sandbox:write", "sandbox:create", "sandbox:exec", "sandbox:delete",
+    "audit:read", "keys:manage", "token",
+)  # fmt: skip
+VIEWER_SCOPES = {READ, TOKEN}
+ADMIN_ONLY = {AUDIT, KEYS}
+_fresh_port = itertools.count(20000)
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str  # an HTTP method, or WS
+    path: str  # placeholders: {sid} {es} {ps} {exec} {port} {key} {file} {pport} of World.ids or fresh
+    scope: str
+    ok: tuple[int, ...]
+    bound: bool = True  # names a resource of the owner's org: another org's owner gets 404
+    body: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+    fresh: tuple[str, ...] = ()  # placeholders made anew for each cell (destructive routes)
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def operations(prefix: str) -> list[Row]:
+    """The operational routes both OpenComputer mounts have (``prefix`` "/api" or "")."""
+    sb = prefix + "/sandboxes/{sid}"
+    return [
+        Row("GET", sb, READ, (200,)),
+        Row("POST", sb + "/timeout", WRITE, (204,), body={"timeout": 600}),
+        Row("POST", sb + "/exec/run", EXEC, (200,), body={"cmd": "true"}),
+        Row("POST", sb + "/exec/run-async", EXEC, (201,), body={"cmd": "true"}),
+        Row("GET", sb + "/exec/{exec}/result", READ, (200,)),
+        Row("POST", sb + "/exec", EXEC, (201,), body={"cmd": "true"}),
+        Row("GET", sb + "/exec", READ, (200,)),
+        Row("POST", sb + "/exec/{es}/kill", EXEC, (204,), fresh=("es",)),
+        Row("WS", sb + "/exec/{es}", EXEC, (101,)),
+        Row("GET", sb + "/files", READ, (200,), params={"path": "/tmp/m.txt"}),
+        Row("PUT", sb + "/files", WRITE, (204,), body=b"x", params={"path": "/tmp/w.txt"}),
+        Row("DELETE", sb + "/files", WRITE, (204,), params={"path": "{file}"}, fresh=("file",)),
+        Row("GET", sb + "/files/list", READ, (200,), params={"path": "/tmp"}),
+        Row("POST", sb + "/files/mkdir", WRITE, (204,), params={"path": "/tmp/d"}),
+        Row("POST", sb + "/pty", EXEC, (201,), body={}),
+        Row("POST", sb + "/pty/{ps}/resize", EXEC, (200,), body={"cols": 100, "rows": 30}),
+        Row("DELETE", sb + "/pty/{ps}", EXEC, (204,), fresh=("ps",)),
+        Row("WS", sb + "/pty/{ps}", EXEC, (101,)),
+        Row("GET", sb + "/ports", READ, (200,)),
+        Row("GET", sb + "/allowed-hosts", READ, (200,)),
+        Row("PUT", sb + "/network", WRITE, (200,), body={"mode": "allow_all"}),
+    ]
+
+
+ROUTES: list[Row] = [
+    # OpenComputer control plane (/api)
+    Row("POST", "/api/sandboxes", CREATE, (201,), bound=False, body={}),
+    Row("GET", "/api/sandboxes", READ, (200,), bound=False),
+    Row("DELETE", "/api/sandboxes/{sid}", DELETE, (204,), fresh=("sid",)),
+    *operations("/api"),
+    Row("POST", "/api/sandboxes/{sid}/preview", WRITE, (200, 201), body={"port": 3000}),
+    Row("GET", "/api/sandboxes/{sid}/preview", READ, (200,)),
+    Row("POST", "/api/sandboxes/{sid}/preview/rotate", WRITE, (200,)),
+    Row("DELETE", "/api/sandboxes/{sid}/preview/{pport}", WRITE, (204,), fresh=("pport",)),
+    Row("GET", "/api/sandboxes/{sid}/audit", AUDIT, (200,)),
+    Row("GET", "/api/audit", AUDIT, (200,), bound=False),
+    Row("POST", "/api/keys", KEYS, (201,), bound=False, body={"role": "viewer"}),
+    Row("GET", "/api/keys", KEYS, (200,), bound=False),
+    Row("DELETE", "/api/keys/{key}", KEYS, (204,), fresh=("key",)),
+    # OpenComputer worker routes (at the root)
+    Row("POST", "/sandboxes/{sid}/token/refresh", READ, (200,)),
+    *operations(""),
+    # xgen (/api/v1): any valid key may exchange
+    Row("POST", "/api/v1/auth/token", TOKEN, (200,), bound=False),
+    # the gateway, by path, to the web server in the sandbox
+    Row("GATEWAY", "/preview/{sid}/{port}/m.txt", EXEC, (200,)),
+]
+
+
+def expected(row: Row, cred: str) -> tuple[int, ...]:
+    if cred in BAD:
+        return (401,)
+    if cred == "viewer" and row.scope not in VIEWER_SCOPES:
+        return (403,)
+    if cred == "developer" and row.scope in ADMIN_ONLY:
+        return (403,)
+    if cred == "rival owner" and row.bound:
+        return (404,)
+    return row.ok
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    yield from serve_world(matrix_settings(tmp_path_factory.mktemp("matrix")))
+
+
+def fresh(world: World, name: str) -> str:
+    """A new resource of the owner's org for one cell of a destructive route."""
+    base = f"/api/sandboxes/{world.ids['sid']}"
+    if name == "sid":
+        return str(world.owner("POST", "/api/sandboxes", json={}).json()["sandboxID"])
+    if name == "es":
+        return str(
+            world.owner("POST", f"{base}/exec", json={"cmd": "sleep", "args": ["600"]}).json()["sessionID"]
+        )
+    if name == "ps":
+        return str(world.owner("POST", f"{base}/pty", json={}).json()["sessionID"])
+    if name == "file":
+        path = f"/tmp/gone-{next(_fresh_port)}.txt"
+        world.owner("PUT", f"{base}/files", params={"path": path}, content=b"x").raise_for_status()
+        return path
+    if name == "pport":
+        port = str(next(_fresh_port))
+        world.owner("POST", f"{base}/preview", json={"port": int(port)}).raise_for_status()
+        return port
+    if name == "key":
+        return str(world.owner("POST", "/api/keys", json={"role": "viewer"}).json()["id"])
+    raise AssertionError(name)
+
+
+def call(world: World, row: Row, cred: str) -> tuple[int, httpx.Response | None]:
+    values = dict(world.ids)
+    for name in row.fresh:
+        values[name] = fresh(world, name)
+    path = row.path.format(**values)
+    params = {k: v.format(**values) for k, v in row.params.items()}
+    if row.method == "WS":
+        headers = world.headers(cred, bearer=not path.startswith("/api"))
+        try:
+            with connect(
+                world.url.replace("http", "ws", 1) + path, additional_headers=headers, open_timeout=10
+            ):
+                return 101, None
+        except InvalidStatus as exc:
+            return exc.response.status_code, None
+    if row.scope == TOKEN:
+        key = world.credential(cred)
+        response = world.http.post(path, json={"api_key": key} if key else {})
+        return response.status_code, response
+    headers = world.headers(cred, bearer=not path.startswith("/api"))
+    method = "GET" if row.method == "GATEWAY" else row.method
+    kwargs: dict[str, Any] = {"params": params, "headers": headers}
+    if isinstance(row.body, bytes):
+        kwargs["content"] = row.body
+    elif row.body is not None:
+        kwargs["json"] = row.body
+    response = world.http.request(method, path, **kwargs)
+    return response.status_code, response
+
+
+@pytest.mark.parametrize("cred", CREDS)
+@pytest.mark.parametrize("row", ROUTES, ids=[r.id for r in ROUTES])
+def test_access(world: World, row: Row, cred: str) -> None:
+    status, response = call(world, row, cred)
+    assert status in expected(row, cred), (status, response.text if response is not None else "")
+    if response is not None and status >= 400 and row.method != "GATEWAY":
+        body = response.json()
+        message = body["error"] if isinstance(body["error"], str) else body["error"]["message"]
+        assert message and "internal" not in message
+        if cred == "malformed" and row.scope != TOKEN:
+            assert "Bearer" in message  # says which form is expected
+        if status == 403:
+            assert row.scope in message  # names the missing scope
+
+
+def test_every_route_is_in_the_matrix(tmp_path: Any) -> None:
+    app = create_app(Settings(data_dir=tmp_path, runtime="process"))
+    served = {
+        (method.upper(), path)
+        for path, ops in app.openapi()["paths"].items()
+        for method in ops
+        if path not in ("/healthz",)
+    }
+    templates = {
+        (r.method, r.path.replace("{sid}", "{sandbox_id}").replace("{exec}", "{exec_id}")) for r in ROUTES
+    }
+    normalized = {
+        (m, p.replace("{es}", "{session_id}").replace("{ps}", "{session_id}").replace("{pport}", "{port}")
+         .replace("{key}", "{key_id}"))
+        for m, p in templates
+    }  # fmt: skip
+    missing = sorted(served - normalized)
+    assert not missing, f"routes without a row in the access matrix: {missing}"
+    sockets = {p for m, p in normalized if m == "WS"}
+    assert sockets == {
+        f"{prefix}/sandboxes/{{sandbox_id}}/{kind}/{{session_id}}"
+        for prefix in ("/api", "")
+        for kind in ("exec", "pty")
+    }
+
+
+def test_the_wrong_header_form_says_which_is_expected(world: World) -> None:
+    key = world.keys["owner"]
+    wrong = world.http.get("/api/sandboxes", headers={"X-API-Key": f"Bearer {key}"})
+    assert wrong.status_code == 401
+    assert "X-API-Key takes the bare API key" in wrong.json()["error"]
+    missing = world.http.get("/api/sandboxes")
+    assert "X-API-Key: ek_<id>_<secret>" in missing.json()["error"]
+    assert missing.headers["www-authenticate"].startswith("Bearer")

@@ -1,0 +1,94 @@
+"""Creating sandboxes: the cap of live sandboxes per org and the kill switch (in memory
+and kept in the store)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from corral.auth.principal import Principal, Role
+from corral.errors import Conflict, Forbidden, Unavailable
+from corral.ids import new_id
+from corral.runtime.process import ProcessRuntime
+from corral.runtime.static_templates import StaticTemplates
+from corral.services.core import Core
+from corral.services.sandboxes import CreateSandbox
+from corral.settings import Settings
+from corral.store.switches import GLOBAL
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[Core]:
+    settings = Settings(
+        data_dir=tmp_path, runtime="process", reaper_interval_s=3600, max_live_sandboxes_per_org=2
+    )
+    c = await Core.open(settings, runtime=ProcessRuntime(tmp_path / "run"), templates=StaticTemplates())
+    yield c
+    for sb in await c.sandboxes.store.list_all(live_only=True):
+        await c.runtime.destroy(sb.id)
+    await c.close()
+
+
+async def principals(core: Core) -> tuple[Principal, Principal]:
+    assert core.bootstrap_key
+    mine = await core.auth.authenticate_key(core.bootstrap_key)
+    org = await core.auth.keys.add_org(new_id("org"), "rival")
+    return mine, Principal(org.id, Role.OWNER, key_id="rival")
+
+
+async def test_the_cap_holds_under_concurrent_creates(core: Core) -> None:
+    me, rival = await principals(core)
+    results = await asyncio.gather(
+        *(core.sandboxes.create(me, CreateSandbox()) for _ in range(5)), return_exceptions=True
+    )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(made) == 2 and len(refused) == 3
+    assert all(isinstance(r, Conflict) and "at most 2" in r.message for r in refused)
+    await core.sandboxes.create(rival, CreateSandbox())  # another org has its own cap
+    await core.sandboxes.kill(me, made[0].id)
+    await core.sandboxes.create(me, CreateSandbox())
+
+
+async def test_a_viewer_cannot_create(core: Core) -> None:
+    me, _ = await principals(core)
+    viewer = Principal(me.org_id, Role.VIEWER)
+    with pytest.raises(Forbidden):
+        await core.sandboxes.create(viewer, CreateSandbox())
+    assert await core.sandboxes.list(viewer) == []
+
+
+async def test_the_kill_switch_globally_and_per_org(core: Core) -> None:
+    me, rival = await principals(core)
+    core.kill_switch.engage()
+    for who in (me, rival):
+        with pytest.raises(Unavailable):
+            await core.sandboxes.create(who, CreateSandbox())
+    core.kill_switch.release()
+    core.kill_switch.engage(me.org_id)
+    with pytest.raises(Unavailable):
+        await core.sandboxes.create(me, CreateSandbox())
+    await core.sandboxes.create(rival, CreateSandbox())
+    core.kill_switch.release(me.org_id)
+    await core.sandboxes.create(me, CreateSandbox())
+
+
+async def test_switches_in_the_store_are_picked_up_by_refresh(core: Core) -> None:
+    me, rival = await principals(core)
+    store = core.switches.store
+    await store.engage(rival.org_id, "abuse")
+    assert not core.kill_switch.engaged(rival.org_id)  # not yet read
+    await core.switches.refresh()
+    assert core.kill_switch.engaged(rival.org_id) and not core.kill_switch.engaged(me.org_id)
+    await store.engage(GLOBAL)
+    core.kill_switch.engage(me.org_id)  # this process's own switch
+    await core.switches.refresh()
+    assert core.kill_switch.engaged() and core.kill_switch.engaged(me.org_id)
+    await store.release(GLOBAL)
+    await store.release(rival.org_id)
+    await core.switches.refresh()
+    assert not core.kill_switch.engaged() and not core.kill_switch.engaged(rival.org_id)
+    assert core.kill_switch.engaged(me.org_id)  # releasing the store's switches keeps it
