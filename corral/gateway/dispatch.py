@@ -23,6 +23,7 @@ from corral.gateway.access import NOT_FOUND, Access
 from corral.gateway.cors import CorsPolicy
 from corral.gateway.forward import forward
 from corral.gateway.headers import COOKIE
+from corral.gateway.meter import Meter
 from corral.gateway.replies import error, redirect, reply
 from corral.gateway.routing import Redirect, Router, Target
 from corral.gateway.upstream import Pool, UpstreamLimits
@@ -51,6 +52,13 @@ class Gateway:
         return self.router.match(scope)
 
     async def serve(self, found: Target | Redirect, scope: Any, receive: Any, send: Any) -> None:
+        meter = Meter(receive, send)
+        try:
+            await self._serve(found, scope, meter.receive, meter.send)
+        finally:
+            self.core.metrics.gateway_request(meter.status or 499, meter.bytes_in, meter.bytes_out)
+
+    async def _serve(self, found: Target | Redirect, scope: Any, receive: Any, send: Any) -> None:
         origin = _header(scope, b"origin")
         cors = self.cors.response_headers(origin) if origin else []
         try:

@@ -276,3 +276,20 @@ async def test_404_once_the_sandbox_is_killed(gw: Gw, client: httpx.AsyncClient)
     for headers in (OWNER, {"X-OC-Preview-Token": token}):
         gone = await client.get(url, headers=headers)
         assert gone.status_code == 404 and gone.json() == {"error": "sandbox or port not found"}
+
+
+async def test_gateway_traffic_shows_in_metrics(gw: Gw, client: httpx.AsyncClient) -> None:
+    def sample(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    before = (await client.get(f"{gw.server.url}/metrics")).text
+    ok = await client.get(gw.url("/hello"), headers={**OWNER, **gw.host_header()})
+    missing = await client.get(gw.url("/hello"), headers=gw.host_header())
+    assert (ok.status_code, missing.status_code) == (200, 401)
+    after = (await client.get(f"{gw.server.url}/metrics")).text
+    ok_200 = 'corral_gateway_requests_total{status="200"}'
+    no_key_401 = 'corral_gateway_requests_total{status="401"}'
+    assert sample(after, ok_200) == sample(before, ok_200) + 1
+    assert sample(after, no_key_401) == sample(before, no_key_401) + 1
+    out = 'corral_gateway_bytes_total{direction="out"}'
+    assert sample(after, out) >= sample(before, out) + len("hello from the sandbox")
