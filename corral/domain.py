@@ -15,6 +15,7 @@ class SandboxStatus(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     ERROR = "error"
+    HIBERNATED = "hibernated"  # no processes, cgroups or network; its disk is kept
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,17 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """What a template built from a Dockerfile says about running it: ``ENV`` (merged
+    under the sandbox's own envs), ``WORKDIR`` (the agent's and commands' working
+    directory) and ``USER`` (commands run as that user; the agent stays root)."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class Template:
     """A built, read-only root filesystem."""
 
@@ -36,6 +48,7 @@ class Template:
     rootfs: str  # absolute host path of the read-only root
     created_at: datetime
     size_bytes: int = 0
+    config: ImageConfig = ImageConfig()
 
 
 class EgressMode(enum.StrEnum):
@@ -83,10 +96,30 @@ class Sandbox:
     error: str | None = None
     egress: EgressPolicy = EgressPolicy()
     preview_token_hash: str | None = None  # set when preview URLs need a token
+    template_digest: str | None = None  # the exact template build it runs on
+    hold_until: datetime | None = None  # keepalive/extend: not idled out before this
+    checkpoint_id: str | None = None  # the checkpoint it was forked from
+    patches: tuple[PatchRun, ...] = ()  # the checkpoint's patches, as run in it
 
     @property
     def live(self) -> bool:
         return self.status in (SandboxStatus.STARTING, SandboxStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A preview URL: one port of a sandbox that the gateway serves to others than its
+    owner. ``public`` previews need no credential; the others need the sandbox's preview
+    token (or the owner's key). ``domain`` is the domain of its host name (None: the
+    gateway's default domain)."""
+
+    id: str
+    sandbox_id: str
+    org_id: str
+    port: int
+    public: bool
+    domain: str | None
+    created_at: datetime
 
 
 class RuntimeState(enum.StrEnum):
@@ -102,6 +135,7 @@ class ExecRequest:
     envs: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     timeout_s: float | None = None
+    user: str | None = None  # run as this user, not the sandbox's default (its image's USER)
 
 
 @dataclass(frozen=True)
@@ -173,3 +207,87 @@ class FileEntry:
     mode: int = 0
     modified_at: float = 0.0
     is_symlink: bool = False
+
+
+class CheckpointStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """What a checkpoint keeps of its sandbox besides the files: enough to start
+    forks that behave like it."""
+
+    template: str
+    template_digest: str
+    limits: Limits
+    envs: dict[str, str]
+    egress: EgressPolicy
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A named copy of a sandbox's filesystem changes and configuration (no process
+    memory: running processes are not captured)."""
+
+    id: str
+    org_id: str
+    sandbox_id: str
+    name: str
+    status: CheckpointStatus
+    config: SandboxConfig
+    created_at: datetime
+    size_bytes: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A bash script run, in ``sequence`` order, inside every sandbox forked from its
+    checkpoint."""
+
+    id: str
+    checkpoint_id: str
+    org_id: str
+    sequence: int
+    script: str
+    description: str
+    created_at: datetime
+    strategy: str = "on_wake"
+
+
+@dataclass(frozen=True)
+class PatchRun:
+    """How one patch went in one sandbox: ``status`` is applied, failed or skipped
+    (not run because an earlier one failed)."""
+
+    patch_id: str
+    sequence: int
+    status: str
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class BuildStatus(enum.StrEnum):
+    BUILDING = "building"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TemplateBuild:
+    """A template built from a Dockerfile, as the store knows it: its latest build's
+    status (the root itself is a ``Template`` once ready)."""
+
+    id: str
+    org_id: str
+    name: str
+    tag: str
+    status: BuildStatus
+    dockerfile: str
+    created_at: datetime
+    digest: str | None = None
+    error: str | None = None

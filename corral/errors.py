@@ -12,6 +12,7 @@ their boundary with ``raise CorralError(...) from exc``.
     ├── Conflict                     "conflict"      duplicate, or wrong state for the action
     ├── LimitExceeded                "limit"         a quota or rate limit
     ├── Unavailable                  "unavailable"   a dependency is down or switched off
+    │   └── SandboxWaking            "waking"        hibernated, being woken: retry shortly
     └── SandboxError                 "sandbox"       the sandbox or its runtime failed
         ├── RuntimeFailure           "runtime"       runc, mounts, cgroups
         ├── AgentError               "agent"         the in-sandbox agent failed or lied
@@ -58,6 +59,13 @@ class LimitExceeded(CorralError):
 
 class Unavailable(CorralError):
     code = "unavailable"
+
+
+class SandboxWaking(Unavailable):
+    """The sandbox is hibernated and is being woken in the background; the same request
+    succeeds once it runs (the caller asked not to wait for the wake)."""
+
+    code = "waking"
 
 
 class SandboxError(CorralError):

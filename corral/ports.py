@@ -15,13 +15,17 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from corral.domain import (
+    Checkpoint,
     EgressPolicy,
     ExecRequest,
     ExecResult,
     FileEntry,
+    Patch,
+    Preview,
     RuntimeState,
     Sandbox,
     SandboxSpec,
@@ -29,6 +33,7 @@ from corral.domain import (
     SessionInfo,
     SessionSpec,
     Template,
+    TemplateBuild,
 )
 
 
@@ -201,6 +206,10 @@ class Templates(Protocol):
     async def list(self) -> list[Template]:
         """Built templates."""
 
+    async def find(self, name: str, digest: str) -> Template | None:
+        """That exact build of ``name`` if it is still on this node (hibernated sandboxes
+        and checkpoints start again on the build they were made on)."""
+
 
 class SandboxStore(Protocol):
     """Persistence of sandboxes. Every call is scoped by org; another org's sandbox is
@@ -223,3 +232,141 @@ class SandboxStore(Protocol):
 
     async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
         """Set last_active_at to ``when`` (default now)."""
+
+
+class PreviewStore(Protocol):
+    """Persistence of preview URLs and of each sandbox's preview token hash. One preview
+    per (sandbox, port)."""
+
+    async def add(self, preview: Preview) -> None:
+        """Conflict if the sandbox already has a preview of that port."""
+
+    async def list(self, sandbox_id: str) -> builtins.list[Preview]:
+        """By port."""
+
+    async def remove(self, sandbox_id: str, port: int) -> bool:
+        """False when there was none."""
+
+    async def set_token_hash(self, sandbox_id: str, token_hash: str | None) -> None:
+        """NotFound for an unknown sandbox."""
+
+
+class Snapshotter(Protocol):
+    """Copies, parks and restarts sandboxes' disks on this node: a sandbox's writable
+    layer (its filesystem changes over its template). Process memory is never captured
+    (no CRIU on this kernel): whatever resumes from a disk starts with fresh processes.
+
+    Every method validates the id (InvalidInput), raises only corral errors, and holds
+    the runtime's lock of the sandbox for its whole duration, so it is ordered with
+    create and destroy of the same sandbox.
+    """
+
+    async def snapshot(self, sandbox_id: str, target: Path) -> int:
+        """Write a consistent copy of the sandbox's disk into ``target`` (an existing,
+        empty directory) and return the bytes it occupies. A running sandbox is frozen
+        for the copy and thawed afterwards whatever happens; a hibernated one is copied
+        as it lies. NotFound when the sandbox has no disk here."""
+
+    async def hibernate(self, sandbox_id: str) -> int:
+        """Stop the sandbox's processes, free its memory, cgroups, mounts and network,
+        keep its disk; return the disk's size in bytes. Idempotent."""
+
+    async def resume(self, spec: SandboxSpec) -> None:
+        """Start a hibernated sandbox again on its kept disk and return once its agent
+        answers. On failure it is left hibernated (RuntimeFailure)."""
+
+    async def restore(self, spec: SandboxSpec, source: Path) -> None:
+        """Replace the sandbox's disk with a copy of the snapshot in ``source`` and start
+        it. The swap is atomic: a failure (or crash) leaves the old disk or the new one,
+        never a mix; after a failure the sandbox is stopped with one of them kept."""
+
+    async def fork(self, spec: SandboxSpec, source: Path) -> None:
+        """Create the new sandbox ``spec.id`` on a copy of the snapshot in ``source``.
+        All or nothing, like ``Runtime.create``."""
+
+    async def has_disk(self, sandbox_id: str) -> bool:
+        """Whether the sandbox's disk is on this node (running or hibernated)."""
+
+    async def recover(self, sandbox_id: str) -> None:
+        """Thaw whatever a crash in the middle of ``snapshot`` left frozen. Idempotent
+        and cheap when nothing is frozen."""
+
+
+class CheckpointStore(Protocol):
+    """Persistence of checkpoints and their patches. Every lookup is scoped by org;
+    another org's checkpoint is NotFound."""
+
+    async def add(self, checkpoint: Checkpoint) -> None:
+        """Conflict if the sandbox already has a checkpoint of that name."""
+
+    async def get(self, org_id: str, checkpoint_id: str) -> Checkpoint:
+        """NotFound if absent or another org's."""
+
+    async def list(self, org_id: str, sandbox_id: str) -> builtins.list[Checkpoint]:
+        """Oldest first."""
+
+    async def list_all(self) -> builtins.list[Checkpoint]: ...
+
+    async def update(self, checkpoint: Checkpoint) -> None: ...
+
+    async def remove(self, checkpoint_id: str) -> None:
+        """Remove the checkpoint and its patches; idempotent."""
+
+    async def add_patch(self, org_id: str, checkpoint_id: str, script: str, description: str) -> Patch:
+        """Append a patch with the checkpoint's next sequence number (1, 2, ...; never
+        reused, also after deletes). NotFound for an unknown checkpoint."""
+
+    async def patches(self, checkpoint_id: str) -> builtins.list[Patch]:
+        """By sequence."""
+
+    async def remove_patch(self, checkpoint_id: str, patch_id: str) -> bool:
+        """False when there was none."""
+
+
+class CheckpointFiles(Protocol):
+    """Where checkpoints' files live, and their metadata (``runtime/checkpoint_dirs.py``).
+    Methods raise OSError."""
+
+    def path(self, checkpoint_id: str) -> Path:
+        """The finished checkpoint's directory (a Snapshotter's ``source``)."""
+
+    async def stage(self, checkpoint_id: str) -> Path:
+        """A new, empty directory for a Snapshotter's ``snapshot``."""
+
+    async def commit(self, checkpoint: Checkpoint, runtime: str) -> None:
+        """Write the metadata, make the staged files durable and rename them into place."""
+
+    async def exists(self, checkpoint_id: str) -> bool: ...
+
+    async def discard(self, checkpoint_id: str) -> None:
+        """Remove its files, staged or finished; idempotent."""
+
+    async def sweep(self, keep: set[str]) -> builtins.list[str]:
+        """Remove every staged checkpoint and every one not in ``keep``."""
+
+
+class TemplateBuildStore(Protocol):
+    """Persistence of Dockerfile templates (one row per name)."""
+
+    async def put(self, build: TemplateBuild) -> None:
+        """Insert or replace the row of ``build.name``."""
+
+    async def get(self, name: str) -> TemplateBuild | None: ...
+
+    async def list(self) -> builtins.list[TemplateBuild]: ...
+
+    async def remove(self, name: str) -> None: ...
+
+
+class Builder(Protocol):
+    """Builds template roots from Dockerfiles (``runtime/builder.py``: buildah)."""
+
+    async def build(self, name: str, dockerfile: str, log: Callable[[str], None]) -> Template:
+        """Build and publish ``name`` (content-addressed beside the other templates);
+        ``log`` gets the builder's output line by line. InvalidInput for a Dockerfile
+        that does not parse, RuntimeFailure (with the builder's error) for one that does
+        not build; either way nothing half-built is left."""
+
+    async def remove(self, name: str) -> None:
+        """Remove every build of ``name``. Conflict while a running sandbox's root is
+        mounted over one."""

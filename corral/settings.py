@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,48 @@ class Settings(BaseSettings):
     worker_token_ttl_s: int = 3600
     exec_output_limit: int = 16 * 1024 * 1024  # bytes kept per stream of exec/run
     reaper_interval_s: float = 5.0
+
+    # per-sandbox networks (corral.network): a netns, a veth to the bridge, NAT, nftables
+    network_enabled: bool = True  # False: sandboxes have loopback only
+    network_state_dir: Path = Path("/run/corral/network")
+    network_pool: str = "10.213.0.0/16"  # sandbox addresses; the bridge takes the first
+    network_bridge: str = "corral0"  # also names the nftables table and the netns prefix
+    network_dns_upstreams: list[str] | None = None  # None: the host's /etc/resolv.conf
+    network_nflog_group: int = 213  # where denied connections are logged; one per node
+    network_extra_denied: list[str] = []  # CIDRs never reachable (e.g. the site's LAN)
+    network_pin_private: bool = False  # let allowed hostnames resolve to private addresses
+
+    # the gateway (corral.gateway): servers inside sandboxes, by host or by path
+    gateway_enabled: bool = True  # False: every gateway request is 503 (the kill switch)
+    gateway_domain: str = "localhost"  # hosts {port}-{id}.<domain> and {id}-p{port}.<domain>
+    gateway_extra_domains: list[str] = []  # more domains routed the same way (preview `domain`)
+    gateway_cors_origins: list[str] = []  # origins allowed cross-origin; "*" for any
+    gateway_cache_ttl_s: float = 5.0  # sandbox, preview and API-key lookups are cached this long
+    gateway_connect_timeout_s: float = 5.0
+    gateway_read_timeout_s: float = 3600.0  # idle time allowed between reads from a server
+    gateway_head_timeout_s: float = 30.0  # a response head must be complete this long after it starts
+    gateway_max_header_bytes: int = 64 * 1024  # of a response head from a sandbox
+    gateway_max_headers: int = 100
+    gateway_ws_max_message: int = 16 * 1024 * 1024
+
+    # the HTTP server's own limits on clients (corral.api.protocol)
+    http_head_timeout_s: float = 30.0  # a request head must arrive within this
+    http_max_header_bytes: int = 64 * 1024
+    http_max_headers: int = 100
+    http_keep_alive_s: int = 5
+
+    # principals, quotas and the audit trail (corral.auth, corral.api.guard, corral.services)
+    jwt_secret: str | None = None  # HS256 secret of tokens; default: <data dir>/jwt-secret, generated
+    user_token_ttl_s: Annotated[int, Field(ge=60, le=86400)] = 900  # POST /api/v1/auth/token tokens
+    # requests a minute per principal (or client address): /api and worker routes, /api/v1
+    # (spec 002), /api/sessions (spec 004); 0 turns a limit off
+    rate_limit_api: Annotated[int, Field(ge=0)] = 600
+    rate_limit_xgen: Annotated[int, Field(ge=0)] = 120
+    rate_limit_runs: Annotated[int, Field(ge=0)] = 60
+    max_live_sandboxes_per_org: Annotated[int, Field(ge=0)] = 50  # 0: no cap
+    kill_switch_refresh_s: float = 2.0  # how often switches flipped in the store are picked up
+    audit_queue_size: Annotated[int, Field(ge=1)] = 10_000  # records waiting; a full queue waits
+    audit_batch_size: Annotated[int, Field(ge=1)] = 500
 
     @property
     def db_url(self) -> str:

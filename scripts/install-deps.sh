@@ -13,6 +13,7 @@ declare -A NEEDS=(
   [nft]=nftables
   [newuidmap]=uidmap
   [podman]=podman
+  [buildah]=buildah  # Dockerfile templates (corral.runtime.builder)
   [mkfs.ext4]=e2fsprogs
   [losetup]=util-linux
   [node]=nodejs

@@ -129,6 +129,8 @@ class AgentClient:
             "cwd": request.cwd,
             "timeout": timeout,
         }
+        if request.user is not None:
+            message["user"] = request.user
         out, err = bytearray(), bytearray()
         limit = self.output_limit
         truncated = False

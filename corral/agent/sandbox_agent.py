@@ -5,7 +5,10 @@ with fd 3 a listening unix stream socket: ``python3 -I -S /opt/corral/agent.py
 --listen-fd 3``, or better the ``-c`` form of ``corral.agent.protocol.agent_argv``
 (3 MB less memory). ``--socket PATH`` makes it bind PATH itself (tests, the process
 runtime). Commands get the agent's own environment plus PATH, HOME=/root and
-LANG=C.UTF-8 where missing, and the agent's working directory by default.
+LANG=C.UTF-8 where missing, and the agent's working directory by default. With
+``--user USER`` (a Dockerfile template's ``USER``) the agent stays root and runs every
+command, session and PTY as that user (through ``setpriv``), with HOME its home; file
+operations stay root's.
 
 How it is built, and why:
 
@@ -588,6 +591,7 @@ def spawn(
     cwd: str | None,
     pty: tuple[int, int] | None,
     stdin: bool,
+    user: str | None = None,
 ) -> Child:
     """Start ``cmd`` in a new session; LaunchError when it cannot start."""
     global _SIGDEF
@@ -637,8 +641,12 @@ def spawn(
                 raise LaunchError(127, f"cd {cwd}: {exc.strerror}") from None
         try:
             path = resolve(cmd, env.get("PATH", DEFAULT_PATH))  # relative to cwd, like a shell
+            argv = [cmd, *args]
+            run_as = agent.user if user is None else user
+            if run_as is not None:
+                path, argv = as_user(run_as, path, argv)
             pid = os.posix_spawn(
-                path, [cmd, *args], env, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=()
+                path, argv, env, file_actions=actions, setsid=True, setsigdef=_SIGDEF, setsigmask=()
             )
         except OSError as exc:
             status = 127 if exc.errno == errno.ENOENT else 126
@@ -658,6 +666,40 @@ def spawn(
     child = Child(agent, pid, outs, stdin_fd)
     agent.children[pid] = child
     return child
+
+
+def user_ids(user: str) -> tuple[int, int, bool, str]:
+    """uid, gid, whether the user has a passwd entry, and its home, of a Dockerfile
+    ``USER`` (``name``, ``uid``, ``name:group`` or ``uid:gid``); LaunchError if unknown."""
+    import grp
+    import pwd
+
+    name, _, group = user.partition(":")
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
+        if not name.isdigit():
+            raise LaunchError(126, f"user {name!r} does not exist in this sandbox") from None
+        uid, gid, known, home = int(name), int(name), False, "/"
+    else:
+        uid, gid, known, home = entry.pw_uid, entry.pw_gid, True, entry.pw_dir
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise LaunchError(126, f"group {group!r} does not exist in this sandbox") from None
+    return uid, gid, known, home
+
+
+def as_user(user: str, path: str, argv: list[str]) -> tuple[str, list[str]]:
+    """The program and argv that run ``path`` as ``user``: through util-linux's
+    ``setpriv`` (posix_spawn cannot change ids), with the user's groups."""
+    uid, gid, known, _home = user_ids(user)
+    if uid == 0:
+        return path, argv
+    setpriv = resolve("setpriv", DEFAULT_PATH)
+    groups = "--init-groups" if known and ":" not in user else "--clear-groups"
+    return setpriv, ["setpriv", f"--reuid={uid}", f"--regid={gid}", groups, "--", path, *argv[1:]]
 
 
 def set_winsize(fd: int, cols: int, rows: int) -> None:
@@ -873,8 +915,9 @@ def op_exec(agent: Agent, conn: Conn, req: Json) -> None:
     args, envs = want_args(req), want_envs(req)
     cwd = want_str(req, "cwd", optional=True)
     timeout = want_seconds(req, "timeout")
+    user = want_str(req, "user", limit=256, optional=True)
     try:
-        child = spawn(agent, cmd, args, envs, cwd, None, False)
+        child = spawn(agent, cmd, args, envs, cwd, None, False, user)
     except LaunchError as exc:
         conn.send(T_STDERR, f"corral: {exc}\n".encode(errors="surrogateescape"))
         conn.answer({"ok": True, "exitCode": exc.status, "timedOut": False})
@@ -1424,8 +1467,9 @@ OPS: dict[str, Callable[[Agent, Conn, Json], None]] = {
 class Agent:
     """The process: listener, signals, children, sessions."""
 
-    def __init__(self, listener: _socket.socket) -> None:
+    def __init__(self, listener: _socket.socket, user: str | None = None) -> None:
         self.loop = Loop()
+        self.user = user  # commands run as this user (a Dockerfile's USER); None: root
         self.listener = listener
         self.conns: set[Conn] = set()
         self.children: dict[int, Child] = {}
@@ -1436,6 +1480,11 @@ class Agent:
         self.terminating = False
         self.base_env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
         self.base_env.update(os.environ)
+        if user is not None and self.base_env.get("HOME") == "/root":
+            try:
+                self.base_env["HOME"] = user_ids(user)[3]
+            except LaunchError:
+                pass  # reported by every command instead
         self.home_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -1590,12 +1639,15 @@ def listen(argv: list[str]) -> _socket.socket:
         finally:
             os.close(dir_fd)
         return sock
-    sys.stderr.write("usage: agent.py --listen-fd FD | --socket PATH\n")
+    sys.stderr.write("usage: agent.py (--listen-fd FD | --socket PATH) [--user USER]\n")
     raise SystemExit(2)
 
 
 def main() -> None:
-    agent = Agent(listen(sys.argv[1:]))
+    argv, user = sys.argv[1:], None
+    if len(argv) >= 2 and argv[-2] == "--user":
+        argv, user = argv[:-2], argv[-1]
+    agent = Agent(listen(argv), user)
     agent.loop.run()
 
 

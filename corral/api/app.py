@@ -7,7 +7,17 @@ generated admin key is printed once to stderr (it is also saved, mode 0600, at
 ``<data dir>/admin-key``).
 
 Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at the
-root, ``GET /healthz`` (no auth), OpenAPI at ``/openapi.json`` and ``/docs``.
+root, the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
+and OpenAPI at ``/api/v1/openapi.json``), ``GET /healthz`` and ``GET /metrics`` (no
+auth), OpenAPI at ``/openapi.json`` and ``/docs``. Middleware: ``RequestMetrics``
+(``corral.api.telemetry``) and ``RateLimitHeaders`` (``corral.api.guard``). Each app
+has its own metrics registry.
+
+In front of all of it sits the gateway (``corral.gateway``): ``CorralApp.__call__``
+hands every request the gateway claims (preview hosts ``{port}-{id}.<domain>`` and
+``{id}-p{port}.<domain>``, paths under ``/preview/``) to it before FastAPI's routing
+and middleware see it, so proxied traffic pays for none of them. The gateway is built
+in the lifespan, after the core, and its connection pool is closed before the core.
 
 ``uvicorn --factory corral.api.app:main`` serves it with settings from ``CORRAL_*``
 variables; ``corral.api.server.serve`` does the same with the right uvicorn options.
@@ -27,10 +37,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from corral.api.guard import RateLimitHeaders
 from corral.api.opencomputer import errors
 from corral.api.opencomputer.auth import CONTROL, WORKER
 from corral.api.opencomputer.routes import router as opencomputer_router
+from corral.api.telemetry import RequestMetrics, metrics_endpoint
+from corral.api.xgen.app import create_surface as xgen_surface
 from corral.errors import CorralError
+from corral.gateway.dispatch import Gateway
+from corral.metrics import Metrics
 from corral.services.core import Core
 from corral.settings import Settings
 
@@ -51,6 +66,21 @@ def corral_version() -> str:
         return "0+unknown"
 
 
+class CorralApp(FastAPI):
+    """FastAPI with the gateway in front (see the module docstring)."""
+
+    gateway: Gateway | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        gateway = self.gateway
+        if gateway is not None and scope["type"] != "lifespan":
+            found = gateway.match(scope)
+            if found is not None:
+                await gateway.serve(found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     """Build the app. ``overrides`` go to ``Core.open``: ``runtime=``, ``templates=``
     (adapters to use instead of the settings' defaults) and ``reconcile=`` (False to skip
@@ -58,11 +88,16 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     unknown = set(overrides) - OVERRIDES
     if unknown:
         raise TypeError(f"create_app got unknown overrides: {', '.join(sorted(unknown))}")
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        core = await Core.open(settings, **overrides)
+        core = await Core.open(settings, metrics=metrics, **overrides)
         app.state.core = core
+        gateway = Gateway(core)
+        app.state.gateway = gateway
+        if isinstance(app, CorralApp):
+            app.gateway = gateway
         if core.bootstrap_key and settings.api_key is None:
             saved = settings.data_dir / "admin-key"
             print(
@@ -73,9 +108,12 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
         try:
             yield
         finally:
+            if isinstance(app, CorralApp):
+                app.gateway = None
+            gateway.close()
             await core.close()
 
-    app = FastAPI(
+    app = CorralApp(
         title="corral",
         version=corral_version(),
         summary="Self-hostable sandboxes. OpenComputer API at /api (control plane) and / (worker).",
@@ -86,7 +124,12 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
         strict_content_type=False,  # clients authenticate by header, so no CSRF to fear
     )
     errors.install(app)
+    app.state.metrics = metrics
+    app.add_middleware(RateLimitHeaders)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"], response_model=HealthOut)
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.mount("/api/v1", xgen_surface(app.state, corral_version()))
     app.include_router(opencomputer_router(CONTROL), prefix="/api")
     app.include_router(opencomputer_router(WORKER))
     return app

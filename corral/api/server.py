@@ -7,12 +7,18 @@
 - ``ws="websockets-sansio"``: the ``websockets`` library's current implementation in
   uvicorn (``"websockets"`` there names the deprecated legacy one); it also carries the
   WebSocket Denial Response extension, so a refused handshake gets a real 401/404.
-- uvloop and httptools for speed; lifespan on, since the app opens its core there.
+- uvloop and httptools for speed, httptools bounded and with coalesced writes by
+  ``corral.api.protocol`` (request head size, header count, head timeout; settings
+  ``http_*``); lifespan on, since the app opens its core there. ``timeout_keep_alive`` is the setting ``http_keep_alive_s``.
+- ``server_header=False``: no ``server: uvicorn`` (proxied answers keep the sandbox's).
 
 uvicorn's sansio implementation logs "ASGI callable returned without completing
 handshake." at ERROR after every denial response, though the client got it (it never
 marks the handshake done; upstream: Kludex/uvicorn pull request 3138). ``config``
-drops exactly that record, so each refused token does not page an operator.
+drops exactly that record, so each refused token does not page an operator. It also
+drops uvicorn's "Exception in ASGI application" when the exception is the gateway's
+``UpstreamAborted`` (a sandbox's server failed mid-response; the gateway logged it and
+cutting the client's connection is the intended outcome).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from corral.api.app import create_app
+from corral.api.protocol import http_protocol
+from corral.gateway.forward import UpstreamAborted
 from corral.settings import Settings
 
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -31,6 +39,7 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "http": "httptools",
     "ws": "websockets-sansio",
     "ws_per_message_deflate": False,
+    "server_header": False,
     "lifespan": "on",
     "timeout_graceful_shutdown": 10,
 }
@@ -39,7 +48,13 @@ UVICORN_OPTIONS: dict[str, Any] = {
 def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uvicorn.Config:
     """A uvicorn config for ``app`` (default: ``create_app(settings)``) on the settings'
     host and port; ``options`` override ``UVICORN_OPTIONS``."""
-    merged = {**UVICORN_OPTIONS, "host": settings.host, "port": settings.port, **options}
+    limits = {
+        "http": http_protocol(
+            settings.http_head_timeout_s, settings.http_max_header_bytes, settings.http_max_headers
+        ),
+        "timeout_keep_alive": settings.http_keep_alive_s,
+    }
+    merged = {**UVICORN_OPTIONS, **limits, "host": settings.host, "port": settings.port, **options}
     result = uvicorn.Config(app or create_app(settings), **merged)  # configures uvicorn's logging
     error_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _DenialNoise) for f in error_log.filters):
@@ -53,9 +68,12 @@ def serve(settings: Settings, **overrides: Any) -> None:
 
 
 class _DenialNoise(logging.Filter):
-    """Drops uvicorn's spurious error after a WebSocket denial response (see above)."""
+    """Drops uvicorn's spurious errors: after a WebSocket denial response, and for a
+    gateway response cut on purpose (see above)."""
 
     MESSAGE = "ASGI callable returned without completing handshake."
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UpstreamAborted):
+            return False
         return record.getMessage() != self.MESSAGE

@@ -1,16 +1,19 @@
-"""Who is calling: the principal every service call carries."""
+"""Who is calling: the principal every service call carries.
+
+A principal is an org, a role, and the scopes that role grants (``corral.auth.scopes``
+has the table), plus where it came from: the API key (``key_id``), the user of a user
+JWT (``user_id``), the one sandbox a worker token is bound to (``sandbox_id``) and the
+client's own label (``client_id``, the ``X-Client-Id`` header), which the audit trail
+records.
+"""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from corral.auth.scopes import ROLE_SCOPES, Role, Scope
 
-class Role(enum.StrEnum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    DEVELOPER = "developer"
-    VIEWER = "viewer"
+__all__ = ["Principal", "Role", "Scope"]
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,8 @@ class Principal:
     """An authenticated caller.
 
     ``sandbox_id`` is set for worker tokens, which are bound to one sandbox: every
-    service refuses them (NotFound) for any other sandbox.
+    service refuses them (NotFound) for any other sandbox. ``scopes`` are the role's,
+    narrowed to ``granted`` when a token names its own (never widened past the role).
     """
 
     org_id: str
@@ -26,6 +30,23 @@ class Principal:
     key_id: str | None = None
     sandbox_id: str | None = None
     client_id: str | None = None
+    user_id: str | None = None
+    granted: frozenset[Scope] | None = None  # None: every scope of the role
+    scopes: frozenset[Scope] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        role_scopes = ROLE_SCOPES[self.role]
+        scopes = role_scopes if self.granted is None else self.granted & role_scopes
+        object.__setattr__(self, "scopes", scopes)
 
     def may_see(self, sandbox_id: str) -> bool:
         return self.sandbox_id is None or self.sandbox_id == sandbox_id
+
+    @property
+    def subject(self) -> str:
+        """Who this is for rate limits and logs: ``key:<id>``, ``user:<id>`` or ``org:<id>``."""
+        if self.key_id:
+            return f"key:{self.key_id}"
+        if self.user_id:
+            return f"user:{self.user_id}"
+        return f"org:{self.org_id}"

@@ -1,10 +1,23 @@
-"""Authentication: API keys ``ek_<id>_<secret>`` and short-lived worker JWTs.
+"""Authentication: API keys ``ek_<id>_<secret>``, user JWTs and worker JWTs.
 
 Contracts:
 - ``authenticate_key`` raises Unauthenticated for a malformed, unknown, revoked or
-  wrong key, doing the same hashing work whether or not the key id exists.
-- Worker tokens (HS256) are bound to one sandbox; ``authenticate_token`` raises
-  Unauthenticated for an expired, forged or ``alg: none`` token.
+  wrong key, doing the same work whether or not the key id exists: one store lookup,
+  one SHA-256 of the secret, one constant-time comparison (against a dummy hash when
+  there is no such key). Only a hash of each secret is stored. ``last_used_at`` is
+  written at most once a minute per key and process, so a busy key does not turn
+  every request into a write.
+- Tokens are HS256 JWTs signed with the setting ``jwt_secret`` or, without it, the
+  data dir's generated ``jwt-secret``. ``authenticate_token`` raises Unauthenticated
+  for an expired, forged (another secret) or unsigned (``alg: none``) token.
+
+  ``typ: worker``: bound to one sandbox (``sub``), made for the OpenComputer SDKs'
+  worker routes; ``kid`` and ``uid`` are the key or user it was issued to.
+  ``typ: user``: ``sub`` (a user id, or for a token exchanged from an API key the key
+  id, also in ``kid``), ``org``, ``role``, ``exp``, and optionally ``scopes``, which
+  narrows the role's scopes. Tokens are stateless: one stays valid until it expires
+  (15 minutes by default) even if its key is revoked or its user changes role.
+- ``exchange`` is spec 002's ``POST /auth/token``: an API key for a user token.
 - ``bootstrap`` seeds the first owner key when the store has none.
 """
 
@@ -16,25 +29,39 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jwt
 
 from corral.auth.principal import Principal, Role
+from corral.auth.scopes import Scope, parse_role
 from corral.errors import InvalidInput, Unauthenticated
 from corral.ids import new_id
 from corral.store.keys import ApiKey, SqlKeyStore
+from corral.store.users import User
 
 KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-key").hexdigest()
+TOUCH_INTERVAL_S = 60.0
+_MAX_TOUCHED = 100_000
+WORKER, USER = "worker", "user"
 
 
 @dataclass(frozen=True)
 class NewKey:
     key: ApiKey
     raw: str  # shown once
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_at: datetime
+    expires_in: int  # seconds
 
 
 def hash_secret(secret: str) -> str:
@@ -55,10 +82,23 @@ def load_or_create_secret(path: Path) -> str:
 
 
 class AuthService:
-    def __init__(self, keys: SqlKeyStore, jwt_secret: str, token_ttl_s: int = 3600) -> None:
+    def __init__(
+        self,
+        keys: SqlKeyStore,
+        jwt_secret: str,
+        token_ttl_s: int = 3600,
+        user_token_ttl_s: int = 900,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.keys = keys
+        self._clock = clock
         self.jwt_secret = jwt_secret
         self.token_ttl_s = token_ttl_s
+        self.user_token_ttl_s = user_token_ttl_s
+        self._touched: dict[str, float] = {}  # key id -> monotonic time last_used_at was written
+
+    # ---- API keys ----------------------------------------------------------------------
 
     async def authenticate_key(self, raw: str) -> Principal:
         match = KEY_FORMAT.match(raw.strip())
@@ -70,49 +110,22 @@ class AuthService:
         ok = hmac.compare_digest(hash_secret(secret), expected)
         if key is None or not ok or key.revoked_at is not None:
             raise Unauthenticated("invalid API key")
-        await self.keys.mark_used(key.id)
+        await self._touch(key.id)
         return Principal(org_id=key.org_id, role=Role(key.role), key_id=key.id)
 
-    def issue_token(self, principal: Principal, sandbox_id: str) -> str:
-        now = int(time.time())
-        claims = {
-            "sub": sandbox_id,
-            "org": principal.org_id,
-            "role": principal.role.value,
-            "kid": principal.key_id,
-            "typ": "worker",
-            "iat": now,
-            "exp": now + self.token_ttl_s,
-        }
-        return jwt.encode(claims, self.jwt_secret, algorithm="HS256")
-
-    def authenticate_token(self, token: str) -> Principal:
-        try:
-            claims = jwt.decode(
-                token,
-                self.jwt_secret,
-                algorithms=["HS256"],
-                options={"require": ["exp", "sub", "org", "role"]},
-            )
-            if claims.get("typ") != "worker":
-                raise Unauthenticated("invalid token: not a worker token")
-            return Principal(
-                org_id=str(claims["org"]),
-                role=Role(claims["role"]),
-                key_id=claims.get("kid"),
-                sandbox_id=str(claims["sub"]),
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("token expired") from exc
-        except (jwt.InvalidTokenError, ValueError) as exc:
-            raise Unauthenticated("invalid token") from exc
+    async def _touch(self, key_id: str) -> None:
+        now = self._clock()
+        last = self._touched.get(key_id)
+        if last is not None and now - last < TOUCH_INTERVAL_S:
+            return
+        if len(self._touched) >= _MAX_TOUCHED:
+            self._touched.clear()
+        self._touched[key_id] = now
+        await self.keys.mark_used(key_id)
 
     async def create_key(self, org_id: str, role: str, name: str = "", raw: str | None = None) -> NewKey:
-        try:
-            role_ = Role(role)
-        except ValueError as exc:
-            roles = ", ".join(r.value for r in Role)
-            raise InvalidInput(f"role must be one of {roles}", field="role") from exc
+        """A new key of ``org_id``; InvalidInput naming ``role`` for an unknown role."""
+        role_ = parse_role(role)
         if raw is None:
             key_id = new_id("k").removeprefix("k-")
             raw = f"ek_{key_id}_{secrets.token_hex(24)}"
@@ -133,6 +146,77 @@ class AuthService:
         await self.keys.add_key(key)
         return NewKey(key, raw)
 
+    # ---- tokens ------------------------------------------------------------------------
+
+    def issue_token(self, principal: Principal, sandbox_id: str) -> str:
+        """A worker token of ``sandbox_id`` for ``principal`` (valid ``token_ttl_s``)."""
+        now = int(time.time())
+        claims = {
+            "sub": sandbox_id,
+            "org": principal.org_id,
+            "role": principal.role.value,
+            "kid": principal.key_id,
+            "uid": principal.user_id,
+            "typ": WORKER,
+            "iat": now,
+            "exp": now + self.token_ttl_s,
+        }
+        return jwt.encode(claims, self.jwt_secret, algorithm="HS256")
+
+    def issue_user_token(self, user: User | Principal, ttl_s: int | None = None) -> IssuedToken:
+        """A user token for a user, or for the key a principal authenticated with."""
+        ttl = self.user_token_ttl_s if ttl_s is None else ttl_s
+        now = int(time.time())
+        claims: dict[str, Any] = {"typ": USER, "iat": now, "exp": now + ttl}
+        if isinstance(user, User):
+            claims.update(sub=user.id, org=user.org_id, role=user.role)
+        else:
+            if user.key_id is None:
+                raise InvalidInput("only an API key can be exchanged for a token", field="api_key")
+            claims.update(sub=user.key_id, kid=user.key_id, org=user.org_id, role=user.role.value)
+            if user.granted is not None:
+                claims["scopes"] = sorted(s.value for s in user.scopes)
+        token = jwt.encode(claims, self.jwt_secret, algorithm="HS256")
+        return IssuedToken(token, datetime.fromtimestamp(now + ttl, UTC), ttl)
+
+    async def exchange(self, api_key: str) -> IssuedToken:
+        """Spec 002's exchange: a valid API key for a user token (Unauthenticated otherwise)."""
+        return self.issue_user_token(await self.authenticate_key(api_key))
+
+    def authenticate_token(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self.jwt_secret,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub", "org", "role"]},
+            )
+            kind = claims.get("typ")
+            if kind == WORKER:
+                return Principal(
+                    org_id=str(claims["org"]),
+                    role=Role(claims["role"]),
+                    key_id=claims.get("kid"),
+                    user_id=claims.get("uid"),
+                    sandbox_id=str(claims["sub"]),
+                )
+            if kind == USER:
+                key_id = claims.get("kid")
+                return Principal(
+                    org_id=str(claims["org"]),
+                    role=Role(claims["role"]),
+                    key_id=str(key_id) if key_id else None,
+                    user_id=None if key_id else str(claims["sub"]),
+                    granted=_scopes(claims.get("scopes")),
+                )
+            raise Unauthenticated("invalid token: unknown token type")
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired") from exc
+        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+            raise Unauthenticated("invalid token") from exc
+
+    # ---- first start -------------------------------------------------------------------
+
     async def bootstrap(self, seed: str | None, key_file: Path) -> str | None:
         """Seed org ``default`` and its first owner key when no key exists.
 
@@ -149,3 +233,13 @@ class AuthService:
             with os.fdopen(fd, "w") as f:
                 f.write(new.raw + "\n")
         return new.raw
+
+
+def _scopes(claim: object) -> frozenset[Scope] | None:
+    """A token's ``scopes`` claim: None when absent; unknown names are dropped."""
+    if claim is None:
+        return None
+    if not isinstance(claim, list):
+        raise TypeError("scopes must be a list")
+    known = {s.value for s in Scope}
+    return frozenset(Scope(name) for name in claim if isinstance(name, str) and name in known)

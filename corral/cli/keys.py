@@ -1,7 +1,8 @@
 """``corral keys ...``: API keys, managed directly in this node's store.
 
-There is no key API over HTTP; these commands open the store the server uses (the
-data dir's SQLite, or ``--database-url``), which is safe while the server runs.
+These commands open the store the server uses (the data dir's SQLite, or
+``--database-url``), which is safe while the server runs; they reach every org. An
+org's owner or admin can also manage its own keys over HTTP (``/api/keys``).
 
 Contracts: ``keys create`` prints the new raw key as the last line of its output (it
 is shown once; only a hash is stored). The org ``default`` (the one the server's

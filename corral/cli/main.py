@@ -4,6 +4,10 @@
     corral template build NAME | ls       templates on this node
     corral sandbox create | ls | exec | shell | rm   sandboxes, through the HTTP API
     corral keys create | ls | revoke      API keys, in this node's store
+    corral org create NAME | ls           orgs, in this node's store
+    corral users add | ls | token         users and their JWTs, in this node's store
+    corral killswitch on | off | status   stop creates and the gateway (--org NAME: one org)
+    corral audit [SANDBOX]                the audit trail, through the HTTP API
 
 Client commands take ``--url`` (env CORRAL_URL) and ``--api-key`` (env
 CORRAL_API_KEY, else ``<data dir>/admin-key``). Failures print ``error: ...`` on
@@ -16,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import keys, sandbox, template
+from corral.cli import audit, keys, killswitch, orgs, sandbox, template, users
 from corral.cli.console import CliError, reported
 from corral.cli.local import DatabaseOption, DataDirOption, local_settings
 
@@ -31,6 +35,10 @@ app = typer.Typer(
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(template.app, name="template")
 app.add_typer(keys.app, name="keys")
+app.add_typer(orgs.app, name="org")
+app.add_typer(users.app, name="users")
+app.add_typer(killswitch.app, name="killswitch")
+app.command("audit")(audit.audit)
 
 
 @app.command()

@@ -78,12 +78,14 @@ class Access:
             raise Unavailable("the gateway is switched off; retry later")
         route = await self.core.previews.route(target.sandbox_id) if target.port else None
         creds = _Credentials(scope)
-        if route is not None and route.live and target.port in route.public:
+        if route is not None and (route.live or route.hibernated) and target.port in route.public:
+            route = await self._awake(route) or route
             bearer = creds.bearer
             drop = bool(bearer) and (bearer.startswith("ek_") or self._is_worker_token(bearer, route))
             return self._allowed(route, Grant(route, drop, False, ""))
         if creds.api_key or creds.bearer.startswith("ek_"):
             principal = await self._key(creds.api_key or creds.bearer)
+            route = await self._awake(route, principal)
             return self._allowed(route, self._owner(route, principal, creds.bearer.startswith("ek_")))
         if creds.bearer and _JWT.match(creds.bearer):
             try:
@@ -91,6 +93,7 @@ class Access:
             except Unauthenticated:
                 pass  # not a worker token: maybe an (explicit) preview token
             else:
+                route = await self._awake(route, principal)
                 return self._allowed(route, self._owner(route, principal, True))
         token, source = creds.preview_token()
         if not token:
@@ -98,10 +101,29 @@ class Access:
         if not self.core.previews.token_matches(route, token):
             raise Unauthenticated("invalid preview token")
         assert route is not None  # token_matches is False without a route
+        if target.port in route.previews:
+            route = await self._awake(route) or route
         if not route.live or target.port not in route.previews:
             raise NotFound(NOT_FOUND)
         grant = Grant(route, source == "authorization", source == "query", token)
         return self._allowed(route, grant)
+
+    async def _awake(
+        self, route: SandboxRoute | None, principal: Principal | None = None
+    ) -> SandboxRoute | None:
+        """A hibernated sandbox woken (waiting for it) for a request already allowed to
+        reach it, and its new route; any other route as it is."""
+        if route is None or not route.hibernated:
+            return route
+        if principal is not None and (
+            principal.org_id != route.org_id or not principal.may_see(route.sandbox_id)
+        ):
+            return route  # _owner answers 404
+        sandbox = await self.core.sandboxes.store.find(route.sandbox_id)
+        if sandbox is not None:
+            await self.core.lifecycle.awake(sandbox)
+        self.core.previews.forget(route.sandbox_id)
+        return await self.core.previews.route(route.sandbox_id) or route
 
     def _owner(self, route: SandboxRoute | None, principal: Principal, drop_authorization: bool) -> Grant:
         if route is None or principal.org_id != route.org_id or not principal.may_see(route.sandbox_id):

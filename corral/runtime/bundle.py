@@ -159,6 +159,8 @@ def oci_config(
     nofile_hard: int = NOFILE_HARD,
     netns_path: str | None = None,
     sysfs_path: str | None = None,
+    cwd: str = "/root",
+    user: str | None = None,
 ) -> dict[str, Any]:
     """The config.json of a sandbox whose root is ``rootfs/`` beside it.
 
@@ -171,6 +173,10 @@ def oci_config(
     With it the sandbox joins that namespace, made and wired by the host (its owner
     brings ``lo`` up and sets sysctls; the sandbox's root cannot), and ``sysfs_path``
     must be a read-only sysfs mounted for that namespace (``mounts.mount_sysfs_of_netns``).
+
+    ``cwd`` is the agent's working directory (the default of commands); with ``user``
+    (a Dockerfile's ``USER`` other than root) the agent, still root, runs commands as
+    that user.
     """
     if (netns_path is None) != (sysfs_path is None):
         raise ValueError("netns_path and sysfs_path go together")
@@ -184,9 +190,9 @@ def oci_config(
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": list(AGENT_ARGS),
+            "args": [*AGENT_ARGS, *(("--user", user) if user else ())],
             "env": [f"{key}={value}" for key, value in env.items()],
-            "cwd": "/root",
+            "cwd": cwd,
             "capabilities": {
                 "bounding": caps,
                 "effective": caps,
@@ -263,6 +269,14 @@ def _bind(listener: socket.socket, path: Path) -> None:
         listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
     finally:
         os.close(dir_fd)
+
+
+def remove_run_files(paths: SandboxPaths) -> None:
+    """Remove what ``write`` and runc left for one run (config, socket, pid file), so the
+    sandbox can be started again in the same dir; the disk stays."""
+    for path in (paths.config, paths.socket, paths.pid_file):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def remove_tree(directory: Path) -> None:

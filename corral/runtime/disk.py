@@ -60,7 +60,7 @@ class DiskImages:
         if size_mb < 16:
             raise ValueError("a disk needs at least 16 MiB")
         formatted = await self._formatted(size_mb)
-        await asyncio.to_thread(_sparse_copy, formatted, image)
+        await asyncio.to_thread(sparse_copy, formatted, image)
 
     async def mount(self, image: Path, target: Path) -> None:
         """Mount ``image`` at ``target`` (an existing dir). All or nothing: on failure no
@@ -108,7 +108,7 @@ def _create_sparse(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def _sparse_copy(source: Path, target: Path) -> None:
+def sparse_copy(source: Path, target: Path) -> None:
     """Copy only the data extents of ``source``; holes stay holes."""
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:

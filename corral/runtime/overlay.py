@@ -15,6 +15,7 @@ nothing is lost that a crash would not lose anyway. Blocking; use ``asyncio.to_t
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,6 +67,41 @@ def prepare(
             os.fchown(fd, uid, uid)
         finally:
             os.close(fd)
+
+
+def refresh(upper: Path, work: Path, *, uid: int, nameservers: Sequence[str], hostname: str | None) -> None:
+    """Make a kept upper layer (a hibernated, restored or forked sandbox's) mountable
+    again and its per-sandbox files current. The work dir is emptied (a ``volatile``
+    overlay refuses a work dir it used before; its contents are the kernel's scratch
+    space, worthless once the overlay is unmounted). /etc/resolv.conf is rewritten, and
+    with ``hostname`` (a fork: a new sandbox on a copied disk) /etc/hostname and
+    /etc/hosts too. Each is replaced atomically, whiteouts included. Raises OSError."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700)
+    files = {"resolv.conf": resolv_conf(nameservers)}
+    if hostname is not None:
+        files.update({"hostname": f"{hostname}\n", "hosts": hosts_file(hostname)})
+    try:
+        etc = os.open(upper / "etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        (upper / "etc").mkdir(mode=0o755)
+        os.chown(upper / "etc", uid, uid)
+        etc = os.open(upper / "etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # the sandbox made its /etc a symlink or a file: never follow it
+        return
+    try:
+        for name, text in files.items():
+            temp = f".{name}.corral-new"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o644, dir_fd=etc)
+            try:
+                os.write(fd, text.encode())
+                os.fchown(fd, uid, uid)
+            finally:
+                os.close(fd)
+            os.replace(temp, name, src_dir_fd=etc, dst_dir_fd=etc)
+    finally:
+        os.close(etc)
 
 
 def mount(lower: Path, upper: Path, work: Path, target: Path) -> None:

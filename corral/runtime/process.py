@@ -71,7 +71,7 @@ class ProcessRuntime:
 
     async def _start(self, spec: SandboxSpec, directory: Path) -> None:
         home = directory / "home"
-        home.mkdir()
+        home.mkdir(exist_ok=True)  # kept by a hibernated or forked sandbox
         env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "HOME": str(home), "LANG": "C.UTF-8"}
         env.update(spec.envs)
         socket_path = directory / "agent.sock"
@@ -111,8 +111,31 @@ class ProcessRuntime:
         if directory.exists() or sandbox_id in self._procs:
             await self._teardown(sandbox_id, directory)
 
+    async def start_kept(self, spec: SandboxSpec) -> None:
+        """Start the agent of a sandbox whose directory (and ``home/``) is kept: a
+        hibernated, restored or forked one. RuntimeFailure, the directory kept."""
+        directory = self._dir(spec.id)
+        try:
+            await self._start(spec, directory)
+        except BaseException as exc:
+            await self.stop(spec.id)
+            if isinstance(exc, CorralError | OSError):
+                raise RuntimeFailure(f"sandbox {spec.id} did not start: {exc}") from exc
+            raise
+
+    async def stop(self, sandbox_id: str) -> None:
+        """End the agent and its processes, keep ``home/``. Idempotent."""
+        directory = self._dir(sandbox_id)
+        await self._stop_agent(sandbox_id, directory)
+        for name in ("agent.sock", "agent.pid"):
+            (directory / name).unlink(missing_ok=True)
+
     async def _teardown(self, sandbox_id: str, directory: Path) -> None:
         """Ask the agent to shut down, kill what is left of it, remove the directory."""
+        await self._stop_agent(sandbox_id, directory)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def _stop_agent(self, sandbox_id: str, directory: Path) -> None:
         pid = self._running_pid(sandbox_id)
         if pid is not None:
             with contextlib.suppress(CorralError):
@@ -122,7 +145,6 @@ class ProcessRuntime:
                     os.killpg(pid, signal.SIGKILL)
                 await self._exited(sandbox_id, pid, STOP_TIMEOUT)
         self._procs.pop(sandbox_id, None)
-        await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def _exited(self, sandbox_id: str, pid: int, timeout: float) -> bool:
         proc = self._procs.get(sandbox_id)

@@ -201,15 +201,65 @@ class RuncRuntime:
         pid = state.get("pid") if state and state.get("status") == "running" else None
         return pid if isinstance(pid, int) and pid > 0 else None
 
+    # -- for snapshot.py: a sandbox stopped with its disk kept, and started again ----
+
+    def lock(self, sandbox_id: str) -> asyncio.Lock:
+        """The lock every operation on the sandbox holds (create, destroy, snapshots)."""
+        return self._lock(self.paths(sandbox_id).id)
+
+    async def boot(self, spec: SandboxSpec, *, forked: bool) -> None:
+        """Start ``spec.id`` on the disk image already in its dir and return once its
+        agent answers; the caller holds the lock. On failure a forked sandbox is removed
+        entirely and any other is parked (its disk kept). RuntimeFailure."""
+        paths = self.paths(spec.id)
+        try:
+            async with contextlib.AsyncExitStack() as undo:
+                await self._start(spec, paths, undo, kept_disk=True, forked=forked)
+                undo.pop_all()
+        except BaseException as exc:
+            if forked:
+                await self._quietly("teardown", self._teardown, paths)
+            else:
+                await self._quietly("park", self.park, spec.id)
+            if isinstance(exc, RuntimeFailure) or not isinstance(exc, Exception):
+                raise
+            raise RuntimeFailure(f"start {spec.id}: {exc}") from exc
+
+    async def park(self, sandbox_id: str) -> None:
+        """Stop the container and free all it holds but its disk image: processes,
+        memory, cgroups, network, mounts, loop device, run files. Idempotent; the caller
+        holds the lock. RuntimeFailure."""
+        paths = self.paths(sandbox_id)
+        try:
+            await self._stop_container(paths.id)
+            if self._network is not None:
+                await self._network.detach(paths.id)
+            await asyncio.to_thread(_park_host_state, paths)
+        except RuntimeFailure:
+            raise
+        except (CorralError, OSError) as exc:
+            raise RuntimeFailure(f"stop {paths.id}: {exc}") from exc
+
     # -- create --------------------------------------------------------------------
 
-    async def _start(self, spec: SandboxSpec, paths: SandboxPaths, undo: contextlib.AsyncExitStack) -> None:
+    async def _start(
+        self,
+        spec: SandboxSpec,
+        paths: SandboxPaths,
+        undo: contextlib.AsyncExitStack,
+        *,
+        kept_disk: bool = False,
+        forked: bool = False,
+    ) -> None:
+        """Start ``spec``; with ``kept_disk`` on the disk image already in its dir (a
+        hibernated, restored or, with ``forked``, a new sandbox on a copied disk)."""
         lower = Path(spec.template.rootfs)
         settings = self._settings
-        await asyncio.to_thread(bundle.make_dirs, paths, settings.data_dir)
-        undo.push_async_callback(
-            self._quietly, "remove dir", asyncio.to_thread, bundle.remove_tree, paths.dir
-        )
+        if not kept_disk:
+            await asyncio.to_thread(bundle.make_dirs, paths, settings.data_dir)
+            undo.push_async_callback(
+                self._quietly, "remove dir", asyncio.to_thread, bundle.remove_tree, paths.dir
+            )
         if not await asyncio.to_thread(lower.joinpath("etc").is_dir):
             raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
 
@@ -224,21 +274,32 @@ class RuncRuntime:
             )
             netns, nameservers = info.netns_path, (info.gateway,)
 
-        await self._disks.create(paths.disk_image, spec.limits.disk_mb)
+        if not kept_disk:
+            await self._disks.create(paths.disk_image, spec.limits.disk_mb)
         await self._disks.mount(paths.disk_image, paths.disk)
         undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
 
-        await asyncio.to_thread(self._prepare_disk, paths, lower, nameservers)
+        if kept_disk:
+            hostname = spec.id if forked else None
+            uid = settings.uid_base
+            await asyncio.to_thread(
+                overlay.refresh, paths.upper, paths.work, uid=uid, nameservers=nameservers, hostname=hostname
+            )
+        else:
+            await asyncio.to_thread(self._prepare_disk, paths, lower, nameservers)
         await asyncio.to_thread(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
         undo.push_async_callback(
             self._quietly, "unmount rootfs", asyncio.to_thread, mounts.umount, paths.rootfs
         )
 
         agent_file = await asyncio.to_thread(self._agent_files.for_root, lower)
+        image = spec.template.config
         config = bundle.oci_config(
             sandbox_id=spec.id,
             limits=spec.limits,
-            envs=spec.envs,
+            envs={**dict(image.env), **spec.envs},
+            cwd=image.workdir or "/root",
+            user=image.user if image.user not in (None, "", "root", "0", "0:0") else None,
             agent_path=str(agent_file),
             uid_base=settings.uid_base,
             uid_count=settings.uid_count,
@@ -354,6 +415,15 @@ class RuncRuntime:
             await fn(*args)
         except Exception:
             log.exception("undo step %r failed", what)
+
+
+def _park_host_state(paths: SandboxPaths) -> None:
+    mounts.unmount_all(paths.dir)
+    loopdev.detach_backing(paths.disk_image)
+    cgroups.remove(CGROUP_PARENT, paths.id)
+    bundle.remove_run_files(paths)
+    with contextlib.suppress(FileNotFoundError):
+        paths.sysfs.rmdir()
 
 
 def _remove_host_state(paths: SandboxPaths) -> None:

@@ -30,3 +30,6 @@ class StaticTemplates:
 
     async def list(self) -> list[Template]:
         return [await self.get(n) for n in self.names]
+
+    async def find(self, name: str, digest: str) -> Template | None:
+        return await self.get(name) if name in self.names and digest == "static" else None

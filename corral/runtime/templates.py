@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from corral.domain import Template
+from corral.domain import ImageConfig, Template
 from corral.errors import InvalidInput, NotFound, RuntimeFailure
 from corral.ports import ProgressFn
 from corral.runtime import mounts
@@ -176,6 +176,12 @@ class TemplateStore:
         """Every published template, by name then age."""
         return await asyncio.to_thread(self._list)
 
+    async def find(self, name: str, digest: str) -> Template | None:
+        """That build of ``name``, None when it is not (or no longer) here."""
+        if not NAME.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return None
+        return await asyncio.to_thread(self._load, name, digest)
+
     # -- building ------------------------------------------------------------------
 
     async def _debootstrap(self, recipe: Recipe, rootfs: Path, name: str, report: ProgressFn) -> None:
@@ -231,7 +237,7 @@ class TemplateStore:
         for pattern in recipe.remove:
             for match in glob.glob(str(rootfs / pattern)):
                 os.unlink(match)
-        _normalize(rootfs)
+        normalize(rootfs)
         shifted = shift_tree(rootfs, self._uid_base, self._uid_count)
         meta = {
             "name": name,
@@ -287,6 +293,7 @@ class TemplateStore:
             rootfs=str(self._dir / name / digest / "rootfs"),
             created_at=datetime.fromisoformat(meta["created_at"]),
             size_bytes=int(meta.get("size_bytes", 0)),
+            config=image_config(meta.get("config")),
         )
 
     def _list(self) -> builtins.list[Template]:
@@ -332,7 +339,20 @@ class TemplateStore:
             os.close(fd)
 
 
-def _normalize(rootfs: Path) -> None:
+def image_config(raw: object) -> ImageConfig:
+    """The ``config`` of a template.json (Dockerfile templates): env, workdir, user."""
+    if not isinstance(raw, dict):
+        return ImageConfig()
+    env = raw.get("env") or []
+    workdir, user = raw.get("workdir"), raw.get("user")
+    return ImageConfig(
+        env=tuple((str(k), str(v)) for k, v in env),
+        workdir=str(workdir) if workdir else None,
+        user=str(user) if user else None,
+    )
+
+
+def normalize(rootfs: Path) -> None:
     """Files every sandbox replaces, reset to neutral content (mmdebstrap copies the
     build host's), and the agent's mount point."""
     etc = rootfs / "etc"

@@ -19,11 +19,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from corral.auth.principal import Principal
+from corral.auth.scopes import Scope, require
 from corral.domain import ExecRequest, ExecResult, PtySize, SessionInfo, SessionSpec
 from corral.errors import CorralError, InvalidInput, NotFound
 from corral.ids import check, new_id
-from corral.ports import Attachment
+from corral.ports import Agent, Attachment
+from corral.services.audit import AuditKind, command_line
 from corral.services.sandboxes import SandboxService, check_envs
+from corral.services.session_ends import SessionEnds
 
 MAX_TIMEOUT_S = 24 * 3600
 RESULT_TTL_S = 600.0
@@ -48,15 +51,18 @@ class CommandService:
         self._async: dict[str, AsyncExec] = {}
         self._finished_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.session_ends = SessionEnds(sandboxes.audit)
 
     # ---- exec run --------------------------------------------------------------------
 
     async def run(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> ExecResult:
+        require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
-        return await agent.exec(req)
+        return await self._exec(principal, sandbox_id, agent, req, None)
 
     async def run_async(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> str:
+        require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         self._expire()
@@ -65,7 +71,7 @@ class CommandService:
 
         async def go() -> None:
             try:
-                result = await agent.exec(req)
+                result = await self._exec(principal, sandbox_id, agent, req, exec_id)
                 self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, result=result)
             except CorralError as exc:
                 self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, error=exc.message)
@@ -93,11 +99,15 @@ class CommandService:
     # ---- sessions --------------------------------------------------------------------
 
     async def start_session(self, principal: Principal, sandbox_id: str, spec: SessionSpec) -> SessionInfo:
+        require(principal, Scope.SANDBOX_EXEC)
         _check_session(spec)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
-        return await agent.start_session(new_id("es"), spec)
+        info = await agent.start_session(new_id("es"), spec)
+        await self._session_started(principal, sandbox_id, agent, info)
+        return info
 
     async def list_sessions(self, principal: Principal, sandbox_id: str) -> list[SessionInfo]:
+        require(principal, Scope.SANDBOX_READ)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         return [s for s in await agent.list_sessions() if not s.pty]
 
@@ -105,11 +115,13 @@ class CommandService:
         self, principal: Principal, sandbox_id: str, session_id: str
     ) -> AbstractAsyncContextManager[Attachment]:
         """Attach to an exec session (``es-``) or a PTY (``ps-``)."""
+        require(principal, Scope.SANDBOX_EXEC)
         _check_session_id(session_id)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         return agent.attach(session_id)
 
     async def kill_session(self, principal: Principal, sandbox_id: str, session_id: str, sig: int = 9) -> None:
+        require(principal, Scope.SANDBOX_EXEC)
         if not 1 <= sig <= 64:
             raise InvalidInput("signal must be between 1 and 64", field="signal")
         _check_session_id(session_id)
@@ -121,24 +133,66 @@ class CommandService:
     async def create_pty(
         self, principal: Principal, sandbox_id: str, cols: int = 80, rows: int = 24, shell: str | None = None
     ) -> SessionInfo:
+        require(principal, Scope.SANDBOX_EXEC)
         size = check_size(cols, rows)
         shell = shell or "/bin/bash"
         if not shell.startswith("/") or "\0" in shell or len(shell) > 1024:
             raise InvalidInput("shell must be an absolute path", field="shell")
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         spec = SessionSpec(cmd=shell, args=("-l",), pty=size)
-        return await agent.start_session(new_id("ps"), spec)
+        info = await agent.start_session(new_id("ps"), spec)
+        await self._session_started(principal, sandbox_id, agent, info)
+        return info
 
     async def resize_pty(self, principal: Principal, sandbox_id: str, pty_id: str, cols: int, rows: int) -> None:
+        require(principal, Scope.SANDBOX_EXEC)
         size = check_size(cols, rows)
         check(pty_id, "ps", "sessionID")
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         await agent.resize_session(pty_id, size.cols, size.rows)
 
     async def kill_pty(self, principal: Principal, sandbox_id: str, pty_id: str) -> None:
+        require(principal, Scope.SANDBOX_EXEC)
         check(pty_id, "ps", "sessionID")
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         await agent.kill_session(pty_id, signals.SIGKILL)
+
+    # ---- the audit trail and metrics of commands -------------------------------------
+
+    async def _exec(
+        self, principal: Principal, sandbox_id: str, agent: Agent, req: ExecRequest, exec_id: str | None
+    ) -> ExecResult:
+        """Run ``req``: exec started and ended (exit code, or the error) in the audit
+        trail, and its count and round trip in the metrics."""
+        audit = self.sandboxes.audit
+        command = command_line(req.cmd, req.args)
+        await audit.record_for(principal, AuditKind.EXEC_STARTED, sandbox_id, exec=exec_id, command=command)
+        started = time.perf_counter()
+        result: ExecResult | None = None
+        error: str | None = "cancelled"
+        try:
+            result = await agent.exec(req)
+            return result
+        except CorralError as exc:
+            error = exc.code
+            raise
+        finally:
+            self.sandboxes.metrics.exec_done(time.perf_counter() - started, ok=result is not None)
+            ended: dict[str, object] = {"exec": exec_id, "exit_code": result.exit_code if result else None}
+            if result is None:
+                ended["error"] = error
+            elif result.timed_out:
+                ended["timed_out"] = True
+            await audit.record_for(principal, AuditKind.EXEC_ENDED, sandbox_id, **ended)
+
+    async def _session_started(
+        self, principal: Principal, sandbox_id: str, agent: Agent, info: SessionInfo
+    ) -> None:
+        command = command_line(info.cmd, info.args)
+        await self.sandboxes.audit.record_for(
+            principal, AuditKind.EXEC_STARTED, sandbox_id, exec=info.id, command=command, pty=info.pty
+        )
+        self.session_ends.follow(principal, sandbox_id, agent, info.id)
 
 
 def _check_session_id(session_id: str) -> None:

@@ -1,24 +1,46 @@
 """Wiring: builds the services over their adapters, and starts and stops them.
 
 ``Core.open`` connects the store (migrating it), seeds the first key, reconciles the
-node with the store and starts the idle reaper. Tests pass their own runtime and
-templates (fakes or real ones).
+node with the store and starts the idle reaper, the audit writer and the kill-switch
+refresher. Tests pass their own runtime and templates (fakes or real ones).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
-from corral.ports import Runtime, Templates
+from corral.metrics import Metrics
+from corral.ports import Builder, Network, Runtime, Snapshotter, Templates
+from corral.runtime.checkpoint_dirs import CheckpointDirs
+from corral.services.admission import Admission
+from corral.services.audit import AuditService
+from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
+from corral.services.egress import EgressService
 from corral.services.files import FileService
+from corral.services.keys import KeyService
+from corral.services.lifecycle import LifecycleService
+from corral.services.patches import PatchService
+from corral.services.previews import PreviewService
 from corral.services.sandboxes import SandboxService
+from corral.services.switch import KillSwitch
+from corral.services.switches import StoredSwitches
+from corral.services.templates import TemplateService
 from corral.settings import Settings
+from corral.store.checkpoints import SqlCheckpointStore, SqlTemplateBuildStore
 from corral.store.database import Database
+from corral.store.events import SqlEventStore
 from corral.store.keys import SqlKeyStore
+from corral.store.previews import SqlPreviewStore
 from corral.store.sandboxes import SqlSandboxStore
+from corral.store.switches import SqlSwitchStore
+
+if TYPE_CHECKING:
+    from corral.network.node import NodeNetwork
 
 log = logging.getLogger("corral")
 
@@ -33,6 +55,19 @@ class Core:
     sandboxes: SandboxService
     commands: CommandService
     files: FileService
+    previews: PreviewService
+    kill_switch: KillSwitch
+    audit: AuditService
+    metrics: Metrics
+    keys: KeyService
+    limiter: RateLimiter
+    switches: StoredSwitches
+    egress: EgressService
+    lifecycle: LifecycleService
+    checkpoints: CheckpointService
+    patches: PatchService
+    template_builds: TemplateService
+    network: NodeNetwork | None = None
     bootstrap_key: str | None = None
 
     @classmethod
@@ -43,16 +78,44 @@ class Core:
         runtime: Runtime | None = None,
         templates: Templates | None = None,
         reconcile: bool = True,
+        metrics: Metrics | None = None,
     ) -> Core:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        runtime = runtime or default_runtime(settings)
+        metrics = metrics or Metrics()
+        network = None
+        if runtime is None:
+            network = await default_network(settings)
+            runtime = default_runtime(settings, network)
         templates = templates or default_templates(settings)
         db = await Database.open(settings.db_url)
         keys = SqlKeyStore(db)
-        auth = AuthService(
-            keys, load_or_create_secret(settings.data_dir / "jwt-secret"), settings.worker_token_ttl_s
+        secret = settings.jwt_secret or load_or_create_secret(settings.data_dir / "jwt-secret")
+        auth = AuthService(keys, secret, settings.worker_token_ttl_s, settings.user_token_ttl_s)
+        sandbox_store = SqlSandboxStore(db)
+        audit = AuditService(
+            SqlEventStore(db),
+            sandbox_store,
+            metrics,
+            queue_size=settings.audit_queue_size,
+            batch_size=settings.audit_batch_size,
         )
-        sandboxes = SandboxService(SqlSandboxStore(db), runtime, templates, settings)
+        kill_switch = KillSwitch(engaged=not settings.gateway_enabled)
+        admission = Admission(sandbox_store, kill_switch, settings.max_live_sandboxes_per_org)
+        sandboxes = SandboxService(
+            sandbox_store, runtime, templates, settings, audit=audit, metrics=metrics, admission=admission
+        )
+        lifecycle = LifecycleService(sandboxes, default_snapshotter(runtime, settings))
+        checkpoint_store = SqlCheckpointStore(db)
+        patches = PatchService(checkpoint_store, sandboxes)
+        checkpoints = CheckpointService(
+            checkpoint_store, CheckpointDirs(settings.data_dir / "checkpoints"), lifecycle, patches
+        )
+        template_builds = TemplateService(
+            SqlTemplateBuildStore(db),
+            default_builder(settings, runtime, templates),
+            checkpoint_store,
+            sandboxes,
+        )
         core = cls(
             settings=settings,
             db=db,
@@ -62,30 +125,110 @@ class Core:
             sandboxes=sandboxes,
             commands=CommandService(sandboxes, settings.exec_output_limit),
             files=FileService(sandboxes),
+            previews=PreviewService(SqlPreviewStore(db), sandboxes, settings),
+            kill_switch=kill_switch,
+            audit=audit,
+            metrics=metrics,
+            keys=KeyService(auth, audit),
+            limiter=RateLimiter(surface_limits(settings)),
+            switches=StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s),
+            egress=EgressService(sandboxes),
+            lifecycle=lifecycle,
+            checkpoints=checkpoints,
+            patches=patches,
+            template_builds=template_builds,
+            network=network,
         )
+        if network is not None:
+            network.on_denied = audit.egress_denied
+        audit.start()
+        await core.switches.refresh()
         core.bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
         if reconcile:
             await sandboxes.reconcile()
+            await checkpoints.recover()
+            await template_builds.recover()
         sandboxes.start_reaper()
+        core.switches.start()
         return core
 
     async def close(self) -> None:
-        """Stop background work. Sandboxes keep running."""
+        """Stop background work, writing every queued audit record. Sandboxes keep running."""
+        await self.switches.close()
         await self.sandboxes.stop_reaper()
+        await self.commands.session_ends.close()
+        if self.network is not None:
+            await self.network.close()  # sandboxes keep their network (not DNS) meanwhile
+        await self.audit.close()
         await self.db.close()
 
 
-def default_runtime(settings: Settings) -> Runtime:
+async def default_network(settings: Settings) -> NodeNetwork | None:
+    """The node's network for the runc runtime, started (its resolver bound), or None."""
+    if settings.runtime != "runc" or not settings.network_enabled:
+        return None
+    from corral.network.node import NodeNetwork
+
+    network = NodeNetwork(
+        settings.network_state_dir,
+        pool=settings.network_pool,
+        bridge_name=settings.network_bridge,
+        upstreams=settings.network_dns_upstreams,
+        nflog_group=settings.network_nflog_group,
+        extra_denied=settings.network_extra_denied,
+        table=settings.network_bridge,
+        netns_prefix=f"{settings.network_bridge}-",
+        pin_private=settings.network_pin_private,
+    )
+    await network.start()
+    return network
+
+
+def default_runtime(settings: Settings, network: Network | None = None) -> Runtime:
     if settings.runtime == "process":
         from corral.runtime.process import ProcessRuntime
 
         return ProcessRuntime(settings.data_dir / "process-sandboxes")
     from corral.runtime.runc import RuncRuntime
 
-    return RuncRuntime(settings)
+    return RuncRuntime(settings, network=network)
 
 
 def default_templates(settings: Settings) -> Templates:
-    from corral.runtime.templates import TemplateStore
+    from corral.runtime.catalog import TemplateCatalog
 
-    return TemplateStore(settings)
+    return TemplateCatalog(settings)
+
+
+def default_snapshotter(runtime: Runtime, settings: Settings) -> Snapshotter:
+    """Checkpoints and hibernation for the runc and process runtimes; for any other
+    runtime a snapshotter that says Unavailable."""
+    from corral.runtime.nosnapshot import NoSnapshots
+    from corral.runtime.process import ProcessRuntime
+    from corral.runtime.runc import RuncRuntime
+
+    if isinstance(runtime, RuncRuntime):
+        from corral.runtime.snapshot import RuncSnapshots
+
+        return RuncSnapshots(runtime, settings)
+    if isinstance(runtime, ProcessRuntime):
+        from corral.runtime.process_snapshot import ProcessSnapshots
+
+        return ProcessSnapshots(runtime)
+    return NoSnapshots()
+
+
+def default_builder(settings: Settings, runtime: Runtime, templates: Templates) -> Builder | None:
+    """buildah for the runc runtime over the default catalog, when it is installed."""
+    import shutil
+
+    from corral.runtime.catalog import TemplateCatalog
+    from corral.runtime.runc import RuncRuntime
+
+    if not isinstance(runtime, RuncRuntime) or not isinstance(templates, TemplateCatalog):
+        return None
+    if shutil.which("buildah") is None:
+        return None
+    from corral.runtime.builder import BuildahBuilder
+
+    return BuildahBuilder(settings, templates)

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 
 from corral.auth.principal import Principal
+from corral.auth.scopes import Scope, require
 from corral.domain import FileEntry
 from corral.errors import InvalidInput
+from corral.services.audit import AuditKind, clip
 from corral.services.sandboxes import SandboxService
 
 HOME = "/root"
@@ -36,36 +38,51 @@ class FileService:
         self, principal: Principal, sandbox_id: str, path: str | None
     ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         """Open for streaming; NotFound / InvalidInput (a directory) before any byte."""
+        require(principal, Scope.SANDBOX_READ)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         return await agent.read_file(resolve(path))
 
     async def write(
         self, principal: Principal, sandbox_id: str, path: str | None, chunks: AsyncIterable[bytes]
     ) -> int:
+        require(principal, Scope.SANDBOX_WRITE)
         target = resolve(path)
         if target == "/":
             raise InvalidInput("path must name a file", field="path")
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
-        return await agent.write_file(target, chunks)
+        size = await agent.write_file(target, chunks)
+        await self.sandboxes.audit.record_for(
+            principal, AuditKind.FILE_WRITTEN, sandbox_id, path=clip(target), bytes=size
+        )
+        return size
 
     async def list(self, principal: Principal, sandbox_id: str, path: str | None) -> list[FileEntry]:
+        require(principal, Scope.SANDBOX_READ)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         return await agent.list_dir(resolve(path or "/"))
 
     async def stat(self, principal: Principal, sandbox_id: str, path: str | None) -> FileEntry | None:
+        require(principal, Scope.SANDBOX_READ)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         return await agent.stat(resolve(path))
 
     async def mkdir(self, principal: Principal, sandbox_id: str, path: str | None) -> None:
+        require(principal, Scope.SANDBOX_WRITE)
+        target = resolve(path)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
-        await agent.mkdir(resolve(path))
+        await agent.mkdir(target)
+        await self.sandboxes.audit.record_for(principal, AuditKind.DIR_CREATED, sandbox_id, path=clip(target))
 
     async def remove(self, principal: Principal, sandbox_id: str, path: str | None) -> None:
+        require(principal, Scope.SANDBOX_WRITE)
         target = resolve(path)
         if target == "/":
             raise InvalidInput("refusing to remove /", field="path")
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         await agent.remove(target)
+        await self.sandboxes.audit.record_for(
+            principal, AuditKind.FILE_REMOVED, sandbox_id, path=clip(target)
+        )
 
 
 async def chunks_of(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

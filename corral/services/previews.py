@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
-from corral.domain import Preview, Sandbox
+from corral.domain import Preview, Sandbox, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
 from corral.ports import PreviewStore
@@ -89,6 +89,7 @@ class SandboxRoute:
     token_hash: str | None  # preview auth is on when set
     previews: frozenset[int]  # ports with a preview URL
     public: frozenset[int]  # ports whose preview needs no credential
+    hibernated: bool = False  # an allowed request wakes it (corral.gateway.access)
 
 
 def hash_token(token: str) -> str:
@@ -289,6 +290,7 @@ class PreviewService:
             token_hash=sandbox.preview_token_hash,
             previews=frozenset(p.port for p in previews),
             public=frozenset(p.port for p in previews if p.public),
+            hibernated=sandbox.status is SandboxStatus.HIBERNATED,
         )
 
     def _evict(self, now: float) -> None:

@@ -8,7 +8,18 @@ Contracts:
   sandbox that ``reconcile`` removes).
 - ``kill`` is idempotent for a sandbox that is already stopped.
 - ``agent_for`` gives the agent of a running sandbox (Conflict if it is not running)
-  and records activity, which defers the idle timeout.
+  and records activity, which defers the idle timeout; ``touch`` records activity
+  without a lookup (the gateway calls it for every request it forwards).
+- Every callable in ``stop_listeners`` is called with the id of each sandbox that
+  stops (kill, idle timeout, reconcile), after it stopped; caches drop it there.
+- Hibernation (``services/lifecycle.py``, wired in as ``waker`` and ``snapshotter``):
+  ``agent_for`` wakes a hibernated sandbox first (waiting for it, or raising
+  SandboxWaking when the request asked for a background wake); the idle timeout
+  hibernates instead of stopping (never before ``hold_until``: keepalive, extend);
+  ``kill`` of a hibernated sandbox removes its disk; ``list`` shows running and
+  hibernated sandboxes; ``reconcile`` keeps hibernated sandboxes whose disk is here,
+  thaws sandboxes a crash left frozen, and hibernates a live sandbox whose container
+  is gone but whose disk is intact (its processes are lost, its files are not).
 """
 
 from __future__ import annotations
@@ -18,14 +29,20 @@ import builtins
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from corral.auth.principal import Principal
-from corral.domain import Limits, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
+from corral.auth.scopes import Scope, require
+from corral.domain import EgressPolicy, Limits, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
-from corral.ports import Agent, Runtime, SandboxStore, Templates
+from corral.metrics import Metrics
+from corral.ports import Agent, Runtime, SandboxStore, Snapshotter, Templates
+from corral.services.admission import Admission
+from corral.services.audit import AuditKind, AuditService
 from corral.settings import Settings
 
 log = logging.getLogger("corral.sandboxes")
@@ -46,6 +63,8 @@ class CreateSandbox:
     timeout_s: int | None = None
     envs: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    preview_token_hash: str | None = None  # hash of the preview token (services.previews)
+    egress: EgressPolicy = EgressPolicy()  # validated by corral.network.policy at the edge
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,20 @@ class ReconcileReport:
     running: list[str]
     marked_stopped: list[str]
     reclaimed: list[str]
+    hibernated: list[str] = field(default_factory=list)
+
+
+class Waker(Protocol):
+    """What the sandbox service needs of hibernation (``services/lifecycle.py``)."""
+
+    async def awake(self, sandbox: Sandbox) -> Sandbox:
+        """``sandbox`` running: woken first if it is hibernated (see ``agent_for``)."""
+
+    async def idle_out(self, sandbox: Sandbox) -> None:
+        """Hibernate a sandbox whose idle timeout passed."""
+
+    async def mark_hibernated(self, sandbox: Sandbox, reason: str) -> None:
+        """Record a sandbox found parked (by reconcile) as hibernated."""
 
 
 def check_envs(envs: dict[str, str], field_name: str = "envs") -> dict[str, str]:
@@ -68,28 +101,62 @@ def check_envs(envs: dict[str, str], field_name: str = "envs") -> dict[str, str]
 
 
 def end_at(sandbox: Sandbox) -> datetime | None:
-    """When the idle timeout stops the sandbox if nothing touches it; None = never."""
+    """When the idle timeout hibernates the sandbox if nothing touches it (never before
+    its ``hold_until``); None = never."""
     if not sandbox.live or sandbox.timeout_s <= 0:
         return None
-    return sandbox.last_active_at + timedelta(seconds=sandbox.timeout_s)
+    idle_end = sandbox.last_active_at + timedelta(seconds=sandbox.timeout_s)
+    return max(idle_end, sandbox.hold_until) if sandbox.hold_until else idle_end
 
 
 class SandboxService:
     def __init__(
-        self, store: SandboxStore, runtime: Runtime, templates: Templates, settings: Settings
+        self,
+        store: SandboxStore,
+        runtime: Runtime,
+        templates: Templates,
+        settings: Settings,
+        *,
+        audit: AuditService,
+        metrics: Metrics,
+        admission: Admission,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.templates = templates
         self.settings = settings
+        self.audit = audit
+        self.metrics = metrics
+        self.admission = admission
         self._activity: dict[str, float] = {}  # sandbox id -> wall time of last use
         self._reaper: asyncio.Task[None] | None = None
+        self.stop_listeners: builtins.list[Callable[[str], None]] = []
+        self.waker: Waker | None = None  # hibernation, when the runtime can snapshot
+        self.snapshotter: Snapshotter | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def create(self, principal: Principal, req: CreateSandbox) -> Sandbox:
+        """Forbidden without ``sandbox:create``; Unavailable while the kill switch is
+        engaged; Conflict when the org is at its cap of live sandboxes (``admission``)."""
+        require(principal, Scope.SANDBOX_CREATE)
         if principal.sandbox_id is not None:
             raise NotFound("sandbox creation is not a worker route")
+        started = time.perf_counter()
+        async with self.admission.slot(principal.org_id):
+            sandbox = await self._create(principal, req)
+        self.metrics.sandbox_created(time.perf_counter() - started)
+        await self.audit.record_for(
+            principal,
+            AuditKind.SANDBOX_CREATED,
+            sandbox.id,
+            template=sandbox.template,
+            cpu_count=sandbox.limits.cpu_count,
+            memory_mb=sandbox.limits.memory_mb,
+        )
+        return sandbox
+
+    async def _create(self, principal: Principal, req: CreateSandbox) -> Sandbox:
         s = self.settings
         limits = Limits(
             cpu_count=_bounded(req.cpu_count, s.max_cpu_count, 1, 1, "cpuCount"),
@@ -108,7 +175,7 @@ class SandboxService:
         except NotFound as exc:
             raise NotFound(f"template {name!r} not found", field="templateID") from exc
         sandbox_id = new_id("sb")
-        await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs))
+        await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs, req.egress))
         now = datetime.now(UTC)
         sandbox = Sandbox(
             id=sandbox_id,
@@ -121,6 +188,9 @@ class SandboxService:
             timeout_s=timeout_s,
             created_at=now,
             last_active_at=now,
+            preview_token_hash=req.preview_token_hash,
+            egress=req.egress,
+            template_digest=template.digest,
         )
         try:
             await self.store.add(sandbox)
@@ -131,35 +201,57 @@ class SandboxService:
         return sandbox
 
     async def get(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        require(principal, Scope.SANDBOX_READ)
+        return await self.visible(principal, sandbox_id)
+
+    async def visible(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        """The sandbox, if ``principal`` may see it (NotFound otherwise), needing no
+        scope: for services that required their own."""
         if not is_valid(sandbox_id, "sb") or not principal.may_see(sandbox_id):
             raise NotFound(f"sandbox {sandbox_id} not found")
         return self._with_activity(await self.store.get(principal.org_id, sandbox_id))
 
     async def list(self, principal: Principal, *, live_only: bool = True) -> list[Sandbox]:
-        found = await self.store.list(principal.org_id, live_only=live_only)
+        require(principal, Scope.SANDBOX_READ)
+        found = await self.store.list(principal.org_id, live_only=False)
+        if live_only:  # live, and hibernated: they keep their id and wake on use
+            found = [sb for sb in found if sb.live or sb.status is SandboxStatus.HIBERNATED]
         return [self._with_activity(sb) for sb in found if principal.may_see(sb.id)]
 
     async def kill(self, principal: Principal, sandbox_id: str) -> None:
-        sandbox = await self.get(principal, sandbox_id)
-        if sandbox.live:
+        require(principal, Scope.SANDBOX_DELETE)
+        sandbox = await self.visible(principal, sandbox_id)
+        if sandbox.live or sandbox.status is SandboxStatus.HIBERNATED:
             await self._stop(sandbox, reason=None)
+            await self.audit.record_for(principal, AuditKind.SANDBOX_KILLED, sandbox_id)
 
     async def set_timeout(self, principal: Principal, sandbox_id: str, timeout_s: int) -> Sandbox:
+        require(principal, Scope.SANDBOX_WRITE)
         if not 0 <= timeout_s <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
-        sandbox = await self._running(principal, sandbox_id)
-        updated = replace(sandbox, timeout_s=timeout_s, last_active_at=datetime.now(UTC))
+        sandbox = await self.visible(principal, sandbox_id)
+        if not sandbox.live and sandbox.status is not SandboxStatus.HIBERNATED:
+            raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        updated = replace(sandbox, timeout_s=timeout_s, last_active_at=datetime.now(UTC), hold_until=None)
         await self.store.update(updated)
         self._activity.pop(sandbox_id, None)
         return updated
 
     async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
-        await self._running(principal, sandbox_id)
+        sandbox = await self.visible(principal, sandbox_id)
+        if sandbox.status is SandboxStatus.HIBERNATED and self.waker is not None:
+            sandbox = await self.waker.awake(sandbox)
+        if not sandbox.live:
+            raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
         self._activity[sandbox_id] = time.time()
         return self.runtime.agent(sandbox_id)
 
-    async def _running(self, principal: Principal, sandbox_id: str) -> Sandbox:
-        sandbox = await self.get(principal, sandbox_id)
+    def touch(self, sandbox_id: str) -> None:
+        """Record activity of a sandbox the caller already knows to be running."""
+        self._activity[sandbox_id] = time.time()
+
+    async def running(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        sandbox = await self.visible(principal, sandbox_id)
         if not sandbox.live:
             raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
         return sandbox
@@ -172,6 +264,29 @@ class SandboxService:
             replace(current, status=SandboxStatus.STOPPED, ended_at=datetime.now(UTC), error=reason)
         )
         log.info("stopped %s%s", sandbox.id, f" ({reason})" if reason else "")
+        self.metrics.sandbox_stopped()
+        if sandbox.status is SandboxStatus.HIBERNATED:
+            self.metrics.sandboxes_active.inc()  # a hibernated sandbox was not counted live
+        if reason is not None:
+            await self.audit.record(
+                AuditKind.SANDBOX_STOPPED,
+                org_id=sandbox.org_id,
+                sandbox_id=sandbox.id,
+                data={"reason": reason},
+            )
+        for listener in self.stop_listeners:
+            listener(sandbox.id)
+
+    async def stop(self, sandbox: Sandbox, reason: str) -> None:
+        """Stop ``sandbox`` for a reason of corral's own (another service decided it)."""
+        await self._stop(sandbox, reason)
+
+    def settle(self, sandbox: Sandbox) -> Sandbox:
+        """``sandbox`` with its activity not yet flushed applied, and forgotten: for a
+        service about to write the row itself (hibernation)."""
+        settled = self._with_activity(sandbox)
+        self._activity.pop(sandbox.id, None)
+        return settled
 
     def _with_activity(self, sandbox: Sandbox) -> Sandbox:
         seen = self._activity.get(sandbox.id)
@@ -190,7 +305,23 @@ class SandboxService:
         """
         running: builtins.list[str] = []
         stopped: builtins.list[str] = []
-        for sandbox in await self.store.list_all(live_only=True):
+        hibernated: builtins.list[str] = []
+        snapshots = self.snapshotter
+        for sandbox in await self.store.list_all():
+            if sandbox.status is SandboxStatus.HIBERNATED:
+                if snapshots is not None and await snapshots.has_disk(sandbox.id):
+                    hibernated.append(sandbox.id)
+                else:
+                    await self._stop(sandbox, reason="its disk was lost while corral was down")
+                    stopped.append(sandbox.id)
+                continue
+            if not sandbox.live:
+                continue
+            if snapshots is not None:
+                try:  # a crash in the middle of a checkpoint leaves it frozen
+                    await snapshots.recover(sandbox.id)
+                except CorralError as exc:
+                    log.warning("reconcile: could not thaw %s: %s", sandbox.id, exc.message)
             ok = await self.runtime.state(sandbox.id) == RuntimeState.RUNNING
             if ok:
                 try:
@@ -199,16 +330,34 @@ class SandboxService:
                     ok = False
             if ok:
                 running.append(sandbox.id)
+            elif await self._park_lost(sandbox):
+                hibernated.append(sandbox.id)
             else:
                 await self._stop(sandbox, reason="sandbox was lost while corral was down")
                 stopped.append(sandbox.id)
-        reclaimed = await self.runtime.reclaim(set(running))
+        reclaimed = await self.runtime.reclaim({*running, *hibernated})
+        self.metrics.sandboxes_active.set(len(running))
         if stopped or reclaimed:
             log.warning("reconcile: marked stopped %s, reclaimed %s", stopped, reclaimed)
-        return ReconcileReport(running, stopped, reclaimed)
+        return ReconcileReport(running, stopped, reclaimed, hibernated)
+
+    async def _park_lost(self, sandbox: Sandbox) -> bool:
+        """A live sandbox whose processes are gone: hibernated if its disk is intact."""
+        if self.snapshotter is None or self.waker is None:
+            return False
+        if not await self.snapshotter.has_disk(sandbox.id):
+            return False
+        try:
+            await self.snapshotter.hibernate(sandbox.id)
+        except CorralError as exc:
+            log.warning("reconcile: could not park %s: %s", sandbox.id, exc.message)
+            return False
+        await self.waker.mark_hibernated(sandbox, "its processes were lost while corral was down")
+        return True
 
     async def reap_idle(self) -> builtins.list[str]:
-        """Stop every running sandbox idle for longer than its timeout; flush activity."""
+        """Hibernate (without hibernation: stop) every running sandbox idle for longer
+        than its timeout and past its ``hold_until``; flush activity."""
         now = time.time()
         reaped: builtins.list[str] = []
         for sandbox in await self.store.list_all(live_only=True):
@@ -216,8 +365,12 @@ class SandboxService:
             if seen is not None:
                 await self.store.touch(sandbox.id, datetime.fromtimestamp(seen, UTC))
             last = max(seen or 0.0, sandbox.last_active_at.timestamp())
-            if sandbox.timeout_s > 0 and now - last > sandbox.timeout_s:
-                await self._stop(sandbox, reason="idle timeout")
+            held = sandbox.hold_until is not None and sandbox.hold_until.timestamp() > now
+            if sandbox.timeout_s > 0 and now - last > sandbox.timeout_s and not held:
+                if self.waker is not None:
+                    await self.waker.idle_out(sandbox)
+                else:
+                    await self._stop(sandbox, reason="idle timeout")
                 reaped.append(sandbox.id)
         return reaped
 

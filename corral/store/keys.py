@@ -50,6 +50,11 @@ class SqlKeyStore:
                 raise NotFound(f"org {name!r} not found", field="org")
             return Org(row.id, row.name, utc(row.created_at))
 
+    async def list_orgs(self) -> list[Org]:
+        async with self.db.session() as s:
+            rows = await s.scalars(select(OrgRow).order_by(OrgRow.created_at))
+            return [Org(r.id, r.name, utc(r.created_at)) for r in rows.all()]
+
     async def add_key(self, key: ApiKey) -> None:
         async with self.db.session() as s, s.begin():
             s.add(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import builtins
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from sqlalchemy import Select, select, update
 
-from corral.domain import EgressMode, EgressPolicy, Limits, Sandbox, SandboxStatus
+from corral.domain import EgressMode, EgressPolicy, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import SandboxRow
@@ -82,8 +83,12 @@ def _row(sb: Sandbox) -> SandboxRow:
         last_active_at=sb.last_active_at,
         ended_at=sb.ended_at,
         error=sb.error,
-        egress={"mode": sb.egress.mode.value, "allow": list(sb.egress.allow), "deny": list(sb.egress.deny)},
+        egress=egress_json(sb.egress),
         preview_token_hash=sb.preview_token_hash,
+        template_digest=sb.template_digest,
+        hold_until=sb.hold_until,
+        checkpoint_id=sb.checkpoint_id,
+        patches=[asdict(run) for run in sb.patches] or None,
     )
 
 
@@ -103,6 +108,30 @@ def _sandbox(r: SandboxRow) -> Sandbox:
         error=r.error,
         egress=_egress(r.egress),
         preview_token_hash=r.preview_token_hash,
+        template_digest=r.template_digest,
+        hold_until=utc(r.hold_until) if r.hold_until else None,
+        checkpoint_id=r.checkpoint_id,
+        patches=tuple(_patch_run(run) for run in r.patches or ()),
+    )
+
+
+def egress_json(policy: EgressPolicy) -> dict[str, object]:
+    return {"mode": policy.mode.value, "allow": list(policy.allow), "deny": list(policy.deny)}
+
+
+def egress_from(raw: dict[str, object] | None) -> EgressPolicy:
+    return _egress(raw)
+
+
+def _patch_run(raw: dict[str, object]) -> PatchRun:
+    code = raw.get("exit_code")
+    error = raw.get("error")
+    return PatchRun(
+        patch_id=str(raw.get("patch_id")),
+        sequence=int(str(raw.get("sequence", 0))),
+        status=str(raw.get("status")),
+        exit_code=code if isinstance(code, int) else None,
+        error=str(error) if error is not None else None,
     )
 
 

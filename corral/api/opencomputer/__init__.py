@@ -23,6 +23,16 @@ Decisions where the spec is vague or the SDKs disagree with it:
   the field). ``diskMB`` is honoured.
 - Malformed path ids are 404, like unknown ones. A stopped sandbox is 409 for
   operations. A full sandbox disk is 507; the sandbox's own failures are 502.
-- Hibernation, checkpoints, previews, templates and agent sessions are not served yet
-  (404).
+- Preview URLs (``routes_preview``): a second create of a port returns the existing
+  preview (200); ``sslStatus`` is ``"none"``; ``url`` is added to each preview. Preview
+  auth (``previewAuth`` on create, ``preview/rotate``) is enforced by the gateway
+  (``corral.gateway``), which also serves ``{id}-p{port}.<gateway domain>``. A preview
+  without ``authConfig.public`` needs the preview token or the owner's key.
+- ``GET /sandboxes/{id}/ports`` (both mounts) is corral's own: listening TCP ports.
+- corral's own too, control plane only: the audit trail (``routes_audit``:
+  ``GET /sandboxes/{id}/audit``, ``GET /audit``) and API keys (``routes_keys``).
+- A role without the scope a route needs is 403 (``corral.auth.scopes``); too many
+  requests are 429 with ``Retry-After`` (``corral.api.guard``); creating while the kill
+  switch is on is 503, past the org's cap of live sandboxes 409.
+- Hibernation, checkpoints, templates and agent sessions are not served yet (404).
 """

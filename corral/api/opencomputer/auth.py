@@ -17,6 +17,9 @@ reaches all of its org's.
 Both surfaces differ only in what a 401 for a missing credential tells the client to
 send. A header of the wrong form (``Authorization: Basic ...``, ``X-API-Key: Bearer
 ...``) is a 401 that says which form is expected.
+
+Both go through ``corral.api.guard.admit``: the rate limit of the ``api`` surface
+(setting ``rate_limit_api``), and ``X-Client-Id`` into the principal.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from corral.api.guard import admit
 from corral.auth.principal import Principal
+from corral.auth.ratelimit import API
 from corral.errors import Unauthenticated
 from corral.services.core import Core
 
@@ -96,7 +101,7 @@ async def control_principal(
 ) -> Principal:
     """The caller of a control-plane route (``/api/...``)."""
     missing = _CONTROL_MISSING + (" or the query ?api_key=" if conn.scope["type"] == "websocket" else "")
-    return await authenticate(core, _credential(conn, missing))
+    return await admit(conn, core, API, lambda: authenticate(core, _credential(conn, missing)))
 
 
 async def worker_principal(
@@ -106,7 +111,7 @@ async def worker_principal(
 ) -> Principal:
     """The caller of a worker-direct route (``/sandboxes/...`` without ``/api``)."""
     missing = _WORKER_MISSING + (" or the query ?token=" if conn.scope["type"] == "websocket" else "")
-    return await authenticate(core, _credential(conn, missing))
+    return await admit(conn, core, API, lambda: authenticate(core, _credential(conn, missing)))
 
 
 @dataclass(frozen=True)

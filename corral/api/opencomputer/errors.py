@@ -12,6 +12,9 @@ Statuses (the spec's table, made precise where it is silent):
                                                  WebDAV quotas, the request was fine but the
                                                  server cannot store it, so a retry won't help
     Unavailable                            503
+    SandboxWaking                          503   {"error": ..., "waking": true} with Retry-After: 1:
+                                                 the sandbox is hibernated and waking in the
+                                                 background (X-OSB-Async-Wake: 1); retry
     ExecTimeout                            504   the sandbox did not answer in time
     SandboxError, RuntimeFailure,          502   the sandbox (our upstream) failed
       AgentError
@@ -48,6 +51,7 @@ from corral.errors import (
     LimitExceeded,
     NotFound,
     SandboxError,
+    SandboxWaking,
     Unauthenticated,
     Unavailable,
 )
@@ -153,6 +157,9 @@ def _reason(message: str) -> str:
 async def on_corral_error(conn: HTTPConnection, exc: Exception) -> Response | None:
     assert isinstance(exc, CorralError)
     status = status_of(exc)
+    if isinstance(exc, SandboxWaking) and not isinstance(conn, WebSocket):
+        body = {"error": exc.message, "waking": True}
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"})
     if status >= 500:
         log.error("%s %s: %s: %s", _method(conn), conn.url.path, type(exc).__name__, exc.message)
     return await render(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))

@@ -10,22 +10,54 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from corral.api.opencomputer.schemas import (
+    AuditEventOut,
+    AuditPageOut,
+    CheckpointOut,
+    CreatedKeyOut,
+    CreatedSandboxOut,
     CreateSandboxBody,
     ExecBody,
     ExecHandleOut,
     ExecResultOut,
     ExecStatusOut,
     FileEntryOut,
+    HibernateOut,
+    KeyOut,
+    PatchOut,
+    PatchRunOut,
+    PortOut,
+    PreviewAuthConfig,
+    PreviewOut,
     PtyOut,
     SandboxOut,
     SessionBody,
     SessionOut,
+    TemplateOut,
 )
-from corral.domain import ExecRequest, ExecResult, FileEntry, Sandbox, SessionInfo, SessionSpec
+from corral.auth.service import NewKey
+from corral.domain import (
+    Checkpoint,
+    EgressPolicy,
+    ExecRequest,
+    ExecResult,
+    FileEntry,
+    Patch,
+    PatchRun,
+    Sandbox,
+    SessionInfo,
+    SessionSpec,
+    TemplateBuild,
+)
 from corral.errors import NotFound
 from corral.ids import is_valid
+from corral.network.policy import parse_policy
 from corral.services.commands import AsyncExec
+from corral.services.lifecycle import Hibernation
+from corral.services.previews import OpenPort, PreviewLink
 from corral.services.sandboxes import CreateSandbox, end_at
+from corral.services.templates import TemplateInfo
+from corral.store.events import EventPage
+from corral.store.keys import ApiKey
 
 EXEC_RUN_DEFAULT_TIMEOUT_S = 60  # the spec's default for exec/run
 
@@ -48,7 +80,7 @@ def path_id(value: str, prefixes: tuple[str, ...], what: str) -> str:
 # ---- requests -----------------------------------------------------------------------
 
 
-def create_request(body: CreateSandboxBody | None) -> CreateSandbox:
+def create_request(body: CreateSandboxBody | None, preview_token_hash: str | None = None) -> CreateSandbox:
     body = body or CreateSandboxBody()
     return CreateSandbox(
         template=body.templateID or None,
@@ -58,7 +90,21 @@ def create_request(body: CreateSandboxBody | None) -> CreateSandbox:
         timeout_s=body.timeout,
         envs=dict(body.envs or {}),
         metadata=dict(body.metadata or {}),
+        preview_token_hash=preview_token_hash,
+        egress=_egress(body),
     )
+
+
+def _egress(body: CreateSandboxBody) -> EgressPolicy:
+    if body.egress is not None:
+        return parse_policy(body.egress.mode, body.egress.allow, body.egress.deny, field="egress")
+    if body.allowedHosts is not None:
+        return parse_policy("deny_all", body.allowedHosts, field="allowedHosts")
+    return EgressPolicy()
+
+
+def is_public(config: PreviewAuthConfig | None) -> bool:
+    return bool(config and config.public)
 
 
 def exec_request(body: ExecBody) -> ExecRequest:
@@ -100,7 +146,90 @@ def sandbox_out(sandbox: Sandbox, connect_url: str, token: str) -> SandboxOut:
         metadata=dict(sandbox.metadata),
         connectURL=connect_url,
         token=token,
+        error=sandbox.error,
+        patches=[patch_run_out(run) for run in sandbox.patches] if sandbox.checkpoint_id else None,
     )
+
+
+def patch_run_out(run: PatchRun) -> PatchRunOut:
+    return PatchRunOut(
+        patchID=run.patch_id,
+        sequence=run.sequence,
+        status=run.status,
+        exitCode=run.exit_code,
+        error=run.error,
+    )
+
+
+def checkpoint_out(cp: Checkpoint) -> CheckpointOut:
+    return CheckpointOut(
+        id=cp.id,
+        sandboxID=cp.sandbox_id,
+        sandboxId=cp.sandbox_id,
+        name=cp.name,
+        status=cp.status.value,
+        sizeBytes=cp.size_bytes,
+        createdAt=rfc3339(cp.created_at),
+        error=cp.error,
+    )
+
+
+def patch_out(patch: Patch) -> PatchOut:
+    return PatchOut(
+        id=patch.id,
+        checkpointId=patch.checkpoint_id,
+        script=patch.script,
+        description=patch.description,
+        strategy=patch.strategy,
+        sequence=patch.sequence,
+        createdAt=rfc3339(patch.created_at),
+    )
+
+
+def hibernate_out(h: Hibernation) -> HibernateOut:
+    return HibernateOut(
+        sandboxID=h.sandbox_id, hibernationKey=h.key, sizeBytes=h.size_bytes, status=h.status.value
+    )
+
+
+def template_out(t: TemplateInfo | TemplateBuild) -> TemplateOut:
+    if isinstance(t, TemplateBuild):
+        t = TemplateInfo(t.id, t.name, t.tag, t.status.value, False, t.created_at, t.error, t.digest)
+    return TemplateOut(
+        templateID=t.id,
+        id=t.id,
+        name=t.name,
+        tag=t.tag,
+        status=t.status,
+        createdAt=rfc3339(t.created_at) if t.created_at else None,
+        builtin=t.builtin,
+        error=t.error,
+    )
+
+
+def created_sandbox_out(
+    sandbox: Sandbox, connect_url: str, token: str, preview_token: str
+) -> CreatedSandboxOut:
+    out = sandbox_out(sandbox, connect_url, token)
+    return CreatedSandboxOut(**out.model_dump(), previewAuthToken=preview_token)
+
+
+def preview_out(link: PreviewLink) -> PreviewOut:
+    p = link.preview
+    return PreviewOut(
+        id=p.id,
+        sandboxId=p.sandbox_id,
+        hostname=link.hostname,
+        port=p.port,
+        sslStatus="none",  # corral serves previews over its own scheme; it issues no certificates
+        createdAt=rfc3339(p.created_at),
+        url=link.url,
+    )
+
+
+def port_out(port: OpenPort) -> PortOut:
+    preview_id = port.link.preview.id if port.link else None
+    return PortOut(port=port.port, hostname=port.hostname, url=port.url, previewId=preview_id)
 
 
 def exec_result_out(result: ExecResult) -> ExecResultOut:
@@ -142,3 +271,36 @@ def pty_out(info: SessionInfo, sandbox_id: str) -> PtyOut:
 
 def entry_out(entry: FileEntry) -> FileEntryOut:
     return FileEntryOut(name=entry.name, isDir=entry.is_dir, size=entry.size, path=entry.path)
+
+
+def audit_page_out(page: EventPage) -> AuditPageOut:
+    return AuditPageOut(
+        events=[
+            AuditEventOut(
+                id=e.id or 0,
+                at=e.at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                kind=e.kind,
+                sandboxID=e.sandbox_id,
+                keyID=e.key_id,
+                clientID=e.client_id,
+                data=e.data,
+            )
+            for e in page.events
+        ],
+        nextCursor=None if page.next_cursor is None else str(page.next_cursor),
+    )
+
+
+def key_out(key: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        role=key.role,
+        name=key.name,
+        createdAt=rfc3339(key.created_at),
+        lastUsedAt=rfc3339(key.last_used_at) if key.last_used_at else None,
+        revokedAt=rfc3339(key.revoked_at) if key.revoked_at else None,
+    )
+
+
+def created_key_out(new: NewKey) -> CreatedKeyOut:
+    return CreatedKeyOut(key=new.raw, **key_out(new.key).model_dump())

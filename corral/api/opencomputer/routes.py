@@ -1,10 +1,19 @@
 """Routes of the OpenComputer surface: sandbox lifecycle here, and the whole router.
 
 ``router(CONTROL)`` is mounted at ``/api``, ``router(WORKER)`` at the root. Both carry
-the operational routes (exec, files, PTY, get, timeout); only the control plane
-creates, lists and kills sandboxes; only the worker refreshes tokens. ``timeout`` is
+the operational routes (exec, files, PTY, get, timeout, open ports); only the control
+plane creates, lists and kills sandboxes and manages preview URLs; only the worker
+refreshes tokens. A create with ``previewAuth`` answers its token once, as
+``previewAuthToken`` (always present in a create's answer, "" without preview auth). ``timeout`` is
 served on both although the spec calls it worker-only: the Python SDK posts it through
 its control-plane client.
+
+The control plane also serves corral's own audit trail (``routes_audit``) and API key
+(``routes_keys``) routes, and spec 003's checkpoints, forks and patches
+(``routes_checkpoints``), hibernate and wake (``routes_lifecycle``, which also has the
+keepalive route of both mounts and the ``X-OSB-Async-Wake`` header every route reads)
+and Dockerfile templates (``routes_templates``). Which role may call what is decided in the services
+(``corral.auth.scopes``): 403 for a missing scope, 404 for another org's resource.
 
 Handlers are thin: parse, call one service, map (see ``mapping``). Errors are raised as
 ``CorralError`` and rendered by ``errors``.
@@ -15,9 +24,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from fastapi import status as http
 
-from corral.api.opencomputer import mapping, routes_exec, routes_files, routes_pty
+from corral.api.opencomputer import (
+    mapping,
+    routes_audit,
+    routes_checkpoints,
+    routes_exec,
+    routes_files,
+    routes_keys,
+    routes_lifecycle,
+    routes_network,
+    routes_preview,
+    routes_pty,
+    routes_templates,
+)
 from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.schemas import (
+    CreatedSandboxOut,
     CreateSandboxBody,
     ErrorOut,
     SandboxOut,
@@ -31,19 +53,33 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     for code, text in [
         (400, "Invalid request; the message names the field"),
         (401, "Missing or invalid credentials"),
+        (403, "The credential's role lacks the scope this needs"),
         (404, "No such sandbox (or not visible to this credential)"),
         (409, "The sandbox is not running"),
+        (429, "Rate limit exceeded; retry after Retry-After seconds"),
     ]
 }
 
 
 def router(surface: Surface) -> APIRouter:
     """Every route of this surface, as mounted for ``surface``."""
-    top = APIRouter(tags=[f"OpenComputer {surface.name}"], responses=ERROR_RESPONSES)
+    top = APIRouter(
+        tags=[f"OpenComputer {surface.name}"],
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(routes_lifecycle.wake_preference)],  # X-OSB-Async-Wake
+    )
+    top.include_router(routes_checkpoints.router(surface))  # before /sandboxes/{id}/...
     top.include_router(_lifecycle(surface))
+    top.include_router(routes_lifecycle.router(surface))
     top.include_router(routes_exec.router(surface))
     top.include_router(routes_files.router(surface))
     top.include_router(routes_pty.router(surface))
+    top.include_router(routes_preview.router(surface))
+    top.include_router(routes_network.router(surface))
+    if surface.control:
+        top.include_router(routes_audit.router(surface))
+        top.include_router(routes_keys.router(surface))
+        top.include_router(routes_templates.router(surface))
     return top
 
 
@@ -56,10 +92,14 @@ def _lifecycle(surface: Surface) -> APIRouter:
         @r.post("/sandboxes", status_code=http.HTTP_201_CREATED, summary="Create a sandbox")
         async def create_sandbox(
             core: CoreDep, body: CreateSandboxBody | None = None, principal: Principal = caller
-        ) -> SandboxOut:
-            sandbox = await core.sandboxes.create(principal, mapping.create_request(body))
+        ) -> CreatedSandboxOut:
+            auth = body.previewAuth if body else None
+            preview = core.previews.issue_token(auth.token, auth.scheme) if auth else None
+            request = mapping.create_request(body, preview.hash if preview else None)
+            sandbox = await core.sandboxes.create(principal, request)
             token = core.auth.issue_token(principal, sandbox.id)
-            return mapping.sandbox_out(sandbox, core.settings.base_url, token)
+            plaintext = preview.plaintext if preview else ""
+            return mapping.created_sandbox_out(sandbox, core.settings.base_url, token, plaintext)
 
         @r.get("/sandboxes", summary="List running sandboxes")
         async def list_sandboxes(core: CoreDep, principal: Principal = caller) -> list[SandboxOut]:

@@ -9,7 +9,9 @@ services, so there is one source of truth for them.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 
 class _Body(BaseModel):
@@ -23,6 +25,23 @@ class _Out(BaseModel):
 # ---- requests -----------------------------------------------------------------------
 
 
+class PreviewAuthBody(_Body):
+    scheme: str | None = None  # "bearer"
+    token: str | None = None  # "auto" or an explicit token
+
+
+class EgressBody(_Body):
+    """Enclave's ``{mode, allow}`` shape, with corral's ``deny``."""
+
+    mode: str | None = None  # "allow_all" | "deny_all"; only an allow list: deny_all
+    allow: list[str] | None = None
+    deny: list[str] | None = None
+
+
+class NetworkBody(EgressBody):
+    egress: EgressBody | None = None
+
+
 class CreateSandboxBody(_Body):
     templateID: str | None = None
     timeout: int | None = None
@@ -31,6 +50,19 @@ class CreateSandboxBody(_Body):
     diskMB: int | None = None
     envs: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
+    previewAuth: PreviewAuthBody | None = None
+    egress: EgressBody | None = None
+    allowedHosts: list[str] | None = None  # OpenComputer's shape: deny all but these
+
+
+class PreviewAuthConfig(_Body):
+    public: bool | None = None  # no credential needed for this preview URL
+
+
+class CreatePreviewBody(_Body):
+    port: int
+    domain: str | None = None
+    authConfig: PreviewAuthConfig | None = None
 
 
 class TimeoutBody(_Body):
@@ -79,6 +111,63 @@ class SandboxOut(_Out):
     metadata: dict[str, str]
     connectURL: str
     token: str
+    error: str | None = None  # why it stopped, or which checkpoint patch failed in it
+    patches: list[PatchRunOut] | None = None  # forks: how its checkpoint's patches went
+
+    @model_serializer(mode="wrap")
+    def _spec_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``error`` and ``patches`` only when they say something: the spec's shape
+        otherwise."""
+        data: dict[str, Any] = handler(self)
+        for name in ("error", "patches"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+class PatchRunOut(_Out):
+    patchID: str
+    sequence: int
+    status: str  # applied | failed | skipped
+    exitCode: int | None
+    error: str | None
+
+
+class EgressOut(_Out):
+    mode: str
+    allow: list[str]
+    deny: list[str]
+
+
+class AllowedHostsOut(_Out):
+    sandboxID: str
+    egressAllowlist: list[str]
+    egress: EgressOut
+
+
+class CreatedSandboxOut(SandboxOut):
+    previewAuthToken: str  # plaintext preview token, once; "" when preview auth is off
+
+
+class PreviewOut(_Out):
+    id: str
+    sandboxId: str
+    hostname: str
+    port: int
+    sslStatus: str
+    createdAt: str
+    url: str
+
+
+class PreviewTokenOut(_Out):
+    previewAuthToken: str
+
+
+class PortOut(_Out):
+    port: int
+    hostname: str
+    url: str
+    previewId: str | None
 
 
 class TokenOut(_Out):
@@ -133,3 +222,109 @@ class EmptyOut(_Out):
 
 class ErrorOut(_Out):
     error: str
+
+
+# ---- audit trail and API keys (corral's extensions: routes_audit, routes_keys) -------
+
+
+class AuditEventOut(_Out):
+    id: int
+    at: str  # RFC 3339, UTC, to the millisecond
+    kind: str
+    sandboxID: str | None
+    keyID: str | None
+    clientID: str | None
+    data: dict[str, object]
+
+
+class AuditPageOut(_Out):
+    events: list[AuditEventOut]
+    nextCursor: str | None  # pass as ?cursor= for the next page; null on the last one
+
+
+class CreateKeyBody(_Body):
+    role: str
+    name: str | None = None
+
+
+class KeyOut(_Out):
+    id: str
+    role: str
+    name: str
+    createdAt: str
+    lastUsedAt: str | None
+    revokedAt: str | None
+
+
+class CreatedKeyOut(KeyOut):
+    key: str  # ek_<id>_<secret>, shown only in this answer
+
+
+# ---- checkpoints, patches, hibernation, templates ------------------------------------
+
+
+class CreateCheckpointBody(_Body):
+    name: str
+
+
+class ForkBody(_Body):
+    timeout: int | None = None
+    envs: dict[str, str] | None = None
+
+
+class CreatePatchBody(_Body):
+    script: str
+    description: str | None = None
+
+
+class WakeBody(_Body):
+    timeout: int | None = None
+
+
+class BuildTemplateBody(_Body):
+    name: str
+    dockerfile: str
+    tag: str | None = None
+
+
+class CheckpointOut(_Out):
+    id: str
+    sandboxID: str
+    sandboxId: str  # the SDKs' docs spell it both ways
+    name: str
+    status: str  # processing | ready | failed
+    sizeBytes: int
+    createdAt: str
+    error: str | None = None
+
+
+class PatchOut(_Out):
+    id: str
+    checkpointId: str
+    script: str
+    description: str
+    strategy: str
+    sequence: int
+    createdAt: str
+
+
+class CreatedPatchOut(_Out):
+    patch: PatchOut
+
+
+class HibernateOut(_Out):
+    sandboxID: str
+    hibernationKey: str
+    sizeBytes: int
+    status: str
+
+
+class TemplateOut(_Out):
+    templateID: str
+    id: str
+    name: str
+    tag: str
+    status: str  # ready | building | failed
+    createdAt: str | None
+    builtin: bool
+    error: str | None = None

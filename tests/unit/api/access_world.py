@@ -129,6 +129,12 @@ def _furnish(world: World) -> None:
     assert world.owner("POST", f"{base}/exec", json=server).status_code == 201
     world.ids["port"] = str(port)
     _wait_listening(port)
+    # a sandbox of its own for checkpoints, restores and hibernation (they restart it)
+    other = world.owner("POST", "/api/sandboxes", json={}).json()["sandboxID"]
+    world.ids["sandbox_id"] = other
+    made = world.owner("POST", f"/api/sandboxes/{other}/checkpoints", json={"name": "matrix"})
+    world.ids["checkpoint_id"] = made.json()["id"]
+    world.ids["name"] = "base"  # a built-in template
 
 
 def serve_world(settings: Settings) -> Iterator[World]:

@@ -74,6 +74,7 @@ def operations(prefix: str) -> list[Row]:
         Row("GET", sb + "/ports", READ, (200,)),
         Row("GET", sb + "/allowed-hosts", READ, (200,)),
         Row("PUT", sb + "/network", WRITE, (200,), body={"mode": "allow_all"}),
+        Row("POST", sb + "/keepalive", WRITE, (204,)),
     ]
 
 
@@ -92,6 +93,34 @@ ROUTES: list[Row] = [
     Row("POST", "/api/keys", KEYS, (201,), bound=False, body={"role": "viewer"}),
     Row("GET", "/api/keys", KEYS, (200,), bound=False),
     Row("DELETE", "/api/keys/{key}", KEYS, (204,), fresh=("key",)),
+    # checkpoints, forks, patches, hibernation: on a sandbox of their own ({sandbox_id})
+    Row("POST", "/api/sandboxes/{sid}/checkpoints", WRITE, (201,), body={"name": "m"}, fresh=("sid",)),
+    Row("GET", "/api/sandboxes/{sandbox_id}/checkpoints", READ, (200,)),
+    Row("POST", "/api/sandboxes/{sandbox_id}/checkpoints/{checkpoint_id}/restore", WRITE, (200,)),
+    Row(
+        "DELETE",
+        "/api/sandboxes/{sandbox_id}/checkpoints/{checkpoint_id}",
+        WRITE,
+        (204,),
+        fresh=("checkpoint_id",),
+    ),
+    Row("POST", "/api/sandboxes/from-checkpoint/{checkpoint_id}", CREATE, (201,), body={}),
+    Row("POST", "/api/sandboxes/checkpoints/{checkpoint_id}/patches", WRITE, (201,), body={"script": "true"}),
+    Row("GET", "/api/sandboxes/checkpoints/{checkpoint_id}/patches", READ, (200,)),
+    Row(
+        "DELETE",
+        "/api/sandboxes/checkpoints/{checkpoint_id}/patches/{patch_id}",
+        WRITE,
+        (204,),
+        fresh=("patch_id",),
+    ),
+    Row("POST", "/api/sandboxes/{sandbox_id}/hibernate", WRITE, (200,)),
+    Row("POST", "/api/sandboxes/{sandbox_id}/wake", WRITE, (200,), body={}),
+    # templates: no builder on the process runtime (503); built-ins are everyone's
+    Row("POST", "/api/templates", CREATE, (503,), bound=False, body={"name": "m", "dockerfile": "FROM base"}),
+    Row("GET", "/api/templates", READ, (200,), bound=False),
+    Row("GET", "/api/templates/{name}", READ, (200,), bound=False),
+    Row("DELETE", "/api/templates/{name}", DELETE, (409,), bound=False),
     # OpenComputer worker routes (at the root)
     Row("POST", "/sandboxes/{sid}/token/refresh", READ, (200,)),
     *operations(""),
@@ -140,6 +169,16 @@ def fresh(world: World, name: str) -> str:
         return port
     if name == "key":
         return str(world.owner("POST", "/api/keys", json={"role": "viewer"}).json()["id"])
+    if name == "checkpoint_id":  # on {sandbox_id}, keeping it under its 10 checkpoints
+        listed = f"/api/sandboxes/{world.ids['sandbox_id']}/checkpoints"
+        for old in world.owner("GET", listed).json():
+            if old["id"] != world.ids["checkpoint_id"]:
+                world.owner("DELETE", f"{listed}/{old['id']}")
+        made = world.owner("POST", listed, json={"name": f"fresh-{next(_fresh_port)}"})
+        return str(made.json()["id"])
+    if name == "patch_id":
+        patches = f"/api/sandboxes/checkpoints/{world.ids['checkpoint_id']}/patches"
+        return str(world.owner("POST", patches, json={"script": "true"}).json()["patch"]["id"])
     raise AssertionError(name)
 
 

@@ -34,7 +34,8 @@ async def test_create_answers_the_spec_shape_and_ignores_unknown_fields(api: Api
     response = await api.client.post("/api/sandboxes", json=body)
     assert response.status_code == 201, response.text
     sb = response.json()
-    assert set(sb) == SANDBOX_FIELDS
+    assert set(sb) == SANDBOX_FIELDS | {"previewAuthToken"}  # asked for with previewAuth
+    assert len(sb["previewAuthToken"]) >= 40
     assert sb["sandboxID"].startswith("sb-") and sb["status"] == "running"
     assert (sb["cpuCount"], sb["memoryMB"], sb["diskMB"]) == (2, 1024, 4096)
     assert sb["metadata"] == {"team": "a"} and sb["templateID"] == "base"
@@ -258,5 +259,5 @@ async def test_openapi_documents_both_mounts(api: Api) -> None:
 
 
 async def test_unknown_routes_use_the_envelope(api: Api) -> None:
-    response = await api.client.post(f"/api/sandboxes/{api.sid}/hibernate")
+    response = await api.client.post(f"/api/sandboxes/{api.sid}/power-cycle")
     assert response.status_code == 404 and set(response.json()) == {"error"}

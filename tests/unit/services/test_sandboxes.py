@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.auth.principal import Principal, Role
-from corral.domain import ExecRequest, SandboxSpec, SandboxStatus
+from corral.domain import ExecRequest, RuntimeState, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
@@ -103,7 +103,7 @@ async def test_other_org_and_worker_token_scope(core: Core) -> None:
         await core.sandboxes.get(me, "../../etc")
 
 
-async def test_idle_timeout_stops_and_activity_defers(core: Core) -> None:
+async def test_idle_timeout_hibernates_and_activity_defers(core: Core) -> None:
     me = await owner(core)
     idle = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
     busy = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
@@ -113,9 +113,11 @@ async def test_idle_timeout_stops_and_activity_defers(core: Core) -> None:
         await core.commands.run(me, busy.id, ExecRequest("true"))
     reaped = await core.sandboxes.reap_idle()
     assert reaped == [idle.id]
-    assert (await core.sandboxes.get(me, idle.id)).error == "idle timeout"
+    assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.HIBERNATED
     assert (await core.sandboxes.get(me, busy.id)).status is SandboxStatus.RUNNING
     assert (await core.sandboxes.get(me, forever.id)).status is SandboxStatus.RUNNING
+    assert await core.runtime.state(idle.id) == RuntimeState.STOPPED  # no processes, disk kept
+    await core.sandboxes.kill(me, idle.id)
     assert idle.id not in await core.runtime.list_ids()
 
 

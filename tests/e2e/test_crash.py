@@ -1,0 +1,195 @@
+"""kill -9 of the server in the middle of a checkpoint, a fork and a hibernate: after a
+restart there is no half-made checkpoint, no leaked mount or loop device, and each
+sandbox is as it was before the operation or as it would have been after it.
+
+The server runs as a subprocess with ``CORRAL_TEST_PAUSE`` (``corral.pausepoints``):
+it logs when it reaches the chosen point and sleeps there; the test kills it then.
+It has a data dir, store and runc root of its own (no network), and borrows the
+session server's templates (a symlink), so nothing of the shared server is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from corral.runtime import loopdev, mounts
+from tests.e2e.conftest import CORRAL, Server, _free_port, _tail
+
+pytestmark = pytest.mark.e2e
+
+CRASH_DIR = Path(os.environ.get("CORRAL_CRASH_DATA_DIR", "/var/tmp/corral-e2e-crash"))
+RUNC_ROOT = "/run/corral-e2e-crash/runc"
+WAIT_S = 60
+
+
+@dataclass
+class Node:
+    """One life of the crash server."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    key: str
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.url}/api", headers={"X-API-Key": self.key}, timeout=60)
+
+    def wait_for(self, text: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while text not in self.log.read_text(errors="replace"):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"never saw {text!r}:\n{_tail(self.log)}")
+            time.sleep(0.05)
+
+    def crash(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def lives(server: Server, tmp_path: Path) -> Iterator[list[Node]]:
+    shutil.rmtree(CRASH_DIR / "checkpoints", ignore_errors=True)
+    CRASH_DIR.mkdir(parents=True, exist_ok=True)
+    templates = CRASH_DIR / "templates"
+    if not templates.is_symlink():
+        shutil.rmtree(templates, ignore_errors=True)
+        templates.symlink_to(server.data_dir / "templates")
+    started: list[Node] = []
+    yield started
+    for node in started:
+        if node.proc.poll() is None:
+            with node.http() as http:
+                for sb in http.get("/sandboxes").json():
+                    http.delete(f"/sandboxes/{sb['sandboxID']}")
+            node.stop()
+
+
+def start(lives: list[Node], tmp_path: Path, pause: str = "") -> Node:
+    key = lives[0].key if lives else f"ek_crash{secrets.token_hex(4)}_{secrets.token_hex(24)}"
+    port = _free_port()
+    log = tmp_path / f"server-{len(lives)}.log"
+    env = {
+        **os.environ,
+        "CORRAL_RUNTIME": "runc",
+        "CORRAL_RUNC_ROOT": RUNC_ROOT,
+        "CORRAL_NETWORK_ENABLED": "false",
+        "CORRAL_API_KEY": key,
+        "CORRAL_TEST_PAUSE": pause,
+    }
+    argv = [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(CRASH_DIR)]
+    argv += ["--database-url", f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+    node = Node(proc, f"http://127.0.0.1:{port}", log, key)
+    lives.append(node)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            if httpx.get(f"{node.url}/healthz", timeout=2).status_code == 200:
+                return node
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"the crash server did not start:\n{_tail(log)}")
+        time.sleep(0.1)
+
+
+def in_background(node: Node, method: str, path: str, body: object = None) -> threading.Thread:
+    def call() -> None:
+        try:
+            with node.http() as http:
+                http.request(method, path, json=body)
+        except httpx.HTTPError:
+            pass  # the server dies under it
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def exec_run(node: Node, sandbox_id: str, script: str) -> str:
+    with node.http() as http:
+        r = http.post(f"/sandboxes/{sandbox_id}/exec/run", json={"cmd": "sh", "args": ["-c", script]})
+    assert r.status_code == 200 and r.json()["exitCode"] == 0, r.text
+    return str(r.json()["stdout"])
+
+
+def traces() -> tuple[set[str], set[str], set[str]]:
+    """Sandbox dirs, and ids with a mount or a loop device, under the crash data dir."""
+    root = CRASH_DIR / "sandboxes"
+    dirs = {p.name for p in root.iterdir()} if root.exists() else set()
+    prefix = f"{root}/"
+    mounted = {e.path[len(prefix) :].split("/")[0] for e in mounts.under(root)}
+    looped = {
+        b[len(prefix) :].split("/")[0] for b in loopdev.backing_files().values() if b.startswith(prefix)
+    }
+    return dirs, mounted, looped
+
+
+def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: Path) -> None:
+    node = start(lives, tmp_path, "checkpoint.frozen=120")
+    with node.http() as http:
+        sid = http.post("/sandboxes", json={"timeout": 0}).json()["sandboxID"]
+    files = "head -c 10485760 /dev/urandom > /root/big && echo one > /root/a && sha256sum /root/big /root/a"
+    digests = exec_run(node, sid, files)
+    in_background(node, "POST", f"/sandboxes/{sid}/checkpoints", {"name": "doomed"})
+    node.wait_for("pause point checkpoint.frozen reached")
+    freezer = Path("/sys/fs/cgroup/freezer/corral") / sid / "freezer.state"
+    assert freezer.read_text().strip() == "FROZEN"  # it is mid-checkpoint
+    node.crash()
+
+    node = start(lives, tmp_path, "fork.copied=120")
+    with node.http() as http:
+        [doomed] = http.get(f"/sandboxes/{sid}/checkpoints").json()
+    assert doomed["status"] == "failed" and "interrupted" in doomed["error"]
+    assert list((CRASH_DIR / "checkpoints").iterdir()) == []  # nothing half-made
+    assert freezer.read_text().strip() == "THAWED"
+    assert (
+        exec_run(node, sid, "sha256sum /root/big /root/a && echo w > /root/w && cat /root/w")
+        == digests + "w\n"
+    )
+
+    with node.http() as http:
+        good = http.post(f"/sandboxes/{sid}/checkpoints", json={"name": "good"}).json()["id"]
+        for _ in range(200):
+            if http.get(f"/sandboxes/{sid}/checkpoints").json()[-1]["status"] == "ready":
+                break
+            time.sleep(0.05)
+    in_background(node, "POST", f"/sandboxes/from-checkpoint/{good}", {"timeout": 0})
+    node.wait_for("pause point fork.copied reached")
+    assert len(traces()[0]) == 2  # the fork's disk is made
+    node.crash()
+
+    node = start(lives, tmp_path, "hibernate.stopped=120")
+    with node.http() as http:
+        assert [sb["sandboxID"] for sb in http.get("/sandboxes").json()] == [sid]
+        assert http.get(f"/sandboxes/{sid}/checkpoints").json()[-1]["status"] == "ready"
+    assert traces() == ({sid}, {sid}, {sid})  # the half-made fork is gone: dir, mounts, loop
+
+    in_background(node, "POST", f"/sandboxes/{sid}/hibernate")
+    node.wait_for("pause point hibernate.stopped reached")
+    node.crash()
+
+    node = start(lives, tmp_path)
+    with node.http() as http:
+        assert http.get(f"/sandboxes/{sid}").json()["status"] == "hibernated"  # as after
+    assert traces() == ({sid}, set(), set())  # disk kept, nothing mounted
+    assert exec_run(node, sid, "sha256sum /root/big /root/a") == digests  # wakes, same files
+    with node.http() as http:
+        assert http.get(f"/sandboxes/{sid}").json()["status"] == "running"

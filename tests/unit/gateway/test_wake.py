@@ -1,0 +1,32 @@
+"""The gateway wakes a hibernated sandbox for a request allowed to reach it (and only
+then); the sandbox comes back with fresh processes, so its servers must be started again."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.unit.api.conftest import KEY, free_port
+from tests.unit.gateway.conftest import Server, start_app
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_an_allowed_request_wakes_a_hibernated_sandbox(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=f"{server.url}/api", headers={"X-API-Key": KEY}, timeout=30) as api:
+        sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
+        try:
+            port = free_port()
+            await api.post(f"/sandboxes/{sid}/hibernate")
+            async with httpx.AsyncClient(timeout=30) as anonymous:
+                refused = await anonymous.get(f"{server.url}/preview/{sid}/{port}/hello")
+            assert refused.status_code == 401
+            assert (await api.get(f"/sandboxes/{sid}")).json()["status"] == "hibernated"  # not woken
+
+            woken = await api.get(f"{server.url}/preview/{sid}/{port}/hello")
+            assert woken.status_code == 502  # running again, with fresh processes: nothing listens yet
+            assert (await api.get(f"/sandboxes/{sid}")).json()["status"] == "running"
+            await start_app(api, server.url, sid, port)  # the owner starts its server again
+            assert (await api.get(f"{server.url}/preview/{sid}/{port}/hello")).status_code == 200
+        finally:
+            await api.delete(f"/sandboxes/{sid}")

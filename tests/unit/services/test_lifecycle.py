@@ -1,0 +1,152 @@
+"""Hibernate, wake (explicit, on use, in the background, single-flight), keepalive and
+extend, and reconcile of hibernated sandboxes, on the process runtime over SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from corral.auth.principal import Principal
+from corral.domain import ExecRequest, RuntimeState, SandboxSpec, SandboxStatus
+from corral.errors import Conflict, SandboxWaking
+from corral.runtime.process import ProcessRuntime
+from corral.runtime.static_templates import StaticTemplates
+from corral.services.core import Core
+from corral.services.lifecycle import wake_in_background
+from corral.services.sandboxes import CreateSandbox, end_at
+from corral.settings import Settings
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[Core]:
+    settings = Settings(data_dir=tmp_path, runtime="process", reaper_interval_s=3600)
+    c = await Core.open(settings, runtime=ProcessRuntime(tmp_path / "run"), templates=StaticTemplates())
+    yield c
+    for sb in await c.sandboxes.store.list_all():
+        await c.runtime.destroy(sb.id)
+    await c.close()
+
+
+async def owner(core: Core) -> Principal:
+    assert core.bootstrap_key
+    return await core.auth.authenticate_key(core.bootstrap_key)
+
+
+async def sh(core: Core, me: Principal, sandbox_id: str, script: str) -> str:
+    result = await core.commands.run(me, sandbox_id, ExecRequest("sh", ("-c", script)))
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.decode()
+
+
+async def test_hibernate_keeps_files_frees_processes_and_wake_brings_it_back(core: Core) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox())
+    await sh(core, me, sb.id, "echo kept > f")
+    done = await core.lifecycle.hibernate(me, sb.id)
+    assert (done.sandbox_id, done.status) == (sb.id, SandboxStatus.HIBERNATED) and done.size_bytes > 0
+    assert done.key == f"sandboxes/{sb.id}/disk"
+    assert await core.runtime.state(sb.id) == RuntimeState.STOPPED
+    assert (await core.sandboxes.get(me, sb.id)).status is SandboxStatus.HIBERNATED
+    assert [s.id for s in await core.sandboxes.list(me)] == [sb.id]  # still listed
+    assert (await core.lifecycle.hibernate(me, sb.id)).status is SandboxStatus.HIBERNATED  # idempotent
+    woken = await core.lifecycle.wake(me, sb.id, timeout_s=0)
+    assert woken.status is SandboxStatus.RUNNING and woken.timeout_s == 0
+    assert await sh(core, me, sb.id, "cat f") == "kept\n"
+    assert (await core.lifecycle.wake(me, sb.id)).status is SandboxStatus.RUNNING  # no-op
+    await core.sandboxes.kill(me, sb.id)
+    with pytest.raises(Conflict):
+        await core.lifecycle.wake(me, sb.id)
+    with pytest.raises(Conflict):
+        await core.lifecycle.hibernate(me, sb.id)
+
+
+async def test_a_request_wakes_a_hibernated_sandbox_once_for_many_callers(core: Core) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox())
+    await sh(core, me, sb.id, "echo hi > f")
+    await core.lifecycle.hibernate(me, sb.id)
+    resumes = 0
+    real = core.lifecycle.snapshots.resume
+
+    async def counting(spec: SandboxSpec) -> None:
+        nonlocal resumes
+        resumes += 1
+        await real(spec)
+
+    core.lifecycle.snapshots.resume = counting  # type: ignore[method-assign]
+    outputs = await asyncio.gather(*(sh(core, me, sb.id, "cat f") for _ in range(5)))
+    assert outputs == ["hi\n"] * 5 and resumes == 1
+    assert (await core.sandboxes.get(me, sb.id)).status is SandboxStatus.RUNNING
+
+
+async def test_background_wake_answers_waking_at_once_then_runs(core: Core) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox())
+    await core.lifecycle.hibernate(me, sb.id)
+    token = wake_in_background.set(True)
+    try:
+        with pytest.raises(SandboxWaking):
+            await core.commands.run(me, sb.id, ExecRequest("true"))
+        for _ in range(500):
+            try:
+                result = await core.commands.run(me, sb.id, ExecRequest("echo", ("up",)))
+                break
+            except SandboxWaking:
+                await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("never woke")
+    finally:
+        wake_in_background.reset(token)
+    assert result.stdout == b"up\n"
+
+
+async def test_idle_timeout_hibernates_but_not_while_held_and_extend_stacks(core: Core) -> None:
+    me = await owner(core)
+    held = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
+    idle = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
+    deadline = end_at(held)
+    assert deadline is not None
+    first = await core.lifecycle.extend(me, held.id)
+    assert first.hold_until == deadline + timedelta(seconds=900)
+    second = await core.lifecycle.extend(me, held.id)
+    assert second.hold_until == deadline + timedelta(seconds=1800)  # stacks
+    assert end_at(second) == second.hold_until
+    await asyncio.sleep(1.2)
+    assert await core.sandboxes.reap_idle() == [idle.id]
+    assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.HIBERNATED
+    assert (await core.sandboxes.get(me, held.id)).status is SandboxStatus.RUNNING
+    kept = await core.lifecycle.keepalive(me, idle.id, seconds=60)  # allowed while hibernated
+    assert kept.status is SandboxStatus.HIBERNATED and kept.hold_until is not None
+    reset = await core.sandboxes.set_timeout(me, held.id, 1)
+    assert reset.hold_until is None  # an explicit timeout replaces the hold
+
+
+async def test_reconcile_keeps_hibernated_parks_lost_ones_and_stops_those_without_disk(
+    core: Core, tmp_path: Path
+) -> None:
+    me = await owner(core)
+    sleeping = await core.sandboxes.create(me, CreateSandbox())
+    await core.lifecycle.hibernate(me, sleeping.id)
+    lost = await core.sandboxes.create(me, CreateSandbox())
+    await sh(core, me, lost.id, "echo mine > f")
+    gone = await core.sandboxes.create(me, CreateSandbox())
+    await core.lifecycle.hibernate(me, gone.id)
+    pid = int((tmp_path / "run" / lost.id / "agent.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)  # its processes die behind corral's back
+    for _ in range(200):
+        if await core.runtime.state(lost.id) != RuntimeState.RUNNING:
+            break
+        await asyncio.sleep(0.01)
+    await core.runtime.destroy(gone.id)  # its disk disappears
+    report = await core.sandboxes.reconcile()
+    assert sorted(report.hibernated) == sorted([sleeping.id, lost.id])
+    assert report.marked_stopped == [gone.id]
+    assert (await core.sandboxes.get(me, lost.id)).status is SandboxStatus.HIBERNATED
+    assert (await core.sandboxes.get(me, gone.id)).status is SandboxStatus.STOPPED
+    assert await sh(core, me, lost.id, "cat f") == "mine\n"  # woken on use, files intact
