@@ -49,22 +49,22 @@ RETRIES = (0.1, 0.5, 2.0)
 
 
 class AuditKind(enum.StrEnum):
-    SANDBOX_CREATED = "sandbox.created"
-    SANDBOX_KILLED = "sandbox.killed"  # by a principal
-    SANDBOX_STOPPED = "sandbox.stopped"  # by corral: idle timeout, lost at restart
-    EXEC_STARTED = "exec.started"
-    EXEC_ENDED = "exec.ended"
-    FILE_WRITTEN = "file.written"
-    FILE_REMOVED = "file.removed"
-    DIR_CREATED = "dir.created"
-    PREVIEW_OPENED = "preview.opened"
-    PREVIEW_CLOSED = "preview.closed"
-    EGRESS_DENIED = "egress.denied"
-    CHECKPOINT = "sandbox.checkpoint"
-    HIBERNATED = "sandbox.hibernated"
-    WOKEN = "sandbox.woken"
-    KEY_CREATED = "key.created"
-    KEY_REVOKED = "key.revoked"
+    SANDBOX_CREATED = "sandbox_created"
+    SANDBOX_KILLED = "sandbox_killed"  # by a principal
+    SANDBOX_STOPPED = "sandbox_stopped"  # by corral: idle timeout, lost at restart
+    EXEC_STARTED = "exec_started"
+    EXEC_ENDED = "exec_ended"
+    FILE_WRITTEN = "file_written"
+    FILE_REMOVED = "file_removed"
+    DIR_CREATED = "dir_created"
+    PREVIEW_OPENED = "preview_opened"
+    PREVIEW_CLOSED = "preview_closed"
+    EGRESS_DENIED = "egress_denied"
+    CHECKPOINT = "sandbox_checkpoint"
+    HIBERNATED = "sandbox_hibernated"
+    WOKEN = "sandbox_woken"
+    KEY_CREATED = "key_created"
+    KEY_REVOKED = "key_revoked"
 
 
 def clip(text: str) -> str:

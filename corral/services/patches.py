@@ -13,7 +13,7 @@ Contracts:
   limit. The first one that exits non-zero (or times out) stops the run: it is
   ``failed`` (exit code and the end of its stderr), the rest ``skipped``. The outcome is
   stored on the sandbox (``patches``; ``error`` names the failed patch) and a failure
-  is also an audit event (``sandbox.patch_failed``); the fork itself succeeds, so the
+  is also an audit event (``sandbox_patch_failed``); the fork itself succeeds, so the
   caller gets the sandbox and can inspect it.
 """
 
@@ -33,7 +33,7 @@ MAX_SCRIPT = 1 << 20
 MAX_DESCRIPTION = 1024
 PATCH_TIMEOUT_S = 600
 ERROR_TAIL = 2000
-PATCH_FAILED = "sandbox.patch_failed"
+PATCH_FAILED = "sandbox_patch_failed"
 
 
 class PatchService:

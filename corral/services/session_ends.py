@@ -3,10 +3,10 @@
 A session ends inside the sandbox's agent, usually long after the request that started
 it, and often with nobody attached. ``SessionEnds.follow`` polls the agent for the
 session (every 0.25 s at first, backing off to every ``max_interval_s``) and records
-``exec.ended`` with its exit code once it stopped running; when the session or its
+``exec_ended`` with its exit code once it stopped running; when the session or its
 sandbox is gone first (killed, timed out), the record says so instead (``exit_code``
 None and a ``reason``). Following stops on ``close``: sessions that end while corral
-is down (they outlive it) have no ``exec.ended`` record.
+is down (they outlive it) have no ``exec_ended`` record.
 """
 
 from __future__ import annotations

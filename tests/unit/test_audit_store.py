@@ -22,7 +22,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 def event(n: int, org: str = "org-aaaaaaaa", sandbox: str = "sb-aaaaaaaaaaaaaaaa") -> Event:
-    kind = "exec.started" if n % 2 else "file.written"
+    kind = "exec_started" if n % 2 else "file_written"
     return Event(at=datetime.now(UTC), org_id=org, kind=kind, sandbox_id=sandbox, key_id="k1", data={"n": n})
 
 
@@ -42,7 +42,7 @@ async def test_sql_cannot_change_or_remove_audit_rows(db: Database, statement: s
         async with db.engine.begin() as conn:
             await conn.execute(text(statement))
     page = await store.page("org-aaaaaaaa", newest=False)
-    assert [(e.kind, e.data) for e in page.events] == [("exec.started", {"n": 1}), ("file.written", {"n": 2})]
+    assert [(e.kind, e.data) for e in page.events] == [("exec_started", {"n": 1}), ("file_written", {"n": 2})]
 
 
 async def test_pages_follow_the_cursor_both_ways_and_stay_in_their_org(db: Database) -> None:
@@ -61,7 +61,7 @@ async def test_pages_follow_the_cursor_both_ways_and_stay_in_their_org(db: Datab
 
     assert await walk(newest=True) == [6, 5, 4, 3, 2, 1, 0]
     assert await walk(newest=False) == [0, 1, 2, 3, 4, 5, 6]
-    odd = await store.page("org-aaaaaaaa", kinds=["exec.started"])
+    odd = await store.page("org-aaaaaaaa", kinds=["exec_started"])
     assert [e.data["n"] for e in odd.events] == [5, 3, 1]
     other = await store.page("org-bbbbbbbb", sandbox_id="sb-aaaaaaaaaaaaaaaa")
     assert [e.data["n"] for e in other.events] == [99]

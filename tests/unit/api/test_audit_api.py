@@ -24,7 +24,7 @@ async def test_records_carry_the_key_and_client_id_and_page_both_ways(tmp_path: 
 
         newest = (await client.get(f"{base}/audit")).json()
         kinds = [e["kind"] for e in newest["events"]]
-        assert kinds == ["file.removed", "file.written", "exec.ended", "exec.started", "sandbox.created"]
+        assert kinds == ["file_removed", "file_written", "exec_ended", "exec_started", "sandbox_created"]
         assert newest["nextCursor"] is None
         for event in newest["events"]:
             assert (event["sandboxID"], event["keyID"], event["clientID"]) == (
@@ -46,8 +46,8 @@ async def test_records_carry_the_key_and_client_id_and_page_both_ways(tmp_path: 
                 break
         assert walked == kinds[::-1]
 
-        org = (await client.get("/api/audit", params={"kind": "exec.ended", "sandboxID": sid})).json()
-        assert [e["kind"] for e in org["events"]] == ["exec.ended"]
+        org = (await client.get("/api/audit", params={"kind": "exec_ended", "sandboxID": sid})).json()
+        assert [e["kind"] for e in org["events"]] == ["exec_ended"]
 
 
 async def test_bad_paging_is_400_naming_the_field_and_other_orgs_are_404(tmp_path: Path) -> None:
@@ -98,15 +98,15 @@ def test_the_cli_shows_a_sandbox_trail(live: Live) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["TIME", "KIND", "SANDBOX", "KEY", "CLIENT", "DETAILS"]
-    assert [line.split()[2] for line in lines[1:]] == ["sandbox.created", "exec.started", "exec.ended"]
+    assert [line.split()[2] for line in lines[1:]] == ["sandbox_created", "exec_started", "exec_ended"]
     assert '"command":"echo audited"' in result.stdout
     everything = CliRunner().invoke(
-        cli, ["audit", "--all", "--kind", "exec.ended", "--url", live.url, "--api-key", KEY]
+        cli, ["audit", "--all", "--kind", "exec_ended", "--url", live.url, "--api-key", KEY]
     )
     assert (
         everything.exit_code == 0
-        and "exec.ended" in everything.stdout
-        and "exec.started" not in everything.stdout
+        and "exec_ended" in everything.stdout
+        and "exec_started" not in everything.stdout
     )
     refused = CliRunner().invoke(
         cli, ["audit", sid, "--url", live.url, "--api-key", "ek_nosuchkey0_" + "x" * 32]

@@ -63,7 +63,7 @@ async def test_the_services_record_who_did_what(core: Core) -> None:
     await core.sandboxes.kill(me, sb.id)
     recorded = await kinds_of(core, me, sb.id)
     assert [k for k, _ in recorded] == [
-        "sandbox.created", "exec.started", "exec.ended", "file.written", "file.removed", "sandbox.killed",
+        "sandbox_created", "exec_started", "exec_ended", "file_written", "file_removed", "sandbox_killed",
     ]  # fmt: skip
     assert recorded[1][1]["command"] == "sh -c exit 3"
     assert recorded[2][1]["exit_code"] == 3
@@ -77,7 +77,7 @@ async def test_exec_sessions_and_run_async_record_their_end(core: Core) -> None:
     info = await core.commands.start_session(me, sb.id, SessionSpec("sh", ("-c", "exit 7")))
     exec_id = await core.commands.run_async(me, sb.id, ExecRequest("sh", ("-c", "exit 4")))
     for _ in range(100):
-        ended = {d["exec"]: d["exit_code"] for k, d in await kinds_of(core, me, sb.id) if k == "exec.ended"}
+        ended = {d["exec"]: d["exit_code"] for k, d in await kinds_of(core, me, sb.id) if k == "exec_ended"}
         if len(ended) == 2:
             break
         await asyncio.sleep(0.05)
@@ -96,7 +96,7 @@ async def test_reads_need_audit_read_and_hide_other_orgs(core: Core) -> None:
     assert (await core.audit.org_trail(stranger)).events == []
     worker = replace(me, sandbox_id="sb-other0000000000")
     assert (await core.audit.org_trail(worker)).events == []  # a worker token sees its sandbox only
-    assert [e.kind for e in (await core.audit.org_trail(me)).events] == ["sandbox.created"]
+    assert [e.kind for e in (await core.audit.org_trail(me)).events] == ["sandbox_created"]
 
 
 async def test_egress_denials_are_recorded_under_the_sandboxes_org(core: Core) -> None:
@@ -104,7 +104,7 @@ async def test_egress_denials_are_recorded_under_the_sandboxes_org(core: Core) -
     sb = await core.sandboxes.create(me, CreateSandbox())
     await core.audit.egress_denied(sb.id, {"dst": "198.18.0.6", "port": 80, "reason": "policy"})
     await core.audit.egress_denied("sb-unknown00000000", {"dst": "10.0.0.1"})  # dropped, not raised
-    page = await core.audit.org_trail(me, kinds=["egress.denied"])
+    page = await core.audit.org_trail(me, kinds=["egress_denied"])
     assert [(e.sandbox_id, e.key_id, e.data["dst"]) for e in page.events] == [(sb.id, None, "198.18.0.6")]
 
 
@@ -112,7 +112,7 @@ async def test_a_clean_shutdown_writes_every_queued_record(tmp_path: Path) -> No
     core = await open_core(tmp_path)
     org = (await core.auth.keys.org_by_name("default")).id
     for n in range(2000):
-        await core.audit.record("exec.started", org_id=org, data={"n": n})
+        await core.audit.record("exec_started", org_id=org, data={"n": n})
     await core.close()
     core = await open_core(tmp_path)
     try:

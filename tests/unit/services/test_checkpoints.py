@@ -151,7 +151,7 @@ async def test_a_failing_patch_is_reported_on_the_sandbox_and_in_the_audit_trail
     assert await sh(core, me, fork.id, "cat log") == "ok\n"
     await core.audit.flush()
     trail = await core.audit.sandbox_trail(me, fork.id)
-    assert "sandbox.patch_failed" in [e.kind for e in trail.events]
+    assert "sandbox_patch_failed" in [e.kind for e in trail.events]
 
 
 async def test_bad_patches_and_other_orgs_checkpoints(core: Core) -> None:
