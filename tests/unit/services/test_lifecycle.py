@@ -6,42 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from corral.auth.principal import Principal
 from corral.domain import ExecRequest, RuntimeState, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, SandboxWaking
-from corral.runtime.process import ProcessRuntime
-from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from corral.services.lifecycle import wake_in_background
 from corral.services.sandboxes import CreateSandbox, end_at
-from corral.settings import Settings
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[Core]:
-    settings = Settings(data_dir=tmp_path, runtime="process", reaper_interval_s=3600)
-    c = await Core.open(settings, runtime=ProcessRuntime(tmp_path / "run"), templates=StaticTemplates())
-    yield c
-    for sb in await c.sandboxes.store.list_all():
-        await c.runtime.destroy(sb.id)
-    await c.close()
-
-
-async def owner(core: Core) -> Principal:
-    assert core.bootstrap_key
-    return await core.auth.authenticate_key(core.bootstrap_key)
-
-
-async def sh(core: Core, me: Principal, sandbox_id: str, script: str) -> str:
-    result = await core.commands.run(me, sandbox_id, ExecRequest("sh", ("-c", script)))
-    assert result.exit_code == 0, result.stderr
-    return result.stdout.decode()
+from tests.unit.services.conftest import owner, sh
 
 
 async def test_hibernate_keeps_files_frees_processes_and_wake_brings_it_back(core: Core) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,9 @@ from corral.auth.principal import Principal, Role
 from corral.domain import ExecRequest, RuntimeState, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.runtime.process import ProcessRuntime
-from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
-from corral.settings import Settings
+from tests.unit.services.conftest import owner
 
 OWNER = Role.OWNER
 
@@ -25,21 +23,6 @@ class BrokenRuntime(ProcessRuntime):
 
     async def create(self, spec: SandboxSpec) -> None:
         raise RuntimeFailure("runc exploded")
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[Core]:
-    settings = Settings(data_dir=tmp_path, runtime="process", reaper_interval_s=3600)
-    c = await Core.open(settings, runtime=ProcessRuntime(tmp_path / "run"), templates=StaticTemplates())
-    yield c
-    for sb in await c.sandboxes.store.list_all(live_only=True):
-        await c.runtime.destroy(sb.id)
-    await c.close()
-
-
-async def owner(core: Core) -> Principal:
-    assert core.bootstrap_key
-    return await core.auth.authenticate_key(core.bootstrap_key)
 
 
 async def test_create_exec_kill(core: Core) -> None:
