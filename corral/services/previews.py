@@ -164,6 +164,12 @@ class PreviewService:
         hostname, url = self.address_of(preview.sandbox_id, preview.port, preview.domain)
         return PreviewLink(preview, hostname, url)
 
+    @property
+    def sandbox_domain(self) -> str:
+        """What the SDKs append to ``{sandboxId}-p{port}.`` to get a preview host (with
+        corral's port when it is not the scheme's default)."""
+        return f"{self.settings.gateway_domain}{self._port_suffix}"
+
     def address_of(self, sandbox_id: str, port: int, domain: str | None = None) -> tuple[str, str]:
         """Host name and URL of a port of a sandbox through the gateway."""
         hostname = f"{sandbox_id}-p{port}.{domain or self.settings.gateway_domain}"

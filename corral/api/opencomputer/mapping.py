@@ -132,7 +132,7 @@ def session_spec(body: SessionBody) -> SessionSpec:
 # ---- responses ----------------------------------------------------------------------
 
 
-def sandbox_out(sandbox: Sandbox, connect_url: str, token: str) -> SandboxOut:
+def sandbox_out(sandbox: Sandbox, connect_url: str, token: str, sandbox_domain: str) -> SandboxOut:
     ends = end_at(sandbox)
     return SandboxOut(
         sandboxID=sandbox.id,
@@ -146,6 +146,7 @@ def sandbox_out(sandbox: Sandbox, connect_url: str, token: str) -> SandboxOut:
         metadata=dict(sandbox.metadata),
         connectURL=connect_url,
         token=token,
+        sandboxDomain=sandbox_domain,
         error=sandbox.error,
         patches=[patch_run_out(run) for run in sandbox.patches] if sandbox.checkpoint_id else None,
     )
@@ -208,9 +209,9 @@ def template_out(t: TemplateInfo | TemplateBuild) -> TemplateOut:
 
 
 def created_sandbox_out(
-    sandbox: Sandbox, connect_url: str, token: str, preview_token: str
+    sandbox: Sandbox, connect_url: str, token: str, sandbox_domain: str, preview_token: str
 ) -> CreatedSandboxOut:
-    out = sandbox_out(sandbox, connect_url, token)
+    out = sandbox_out(sandbox, connect_url, token, sandbox_domain)
     return CreatedSandboxOut(**out.model_dump(), previewAuthToken=preview_token)
 
 

@@ -99,13 +99,20 @@ def _lifecycle(surface: Surface) -> APIRouter:
             sandbox = await core.sandboxes.create(principal, request)
             token = core.auth.issue_token(principal, sandbox.id)
             plaintext = preview.plaintext if preview else ""
-            return mapping.created_sandbox_out(sandbox, core.settings.base_url, token, plaintext)
+            return mapping.created_sandbox_out(
+                sandbox, core.settings.base_url, token, core.previews.sandbox_domain, plaintext
+            )
 
         @r.get("/sandboxes", summary="List running sandboxes")
         async def list_sandboxes(core: CoreDep, principal: Principal = caller) -> list[SandboxOut]:
             found = await core.sandboxes.list(principal)
             url = core.settings.base_url
-            return [mapping.sandbox_out(sb, url, core.auth.issue_token(principal, sb.id)) for sb in found]
+            return [
+                mapping.sandbox_out(
+                    sb, url, core.auth.issue_token(principal, sb.id), core.previews.sandbox_domain
+                )
+                for sb in found
+            ]
 
         @r.delete("/sandboxes/{sandbox_id}", status_code=204, summary="Kill a sandbox")
         async def kill_sandbox(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> Response:
@@ -123,7 +130,7 @@ def _lifecycle(surface: Surface) -> APIRouter:
     async def get_sandbox(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> SandboxOut:
         sandbox = await core.sandboxes.get(principal, sandbox_id)
         token = core.auth.issue_token(principal, sandbox.id)
-        return mapping.sandbox_out(sandbox, core.settings.base_url, token)
+        return mapping.sandbox_out(sandbox, core.settings.base_url, token, core.previews.sandbox_domain)
 
     @r.post("/sandboxes/{sandbox_id}/timeout", status_code=204, summary="Set the idle timeout")
     async def set_timeout(

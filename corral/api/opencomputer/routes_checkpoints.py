@@ -106,7 +106,9 @@ def router(surface: Surface) -> APIRouter:
             principal, checkpoint_id, timeout_s=body.timeout, envs=body.envs
         )
         token = core.auth.issue_token(principal, sandbox.id)
-        return mapping.created_sandbox_out(sandbox, core.settings.base_url, token, "")
+        return mapping.created_sandbox_out(
+            sandbox, core.settings.base_url, token, core.previews.sandbox_domain, ""
+        )
 
     @r.post(
         "/sandboxes/checkpoints/{checkpoint_id}/patches",

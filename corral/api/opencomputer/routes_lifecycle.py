@@ -63,9 +63,8 @@ def router(surface: Surface) -> APIRouter:
         ) -> SandboxOut:
             timeout = body.timeout if body else None
             sandbox = await core.lifecycle.wake(principal, sandbox_id, timeout)
-            return mapping.sandbox_out(
-                sandbox, core.settings.base_url, core.auth.issue_token(principal, sandbox.id)
-            )
+            token = core.auth.issue_token(principal, sandbox.id)
+            return mapping.sandbox_out(sandbox, core.settings.base_url, token, core.previews.sandbox_domain)
 
     @r.post(
         "/keepalive",

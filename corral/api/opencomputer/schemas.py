@@ -111,6 +111,7 @@ class SandboxOut(_Out):
     metadata: dict[str, str]
     connectURL: str
     token: str
+    sandboxDomain: str  # preview hosts are {sandboxID}-p{port}.{sandboxDomain}
     error: str | None = None  # why it stopped, or which checkpoint patch failed in it
     patches: list[PatchRunOut] | None = None  # forks: how its checkpoint's patches went
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SANDBOX_FIELDS = {
     "sandboxID", "templateID", "status", "startedAt", "endAt", "cpuCount", "memoryMB",
-    "diskMB", "metadata", "connectURL", "token",
+    "diskMB", "metadata", "connectURL", "token", "sandboxDomain",
 }  # fmt: skip
 
 

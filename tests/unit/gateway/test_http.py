@@ -293,3 +293,13 @@ async def test_gateway_traffic_shows_in_metrics(gw: Gw, client: httpx.AsyncClien
     assert sample(after, no_key_401) == sample(before, no_key_401) + 1
     out = 'corral_gateway_bytes_total{direction="out"}'
     assert sample(after, out) >= sample(before, out) + len("hello from the sandbox")
+
+
+async def test_sandbox_domain_names_a_working_preview_host(gw: Gw, client: httpx.AsyncClient) -> None:
+    got = await client.get(f"{gw.server.url}/api/sandboxes/{gw.sid}", headers=OWNER)
+    domain = got.json()["sandboxDomain"]
+    assert domain == f"localhost:{gw.server.port}"
+    # what the TypeScript SDK's getPreviewDomain(port) builds
+    host = f"{gw.sid}-p{gw.port}.{domain}"
+    response = await client.get(gw.url("/hello"), headers={**OWNER, "Host": host})
+    assert (response.status_code, response.text) == (200, "hello from the sandbox")
