@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     network_nflog_group: int = 213  # where denied connections are logged; one per node
     network_extra_denied: list[str] = []  # CIDRs never reachable (e.g. the site's LAN)
     network_pin_private: bool = False  # let allowed hostnames resolve to private addresses
+    network_ready_namespaces: Annotated[int, Field(ge=0)] = 4  # made ahead: a create claims one (0: off)
 
     # the gateway (corral.gateway): servers inside sandboxes, by host or by path
     gateway_enabled: bool = True  # False: every gateway request is 503 (the kill switch)

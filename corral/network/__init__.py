@@ -5,11 +5,15 @@ the fake for tests of the layers above. ``parse_policy`` / ``validate_policy``
 (``policy.py``) are what the API calls to turn a request's egress fields into an
 ``EgressPolicy`` (InvalidInput names the bad entry).
 
-Topology: each sandbox has a named network namespace ``/run/netns/corral-<id>`` with
-``lo`` and ``eth0`` (its address from the pool as a /32, default route via the
-bridge), and a veth to the bridge ``corral0``, whose address (the pool's first,
-``10.213.0.1`` by default) is the sandbox's gateway and DNS server. Egress is NATed
-(masquerade) out of whatever interface the host routes it to.
+Topology: each sandbox has a named network namespace with ``lo`` and ``eth0`` (its
+address from the pool as a /32, default route via the bridge), and a veth to the
+bridge ``corral0``, whose address (the pool's first, ``10.213.0.1`` by default) is the
+sandbox's gateway and DNS server. Egress is NATed (masquerade) out of whatever
+interface the host routes it to. The namespace is usually one made ahead
+(``/run/netns/corral-pool-<tag>``, see ``spares.py``: until claimed it can send
+nothing) and claimed at create by binding the sandbox's rules to its address; when
+none is ready it is made on the spot as ``/run/netns/corral-<id>``. Either way the
+path is in ``NetInfo``, and the ledger keeps the names.
 
 Security model, in order of evaluation (``firewall.py`` has the rules):
 

@@ -280,6 +280,18 @@ class Firewall:
         ]
         await self._apply(script)
 
+    async def reserve_ports(self, veths: Sequence[str]) -> None:
+        """Put ready namespaces' host ends into the bridge table's ``ports`` set (before
+        they exist): with no address bound to them, every frame from them is dropped
+        until a sandbox claims one (:meth:`attach` binds its address)."""
+        names = ", ".join(f'"{veth}"' for veth in veths)
+        await self._apply([f"add element bridge {self.table} ports {{ {names} }}"])
+
+    async def release_port(self, veth: str) -> None:
+        """Undo :meth:`reserve_ports` for one. Idempotent."""
+        element = f'bridge {self.table} ports {{ "{veth}" }}'
+        await self._apply([f"add element {element}", f"delete element {element}"])
+
     # -- what is there ---------------------------------------------------------------
 
     async def _list(self, *what: str) -> list[dict[str, Any]]:

@@ -1,5 +1,7 @@
 """What this node's network adapter remembers across a control-plane restart: each
-attached sandbox's address and egress policy, and the allocation cursor.
+attached sandbox's address, egress policy, namespace and host veth name (a sandbox
+that claimed a ready namespace keeps the pool's names, see ``spares.py``), the ready
+namespaces (tag -> address) and the allocation cursor.
 
 One small JSON file, ``<state dir>/network.json``, replaced atomically (temp file +
 rename) after every change. It needs to survive a restart of ``corral serve``, not a
@@ -7,7 +9,8 @@ reboot: the kernel objects it describes (network namespaces, veths, nftables rul
 do not survive a reboot either, so a state dir on a tmpfs (``/run/corral/network``)
 is the natural place, and no fsync is needed. A missing file is an empty ledger; an
 unreadable one is moved aside (``network.json.bad``) and the node rebuilds what it
-can from the kernel (see ``node.py``).
+can from the kernel (see ``node.py``). Version 1 files (no names, no spares) are
+read as sandboxes with the default names.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ from corral.errors import CorralError, RuntimeFailure
 from corral.network.policy import policy_from_mapping, policy_to_mapping
 
 log = logging.getLogger("corral.network")
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
 class Record:
+    """One attached sandbox. ``netns``/``veth`` None: the default names for its id."""
+
     address: str
     policy: EgressPolicy
+    netns: str | None = None
+    veth: str | None = None
 
 
 class Ledger:
@@ -41,11 +48,12 @@ class Ledger:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "network.json"
         self.records: dict[str, Record] = {}
+        self.spares: dict[str, str] = {}  # ready namespace tag -> its address
         self.cursor: str | None = None
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        self.records, self.cursor = await asyncio.to_thread(self._read)
+        self.records, self.spares, self.cursor = await asyncio.to_thread(self._read)
 
     async def save(self) -> None:
         async with self._lock:
@@ -53,10 +61,8 @@ class Ledger:
                 {
                     "version": VERSION,
                     "cursor": self.cursor,
-                    "sandboxes": {
-                        sid: {"address": rec.address, "policy": policy_to_mapping(rec.policy)}
-                        for sid, rec in sorted(self.records.items())
-                    },
+                    "sandboxes": {sid: _entry(rec) for sid, rec in sorted(self.records.items())},
+                    "spares": dict(sorted(self.spares.items())),
                 },
                 indent=1,
             )
@@ -65,29 +71,50 @@ class Ledger:
             except OSError as exc:
                 raise RuntimeFailure(f"cannot write {self.path}: {exc}") from exc
 
-    def _read(self) -> tuple[dict[str, Record], str | None]:
+    def _read(self) -> tuple[dict[str, Record], dict[str, str], str | None]:
         try:
             data = json.loads(self.path.read_text())
-            if not isinstance(data, dict) or data.get("version") != VERSION:
+            if not isinstance(data, dict) or data.get("version") not in (1, VERSION):
                 raise ValueError("unknown format")
             records = {
-                str(sid): Record(address=str(entry["address"]), policy=policy_from_mapping(entry["policy"]))
+                str(sid): Record(
+                    address=str(entry["address"]),
+                    policy=policy_from_mapping(entry["policy"]),
+                    netns=_name(entry.get("netns")),
+                    veth=_name(entry.get("veth")),
+                )
                 for sid, entry in dict(data["sandboxes"]).items()
             }
+            spares = {str(tag): str(address) for tag, address in dict(data.get("spares") or {}).items()}
             cursor = data.get("cursor")
-            return records, str(cursor) if cursor else None
+            return records, spares, str(cursor) if cursor else None
         except FileNotFoundError:
-            return {}, None
+            return {}, {}, None
         except (OSError, ValueError, KeyError, TypeError, CorralError) as exc:
             log.warning("network ledger %s is unreadable (%s); moved aside", self.path, exc)
             try:
                 os.replace(self.path, self.path.with_suffix(".json.bad"))
             except OSError:
                 pass
-            return {}, None
+            return {}, {}, None
 
     def _write(self, payload: str) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(payload)
         os.replace(tmp, self.path)
+
+
+def _entry(record: Record) -> dict[str, object]:
+    entry: dict[str, object] = {"address": record.address, "policy": policy_to_mapping(record.policy)}
+    if record.netns is not None and record.veth is not None:
+        entry.update(netns=record.netns, veth=record.veth)
+    return entry
+
+
+def _name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"bad interface or namespace name {value!r}")
+    return value

@@ -4,7 +4,9 @@ Names: the namespace is ``<prefix><sandbox id>`` (``/run/netns/corral-sb-...``; 
 joins it through the OCI config's network namespace ``path``); the host end of the
 veth is ``vc`` + 12 hex digits of a hash of the id (interface names are at most 15
 characters); the sandbox end is ``eth0``, created directly inside the namespace so
-that concurrent attaches never clash on a name in the host.
+that concurrent attaches never clash on a name in the host. A namespace made ahead
+(``spares.py``) has the pool's names instead, and its host end's alias (:func:`label`)
+names the sandbox that claimed it.
 
 Inside, the sandbox gets its address as a /32 with an on-link default route via the
 bridge's address: every packet, even one to another sandbox's address, goes through
@@ -145,6 +147,30 @@ async def address_of(netns: str) -> str | None:
 
 def exists(netns: str) -> bool:
     return (NETNS_DIR / netns).exists()
+
+
+def link_exists(name: str) -> bool:
+    return (SYS_NET / name).exists()
+
+
+def label(veth: str, sandbox_id: str) -> None:
+    """Write ``sandbox_id`` as the host end's interface alias (blocking, one sysfs
+    write): what names the owner of a pooled namespace when the ledger is lost.
+    RuntimeFailure if the interface is gone."""
+    try:
+        (SYS_NET / veth / "ifalias").write_text(sandbox_id)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot label {veth}: {exc}") from exc
+
+
+def label_of(veth: str) -> str | None:
+    """The alias :func:`label` wrote (blocking), None when there is none or no such
+    interface."""
+    try:
+        text = (SYS_NET / veth / "ifalias").read_text().strip()
+    except OSError:
+        return None
+    return text or None
 
 
 async def _inside(path: str, sysctls: dict[str, str]) -> None:

@@ -3,28 +3,37 @@
 It composes the bridge (``bridge.py``), one namespace and veth per sandbox
 (``namespace.py``), the nftables rules (``firewall.py``), the resolver
 (``resolver.py``) and what it asks (``gate.py``, which also keeps the table of
-attached sandboxes and their locks), the denial events (``denials.py``) and the
-ledger (``ledger.py``); the package docstring states the security model.
+attached sandboxes and their locks), the denial events (``denials.py``), the
+ledger (``ledger.py``) and the pool of ready namespaces (``spares.py``); the package
+docstring states the security model.
 
 Lifecycle: :meth:`NodeNetwork.start` (idempotent; every other method calls it) makes
 the bridge and the base firewall, reloads the ledger, re-creates a sandbox chain that
 has gone missing (e.g. after ``nft flush ruleset``), binds the resolver on
 ``<gateway>:53`` and the NFLOG group. :meth:`NodeNetwork.close` stops the resolver
 and the event reader and touches nothing in the kernel: sandboxes keep their network
-(without DNS) while ``corral serve`` restarts.
+(without DNS) while ``corral serve`` restarts; ready namespaces stay too, and the
+next start takes them over from the ledger.
 
 Contracts (all ids are checked first: InvalidInput):
 
 * ``attach`` -> NetInfo; all-or-nothing (each step pushes its undo on an
   AsyncExitStack); Conflict if the sandbox is attached already; LimitExceeded when
   the pool is exhausted; InvalidInput for a bad policy; RuntimeFailure otherwise.
+  With a ready namespace (``ready_namespaces`` > 0) it claims one: one ``nft -f``
+  transaction (the sandbox's chain, sets and bindings), a sysfs write and the
+  ledger; a refill is asked for. Without one it makes the namespace itself.
 * ``detach``: idempotent; RuntimeFailure if something could not be removed (the
-  sandbox stays known, so a retry or ``reclaim`` finishes the job).
+  sandbox stays known, so a retry or ``reclaim`` finishes the job). The namespace
+  is removed, never handed back to the pool.
 * ``set_policy``: applies at once, to open connections too; NotFound if not attached.
 * ``info``: None when not attached or its namespace is gone.
 * ``reclaim(keep)``: detaches every sandbox with any trace here (ledger, namespace
-  with our prefix, firewall chain or binding) that is not in ``keep``, and deletes
-  bridge ports nobody owns; returns the ids removed, sorted.
+  with our prefix, firewall chain or binding) that is not in ``keep``, removes
+  pool-named namespaces and host ends that are neither a ready (or pending) spare
+  nor a sandbox's, and deletes bridge ports nobody owns; returns the sandbox ids
+  removed, sorted. Ready spares are kept.
+* ``drain``: stops refilling and removes every ready namespace (tests, uninstall).
 * ``start``: Unavailable when the resolver cannot bind ``<gateway>:53``.
 """
 
@@ -39,9 +48,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from corral import ids
-from corral.domain import EgressMode, EgressPolicy
+from corral.domain import EgressPolicy
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure, Unavailable
-from corral.network import bridge, namespace
+from corral.network import bridge, namespace, recovery
 from corral.network.denials import Denials
 from corral.network.firewall import Firewall
 from corral.network.gate import Attached, Gate
@@ -49,6 +58,7 @@ from corral.network.ledger import Ledger, Record
 from corral.network.policy import Rules, validate_policy
 from corral.network.pool import AddressPool
 from corral.network.resolver import Resolver, parse_upstream, system_upstreams
+from corral.network.spares import Spares
 from corral.ports import DeniedFn, NetInfo
 
 log = logging.getLogger("corral.network")
@@ -72,6 +82,8 @@ class NodeNetwork:
         denial_rate: float = 1.0,
         denial_burst: int = 10,
         pin_private: bool = False,
+        ready_namespaces: int = 4,
+        ready_concurrency: int = 1,
     ) -> None:
         self._pool = AddressPool(pool)
         if not 0 <= nflog_group <= 0xFFFF:
@@ -100,6 +112,16 @@ class NodeNetwork:
         self._sandboxes = self._gate.sandboxes
         self._denials = Denials(
             on_denied, self._gate.owner, self._gate.hostname_of, rate=denial_rate, burst=denial_burst
+        )
+        self._spares = Spares(
+            ready_namespaces,
+            prefix=netns_prefix,
+            bridge=bridge_name,
+            pool=self._pool,
+            firewall=self._firewall,
+            ledger=self._ledger,
+            taken=self._gate.addresses,
+            concurrency=ready_concurrency,
         )
         self._start_lock = asyncio.Lock()
         self._resolver: Resolver | None = None
@@ -157,9 +179,11 @@ class NodeNetwork:
             await self._denials.start(self._group)
             for sandbox in self._sandboxes.values():
                 self._gate.refresh_blocks(sandbox)
+            self._spares.start()
             self._started = True
 
     async def close(self) -> None:
+        await self._spares.stop()
         self._gate.stop()
         resolver, self._resolver = self._resolver, None
         self._gate.resolver = None
@@ -171,37 +195,42 @@ class NodeNetwork:
     async def _recover(self) -> None:
         """Rebuild memory from the ledger; adopt sandboxes the ledger lost, with the
         address the firewall routes or, failing that, the one inside the namespace
-        (their policy unknown: deny_all, fail closed); re-create missing chains."""
-        records = self._ledger.records
+        (their policy unknown: deny_all, fail closed); re-create missing chains; take
+        over the ready namespaces that are intact (``reclaim`` removes the others)."""
+        ledger = self._ledger
+        ledger.records = records = recovery.with_names(ledger.records, self._prefix)
         found = await self._firewall.bindings()
-        for name in await namespace.names(self._prefix):
-            sid = name[len(self._prefix) :]
-            if ids.is_valid(sid, "sb") and sid not in records and sid not in found:
-                address = await namespace.address_of(name)
-                if address is not None:
-                    found[sid] = address
-        adopted = set()
-        for sid, address in found.items():
-            if sid not in records and self._pool.contains(address):
-                log.warning("network of %s was not in the ledger; adopted with a deny_all policy", sid)
-                records[sid] = Record(address, EgressPolicy(mode=EgressMode.DENY_ALL))
-                adopted.add(sid)
+        adopted = await recovery.lost_sandboxes(self._prefix, records, found, self._pool.contains)
+        for sid in adopted:
+            log.warning("network of %s was not in the ledger; adopted with a deny_all policy", sid)
+        records.update(adopted)
+        held = {record.address for record in records.values()}
+        ready, dropped = await recovery.intact_spares(self._prefix, ledger.spares, held, self._pool.contains)
+        ready, extra = ready[: self._spares.size], ready[self._spares.size :]
+        for tag in [*dropped, *(spare.tag for spare in extra)]:
+            del ledger.spares[tag]
+        for spare in ready:
+            self._spares.adopt(spare)
+        if ready:  # the firewall may have been rebuilt meanwhile
+            await self._firewall.reserve_ports([spare.veth for spare in ready])
         chains = await self._firewall.sandbox_chains()
         for sid, record in records.items():
-            sandbox = self._remember(sid, record.address, record.policy)
+            assert record.netns is not None and record.veth is not None
+            sandbox = self._remember(sid, record.address, record.policy, record.netns, record.veth)
             if not await asyncio.to_thread(namespace.exists, sandbox.netns):
                 continue  # reclaim decides
             if sid not in chains:
                 await self._firewall.attach(sid, sandbox.veth, sandbox.address, sandbox.rules)
             elif sid in adopted:
                 await self._firewall.replace(sid, sandbox.rules, [], [])
-        await self._ledger.save()
+        await ledger.save()
 
     def status(self) -> dict[str, object]:
         return {
             "bridge": self._bridge,
             "gateway": self.gateway,
             "sandboxes": len(self._sandboxes),
+            "ready_namespaces": len(self._spares.ready),
             "resolver": self._resolver is not None,
             "upstreams": [f"{h}:{p}" for h, p in self._resolver.upstreams] if self._resolver else [],
             "denials_listening": self._denials.listening,
@@ -216,25 +245,35 @@ class NodeNetwork:
         async with self._gate.lock(sandbox_id):
             if sandbox_id in self._sandboxes:
                 raise Conflict(f"sandbox {sandbox_id} already has a network")
-            address = self._pool.allocate(self._gate.addresses(), self._ledger.cursor)
+            spare = self._spares.take()
+            if spare is not None:
+                address, netns, veth = spare.address, spare.netns, spare.veth
+                self._ledger.spares.pop(spare.tag, None)
+            else:
+                taken = self._gate.addresses() | {spare.address for spare in self._spares.known()}
+                address = self._pool.allocate(taken, self._ledger.cursor)
+                netns, veth = self._prefix + sandbox_id, namespace.veth_name(sandbox_id)
             async with contextlib.AsyncExitStack() as undo:
-                sandbox = self._remember(sandbox_id, address, policy)
+                sandbox = self._remember(sandbox_id, address, policy, netns, veth)
                 undo.callback(self._gate.remove, sandbox)
                 # Both undos are idempotent, so they go on the stack before their steps,
                 # which run side by side (the firewall does not need the veth to exist).
-                undo.push_async_callback(self._quietly, namespace.remove, sandbox.netns, sandbox.veth)
-                undo.push_async_callback(
-                    self._quietly, self._firewall.detach, sandbox_id, sandbox.veth, address
-                )
-                await _together(
-                    namespace.create(sandbox.netns, sandbox.veth, self._bridge, address, self._pool.gateway),
-                    self._firewall.attach(sandbox_id, sandbox.veth, address, sandbox.rules),
-                )
-                self._ledger.records[sandbox_id] = Record(address, policy)
-                self._ledger.cursor = address
+                # A claimed spare that fails is removed, not returned to the pool.
+                undo.push_async_callback(self._quietly, namespace.remove, netns, veth)
+                undo.push_async_callback(self._quietly, self._firewall.detach, sandbox_id, veth, address)
+                firewall = self._firewall.attach(sandbox_id, veth, address, sandbox.rules)
+                if spare is None:
+                    await _together(
+                        namespace.create(netns, veth, self._bridge, address, self._pool.gateway), firewall
+                    )
+                    self._ledger.cursor = address
+                else:
+                    await _together(asyncio.to_thread(namespace.label, veth, sandbox_id), firewall)
+                self._ledger.records[sandbox_id] = Record(address, policy, netns, veth)
                 undo.callback(self._ledger.records.pop, sandbox_id, None)
                 await self._ledger.save()
                 undo.pop_all()
+            self._spares.kick()  # after the claim: a refill's nft would queue ours behind it
             self._gate.refresh_blocks(sandbox)
             return self._info(sandbox)
 
@@ -245,13 +284,11 @@ class NodeNetwork:
             sandbox = self._sandboxes.get(sandbox_id)
             if sandbox is not None:
                 address: str | None = sandbox.address
+                netns, veth = sandbox.netns, sandbox.veth
             else:
                 address = (await self._firewall.bindings()).get(sandbox_id)
-            veth = namespace.veth_name(sandbox_id)
-            await _together(
-                self._firewall.detach(sandbox_id, veth, address),
-                namespace.remove(self._prefix + sandbox_id, veth),
-            )
+                netns, veth = self._prefix + sandbox_id, namespace.veth_name(sandbox_id)
+            await _together(self._firewall.detach(sandbox_id, veth, address), namespace.remove(netns, veth))
             if sandbox is not None:
                 self._gate.remove(sandbox)
             self._denials.forget(sandbox_id)
@@ -275,7 +312,7 @@ class NodeNetwork:
                 sandbox.blocks.clear()
             await self._firewall.replace(sandbox_id, rules, pins, blocks)
             sandbox.policy, sandbox.rules = policy, rules
-            self._ledger.records[sandbox_id] = Record(sandbox.address, policy)
+            self._ledger.records[sandbox_id] = Record(sandbox.address, policy, sandbox.netns, sandbox.veth)
             await self._ledger.save()
             self._gate.refresh_blocks(sandbox)
 
@@ -299,8 +336,11 @@ class NodeNetwork:
                 await self.detach(sid)
             except RuntimeFailure as exc:
                 failures.append(exc.message)
+        failures += await self._spares.sweep(self._names_in_use)
+        ports = await bridge.ports(self._bridge)
         owned = {s.veth for s in self._sandboxes.values()} | {namespace.veth_name(s) for s in keep}
-        for port in await bridge.ports(self._bridge) - owned:
+        owned |= {spare.veth for spare in self._spares.known()}
+        for port in ports - owned:
             try:
                 await namespace.remove_link(port)
             except RuntimeFailure as exc:
@@ -309,19 +349,24 @@ class NodeNetwork:
             raise RuntimeFailure("network reclaim incomplete: " + "; ".join(failures))
         return removed
 
+    async def drain(self) -> None:
+        """Stop refilling and remove every ready namespace (tests, uninstall); the
+        next ``start`` after ``close`` refills. RuntimeFailure if one could not be
+        removed (``reclaim`` retries)."""
+        await self.start()
+        await self._spares.drain()
+
     # -- internals -------------------------------------------------------------------
 
-    def _remember(self, sid: str, address: str, policy: EgressPolicy) -> Attached:
+    def _remember(self, sid: str, address: str, policy: EgressPolicy, netns: str, veth: str) -> Attached:
         sandbox = Attached(
-            id=sid,
-            address=address,
-            veth=namespace.veth_name(sid),
-            netns=self._prefix + sid,
-            policy=policy,
-            rules=Rules.compile(policy),
+            id=sid, address=address, veth=veth, netns=netns, policy=policy, rules=Rules.compile(policy)
         )
         self._gate.add(sandbox)
         return sandbox
+
+    def _names_in_use(self) -> set[str]:
+        return {s.netns for s in self._sandboxes.values()} | {s.veth for s in self._sandboxes.values()}
 
     def _info(self, sandbox: Attached) -> NetInfo:
         return NetInfo(

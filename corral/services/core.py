@@ -179,6 +179,7 @@ async def default_network(settings: Settings) -> NodeNetwork | None:
         table=settings.network_bridge,
         netns_prefix=f"{settings.network_bridge}-",
         pin_private=settings.network_pin_private,
+        ready_namespaces=settings.network_ready_namespaces,
     )
     await network.start()
     return network

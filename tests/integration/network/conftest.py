@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from corral.domain import EgressPolicy
-from corral.network import NodeNetwork
+from corral.network import NodeNetwork, namespace
 from corral.ports import NetInfo
 
 PEER = str(Path(__file__).with_name("peer.py"))
@@ -135,7 +135,7 @@ def world() -> Iterator[World]:
             _ip("-n", netns, "link", "set", "lo", "up")
             _ip("-n", netns, "route", "add", "default", "via", f"{w.net}.{low}")
         _ip("-n", outs[1][0], "addr", "add", "169.254.169.254/32", "dev", "lo")
-        _ip("route", "add", "169.254.169.254/32", "via", w.out2)
+        _ip("route", "replace", "169.254.169.254/32", "via", w.out2)  # survives a leaked one
         # a port published on a host address, the way container engines do it
         subprocess.run(
             ["nft", "-f", "-"],
@@ -258,6 +258,24 @@ class Harness:
         self.insides.append(inside)
         return Box(sid, info, inside)
 
+    def host_end(self, sid: str) -> str | None:
+        """The bridge port of ``sid``'s veth: named after the id, or a ready
+        namespace's port labelled with it."""
+        for port in os.listdir(f"/sys/class/net/{self.world.bridge}/brif"):
+            if port == namespace.veth_name(sid) or namespace.label_of(port) == sid:
+                return port
+        return None
+
+    async def ready(self, count: int, network: NodeNetwork | None = None) -> None:
+        """Wait (up to 10 s) until ``count`` ready namespaces are there."""
+        network = network or self.network
+        await network.start()
+        for _ in range(200):
+            if network.status()["ready_namespaces"] == count:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"ready namespaces: {network.status()['ready_namespaces']}, wanted {count}")
+
     async def denial(self, sid: str, **match: object) -> dict[str, object]:
         """The first event for ``sid`` whose fields include ``match`` (waits up to 3 s)."""
         for _ in range(60):
@@ -280,5 +298,6 @@ async def harness(world: World, tmp_path: Path) -> AsyncIterator[Harness]:
             await inside.stop()
         try:
             await asyncio.wait_for(h.network.reclaim(set()), 20)
+            await asyncio.wait_for(h.network.drain(), 20)
         finally:
             await h.network.close()
