@@ -86,6 +86,117 @@ async def _wait(pid: int, timeout: float) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+async def capture(
+    argv: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    timeout: float,
+    nice: int = 0,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` with ``stdin`` (None: /dev/null) and return (exit status, stdout,
+    stderr); ``nice`` > 0 lowers its priority before it gets its input; ``env``
+    defaults to :func:`child_environment`.
+
+    What ``asyncio.create_subprocess_exec`` does, minus its cost under uvloop (a fork
+    of the whole server, ~6 ms a process, against ~1 ms for ``posix_spawn``). Raises
+    FileNotFoundError if the program is missing and TimeoutError after ``timeout``
+    seconds; on a timeout or a cancellation the program is killed and reaped first.
+    """
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(argv[0])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ours: list[int] = []  # our ends of the pipes
+    theirs: list[int] = []
+    try:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        ours += [out_r, err_r]
+        theirs += [out_w, err_w]
+        actions: list[Any] = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        in_w = None
+        if stdin is None:
+            actions.append((os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
+        else:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            ours.append(in_w)
+            theirs.append(in_r)
+            actions.append((os.POSIX_SPAWN_DUP2, in_r, 0))
+        pid = _posix_spawn(program, list(argv), actions, False, env)
+    except BaseException:
+        for fd in ours + theirs:
+            os.close(fd)
+        raise
+    for fd in theirs:
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    try:
+        if nice > 0:
+            with contextlib.suppress(OSError):  # it may have exited already
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+        steps = [_drain(loop, out_r, deadline), _drain(loop, err_r, deadline)]
+        if in_w is not None:
+            ours.remove(in_w)  # _feed closes it
+            steps.append(_feed(loop, in_w, stdin or b"", deadline))
+        out, err, *_ = await asyncio.gather(*steps)
+        await wait_readable(pidfd, max(0.0, deadline - loop.time()))
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        raise
+    finally:
+        for fd in ours:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        os.close(pidfd)
+        status = _reap(pid)  # exited, or killed just now: returns at once
+    return os.waitstatus_to_exitcode(status), out, err
+
+
+async def _feed(loop: asyncio.AbstractEventLoop, fd: int, data: bytes, deadline: float) -> bytes:
+    """Write ``data`` to the pipe ``fd`` and close it (the reader then sees EOF).
+    Returns nothing worth keeping (b"", to sit beside the drains in a gather)."""
+    try:
+        view = memoryview(data)
+        os.set_blocking(fd, False)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(fd, _resolve, ready)
+                try:
+                    await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+                finally:
+                    loop.remove_writer(fd)
+            except BrokenPipeError:
+                break  # it stopped reading: its status says why
+    finally:
+        os.close(fd)
+    return b""
+
+
+async def _drain(loop: asyncio.AbstractEventLoop, fd: int, deadline: float) -> bytes:
+    """Everything the pipe ``fd`` carries until EOF."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _resolve, ready)
+            try:
+                await asyncio.wait_for(ready, max(0.0, deadline - loop.time()))
+            finally:
+                loop.remove_reader(fd)
+            continue
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
 async def wait_readable(fd: int, timeout: float) -> None:
     """Wait until ``fd`` (e.g. a pidfd: readable once the process exits) is readable;
     TimeoutError after ``timeout`` seconds."""
@@ -98,9 +209,12 @@ async def wait_readable(fd: int, timeout: float) -> None:
         loop.remove_reader(fd)
 
 
-def _posix_spawn(program: str, argv: list[str], actions: list[Any], new_session: bool) -> int:
+def _posix_spawn(
+    program: str, argv: list[str], actions: list[Any], new_session: bool, env: Mapping[str, str] | None = None
+) -> int:
     # vfork + exec: returns as soon as the child has exec'd, never blocks on the child.
-    return os.posix_spawn(program, argv, child_environment(), file_actions=actions, setsid=new_session)
+    environment = child_environment() if env is None else env
+    return os.posix_spawn(program, argv, environment, file_actions=actions, setsid=new_session)
 
 
 def _reap(pid: int) -> int:
