@@ -132,6 +132,11 @@ class Runtime(Protocol):
 
     async def destroy(self, sandbox_id: str) -> None: ...
 
+    async def discard(self, sandbox_id: str) -> None:
+        """Kill the sandbox's processes and return once they are dead; the rest of
+        ``destroy`` may go on in the background (a crash before it ends leaves traces
+        that ``reclaim`` removes). Idempotent."""
+
     async def state(self, sandbox_id: str) -> RuntimeState: ...
 
     async def list_ids(self) -> set[str]:
@@ -227,8 +232,15 @@ class SandboxStore(Protocol):
 
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]: ...
 
+    async def count_live(self, org_id: str) -> int:
+        """How many of the org's sandboxes are live (starting or running)."""
+
     async def update(self, sandbox: Sandbox) -> None:
         """Replace the row with the same id."""
+
+    async def mark_stopped(self, sandbox_id: str, ended_at: datetime, error: str | None) -> None:
+        """Set the status to stopped, ``ended_at`` and ``error`` (the rest of the row is
+        left as it is). NotFound if there is no such row."""
 
     async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
         """Set last_active_at to ``when`` (default now)."""

@@ -6,7 +6,14 @@ Contracts:
   one SHA-256 of the secret, one constant-time comparison (against a dummy hash when
   there is no such key). Only a hash of each secret is stored. ``last_used_at`` is
   written at most once a minute per key and process, so a busy key does not turn
-  every request into a write.
+  every request into a write. A verified key is remembered for ``KEY_CACHE_S``
+  seconds, by a hash of the whole raw key (so only a caller holding the key can hit
+  the entry): a repeated request reads nothing from the store. A revocation through
+  this process's key store drops the key's entries at once (``forget_key``), and so
+  does one by another process on the same SQLite file (the CLI): every revocation
+  touches the store's ``revocations`` file, whose change time every check compares
+  (one ``stat``). With a shared PostgreSQL store another control plane's revocation
+  takes effect within ``KEY_CACHE_S``.
 - Tokens are HS256 JWTs signed with the setting ``jwt_secret`` or, without it, the
   data dir's generated ``jwt-secret``. ``authenticate_token`` raises Unauthenticated
   for an expired, forged (another secret) or unsigned (``alg: none``) token.
@@ -48,6 +55,8 @@ KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-key").hexdigest()
 TOUCH_INTERVAL_S = 60.0
 _MAX_TOUCHED = 100_000
+KEY_CACHE_S = 5.0
+_MAX_CACHED = 10_000
 WORKER, USER = "worker", "user"
 
 
@@ -97,11 +106,22 @@ class AuthService:
         self.token_ttl_s = token_ttl_s
         self.user_token_ttl_s = user_token_ttl_s
         self._touched: dict[str, float] = {}  # key id -> monotonic time last_used_at was written
+        self._verified: dict[bytes, tuple[float, Principal]] = {}  # hash of raw key -> (until, principal)
+        keys.revoked_listeners.append(self.forget_key)
+        self._revocations = -1  # change time of keys.revocations when the cache was last checked
 
     # ---- API keys ----------------------------------------------------------------------
 
     async def authenticate_key(self, raw: str) -> Principal:
-        match = KEY_FORMAT.match(raw.strip())
+        raw = raw.strip()
+        digest = hashlib.sha256(raw.encode()).digest()  # the cache's key, not a secret check
+        now = self._clock()
+        self._check_revocations()
+        cached = self._verified.get(digest)
+        if cached is not None and cached[0] > now and cached[1].key_id is not None:
+            await self._touch(cached[1].key_id)
+            return cached[1]
+        match = KEY_FORMAT.match(raw)
         if not match:
             raise Unauthenticated("invalid API key: expected the form ek_<id>_<secret>")
         key_id, secret = match.groups()
@@ -111,7 +131,28 @@ class AuthService:
         if key is None or not ok or key.revoked_at is not None:
             raise Unauthenticated("invalid API key")
         await self._touch(key.id)
-        return Principal(org_id=key.org_id, role=Role(key.role), key_id=key.id)
+        principal = Principal(org_id=key.org_id, role=Role(key.role), key_id=key.id)
+        if len(self._verified) >= _MAX_CACHED:
+            self._verified.clear()
+        self._verified[digest] = (now + KEY_CACHE_S, principal)
+        return principal
+
+    def _check_revocations(self) -> None:
+        """Forget every verified key when another process revoked one (see above)."""
+        stamp = self.keys.revocations
+        if stamp is None:
+            return
+        try:
+            changed = os.stat(stamp).st_mtime_ns
+        except FileNotFoundError:
+            changed = 0
+        if changed != self._revocations:
+            self._verified.clear()
+            self._revocations = changed
+
+    def forget_key(self, key_id: str) -> None:
+        """Drop what ``authenticate_key`` remembers of ``key_id`` (it was revoked)."""
+        self._verified = {d: entry for d, entry in self._verified.items() if entry[1].key_id != key_id}
 
     async def _touch(self, key_id: str) -> None:
         now = self._clock()

@@ -50,6 +50,10 @@ class Attached:
     pins: PinBoard = field(default_factory=PinBoard)
     blocks: PinBoard = field(default_factory=PinBoard)
     refresher: asyncio.Task[None] | None = None
+    chain: str = ""  # its firewall chain; "" for the one named after its id
+
+    def __post_init__(self) -> None:
+        self.chain = self.chain or self.id
 
 
 class Gate:
@@ -141,7 +145,7 @@ class Gate:
                 return True
             due = sandbox.pins.due([a for a in addresses if self._pinnable(a[0])])
             try:
-                await self._firewall.pin(sandbox.id, "pin", due)
+                await self._firewall.pin(sandbox.chain, "pin", due)
             except RuntimeFailure as exc:
                 log.error("cannot pin %s for %s: %s", name, sandbox.id, exc)
                 sandbox.pins.clear()
@@ -205,7 +209,7 @@ class Gate:
                 return
             sandbox.blocks.record(name, addresses)
             try:
-                await self._firewall.pin(sandbox.id, "block", sandbox.blocks.due(addresses))
+                await self._firewall.pin(sandbox.chain, "block", sandbox.blocks.due(addresses))
             except RuntimeFailure as exc:
                 log.error("cannot block %s for %s: %s", name, sandbox.id, exc)
                 sandbox.blocks.clear()

@@ -1,6 +1,6 @@
 """What this node's network adapter remembers across a control-plane restart: each
-attached sandbox's address, egress policy, namespace and host veth name (a sandbox
-that claimed a ready namespace keeps the pool's names, see ``spares.py``), the ready
+attached sandbox's address, egress policy, namespace, host veth and firewall chain
+names (a sandbox that claimed a ready namespace keeps the pool's, see ``spares.py``), the ready
 namespaces (tag -> address) and the allocation cursor.
 
 One small JSON file, ``<state dir>/network.json``, replaced atomically (temp file +
@@ -32,12 +32,14 @@ VERSION = 2
 
 @dataclass(frozen=True)
 class Record:
-    """One attached sandbox. ``netns``/``veth`` None: the default names for its id."""
+    """One attached sandbox. ``netns``/``veth``/``chain`` None: the default names for
+    its id."""
 
     address: str
     policy: EgressPolicy
     netns: str | None = None
     veth: str | None = None
+    chain: str | None = None
 
 
 class Ledger:
@@ -82,6 +84,7 @@ class Ledger:
                     policy=policy_from_mapping(entry["policy"]),
                     netns=_name(entry.get("netns")),
                     veth=_name(entry.get("veth")),
+                    chain=_name(entry.get("chain")),
                 )
                 for sid, entry in dict(data["sandboxes"]).items()
             }
@@ -109,6 +112,8 @@ def _entry(record: Record) -> dict[str, object]:
     entry: dict[str, object] = {"address": record.address, "policy": policy_to_mapping(record.policy)}
     if record.netns is not None and record.veth is not None:
         entry.update(netns=record.netns, veth=record.veth)
+    if record.chain is not None:
+        entry.update(chain=record.chain)
     return entry
 
 

@@ -21,8 +21,9 @@ Contracts (all ids are checked first: InvalidInput):
   AsyncExitStack); Conflict if the sandbox is attached already; LimitExceeded when
   the pool is exhausted; InvalidInput for a bad policy; RuntimeFailure otherwise.
   With a ready namespace (``ready_namespaces`` > 0) it claims one: one ``nft -f``
-  transaction (the sandbox's chain, sets and bindings), a sysfs write and the
-  ledger; a refill is asked for. Without one it makes the namespace itself.
+  transaction (the policy's rules into the namespace's ready chain, its address into
+  the verdict map and the bridge's bindings), a sysfs write and the ledger; a refill
+  is asked for. Without one it makes the namespace, chain and sets itself.
 * ``detach``: idempotent; RuntimeFailure if something could not be removed (the
   sandbox stays known, so a retry or ``reclaim`` finishes the job). The namespace
   is removed, never handed back to the pool.
@@ -212,17 +213,19 @@ class NodeNetwork:
         for spare in ready:
             self._spares.adopt(spare)
         if ready:  # the firewall may have been rebuilt meanwhile
-            await self._firewall.reserve_ports([spare.veth for spare in ready])
+            await self._firewall.prepare([(spare.chain, spare.veth) for spare in ready])
         chains = await self._firewall.sandbox_chains()
         for sid, record in records.items():
-            assert record.netns is not None and record.veth is not None
-            sandbox = self._remember(sid, record.address, record.policy, record.netns, record.veth)
+            assert record.netns is not None and record.veth is not None and record.chain is not None
+            sandbox = self._remember(
+                sid, record.address, record.policy, record.netns, record.veth, record.chain
+            )
             if not await asyncio.to_thread(namespace.exists, sandbox.netns):
                 continue  # reclaim decides
-            if sid not in chains:
-                await self._firewall.attach(sid, sandbox.veth, sandbox.address, sandbox.rules)
+            if sandbox.chain not in chains:
+                await self._firewall.attach(sandbox.chain, sandbox.veth, sandbox.address, sandbox.rules)
             elif sid in adopted:
-                await self._firewall.replace(sid, sandbox.rules, [], [])
+                await self._firewall.replace(sandbox.chain, sandbox.rules, [], [])
         await ledger.save()
 
     def status(self) -> dict[str, object]:
@@ -247,31 +250,33 @@ class NodeNetwork:
                 raise Conflict(f"sandbox {sandbox_id} already has a network")
             spare = self._spares.take()
             if spare is not None:
-                address, netns, veth = spare.address, spare.netns, spare.veth
+                address, netns, veth, chain = spare.address, spare.netns, spare.veth, spare.chain
                 self._ledger.spares.pop(spare.tag, None)
             else:
                 taken = self._gate.addresses() | {spare.address for spare in self._spares.known()}
                 address = self._pool.allocate(taken, self._ledger.cursor)
-                netns, veth = self._prefix + sandbox_id, namespace.veth_name(sandbox_id)
+                netns, veth, chain = self._prefix + sandbox_id, namespace.veth_name(sandbox_id), sandbox_id
             async with contextlib.AsyncExitStack() as undo:
-                sandbox = self._remember(sandbox_id, address, policy, netns, veth)
+                sandbox = self._remember(sandbox_id, address, policy, netns, veth, chain)
                 undo.callback(self._gate.remove, sandbox)
                 # Both undos are idempotent, so they go on the stack before their steps,
                 # which run side by side (the firewall does not need the veth to exist).
                 # A claimed spare that fails is removed, not returned to the pool.
                 undo.push_async_callback(self._quietly, namespace.remove, netns, veth)
-                undo.push_async_callback(self._quietly, self._firewall.detach, sandbox_id, veth, address)
-                firewall = self._firewall.attach(sandbox_id, veth, address, sandbox.rules)
-                if spare is None:
-                    await _together(
-                        namespace.create(netns, veth, self._bridge, address, self._pool.gateway), firewall
-                    )
-                    self._ledger.cursor = address
-                else:
-                    await _together(asyncio.to_thread(namespace.label, veth, sandbox_id), firewall)
-                self._ledger.records[sandbox_id] = Record(address, policy, netns, veth)
+                undo.push_async_callback(self._quietly, self._firewall.detach, chain, veth, address)
+                # The record is saved alongside (recovery checks it against the kernel).
+                self._ledger.records[sandbox_id] = Record(address, policy, netns, veth, chain)
+                undo.push_async_callback(self._quietly, self._ledger.save)
                 undo.callback(self._ledger.records.pop, sandbox_id, None)
-                await self._ledger.save()
+                firewall = self._firewall.attach(chain, veth, address, sandbox.rules, made=spare is not None)
+                if spare is None:
+                    self._ledger.cursor = address
+                    making = namespace.create(netns, veth, self._bridge, address, self._pool.gateway)
+                    await _together(making, firewall, self._ledger.save())
+                else:
+                    await _together(
+                        asyncio.to_thread(namespace.label, veth, sandbox_id), firewall, self._ledger.save()
+                    )
                 undo.pop_all()
             self._spares.kick()  # after the claim: a refill's nft would queue ours behind it
             self._gate.refresh_blocks(sandbox)
@@ -284,11 +289,11 @@ class NodeNetwork:
             sandbox = self._sandboxes.get(sandbox_id)
             if sandbox is not None:
                 address: str | None = sandbox.address
-                netns, veth = sandbox.netns, sandbox.veth
+                netns, veth, chain = sandbox.netns, sandbox.veth, sandbox.chain
             else:
                 address = (await self._firewall.bindings()).get(sandbox_id)
-                netns, veth = self._prefix + sandbox_id, namespace.veth_name(sandbox_id)
-            await _together(self._firewall.detach(sandbox_id, veth, address), namespace.remove(netns, veth))
+                netns, veth, chain = self._prefix + sandbox_id, namespace.veth_name(sandbox_id), sandbox_id
+            await _together(self._firewall.detach(chain, veth, address), namespace.remove(netns, veth))
             if sandbox is not None:
                 self._gate.remove(sandbox)
             self._denials.forget(sandbox_id)
@@ -310,9 +315,11 @@ class NodeNetwork:
             blocks = sandbox.blocks.keep(rules.name_denied) if rules.blocks_answers else []
             if not rules.blocks_answers:
                 sandbox.blocks.clear()
-            await self._firewall.replace(sandbox_id, rules, pins, blocks)
+            await self._firewall.replace(sandbox.chain, rules, pins, blocks)
             sandbox.policy, sandbox.rules = policy, rules
-            self._ledger.records[sandbox_id] = Record(sandbox.address, policy, sandbox.netns, sandbox.veth)
+            self._ledger.records[sandbox_id] = Record(
+                sandbox.address, policy, sandbox.netns, sandbox.veth, sandbox.chain
+            )
             await self._ledger.save()
             self._gate.refresh_blocks(sandbox)
 
@@ -358,15 +365,18 @@ class NodeNetwork:
 
     # -- internals -------------------------------------------------------------------
 
-    def _remember(self, sid: str, address: str, policy: EgressPolicy, netns: str, veth: str) -> Attached:
+    def _remember(
+        self, sid: str, address: str, policy: EgressPolicy, netns: str, veth: str, chain: str
+    ) -> Attached:
+        rules = Rules.compile(policy)
         sandbox = Attached(
-            id=sid, address=address, veth=veth, netns=netns, policy=policy, rules=Rules.compile(policy)
+            id=sid, address=address, veth=veth, netns=netns, policy=policy, rules=rules, chain=chain
         )
         self._gate.add(sandbox)
         return sandbox
 
     def _names_in_use(self) -> set[str]:
-        return {s.netns for s in self._sandboxes.values()} | {s.veth for s in self._sandboxes.values()}
+        return {name for s in self._sandboxes.values() for name in (s.netns, s.veth, s.chain)}
 
     def _info(self, sandbox: Attached) -> NetInfo:
         return NetInfo(

@@ -3,11 +3,11 @@
 Inspection only: nothing here changes a kernel object or the ledger.
 
 * :func:`with_names`: the records of a version 1 ledger get the default names
-  (namespace ``<prefix><id>``, host end ``namespace.veth_name(id)``).
+  (namespace ``<prefix><id>``, host end ``namespace.veth_name(id)``, chain ``<id>``).
 * :func:`lost_sandboxes`: sandboxes the ledger does not list but the kernel shows (a
-  binding in the firewall's verdict map, a namespace named after the id, or a
-  pool-named namespace whose host end is labelled with the id), as records with a
-  deny_all policy (fail closed: their real policy is unknown).
+  binding of a chain named after the id in the firewall's verdict map, a namespace
+  named after the id, or a pool-named namespace whose host end is labelled with the
+  id), as records with a deny_all policy (fail closed: their real policy is unknown).
 * :func:`intact_spares`: which of the ledger's ready namespaces can be handed out
   again: the namespace and its host end exist, no sandbox labelled it, no sandbox holds
   its address.
@@ -27,20 +27,20 @@ from corral.network.spares import Spare
 
 
 def with_names(records: dict[str, Record], prefix: str) -> dict[str, Record]:
-    return {
-        sid: record
-        if record.netns is not None and record.veth is not None
-        else replace(record, netns=prefix + sid, veth=namespace.veth_name(sid))
-        for sid, record in records.items()
-    }
+    named = {}
+    for sid, record in records.items():
+        if record.netns is None or record.veth is None:
+            record = replace(record, netns=prefix + sid, veth=namespace.veth_name(sid))
+        named[sid] = record if record.chain is not None else replace(record, chain=sid)
+    return named
 
 
 async def lost_sandboxes(
     prefix: str, records: dict[str, Record], found: dict[str, str], contains: Callable[[str], bool]
 ) -> dict[str, Record]:
     """Sandboxes missing from ``records`` (which must have names), from the namespaces
-    under ``prefix`` and ``found`` (the firewall's id -> address); only addresses for
-    which ``contains`` is true."""
+    under ``prefix`` and ``found`` (the firewall's chain -> address); only addresses
+    for which ``contains`` is true."""
     listed = {record.netns for record in records.values()}
     lost: dict[str, Record] = {}
     fail_closed = EgressPolicy(mode=EgressMode.DENY_ALL)
@@ -49,19 +49,19 @@ async def lost_sandboxes(
             continue
         tag = spares.tag_of_netns(prefix, name)
         if tag is not None:
-            veth = spares.names(prefix, tag)[1]
+            veth, chain = spares.names(prefix, tag)[1], spares.chain(tag)
             sid = await asyncio.to_thread(namespace.label_of, veth) or ""
         else:
-            sid = name[len(prefix) :]
+            sid = chain = name[len(prefix) :]
             veth = namespace.veth_name(sid)
         if not ids.is_valid(sid, "sb") or sid in records:
             continue
-        address = found.get(sid) or await namespace.address_of(name)
+        address = found.get(chain) or await namespace.address_of(name)
         if address is not None and contains(address):
-            lost[sid] = Record(address, fail_closed, name, veth)
+            lost[sid] = Record(address, fail_closed, name, veth, chain)
     for sid, address in found.items():
-        if sid not in records and sid not in lost and contains(address):
-            lost[sid] = Record(address, fail_closed, prefix + sid, namespace.veth_name(sid))
+        if ids.is_valid(sid, "sb") and sid not in records and sid not in lost and contains(address):
+            lost[sid] = Record(address, fail_closed, prefix + sid, namespace.veth_name(sid), sid)
     return lost
 
 

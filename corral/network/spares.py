@@ -3,13 +3,16 @@
 A *spare* is what a sandbox's attach would make, made before there is a sandbox: the
 namespace ``<prefix>pool-<tag>`` (``<tag>``: 12 random hex digits) with ``lo`` up, the
 sysctls set, ``eth0`` holding an address from the pool and the default route, and the
-host end of its veth, ``vp<tag>``, isolated on the bridge and up. That host end is in
-the bridge table's ``ports`` set with no address bound to it, so every frame from the
-spare is dropped, and no verdict-map entry routes its address: until it is claimed, a
-spare reaches nothing and nothing reaches it.
+host end of its veth, ``vp<tag>``, isolated on the bridge and up, and its firewall
+chain ``pool-<tag>`` (empty) with its sets. That host end is in the bridge table's
+``ports`` set with no address bound to it, so every frame from the spare is dropped,
+and no verdict-map entry routes its address: until it is claimed, a spare reaches
+nothing and nothing reaches it. A claim is one ``nft`` transaction: the policy's rules
+into the chain, the address into the verdict map and the bridge's bindings.
 
 Network namespaces cannot be renamed, so a sandbox that claims a spare keeps the pool's
-names: the ledger records them per sandbox and ``NetInfo.netns_path`` carries the path.
+names (namespace, host end, chain): the ledger records them per sandbox and
+``NetInfo.netns_path`` carries the path.
 The claim also writes the sandbox id as the host end's interface alias
 (``namespace.label``), so the owner of a pool-named namespace can be told from the
 kernel alone when the ledger is lost.
@@ -25,8 +28,9 @@ costs more than making a new one in the background.)
   (the caller then makes a namespace itself); the caller owns it from then on.
 * :meth:`Spares.kick` asks for a refill and returns at once; ``concurrency`` worker
   tasks refill in the background (never in the caller's task), each making one spare at
-  a time, all-or-nothing (a half-made one is removed). A failure is logged and retried
-  after a back-off (1 s, doubling, at most 60 s).
+  a time, all-or-nothing (a half-made one is removed), each step after the sandbox
+  creates in progress (``corral.foreground``, at most ``YIELD_S`` later). A failure is
+  logged and retried after a back-off (1 s, doubling, at most 60 s).
 * :meth:`Spares.sweep` removes pool-named leftovers nobody owns; :meth:`Spares.drain`
   removes the ready ones.
 * ``ready`` and ``pending`` (being made) are the spares this process knows; their
@@ -43,6 +47,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral import foreground
 from corral.errors import CorralError, RuntimeFailure
 from corral.network import bridge, command, namespace
 from corral.network.firewall import Firewall
@@ -54,6 +59,7 @@ log = logging.getLogger("corral.network")
 POOL_INFIX = "pool-"
 VETH_PREFIX = "vp"
 MAX_BACKOFF_S = 60.0
+YIELD_S = 1.0  # longest a refill step waits for creates in progress (``corral.foreground``)
 _TAG = re.compile(r"[0-9a-f]{12}")
 
 
@@ -64,10 +70,24 @@ class Spare:
     netns: str
     veth: str
 
+    @property
+    def chain(self) -> str:
+        return chain(self.tag)
+
 
 def names(prefix: str, tag: str) -> tuple[str, str]:
     """(namespace, host end) of the spare ``tag``."""
     return f"{prefix}{POOL_INFIX}{tag}", f"{VETH_PREFIX}{tag}"
+
+
+def chain(tag: str) -> str:
+    """The firewall chain of the spare ``tag`` (its sets are named after it)."""
+    return f"{POOL_INFIX}{tag}"
+
+
+def tag_of_chain(name: str) -> str | None:
+    tag = name[len(POOL_INFIX) :] if name.startswith(POOL_INFIX) else ""
+    return tag if _TAG.fullmatch(tag) else None
 
 
 def tag_of_netns(prefix: str, name: str) -> str | None:
@@ -164,7 +184,7 @@ class Spares:
         failures = []
         while (spare := self.take()) is not None:
             try:
-                await self.remove(spare.netns, spare.veth)
+                await self.remove(spare.tag)
             except RuntimeFailure as exc:
                 failures.append(exc.message)
                 continue
@@ -179,6 +199,8 @@ class Spares:
         hold): left by a crash or a failed removal. Returns the failures' messages."""
         found = {tag_of_netns(self._prefix, name) for name in await namespace.names(self._prefix)}
         found |= {tag_of_veth(port) for port in await bridge.ports(self._bridge)}
+        found |= {tag_of_chain(name) for name in await self._firewall.sandbox_chains()}
+        bound = await self._firewall.bindings()
         # Decided after the listing: a spare begun meanwhile is pending by now, and one
         # taken meanwhile is its sandbox's.
         live = {spare.tag for spare in self.known()}
@@ -186,25 +208,29 @@ class Spares:
         failures = []
         for tag in sorted(tag for tag in found if tag is not None and tag not in live):
             netns, veth = names(self._prefix, tag)
-            if netns in used or veth in used:
+            if netns in used or veth in used or chain(tag) in used:
                 continue
             log.warning("removing the leftover ready namespace %s", netns)
             try:
-                await self.remove(netns, veth)
+                await self.remove(tag, bound.get(chain(tag)))
             except RuntimeFailure as exc:
                 failures.append(exc.message)
         return failures
 
-    async def remove(self, netns: str, veth: str) -> None:
-        """Delete a pool-named namespace, its veth and its reservation; idempotent."""
+    async def remove(self, tag: str, address: str | None = None) -> None:
+        """Delete a pool-named namespace, its veth, its chain and sets and its
+        reservation (and the binding of ``address`` to the chain, if any); idempotent."""
+        netns, veth = names(self._prefix, tag)
         await namespace.remove(netns, veth)
-        await self._firewall.release_port(veth)
+        await self._firewall.detach(chain(tag), veth, address)
 
     async def _build(self, spare: Spare) -> None:
         """Make ``spare``'s kernel objects and record it; all-or-nothing. The host end is
         reserved in the bridge table before it exists, so it never sends a frame."""
         try:
-            await self._firewall.reserve_ports([spare.veth])
+            await foreground.quiet(YIELD_S)  # a create in progress goes first
+            await self._firewall.prepare([(spare.chain, spare.veth)])
+            await foreground.quiet(YIELD_S)
             await namespace.create(spare.netns, spare.veth, self._bridge, spare.address, self._pool.gateway)
             self._ledger.spares[spare.tag] = spare.address
             self._ledger.cursor = spare.address
@@ -212,7 +238,7 @@ class Spares:
         except BaseException:
             self._ledger.spares.pop(spare.tag, None)
             try:
-                await asyncio.shield(self.remove(spare.netns, spare.veth))
+                await asyncio.shield(self.remove(spare.tag))
             except CorralError as exc:
                 log.error("removing a half-made ready namespace: %s", exc)
             raise

@@ -111,6 +111,10 @@ class ProcessRuntime:
         if directory.exists() or sandbox_id in self._procs:
             await self._teardown(sandbox_id, directory)
 
+    async def discard(self, sandbox_id: str) -> None:
+        """``destroy``: nothing here is worth finishing in the background."""
+        await self.destroy(sandbox_id)
+
     async def start_kept(self, spec: SandboxSpec) -> None:
         """Start the agent of a sandbox whose directory (and ``home/``) is kept: a
         hibernated, restored or forked one. RuntimeFailure, the directory kept."""

@@ -13,9 +13,12 @@ accepting on its socket. A new RuncRuntime over the same settings sees and drive
 same sandboxes: it keeps no state of its own beyond per-id locks.
 
 Teardown (destroy and reclaim) is one idempotent routine that tolerates any partial
-state: kill the init (which takes its whole pid namespace with it) and wait for it on
-a pidfd, ``runc delete``, unmount everything under the sandbox dir, detach any loop
-device still backed by its image, remove its cgroup dirs, remove the dir.
+state: kill the init (which takes its whole pid namespace with it) through a pidfd
+opened from its pid file and wait for it (``teardown.py``; through ``runc kill`` when
+the pid file cannot be trusted), ``runc delete``, unmount everything under the sandbox
+dir, detach any loop device still backed by its image, remove its cgroup dirs, remove
+the dir. ``discard`` returns once the processes are dead and leaves the rest to a
+bounded background task that holds the sandbox's lock.
 """
 
 from __future__ import annotations
@@ -25,26 +28,27 @@ import contextlib
 import logging
 import os
 import resource
-import shutil
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from corral import foreground
 from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
-from corral.ports import Agent, Network
+from corral.ports import Agent, NetInfo, Network
 from corral.runtime import bundle, cgroups, loopdev, mounts, overlay
 from corral.runtime.agentfile import AgentFiles
 from corral.runtime.disk import DiskImages
 from corral.runtime.layout import SandboxPaths, valid_id
 from corral.runtime.runcbin import RuncBinary
-from corral.runtime.spawn import wait_readable
+from corral.runtime.teardown import Teardowns, kill_init, stop_container
 from corral.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CGROUP_PARENT = "corral"
+YIELD_S = 1.0  # longest a background teardown step waits for creates in progress
 STALE_CGROUP_S = 60.0
 AgentFactory = Callable[[Path], Agent]
 
@@ -76,6 +80,7 @@ class RuncRuntime:
         nameservers: Sequence[str] = (),
         start_timeout: float = 15.0,
         precompile_agent: bool = True,
+        teardown_concurrency: int = 2,
     ) -> None:
         for path in (settings.data_dir, settings.templates_dir):
             if any(ch in str(path) for ch in ",:\n"):
@@ -92,6 +97,7 @@ class RuncRuntime:
         self._nameservers = tuple(nameservers)
         self._start_timeout = start_timeout
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._teardowns = Teardowns(teardown_concurrency)
 
     # -- the port ------------------------------------------------------------------
 
@@ -104,9 +110,10 @@ class RuncRuntime:
             if paths.dir.exists() or (self._runc.root / spec.id).exists():
                 raise Conflict(f"sandbox {spec.id} already exists on this node")
             try:
-                async with contextlib.AsyncExitStack() as undo:
-                    await self._start(spec, paths, undo)
-                    undo.pop_all()
+                with foreground.serving():  # background teardowns and refills step aside
+                    async with contextlib.AsyncExitStack() as undo:
+                        await self._start(spec, paths, undo)
+                        undo.pop_all()
             except BaseException as exc:
                 if paths.dir.exists():  # an undo step failed: one more full teardown
                     await self._quietly("teardown", self._teardown, paths)
@@ -120,6 +127,35 @@ class RuncRuntime:
         paths = self.paths(sandbox_id)
         async with self._lock(sandbox_id):
             await self._teardown(paths)
+
+    async def discard(self, sandbox_id: str) -> None:
+        """Kill the sandbox's processes and return once they are dead; the rest of the
+        teardown (``runc delete``, network, unmounts, disk image, cgroups, dir) goes on
+        in the background, holding the sandbox's lock (a ``destroy``, snapshot or
+        ``reclaim`` of the id waits for it). Idempotent. A crash before it ends leaves
+        traces that ``reclaim`` removes. RuntimeFailure if the processes could not be
+        killed (then nothing goes on)."""
+        paths = self.paths(sandbox_id)
+        lock = self._lock(sandbox_id)
+        await lock.acquire()
+        try:
+            try:
+                dead = await kill_init(paths.pid_file, CGROUP_PARENT, paths.id)
+            except TimeoutError:
+                dead = None
+            if not dead:
+                await self._stop_container(paths.id)  # through runc, as destroy does
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, CorralError | OSError) and not isinstance(exc, RuntimeFailure):
+                raise RuntimeFailure(f"kill {paths.id}: {exc}") from exc
+            raise
+        self._teardowns.start(paths.id, lock, lambda: self._teardown(paths, background=True))
+
+    async def settle(self, timeout: float = 30.0) -> bool:
+        """Wait up to ``timeout`` seconds for the background teardowns ``discard``
+        started; False if some are still running."""
+        return await self._teardowns.settle(timeout)
 
     async def state(self, sandbox_id: str) -> RuntimeState:
         """RUNNING while the init (the agent) runs; STOPPED when the sandbox has traces
@@ -179,9 +215,14 @@ class RuncRuntime:
         await self._network.set_policy(self.paths(sandbox_id).id, policy)
 
     async def health(self) -> dict[str, object]:
-        """``{"runtime": "runc", "ok": bool, "version": str, "binary": str}`` (plus
-        ``"error"`` when the binary does not answer)."""
-        report: dict[str, object] = {"runtime": self.name, "binary": self._runc.binary}
+        """``{"runtime": "runc", "ok": bool, "version": str, "binary": str,
+        "teardowns": int}`` (background teardowns under way; plus ``"error"`` when the
+        binary does not answer)."""
+        report: dict[str, object] = {
+            "runtime": self.name,
+            "binary": self._runc.binary,
+            "teardowns": self._teardowns.pending,
+        }
         try:
             report.update(ok=True, version=await self._runc.version())
         except RuntimeFailure as exc:
@@ -213,9 +254,10 @@ class RuncRuntime:
         entirely and any other is parked (its disk kept). RuntimeFailure."""
         paths = self.paths(spec.id)
         try:
-            async with contextlib.AsyncExitStack() as undo:
-                await self._start(spec, paths, undo, kept_disk=True, forked=forked)
-                undo.pop_all()
+            with foreground.serving():
+                async with contextlib.AsyncExitStack() as undo:
+                    await self._start(spec, paths, undo, kept_disk=True, forked=forked)
+                    undo.pop_all()
         except BaseException as exc:
             if forked:
                 await self._quietly("teardown", self._teardown, paths)
@@ -264,20 +306,24 @@ class RuncRuntime:
             raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
 
         netns, nameservers = None, self._nameservers
-        if self._network is not None:
-            info = await self._network.attach(spec.id, spec.egress)
-            undo.push_async_callback(self._quietly, "detach network", self._network.detach, spec.id)
+        attaching = None
+        if self._network is not None:  # side by side with the disk's steps
+            attaching = asyncio.ensure_future(self._network.attach(spec.id, spec.egress))
+            undo.push_async_callback(self._quietly, "detach network", self._drop_network, spec.id, attaching)
+
+        if not kept_disk:
+            await self._disks.create(paths.disk_image, spec.limits.disk_mb)
+        await self._disks.mount(paths.disk_image, paths.disk)
+        undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
+
+        if attaching is not None:
+            info = await attaching
             await asyncio.to_thread(paths.sysfs.mkdir, 0o700)
             await asyncio.to_thread(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
             undo.push_async_callback(
                 self._quietly, "unmount sysfs", asyncio.to_thread, mounts.umount, paths.sysfs
             )
             netns, nameservers = info.netns_path, (info.gateway,)
-
-        if not kept_disk:
-            await self._disks.create(paths.disk_image, spec.limits.disk_mb)
-        await self._disks.mount(paths.disk_image, paths.disk)
-        undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
 
         if kept_disk:
             hostname = spec.id if forked else None
@@ -323,6 +369,17 @@ class RuncRuntime:
             os.close(log_fd)
         await self._wait_ready(paths)
 
+    async def _drop_network(self, sandbox_id: str, attaching: asyncio.Future[NetInfo]) -> None:
+        """Undo of a create's network attach that may still be running: stop it (it
+        undoes itself), or detach what it attached."""
+        attaching.cancel()
+        try:
+            await attaching
+        except BaseException:  # noqa: BLE001 - cancelled or failed: nothing attached
+            return
+        assert self._network is not None
+        await self._network.detach(sandbox_id)
+
     def _prepare_disk(self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str]) -> None:
         overlay.prepare(
             lower,
@@ -343,12 +400,20 @@ class RuncRuntime:
 
     # -- teardown ------------------------------------------------------------------
 
-    async def _teardown(self, paths: SandboxPaths) -> None:
+    async def _teardown(self, paths: SandboxPaths, *, background: bool = False) -> None:
+        """Remove everything of the sandbox; in the ``background``, each step waits
+        (a bounded time) for the creates in progress to finish (``foreground.py``)."""
+        step_aside = foreground.quiet if background else _no_wait
         try:
+            await step_aside(YIELD_S)
             await self._stop_container(paths.id)
-            if self._network is not None:
-                await self._network.detach(paths.id)
+            await step_aside(YIELD_S)
             await asyncio.to_thread(_remove_host_state, paths)
+            # Last: behind a kill, the next create's network attach (its nft transaction)
+            # is over by now instead of queueing behind this one's.
+            if self._network is not None:
+                await step_aside(YIELD_S)
+                await self._network.detach(paths.id)
         except RuntimeFailure:
             raise
         except (CorralError, OSError) as exc:
@@ -356,30 +421,7 @@ class RuncRuntime:
 
     async def _stop_container(self, sandbox_id: str) -> None:
         """Kill the init, wait for its pid namespace to empty, delete the container."""
-        state = await self._runc.state(sandbox_id)
-        if state is None:
-            # A runc killed halfway through "run" leaves a state dir runc cannot load.
-            await asyncio.to_thread(shutil.rmtree, self._runc.root / sandbox_id, True)
-            return
-        pid = state.get("pid")
-        if state.get("status") == "running" and isinstance(pid, int) and pid > 0:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                pidfd = None
-            try:
-                await self._runc.kill(sandbox_id, "KILL")
-                if pidfd is not None:
-                    await wait_readable(pidfd, 10.0)
-            except TimeoutError:
-                log.warning("init of %s outlived SIGKILL for 10 s; forcing the delete", sandbox_id)
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
-        try:
-            await self._runc.delete(sandbox_id)
-        except RuntimeFailure:
-            await self._runc.delete(sandbox_id, force=True)  # paused, or not dead yet
+        await stop_container(self._runc, self.paths(sandbox_id).pid_file, CGROUP_PARENT, sandbox_id)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -415,6 +457,10 @@ class RuncRuntime:
             await fn(*args)
         except Exception:
             log.exception("undo step %r failed", what)
+
+
+async def _no_wait(_max_wait: float) -> None:
+    return None
 
 
 def _park_host_state(paths: SandboxPaths) -> None:

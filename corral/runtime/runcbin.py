@@ -1,19 +1,18 @@
 """The runc command line (or any OCI runtime binary that speaks it: runsc, crun).
 
-Every call is an asyncio subprocess with a deadline. Failures raise RuntimeFailure
+Every call is a subprocess (``spawn.capture``) with a deadline. Failures raise RuntimeFailure
 carrying runc's own message; "does not exist" is reported as a value (None, False),
 not an error, because callers use it to make their own operations idempotent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from corral.errors import RuntimeFailure
-from corral.runtime.spawn import child_environment, spawn
+from corral.runtime.spawn import capture, spawn
 
 _MISSING = ("does not exist", "not exist", "not found")
 
@@ -32,24 +31,12 @@ class RuncBinary:
     async def _call(self, *args: str, root: bool = True) -> tuple[int, str, str]:
         argv = self._argv(*args) if root else [self.binary, *args]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=child_environment(),
-            )
+            code, out, err = await capture(argv, timeout=self.timeout)
         except OSError as exc:
             raise RuntimeFailure(f"cannot run {self.binary}: {exc}") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
-        except BaseException:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace").strip()
+        except TimeoutError as exc:
+            raise RuntimeFailure(f"{self.binary} {args[0]} did not finish within {self.timeout} s") from exc
+        return code, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
     async def run(
         self, sandbox_id: str, bundle: Path, *, listen_fd: int, log_fd: int, log_file: Path, pid_file: Path

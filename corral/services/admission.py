@@ -35,7 +35,7 @@ class Admission:
         try:
             cap = self.max_live_per_org
             if cap > 0:
-                live = len(await self.store.list(org_id, live_only=True))
+                live = await self.store.count_live(org_id)
                 if live + self._pending[org_id] > cap:
                     raise Conflict(
                         f"this org has {live} live sandboxes and at most {cap} are allowed "

@@ -157,6 +157,10 @@ class Core:
         await self.switches.close()
         await self.sandboxes.stop_reaper()
         await self.commands.session_ends.close()
+        from corral.runtime.runc import RuncRuntime
+
+        if isinstance(self.runtime, RuncRuntime):
+            await self.runtime.settle()  # its background teardowns need the network
         if self.network is not None:
             await self.network.close()  # sandboxes keep their network (not DNS) meanwhile
         await self.audit.close()

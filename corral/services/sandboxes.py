@@ -6,10 +6,15 @@ Contracts:
 - ``create`` is all-or-nothing: the runtime undoes its own steps on failure, and the
   row is written only once the sandbox runs (a crash in between leaves an unowned
   sandbox that ``reconcile`` removes).
-- ``kill`` is idempotent for a sandbox that is already stopped.
+- ``kill`` is idempotent for a sandbox that is already stopped. It answers once the
+  sandbox's processes are dead (``Runtime.discard``); its network, mounts and disk are
+  removed in the background, and by reconcile's reclaim after a crash.
 - ``agent_for`` gives the agent of a running sandbox (Conflict if it is not running)
   and records activity, which defers the idle timeout; ``touch`` records activity
-  without a lookup (the gateway calls it for every request it forwards).
+  without a lookup (the gateway calls it for every request it forwards). A sandbox
+  seen running is remembered for ``RUNNING_CACHE_S`` seconds, so an exec reads nothing
+  from the store; stopping or hibernating it in this process forgets it at once (in
+  another process sharing the store, within that time).
 - Every callable in ``stop_listeners`` is called with the id of each sandbox that
   stops (kill, idle timeout, reconcile), after it stopped; caches drop it there.
 - Hibernation (``services/lifecycle.py``, wired in as ``waker`` and ``snapshotter``):
@@ -47,6 +52,8 @@ from corral.settings import Settings
 
 log = logging.getLogger("corral.sandboxes")
 
+RUNNING_CACHE_S = 5.0
+_MAX_RUNNING_CACHED = 10_000
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_ENVS = 256
 MAX_METADATA = 64
@@ -130,7 +137,8 @@ class SandboxService:
         self.admission = admission
         self._activity: dict[str, float] = {}  # sandbox id -> wall time of last use
         self._reaper: asyncio.Task[None] | None = None
-        self.stop_listeners: builtins.list[Callable[[str], None]] = []
+        self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
+        self.stop_listeners: builtins.list[Callable[[str], None]] = [self._forget_running]
         self.waker: Waker | None = None  # hibernation, when the runtime can snapshot
         self.snapshotter: Snapshotter | None = None
 
@@ -197,6 +205,7 @@ class SandboxService:
         except BaseException:
             await asyncio.shield(self.runtime.destroy(sandbox_id))
             raise
+        self._running[sandbox_id] = (time.monotonic() + RUNNING_CACHE_S, principal.org_id)
         log.info("created %s (template %s, org %s)", sandbox_id, name, principal.org_id)
         return sandbox
 
@@ -238,13 +247,23 @@ class SandboxService:
         return updated
 
     async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
-        sandbox = await self.visible(principal, sandbox_id)
-        if sandbox.status is SandboxStatus.HIBERNATED and self.waker is not None:
-            sandbox = await self.waker.awake(sandbox)
-        if not sandbox.live:
-            raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        seen = self._running.get(sandbox_id)
+        if seen is None or seen[0] < time.monotonic() or seen[1] != principal.org_id:
+            sandbox = await self.visible(principal, sandbox_id)
+            if sandbox.status is SandboxStatus.HIBERNATED and self.waker is not None:
+                sandbox = await self.waker.awake(sandbox)
+            if not sandbox.live:
+                raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
+            if len(self._running) >= _MAX_RUNNING_CACHED:
+                self._running.clear()
+            self._running[sandbox_id] = (time.monotonic() + RUNNING_CACHE_S, sandbox.org_id)
+        elif not principal.may_see(sandbox_id):
+            raise NotFound(f"sandbox {sandbox_id} not found")
         self._activity[sandbox_id] = time.time()
         return self.runtime.agent(sandbox_id)
+
+    def _forget_running(self, sandbox_id: str) -> None:
+        self._running.pop(sandbox_id, None)
 
     def touch(self, sandbox_id: str) -> None:
         """Record activity of a sandbox the caller already knows to be running."""
@@ -257,12 +276,12 @@ class SandboxService:
         return sandbox
 
     async def _stop(self, sandbox: Sandbox, reason: str | None) -> None:
-        await self.runtime.destroy(sandbox.id)
+        self._forget_running(sandbox.id)
+        # Returns once its processes are dead; the runtime finishes the teardown in the
+        # background (reconcile's reclaim does, should corral stop first).
+        await self.runtime.discard(sandbox.id)
         self._activity.pop(sandbox.id, None)
-        current = await self.store.find(sandbox.id) or sandbox
-        await self.store.update(
-            replace(current, status=SandboxStatus.STOPPED, ended_at=datetime.now(UTC), error=reason)
-        )
+        await self.store.mark_stopped(sandbox.id, datetime.now(UTC), reason)
         log.info("stopped %s%s", sandbox.id, f" ({reason})" if reason else "")
         self.metrics.sandbox_stopped()
         if sandbox.status is SandboxStatus.HIBERNATED:

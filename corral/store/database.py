@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_POOL = 20
 
 
 def utc(value: datetime) -> datetime:
@@ -38,7 +39,11 @@ class Database:
         """Connect and migrate. Idempotent: an up-to-date schema is left as it is."""
         if url.startswith("sqlite"):
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        # SQLite: enough pooled connections for the requests in flight at once, so that
+        # none opens (and PRAGMA-configures) a connection of its own under load.
+        pooled = url.startswith("sqlite") and ":memory:" not in url
+        options = {"pool_size": SQLITE_POOL, "max_overflow": SQLITE_POOL} if pooled else {}
+        engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:

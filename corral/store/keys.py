@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 
@@ -34,6 +38,12 @@ class ApiKey:
 class SqlKeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.revoked_listeners: list[Callable[[str], None]] = []  # called with the key id
+        url = db.engine.url
+        local = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        # Touched by every revocation through any process on this SQLite file (the CLI's
+        # too), so that a server caching verified keys notices at once.
+        self.revocations: Path | None = Path(f"{url.database}-revoked") if local else None
 
     async def add_org(self, org_id: str, name: str) -> Org:
         async with self.db.session() as s, s.begin():
@@ -96,6 +106,12 @@ class SqlKeyStore:
             if row is None or row.org_id != org_id:
                 raise NotFound(f"key {key_id} not found")
             row.revoked_at = row.revoked_at or datetime.now(UTC)
+        if self.revocations is not None:
+            now = time.time_ns()
+            self.revocations.touch()
+            os.utime(self.revocations, ns=(now, now))
+        for listener in self.revoked_listeners:
+            listener(key_id)
 
 
 def _key(r: ApiKeyRow) -> ApiKey:

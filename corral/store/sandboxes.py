@@ -6,7 +6,7 @@ import builtins
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 
 from corral.domain import EgressMode, EgressPolicy, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.errors import Conflict, NotFound
@@ -44,6 +44,11 @@ class SqlSandboxStore:
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]:
         return await self._select(select(SandboxRow), live_only)
 
+    async def count_live(self, org_id: str) -> int:
+        stmt = select(func.count()).where(SandboxRow.org_id == org_id, SandboxRow.status.in_(LIVE))
+        async with self.db.session() as s:
+            return int(await s.scalar(stmt) or 0)
+
     async def _select(self, stmt: Select[SandboxRow], live_only: bool) -> builtins.list[Sandbox]:
         if live_only:
             stmt = stmt.where(SandboxRow.status.in_(LIVE))
@@ -56,6 +61,16 @@ class SqlSandboxStore:
             if await s.get(SandboxRow, sandbox.id) is None:
                 raise NotFound(f"sandbox {sandbox.id} not found")
             await s.merge(_row(sandbox))
+
+    async def mark_stopped(self, sandbox_id: str, ended_at: datetime, error: str | None) -> None:
+        async with self.db.session() as s, s.begin():
+            done = await s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id)
+                .values(status=SandboxStatus.STOPPED.value, ended_at=ended_at, error=error)
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                raise NotFound(f"sandbox {sandbox_id} not found")
 
     async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
         async with self.db.session() as s, s.begin():

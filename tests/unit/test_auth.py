@@ -9,10 +9,10 @@ import jwt
 import pytest
 
 from corral.auth.principal import Role
-from corral.auth.service import AuthService, load_or_create_secret
+from corral.auth.service import KEY_CACHE_S, AuthService, load_or_create_secret
 from corral.errors import InvalidInput, Unauthenticated
 from corral.store.database import Database
-from corral.store.keys import SqlKeyStore
+from corral.store.keys import ApiKey, SqlKeyStore
 
 
 @pytest.fixture
@@ -78,3 +78,50 @@ async def test_worker_tokens(auth: AuthService, tmp_path: Path) -> None:
     for bad in (forged, unsigned, expired, "garbage"):
         with pytest.raises(Unauthenticated):
             auth.authenticate_token(bad)
+
+
+async def test_a_verified_key_is_remembered_for_a_few_seconds(tmp_path: Path) -> None:
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}")
+    now = [100.0]
+    auth = AuthService(SqlKeyStore(db), "s" * 32, 60, clock=lambda: now[0])
+    try:
+        raw = await auth.bootstrap(None, tmp_path / "admin-key")
+        assert raw
+        lookups = 0
+        real = auth.keys.get_key
+
+        async def counted(key_id: str) -> ApiKey | None:
+            nonlocal lookups
+            lookups += 1
+            return await real(key_id)
+
+        auth.keys.get_key = counted  # type: ignore[method-assign]
+        first = await auth.authenticate_key(raw)
+        assert await auth.authenticate_key(f" {raw} ") == first and lookups == 1
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate_key(raw[:-1] + ("A" if raw[-1] != "A" else "B"))
+        now[0] += KEY_CACHE_S + 0.1
+        await auth.authenticate_key(raw)
+        assert lookups == 3, "expired: verified again"
+        assert first.key_id
+        await auth.keys.revoke(first.org_id, first.key_id)  # in this process: forgotten at once
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate_key(raw)
+    finally:
+        await db.close()
+
+
+async def test_a_revocation_by_another_process_on_the_same_database_is_seen_at_once(
+    auth: AuthService, tmp_path: Path
+) -> None:
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw
+    principal = await auth.authenticate_key(raw)  # now remembered
+    assert principal.key_id
+    other = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}")  # as the CLI does
+    try:
+        await SqlKeyStore(other).revoke(principal.org_id, principal.key_id)
+    finally:
+        await other.close()
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate_key(raw)

@@ -15,7 +15,7 @@ import pytest
 
 from corral.domain import EgressMode, EgressPolicy
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
-from corral.network import namespace
+from corral.network import namespace, nftlib
 
 from .conftest import Harness
 
@@ -204,7 +204,7 @@ async def test_detach_removes_everything_and_is_idempotent(harness: Harness) -> 
 
 
 async def test_attach_is_all_or_nothing(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken(*args: object) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeFailure("injected")
 
     monkeypatch.setattr(harness.network.firewall, "attach", broken)
@@ -345,3 +345,15 @@ async def test_restart_rebuilds_what_was_lost(harness: Harness) -> None:
     harness.network = harness.make()
     assert await harness.network.info(other.id) == other.info
     assert not await other.inside.reaches(w.out2), "deny_all"
+
+
+async def test_firewall_transactions_with_and_without_the_library(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert nftlib.available(), "libnftables is installed with nft"
+    with pytest.raises(RuntimeFailure, match="nosuchtable"):
+        await nftlib.apply("add rule inet nosuchtable nochain accept\n")
+    monkeypatch.setattr(nftlib, "available", lambda: False)  # the nft tool instead
+    box = await harness.box(deny_all(f"{harness.world.out1}/32"))
+    assert await box.inside.reaches(harness.world.out1)
+    assert not await box.inside.reaches(harness.world.out2)

@@ -39,6 +39,9 @@ async def test_attach_claims_a_ready_namespace_and_the_pool_refills(harness: Har
     name = os.path.basename(box.info.netns_path)
     tag = spares.tag_of_netns(harness.world.prefix, name)
     assert tag is not None and tag in before, "a ready namespace was claimed"
+    chain = spares.chain(tag)
+    assert ledger(harness)["sandboxes"][box.id]["chain"] == chain, "its ready chain took the rules"
+    assert f"@{chain}-block goto deny_policy" in nft_objects(harness.world.table, chain), "its rules"
     assert harness.host_end(box.id) == spares.names(harness.world.prefix, tag)[1]
     assert namespace.label_of(spares.names(harness.world.prefix, tag)[1]) == box.id
     assert await box.inside.reaches(harness.world.out1)
@@ -53,6 +56,7 @@ async def test_attach_claims_a_ready_namespace_and_the_pool_refills(harness: Har
     await box.inside.stop()
     await harness.network.detach(box.id)
     assert not os.path.exists(box.info.netns_path), "a used namespace is removed, never pooled again"
+    assert nft_objects(harness.world.table, chain) == ""
     assert name not in pooled(harness) and len(pooled(harness)) == 4
 
 
@@ -112,12 +116,17 @@ async def test_ready_namespaces_survive_a_restart_and_reclaim_removes_leaked_one
     await output("ip", "netns", "add", netns)
     await output("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
     await output("ip", "link", "set", veth, "master", w.bridge)
+    orphan = "cd" * 6  # firewall objects of a ready namespace whose making was cut short
+    await harness.network.firewall.prepare([(spares.chain(orphan), spares.names(w.prefix, orphan)[1])])
     harness.network = harness.make()
     await harness.network.start()
     assert harness.network.status()["ready_namespaces"] == 3, "the intact ones are taken over"
     assert set(ledger(harness)["spares"]) == ready - {lost}
     assert await harness.network.reclaim({kept.id}) == []
     assert not Path("/run/netns", netns).exists() and not os.path.exists(f"/sys/class/net/{veth}")
+    assert (
+        nft_objects(w.table, spares.chain(orphan)) == "" and nft_objects(w.table, spares.chain(leaked)) == ""
+    )
     assert not os.path.exists(f"/sys/class/net/{spares.names(w.prefix, lost)[1]}"), "remains of the lost one"
     await harness.ready(4)
     assert ready - {lost} <= {spares.tag_of_netns(w.prefix, n) for n in pooled(harness)}

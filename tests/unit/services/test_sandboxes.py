@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from corral.auth.principal import Principal, Role
-from corral.domain import ExecRequest, RuntimeState, SandboxSpec, SandboxStatus
+from corral.domain import ExecRequest, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.runtime.process import ProcessRuntime
 from corral.services.core import Core
@@ -104,6 +105,20 @@ async def test_idle_timeout_hibernates_and_activity_defers(core: Core) -> None:
     assert idle.id not in await core.runtime.list_ids()
 
 
+async def test_reconcile_reclaims_what_a_stopped_row_left_behind(core: Core) -> None:
+    """A kill answers before the runtime has removed everything; if corral stops in
+    between, the row is stopped and the leftovers belong to nobody: reclaimed."""
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox())
+    row = await core.sandboxes.store.find(sb.id)
+    assert row is not None
+    await core.sandboxes.store.update(replace(row, status=SandboxStatus.STOPPED))  # killed, not cleaned up
+    assert sb.id in await core.runtime.list_ids()
+    report = await core.sandboxes.reconcile()
+    assert sb.id in report.reclaimed and sb.id not in report.marked_stopped
+    assert sb.id not in await core.runtime.list_ids()
+
+
 async def test_reconcile_keeps_running_marks_dead_and_reclaims(core: Core) -> None:
     me = await owner(core)
     alive = await core.sandboxes.create(me, CreateSandbox())
@@ -117,3 +132,30 @@ async def test_reconcile_keeps_running_marks_dead_and_reclaims(core: Core) -> No
     assert orphan in report.reclaimed
     assert (await core.sandboxes.get(me, dead.id)).status is SandboxStatus.STOPPED
     assert await core.runtime.list_ids() == {alive.id}
+
+
+async def test_a_running_sandbox_is_remembered_for_exec_until_it_stops(core: Core) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox())
+    reads = 0
+    store = core.sandboxes.store
+    real = store.get
+
+    async def counted(org_id: str, sandbox_id: str) -> Sandbox:
+        nonlocal reads
+        reads += 1
+        return await real(org_id, sandbox_id)
+
+    store.get = counted  # type: ignore[method-assign]
+    for _ in range(3):
+        assert (await core.commands.run(me, sb.id, ExecRequest("true"))).exit_code == 0
+    assert reads == 0, "no store read: the create remembered it running"
+    stranger = Principal(org_id="org-zzzzzzzz", role=OWNER)
+    with pytest.raises(NotFound):
+        await core.sandboxes.agent_for(stranger, sb.id)
+    worker = Principal(org_id=me.org_id, role=OWNER, sandbox_id="sb-someoneelse000")
+    with pytest.raises(NotFound):
+        await core.sandboxes.agent_for(worker, sb.id)
+    await core.sandboxes.kill(me, sb.id)
+    with pytest.raises(Conflict):
+        await core.sandboxes.agent_for(me, sb.id)

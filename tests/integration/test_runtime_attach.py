@@ -1,0 +1,82 @@
+"""RuncRuntime.create attaches the network side by side with the disk's steps: a
+failure on either side leaves nothing of the other (root, real runc)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from corral.domain import EgressPolicy, Limits, SandboxSpec, Template
+from corral.errors import RuntimeFailure
+from corral.ports import NetInfo
+from corral.runtime.runc import RuncRuntime
+from corral.settings import Settings
+from tests.integration.conftest import new_id
+from tests.integration.test_runtime_network import NETNS_DIR, LoopbackNetwork
+from tests.integration.traces import traces
+
+pytestmark = pytest.mark.integration
+
+
+class SlowNetwork(LoopbackNetwork):
+    """Attaches after a while, or fails after a while."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.attached: list[str] = []
+
+    async def attach(self, sandbox_id: str, policy: EgressPolicy) -> NetInfo:
+        await asyncio.sleep(0.2)
+        if self.fail:
+            raise RuntimeFailure("no network today")
+        info = await super().attach(sandbox_id, policy)
+        self.attached.append(sandbox_id)
+        return info
+
+
+async def test_a_failed_disk_step_detaches_the_network(
+    settings: Settings, base_template: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network = SlowNetwork()
+    runtime = RuncRuntime(settings, network=network)
+
+    async def broken(*_args: object) -> None:
+        await asyncio.sleep(0.4)  # the attach is done by now
+        raise OSError("no loop device")
+
+    monkeypatch.setattr(runtime._disks, "mount", broken)
+    sandbox_id = new_id()
+    with pytest.raises(RuntimeFailure, match="no loop device"):
+        await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+    assert network.attached == [sandbox_id]
+    assert not (NETNS_DIR / network.name(sandbox_id)).exists()
+    assert traces(settings, sandbox_id) == []
+
+
+async def test_a_disk_step_failing_first_stops_the_attach(
+    settings: Settings, base_template: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network = SlowNetwork()
+    runtime = RuncRuntime(settings, network=network)
+
+    async def broken(*_args: object) -> None:
+        raise OSError("no loop device")
+
+    monkeypatch.setattr(runtime._disks, "mount", broken)
+    sandbox_id = new_id()
+    with pytest.raises(RuntimeFailure):
+        await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+    await asyncio.sleep(0.3)
+    assert network.attached == [], "cancelled before it attached"
+    assert not (NETNS_DIR / network.name(sandbox_id)).exists()
+    assert traces(settings, sandbox_id) == []
+
+
+async def test_a_failed_attach_leaves_no_disk(settings: Settings, base_template: Template) -> None:
+    runtime = RuncRuntime(settings, network=SlowNetwork(fail=True))
+    sandbox_id = new_id()
+    with pytest.raises(RuntimeFailure, match="no network today"):
+        await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+    assert traces(settings, sandbox_id) == []
