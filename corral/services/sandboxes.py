@@ -71,7 +71,7 @@ class CreateSandbox:
     envs: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     preview_token_hash: str | None = None  # hash of the preview token (services.previews)
-    egress: EgressPolicy = EgressPolicy()  # validated by corral.network.policy at the edge
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # validated at the edge (network.policy)
 
 
 @dataclass(frozen=True)
