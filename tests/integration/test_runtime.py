@@ -118,7 +118,8 @@ async def test_fork_bomb_is_contained(runtime: RuncRuntime, sandboxes: CreateFn)
         peak = max(peak, int(cgroup_value("pids", sandbox_id, "pids.current")))
         await asyncio.sleep(0.05)
     result = bomb.result()
-    assert result.timed_out
+    # contained either way: it ran until its timeout, or every shell gave up on fork
+    assert result.timed_out or b"Cannot fork" in result.stderr, result
     assert 0 < peak <= 64
     assert int(cgroup_value("pids", sandbox_id, "pids.events").split()[1]) > 0  # forks refused
     after = await sh(runtime, sandbox_id, "echo alive")
