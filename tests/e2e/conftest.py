@@ -16,12 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from opencomputer import Sandbox
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 DATA_DIR = Path(os.environ.get("CORRAL_E2E_DATA_DIR", "/var/tmp/corral-e2e"))
@@ -158,3 +159,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+async def sandbox(server: Server) -> AsyncIterator[Sandbox]:
+    """A base sandbox through the Python SDK, killed at the end."""
+    sb = await Sandbox.create(template="base", timeout=600, api_url=server.url, api_key=server.key)
+    try:
+        yield sb
+    finally:
+        try:
+            await sb.kill()
+        except httpx.HTTPError:
+            pass
+        await sb.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -28,19 +28,6 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT_
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def sandbox(server: Server) -> AsyncIterator[Sandbox]:
-    sb = await Sandbox.create(template="base", timeout=600, api_url=server.url, api_key=server.key)
-    try:
-        yield sb
-    finally:
-        try:
-            await sb.kill()
-        except httpx.HTTPError:
-            pass
-        await sb.close()
 
 
 async def test_exec_run_returns_output_exit_code_env_and_cwd(sandbox: Sandbox) -> None:

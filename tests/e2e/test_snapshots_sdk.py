@@ -5,7 +5,6 @@ sends something the Python one does not) against a real corral server on runc.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -35,19 +34,6 @@ chown -R alice /app
 EOF
 USER alice
 """
-
-
-@pytest.fixture
-async def sandbox(server: Server) -> AsyncIterator[Sandbox]:
-    sb = await Sandbox.create(template="base", timeout=600, api_url=server.url, api_key=server.key)
-    try:
-        yield sb
-    finally:
-        try:
-            await sb.kill()
-        except httpx.HTTPError:
-            pass
-        await sb.close()
 
 
 async def ready(sb: Sandbox, checkpoint_id: str) -> dict[str, Any]:
