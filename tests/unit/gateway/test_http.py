@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -228,7 +229,9 @@ async def test_a_server_dying_mid_response_cuts_the_client_off(gw: Gw, client: h
 async def test_endless_response_headers_are_bounded(gw: Gw, client: httpx.AsyncClient) -> None:
     started = time.monotonic()
     response = await client.get(gw.path_url("/endless-headers"), headers=OWNER)
-    assert response.status_code == 502 and "larger than" in response.json()["error"]
+    # Which bound trips first (bytes or count) depends on how the stream is chunked.
+    assert response.status_code == 502
+    assert re.search(r"response head larger than|more than \d+ response headers", response.json()["error"])
     assert time.monotonic() - started < 5
 
 
