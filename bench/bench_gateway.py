@@ -13,7 +13,9 @@ port, a temporary data dir), creates a sandbox and runs two servers in it:
 * ``keepalive``: ``tests/unit/gateway/sandbox_app.py`` (asyncio, HTTP/1.1 keep-alive,
   ``GET /hello`` answers 22 bytes; a WebSocket echo on ``/ws``);
 * ``http.server``: ``python3 -m http.server`` (HTTP/1.0, one connection per request),
-  the server people most often start in a sandbox.
+  the server people most often start in a sandbox;
+* ``node``: Node's ``http`` module (keep-alive), what JavaScript dev servers run on
+  (when ``node`` is installed).
 
 For each server, the same ``GET`` direct (the sandbox's address: 127.0.0.1 on the
 process runtime) and through the gateway by path (``/preview/{id}/{port}/``) and by host
@@ -51,6 +53,14 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "unit" / "gateway" / "sandbox_app.py"
 KEY = "ek_benchgateway_" + "b" * 32
 WRK = shutil.which("wrk")
+NODE = shutil.which("node")
+# Node's own http module, keep-alive, the way dev servers (vite, next) answer.
+NODE_SERVER = (
+    "require('http').createServer((q, r) => {"
+    " if (q.url === '/hello') { r.setHeader('content-type', 'text/plain');"
+    " r.end('hello from the sandbox'); } else { r.statusCode = 404; r.end(); }"
+    "}).listen(+process.argv[1], '127.0.0.1')"
+)
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -190,6 +200,8 @@ async def ws_round_trips(url: str, headers: dict[str, str], count: int) -> Summa
 
 async def start_servers(api: httpx.AsyncClient, base: str, sid: str, tmp: Path) -> dict[str, int]:
     ports = {"keepalive": free_port(), "http.server": free_port()}
+    if NODE:
+        ports["node"] = free_port()
     script = f"{tmp}/sandbox_app.py"
     (
         await api.put(f"/sandboxes/{sid}/files", params={"path": script}, content=APP.read_bytes())
@@ -209,10 +221,11 @@ async def start_servers(api: httpx.AsyncClient, base: str, sid: str, tmp: Path) 
             str(www),
         ],
     }
-    for argv in commands.values():
-        (
-            await api.post(f"/sandboxes/{sid}/exec", json={"cmd": sys.executable, "args": argv})
-        ).raise_for_status()
+    if NODE:
+        commands["node"] = ["-e", NODE_SERVER, str(ports["node"])]
+    for name, argv in commands.items():
+        cmd = NODE if name == "node" else sys.executable
+        (await api.post(f"/sandboxes/{sid}/exec", json={"cmd": cmd, "args": argv})).raise_for_status()
     for port in ports.values():
         deadline = time.monotonic() + 15
         while (await api.get(f"{base}/preview/{sid}/{port}/hello")).status_code != 200:

@@ -137,6 +137,10 @@ class Runtime(Protocol):
         ``destroy`` may go on in the background (a crash before it ends leaves traces
         that ``reclaim`` removes). Idempotent."""
 
+    async def settle(self, timeout: float = 30.0) -> bool:
+        """Wait up to ``timeout`` seconds for the background teardowns ``discard``
+        started (their roots unmounted, their templates free); False if some go on."""
+
     async def state(self, sandbox_id: str) -> RuntimeState: ...
 
     async def list_ids(self) -> set[str]:

@@ -115,6 +115,10 @@ class ProcessRuntime:
         """``destroy``: nothing here is worth finishing in the background."""
         await self.destroy(sandbox_id)
 
+    async def settle(self, timeout: float = 30.0) -> bool:
+        """True: ``discard`` leaves nothing running in the background."""
+        return True
+
     async def start_kept(self, spec: SandboxSpec) -> None:
         """Start the agent of a sandbox whose directory (and ``home/``) is kept: a
         hibernated, restored or forked one. RuntimeFailure, the directory kept."""

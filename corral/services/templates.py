@@ -39,6 +39,7 @@ from corral.services.sandboxes import SandboxService
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+TEARDOWN_WAIT_S = 10.0
 IN_USE = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.HIBERNATED)
 
 
@@ -167,6 +168,9 @@ class TemplateService:
         if users:
             raise Conflict(f"template {name!r} is used by {', '.join(users[:10])}; delete those first")
         if self.builder is not None:
+            # A sandbox killed a moment ago may still have its root mounted over the
+            # template while the runtime finishes its teardown in the background.
+            await self.sandboxes.runtime.settle(TEARDOWN_WAIT_S)
             await self.builder.remove(name)
         await self.builds.remove(name)
 

@@ -166,16 +166,7 @@ async def test_templates_from_a_dockerfile(server: Server) -> None:
         finally:
             await sb.kill()
             await sb.close()
-        # KNOWN ISSUE (see the closing note): now and then a delete right after the kill
-        # still sees the sandbox as a user of the template; it clears within moments.
-        for _ in range(50):
-            try:
-                await templates.delete("e2e-alice")
-                break
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 409:
-                    raise
-                await asyncio.sleep(0.1)
+        await templates.delete("e2e-alice")  # right after the kill: its teardown is awaited
         with pytest.raises(httpx.HTTPStatusError) as gone:
             await templates.get("e2e-alice")
         assert gone.value.response.status_code == 404
