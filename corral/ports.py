@@ -240,7 +240,8 @@ class SandboxStore(Protocol):
         """How many of the org's sandboxes are live (starting or running)."""
 
     async def update(self, sandbox: Sandbox) -> None:
-        """Replace the row with the same id."""
+        """Replace the row with the same id. NotFound for none; Conflict when that row
+        is stopped and ``sandbox`` is not (a write from a read taken before a kill)."""
 
     async def mark_stopped(self, sandbox_id: str, ended_at: datetime, error: str | None) -> None:
         """Set the status to stopped, ``ended_at`` and ``error`` (the rest of the row is

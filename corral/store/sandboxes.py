@@ -58,8 +58,12 @@ class SqlSandboxStore:
 
     async def update(self, sandbox: Sandbox) -> None:
         async with self.db.session() as s, s.begin():
-            if await s.get(SandboxRow, sandbox.id) is None:
+            row = await s.get(SandboxRow, sandbox.id)
+            if row is None:
                 raise NotFound(f"sandbox {sandbox.id} not found")
+            if row.status == SandboxStatus.STOPPED.value and sandbox.status is not SandboxStatus.STOPPED:
+                # Written from a read taken before a concurrent kill: stopped is final.
+                raise Conflict(f"sandbox {sandbox.id} is stopped")
             await s.merge(_row(sandbox))
 
     async def mark_stopped(self, sandbox_id: str, ended_at: datetime, error: str | None) -> None:

@@ -59,6 +59,18 @@ async def test_live_only_and_update(db: Database) -> None:
     assert await store.list_all(live_only=True) == []
 
 
+async def test_a_stale_write_cannot_bring_a_killed_sandbox_back(db: Database) -> None:
+    store = SqlSandboxStore(db)
+    await store.add(sandbox("sb-11111111", "org-aaaaaaaa"))
+    stale = await store.get("org-aaaaaaaa", "sb-11111111")  # read before the kill
+    await store.mark_stopped(stale.id, datetime.now(UTC), None)
+    with pytest.raises(Conflict, match="is stopped"):
+        await store.update(replace(stale, status=SandboxStatus.HIBERNATED))
+    with pytest.raises(Conflict, match="is stopped"):
+        await store.update(replace(stale, hold_until=datetime.now(UTC)))
+    assert (await store.get("org-aaaaaaaa", stale.id)).status is SandboxStatus.STOPPED
+
+
 async def test_touch_moves_last_active(db: Database) -> None:
     store = SqlSandboxStore(db)
     sb = sandbox("sb-11111111", "org-aaaaaaaa")
