@@ -22,15 +22,38 @@ import struct
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from corral.api.opencomputer import mapping
+from corral.auth.principal import Principal
 from corral.domain import SessionEvent, Stream
 from corral.errors import CorralError
 from corral.ports import Attachment
+from corral.services.core import Core
 
 log = logging.getLogger("corral.api.ws")
 
 STDIN_PREFIX = 0x00
 NORMAL_CLOSURE = 1000
 INTERNAL_ERROR = 1011
+
+
+async def attach(
+    ws: WebSocket,
+    core: Core,
+    principal: Principal,
+    sandbox_id: str,
+    session_id: str,
+    ids: tuple[str, ...],
+    noun: str,
+    *,
+    framed: bool,
+) -> None:
+    """Attach ``ws`` to a session (``ids``: its id prefixes, ``noun``: what a malformed id
+    is called in the 404), accept it, and bridge until either side ends."""
+    session_id = mapping.path_id(session_id, ids, noun)
+    attachment = await core.commands.attach(principal, sandbox_id, session_id)
+    async with attachment as att:
+        await ws.accept()
+        await bridge(ws, att, framed=framed)
 
 
 def frame(event: SessionEvent) -> bytes:

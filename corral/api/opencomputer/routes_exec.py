@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Response, WebSocket
 
 from corral.api.opencomputer import mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
-from corral.api.opencomputer.bridge import bridge
+from corral.api.opencomputer.bridge import attach
 from corral.api.opencomputer.schemas import (
     ExecBody,
     ExecHandleOut,
@@ -85,10 +85,6 @@ def router(surface: Surface) -> APIRouter:
         ws: WebSocket, core: CoreDep, sandbox_id: str, session_id: str, principal: Principal = caller
     ) -> None:
         """Scrollback, 0x04, live output, 0x03 exit, close (see ``bridge``)."""
-        session_id = mapping.path_id(session_id, SESSION_IDS, "session")
-        attachment = await core.commands.attach(principal, sandbox_id, session_id)
-        async with attachment as att:
-            await ws.accept()
-            await bridge(ws, att, framed=True)
+        await attach(ws, core, principal, sandbox_id, session_id, SESSION_IDS, "session", framed=True)
 
     return r

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Response, WebSocket
 
 from corral.api.opencomputer import mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
-from corral.api.opencomputer.bridge import bridge
+from corral.api.opencomputer.bridge import attach
 from corral.api.opencomputer.schemas import EmptyOut, PtyBody, PtyOut, ResizeBody
 from corral.auth.principal import Principal
 
@@ -53,10 +53,6 @@ def router(surface: Surface) -> APIRouter:
         ws: WebSocket, core: CoreDep, sandbox_id: str, session_id: str, principal: Principal = caller
     ) -> None:
         """Raw terminal bytes both ways (see ``bridge``)."""
-        session_id = mapping.path_id(session_id, PTY_IDS, "PTY session")
-        attachment = await core.commands.attach(principal, sandbox_id, session_id)
-        async with attachment as att:
-            await ws.accept()
-            await bridge(ws, att, framed=False)
+        await attach(ws, core, principal, sandbox_id, session_id, PTY_IDS, "PTY session", framed=False)
 
     return r
