@@ -18,8 +18,9 @@ port, a temporary data dir), creates a sandbox and runs two servers in it:
   (when ``node`` is installed).
 
 For each server, the same ``GET`` direct (the sandbox's address: 127.0.0.1 on the
-process runtime) and through the gateway by path (``/preview/{id}/{port}/``) and by host
-(``{port}-{id}.localhost``): requests/s and latency p50/p90/p99 with ``--connections``
+process runtime), through the gateway by path (``/preview/{id}/{port}/``) and by host
+(``{port}-{id}.localhost``), and through nginx (``bench/nginx.py``: the reference, a C
+proxy in the gateway's place; skipped with ``--no-nginx``): requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
 Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
 the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -47,6 +49,7 @@ from pathlib import Path
 
 import httpx
 import websockets
+from nginx import Nginx, binary
 from stats import Summary, fmt_ms, render_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +70,7 @@ _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 @dataclass
 class Load:
     target: str  # server in the sandbox
-    route: str  # direct | path | host
+    route: str  # direct | path | host | nginx
     connections: int
     requests_per_s: float
     p50: float
@@ -242,17 +245,23 @@ async def run(args: argparse.Namespace, base: str, tmp: Path) -> dict[str, objec
         try:
             ports = await start_servers(api, base, sid, tmp)
             gw_port = int(base.rsplit(":", 1)[1])
+            proxied = {free_port(): port for port in ports.values()}
+            reference = Nginx(args.nginx, tmp / "nginx", proxied) if args.nginx else contextlib.nullcontext()
+            by_upstream = {up: listen for listen, up in proxied.items()}
             loads: list[Load] = []
-            for target, port in ports.items():
-                routes = {
-                    "direct": (f"http://127.0.0.1:{port}/hello", {}),
-                    "path": (f"{base}/preview/{sid}/{port}/hello", owner),
-                    "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
-                }
-                for conns in (args.connections, 1):
-                    for route, (url, headers) in routes.items():
-                        load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
-                        loads.append(load)
+            with reference:
+                for target, port in ports.items():
+                    routes = {
+                        "direct": (f"http://127.0.0.1:{port}/hello", {}),
+                        "path": (f"{base}/preview/{sid}/{port}/hello", owner),
+                        "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
+                    }
+                    if args.nginx:
+                        routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
+                    for conns in (args.connections, 1):
+                        for route, (url, headers) in routes.items():
+                            load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
+                            loads.append(load)
             ws_port = ports["keepalive"]
             ws = {
                 "direct": await ws_round_trips(f"ws://127.0.0.1:{ws_port}/ws", {}, args.ws_messages),
@@ -315,6 +324,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--ws-messages", type=int, default=5000)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator")
+    parser.add_argument("--no-nginx", action="store_true", help="skip the nginx reference proxy")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
@@ -325,6 +335,7 @@ def main() -> None:
     if args.load == "wrk" and WRK is None:
         raise SystemExit("wrk is not installed (Debian package wrk)")
     args.wrk = WRK is not None and args.load != "python"
+    args.nginx = None if args.no_nginx else binary()
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-gateway-"))
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(tmp / "data")])
