@@ -288,7 +288,7 @@ async def main() -> int:
 
     templates = ensure_template_cache(args.cache)
     server = CorralServer(templates)
-    bridge = f"corralbs{secrets.token_hex(2)}"
+    bridge = "corralbs0"  # fixed: its ready namespaces are reused run after run
     server.extra_env.update(
         CORRAL_NETWORK_BRIDGE=bridge,
         CORRAL_NETWORK_POOL="10.215.0.0/16",
