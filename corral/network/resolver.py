@@ -43,6 +43,7 @@ from corral.network import message
 from corral.network.message import Answer, MalformedMessage
 
 log = logging.getLogger("corral.network")
+_FREE_PORT_ATTEMPTS = 10
 
 Upstream = tuple[str, int]
 MAX_TCP_PER_CLIENT = 16
@@ -91,15 +92,19 @@ class Resolver:
         """Listen on ``host:port`` (UDP and TCP; port 0: any free port, the same for
         both, then in :attr:`port`)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
-        self._udp = transport
-        self.port = int(transport.get_extra_info("sockname")[1])
-        try:
-            self._tcp = await asyncio.start_server(self._serve_tcp, host, self.port, reuse_address=True)
-        except OSError:
-            transport.close()
-            self._udp = None
-            raise
+        for attempt in range(1 if port else _FREE_PORT_ATTEMPTS):
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+            self._udp = transport
+            self.port = int(transport.get_extra_info("sockname")[1])
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, host, self.port, reuse_address=True)
+                return
+            except OSError:
+                transport.close()
+                self._udp = None
+                if port or attempt == _FREE_PORT_ATTEMPTS - 1:
+                    raise
+                # a free UDP port whose TCP twin is taken: try another
 
     async def close(self) -> None:
         if self._udp is not None:

@@ -64,8 +64,6 @@ class Upstream(asyncio.DatagramProtocol):
 @pytest.fixture
 async def resolver() -> AsyncIterator[tuple[Resolver, Gate]]:
     loop = asyncio.get_running_loop()
-    upstream, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
-    port = upstream.get_extra_info("sockname")[1]
 
     async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         size = struct.unpack("!H", await reader.readexactly(2))[0]
@@ -74,7 +72,16 @@ async def resolver() -> AsyncIterator[tuple[Resolver, Gate]]:
         await writer.drain()
         writer.close()
 
-    tcp_server = await asyncio.start_server(tcp, "127.0.0.1", port)
+    for _ in range(10):  # a free UDP port whose TCP twin is free too
+        upstream, _ = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+        port = upstream.get_extra_info("sockname")[1]
+        try:
+            tcp_server = await asyncio.start_server(tcp, "127.0.0.1", port)
+            break
+        except OSError:
+            upstream.close()
+    else:
+        raise RuntimeError("no port free for both UDP and TCP")
     gate = Gate()
     server = Resolver(gate, [("127.0.0.1", port)], timeout=0.3)
     await server.start("127.0.0.1", 0)
