@@ -120,7 +120,9 @@ class CommandService:
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
         return agent.attach(session_id)
 
-    async def kill_session(self, principal: Principal, sandbox_id: str, session_id: str, sig: int = 9) -> None:
+    async def kill_session(
+        self, principal: Principal, sandbox_id: str, session_id: str, sig: int = 9
+    ) -> None:
         require(principal, Scope.SANDBOX_EXEC)
         if not 1 <= sig <= 64:
             raise InvalidInput("signal must be between 1 and 64", field="signal")
@@ -144,7 +146,9 @@ class CommandService:
         await self._session_started(principal, sandbox_id, agent, info)
         return info
 
-    async def resize_pty(self, principal: Principal, sandbox_id: str, pty_id: str, cols: int, rows: int) -> None:
+    async def resize_pty(
+        self, principal: Principal, sandbox_id: str, pty_id: str, cols: int, rows: int
+    ) -> None:
         require(principal, Scope.SANDBOX_EXEC)
         size = check_size(cols, rows)
         check(pty_id, "ps", "sessionID")

@@ -27,7 +27,9 @@ def create(server: Server, **body: Any) -> str:
 
 def sh(server: Server, sid: str, command: str) -> dict[str, Any]:
     with server.http() as http:
-        response = http.post(f"/sandboxes/{sid}/exec/run", json={"cmd": "sh", "args": ["-c", command], "timeout": 20})
+        response = http.post(
+            f"/sandboxes/{sid}/exec/run", json={"cmd": "sh", "args": ["-c", command], "timeout": 20}
+        )
         assert response.status_code == 200, response.text
         return dict(response.json())
 

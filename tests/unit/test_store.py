@@ -18,8 +18,16 @@ from corral.store.sandboxes import SqlSandboxStore
 def sandbox(sid: str, org: str, status: SandboxStatus = SandboxStatus.RUNNING) -> Sandbox:
     now = datetime.now(UTC)
     return Sandbox(
-        id=sid, org_id=org, template="base", status=status, limits=Limits(2, 256, 512, 64),
-        envs={"A": "1"}, metadata={"k": "v"}, timeout_s=30, created_at=now, last_active_at=now,
+        id=sid,
+        org_id=org,
+        template="base",
+        status=status,
+        limits=Limits(2, 256, 512, 64),
+        envs={"A": "1"},
+        metadata={"k": "v"},
+        timeout_s=30,
+        created_at=now,
+        last_active_at=now,
         egress=EgressPolicy(EgressMode.DENY_ALL, ("10.0.0.0/8", "*.example.com"), ("evil.example.com",)),
     )
 
