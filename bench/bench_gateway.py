@@ -100,7 +100,7 @@ def serve(port: int, data_dir: str) -> None:
     app = create_app(
         settings, runtime=ProcessRuntime(Path(data_dir) / "sandboxes"), templates=StaticTemplates()
     )
-    uvicorn.Server(config(settings, app, log_level="warning")).run()
+    uvicorn.Server(config(settings, app)).run()  # exactly what `corral serve` runs
 
 
 # ---- load generators ------------------------------------------------------------------

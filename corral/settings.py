@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     http_max_header_bytes: int = 64 * 1024
     http_max_headers: int = 100
     http_keep_alive_s: int = 5
+    # A line per HTTP request on stderr (uvicorn's access log). Off by default: preview
+    # traffic through the gateway would flood it (and it costs a quarter of the
+    # gateway's requests/s); actions are in the audit trail, counts in /metrics.
+    access_log: bool = False
 
     # principals, quotas and the audit trail (corral.auth, corral.api.guard, corral.services)
     jwt_secret: str | None = None  # HS256 secret of tokens; default: <data dir>/jwt-secret, generated

@@ -9,7 +9,8 @@
   WebSocket Denial Response extension, so a refused handshake gets a real 401/404.
 - uvloop and httptools for speed, httptools bounded and with coalesced writes by
   ``corral.api.protocol`` (request head size, header count, head timeout; settings
-  ``http_*``); lifespan on, since the app opens its core there. ``timeout_keep_alive`` is the setting ``http_keep_alive_s``.
+  ``http_*``); lifespan on, since the app opens its core there. ``timeout_keep_alive`` is the setting ``http_keep_alive_s``,
+  ``access_log`` the setting ``access_log`` (off by default).
 - ``server_header=False``: no ``server: uvicorn`` (proxied answers keep the sandbox's).
 
 uvicorn's sansio implementation logs "ASGI callable returned without completing
@@ -53,6 +54,7 @@ def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uv
             settings.http_head_timeout_s, settings.http_max_header_bytes, settings.http_max_headers
         ),
         "timeout_keep_alive": settings.http_keep_alive_s,
+        "access_log": settings.access_log,
     }
     merged = {**UVICORN_OPTIONS, **limits, "host": settings.host, "port": settings.port, **options}
     result = uvicorn.Config(app or create_app(settings), **merged)  # configures uvicorn's logging

@@ -17,7 +17,7 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Data directory [env CORRAL_DATA_DIR; default /var/lib/corral].",
+        help="Data directory (env CORRAL_DATA_DIR; default /var/lib/corral).",
         show_default=False,
     ),
 ]
@@ -25,7 +25,7 @@ DatabaseOption = Annotated[
     str | None,
     typer.Option(
         "--database-url",
-        help="SQLAlchemy URL [env CORRAL_DATABASE_URL; default SQLite in the data dir].",
+        help="SQLAlchemy URL (env CORRAL_DATABASE_URL; default SQLite in the data dir).",
         show_default=False,
     ),
 ]

@@ -45,10 +45,10 @@ app.command("audit")(audit.audit)
 def serve(
     host: Annotated[
         str | None,
-        typer.Option(help="Address to listen on [env CORRAL_HOST; default 127.0.0.1].", show_default=False),
+        typer.Option(help="Address to listen on (env CORRAL_HOST; default 127.0.0.1).", show_default=False),
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port [env CORRAL_PORT; default 8080].", show_default=False)
+        int | None, typer.Option(help="Port (env CORRAL_PORT; default 8080).", show_default=False)
     ] = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
@@ -57,19 +57,27 @@ def serve(
         typer.Option(
             "--api-key",
             help="Seed the first owner key with this ek_<id>_<secret> when the store has none "
-            "[env CORRAL_API_KEY; default: generate one into <data dir>/admin-key].",
+            "(env CORRAL_API_KEY; default: generate one into <data dir>/admin-key).",
             show_default=False,
         ),
     ] = None,
     runtime: Annotated[
         str | None,
         typer.Option(
-            help="runc, or process (tests only, no isolation) [env CORRAL_RUNTIME].", show_default=False
+            help="runc, or process (tests only, no isolation) (env CORRAL_RUNTIME).", show_default=False
         ),
     ] = None,
     public_url: Annotated[
         str | None,
-        typer.Option(help="URL clients reach this server at [env CORRAL_PUBLIC_URL].", show_default=False),
+        typer.Option(help="URL clients reach this server at (env CORRAL_PUBLIC_URL).", show_default=False),
+    ] = None,
+    access_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--access-log/--no-access-log",
+            help="A line per HTTP request on stderr (env CORRAL_ACCESS_LOG; default off).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Run the corral server in the foreground."""
@@ -82,6 +90,7 @@ def serve(
             api_key=api_key,
             runtime=runtime,
             public_url=public_url,
+            access_log=access_log,
         )
         try:
             from corral.api.server import serve as run_server

@@ -89,3 +89,5 @@ def test_uvicorn_options_never_negotiate_permessage_deflate(tmp_path: Path) -> N
     assert cfg.ws_per_message_deflate is False and cfg.ws == "websockets-sansio"
     assert (cfg.host, cfg.port, cfg.lifespan, cfg.loop) == ("127.0.0.1", 18080, "on", "uvloop")
     assert isinstance(cfg.http, type) and issubclass(cfg.http, CorralHttpProtocol)  # httptools, bounded
+    assert cfg.access_log is False
+    assert config(make_settings(tmp_path, port=18080, access_log=True), FastAPI()).access_log is True

@@ -124,6 +124,17 @@ def test_serve_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch, t
     assert settings.db_url == "sqlite+aiosqlite:///x.db"
     assert settings.api_key == "ek_abcdefgh_0123456789abcdef"
     assert settings.runtime == "process"
+    assert settings.access_log is False  # off unless asked for
+
+
+def test_serve_access_log_flag_and_help(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = fake_server(monkeypatch)
+    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path), "--access-log"])
+    assert result.exit_code == 0, result.output
+    assert calls[0].access_log is True
+    shown = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    # the environment variables are shown (square brackets would be taken as markup)
+    assert "(env CORRAL_HOST; default 127.0.0.1)" in shown and "CORRAL_ACCESS_LOG" in shown
 
 
 def test_serve_rejects_a_bad_setting_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
