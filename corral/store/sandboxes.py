@@ -7,6 +7,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from corral.domain import EgressMode, EgressPolicy, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.errors import Conflict, NotFound
@@ -21,10 +22,11 @@ class SqlSandboxStore:
         self.db = db
 
     async def add(self, sandbox: Sandbox) -> None:
-        async with self.db.session() as s, s.begin():
-            if await s.get(SandboxRow, sandbox.id) is not None:
-                raise Conflict(f"sandbox {sandbox.id} exists")
-            s.add(_row(sandbox))
+        try:
+            async with self.db.session() as s, s.begin():  # one INSERT, no read before it
+                s.add(_row(sandbox))
+        except IntegrityError as exc:
+            raise Conflict(f"sandbox {sandbox.id} exists") from exc
 
     async def get(self, org_id: str, sandbox_id: str) -> Sandbox:
         found = await self.find(sandbox_id)

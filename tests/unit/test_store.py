@@ -67,6 +67,14 @@ async def test_live_only_and_update(db: Database) -> None:
     assert await store.list_all(live_only=True) == []
 
 
+async def test_adding_an_id_twice_is_a_conflict(db: Database) -> None:
+    store = SqlSandboxStore(db)
+    await store.add(sandbox("sb-11111111", "org-aaaaaaaa"))
+    with pytest.raises(Conflict, match="exists"):
+        await store.add(sandbox("sb-11111111", "org-bbbbbbbb"))
+    assert (await store.find("sb-11111111")).org_id == "org-aaaaaaaa"  # type: ignore[union-attr]
+
+
 async def test_a_stale_write_cannot_bring_a_killed_sandbox_back(db: Database) -> None:
     store = SqlSandboxStore(db)
     await store.add(sandbox("sb-11111111", "org-aaaaaaaa"))
