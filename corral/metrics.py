@@ -19,6 +19,7 @@ serves it at ``GET /metrics`` (no auth).
     corral_rate_limited_total                counter    surface                 requests refused with 429
     corral_audit_records_total               counter    outcome                 audit records written / failed
     corral_audit_queue_depth                 gauge                              records waiting to be written
+    corral_sandboxes_standby                 gauge                              sandboxes started ahead, not yet taken
 
 ``path`` is the route template (``/api/sandboxes/{sandbox_id}``), never the raw path,
 so ids do not explode the label set; requests no route matched are ``<unmatched>``.
@@ -74,6 +75,9 @@ class Metrics:
         self.audit_records = Counter("corral_audit_records_total", "Audit records", ["outcome"], registry=r)
         self.audit_queue = Gauge(
             "corral_audit_queue_depth", "Audit records waiting to be written", registry=r
+        )
+        self.sandboxes_standby = Gauge(
+            "corral_sandboxes_standby", "Sandboxes started ahead, not yet taken by a create", registry=r
         )
 
     # ---- what the services and the gateway call ------------------------------------------

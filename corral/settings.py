@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     worker_token_ttl_s: int = 3600
     exec_output_limit: int = 16 * 1024 * 1024  # bytes kept per stream of exec/run
     reaper_interval_s: float = 5.0
+    # sandboxes started ahead for creates with the default template and limits
+    # (corral.services.standby); None: 2 with the runc runtime, 0 with the process one
+    standby_sandboxes: Annotated[int, Field(ge=0, le=64)] | None = None
 
     # per-sandbox networks (corral.network): a netns, a veth to the bridge, NAT, nftables
     network_enabled: bool = True  # False: sandboxes have loopback only

@@ -26,7 +26,8 @@ from corral.services.keys import KeyService
 from corral.services.lifecycle import LifecycleService
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
-from corral.services.sandboxes import SandboxService
+from corral.services.sandboxes import SandboxService, default_limits
+from corral.services.standby import Standby
 from corral.services.switch import KillSwitch
 from corral.services.switches import StoredSwitches
 from corral.services.templates import TemplateService
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from corral.network.node import NodeNetwork
 
 log = logging.getLogger("corral")
+
+STANDBY_WITH_RUNC = 2  # sandboxes started ahead when the setting says nothing
 
 
 @dataclass
@@ -148,6 +151,19 @@ class Core:
             await sandboxes.reconcile()
             await checkpoints.recover()
             await template_builds.recover()
+        standby = settings.standby_sandboxes
+        if standby is None:
+            standby = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
+        if standby:
+            sandboxes.standby = Standby(
+                runtime,
+                templates,
+                settings.default_template,
+                default_limits(settings),
+                standby,
+                metrics.sandboxes_standby,
+            )
+            sandboxes.standby.start()
         sandboxes.start_reaper()
         core.switches.start()
         return core
@@ -156,6 +172,8 @@ class Core:
         """Stop background work, writing every queued audit record. Sandboxes keep running."""
         await self.switches.close()
         await self.sandboxes.stop_reaper()
+        if self.sandboxes.standby is not None:
+            await self.sandboxes.standby.close()  # before the teardowns are awaited
         await self.commands.session_ends.close()
         from corral.runtime.runc import RuncRuntime
 

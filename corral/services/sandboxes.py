@@ -48,6 +48,7 @@ from corral.metrics import Metrics
 from corral.ports import Agent, Runtime, SandboxStore, Snapshotter, Templates
 from corral.services.admission import Admission
 from corral.services.audit import AuditKind, AuditService
+from corral.services.standby import Standby
 from corral.settings import Settings
 
 log = logging.getLogger("corral.sandboxes")
@@ -107,6 +108,11 @@ def check_envs(envs: dict[str, str], field_name: str = "envs") -> dict[str, str]
     return dict(envs)
 
 
+def default_limits(settings: Settings) -> Limits:
+    """The limits of a create that asks for none."""
+    return Limits(1, settings.default_memory_mb, settings.default_disk_mb, settings.pids_limit)
+
+
 def end_at(sandbox: Sandbox) -> datetime | None:
     """When the idle timeout hibernates the sandbox if nothing touches it (never before
     its ``hold_until``); None = never."""
@@ -139,6 +145,7 @@ class SandboxService:
         self._reaper: asyncio.Task[None] | None = None
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
         self.stop_listeners: builtins.list[Callable[[str], None]] = [self._forget_running]
+        self.standby: Standby | None = None  # sandboxes started ahead (services/standby.py)
         self.waker: Waker | None = None  # hibernation, when the runtime can snapshot
         self.snapshotter: Snapshotter | None = None
 
@@ -166,11 +173,12 @@ class SandboxService:
 
     async def _create(self, principal: Principal, req: CreateSandbox) -> Sandbox:
         s = self.settings
+        default = default_limits(s)
         limits = Limits(
-            cpu_count=_bounded(req.cpu_count, s.max_cpu_count, 1, 1, "cpuCount"),
-            memory_mb=_bounded(req.memory_mb, s.max_memory_mb, s.default_memory_mb, 64, "memoryMB"),
-            disk_mb=_bounded(req.disk_mb, s.max_disk_mb, s.default_disk_mb, 64, "diskMB"),
-            pids=s.pids_limit,
+            cpu_count=_bounded(req.cpu_count, s.max_cpu_count, default.cpu_count, 1, "cpuCount"),
+            memory_mb=_bounded(req.memory_mb, s.max_memory_mb, default.memory_mb, 64, "memoryMB"),
+            disk_mb=_bounded(req.disk_mb, s.max_disk_mb, default.disk_mb, 64, "diskMB"),
+            pids=default.pids,
         )
         timeout_s = s.default_timeout_s if req.timeout_s is None else req.timeout_s
         if not 0 <= timeout_s <= 30 * 24 * 3600:
@@ -182,8 +190,11 @@ class SandboxService:
             template = await self.templates.get(name)
         except NotFound as exc:
             raise NotFound(f"template {name!r} not found", field="templateID") from exc
-        sandbox_id = new_id("sb")
-        await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs, req.egress))
+        standby = self.standby
+        sandbox_id = await standby.take(template, limits, envs, req.egress) if standby else None
+        if sandbox_id is None:
+            sandbox_id = new_id("sb")
+            await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs, req.egress))
         now = datetime.now(UTC)
         sandbox = Sandbox(
             id=sandbox_id,

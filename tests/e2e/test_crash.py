@@ -80,7 +80,7 @@ def lives(server: Server, tmp_path: Path) -> Iterator[list[Node]]:
             node.stop()
 
 
-def start(lives: list[Node], tmp_path: Path, pause: str = "") -> Node:
+def start(lives: list[Node], tmp_path: Path, pause: str = "", standby: int = 0) -> Node:
     key = lives[0].key if lives else f"ek_crash{secrets.token_hex(4)}_{secrets.token_hex(24)}"
     port = _free_port()
     log = tmp_path / f"server-{len(lives)}.log"
@@ -91,6 +91,7 @@ def start(lives: list[Node], tmp_path: Path, pause: str = "") -> Node:
         "CORRAL_NETWORK_ENABLED": "false",
         "CORRAL_API_KEY": key,
         "CORRAL_TEST_PAUSE": pause,
+        "CORRAL_STANDBY_SANDBOXES": str(standby),  # 0: only the sandboxes a test makes
     }
     argv = [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(CRASH_DIR)]
     argv += ["--database-url", f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"]
@@ -193,3 +194,19 @@ def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: 
     assert exec_run(node, sid, "sha256sum /root/big /root/a") == digests  # wakes, same files
     with node.http() as http:
         assert http.get(f"/sandboxes/{sid}").json()["status"] == "running"
+
+
+def test_a_crash_leaves_no_sandbox_started_ahead(lives: list[Node], tmp_path: Path) -> None:
+    node = start(lives, tmp_path, standby=2)
+    deadline = time.monotonic() + WAIT_S
+    while len(traces()[0]) < 2:  # two sandboxes standing by: dirs, mounts, loop devices
+        assert time.monotonic() < deadline, _tail(node.log)
+        time.sleep(0.1)
+    ahead = traces()[0]
+    assert traces() == (ahead, ahead, ahead)
+    node.crash()
+
+    node = start(lives, tmp_path)  # reconcile: they are in no row, so they are removed
+    assert traces() == (set(), set(), set())
+    with node.http() as http:
+        assert http.get("/sandboxes").json() == []
