@@ -143,6 +143,34 @@ async def test_list_shows_the_sandbox_and_kill_removes_it(server: Server) -> Non
         await sb.close()
 
 
+def standing_by(server: Server) -> float:
+    with server.http() as http:
+        metrics = http.get(f"{server.url}/metrics").text
+    return float(metrics.split("\ncorral_sandboxes_standby ", 1)[1].split("\n", 1)[0])
+
+
+async def test_a_default_create_takes_a_sandbox_started_ahead(server: Server) -> None:
+    await until(lambda: standing_by(server) == 2, "two sandboxes standing by")
+    await asyncio.sleep(0.5)
+    # how long PID 1 (the agent) has been up, in 1/100 s (USER_HZ): uptime - start time
+    age = "echo $(( $(cut -d' ' -f1 /proc/uptime | tr -d .) - $(cut -d' ' -f22 /proc/1/stat) ))"
+    ahead = await Sandbox.create(template="base", timeout=600, api_url=server.url, api_key=server.key)
+    fresh = await Sandbox.create(
+        template="base", timeout=600, envs={"A": "1"}, api_url=server.url, api_key=server.key
+    )
+    try:
+        ahead_age = int((await ahead.exec.run(age)).stdout)
+        fresh_age = int((await fresh.exec.run(age)).stdout)
+        assert ahead_age >= 40, ahead_age  # started before the 0.5 s wait
+        assert fresh_age < ahead_age  # envs: started by its create
+        assert (await fresh.exec.run("echo $A")).stdout == "1\n"
+        await until(lambda: standing_by(server) == 2, "the standby refilled")
+    finally:
+        for sb in (ahead, fresh):
+            await sb.kill()
+            await sb.close()
+
+
 async def test_a_wrong_key_is_refused(server: Server) -> None:
     with pytest.raises(httpx.HTTPStatusError) as info:
         await Sandbox.create(template="base", api_url=server.url, api_key="ek_wrongkey01_" + "0" * 32)
