@@ -130,6 +130,9 @@ class Standby:
                         "could not start a standby sandbox: %s; next try in %.0f s", exc.message, RETRY_S
                     )
                     started = False
+                except Exception:  # keep refilling whatever one start did
+                    log.exception("could not start a standby sandbox; next try in %.0f s", RETRY_S)
+                    started = False
                 if not started:
                     await asyncio.sleep(RETRY_S)
                     self._wanted.set()
