@@ -70,6 +70,10 @@ class Agent(Protocol):
     async def ping(self) -> None:
         """Return when the agent answers; AgentError if it does not in time."""
 
+    async def set_envs(self, envs: dict[str, str]) -> None:
+        """Add the sandbox's envs to what every later command gets (for a sandbox
+        started before its create knew them)."""
+
     async def exec(self, request: ExecRequest) -> ExecResult:
         """Run to completion. On timeout the process group is killed and the result has
         ``timed_out=True`` and exit code 124."""

@@ -119,6 +119,9 @@ class AgentClient:
         protocol.get_str(answer, "version")
         protocol.get_int(answer, "pid")
 
+    async def set_envs(self, envs: dict[str, str]) -> None:
+        await self._call({"op": "env.set", "envs": dict(envs)})
+
     async def exec(self, request: ExecRequest) -> ExecResult:
         timeout = request.timeout_s if request.timeout_s and request.timeout_s > 0 else self.exec_timeout
         message = {

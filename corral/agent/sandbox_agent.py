@@ -1439,6 +1439,14 @@ def op_ports(agent: Agent, conn: Conn, req: Json) -> None:
     conn.answer({"ok": True, "ports": listening_ports()})
 
 
+def op_env_set(agent: Agent, conn: Conn, req: Json) -> None:
+    """The sandbox's own envs, given after start (a sandbox started ahead of its
+    create): every later command gets them, as if they had been in the agent's
+    environment from the start."""
+    agent.base_env.update(want_envs(req))
+    conn.answer({"ok": True})
+
+
 def op_shutdown(agent: Agent, conn: Conn, req: Json) -> None:
     conn.answer({"ok": True})
     agent.exit_now()
@@ -1460,6 +1468,7 @@ OPS: dict[str, Callable[[Agent, Conn, Json], None]] = {
     "file.mkdir": op_file_mkdir,
     "file.remove": op_file_remove,
     "ports": op_ports,
+    "env.set": op_env_set,
     "shutdown": op_shutdown,
 }
 

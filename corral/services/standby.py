@@ -2,17 +2,19 @@
 ``standby_sandboxes``; by default 2 with the runc runtime, none with the process one).
 
 A create that asks for nothing a started sandbox cannot take afterwards (the default
-template, the default limits, no envs, the default egress policy) takes one: its id
-becomes the new sandbox's and only the store's row is left to write, so the create
-costs milliseconds instead of a container's start. Everything else starts a sandbox
-as before.
+template, the default limits, the default egress policy) takes one: its id becomes the
+new sandbox's, its agent is given the create's envs (``env.set``: later commands get
+them as if they had been there from the start), and only the store's row is left to
+write, so the create costs milliseconds instead of a container's start. Everything
+else starts a sandbox as before.
 
 Contracts:
 - A standby sandbox is on the node but not in the store: reconcile's reclaim removes
   any a crash left behind, and ``close`` removes the rest at shutdown.
 - ``take`` hands out a sandbox only for a template whose digest is the one it was
-  started from and for equal limits, and only after its agent answered a ping within
-  ``PING_S`` (one that does not is removed, and the next is tried).
+  started from and for equal limits, and only after its agent answered within
+  ``PING_S`` (a ping, or the envs taken; one that does not is removed, and the next is
+  tried).
 - Refills run in the background, one sandbox at a time, after creates in progress
   (``foreground.quiet``); only templates already built are used (a refill never
   builds one). A refill that fails waits ``RETRY_S`` before the next try.
@@ -84,7 +86,7 @@ class Standby:
         self, template: Template, limits: Limits, envs: dict[str, str], egress: EgressPolicy
     ) -> str | None:
         """The id of a started sandbox for this create, or None (see the contracts)."""
-        if envs or egress != EgressPolicy() or limits != self.limits:
+        if egress != EgressPolicy() or limits != self.limits:
             return None
         while self._ready:
             entry = self._ready.popleft()
@@ -93,8 +95,9 @@ class Standby:
             if entry.digest != template.digest or entry.limits != limits:
                 self._discard(entry.id)
                 continue
+            agent = self.runtime.agent(entry.id)
             try:
-                await asyncio.wait_for(self.runtime.agent(entry.id).ping(), PING_S)
+                await asyncio.wait_for(agent.set_envs(envs) if envs else agent.ping(), PING_S)
             except (CorralError, OSError, TimeoutError) as exc:
                 log.warning("standby sandbox %s did not answer (%s); removing it", entry.id, exc)
                 self._discard(entry.id)

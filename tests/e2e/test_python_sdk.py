@@ -154,16 +154,18 @@ async def test_a_default_create_takes_a_sandbox_started_ahead(server: Server) ->
     await asyncio.sleep(0.5)
     # how long PID 1 (the agent) has been up, in 1/100 s (USER_HZ): uptime - start time
     age = "echo $(( $(cut -d' ' -f1 /proc/uptime | tr -d .) - $(cut -d' ' -f22 /proc/1/stat) ))"
-    ahead = await Sandbox.create(template="base", timeout=600, api_url=server.url, api_key=server.key)
-    fresh = await Sandbox.create(
+    ahead = await Sandbox.create(
         template="base", timeout=600, envs={"A": "1"}, api_url=server.url, api_key=server.key
+    )
+    fresh = await Sandbox.create(
+        template="base", timeout=600, memory_mb=256, api_url=server.url, api_key=server.key
     )
     try:
         ahead_age = int((await ahead.exec.run(age)).stdout)
         fresh_age = int((await fresh.exec.run(age)).stdout)
         assert ahead_age >= 40, ahead_age  # started before the 0.5 s wait
-        assert fresh_age < ahead_age  # envs: started by its create
-        assert (await fresh.exec.run("echo $A")).stdout == "1\n"
+        assert fresh_age < ahead_age  # other limits: started by its create
+        assert (await ahead.exec.run("echo $A")).stdout == "1\n"  # its envs given late
         await until(lambda: standing_by(server) == 2, "the standby refilled")
     finally:
         for sb in (ahead, fresh):

@@ -195,6 +195,15 @@ async def test_exec_environment_and_cwd(agent: RunningAgent, client: AgentClient
     assert default.stdout.decode().strip() == str(agent.workdir)
 
 
+async def test_envs_set_after_start_reach_later_commands(agent: RunningAgent, client: AgentClient) -> None:
+    await client.set_envs({"FROM_CREATE": "late", "BOTH": "create"})
+    result = await client.exec(sh('echo "$FROM_AGENT $FROM_CREATE $BOTH"', envs={"BOTH": "request"}))
+    assert result.stdout == b"agent late request\n"  # the request's own envs still win
+    frames = await raw_exchange(agent.socket, json_frame({"op": "env.set", "envs": {"A=B": "x"}}))
+    answer = json.loads(frames[0][1])
+    assert answer["ok"] is False and answer["code"] == "invalid" and "A=B" in answer["message"]
+
+
 async def test_exec_signal_death_is_128_plus_n(client: AgentClient) -> None:
     assert (await client.exec(sh("kill -TERM $$"))).exit_code == 128 + signal.SIGTERM
 

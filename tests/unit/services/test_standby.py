@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from corral.domain import EgressMode, EgressPolicy
+from corral.domain import EgressMode, EgressPolicy, ExecRequest
 from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from corral.services.standby import Standby
@@ -41,18 +41,24 @@ async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_p
         await filled(standby, 2)
         assert sandbox.id not in standing_by(standby)
 
+        # envs are given to the agent of the one taken: later commands get them, and a
+        # command's own envs still win
+        await filled(standby, 2)
+        nxt = standing_by(standby)[0]
+        with_envs = await core.sandboxes.create(me, CreateSandbox(envs={"A": "1", "B": "2"}))
+        assert with_envs.id == nxt
+        assert await sh(core, me, with_envs.id, "echo $A$B") == "12\n"
+        result = await core.commands.run(
+            me, with_envs.id, ExecRequest("sh", ("-c", "echo $A"), envs={"A": "x"})
+        )
+        assert result.stdout == b"x\n"
+
         # what a started sandbox cannot take afterwards starts one as before
+        await filled(standby, 2)
         taken = set(standing_by(standby))
-        others = [
-            CreateSandbox(envs={"A": "1"}),
-            CreateSandbox(memory_mb=256),
-            CreateSandbox(egress=EgressPolicy(EgressMode.DENY_ALL)),
-        ]
-        for req in others:
+        for req in [CreateSandbox(memory_mb=256), CreateSandbox(egress=EgressPolicy(EgressMode.DENY_ALL))]:
             made = await core.sandboxes.create(me, req)
             assert made.id not in taken
-        with_envs = (await core.sandboxes.list(me))[-3]
-        assert await sh(core, me, with_envs.id, "echo $A") == "1\n"
         left = standing_by(standby)
         assert left and all((tmp_path / "run" / sid).exists() for sid in left)
     finally:
