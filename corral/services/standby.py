@@ -102,6 +102,9 @@ class Standby:
                 log.warning("standby sandbox %s did not answer (%s); removing it", entry.id, exc)
                 self._discard(entry.id)
                 continue
+            except BaseException:  # the create was cancelled: nobody will own it
+                self._discard(entry.id)
+                raise
             return entry.id
         return None
 
