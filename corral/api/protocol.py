@@ -19,7 +19,9 @@ Coalesced writes. uvicorn writes a response's head and each body message to the 
 as it gets them: two system calls for the smallest answer. Here the writes made during
 one turn of the event loop go out as one, at the end of that turn (nothing waits for
 more data, so nothing is delayed: a stream still leaves piece by piece as the app
-yields). Measured on the gateway's small answers: about a fifth more requests/s.
+yields). Measured on the gateway's small answers: about a fifth more requests/s. A
+response that is complete leaves at once (``on_response_complete``), not at the end of
+the turn.
 ``close`` sends what is pending first; everything else is the real transport's.
 
 It relies on uvicorn's ``HttpToolsProtocol`` (``self.transport``, ``on_message_begin``,
@@ -139,6 +141,12 @@ class CorralHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # The response is whole: nothing more can join it, so it leaves now rather than
+        # at the end of the loop's turn (one turn less of latency per request).
+        cast(CoalescingTransport, self.transport).flush()
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         if not self._rejected:  # else the client already has our answer
