@@ -46,11 +46,11 @@ from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.domain import Checkpoint, CheckpointStatus, Sandbox, SandboxConfig, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
-from corral.ids import is_valid, new_id
+from corral.ids import new_id
 from corral.ports import CheckpointFiles, CheckpointStore, Snapshotter
 from corral.services.audit import AuditKind
 from corral.services.lifecycle import LifecycleService
-from corral.services.patches import PatchService
+from corral.services.patches import PatchService, visible_checkpoint
 from corral.services.sandboxes import check_envs
 
 log = logging.getLogger("corral.checkpoints")
@@ -275,12 +275,7 @@ class CheckpointService:
     # ---- helpers ---------------------------------------------------------------------
 
     async def _visible(self, principal: Principal, checkpoint_id: str) -> Checkpoint:
-        if not is_valid(checkpoint_id, "cp"):
-            raise NotFound(f"checkpoint {checkpoint_id} not found")
-        checkpoint = await self.store.get(principal.org_id, checkpoint_id)
-        if not principal.may_see(checkpoint.sandbox_id):
-            raise NotFound(f"checkpoint {checkpoint_id} not found")
-        return checkpoint
+        return await visible_checkpoint(self.store, principal, checkpoint_id)
 
     async def _of_sandbox(self, principal: Principal, sandbox_id: str, checkpoint_id: str) -> Checkpoint:
         await self.sandboxes.visible(principal, sandbox_id)

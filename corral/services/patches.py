@@ -108,9 +108,15 @@ class PatchService:
         return updated
 
     async def _checkpoint(self, principal: Principal, checkpoint_id: str) -> Checkpoint:
-        if not is_valid(checkpoint_id, "cp"):
-            raise NotFound(f"checkpoint {checkpoint_id} not found")
-        checkpoint = await self.store.get(principal.org_id, checkpoint_id)
-        if not principal.may_see(checkpoint.sandbox_id):
-            raise NotFound(f"checkpoint {checkpoint_id} not found")
-        return checkpoint
+        return await visible_checkpoint(self.store, principal, checkpoint_id)
+
+
+async def visible_checkpoint(store: CheckpointStore, principal: Principal, checkpoint_id: str) -> Checkpoint:
+    """The checkpoint, if ``principal`` may see its sandbox; NotFound otherwise (also for
+    a malformed id)."""
+    if not is_valid(checkpoint_id, "cp"):
+        raise NotFound(f"checkpoint {checkpoint_id} not found")
+    checkpoint = await store.get(principal.org_id, checkpoint_id)
+    if not principal.may_see(checkpoint.sandbox_id):
+        raise NotFound(f"checkpoint {checkpoint_id} not found")
+    return checkpoint
