@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,15 +16,13 @@ from typing import Any
 
 import httpx
 import jwt
-import uvicorn
 
-from corral.api.server import config
 from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from corral.settings import Settings
-from tests.unit.api.conftest import KEY, free_port, make_app, make_settings
+from tests.unit.api.conftest import KEY, free_port, make_app, make_settings, remove_sandboxes, served
 
 SECRET = "matrix-secret-of-enough-length-for-hs256-000000"
 BAD = ("none", "malformed", "revoked", "expired jwt", "jwt alg none", "jwt other secret")
@@ -140,28 +137,15 @@ def _furnish(world: World) -> None:
 def serve_world(settings: Settings) -> Iterator[World]:
     """Seed, serve, furnish; yield; remove every sandbox and stop."""
     org, keys = asyncio.run(_seed(settings))
-    app = make_app(settings)
-    server = uvicorn.Server(config(settings, app, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="corral-matrix", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the corral server did not start")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{settings.port}"
-    world = World(url, org, keys, http=httpx.Client(base_url=url, timeout=30))
-    try:
-        _furnish(world)
-        yield world
-    finally:
-        for key in (KEY, keys["rival owner"]):
-            mine = {"X-API-Key": key}
-            for sb in world.http.get("/api/sandboxes", headers=mine).json():
-                world.http.delete(f"/api/sandboxes/{sb['sandboxID']}", headers=mine)
-        world.http.close()
-        server.should_exit = True
-        thread.join(15)
+    with served(settings, make_app(settings), "corral-matrix") as url:
+        world = World(url, org, keys, http=httpx.Client(base_url=url, timeout=30))
+        try:
+            _furnish(world)
+            yield world
+        finally:
+            for key in (KEY, keys["rival owner"]):
+                remove_sandboxes(url, key)
+            world.http.close()
 
 
 def matrix_settings(data_dir: Any) -> Settings:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,32 @@ def make_settings(data_dir: Path, port: int = 8080, **extra: Any) -> Settings:
 def make_app(settings: Settings) -> FastAPI:
     runtime = ProcessRuntime(settings.data_dir / "process-sandboxes")
     return create_app(settings, runtime=runtime, templates=StaticTemplates())
+
+
+@contextmanager
+def served(settings: Settings, app: FastAPI, name: str) -> Iterator[str]:
+    """``app`` under uvicorn, with the options ``corral serve`` uses, in a thread on the
+    settings' port; yields its URL, then stops it."""
+    server = uvicorn.Server(config(settings, app, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the corral server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def remove_sandboxes(url: str, key: str) -> None:
+    """Delete every sandbox ``key`` sees (so no agent process is left running)."""
+    with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as client:
+        for sb in client.get("/api/sandboxes").json():
+            client.delete(f"/api/sandboxes/{sb['sandboxID']}")
 
 
 async def kill_all(core: Core) -> None:
@@ -103,18 +130,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     port = free_port()
     settings = make_settings(tmp_path_factory.mktemp("live"), port=port)
     app = make_app(settings)
-    server = uvicorn.Server(config(settings, app, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="corral-live", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the corral server did not start")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    yield Live(url, f"ws://127.0.0.1:{port}", app)
-    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client:  # leave no agent running
-        for sb in client.get("/api/sandboxes").json():
-            client.delete(f"/api/sandboxes/{sb['sandboxID']}")
-    server.should_exit = True
-    thread.join(15)
+    with served(settings, app, "corral-live") as url:
+        yield Live(url, f"ws://127.0.0.1:{port}", app)
+        remove_sandboxes(url, KEY)

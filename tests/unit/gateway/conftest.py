@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,15 +20,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from fastapi import FastAPI
 
-from corral.api.server import config
 from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
-from tests.unit.api.conftest import KEY, free_port, make_app, make_settings
+from tests.unit.api.conftest import KEY, free_port, make_app, make_settings, remove_sandboxes, served
 
 APP_SCRIPT = Path(__file__).with_name("sandbox_app.py")
 ALLOWED_ORIGIN = "http://allowed.example"
@@ -78,21 +75,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     other_key, org_id = asyncio.run(_second_org(settings))
     app = make_app(settings)
-    server = uvicorn.Server(config(settings, app, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="corral-gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the corral server did not start")
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    yield Server(url, port, app, other_key, org_id)
-    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}) as client:
-        for sb in client.get("/api/sandboxes").json():
-            client.delete(f"/api/sandboxes/{sb['sandboxID']}")
-    server.should_exit = True
-    thread.join(15)
+    with served(settings, app, "corral-gateway") as url:
+        yield Server(url, port, app, other_key, org_id)
+        remove_sandboxes(url, KEY)
 
 
 @dataclass
