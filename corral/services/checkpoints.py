@@ -236,11 +236,7 @@ class CheckpointService:
                 template_digest=template.digest,
                 checkpoint_id=checkpoint.id,
             )
-            try:
-                await self.sandboxes.store.add(sandbox)
-            except BaseException:
-                await asyncio.shield(self.sandboxes.runtime.destroy(sandbox_id))
-                raise
+            await self.sandboxes.add_started(sandbox)
             self.sandboxes.metrics.sandbox_created(time.perf_counter() - started)
         await self.sandboxes.audit.record_for(
             principal,

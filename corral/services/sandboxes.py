@@ -211,14 +211,19 @@ class SandboxService:
             egress=req.egress,
             template_digest=template.digest,
         )
-        try:
-            await self.store.add(sandbox)
-        except BaseException:
-            await asyncio.shield(self.runtime.destroy(sandbox_id))
-            raise
+        await self.add_started(sandbox)
         self._running[sandbox_id] = (time.monotonic() + RUNNING_CACHE_S, principal.org_id)
         log.info("created %s (template %s, org %s)", sandbox_id, name, principal.org_id)
         return sandbox
+
+    async def add_started(self, sandbox: Sandbox) -> None:
+        """Write the row of a sandbox the runtime has started; if that fails, the
+        sandbox is destroyed (a create or fork is all-or-nothing)."""
+        try:
+            await self.store.add(sandbox)
+        except BaseException:
+            await asyncio.shield(self.runtime.destroy(sandbox.id))
+            raise
 
     async def get(self, principal: Principal, sandbox_id: str) -> Sandbox:
         require(principal, Scope.SANDBOX_READ)
