@@ -175,10 +175,7 @@ class Core:
         if self.sandboxes.standby is not None:
             await self.sandboxes.standby.close()  # before the teardowns are awaited
         await self.commands.session_ends.close()
-        from corral.runtime.runc import RuncRuntime
-
-        if isinstance(self.runtime, RuncRuntime):
-            await self.runtime.settle()  # its background teardowns need the network
+        await self.runtime.settle()  # its background teardowns need the network
         if self.network is not None:
             await self.network.close()  # sandboxes keep their network (not DNS) meanwhile
         await self.audit.close()
