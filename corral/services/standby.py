@@ -48,8 +48,7 @@ QUIET_MAX_S = 1.0
 @dataclass(frozen=True)
 class _Ready:
     id: str
-    digest: str
-    limits: Limits
+    digest: str  # of the template it was started from
 
 
 class Standby:
@@ -92,7 +91,7 @@ class Standby:
             entry = self._ready.popleft()
             self._counted()
             self._wanted.set()
-            if entry.digest != template.digest or entry.limits != limits:
+            if entry.digest != template.digest:
                 self._discard(entry.id)
                 continue
             agent = self.runtime.agent(entry.id)
@@ -150,7 +149,7 @@ class Standby:
         template = await self.templates.get(self.template)
         sandbox_id = new_id("sb")
         await self.runtime.create(SandboxSpec(sandbox_id, template, self.limits, {}, EgressPolicy()))
-        self._ready.append(_Ready(sandbox_id, template.digest, self.limits))
+        self._ready.append(_Ready(sandbox_id, template.digest))
         self._counted()
         return True
 
