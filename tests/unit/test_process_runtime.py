@@ -26,6 +26,7 @@ from corral.domain import (
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Runtime
 from corral.runtime.process import ProcessRuntime
+from tests.unit.test_agent import pid_gone
 
 TEMPLATE = Template("base", "sha256:0", "/", datetime.now(UTC))
 
@@ -51,19 +52,6 @@ async def runtime(state_dir: Path) -> AsyncIterator[ProcessRuntime]:
     runtime = ProcessRuntime(state_dir)
     yield runtime
     await runtime.reclaim(set())
-
-
-def pid_gone(pid: int, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        if stat.rpartition(")")[2].split()[0] == "Z":
-            return True
-        time.sleep(0.02)
-    return False
 
 
 async def test_create_runs_commands_with_the_sandbox_envs(runtime: ProcessRuntime, state_dir: Path) -> None:
