@@ -169,6 +169,14 @@ def pid_gone(pid: int, timeout: float = 3.0) -> bool:
     return False
 
 
+async def written(path: Path, timeout: float = 5.0) -> None:
+    """Wait until a command has written something into ``path``."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().strip():
+        assert time.monotonic() < deadline, f"nothing written to {path}"
+        await asyncio.sleep(0.01)
+
+
 # ------------------------------------------------------------------------- exec
 
 
@@ -334,10 +342,7 @@ async def test_two_clients_attached_at_once(client: AgentClient) -> None:
 async def test_kill_sends_the_signal_to_the_group(agent: RunningAgent, client: AgentClient) -> None:
     pid_file = agent.workdir / "child.pid"
     await client.start_session("k", SessionSpec("sh", ("-c", f"sleep 30 & echo $! > {pid_file}; wait")))
-    deadline = time.monotonic() + 5
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await written(pid_file)
     await client.kill_session("k", signal.SIGTERM)
     assert await wait_exited(client, "k") == 128 + signal.SIGTERM
     assert pid_gone(int(pid_file.read_text()))
@@ -619,10 +624,7 @@ async def test_host_leaving_an_exec_kills_it(agent: RunningAgent, client: AgentC
         json_frame({"op": "exec", "cmd": "sh", "args": ["-c", f"echo $$ > {pid_file}; exec sleep 30"]})
     )
     await writer.drain()
-    deadline = time.monotonic() + 5
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await written(pid_file)
     writer.close()
     await writer.wait_closed()
     assert pid_gone(int(pid_file.read_text()))
@@ -635,10 +637,7 @@ async def test_host_leaving_an_exec_kills_it(agent: RunningAgent, client: AgentC
 async def test_shutdown_kills_sessions_and_exits(agent: RunningAgent, client: AgentClient) -> None:
     pid_file = agent.workdir / "s.pid"
     await client.start_session("s", SessionSpec("sh", ("-c", f"echo $$ > {pid_file}; exec sleep 30")))
-    deadline = time.monotonic() + 5
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await written(pid_file)
     await client.shutdown()
     assert agent.proc.wait(5) == 0
     assert pid_gone(int(pid_file.read_text()))
@@ -649,10 +648,7 @@ async def test_shutdown_kills_sessions_and_exits(agent: RunningAgent, client: Ag
 async def test_sigterm_ends_sessions_and_the_agent(agent: RunningAgent, client: AgentClient) -> None:
     pid_file = agent.workdir / "s.pid"
     await client.start_session("s", SessionSpec("sh", ("-c", f"echo $$ > {pid_file}; exec sleep 30")))
-    deadline = time.monotonic() + 5
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await written(pid_file)
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(5) == 0
     assert pid_gone(int(pid_file.read_text()))
