@@ -65,14 +65,7 @@ def test_create_exec_ls_shell_rm(server: Server) -> None:
         assert sandbox_id in corral(server, "sandbox", "ls", "-q").stdout.split()
 
         master, slave = os.openpty()
-        shell = subprocess.Popen(
-            [CORRAL, "sandbox", "shell", sandbox_id],
-            env=server.env(),
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            start_new_session=True,
-        )
+        shell = open_shell(server, sandbox_id, slave)
         seen = bytearray()
         try:
             deadline = time.monotonic() + 30
@@ -148,20 +141,25 @@ def set_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+def open_shell(server: Server, sandbox_id: str, tty: int) -> subprocess.Popen[bytes]:
+    """``corral sandbox shell`` on the terminal ``tty`` (its own session, as a user's)."""
+    return subprocess.Popen(
+        [CORRAL, "sandbox", "shell", sandbox_id],
+        env=server.env(),
+        stdin=tty,
+        stdout=tty,
+        stderr=tty,
+        start_new_session=True,
+    )
+
+
 def test_shell_follows_the_local_terminal_size(server: Server) -> None:
     created = corral(server, "sandbox", "create")
     assert created.returncode == 0, created.stderr
     sandbox_id = created.stdout.strip()
     master, slave = os.openpty()
     set_size(slave, 100, 30)
-    shell = subprocess.Popen(
-        [CORRAL, "sandbox", "shell", sandbox_id],
-        env=server.env(),
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
+    shell = open_shell(server, sandbox_id, slave)
     seen = bytearray()
     try:
         os.write(master, b"stty size\r")
