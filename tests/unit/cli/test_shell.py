@@ -45,6 +45,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+def shell_argv(stub: Stub, sandbox_id: str) -> list[str]:
+    """``corral sandbox shell`` against the stub server."""
+    cli = [sys.executable, "-m", "corral.cli.main", "sandbox", "shell", sandbox_id]
+    return [*cli, "--url", stub.url, "--api-key", stub.key]
+
+
 def test_shell_is_raw_forwards_keys_resizes_and_restores_the_tty(stub: Stub) -> None:
     sandbox_id = "sb-stub000000000000"
     stub.state.sandboxes[sandbox_id] = {"sandboxID": sandbox_id}
@@ -52,18 +58,7 @@ def test_shell_is_raw_forwards_keys_resizes_and_restores_the_tty(stub: Stub) -> 
     set_size(slave, 100, 30)
     before = termios.tcgetattr(slave)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corral.cli.main",
-            "sandbox",
-            "shell",
-            sandbox_id,
-            "--url",
-            stub.url,
-            "--api-key",
-            stub.key,
-        ],
+        shell_argv(stub, sandbox_id),
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -103,18 +98,7 @@ def test_shell_with_stdin_from_a_pipe_runs_the_piped_commands(stub: Stub) -> Non
     sandbox_id = "sb-stub000000000001"
     stub.state.sandboxes[sandbox_id] = {"sandboxID": sandbox_id}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corral.cli.main",
-            "sandbox",
-            "shell",
-            sandbox_id,
-            "--url",
-            stub.url,
-            "--api-key",
-            stub.key,
-        ],
+        shell_argv(stub, sandbox_id),
         check=False,
         input=b"echo piped\nexit\n",
         capture_output=True,
