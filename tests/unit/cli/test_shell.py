@@ -110,18 +110,7 @@ def test_shell_with_stdin_from_a_pipe_runs_the_piped_commands(stub: Stub) -> Non
 
 def test_shell_on_an_unknown_sandbox_is_an_error(stub: Stub) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "corral.cli.main",
-            "sandbox",
-            "shell",
-            "sb-missing0000000000",
-            "--url",
-            stub.url,
-            "--api-key",
-            stub.key,
-        ],
+        shell_argv(stub, "sb-missing0000000000"),
         check=False,
         stdin=subprocess.DEVNULL,
         capture_output=True,
