@@ -27,6 +27,8 @@ so ids do not explode the label set; requests no route matched are ``<unmatched>
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -69,6 +71,10 @@ class Metrics:
         self.gateway_bytes = Counter(
             "corral_gateway_bytes_total", "Bytes through the gateway", ["direction"], registry=r
         )
+        # the gateway counts every request: its label children, looked up once
+        self._gateway_by_status: dict[int, Any] = {}
+        self._gateway_in = self.gateway_bytes.labels("in")
+        self._gateway_out = self.gateway_bytes.labels("out")
         self.rate_limited = Counter(
             "corral_rate_limited_total", "Requests refused with 429", ["surface"], registry=r
         )
@@ -97,11 +103,14 @@ class Metrics:
 
     def gateway_request(self, status: int, bytes_in: int = 0, bytes_out: int = 0) -> None:
         """One request the gateway answered; bytes sent to and received from the sandbox."""
-        self.gateway_requests.labels(str(status)).inc()
+        counter = self._gateway_by_status.get(status)
+        if counter is None:
+            counter = self._gateway_by_status[status] = self.gateway_requests.labels(str(status))
+        counter.inc()
         if bytes_in:
-            self.gateway_bytes.labels("in").inc(bytes_in)
+            self._gateway_in.inc(bytes_in)
         if bytes_out:
-            self.gateway_bytes.labels("out").inc(bytes_out)
+            self._gateway_out.inc(bytes_out)
 
     def http_request(self, method: str, path: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, path, str(status)).inc()

@@ -1,31 +1,23 @@
-"""The HTTP protocol corral serves with: uvicorn's httptools protocol, bounded, with its
-writes coalesced.
+"""uvicorn's httptools protocol as corral runs it: behind ``corral.api.front``, which
+reads every connection first, with the connection's writes coalesced.
 
-Bounds. uvicorn bounds request heads only with h11 (``h11_max_incomplete_event_size``),
-which is several times slower than httptools, and bounds no request head in time. So
-corral runs httptools with this subclass (``http_protocol(...)`` gives the class
-uvicorn's ``http`` option takes):
-
-- a request head (request line and headers) larger than ``max_header_bytes``, or with
-  more than ``max_headers`` fields: 431, connection closed. Bytes are counted as parsed
-  and, since llhttp holds a field until its end, also as received (so one endless field
-  is cut off too);
-- a request head not complete ``head_timeout`` after it started (a slow loris): 408,
-  connection closed;
-- a new connection that sends nothing is closed after ``timeout_keep_alive``, like an
-  idle kept-alive one (uvicorn starts that timer only after a first response).
+``BehindProtocol`` reads only what the front writes into it: request heads the front
+parsed and bounded (size, field count, time; see ``corral.api.front``) written again,
+and their bodies. So it keeps no time of its own between requests (the front closes an
+idle connection), it is not one of uvicorn's connections (the front is: uvicorn's
+graceful shutdown asks the front), and each answer it completes is reported to the
+front (``FrontProtocol.answered``), which serves requests in order.
 
 Coalesced writes. uvicorn writes a response's head and each body message to the socket
-as it gets them: two system calls for the smallest answer. Here the writes made during
-one turn of the event loop go out as one, at the end of that turn (nothing waits for
-more data, so nothing is delayed: a stream still leaves piece by piece as the app
-yields). Measured on the gateway's small answers: about a fifth more requests/s. A
-response that is complete leaves at once (``on_response_complete``), not at the end of
-the turn.
-``close`` sends what is pending first; everything else is the real transport's.
+as it gets them: two system calls for the smallest answer. ``CoalescingTransport``
+sends the writes made during one turn of the event loop as one, at the end of that turn
+(nothing waits for more data, so nothing is delayed: a stream still leaves piece by
+piece as the app yields). A complete response leaves at once (``flush``), not at the
+end of the turn. ``close`` sends what is pending first; everything else is the real
+transport's.
 
-It relies on uvicorn's ``HttpToolsProtocol`` (``self.transport``, ``on_message_begin``,
-``on_url``, ``on_header``, ``on_headers_complete``, ``send_400_response``); the tests in
+It relies on uvicorn's ``HttpToolsProtocol`` (``connections``,
+``timeout_keep_alive_task``, ``on_response_complete``); the tests in
 ``tests/unit/gateway/test_protocol.py`` fail if a uvicorn upgrade changes them.
 """
 
@@ -33,15 +25,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
-
-
-class _Rejected(Exception):
-    """Stops the parser after the protocol answered the client itself."""
+if TYPE_CHECKING:
+    from corral.api.front import FrontProtocol
 
 
 class CoalescingTransport:
@@ -69,6 +58,14 @@ class CoalescingTransport:
         if not self._transport.is_closing():
             self._transport.write(data)
 
+    def send(self, data: bytes) -> None:
+        """``data`` out now, after what is pending."""
+        if self._pending:
+            self._pending.append(data)
+            self.flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def close(self) -> None:
         self.flush()
         self._transport.close()
@@ -77,106 +74,19 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CorralHttpProtocol(HttpToolsProtocol):
-    head_timeout = 30.0
-    max_header_bytes = 64 * 1024
-    max_headers = 100
+class BehindProtocol(HttpToolsProtocol):
+    """uvicorn's protocol behind the front (see the module docstring)."""
 
-    _in_head = False
-    _rejected = False
-    _raw_bytes = 0  # received while in a head, after the read that began it
-    _head_bytes = 0  # of the request line and header fields, as parsed
-    _header_count = 0
-    _head_timer: asyncio.TimerHandle | None = None
+    front: FrontProtocol
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._rejected:
-            return
-        if self._in_head:
-            self._raw_bytes += len(data)
-            if self._raw_bytes > self.max_header_bytes:
-                self._reject(431, "request head too large")
-                return
-        super().data_received(data)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-        self._raw_bytes = 0
-        self._head_bytes = 0
-        self._header_count = 0
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
-
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > self.max_header_bytes:
-            self._reject(431, "request line too long")
-            raise _Rejected
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._header_count > self.max_headers:
-            self._reject(431, f"more than {self.max_headers} request headers")
-            raise _Rejected
-        if self._head_bytes > self.max_header_bytes:
-            self._reject(431, "request head too large")
-            raise _Rejected
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._cancel_head_timer()
-        super().on_headers_complete()
+        self.connections.discard(self)  # the front is the connection uvicorn knows
 
     def on_response_complete(self) -> None:
-        # The response is whole: nothing more can join it, so it leaves now rather than
-        # at the end of the loop's turn (one turn less of latency per request).
-        cast(CoalescingTransport, self.transport).flush()
         super().on_response_complete()
-
-    def send_400_response(self, msg: str) -> None:
-        if not self._rejected:  # else the client already has our answer
-            super().send_400_response(msg)
-
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self._rejected:
-            self._reject(408, f"request head not complete within {self.head_timeout:g} s")
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _reject(self, status: int, message: str) -> None:
-        self._rejected = True
-        self._cancel_head_timer()
-        body = message.encode()
-        self.transport.write(
-            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%b" % (status, _REASONS[status], len(body), body)
-        )
-        self.transport.close()
-
-
-def http_protocol(head_timeout: float, max_header_bytes: int, max_headers: int) -> type[CorralHttpProtocol]:
-    """The protocol class with these limits (for uvicorn's ``http`` option)."""
-    return type(
-        "CorralHttpProtocol",
-        (CorralHttpProtocol,),
-        {"head_timeout": head_timeout, "max_header_bytes": max_header_bytes, "max_headers": max_headers},
-    )
+        if self.timeout_keep_alive_task is not None:  # the front keeps the connection's time
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        self.front.flush()  # the response is whole: it leaves now
+        self.front.answered()

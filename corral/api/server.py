@@ -7,9 +7,10 @@
 - ``ws="websockets-sansio"``: the ``websockets`` library's current implementation in
   uvicorn (``"websockets"`` there names the deprecated legacy one); it also carries the
   WebSocket Denial Response extension, so a refused handshake gets a real 401/404.
-- uvloop and httptools for speed, httptools bounded and with coalesced writes by
-  ``corral.api.protocol`` (request head size, header count, head timeout; settings
-  ``http_*``); lifespan on, since the app opens its core there. ``timeout_keep_alive`` is the setting ``http_keep_alive_s``,
+- uvloop and httptools for speed; every connection is read first by
+  ``corral.api.front`` (bounded: request head size, header count, head timeout, settings
+  ``http_*``; the gateway's plain requests answered there), uvicorn's httptools
+  protocol behind it; lifespan on, since the app opens its core there. ``timeout_keep_alive`` is the setting ``http_keep_alive_s``,
   ``access_log`` the setting ``access_log`` (off by default).
 - ``server_header=False``: no ``server: uvicorn`` (proxied answers keep the sandbox's).
 
@@ -31,7 +32,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from corral.api.app import create_app
-from corral.api.protocol import http_protocol
+from corral.api.front import front_protocol
 from corral.gateway.forward import UpstreamAborted
 from corral.settings import Settings
 
@@ -50,7 +51,7 @@ def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uv
     """A uvicorn config for ``app`` (default: ``create_app(settings)``) on the settings'
     host and port; ``options`` override ``UVICORN_OPTIONS``."""
     limits = {
-        "http": http_protocol(
+        "http": front_protocol(
             settings.http_head_timeout_s, settings.http_max_header_bytes, settings.http_max_headers
         ),
         "timeout_keep_alive": settings.http_keep_alive_s,

@@ -23,6 +23,7 @@ from corral.gateway.access import NOT_FOUND, Access
 from corral.gateway.cors import CorsPolicy
 from corral.gateway.forward import forward
 from corral.gateway.headers import COOKIE
+from corral.gateway.lane import Lane
 from corral.gateway.meter import Meter
 from corral.gateway.replies import error, redirect, reply
 from corral.gateway.routing import Redirect, Router, Target
@@ -46,6 +47,7 @@ class Gateway:
             max_headers=s.gateway_max_headers,
         )
         self.pool = Pool(self.limits)
+        self.lane = Lane(core, self.router, self.access, self.cors, self.pool)
 
     def match(self, scope: Any) -> Target | Redirect | None:
         """The gateway's reading of a request, or None if it is not the gateway's."""

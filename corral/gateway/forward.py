@@ -72,7 +72,7 @@ async def forward(
             headers.append((b"content-length", str(len(first)).encode()))
     if chunked:
         headers.append((b"transfer-encoding", b"chunked"))
-    payload = _head(method, path, headers) + (_chunk(first) if chunked else first)
+    payload = request_head(method, path, headers) + (_chunk(first) if chunked else first)
 
     address, port = grant.route.address, target.port
     conn, reused = await pool.acquire(address, port)
@@ -129,8 +129,7 @@ async def _respond(
     except SandboxError as exc:
         if exchange.gone:
             return
-        log.info("%s, after its response started: cutting the client off", exc.message)
-        raise UpstreamAborted(exc.message) from exc
+        raise cut_off(exc) from exc
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -195,7 +194,13 @@ class _Exchange:
         self.conn.abort(SandboxError("the client went away"))
 
 
-def _head(method: str, path: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+def cut_off(exc: SandboxError) -> UpstreamAborted:
+    """What ends an exchange whose sandbox failed after the response started (logged)."""
+    log.info("%s, after its response started: cutting the client off", exc.message)
+    return UpstreamAborted(exc.message)
+
+
+def request_head(method: str, path: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     lines = [method.encode("latin-1"), b" ", path, b" HTTP/1.1\r\n"]
     for name, value in headers:
         lines += [name, b": ", value, b"\r\n"]

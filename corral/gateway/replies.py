@@ -22,7 +22,7 @@ async def reply(
     scope: Any, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
 ) -> None:
     """A complete response with ``body`` (``Content-Length`` is added)."""
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    headers = with_length(headers, body)
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -33,14 +33,25 @@ async def reply(
         await send({"type": "websocket.close", "code": 1008})
 
 
-async def error(scope: Any, send: Any, exc: CorralError, extra: list[tuple[bytes, bytes]]) -> None:
-    """``exc`` in the envelope, with its status; ``extra`` headers (CORS) added."""
+def with_length(headers: list[tuple[bytes, bytes]], body: bytes) -> list[tuple[bytes, bytes]]:
+    return [*headers, (b"content-length", str(len(body)).encode())]
+
+
+def envelope(
+    exc: CorralError, extra: list[tuple[bytes, bytes]]
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The status, headers (without ``Content-Length``) and body of the answer to ``exc``."""
     status = status_of(exc)
     message = "internal error" if type(exc) is CorralError else message_of(exc)
     headers = [(b"content-type", JSON), *extra]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="corral"'))
-    await reply(scope, send, status, headers, json.dumps({"error": message}).encode())
+    return status, headers, json.dumps({"error": message}).encode()
+
+
+async def error(scope: Any, send: Any, exc: CorralError, extra: list[tuple[bytes, bytes]]) -> None:
+    """``exc`` in the envelope, with its status; ``extra`` headers (CORS) added."""
+    await reply(scope, send, *envelope(exc, extra))
 
 
 async def redirect(scope: Any, send: Any, location: str) -> None:

@@ -15,6 +15,9 @@ Contracts (every failure is a ``SandboxError``, which the gateway answers with 5
   while more than ``HIGH_WATER`` bytes wait, so a never-ending body costs no memory.
 - A connection goes back to the pool only after a complete exchange that the server
   keeps alive; ``abort`` closes it. Idle connections are dropped after ``idle_ttl``.
+- Callers that do not await (``corral.gateway.lane``) set ``listener``, called after
+  each change of the exchange (head, body, end, failure; once per read, after parsing
+  it, never from within the parser), and use ``take``, ``hold`` and ``Pool.take_idle``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -59,6 +63,9 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.pool: Pool | None = None  # while parked in a pool's idle list
+        self.listener: Callable[[], None] | None = None  # see the module docstring
+        self._feeding = False  # in data_received: the listener waits for its end
+        self._changed = False
         self._parser: httptools.HttpResponseParser | None = None
         self._exchange_done = True
         self._drain: asyncio.Future[None] | None = None
@@ -67,6 +74,7 @@ class Connection(asyncio.Protocol):
         self._reset(head_only=False)
 
     def _reset(self, head_only: bool) -> None:
+        self.listener = None
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
@@ -89,6 +97,17 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        self._feeding = True
+        try:
+            self._received(data)
+        finally:
+            self._feeding = False
+        if self._changed:
+            self._changed = False
+            if self.listener is not None:
+                self.listener()
+
+    def _received(self, data: bytes) -> None:
         if self._parser is None or self.done:  # nothing was asked: the server is confused
             self._fail("sent data it was not asked for")
             return
@@ -182,7 +201,8 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._exchange_done = False
         self._last_read = self.loop.time()
-        self._arm()
+        if self._timer is None:
+            self._arm()
 
     def write(self, data: bytes) -> None:
         if self.transport is None or self.closed:
@@ -207,6 +227,12 @@ class Connection(asyncio.Protocol):
             if self.done:
                 return b""
             await self._wait()
+        return self.take()
+
+    def take(self) -> bytes:
+        """The body that has arrived since the last call, without waiting (maybe b"")."""
+        if not self._chunks:
+            return b""
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
@@ -215,6 +241,18 @@ class Connection(asyncio.Protocol):
             self._last_read = self.loop.time()
             self.transport.resume_reading()
         return data
+
+    def hold(self, paused: bool) -> None:
+        """Pause (or resume) reading from the server while our client reads slowly; the
+        time held does not count as the server's silence."""
+        if paused == self._paused or self.transport is None:
+            return
+        self._paused = paused
+        self._last_read = self.loop.time()
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def abort(self, error: SandboxError | None = None) -> None:
         """Give up on the exchange and close the connection."""
@@ -229,7 +267,13 @@ class Connection(asyncio.Protocol):
     def park(self) -> None:
         """Between exchanges: any byte the server sends now is an error."""
         self._parser = None
+        self.listener = None
         self.idle_since = time.monotonic()
+
+    @property
+    def failure(self) -> SandboxError | None:
+        """Why the exchange failed, once it did."""
+        return self._error
 
     @property
     def reusable(self) -> bool:
@@ -259,6 +303,11 @@ class Connection(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.listener is not None:
+            if self._feeding:
+                self._changed = True
+            else:
+                self.listener()
 
     def _complete(self) -> None:
         self.done = True
@@ -266,7 +315,8 @@ class Connection(asyncio.Protocol):
         assert self._parser is not None
         self.keep_alive = self._framed or self._head_only or self.status in NO_BODY_STATUS
         self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
-        self._cancel_timer()
+        # the timer stays: its next tick sees the exchange done and stops (no timer made
+        # and cancelled per request)
 
     def _finish_at_eof(self) -> None:
         """A body without length or chunking ends when the server closes."""
@@ -313,6 +363,13 @@ class Pool:
 
     async def acquire(self, address: str, port: int) -> tuple[Connection, bool]:
         """A connection, and whether it was reused (a reused one may turn out closed)."""
+        conn = self.take_idle(address, port)
+        if conn is not None:
+            return conn, True
+        return await self.open(address, port), False
+
+    def take_idle(self, address: str, port: int) -> Connection | None:
+        """An idle connection to reuse, or None (nothing is opened)."""
         origin = (address, port)
         idle = self._idle.get(origin)
         if idle:
@@ -321,10 +378,10 @@ class Pool:
                 conn = idle.pop()
                 conn.pool = None
                 if not conn.closed and now - conn.idle_since < self.limits.idle_ttl:
-                    return conn, True
+                    return conn
                 conn.abort()
             del self._idle[origin]
-        return await self.open(address, port), False
+        return None
 
     async def open(self, address: str, port: int) -> Connection:
         loop = asyncio.get_running_loop()

@@ -235,6 +235,12 @@ class PreviewService:
 
     # ---- the gateway's lookup --------------------------------------------------------
 
+    def cached(self, sandbox_id: str) -> SandboxRoute | None:
+        """The cached route of ``sandbox_id``; None if none is cached (or the sandbox is
+        unknown): then only ``route`` can tell."""
+        hit = self._routes.get(sandbox_id)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     async def route(self, sandbox_id: str) -> SandboxRoute | None:
         """The sandbox ``sandbox_id`` as the gateway sees it (cached), or None.
 

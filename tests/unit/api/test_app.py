@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from corral.api import app as app_module
 from corral.api.app import create_app
-from corral.api.protocol import CorralHttpProtocol
+from corral.api.front import FrontProtocol
 from corral.api.server import UVICORN_OPTIONS, config
 from corral.errors import RuntimeFailure
 from corral.runtime.process import ProcessRuntime
@@ -88,6 +88,6 @@ def test_uvicorn_options_never_negotiate_permessage_deflate(tmp_path: Path) -> N
     cfg = config(make_settings(tmp_path, port=18080), FastAPI())
     assert cfg.ws_per_message_deflate is False and cfg.ws == "websockets-sansio"
     assert (cfg.host, cfg.port, cfg.lifespan, cfg.loop) == ("127.0.0.1", 18080, "on", "uvloop")
-    assert isinstance(cfg.http, type) and issubclass(cfg.http, CorralHttpProtocol)  # httptools, bounded
+    assert isinstance(cfg.http, type) and issubclass(cfg.http, FrontProtocol)  # bounded, the gateway first
     assert cfg.access_log is False
     assert config(make_settings(tmp_path, port=18080, access_log=True), FastAPI()).access_log is True

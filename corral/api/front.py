@@ -1,0 +1,517 @@
+"""Every connection corral serves is read here first: the gateway's plain requests are
+answered on the connection itself (``corral.gateway.lane``), everything else goes to
+uvicorn's protocol behind it (``corral.api.protocol.BehindProtocol``), which runs the
+ASGI app as ever.
+
+Why. uvicorn's protocol and the ASGI cycle cost a gateway request more CPU than the
+proxying itself (measured, ``docs/benchmarks.md``: a connection through them served a
+third of what a byte relay serves). Here a request the lane takes costs one llhttp
+parse, the lane's work and two socket writes.
+
+How a connection is read. One httptools parser reads the client's requests, bounded:
+
+- a request head (request line and headers) larger than ``max_header_bytes``, or with
+  more than ``max_headers`` fields: 431, connection closed. Bytes are counted as parsed
+  and, since llhttp holds a field until its end, also as received (so one endless field
+  is cut off too);
+- a request head not complete ``head_timeout`` after it started (a slow loris): 408,
+  connection closed;
+- a connection with nothing in progress is closed after uvicorn's
+  ``timeout_keep_alive`` (also a new one that sends nothing);
+- bytes that are not HTTP/1.x: 400, connection closed.
+
+Then, for each request head:
+
+- a WebSocket upgrade: the connection is handed to the protocol behind for good (the
+  head written again, then every byte as it comes; uvicorn then hands it to its
+  WebSocket protocol);
+- a request the lane takes (``Lane.start``): answered here;
+- any other request: written again into the protocol behind (the head as parsed, the
+  body as it comes, re-chunked if it came chunked), which answers it.
+
+Answers leave in request order: a request that begins while an earlier one is not yet
+answered is held (its parsed pieces kept, reading paused) until that answer is
+complete. Writes of one loop turn leave as one (``CoalescingTransport``); a complete
+answer leaves at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from corral.api.protocol import BehindProtocol, CoalescingTransport
+from corral.gateway.lane import Lane, Trip
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+access_log = logging.getLogger("uvicorn.access")
+
+
+class _Rejected(Exception):
+    """Stops the parser after the connection answered the client itself."""
+
+
+class FrontProtocol(asyncio.Protocol):
+    head_timeout = 30.0
+    max_header_bytes = 64 * 1024
+    max_headers = 100
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.config = config
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.raw: asyncio.Transport | None = None
+        self.out: CoalescingTransport | None = None
+        self.lane: Lane | None = None
+        self.behind: BehindProtocol | None = None  # made for the first request it answers
+        self.delegate: asyncio.Protocol | None = None  # owns the connection after an upgrade
+        self.write_paused = False
+        self.trip: Trip | None = None  # the lane's request in progress
+        self.pending_behind = 0  # requests given to the protocol behind, not yet answered
+        self.closing = False  # graceful shutdown: close once the answer in progress is done
+        self._client: tuple[str, int] | None = None
+        self._scheme = "http"
+        self._held: deque[tuple[Callable[..., None], tuple[Any, ...]]] | None = None
+        self._pausers: set[str] = set()
+        self._in_message = False
+        self._in_head = False
+        self._raw_bytes = 0  # received while in a head, after the read that began it
+        self._head_bytes = 0  # of the request line and header fields, as parsed
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._chunked = False  # the request behind came chunked
+        self._websocket = False
+        self._version = "1.1"
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._on_deadline: Callable[[], None] | None = None
+        self._rejected = False
+
+    # ---- the transport's callbacks ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        raw = cast(asyncio.Transport, transport)
+        self.raw = raw
+        self.out = CoalescingTransport(raw, self.loop)
+        self.server_state.connections.add(cast(Any, self))
+        peer = raw.get_extra_info("peername")
+        self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        self._scheme = "https" if raw.get_extra_info("sslcontext") else "http"
+        gateway = getattr(self.config.app, "gateway", None)
+        self.lane = gateway.lane if gateway is not None else None
+        self._arm(self.config.timeout_keep_alive, self._idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.delegate is not None:
+            self.delegate.data_received(data)
+            return
+        if self._rejected:
+            return
+        if self._in_head:
+            self._raw_bytes += len(data)
+            if self._raw_bytes > self.max_header_bytes:
+                self._reject(431, "request head too large")
+                return
+        elif not self._in_message and self._held is None:
+            self._disarm()  # the keep-alive wait is over
+        try:
+            self.parser.feed_data(data)
+        except _Rejected:
+            return
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[int(exc.args[0]) :])
+        except httptools.HttpParserError:
+            if not self._rejected:
+                self._reject(400, "Invalid HTTP request received.")
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(cast(Any, self))
+        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.trip is not None:
+            self.trip.client_gone()
+            self.trip = None
+        for protocol in (self.delegate, self.behind):
+            if protocol is not None:
+                protocol.connection_lost(exc)
+                break
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for protocol in (self.delegate, self.behind):
+            if protocol is not None:
+                protocol.pause_writing()
+                break
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for protocol in (self.delegate, self.behind):
+            if protocol is not None:
+                protocol.resume_writing()
+                break
+        if self.trip is not None:
+            self.trip.writable()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close now if idle, else after the answer."""
+        if self.delegate is not None:
+            return  # uvicorn's WebSocket protocol is a connection of its own
+        if self.pending_behind and self.behind is not None:
+            self.behind.shutdown()  # it closes after its answer
+        if self._busy():
+            self.closing = True
+        else:
+            self.close()
+
+    # ---- the parser's callbacks (held while an earlier answer is in progress) ---------
+
+    def on_message_begin(self) -> None:
+        if self._held is None and (self._busy() or self._in_message):
+            self._held = deque()
+            self.pause_reading("held")
+        self._event(self._begin)
+
+    def on_url(self, url: bytes) -> None:
+        if self._held is None:
+            self._on_url(url)
+        else:
+            self._held.append((self._on_url, (url,)))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._held is None:
+            self._on_header(name, value)
+        else:
+            self._held.append((self._on_header, (name, value)))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self._event(
+            self._on_headers_complete,
+            parser.get_method(),
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._event(self._on_body, body)
+
+    def on_message_complete(self) -> None:
+        self._event(self._on_message_complete)
+
+    def _event(self, handler: Callable[..., None], *args: Any) -> None:
+        if self._held is not None:
+            self._held.append((handler, args))
+        else:
+            handler(*args)
+
+    # ---- one request ------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._in_message = True
+        self._in_head = True
+        self._raw_bytes = 0
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._chunked = False
+        self._websocket = False
+        self._arm(self.head_timeout, self._too_slow)
+
+    def _on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        if self._head_bytes > self.max_header_bytes:
+            self._reject(431, "request line too long")
+            raise _Rejected
+        self._url += url
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if len(self._headers) >= self.max_headers:
+            self._reject(431, f"more than {self.max_headers} request headers")
+            raise _Rejected
+        if self._head_bytes > self.max_header_bytes:
+            self._reject(431, "request head too large")
+            raise _Rejected
+        self._headers.append((name.lower(), value))
+
+    def _on_headers_complete(
+        self, method: bytes, version: str, keep_alive: bool, upgrade_asked: bool
+    ) -> None:
+        self._in_head = False
+        self._disarm()
+        headers = self._headers
+        upgrade = b""
+        for name, value in headers:
+            if name == b"upgrade":
+                upgrade = value.lower()
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                self._chunked = True
+        self._version = version
+        if upgrade == b"websocket" and upgrade_asked:
+            self._websocket = True  # the parser stops with HttpParserUpgrade: see _upgrade
+            return
+        if self.lane is not None and self._url.startswith(b"/"):
+            path, _, query = self._url.partition(b"?")
+            scope = {
+                "type": "http",
+                "method": method.decode("ascii"),
+                "raw_path": path,
+                "path": path.decode("latin-1"),
+                "query_string": query,
+                "headers": headers,
+                "client": self._client,
+                "scheme": self._scheme,
+            }
+            self.trip = self.lane.start(scope, self, keep_alive)
+            if self.trip is not None:
+                return
+        self.pending_behind += 1
+        self._behind().data_received(self._head(method))
+
+    def _on_body(self, body: bytes) -> None:
+        if self.trip is None and body:
+            self._behind().data_received(b"%x\r\n%b\r\n" % (len(body), body) if self._chunked else body)
+
+    def _on_message_complete(self) -> None:
+        self._in_message = False
+        if self.trip is None and self._chunked:
+            self._behind().data_received(b"0\r\n\r\n")
+        self._settled()
+
+    def _head(self, method: bytes) -> bytes:
+        lines = [method, b" ", self._url, b" HTTP/", self._version.encode("ascii"), b"\r\n"]
+        for name, value in self._headers:
+            lines += [name, b": ", value, b"\r\n"]
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def _upgrade(self, rest: bytes) -> None:
+        """After a head asking for an upgrade. Other than to WebSocket, the request was
+        answered as a plain one: reading goes on. A WebSocket handshake: the protocol
+        behind owns the connection from now on (uvicorn gives it to its WebSocket
+        protocol)."""
+        if not self._websocket:
+            if rest:
+                self.data_received(rest)
+            return
+        if self._held is not None or self._busy():
+            self._reject(400, "a WebSocket handshake must wait for the answers before it")
+            return
+        self._in_message = False
+        self._disarm()
+        behind = self._behind()
+        self.delegate = behind
+        self.server_state.connections.discard(cast(Any, self))  # uvicorn's WebSocket protocol counts it
+        behind.data_received(self._head(self.parser.get_method()) + rest)
+
+    def _behind(self) -> BehindProtocol:
+        if self.behind is None:
+            protocol = BehindProtocol(
+                config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
+            )
+            protocol.front = self
+            protocol.connection_made(cast(asyncio.Transport, _BehindTransport(self)))
+            self.behind = protocol
+        return self.behind
+
+    # ---- answers ------------------------------------------------------------------------
+
+    def lane_finished(self, trip: Trip) -> None:
+        self.server_state.total_requests += 1
+        if self.config.access_log:
+            access_log.info(
+                '%s - "%s %s HTTP/%s" %d',
+                f"{self._client[0]}:{self._client[1]}" if self._client else "-",
+                trip.method,
+                trip.target.path.decode("latin-1"),
+                self.parser.get_http_version(),
+                trip.status,
+            )
+        if self.trip is trip:
+            self.trip = None
+        self._settled()
+
+    def answered(self) -> None:
+        """The protocol behind completed an answer."""
+        self.pending_behind -= 1
+        self._settled()
+
+    def _settled(self) -> None:
+        """After a request or an answer ended: the held request goes on, or the
+        connection waits for the next one (or closes, when shutting down)."""
+        if self._busy() or self._in_message:
+            return
+        if self._held is not None:
+            self.loop.call_soon(self._replay)
+        elif self.closing:
+            self.close()
+        elif self.delegate is None and not self._rejected:
+            self._arm(self.config.timeout_keep_alive, self._idle)
+
+    def _replay(self) -> None:
+        held = self._held
+        while held and not self._rejected:
+            handler, args = held[0]
+            if handler == self._begin and (self._busy() or self._in_message):
+                return  # the next request waits for this one's answer
+            held.popleft()
+            try:
+                handler(*args)
+            except _Rejected:
+                return
+        self._held = None
+        self.resume_reading("held")
+        self._settled()
+
+    def _busy(self) -> bool:
+        return self.trip is not None or self.pending_behind > 0
+
+    # ---- the client's side --------------------------------------------------------------
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        return self.server_state.default_headers
+
+    def write(self, data: bytes) -> None:
+        """Write; it leaves at the end of the loop's turn (or at ``flush``)."""
+        assert self.out is not None
+        self.out.write(data)
+
+    def send(self, data: bytes) -> None:
+        """Write and send now (after anything written before)."""
+        assert self.out is not None
+        self.out.send(data)
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.out is not None and not self.out.is_closing():
+            self.out.close()
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._pausers and self.raw is not None and not self.raw.is_closing():
+            self.raw.pause_reading()
+        self._pausers.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason not in self._pausers:
+            return
+        self._pausers.discard(reason)
+        if not self._pausers and self.raw is not None and not self.raw.is_closing():
+            self.raw.resume_reading()
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in ``delay`` s unless disarmed or armed again first. One
+        timer serves every deadline: it is moved only when a deadline comes earlier
+        (never per request in a stream of keep-alive requests)."""
+        self._deadline = self.loop.time() + delay
+        self._on_deadline = callback
+        if self._timer is not None and self._timer_at <= self._deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self._deadline
+        self._timer = self.loop.call_at(self._deadline, self._tick)
+
+    def _disarm(self) -> None:
+        self._on_deadline = None  # a pending timer finds nothing to do
+
+    def _tick(self) -> None:
+        self._timer = None
+        callback = self._on_deadline
+        if callback is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = self.loop.call_at(self._deadline, self._tick)
+            return
+        self._on_deadline = None
+        callback()
+
+    def _idle(self) -> None:
+        if not self._busy() and not self._in_message and self.delegate is None:
+            self.close()
+
+    def _too_slow(self) -> None:
+        if self._in_head and not self._rejected:
+            self._reject(408, f"request head not complete within {self.head_timeout:g} s")
+
+    def _reject(self, status: int, message: str) -> None:
+        self._rejected = True
+        self._disarm()
+        body = message.encode()
+        self.write(
+            b"HTTP/1.1 %d %b\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%b" % (status, _REASONS[status], len(body), body)
+        )
+        self.close()
+
+
+class _BehindTransport:
+    """The transport the protocol behind writes to: the connection's own, with reading
+    paused for its reasons among the front's, and an upgrade handing the connection over."""
+
+    def __init__(self, front: FrontProtocol) -> None:
+        self._front = front
+        assert front.raw is not None
+        self._raw = front.raw
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._front.write(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def close(self) -> None:
+        self._front.close()
+
+    def pause_reading(self) -> None:
+        self._front.pause_reading("behind")
+
+    def resume_reading(self) -> None:
+        self._front.resume_reading("behind")
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._front.delegate = cast(asyncio.Protocol, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._front.delegate or cast(asyncio.BaseProtocol, self._front.behind)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def front_protocol(head_timeout: float, max_header_bytes: int, max_headers: int) -> type[FrontProtocol]:
+    """The protocol class with these limits (for uvicorn's ``http`` option)."""
+    return type(
+        "FrontProtocol",
+        (FrontProtocol,),
+        {"head_timeout": head_timeout, "max_header_bytes": max_header_bytes, "max_headers": max_headers},
+    )

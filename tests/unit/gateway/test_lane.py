@@ -1,0 +1,176 @@
+"""The gateway's lane (``corral.gateway.lane``) and the connection that reads every
+request first (``corral.api.front``): keep-alive requests answered without ASGI give
+the same answers as the ASGI path, failures on the lane, requests pipelined across the
+lane and the API, a WebSocket after lane requests on one connection."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+
+import httpx
+import pytest
+
+from corral.gateway.dispatch import Gateway
+from tests.unit.api.conftest import KEY
+from tests.unit.gateway.conftest import ALLOWED_ORIGIN, Gw
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+OWNER = {"X-API-Key": KEY}
+# The ASGI path answers a request that names a trusted proxy's client (uvicorn's proxy
+# headers middleware resolves it; the lane leaves such requests to it): the sandbox sees
+# the same X-Forwarded-For either way.
+VIA_ASGI = {"X-Forwarded-For": "127.0.0.1"}
+
+
+def lane_of(gw: Gw) -> Gateway:
+    gateway: Gateway = gw.server.app.state.gateway
+    return gateway
+
+
+def same(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = sorted((k, v) for k, v in response.headers.multi_items() if k != "date")
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/hello", "/headers/a%2Fb?x=1&y=%20z", "/redirect", "/cookie", "/cors", "/no-such-page"],
+)
+async def test_the_lane_answers_as_the_asgi_path_does(gw: Gw, path: str) -> None:
+    lane = lane_of(gw).lane
+    for url, route in ((gw.url(path), gw.host_header()), (gw.path_url(path), {})):
+        headers = {**OWNER, **route, "Origin": ALLOWED_ORIGIN}
+        async with httpx.AsyncClient(timeout=30) as client:
+            # a pooled connection into the sandbox, and the grant cached
+            await client.get(gw.url("/hello"), headers={**OWNER, **gw.host_header()})
+            before = lane.served
+            fast = await client.get(url, headers=headers)
+            assert lane.served == before + 1, "the keep-alive request took the lane"
+            slow = await client.get(url, headers={**headers, **VIA_ASGI})
+            assert lane.served == before + 1, "X-Forwarded-For takes the ASGI path"
+        assert same(fast) == same(slow)
+        assert fast.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+
+
+async def test_head_requests_and_many_in_a_row_on_the_lane(gw: Gw) -> None:
+    lane = lane_of(gw).lane
+    async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
+        await client.get(gw.url("/hello"))
+        before = lane.served
+        head = await client.head(gw.url("/hello"))
+        bodies = [(await client.get(gw.url("/hello"))).text for _ in range(50)]
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "22")
+    assert bodies == ["hello from the sandbox"] * 50
+    assert lane.served == before + 51
+
+
+async def test_a_server_failing_on_the_lane_is_502_before_its_answer_and_a_cut_after(gw: Gw) -> None:
+    lane = lane_of(gw).lane
+    async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
+        await client.get(gw.url("/hello"))
+        before = lane.served
+        died = await client.get(gw.url("/die"))  # the pooled connection is tried, then a new one
+        assert died.status_code == 502 and "closed the connection" in died.json()["error"]
+        assert lane.served == before + 1
+        await client.get(gw.url("/hello"))
+        garbage = await client.get(gw.url("/garbage"))
+        assert garbage.status_code == 502 and "not valid HTTP" in garbage.json()["error"]
+        await client.get(gw.url("/hello"))
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(gw.url("/die-mid"))
+        assert (await client.get(gw.url("/hello"))).text == "hello from the sandbox"
+
+
+async def test_a_client_leaving_the_lane_frees_the_sandbox_side(gw: Gw) -> None:
+    headers = {**OWNER, **gw.host_header()}
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    hello = f"GET /hello HTTP/1.1\r\nHost: {headers['Host']}\r\nX-API-Key: {KEY}\r\n\r\n".encode()
+    writer.write(hello)
+    assert (await reader.readuntil(b"hello from the sandbox")).startswith(b"HTTP/1.1 200")
+    before = lane_of(gw).lane.served
+    writer.write(hello.replace(b"/hello", b"/hang"))
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    assert lane_of(gw).lane.served == before + 1
+    writer.close()
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+        for _ in range(100):
+            if (await client.get(gw.url("/state"))).json()["hang_ended"]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the sandbox's server never saw the client go")
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lengths = [
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    ]
+    return head, await reader.readexactly(lengths[0] if lengths else 0)
+
+
+async def test_pipelined_requests_across_the_lane_and_the_api_are_answered_in_order(gw: Gw) -> None:
+    host = gw.host_header()["Host"]
+    lane_request = f"GET /headers/{{n}} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n\r\n"
+    api_request = f"GET /api/sandboxes/{gw.sid} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\r\n"
+    upload = (
+        f"PUT /api/sandboxes/{gw.sid}/files?path=/tmp/lane-{{n}} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"X-API-Key: {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
+        # several pooled connections into the sandbox, so each lane request finds one
+        await asyncio.gather(*(client.get(gw.url("/hello")) for _ in range(8)))
+    lane = lane_of(gw).lane
+    before = lane.served
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    try:
+        sequence = [
+            lane_request.format(n=1),
+            api_request,
+            lane_request.format(n=2),
+            lane_request.format(n=3),
+            upload.format(n=4),
+            lane_request.format(n=5),
+        ]
+        writer.write("".join(sequence).encode())  # all at once: one read holds several
+        answers = [await _read_response(reader) for _ in sequence]
+    finally:
+        writer.close()
+    assert [a[0].split(b"\r\n")[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 4 + [
+        b"HTTP/1.1 204 No Content",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert b'"target": "/headers/1"' in answers[0][1]
+    assert f'"sandboxID":"{gw.sid}"'.encode() in answers[1][1]
+    assert b'"target": "/headers/2"' in answers[2][1] and b'"target": "/headers/3"' in answers[3][1]
+    assert b'"target": "/headers/5"' in answers[5][1]
+    assert lane.served == before + 4  # the lane answered its four, each after the one before
+
+
+async def test_a_websocket_after_lane_requests_on_one_connection(gw: Gw) -> None:
+    host = gw.host_header()["Host"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    try:
+        writer.write(f"GET /hello HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n\r\n".encode() * 2)
+        for _ in range(2):
+            assert (await _read_response(reader))[1] == b"hello from the sandbox"
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\nConnection: Upgrade\r\n"
+            f"Upgrade: websocket\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        mask = os.urandom(4)
+        payload = b"through the lane's connection"
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        frame = await reader.readexactly(2 + len(payload))
+        assert frame == bytes([0x81, len(payload)]) + payload
+    finally:
+        writer.close()
