@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     gateway_max_headers: int = 100
     gateway_ws_max_message: int = 16 * 1024 * 1024
 
-    # the HTTP server's own limits on clients (corral.api.protocol)
+    # the HTTP server's own limits on clients (corral.api.front)
     http_head_timeout_s: float = 30.0  # a request head must arrive within this
     http_max_header_bytes: int = 64 * 1024
     http_max_headers: int = 100

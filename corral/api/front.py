@@ -190,7 +190,10 @@ class FrontProtocol(asyncio.Protocol):
         if self._held is None and (self._busy() or self._in_message):
             self._held = deque()
             self.pause_reading("held")
-        self._event(self._begin)
+        if self._held is None:
+            self._begin()
+        else:
+            self._held.append((self._begin, ()))
 
     def on_url(self, url: bytes) -> None:
         if self._held is None:
@@ -206,25 +209,28 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        self._event(
-            self._on_headers_complete,
+        args = (
             parser.get_method(),
             parser.get_http_version(),
             parser.should_keep_alive(),
             parser.should_upgrade(),
         )
+        if self._held is None:
+            self._on_headers_complete(*args)
+        else:
+            self._held.append((self._on_headers_complete, args))
 
     def on_body(self, body: bytes) -> None:
-        self._event(self._on_body, body)
+        if self._held is None:
+            self._on_body(body)
+        else:
+            self._held.append((self._on_body, (body,)))
 
     def on_message_complete(self) -> None:
-        self._event(self._on_message_complete)
-
-    def _event(self, handler: Callable[..., None], *args: Any) -> None:
-        if self._held is not None:
-            self._held.append((handler, args))
+        if self._held is None:
+            self._on_message_complete()
         else:
-            handler(*args)
+            self._held.append((self._on_message_complete, ()))
 
     # ---- one request ------------------------------------------------------------------
 
@@ -345,8 +351,8 @@ class FrontProtocol(asyncio.Protocol):
                 '%s - "%s %s HTTP/%s" %d',
                 f"{self._client[0]}:{self._client[1]}" if self._client else "-",
                 trip.method,
-                trip.target.path.decode("latin-1"),
-                self.parser.get_http_version(),
+                self._url.decode("latin-1"),
+                self._version,
                 trip.status,
             )
         if self.trip is trip:

@@ -1,13 +1,16 @@
 """The gateway: an in-process reverse proxy into servers listening inside sandboxes
 (spec 000, the Compute Gateway; spec 003's preview URLs).
 
-``corral.api.app`` sends every request that ``Gateway.match`` claims to
-``Gateway.serve``, before FastAPI sees it; everything else goes to the API.
+``corral.api.front`` reads every connection first and gives the plain requests it can
+answer at once to the lane (``lane.py``); ``corral.api.app`` sends every other request
+that ``Gateway.match`` claims to ``Gateway.serve``, before FastAPI sees it; everything
+else goes to the API.
 
     routing.py    which requests are the gateway's: {port}-{id}.D, {id}-p{port}.D,
                   /preview/{id}/{port}/...
     access.py     API key, worker token, preview token (header, query, cookie), public
                   previews; 401/404/503
+    lane.py       plain keep-alive requests answered on the connection, without ASGI
     forward.py    one HTTP exchange, streamed both ways (uploads, SSE, downloads)
     upstream.py   pooled HTTP/1.1 connections into sandboxes, every wait bounded
     websocket.py  WebSocket bridging
@@ -21,5 +24,5 @@ not-owned sandbox, or a port without a preview for a non-owner, all with one bod
 the sandbox's server is not listening, failed, timed out or sent garbage; 503 the kill
 switch (``Core.kill_switch``, setting ``gateway_enabled``). Limits are settings
 ``gateway_*`` (see ``corral.settings``); the HTTP server's own limits on clients are in
-``corral.api.protocol``.
+``corral.api.front``.
 """

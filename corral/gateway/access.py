@@ -71,13 +71,14 @@ class Access:
         self.core = core
         self._keys: dict[str, tuple[float, Principal]] = {}
 
-    async def check(self, target: Target, scope: Any) -> Grant:
-        """The grant for a request, or Unauthenticated / NotFound / Unavailable."""
+    async def check(self, target: Target, scope: Any, creds: _Credentials | None = None) -> Grant:
+        """The grant for a request, or Unauthenticated / NotFound / Unavailable;
+        ``creds``: the request's credentials if already read."""
         switch = self.core.kill_switch
         if switch.engaged():
             raise Unavailable("the gateway is switched off; retry later")
         route = await self.core.previews.route(target.sandbox_id) if target.port else None
-        creds = _Credentials(scope)
+        creds = creds or _Credentials(scope)
         if route is not None and (route.live or route.hibernated) and target.port in route.public:
             route = await self._awake(route) or route
             bearer = creds.bearer
@@ -122,7 +123,7 @@ class Access:
         key = creds.api_key or (creds.bearer if creds.bearer.startswith("ek_") else "")
         if key and not self._is_cached(key):
             return None
-        checking = self.check(target, scope)
+        checking = self.check(target, scope, creds)
         try:
             checking.send(None)
         except StopIteration as done:

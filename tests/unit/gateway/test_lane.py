@@ -174,3 +174,36 @@ async def test_a_websocket_after_lane_requests_on_one_connection(gw: Gw) -> None
         assert frame == bytes([0x81, len(payload)]) + payload
     finally:
         writer.close()
+
+
+async def test_an_upgrade_other_than_websocket_is_a_plain_request_and_the_connection_goes_on(gw: Gw) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
+    try:
+        writer.write(
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+        first = await _read_response(reader)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        second = await _read_response(reader)
+    finally:
+        writer.close()
+    for head, body in (first, second):
+        assert head.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in body
+
+
+async def test_a_lane_answer_is_in_the_access_log_when_it_is_on(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from corral.api.front import FrontProtocol
+
+    front = FrontProtocol(Config(app=None, access_log=True, log_config=None), ServerState(), {})
+    front._client = ("203.0.113.7", 4711)
+    front._url = b"/preview/sb-x/3000/page?x=1"  # the request's, as the client sent it
+    trip = SimpleNamespace(method="GET", status=200)
+    with caplog.at_level("INFO", logger="uvicorn.access"):
+        front.lane_finished(trip)  # type: ignore[arg-type]
+    assert '203.0.113.7:4711 - "GET /preview/sb-x/3000/page?x=1 HTTP/1.1" 200' in caplog.text
+    assert front.server_state.total_requests == 1

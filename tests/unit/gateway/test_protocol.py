@@ -1,6 +1,7 @@
-"""The HTTP server's protocol (``corral.api.protocol``): limits on clients (huge or
-endless request heads, too many headers, slow lorises, idle connections) and coalesced
-writes. Raw sockets, so nothing on the client side hides what the server does."""
+"""The HTTP server's connections (``corral.api.front``): limits on clients (huge or
+endless request heads, too many headers, slow lorises, idle connections, bytes that are
+not HTTP), and their coalesced writes (``corral.api.protocol``). Raw sockets, so nothing
+on the client side hides what the server does."""
 
 from __future__ import annotations
 
@@ -90,6 +91,11 @@ async def test_a_silent_connection_is_closed(server: Server) -> None:
     assert 2.5 < time.monotonic() - started < 5  # http_keep_alive_s is 3 s
 
 
+async def test_bytes_that_are_not_http_are_400(server: Server) -> None:
+    answer = await _exchange(server, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not a request\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer
+
+
 async def test_normal_requests_still_work(server: Server) -> None:
     async with httpx.AsyncClient(base_url=server.url) as client:
         response = await client.get("/healthz", headers={f"X-{i}": "v" * 100 for i in range(50)})
@@ -126,6 +132,11 @@ async def test_writes_of_one_loop_turn_leave_as_one() -> None:
     transport.write(b"next")
     await asyncio.sleep(0)
     assert fake.writes[-1] == b"next"  # a later turn is not held back
+    transport.write(b"pending")
+    transport.send(b" and sent now")  # after what was pending, without waiting for the turn's end
+    assert fake.writes[-1] == b"pending and sent now"
+    transport.send(b"alone")
+    assert fake.writes[-1] == b"alone"
     transport.write(b"last words")
     transport.close()
     assert fake.writes[-1] == b"last words" and fake.closed
