@@ -19,8 +19,9 @@ port, a temporary data dir), creates a sandbox and runs two servers in it:
 
 For each server, the same ``GET`` direct (the sandbox's address: 127.0.0.1 on the
 process runtime), through the gateway by path (``/preview/{id}/{port}/``) and by host
-(``{port}-{id}.localhost``), and through nginx (``bench/nginx.py``: the reference, a C
-proxy in the gateway's place; skipped with ``--no-nginx``): requests/s and latency p50/p90/p99 with ``--connections``
+(``{port}-{id}.localhost``), through nginx (``bench/nginx.py``: the reference, a C
+proxy in the gateway's place; skipped with ``--no-nginx``) and through a bare byte relay
+on uvloop (``bench/relay.py``: what any proxy in Python costs at least): requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
 Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
 the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
@@ -50,6 +51,7 @@ from pathlib import Path
 import httpx
 import websockets
 from nginx import Nginx, binary
+from relay import Relay
 from stats import Summary, fmt_ms, render_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,8 +250,10 @@ async def run(args: argparse.Namespace, base: str, tmp: Path) -> dict[str, objec
             proxied = {free_port(): port for port in ports.values()}
             reference = Nginx(args.nginx, tmp / "nginx", proxied) if args.nginx else contextlib.nullcontext()
             by_upstream = {up: listen for listen, up in proxied.items()}
+            relayed = {free_port(): port for port in ports.values()}
+            relay_of = {up: listen for listen, up in relayed.items()}
             loads: list[Load] = []
-            with reference:
+            with reference, Relay(relayed):
                 for target, port in ports.items():
                     routes = {
                         "direct": (f"http://127.0.0.1:{port}/hello", {}),
@@ -258,6 +262,7 @@ async def run(args: argparse.Namespace, base: str, tmp: Path) -> dict[str, objec
                     }
                     if args.nginx:
                         routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
+                    routes["relay"] = (f"http://127.0.0.1:{relay_of[port]}/hello", {})
                     for conns in (args.connections, 1):
                         for route, (url, headers) in routes.items():
                             load = await measure(target, route, url, headers, conns, args.duration, args.wrk)

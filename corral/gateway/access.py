@@ -53,6 +53,9 @@ MISSING = (
 )
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 MAX_CACHED_KEYS = 10_000
+# the request headers that carry credentials (Cookie: the preview cookie)
+CREDENTIAL_HEADERS = frozenset({b"x-api-key", b"authorization", b"x-oc-preview-token", b"cookie"})
+Credentials = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Access:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._keys: dict[str, tuple[float, Principal]] = {}
+        self._grants: dict[tuple[str, int, Credentials], tuple[Grant, SandboxRoute, float]] = {}
 
     async def check(self, target: Target, scope: Any, creds: _Credentials | None = None) -> Grant:
         """The grant for a request, or Unauthenticated / NotFound / Unavailable;
@@ -109,33 +113,51 @@ class Access:
         grant = Grant(route, source == "authorization", source == "query", token)
         return self._allowed(route, grant)
 
-    def check_now(self, target: Target, scope: Any) -> Grant | None:
+    def check_now(self, target: Target, scope: Any, credentials: Credentials) -> Grant | None:
         """``check``'s grant when it needs no waiting: the sandbox's route is cached and
         awake, and so is the API key if one came. None otherwise, and when ``check``
-        refuses (the caller then awaits ``check``, which answers the same)."""
+        refuses (the caller then awaits ``check``, which answers the same).
+        ``credentials``: the request's ``CREDENTIAL_HEADERS`` as they came, in order.
+
+        A grant is remembered for the same port and credentials while what it was
+        decided from stays: the same cached route (``PreviewService.forget`` and expiry
+        replace it), the API key's cache entry (until it expires), no kill switch. Grants
+        from a worker token (a JWT can expire sooner), a Bearer preview token or
+        ``?token=`` are not remembered."""
         route = self.core.previews.cached(target.sandbox_id)
         if route is None or route.hibernated:
             return None
+        memo_key = (target.sandbox_id, target.port, credentials)
+        hit = self._grants.get(memo_key)
+        if hit is not None and hit[1] is route and hit[2] > time.monotonic():
+            return None if self.core.kill_switch.engaged(route.org_id) else hit[0]
         try:
             creds = _Credentials(scope)
         except Unauthenticated:
             return None
         key = creds.api_key or (creds.bearer if creds.bearer.startswith("ek_") else "")
-        if key and not self._is_cached(key):
+        until = self._cached_until(key) if key else float("inf")
+        if until <= time.monotonic():
             return None
         checking = self.check(target, scope, creds)
         try:
             checking.send(None)
         except StopIteration as done:
-            return cast(Grant, done.value)
+            grant = cast(Grant, done.value)
+            if not grant.query_token and (not creds.bearer or creds.bearer.startswith("ek_")):
+                if len(self._grants) >= MAX_CACHED_KEYS:
+                    self._grants.clear()
+                self._grants[memo_key] = (grant, route, until)
+            return grant
         except CorralError:
             return None
         checking.close()  # it would wait after all: leave it to the caller's check
         return None
 
-    def _is_cached(self, raw: str) -> bool:
+    def _cached_until(self, raw: str) -> float:
+        """When the cached check of API key ``raw`` expires (0 if it is not cached)."""
         hit = self._keys.get(hashlib.sha256(raw.encode()).hexdigest())
-        return hit is not None and hit[0] > time.monotonic()
+        return hit[0] if hit is not None else 0.0
 
     async def _awake(
         self, route: SandboxRoute | None, principal: Principal | None = None

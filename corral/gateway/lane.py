@@ -43,7 +43,7 @@ import http
 from typing import Any, Protocol
 
 from corral.errors import SandboxError
-from corral.gateway.access import Access
+from corral.gateway.access import CREDENTIAL_HEADERS, Access
 from corral.gateway.cors import CorsPolicy
 from corral.gateway.forward import IDEMPOTENT, cut_off, request_head
 from corral.gateway.headers import request_headers, response_headers
@@ -93,10 +93,13 @@ class Lane:
         ``headers``, ``raw_path``, ``query_string``, ``client``, ``scheme``) and answer
         it on ``client``; None to leave it to the ASGI path."""
         origin = b""
+        credentials = []
         for name, value in scope["headers"]:
             if name in _REFUSED or (name == b"content-length" and value != b"0"):
                 return None
-            if name == b"origin" and not origin:  # the first, as Gateway.serve reads it
+            if name in CREDENTIAL_HEADERS:
+                credentials.append((name, value))
+            elif name == b"origin" and not origin:  # the first, as Gateway.serve reads it
                 origin = value
         method: str = scope["method"]
         if method == "OPTIONS" and origin:
@@ -104,7 +107,7 @@ class Lane:
         target = self.router.match(scope)
         if not isinstance(target, Target) or not target.port:
             return None
-        grant = self.access.check_now(target, scope)
+        grant = self.access.check_now(target, scope, tuple(credentials))
         if grant is None or grant.query_token:
             return None
         conn = self.pool.take_idle(grant.route.address, target.port)

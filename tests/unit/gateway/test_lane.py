@@ -207,3 +207,48 @@ async def test_a_lane_answer_is_in_the_access_log_when_it_is_on(caplog: pytest.L
         front.lane_finished(trip)  # type: ignore[arg-type]
     assert '203.0.113.7:4711 - "GET /preview/sb-x/3000/page?x=1 HTTP/1.1" 200' in caplog.text
     assert front.server_state.total_requests == 1
+
+
+async def test_a_remembered_grant_ends_with_what_it_was_decided_from(gw: Gw) -> None:
+    """On one keep-alive connection: a rotated preview token, a deleted preview URL and
+    the kill switch take effect at the next request, also once the sandbox's route is
+    cached again."""
+    lane = lane_of(gw).lane
+    core = gw.server.core
+
+    async def status(headers: dict[str, str]) -> int:
+        return (await client.get(gw.url("/hello"), headers=headers)).status_code
+
+    first = {
+        "X-OC-Preview-Token": (await gw.api.post(f"/sandboxes/{gw.sid}/preview/rotate")).json()[
+            "previewAuthToken"
+        ]
+    }
+    async with httpx.AsyncClient(timeout=30, headers=gw.host_header()) as client:
+        assert [await status(first), await status(OWNER)] == [200, 200]
+        before = lane.served
+        assert [await status(first), await status(OWNER)] == [200, 200]
+        assert lane.served == before + 2  # both remembered
+
+        second = {
+            "X-OC-Preview-Token": (await gw.api.post(f"/sandboxes/{gw.sid}/preview/rotate")).json()[
+                "previewAuthToken"
+            ]
+        }
+        assert [await status(second), await status(second), await status(first)] == [200, 200, 401]
+
+        assert [await status(OWNER), await status(OWNER)] == [200, 200]
+        core.kill_switch.engage()
+        try:
+            assert await status(OWNER) == 503
+        finally:
+            core.kill_switch.release()
+        assert await status(OWNER) == 200
+
+        assert (await gw.api.delete(f"/sandboxes/{gw.sid}/preview/{gw.port}")).status_code == 204
+        try:
+            assert [await status(second), await status(OWNER), await status(second)] == [404, 200, 404]
+        finally:
+            assert (
+                await gw.api.post(f"/sandboxes/{gw.sid}/preview", json={"port": gw.port})
+            ).status_code == 201
