@@ -22,7 +22,8 @@ class _Upstream(asyncio.Protocol):
         self.client = client
 
     def data_received(self, data: bytes) -> None:
-        self.client.write(data)
+        if not self.client.is_closing():  # the load generator may have gone
+            self.client.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.close()
@@ -52,7 +53,7 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.upstream is None:
             self.early.append(data)
-        else:
+        elif not self.upstream.is_closing():
             self.upstream.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -124,12 +124,18 @@ async def test_a_whole_body_and_a_chunked_one_arrive_intact(gw: Gw, client: http
     assert empty.json()["bytes"] == 0
 
 
+@pytest.mark.parametrize("via", ["lane", "asgi"])
 async def test_an_endless_body_streams_in_bounded_memory_and_stops_with_the_client(
-    gw: Gw, client: httpx.AsyncClient
+    gw: Gw, client: httpx.AsyncClient, via: str
 ) -> None:
+    lane = gw.server.app.state.gateway.lane
+    await client.get(gw.path_url("/hello"), headers=OWNER)  # a pooled connection, the grant cached
+    served = lane.served
+    headers = {**OWNER, **({"X-Forwarded-For": "127.0.0.1"} if via == "asgi" else {})}
     before, peak, received = _rss(), 0, 0
-    async with client.stream("GET", gw.path_url("/endless-body"), headers=OWNER) as response:
+    async with client.stream("GET", gw.path_url("/endless-body"), headers=headers) as response:
         assert response.status_code == 200
+        assert lane.served == served + (via == "lane")
         async for chunk in response.aiter_raw():
             received += len(chunk)
             peak = max(peak, _rss())
