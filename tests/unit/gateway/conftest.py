@@ -105,7 +105,8 @@ class Gw:
 
 
 async def start_app(api: httpx.AsyncClient, base: str, sid: str, port: int) -> None:
-    """Write ``sandbox_app.py`` into the sandbox, run it, wait until it answers."""
+    """Write ``sandbox_app.py`` into the sandbox, run it, wait until it answers, then
+    remove the file (the process runtime's sandboxes write to the host's /tmp)."""
     target = f"/tmp/corral-gateway-test-{sid}.py"
     put = await api.put(f"/sandboxes/{sid}/files", params={"path": target}, content=APP_SCRIPT.read_bytes())
     assert put.status_code == 204, put.text
@@ -118,6 +119,8 @@ async def start_app(api: httpx.AsyncClient, base: str, sid: str, port: int) -> N
     while True:
         probe = await api.get(f"{base}/preview/{sid}/{port}/hello")
         if probe.status_code == 200:
+            removed = await api.delete(f"/sandboxes/{sid}/files", params={"path": target})
+            assert removed.status_code == 204, removed.text
             return
         assert probe.status_code == 502, probe.text
         assert time.monotonic() < deadline, "the sandbox's server did not start"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -114,12 +115,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(lengths[0] if lengths else 0)
 
 
-async def test_pipelined_requests_across_the_lane_and_the_api_are_answered_in_order(gw: Gw) -> None:
+async def test_pipelined_requests_across_the_lane_and_the_api_are_answered_in_order(
+    gw: Gw, tmp_path: Path
+) -> None:
     host = gw.host_header()["Host"]
     lane_request = f"GET /headers/{{n}} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n\r\n"
     api_request = f"GET /api/sandboxes/{gw.sid} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\r\n"
     upload = (
-        f"PUT /api/sandboxes/{gw.sid}/files?path=/tmp/lane-{{n}} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"PUT /api/sandboxes/{gw.sid}/files?path={tmp_path}/lane-{{n}} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"X-API-Key: {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     )
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
