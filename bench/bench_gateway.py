@@ -45,11 +45,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 import websockets
+from corral_target import CorralServer, ensure_template_cache
 from nginx import Nginx, binary
 from relay import Relay
 from stats import Summary, fmt_ms, render_table
@@ -64,7 +66,7 @@ NODE_SERVER = (
     "require('http').createServer((q, r) => {"
     " if (q.url === '/hello') { r.setHeader('content-type', 'text/plain');"
     " r.end('hello from the sandbox'); } else { r.statusCode = 404; r.end(); }"
-    "}).listen(+process.argv[1], '127.0.0.1')"
+    "}).listen(+process.argv[1], process.argv[2])"
 )
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -203,33 +205,55 @@ async def ws_round_trips(url: str, headers: dict[str, str], count: int) -> Summa
 # ---- the run --------------------------------------------------------------------------
 
 
-async def start_servers(api: httpx.AsyncClient, base: str, sid: str, tmp: Path) -> dict[str, int]:
+@dataclass
+class Sandbox:
+    """Where the servers run: the process runtime (the host, 127.0.0.1) or runc (the
+    sandbox's own address on the bridge, its own python3 and /tmp)."""
+
+    python: str
+    bind: str
+    tmp: str
+    node: str | None
+
+
+async def sandbox_address(api: httpx.AsyncClient, sid: str, python: str) -> str:
+    """The sandbox's address as its own routing table has it (a UDP connect sends nothing)."""
+    probe = "import socket; s = socket.socket(2, 2); s.connect(('192.0.2.1', 9)); print(s.getsockname()[0])"
+    ran = await api.post(f"/sandboxes/{sid}/exec/run", json={"cmd": python, "args": ["-c", probe]})
+    ran.raise_for_status()
+    return str(ran.json()["stdout"]).strip()
+
+
+async def start_servers(api: httpx.AsyncClient, base: str, sid: str, where: Sandbox) -> dict[str, int]:
     ports = {"keepalive": free_port(), "http.server": free_port()}
-    if NODE:
+    if where.node:
         ports["node"] = free_port()
-    script = f"{tmp}/sandbox_app.py"
+    script = f"{where.tmp}/sandbox_app.py"
     (
         await api.put(f"/sandboxes/{sid}/files", params={"path": script}, content=APP.read_bytes())
     ).raise_for_status()
-    www = tmp / "www"
-    www.mkdir()
-    (www / "hello").write_text("hello from the sandbox")
+    www = f"{where.tmp}/www"
+    (
+        await api.put(
+            f"/sandboxes/{sid}/files", params={"path": f"{www}/hello"}, content=b"hello from the sandbox"
+        )
+    ).raise_for_status()
     commands = {
-        "keepalive": [script, str(ports["keepalive"]), "127.0.0.1"],
+        "keepalive": [script, str(ports["keepalive"]), where.bind],
         "http.server": [
             "-m",
             "http.server",
             str(ports["http.server"]),
             "--bind",
-            "127.0.0.1",
+            where.bind,
             "--directory",
-            str(www),
+            www,
         ],
     }
-    if NODE:
-        commands["node"] = ["-e", NODE_SERVER, str(ports["node"])]
+    if where.node:
+        commands["node"] = ["-e", NODE_SERVER, str(ports["node"]), where.bind]
     for name, argv in commands.items():
-        cmd = NODE if name == "node" else sys.executable
+        cmd = where.node if name == "node" else where.python
         (await api.post(f"/sandboxes/{sid}/exec", json={"cmd": cmd, "args": argv})).raise_for_status()
     for port in ports.values():
         deadline = time.monotonic() + 15
@@ -240,23 +264,31 @@ async def start_servers(api: httpx.AsyncClient, base: str, sid: str, tmp: Path) 
     return ports
 
 
-async def run(args: argparse.Namespace, base: str, tmp: Path) -> dict[str, object]:
-    owner = {"X-API-Key": KEY}
+async def run(args: argparse.Namespace, base: str, key: str, tmp: Path) -> dict[str, object]:
+    owner = {"X-API-Key": key}
     async with httpx.AsyncClient(base_url=f"{base}/api", headers=owner, timeout=30) as api:
         sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
         try:
-            ports = await start_servers(api, base, sid, tmp)
+            if args.runtime == "runc":
+                where = Sandbox("python3", "0.0.0.0", "/tmp", None)
+                address = await sandbox_address(api, sid, where.python)
+            else:
+                where = Sandbox(sys.executable, "127.0.0.1", str(tmp), NODE)
+                address = "127.0.0.1"
+            ports = await start_servers(api, base, sid, where)
             gw_port = int(base.rsplit(":", 1)[1])
             proxied = {free_port(): port for port in ports.values()}
-            reference = Nginx(args.nginx, tmp / "nginx", proxied) if args.nginx else contextlib.nullcontext()
+            reference = (
+                Nginx(args.nginx, tmp / "nginx", proxied, address) if args.nginx else contextlib.nullcontext()
+            )
             by_upstream = {up: listen for listen, up in proxied.items()}
             relayed = {free_port(): port for port in ports.values()}
             relay_of = {up: listen for listen, up in relayed.items()}
             loads: list[Load] = []
-            with reference, Relay(relayed):
+            with reference, Relay(relayed, address):
                 for target, port in ports.items():
                     routes = {
-                        "direct": (f"http://127.0.0.1:{port}/hello", {}),
+                        "direct": (f"http://{address}:{port}/hello", {}),
                         "path": (f"{base}/preview/{sid}/{port}/hello", owner),
                         "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
                     }
@@ -269,7 +301,7 @@ async def run(args: argparse.Namespace, base: str, tmp: Path) -> dict[str, objec
                             loads.append(load)
             ws_port = ports["keepalive"]
             ws = {
-                "direct": await ws_round_trips(f"ws://127.0.0.1:{ws_port}/ws", {}, args.ws_messages),
+                "direct": await ws_round_trips(f"ws://{address}:{ws_port}/ws", {}, args.ws_messages),
                 "gateway": await ws_round_trips(
                     f"ws://{base.removeprefix('http://')}/preview/{sid}/{ws_port}/ws", owner, args.ws_messages
                 ),
@@ -330,6 +362,12 @@ def main() -> None:
     parser.add_argument("--ws-messages", type=int, default=5000)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator")
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx reference proxy")
+    parser.add_argument(
+        "--runtime",
+        choices=["process", "runc"],
+        default="process",
+        help="process: servers on the host (127.0.0.1); runc: in a real sandbox behind its veth (root)",
+    )
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
@@ -342,21 +380,9 @@ def main() -> None:
     args.wrk = WRK is not None and args.load != "python"
     args.nginx = None if args.no_nginx else binary()
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-gateway-"))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(tmp / "data")])
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("corral did not start")
-            time.sleep(0.1)
-        result = asyncio.run(run(args, base, tmp))
+        with corral(args.runtime, tmp) as (base, key):
+            result = asyncio.run(run(args, base, key, tmp))
         print(report(result, args.markdown, args.wrk))
         if args.json:
             loads = [asdict(x) for x in result["loads"]]  # type: ignore[attr-defined]
@@ -367,12 +393,42 @@ def main() -> None:
                 )
             )
     finally:
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def corral(runtime: str, tmp: Path) -> Iterator[tuple[str, str]]:
+    """corral serving on a free loopback port: its URL and an owner's API key."""
+    if runtime == "runc":
+        server = CorralServer(ensure_template_cache())
+        server.extra_env["CORRAL_STANDBY_SANDBOXES"] = "0"
+        try:
+            asyncio.run(server.start())
+            yield server.url, server.api_key
+        finally:
+            server.stop()
+        return
+    port = free_port()
+    process = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(tmp / "data")])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit("corral did not start")
+            time.sleep(0.1)
+        yield base, KEY
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -46,12 +46,13 @@ def binary() -> str | None:
 
 
 class Nginx:
-    """nginx proxying ``listen port -> 127.0.0.1:upstream port`` for each pair given."""
+    """nginx proxying ``listen port -> address:upstream port`` for each pair given."""
 
-    def __init__(self, nginx: str, workdir: Path, routes: dict[int, int]) -> None:
+    def __init__(self, nginx: str, workdir: Path, routes: dict[int, int], address: str = "127.0.0.1") -> None:
         self.nginx = nginx
         self.dir = workdir
         self.routes = routes
+        self.address = address
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
@@ -60,7 +61,7 @@ class Nginx:
             f"{kind}_temp_path {self.dir}/{kind};" for kind in ("proxy", "fastcgi", "uwsgi", "scgi")
         )
         servers = "".join(
-            f"upstream u{up} {{ server 127.0.0.1:{up}; keepalive 64; }}"
+            f"upstream u{up} {{ server {self.address}:{up}; keepalive 64; }}"
             f"server {{ listen 127.0.0.1:{listen}; location / {{ proxy_pass http://u{up};"
             ' proxy_http_version 1.1; proxy_set_header Connection "";'
             " proxy_hide_header Access-Control-Allow-Origin; }}"

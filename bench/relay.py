@@ -3,8 +3,9 @@ any Python proxy does (accept, connect, copy bytes both ways: no HTTP parsing, n
 routing, no auth). Its numbers are the ceiling of a proxy written in Python on this
 machine, as nginx's are of one written in C.
 
-``Relay(routes)`` runs ``python relay.py LISTEN:UPSTREAM ...`` in a subprocess for the
-duration of a ``with`` block; only loopback addresses are used.
+``Relay(routes, address)`` runs ``python relay.py ADDRESS LISTEN:UPSTREAM ...`` in a
+subprocess for the duration of a ``with`` block: it listens on loopback and connects to
+the upstream ports at ``address`` (loopback, or a sandbox the benchmark made).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class _Upstream(asyncio.Protocol):
 
 
 class _Client(asyncio.Protocol):
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, address: str, upstream_port: int) -> None:
+        self.address = address
         self.upstream_port = upstream_port
         self.upstream: asyncio.Transport | None = None
         self.early: list[bytes] = []
@@ -42,9 +44,9 @@ class _Client(asyncio.Protocol):
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         upstream, _ = await loop.create_connection(
-            lambda: _Upstream(self.transport),
-            "127.0.0.1",
-            self.upstream_port,  # type: ignore[arg-type]
+            lambda: _Upstream(self.transport),  # type: ignore[arg-type]
+            self.address,
+            self.upstream_port,
         )
         self.upstream = upstream
         for data in self.early:
@@ -61,20 +63,21 @@ class _Client(asyncio.Protocol):
             self.upstream.close()
 
 
-async def _serve(routes: dict[int, int]) -> None:
+async def _serve(address: str, routes: dict[int, int]) -> None:
     loop = asyncio.get_running_loop()
     for listen, upstream in routes.items():
-        await loop.create_server(lambda up=upstream: _Client(up), "127.0.0.1", listen)  # type: ignore[misc]
+        await loop.create_server(lambda up=upstream: _Client(address, up), "127.0.0.1", listen)  # type: ignore[misc]
     await asyncio.Event().wait()
 
 
 class Relay:
-    def __init__(self, routes: dict[int, int]) -> None:
+    def __init__(self, routes: dict[int, int], address: str = "127.0.0.1") -> None:
         self.routes = routes
+        self.address = address
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
-        argv = [sys.executable, __file__, *(f"{a}:{b}" for a, b in self.routes.items())]
+        argv = [sys.executable, __file__, self.address, *(f"{a}:{b}" for a, b in self.routes.items())]
         self.proc = subprocess.Popen(argv)
         deadline = time.monotonic() + 10
         for listen in self.routes:
@@ -97,4 +100,4 @@ class Relay:
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(_serve({int(a): int(b) for a, b in (arg.split(":") for arg in sys.argv[1:])}))
+    uvloop.run(_serve(sys.argv[1], {int(a): int(b) for a, b in (arg.split(":") for arg in sys.argv[2:])}))
