@@ -121,8 +121,8 @@ class FrontProtocol(asyncio.Protocol):
         if self.delegate is not None:
             self.delegate.data_received(data)
             return
-        if self._rejected:
-            return
+        if self._rejected or self.out is None or self.out.is_closing():
+            return  # answered and closing: nothing more is read
         if self._in_head:
             self._raw_bytes += len(data)
             if self._raw_bytes > self.max_header_bytes:
