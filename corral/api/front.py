@@ -47,7 +47,7 @@ import httptools
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from corral.api.protocol import BehindProtocol, CoalescingTransport
+from corral.api.protocol import BehindProtocol, BehindTransport, CoalescingTransport
 from corral.gateway.lane import Lane, Trip
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -338,7 +338,7 @@ class FrontProtocol(asyncio.Protocol):
                 config=self.config, server_state=self.server_state, app_state=self.app_state, _loop=self.loop
             )
             protocol.front = self
-            protocol.connection_made(cast(asyncio.Transport, _BehindTransport(self)))
+            protocol.connection_made(cast(asyncio.Transport, BehindTransport(self)))
             self.behind = protocol
         return self.behind
 
@@ -477,41 +477,6 @@ class FrontProtocol(asyncio.Protocol):
             b"connection: close\r\n\r\n%b" % (status, _REASONS[status], len(body), body)
         )
         self.close()
-
-
-class _BehindTransport:
-    """The transport the protocol behind writes to: the connection's own, with reading
-    paused for its reasons among the front's, and an upgrade handing the connection over."""
-
-    def __init__(self, front: FrontProtocol) -> None:
-        self._front = front
-        assert front.raw is not None
-        self._raw = front.raw
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._front.write(bytes(data))
-
-    def writelines(self, lines: Any) -> None:
-        for data in lines:
-            self.write(data)
-
-    def close(self) -> None:
-        self._front.close()
-
-    def pause_reading(self) -> None:
-        self._front.pause_reading("behind")
-
-    def resume_reading(self) -> None:
-        self._front.resume_reading("behind")
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._front.delegate = cast(asyncio.Protocol, protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._front.delegate or cast(asyncio.BaseProtocol, self._front.behind)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
 
 def front_protocol(head_timeout: float, max_header_bytes: int, max_headers: int) -> type[FrontProtocol]:

@@ -1,5 +1,6 @@
 """uvicorn's httptools protocol as corral runs it: behind ``corral.api.front``, which
-reads every connection first, with the connection's writes coalesced.
+reads every connection first (``BehindProtocol``, writing through ``BehindTransport``),
+with the connection's writes coalesced (``CoalescingTransport``).
 
 ``BehindProtocol`` reads only what the front writes into it: request heads the front
 parsed and bounded (size, field count, time; see ``corral.api.front``) written again,
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -90,3 +91,38 @@ class BehindProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = None
         self.front.flush()  # the response is whole: it leaves now
         self.front.answered()
+
+
+class BehindTransport:
+    """The transport the protocol behind writes to: the connection's own, with reading
+    paused for its reasons among the front's, and an upgrade handing the connection over."""
+
+    def __init__(self, front: FrontProtocol) -> None:
+        self._front = front
+        assert front.raw is not None
+        self._raw = front.raw
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._front.write(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def close(self) -> None:
+        self._front.close()
+
+    def pause_reading(self) -> None:
+        self._front.pause_reading("behind")
+
+    def resume_reading(self) -> None:
+        self._front.resume_reading("behind")
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._front.delegate = cast(asyncio.Protocol, protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._front.delegate or cast(asyncio.BaseProtocol, self._front.behind)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
