@@ -18,7 +18,8 @@ How a connection is read. One httptools parser reads the client's requests, boun
   connection closed;
 - a connection with nothing in progress is closed after uvicorn's
   ``timeout_keep_alive`` (also a new one that sends nothing);
-- bytes that are not HTTP/1.x: 400, connection closed.
+- bytes that are not HTTP/1.x: 400, connection closed (a failure of corral's own while
+  reading a request: 500, logged).
 
 Then, for each request head:
 
@@ -50,8 +51,14 @@ from uvicorn.server import ServerState
 from corral.api.protocol import BehindProtocol, BehindTransport, CoalescingTransport
 from corral.gateway.lane import Lane, Trip
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+}
 access_log = logging.getLogger("uvicorn.access")
+log = logging.getLogger("corral.api")
 
 
 class _Rejected(Exception):
@@ -136,8 +143,14 @@ class FrontProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[int(exc.args[0]) :])
-        except httptools.HttpParserError:
-            if not self._rejected:
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__  # what a callback of ours raised, if one did
+            if self._rejected:
+                return
+            if cause is not None:
+                log.error("answering a request failed", exc_info=cause)
+                self._reject(500, "internal error")
+            else:
                 self._reject(400, "Invalid HTTP request received.")
 
     def eof_received(self) -> bool | None:

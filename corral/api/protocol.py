@@ -59,6 +59,9 @@ class CoalescingTransport:
         if not self._transport.is_closing():
             self._transport.write(data)
 
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
     def send(self, data: bytes) -> None:
         """``data`` out now, after what is pending."""
         if self._pending:

@@ -255,3 +255,17 @@ async def test_a_remembered_grant_ends_with_what_it_was_decided_from(gw: Gw) -> 
             assert (
                 await gw.api.post(f"/sandboxes/{gw.sid}/preview", json={"port": gw.port})
             ).status_code == 201
+
+
+async def test_a_failure_of_the_lane_itself_is_a_logged_500_not_a_client_error(
+    gw: Gw, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the lane")
+
+    monkeypatch.setattr(lane_of(gw).lane, "start", broken)
+    async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
+        with caplog.at_level("ERROR", logger="corral.api"):
+            answer = await client.get(gw.url("/hello"))
+    assert (answer.status_code, answer.text) == (500, "internal error")
+    assert "a bug in the lane" in caplog.text
