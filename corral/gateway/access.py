@@ -53,6 +53,7 @@ MISSING = (
 )
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 MAX_CACHED_KEYS = 10_000
+MAX_REMEMBERED_BYTES = 1024  # of a grant's credentials (a browser's Cookie can be large)
 # the request headers that carry credentials (Cookie: the preview cookie)
 CREDENTIAL_HEADERS = frozenset({b"x-api-key", b"authorization", b"x-oc-preview-token", b"cookie"})
 Credentials = tuple[tuple[bytes, bytes], ...]
@@ -123,7 +124,9 @@ class Access:
         decided from stays: the same cached route (``PreviewService.forget`` and expiry
         replace it), the API key's cache entry (until it expires), no kill switch. Grants
         from a worker token (a JWT can expire sooner), a Bearer preview token or
-        ``?token=`` are not remembered."""
+        ``?token=`` are not remembered, nor those whose credentials (with the Cookie
+        header) exceed ``MAX_REMEMBERED_BYTES``: at most ``MAX_CACHED_KEYS`` entries of
+        at most that size."""
         route = self.core.previews.cached(target.sandbox_id)
         if route is None or route.hibernated:
             return None
@@ -144,7 +147,8 @@ class Access:
             checking.send(None)
         except StopIteration as done:
             grant = cast(Grant, done.value)
-            if not grant.query_token and (not creds.bearer or creds.bearer.startswith("ek_")):
+            remembered = not grant.query_token and (not creds.bearer or creds.bearer.startswith("ek_"))
+            if remembered and sum(len(v) for _, v in credentials) <= MAX_REMEMBERED_BYTES:
                 if len(self._grants) >= MAX_CACHED_KEYS:
                     self._grants.clear()
                 self._grants[memo_key] = (grant, route, until)

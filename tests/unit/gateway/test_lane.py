@@ -269,3 +269,12 @@ async def test_a_failure_of_the_lane_itself_is_a_logged_500_not_a_client_error(
             answer = await client.get(gw.url("/hello"))
     assert (answer.status_code, answer.text) == (500, "internal error")
     assert "a bug in the lane" in caplog.text
+
+
+async def test_grants_with_large_cookies_are_not_remembered_but_still_granted(gw: Gw) -> None:
+    access = lane_of(gw).access
+    cookie = {"Cookie": "app=" + "x" * 2000}
+    async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header(), **cookie}) as client:
+        answers = [(await client.get(gw.url("/hello"))).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    assert not [key for key in access._grants if any(b"x" * 2000 in v for _, v in key[2])]
