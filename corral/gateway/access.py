@@ -26,7 +26,9 @@ All 404s carry the same body and do the same work (an unknown sandbox is a cache
 lookup like a known one; a token is hashed and compared either way). A token that
 fails is 401 whether or not the sandbox exists. The kill switch answers 503 before
 anything, globally, or once the sandbox's org is known. API-key checks are cached for
-``gateway_cache_ttl_s`` (a revoked key may keep working that long on this node).
+``gateway_cache_ttl_s``: a key revoked through this node stops at once, one revoked
+through another process (``corral keys revoke``, another node) may keep working that
+long.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ class Access:
         self.core = core
         self._keys: dict[str, tuple[float, Principal]] = {}
         self._grants: dict[tuple[str, int, Credentials], tuple[Grant, SandboxRoute, float]] = {}
+        core.auth.keys.revoked_listeners.append(self.forget_key)
+
+    def forget_key(self, key_id: str) -> None:
+        """A key revoked on this node opens nothing from its next request on."""
+        self._keys = {digest: entry for digest, entry in self._keys.items() if entry[1].key_id != key_id}
+        self._grants.clear()  # revocations are rare: every remembered grant is decided again
 
     async def check(self, target: Target, scope: Any, creds: _Credentials | None = None) -> Grant:
         """The grant for a request, or Unauthenticated / NotFound / Unavailable;

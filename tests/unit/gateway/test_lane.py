@@ -278,3 +278,13 @@ async def test_grants_with_large_cookies_are_not_remembered_but_still_granted(gw
         answers = [(await client.get(gw.url("/hello"))).status_code for _ in range(3)]
     assert answers == [200, 200, 200]
     assert not [key for key in access._grants if any(b"x" * 2000 in v for _, v in key[2])]
+
+
+async def test_a_key_revoked_on_this_node_stops_at_once_on_the_lane_too(gw: Gw) -> None:
+    created = await gw.api.post("/keys", json={"role": "owner", "name": "short-lived"})
+    assert created.status_code == 201, created.text
+    key = created.json()
+    async with httpx.AsyncClient(timeout=30, headers={"X-API-Key": key["key"], **gw.host_header()}) as client:
+        assert [(await client.get(gw.url("/hello"))).status_code for _ in range(3)] == [200, 200, 200]
+        assert (await gw.api.delete(f"/keys/{key['id']}")).status_code == 204
+        assert (await client.get(gw.url("/hello"))).status_code == 401
