@@ -20,7 +20,10 @@ and middleware see it, so proxied traffic pays for none of them. The gateway is 
 in the lifespan, after the core, and its connection pool is closed before the core.
 
 ``uvicorn --factory corral.api.app:main`` serves it with settings from ``CORRAL_*``
-variables; ``corral.api.server.serve`` does the same with the right uvicorn options.
+variables; ``corral.api.server.serve`` does the same with the right uvicorn options,
+among them the protocol every connection is read with (``corral.api.front``: request
+bounds, and the gateway's lane, which answers plain keep-alive gateway requests before
+they become ASGI calls; without it every gateway request comes here, slower).
 """
 
 from __future__ import annotations
