@@ -46,7 +46,7 @@ import jwt
 
 from corral.auth.principal import Principal, Role
 from corral.auth.scopes import Scope, parse_role
-from corral.errors import InvalidInput, Unauthenticated
+from corral.errors import InvalidInput, NotFound, Unauthenticated
 from corral.ids import new_id
 from corral.store.keys import ApiKey, SqlKeyStore
 from corral.store.users import User
@@ -261,12 +261,19 @@ class AuthService:
     async def bootstrap(self, seed: str | None, key_file: Path) -> str | None:
         """Seed org ``default`` and its first owner key when no key exists.
 
-        The key is ``seed`` if given, else generated and written to ``key_file``
-        (mode 0600). Returns the new raw key, or None when keys already exist.
+        The key is ``seed`` if given (checked before anything is written), else
+        generated and written to ``key_file`` (mode 0600). Returns the new raw key, or
+        None when keys already exist. A start that stopped after the org was written
+        and before its key (a crash) reuses that org.
         """
         if await self.keys.count_keys() > 0:
             return None
-        org = await self.keys.add_org(new_id("org"), "default")
+        if seed is not None and not KEY_FORMAT.match(seed):  # before anything is written
+            raise InvalidInput("API key must look like ek_<id>_<secret>", field="api_key")
+        try:  # a start that failed between the two writes left the org: it is reused
+            org = await self.keys.org_by_name("default")
+        except NotFound:
+            org = await self.keys.add_org(new_id("org"), "default")
         new = await self.create_key(org.id, Role.OWNER.value, "bootstrap", raw=seed)
         if seed is None:
             key_file.parent.mkdir(parents=True, exist_ok=True)

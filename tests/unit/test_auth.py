@@ -34,6 +34,19 @@ async def test_bootstrap_generates_key_once(auth: AuthService, tmp_path: Path) -
     assert principal.role is Role.OWNER
 
 
+async def test_a_bad_seed_writes_nothing_and_a_half_done_bootstrap_is_finished(
+    auth: AuthService, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidInput, match="ek_<id>_<secret>"):
+        await auth.bootstrap("ek_makerun_" + "c" * 32, tmp_path / "admin-key")  # id too short
+    assert await auth.keys.list_orgs() == []  # the next start begins from nothing
+    await auth.keys.add_org("org-crashed", "default")  # a start that stopped before its key
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw is not None
+    assert (await auth.authenticate_key(raw)).org_id == "org-crashed"
+    assert [org.name for org in await auth.keys.list_orgs()] == ["default"]
+
+
 async def test_seeded_key_and_rejections(auth: AuthService, tmp_path: Path) -> None:
     seed = "ek_testkey01_" + "s" * 32
     assert await auth.bootstrap(seed, tmp_path / "admin-key") == seed
