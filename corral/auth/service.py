@@ -52,6 +52,7 @@ from corral.store.keys import ApiKey, SqlKeyStore
 from corral.store.users import User
 
 KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
+KEY_SHAPE = "ek_<id>_<secret> (id: 8-32 lowercase letters and digits; secret: 16-128 letters and digits)"
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-key").hexdigest()
 TOUCH_INTERVAL_S = 60.0
 _MAX_TOUCHED = 100_000
@@ -172,7 +173,7 @@ class AuthService:
             raw = f"ek_{key_id}_{secrets.token_hex(24)}"
         match = KEY_FORMAT.match(raw)
         if not match:
-            raise InvalidInput("API key must look like ek_<id>_<secret>", field="api_key")
+            raise InvalidInput(f"API key must look like {KEY_SHAPE}", field="api_key")
         key_id, secret = match.groups()
         key = ApiKey(
             id=key_id,
@@ -269,7 +270,7 @@ class AuthService:
         if await self.keys.count_keys() > 0:
             return None
         if seed is not None and not KEY_FORMAT.match(seed):  # before anything is written
-            raise InvalidInput("API key must look like ek_<id>_<secret>", field="api_key")
+            raise InvalidInput(f"API key must look like {KEY_SHAPE}", field="api_key")
         try:  # a start that failed between the two writes left the org: it is reused
             org = await self.keys.org_by_name("default")
         except NotFound:
