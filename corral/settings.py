@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     access_log: bool = False
 
     # principals, quotas and the audit trail (corral.auth, corral.api.guard, corral.services)
-    jwt_secret: str | None = None  # HS256 secret of tokens; default: <data dir>/jwt-secret, generated
+    # HS256 secret of tokens (32 characters at least: a short one lets tokens be forged);
+    # default: <data dir>/jwt-secret, generated
+    jwt_secret: Annotated[str, Field(min_length=32)] | None = None
     user_token_ttl_s: Annotated[int, Field(ge=60, le=86400)] = 900  # POST /api/v1/auth/token tokens
     # requests a minute per principal (or client address): /api and worker routes, /api/v1
     # (spec 002), /api/sessions (spec 004); 0 turns a limit off

@@ -51,6 +51,7 @@ from corral.ids import new_id
 from corral.store.keys import ApiKey, SqlKeyStore
 from corral.store.users import User
 
+MIN_SECRET = 32
 KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
 KEY_SHAPE = "ek_<id>_<secret> (id: 8-32 lowercase letters and digits; secret: 16-128 letters and digits)"
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-key").hexdigest()
@@ -79,16 +80,40 @@ def hash_secret(secret: str) -> str:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The JWT signing secret, created once with mode 0600."""
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
+    """The JWT signing secret, created once with mode 0600.
+
+    It appears whole or not at all: written beside the path, then linked into place, so
+    a crash leaves no half-written secret and of two processes starting together the
+    second reads the first's. An empty file (left by a crash of an older corral) is
+    replaced; a secret shorter than ``MIN_SECRET`` characters is refused (tokens signed
+    with it could be forged): remove the file to have a new one made.
+    """
+    value = path.read_text().strip() if path.exists() else ""
+    if not value:
         path.parent.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        aside = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(value + "\n")
-        return value
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            if path.exists():  # the empty one
+                os.replace(aside, path)
+            else:
+                os.link(aside, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the secret
+        finally:
+            aside.unlink(missing_ok=True)
+        value = path.read_text().strip()
+    if len(value) < MIN_SECRET:
+        raise InvalidInput(
+            f"the JWT secret in {path} is shorter than {MIN_SECRET} characters: remove the file "
+            "to have a new one made (tokens signed with the old one stop working)",
+            field="jwt_secret",
+        )
+    return value
 
 
 class AuthService:

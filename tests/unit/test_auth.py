@@ -138,3 +138,27 @@ async def test_a_revocation_by_another_process_on_the_same_database_is_seen_at_o
         await other.close()
     with pytest.raises(Unauthenticated):
         await auth.authenticate_key(raw)
+
+
+def test_the_jwt_secret_is_made_whole_once_and_a_short_one_refused(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "jwt-secret"
+    made = load_or_create_secret(path)
+    assert len(made) == 64 and load_or_create_secret(path) == made
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["jwt-secret"]  # nothing left beside it
+    path.write_text("")  # what a crash of the old code could leave
+    replaced = load_or_create_secret(path)
+    assert len(replaced) == 64 and replaced != made
+    path.write_text("short\n")
+    with pytest.raises(InvalidInput, match="shorter than 32"):
+        load_or_create_secret(path)
+
+
+def test_a_configured_jwt_secret_must_be_long_enough(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from corral.settings import Settings
+
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        Settings(data_dir=tmp_path, jwt_secret="short")  # type: ignore[call-arg]
+    assert Settings(data_dir=tmp_path, jwt_secret="s" * 32).jwt_secret == "s" * 32  # type: ignore[call-arg]
