@@ -23,6 +23,7 @@ import typer
 from corral.cli import audit, keys, killswitch, orgs, sandbox, template, users
 from corral.cli.console import CliError, reported
 from corral.cli.local import DatabaseOption, DataDirOption, local_settings
+from corral.datadir import claim
 
 app = typer.Typer(
     name="corral",
@@ -96,6 +97,8 @@ def serve(
             from corral.api.server import serve as run_server
         except ImportError as exc:
             raise CliError(f"the HTTP server is not available: {exc}") from exc
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        claim(settings.data_dir).release()  # another server here: said plainly, before uvicorn starts
         run_server(settings)
 
 

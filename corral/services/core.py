@@ -1,6 +1,7 @@
 """Wiring: builds the services over their adapters, and starts and stops them.
 
-``Core.open`` connects the store (migrating it), seeds the first key, reconciles the
+``Core.open`` claims the data dir (``corral.datadir``: one server per data dir),
+connects the store (migrating it), seeds the first key, reconciles the
 node with the store and starts the idle reaper, the audit writer and the kill-switch
 refresher. Tests pass their own runtime and templates (fakes or real ones).
 """
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
+from corral.datadir import Claim, claim
 from corral.metrics import Metrics
 from corral.ports import Builder, Network, Runtime, Snapshotter, Templates
 from corral.runtime.checkpoint_dirs import CheckpointDirs
@@ -72,6 +74,7 @@ class Core:
     template_builds: TemplateService
     network: NodeNetwork | None = None
     bootstrap_key: str | None = None
+    claim: Claim | None = None  # of the data dir (corral.datadir), released at close
 
     @classmethod
     async def open(
@@ -84,6 +87,23 @@ class Core:
         metrics: Metrics | None = None,
     ) -> Core:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        held = claim(settings.data_dir)  # before anything is reconciled or bound
+        try:
+            return await cls._open(settings, held, runtime, templates, reconcile, metrics)
+        except BaseException:
+            held.release()
+            raise
+
+    @classmethod
+    async def _open(
+        cls,
+        settings: Settings,
+        held: Claim,
+        runtime: Runtime | None,
+        templates: Templates | None,
+        reconcile: bool,
+        metrics: Metrics | None,
+    ) -> Core:
         metrics = metrics or Metrics()
         network = None
         if runtime is None:
@@ -141,6 +161,7 @@ class Core:
             patches=patches,
             template_builds=template_builds,
             network=network,
+            claim=held,
         )
         if network is not None:
             network.on_denied = audit.egress_denied
@@ -180,6 +201,8 @@ class Core:
             await self.network.close()  # sandboxes keep their network (not DNS) meanwhile
         await self.audit.close()
         await self.db.close()
+        if self.claim is not None:
+            self.claim.release()
 
 
 async def default_network(settings: Settings) -> NodeNetwork | None:

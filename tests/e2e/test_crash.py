@@ -199,11 +199,14 @@ def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: 
 def test_a_crash_leaves_no_sandbox_started_ahead(lives: list[Node], tmp_path: Path) -> None:
     node = start(lives, tmp_path, standby=2)
     deadline = time.monotonic() + WAIT_S
-    while len(traces()[0]) < 2:  # two sandboxes standing by: dirs, mounts, loop devices
+    # two sandboxes standing by, each whole: its dir, its mounted root, its loop device
+    # (a standby being started has its dir a moment before its mount)
+    while True:
+        dirs, mounted, looped = traces()
+        if len(dirs) == 2 and dirs == mounted == looped:
+            break
         assert time.monotonic() < deadline, _tail(node.log)
         time.sleep(0.1)
-    ahead = traces()[0]
-    assert traces() == (ahead, ahead, ahead)
     node.crash()
 
     node = start(lives, tmp_path)  # reconcile: they are in no row, so they are removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from datetime import UTC, datetime
@@ -142,4 +143,22 @@ def test_serve_rejects_a_bad_setting_with_one_line(monkeypatch: pytest.MonkeyPat
     result = runner.invoke(app, ["serve", "--port", "0"])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: invalid settings: port:")
+    assert calls == []
+
+
+def test_serve_on_a_data_dir_another_server_holds_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from corral.datadir import claim
+
+    calls = fake_server(monkeypatch)
+    held = claim(tmp_path)  # a server already serving from it (this process stands in)
+    try:
+        result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path)])
+    finally:
+        held.release()
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: another corral server (pid {os.getpid()}) is serving from {tmp_path}"
+    )
     assert calls == []
