@@ -20,8 +20,10 @@ port, a temporary data dir), creates a sandbox and runs two servers in it:
 For each server, the same ``GET`` direct (the sandbox's address: 127.0.0.1 on the
 process runtime), through the gateway by path (``/preview/{id}/{port}/``) and by host
 (``{port}-{id}.localhost``), through nginx (``bench/nginx.py``: the reference, a C
-proxy in the gateway's place; skipped with ``--no-nginx``) and through a bare byte relay
-on uvloop (``bench/relay.py``: what any proxy in Python costs at least): requests/s and latency p50/p90/p99 with ``--connections``
+proxy in the gateway's place; skipped with ``--no-nginx``), through a bare byte relay
+on uvloop (``relay``) and through a bare HTTP proxy (``pyhttp``: httptools both ways, heads
+written again, nothing else), both ``bench/relay.py``, what a proxy in Python costs at
+least: requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
 Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
 the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
@@ -284,8 +286,10 @@ async def run(args: argparse.Namespace, base: str, key: str, tmp: Path) -> dict[
             by_upstream = {up: listen for listen, up in proxied.items()}
             relayed = {free_port(): port for port in ports.values()}
             relay_of = {up: listen for listen, up in relayed.items()}
+            parsed = {free_port(): port for port in ports.values()}
+            parsing_of = {up: listen for listen, up in parsed.items()}
             loads: list[Load] = []
-            with reference, Relay(relayed, address):
+            with reference, Relay(relayed, address), Relay(parsed, address, http=True):
                 for target, port in ports.items():
                     routes = {
                         "direct": (f"http://{address}:{port}/hello", {}),
@@ -295,6 +299,7 @@ async def run(args: argparse.Namespace, base: str, key: str, tmp: Path) -> dict[
                     if args.nginx:
                         routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
                     routes["relay"] = (f"http://127.0.0.1:{relay_of[port]}/hello", {})
+                    routes["pyhttp"] = (f"http://127.0.0.1:{parsing_of[port]}/hello", {})
                     for conns in (args.connections, 1):
                         for route, (url, headers) in routes.items():
                             load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
