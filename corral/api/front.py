@@ -49,6 +49,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from corral.api.protocol import BehindProtocol, BehindTransport, CoalescingTransport
+from corral.gateway.forward import request_head
 from corral.gateway.lane import Lane, Trip
 
 _REASONS = {
@@ -165,26 +166,26 @@ class FrontProtocol(asyncio.Protocol):
         if self.trip is not None:
             self.trip.client_gone()
             self.trip = None
-        for protocol in (self.delegate, self.behind):
-            if protocol is not None:
-                protocol.connection_lost(exc)
-                break
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        for protocol in (self.delegate, self.behind):
-            if protocol is not None:
-                protocol.pause_writing()
-                break
+        if self.inner is not None:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for protocol in (self.delegate, self.behind):
-            if protocol is not None:
-                protocol.resume_writing()
-                break
+        if self.inner is not None:
+            self.inner.resume_writing()
         if self.trip is not None:
             self.trip.writable()
+
+    @property
+    def inner(self) -> asyncio.Protocol | None:
+        """The protocol that hears the transport's events with us: after an upgrade the
+        one that took the connection over, else the one behind (if made)."""
+        return self.delegate if self.delegate is not None else self.behind
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now if idle, else after the answer."""
@@ -320,11 +321,8 @@ class FrontProtocol(asyncio.Protocol):
         self._settled()
 
     def _head(self, method: bytes) -> bytes:
-        lines = [method, b" ", self._url, b" HTTP/", self._version.encode("ascii"), b"\r\n"]
-        for name, value in self._headers:
-            lines += [name, b": ", value, b"\r\n"]
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        """The request's head written again, for the protocol behind."""
+        return request_head(method.decode("latin-1"), self._url, self._headers, self._version)
 
     def _upgrade(self, rest: bytes) -> None:
         """After a head asking for an upgrade. Other than to WebSocket, the request was
@@ -413,7 +411,7 @@ class FrontProtocol(asyncio.Protocol):
     def default_headers(self) -> list[tuple[bytes, bytes]]:
         return self.server_state.default_headers
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write; it leaves at the end of the loop's turn (or at ``flush``)."""
         assert self.out is not None
         self.out.write(data)

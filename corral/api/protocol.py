@@ -106,7 +106,7 @@ class BehindTransport:
         self._raw = front.raw
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._front.write(bytes(data))
+        self._front.write(data)  # the coalescing transport takes its own copy
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
@@ -125,7 +125,7 @@ class BehindTransport:
         self._front.delegate = cast(asyncio.Protocol, protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._front.delegate or cast(asyncio.BaseProtocol, self._front.behind)
+        return cast(asyncio.BaseProtocol, self._front.inner)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)

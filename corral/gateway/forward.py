@@ -200,8 +200,9 @@ def cut_off(exc: SandboxError) -> UpstreamAborted:
     return UpstreamAborted(exc.message)
 
 
-def request_head(method: str, path: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    lines = [method.encode("latin-1"), b" ", path, b" HTTP/1.1\r\n"]
+def request_head(method: str, path: bytes, headers: list[tuple[bytes, bytes]], version: str = "1.1") -> bytes:
+    """A request line and its header fields, as bytes on the wire."""
+    lines = [method.encode("latin-1"), b" ", path, b" HTTP/", version.encode("ascii"), b"\r\n"]
     for name, value in headers:
         lines += [name, b": ", value, b"\r\n"]
     lines.append(b"\r\n")
