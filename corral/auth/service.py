@@ -54,6 +54,16 @@ from corral.store.users import User
 MIN_SECRET = 32
 KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
 KEY_SHAPE = "ek_<id>_<secret> (id: 8-32 lowercase letters and digits; secret: 16-128 letters and digits)"
+
+
+def key_parts(raw: str) -> tuple[str, str]:
+    """The id and secret of a key to create; InvalidInput (``api_key``) if malformed."""
+    match = KEY_FORMAT.match(raw)
+    if not match:
+        raise InvalidInput(f"API key must look like {KEY_SHAPE}", field="api_key")
+    return match[1], match[2]
+
+
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-key").hexdigest()
 TOUCH_INTERVAL_S = 60.0
 _MAX_TOUCHED = 100_000
@@ -196,10 +206,7 @@ class AuthService:
         if raw is None:
             key_id = new_id("k").removeprefix("k-")
             raw = f"ek_{key_id}_{secrets.token_hex(24)}"
-        match = KEY_FORMAT.match(raw)
-        if not match:
-            raise InvalidInput(f"API key must look like {KEY_SHAPE}", field="api_key")
-        key_id, secret = match.groups()
+        key_id, secret = key_parts(raw)
         key = ApiKey(
             id=key_id,
             org_id=org_id,
@@ -294,8 +301,8 @@ class AuthService:
         """
         if await self.keys.count_keys() > 0:
             return None
-        if seed is not None and not KEY_FORMAT.match(seed):  # before anything is written
-            raise InvalidInput(f"API key must look like {KEY_SHAPE}", field="api_key")
+        if seed is not None:
+            key_parts(seed)  # a malformed seed is refused before anything is written
         try:  # a start that failed between the two writes left the org: it is reused
             org = await self.keys.org_by_name("default")
         except NotFound:
