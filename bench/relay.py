@@ -74,20 +74,26 @@ class _Client(asyncio.Protocol):
 HOP = frozenset({b"keep-alive", b"date"})  # framing and Connection pass
 
 
-class _HttpUpstream(_Upstream):
+class _Head:
+    """The header fields of the message being parsed, hop-by-hop ones left out."""
+
+    head: list[bytes]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() not in HOP:
+            self.head.append(b"%b: %b\r\n" % (name, value))
+
+
+class _HttpUpstream(_Head, _Upstream):
     """A response parsed and its head written again (Content-Length framing only: the
     benchmark's servers all send it)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.head: list[bytes] = []
+        self.head = []
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() not in HOP:
-            self.head.append(b"%b: %b\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         version, status = self.parser.get_http_version().encode(), self.parser.get_status_code()
@@ -98,23 +104,19 @@ class _HttpUpstream(_Upstream):
         super().data_received(body)
 
 
-class _HttpClient(_Client):
+class _HttpClient(_Head, _Client):
     """A request parsed and its head written again."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.parser = httptools.HttpRequestParser(self)
-        self.head: list[bytes] = []
+        self.head = []
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
 
     def on_url(self, url: bytes) -> None:
         self.head = [b"%b %b HTTP/1.1\r\n" % (self.parser.get_method(), url)]
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() not in HOP:
-            self.head.append(b"%b: %b\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         super().data_received(b"".join(self.head) + b"\r\n")

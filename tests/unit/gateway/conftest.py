@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from corral.gateway.dispatch import Gateway
 from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
@@ -89,6 +90,11 @@ class Gw:
     sid: str
     port: int
     preview_token: str
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.server.app.state.gateway
+        return gateway
 
     def url(self, path: str = "/") -> str:
         """For host routing, with ``host_header``: the connection goes to 127.0.0.1 and

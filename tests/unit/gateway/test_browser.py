@@ -61,7 +61,7 @@ async def dump_dom(url: str, profile: Path) -> str:
 @needs_chromium
 async def test_chromium_loads_a_preview_page_and_its_resources(gw: Gw, tmp_path: Path) -> None:
     base = f"http://{gw.port}-{gw.sid}.localhost:{gw.server.port}"
-    lane = gw.server.app.state.gateway.lane
+    lane = gw.gateway.lane
     served = lane.served
     dom = await dump_dom(f"{base}/page.html?token={gw.preview_token}", tmp_path / "profile")
     assert "loaded:from-the-sandbox-42" in dom, dom[-2000:]

@@ -128,7 +128,7 @@ async def test_a_whole_body_and_a_chunked_one_arrive_intact(gw: Gw, client: http
 async def test_an_endless_body_streams_in_bounded_memory_and_stops_with_the_client(
     gw: Gw, client: httpx.AsyncClient, via: str
 ) -> None:
-    lane = gw.server.app.state.gateway.lane
+    lane = gw.gateway.lane
     await client.get(gw.path_url("/hello"), headers=OWNER)  # a pooled connection, the grant cached
     served = lane.served
     headers = {**OWNER, **({"X-Forwarded-For": "127.0.0.1"} if via == "asgi" else {})}

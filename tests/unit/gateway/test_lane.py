@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from corral.gateway.dispatch import Gateway
 from tests.unit.api.conftest import KEY
 from tests.unit.gateway.conftest import ALLOWED_ORIGIN, Gw
 
@@ -23,11 +22,6 @@ OWNER = {"X-API-Key": KEY}
 # headers middleware resolves it; the lane leaves such requests to it): the sandbox sees
 # the same X-Forwarded-For either way.
 VIA_ASGI = {"X-Forwarded-For": "127.0.0.1"}
-
-
-def lane_of(gw: Gw) -> Gateway:
-    gateway: Gateway = gw.server.app.state.gateway
-    return gateway
 
 
 def same(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -40,7 +34,7 @@ def same(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
     ["/hello", "/headers/a%2Fb?x=1&y=%20z", "/redirect", "/cookie", "/cors", "/no-such-page"],
 )
 async def test_the_lane_answers_as_the_asgi_path_does(gw: Gw, path: str) -> None:
-    lane = lane_of(gw).lane
+    lane = gw.gateway.lane
     for url, route in ((gw.url(path), gw.host_header()), (gw.path_url(path), {})):
         headers = {**OWNER, **route, "Origin": ALLOWED_ORIGIN}
         async with httpx.AsyncClient(timeout=30) as client:
@@ -56,7 +50,7 @@ async def test_the_lane_answers_as_the_asgi_path_does(gw: Gw, path: str) -> None
 
 
 async def test_head_requests_and_many_in_a_row_on_the_lane(gw: Gw) -> None:
-    lane = lane_of(gw).lane
+    lane = gw.gateway.lane
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         await client.get(gw.url("/hello"))
         before = lane.served
@@ -68,7 +62,7 @@ async def test_head_requests_and_many_in_a_row_on_the_lane(gw: Gw) -> None:
 
 
 async def test_a_server_failing_on_the_lane_is_502_before_its_answer_and_a_cut_after(gw: Gw) -> None:
-    lane = lane_of(gw).lane
+    lane = gw.gateway.lane
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         await client.get(gw.url("/hello"))
         before = lane.served
@@ -90,11 +84,11 @@ async def test_a_client_leaving_the_lane_frees_the_sandbox_side(gw: Gw) -> None:
     hello = f"GET /hello HTTP/1.1\r\nHost: {headers['Host']}\r\nX-API-Key: {KEY}\r\n\r\n".encode()
     writer.write(hello)
     assert (await reader.readuntil(b"hello from the sandbox")).startswith(b"HTTP/1.1 200")
-    before = lane_of(gw).lane.served
+    before = gw.gateway.lane.served
     writer.write(hello.replace(b"/hello", b"/hang"))
     await writer.drain()
     async with asyncio.timeout(5):
-        while lane_of(gw).lane.served != before + 1:  # the lane took it and waits on the sandbox
+        while gw.gateway.lane.served != before + 1:  # the lane took it and waits on the sandbox
             await asyncio.sleep(0.02)
     writer.close()
     async with httpx.AsyncClient(timeout=30, headers=headers) as client:
@@ -129,7 +123,7 @@ async def test_pipelined_requests_across_the_lane_and_the_api_are_answered_in_or
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         # several pooled connections into the sandbox, so each lane request finds one
         await asyncio.gather(*(client.get(gw.url("/hello")) for _ in range(8)))
-    lane = lane_of(gw).lane
+    lane = gw.gateway.lane
     before = lane.served
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
     try:
@@ -217,7 +211,7 @@ async def test_a_remembered_grant_ends_with_what_it_was_decided_from(gw: Gw) -> 
     """On one keep-alive connection: a rotated preview token, a deleted preview URL and
     the kill switch take effect at the next request, also once the sandbox's route is
     cached again."""
-    lane = lane_of(gw).lane
+    lane = gw.gateway.lane
     core = gw.server.core
 
     async def status(headers: dict[str, str]) -> int:
@@ -264,7 +258,7 @@ async def test_a_failure_of_the_lane_itself_is_a_logged_500_not_a_client_error(
     def broken(*_: object) -> None:
         raise RuntimeError("a bug in the lane")
 
-    monkeypatch.setattr(lane_of(gw).lane, "start", broken)
+    monkeypatch.setattr(gw.gateway.lane, "start", broken)
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         with caplog.at_level("ERROR", logger="corral.api"):
             answer = await client.get(gw.url("/hello"))
@@ -273,7 +267,7 @@ async def test_a_failure_of_the_lane_itself_is_a_logged_500_not_a_client_error(
 
 
 async def test_grants_with_large_cookies_are_not_remembered_but_still_granted(gw: Gw) -> None:
-    access = lane_of(gw).access
+    access = gw.gateway.access
     cookie = {"Cookie": "app=" + "x" * 2000}
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header(), **cookie}) as client:
         answers = [(await client.get(gw.url("/hello"))).status_code for _ in range(3)]
