@@ -97,8 +97,8 @@ class Access:
             bearer = creds.bearer
             drop = bool(bearer) and (bearer.startswith("ek_") or self._is_worker_token(bearer, route))
             return self._allowed(route, Grant(route, drop, False, ""))
-        if creds.api_key or creds.bearer.startswith("ek_"):
-            principal = await self._key(creds.api_key or creds.bearer)
+        if creds.key:
+            principal = await self._key(creds.key)
             route = await self._awake(route, principal)
             return self._allowed(route, self._owner(route, principal, creds.bearer.startswith("ek_")))
         if creds.bearer and _JWT.match(creds.bearer):
@@ -146,8 +146,7 @@ class Access:
             creds = _Credentials(scope)
         except Unauthenticated:
             return None
-        key = creds.api_key or (creds.bearer if creds.bearer.startswith("ek_") else "")
-        until = self._cached_until(key) if key else float("inf")
+        until = self._cached_until(creds.key) if creds.key else float("inf")
         if until <= time.monotonic():
             return None
         checking = self.check(target, scope, creds)
@@ -168,7 +167,7 @@ class Access:
 
     def _cached_until(self, raw: str) -> float:
         """When the cached check of API key ``raw`` expires (0 if it is not cached)."""
-        hit = self._keys.get(hashlib.sha256(raw.encode()).hexdigest())
+        hit = self._keys.get(_digest(raw))
         return hit[0] if hit is not None else 0.0
 
     async def _awake(
@@ -211,7 +210,7 @@ class Access:
 
     async def _key(self, raw: str) -> Principal:
         """The principal of an API key (Unauthenticated if invalid), cached briefly."""
-        digest = hashlib.sha256(raw.encode()).hexdigest()
+        digest = _digest(raw)
         now = time.monotonic()
         hit = self._keys.get(digest)
         if hit is not None and hit[0] > now:
@@ -221,6 +220,11 @@ class Access:
             self._keys.clear()
         self._keys[digest] = (now + self.core.settings.gateway_cache_ttl_s, principal)
         return principal
+
+
+def _digest(raw: str) -> str:
+    """The key under which the check of API key ``raw`` is cached."""
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 class _Credentials:
@@ -247,6 +251,11 @@ class _Credentials:
                     )
             elif name == b"x-oc-preview-token":
                 self.header_token = value.decode("latin-1").strip()
+
+    @property
+    def key(self) -> str:
+        """The API key the request carries (``X-API-Key``, else a Bearer ``ek_...``), or ""."""
+        return self.api_key or (self.bearer if self.bearer.startswith("ek_") else "")
 
     def preview_token(self) -> tuple[str, str]:
         """The preview token and where it was: header, authorization, query or cookie."""
