@@ -183,9 +183,8 @@ class Connection(asyncio.Protocol):
             return
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
+        if self._buffered > HIGH_WATER:
+            self.hold(True)
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -236,15 +235,13 @@ class Connection(asyncio.Protocol):
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self._last_read = self.loop.time()
-            self.transport.resume_reading()
+        self.hold(False)
         return data
 
     def hold(self, paused: bool) -> None:
-        """Pause (or resume) reading from the server while our client reads slowly; the
-        time held does not count as the server's silence."""
+        """Pause (or resume) reading from the server while our client reads slowly, or
+        while more than ``HIGH_WATER`` waits to be read; the time held does not count as
+        the server's silence."""
         if paused == self._paused or self.transport is None:
             return
         self._paused = paused
