@@ -66,11 +66,11 @@ def _tail(path: Path, lines: int = 60) -> str:
         return "(no log)"
 
 
-def _build_base(env: dict[str, str], log: Path) -> None:
+def _build_base(env: dict[str, str], log: Path, data_dir: Path = DATA_DIR) -> None:
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.run(
-            [CORRAL, "template", "build", "base", "--data-dir", str(DATA_DIR)],
+            [CORRAL, "template", "build", "base", "--data-dir", str(data_dir)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,194 @@
+"""corral attacked as a hostile tenant would: the fixtures of ``tests/security``.
+
+Every test here performs one attack for real, against a real ``corral serve`` on runc
+(real sandboxes, a real SQLite store, real HTTP), and asserts two things: the attack
+failed, and the host and the other tenant did not notice.
+
+The server is started once per test session, like the end-to-end one, but apart from
+it: its own runc root, bridge, address pool, NFLOG group and store. Its data dir
+(``CORRAL_SECURITY_DATA_DIR``, default ``/var/tmp/corral-security``) is kept between
+runs so the ``base`` template is built once per machine. Two orgs, ``alpha`` (the
+attacker, unless a test says otherwise) and ``beta`` (the bystander), each have an
+owner key; ``Tenant.key(role)`` mints more.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import _build_base, _free_port, _tail, _wait_healthy
+
+CORRAL = str(Path(sys.executable).parent / "corral")
+DATA_DIR = Path(os.environ.get("CORRAL_SECURITY_DATA_DIR", "/var/tmp/corral-security"))
+RUNC_ROOT = "/run/corral-security/runc"
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Tenant:
+    """One org on the server: its owner key and an HTTP client of ``/api`` with it."""
+
+    name: str
+    key: str
+    server: SecurityServer
+    made: list[str] = field(default_factory=list)
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.server.url}/api", headers={"X-API-Key": key or self.key}, timeout=120
+        )
+
+    def key_of(self, role: str) -> str:
+        """A new API key of this org with ``role`` (owner, admin, developer, viewer)."""
+        return self.server.cli("keys", "create", "--role", role, "--org", self.name).splitlines()[-1].strip()
+
+    def create(self, **body: Any) -> dict[str, Any]:
+        """A sandbox of this org (template ``base`` unless ``body`` says otherwise),
+        killed when the session ends; the create's JSON."""
+        with self.http() as http:
+            answer = http.post("/sandboxes", json={"templateID": "base", **body})
+        assert answer.status_code in (200, 201), answer.text
+        created: dict[str, Any] = answer.json()
+        self.made.append(created["sandboxID"])
+        return created
+
+    def run(self, sandbox_id: str, command: str, timeout: int = 60) -> dict[str, Any]:
+        """``exec/run`` of ``command`` under ``sh -c``; the answer's JSON (exitCode, stdout, stderr)."""
+        with self.http() as http:
+            answer = http.post(
+                f"/sandboxes/{sandbox_id}/exec/run",
+                json={"cmd": "sh", "args": ["-c", command], "timeout": timeout},
+                timeout=timeout + 30,
+            )
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def kill(self, sandbox_id: str) -> None:
+        with self.http() as http:
+            http.delete(f"/sandboxes/{sandbox_id}")
+
+
+@dataclass
+class SecurityServer:
+    url: str
+    data_dir: Path
+    database_url: str
+    log: Path
+    env: dict[str, str]
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+
+    def cli(self, *args: str) -> str:
+        """Run ``corral ARGS`` against this server's store; its stdout (fails the test on error)."""
+        proc = subprocess.run(
+            [CORRAL, *args, "--data-dir", str(self.data_dir), "--database-url", self.database_url],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, f"corral {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+    def healthy(self) -> bool:
+        """The server still answers (the check every attack ends with)."""
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_tail(self) -> str:
+        return _tail(self.log)
+
+
+@pytest.fixture(scope="session")
+def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecurityServer]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (runc)")
+    work = tmp_path_factory.mktemp("security-server")
+    seed = f"ek_sec{secrets.token_hex(6)}_{secrets.token_hex(24)}"
+    port = _free_port()
+    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
+    env = {
+        **os.environ,
+        "CORRAL_RUNTIME": "runc",
+        "CORRAL_RUNC_ROOT": RUNC_ROOT,
+        "CORRAL_NETWORK_BRIDGE": "corralsec0",
+        "CORRAL_NETWORK_POOL": "10.215.0.0/16",
+        "CORRAL_NETWORK_NFLOG_GROUP": "215",
+        "CORRAL_NETWORK_STATE_DIR": "/run/corral-security/network",
+        "CORRAL_API_KEY": seed,
+    }
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _build_base(env, work / "template-build.log", DATA_DIR)
+    log = work / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--data-dir", str(DATA_DIR), "--database-url", database_url],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    server = SecurityServer(url=url, data_dir=DATA_DIR, database_url=database_url, log=log, env=env)
+    try:
+        _wait_healthy(url, proc, log)
+        server.tenants["default"] = Tenant("default", seed, server)
+        for name in ("alpha", "beta"):
+            server.cli("org", "create", name)
+            server.tenants[name] = Tenant(name, "", server)
+            server.tenants[name].key = server.tenants[name].key_of("owner")
+        yield server
+        for tenant in server.tenants.values():
+            for sandbox_id in tenant.made:
+                try:
+                    tenant.kill(sandbox_id)
+                except httpx.HTTPError:
+                    pass
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def alpha(security_server: SecurityServer) -> Tenant:
+    """The attacking org."""
+    return security_server.tenants["alpha"]
+
+
+@pytest.fixture(scope="session")
+def beta(security_server: SecurityServer) -> Tenant:
+    """The bystander org: what it has must not notice any attack."""
+    return security_server.tenants["beta"]
+
+
+@pytest.fixture(scope="session")
+def attacker_box(alpha: Tenant) -> str:
+    """One long-lived sandbox of ``alpha`` for attacks that leave it usable (read-only
+    probes); an attack that breaks or fills its sandbox makes its own."""
+    return str(alpha.create(timeout=3600)["sandboxID"])
+
+
+@pytest.fixture(scope="session")
+def bystander_box(beta: Tenant) -> str:
+    """One long-lived sandbox of ``beta``: every attack may check it still works."""
+    return str(beta.create(timeout=3600)["sandboxID"])
