@@ -6,19 +6,20 @@ failed, and the host and the other tenant did not notice.
 
 The server is started once per test session, like the end-to-end one, but apart from
 it: its own runc root, bridge, address pool, NFLOG group and store. Its data dir
-(``CORRAL_SECURITY_DATA_DIR``, default ``/var/tmp/corral-security``) is kept between
-runs so the ``base`` template is built once per machine. Two orgs, ``alpha`` (the
+(``/var/tmp/corral-security-<slot>``) is kept between runs so the ``base`` template is
+built once per machine and slot. A slot is a free number (flock); two test sessions at
+once take two slots, so their servers never share a bridge, a pool or a data dir. Two orgs, ``alpha`` (the
 attacker, unless a test says otherwise) and ``beta`` (the bystander), each have an
 owner key; ``Tenant.key(role)`` mints more.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,7 @@ import pytest
 from tests.e2e.conftest import _build_base, _free_port, _tail, _wait_healthy
 
 CORRAL = str(Path(sys.executable).parent / "corral")
-DATA_DIR = Path(os.environ.get("CORRAL_SECURITY_DATA_DIR", "/var/tmp/corral-security"))
-RUNC_ROOT = "/run/corral-security/runc"
+SLOTS = 16
 pytestmark = pytest.mark.integration
 
 
@@ -114,10 +114,27 @@ class SecurityServer:
         return _tail(self.log)
 
 
+def _take_slot() -> tuple[int, int]:
+    """A free slot number and the fd that holds it (closed: the slot is free again)."""
+    locks = Path("/run/corral-security-slots")
+    locks.mkdir(parents=True, exist_ok=True)
+    for slot in range(SLOTS):
+        fd = os.open(locks / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return slot, fd
+        except BlockingIOError:
+            os.close(fd)
+    pytest.fail(f"all {SLOTS} security-server slots are taken", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecurityServer]:
     if os.geteuid() != 0:
         pytest.skip("needs root (runc)")
+    slot, slot_fd = _take_slot()
+    data_dir = Path(f"/var/tmp/corral-security-{slot}")
+    run_dir = f"/run/corral-security-{slot}"
     work = tmp_path_factory.mktemp("security-server")
     seed = f"ek_sec{secrets.token_hex(6)}_{secrets.token_hex(24)}"
     port = _free_port()
@@ -125,27 +142,27 @@ def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Securi
     env = {
         **os.environ,
         "CORRAL_RUNTIME": "runc",
-        "CORRAL_RUNC_ROOT": RUNC_ROOT,
-        "CORRAL_NETWORK_BRIDGE": "corralsec0",
-        "CORRAL_NETWORK_POOL": "10.215.0.0/16",
-        "CORRAL_NETWORK_NFLOG_GROUP": "215",
-        "CORRAL_NETWORK_STATE_DIR": "/run/corral-security/network",
+        "CORRAL_RUNC_ROOT": f"{run_dir}/runc",
+        "CORRAL_NETWORK_BRIDGE": f"corralsec{slot}",
+        "CORRAL_NETWORK_POOL": f"10.{220 + slot}.0.0/16",
+        "CORRAL_NETWORK_NFLOG_GROUP": str(220 + slot),
+        "CORRAL_NETWORK_STATE_DIR": f"{run_dir}/network",
         "CORRAL_API_KEY": seed,
     }
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _build_base(env, work / "template-build.log", DATA_DIR)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _build_base(env, work / "template-build.log", data_dir)
     log = work / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--data-dir", str(DATA_DIR), "--database-url", database_url],
+            + ["--data-dir", str(data_dir), "--database-url", database_url],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
         )
     url = f"http://127.0.0.1:{port}"
-    server = SecurityServer(url=url, data_dir=DATA_DIR, database_url=database_url, log=log, env=env)
+    server = SecurityServer(url=url, data_dir=data_dir, database_url=database_url, log=log, env=env)
     try:
         _wait_healthy(url, proc, log)
         server.tenants["default"] = Tenant("default", seed, server)
@@ -167,6 +184,7 @@ def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Securi
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        os.close(slot_fd)
 
 
 @pytest.fixture(scope="session")
