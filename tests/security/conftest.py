@@ -15,12 +15,13 @@ owner key; ``Tenant.key(role)`` mints more.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,12 @@ class Tenant:
     def kill(self, sandbox_id: str) -> None:
         with self.http() as http:
             http.delete(f"/sandboxes/{sandbox_id}")
+
+    def python(self, sandbox_id: str, code: str, timeout: int = 60) -> dict[str, Any]:
+        """``code`` run by ``python3`` in the sandbox (sent base64-encoded, so it may hold
+        any quote); the answer's JSON, as ``run``."""
+        encoded = base64.b64encode(code.encode()).decode()
+        return self.run(sandbox_id, f"echo {encoded} | base64 -d | python3 -", timeout)
 
 
 @dataclass
@@ -210,3 +217,16 @@ def attacker_box(alpha: Tenant) -> str:
 def bystander_box(beta: Tenant) -> str:
     """One long-lived sandbox of ``beta``: every attack may check it still works."""
     return str(beta.create(timeout=3600)["sandboxID"])
+
+
+@pytest.fixture
+def unnoticed(security_server: SecurityServer, beta: Tenant, bystander_box: str) -> Callable[[], None]:
+    """The check an attack ends with: the server answers, and the other org's sandbox
+    still runs a command and sees its own files only."""
+
+    def check() -> None:
+        assert security_server.healthy(), security_server.log_tail()
+        result = beta.run(bystander_box, "echo alive; cat /etc/hostname", timeout=30)
+        assert result["exitCode"] == 0 and result["stdout"].startswith("alive\n"), result
+
+    return check
