@@ -22,6 +22,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from corral.runtime.rootdir import RootDir
+
 INSIDE = "/opt/corral/agent.py"
 _PYTHON_LINK = re.compile(r"python(\d+)\.(\d+)")
 
@@ -71,9 +73,11 @@ class AgentFiles:
 
 
 def _python_version(rootfs: Path) -> tuple[int, ...] | None:
-    """(major, minor) of the template's /usr/bin/python3 symlink target, if readable."""
+    """(major, minor) of the template's /usr/bin/python3 symlink target, if readable
+    (read without following any link of the template's: ``rootdir.py``)."""
     try:
-        target = os.readlink(rootfs / "usr" / "bin" / "python3")
+        with RootDir.open(rootfs) as root:
+            target = root.readlink("usr/bin/python3")
     except OSError:
         return None
     match = _PYTHON_LINK.fullmatch(os.path.basename(target))

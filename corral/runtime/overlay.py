@@ -9,17 +9,22 @@ against its disk), with ``upper/etc`` given the same owner and mode as the templ
 
 Mounted ``volatile``: the overlay ignores sync and fsync, which makes package managers
 several times faster; the upper layer is scratch space that dies with its sandbox, so
-nothing is lost that a crash would not lose anyway. Blocking; use ``asyncio.to_thread``.
+nothing is lost that a crash would not lose anyway. Blocking; run it through
+``treework.TreeWork`` (the upper layer is the sandbox's: see ``rootdir.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from corral.runtime import mounts
+from corral.runtime.rootdir import NotConfined, RootDir
 
 MOUNT_OPTIONS = "volatile"
 
@@ -42,31 +47,25 @@ def resolv_conf(nameservers: Sequence[str]) -> str:
 def prepare(
     lower: Path, upper: Path, work: Path, *, hostname: str, uid: int, nameservers: Sequence[str]
 ) -> None:
-    """Create ``upper`` (owned by ``uid``, like the template root) and ``work`` and seed
-    the per-sandbox /etc files. Raises OSError (FileNotFoundError when ``lower`` is not
-    a template root)."""
-    root = os.stat(lower)
-    etc = os.stat(lower / "etc")
+    """Create ``upper`` (owned like the template root) and ``work`` and seed the
+    per-sandbox /etc files. Nothing in ``lower`` is followed (``rootdir.py``):
+    NotConfined when the template's /etc is not a real directory. Raises OSError
+    (FileNotFoundError when ``lower`` is not a template root)."""
+    with RootDir.open(lower) as template:
+        root = template.lstat(".")
+        etc = template.lstat("etc")
+    if not stat.S_ISDIR(etc.st_mode):
+        raise NotConfined(errno.ENOTDIR, "the template's /etc is not a directory", f"{lower}/etc")
     upper.mkdir(mode=0o755)
     os.chown(upper, root.st_uid, root.st_gid)
     os.chmod(upper, root.st_mode & 0o7777)
     work.mkdir(mode=0o700)
-    upper_etc = upper / "etc"
-    upper_etc.mkdir()
-    os.chown(upper_etc, etc.st_uid, etc.st_gid)
-    os.chmod(upper_etc, etc.st_mode & 0o7777)
-    files = {
-        "hostname": f"{hostname}\n",
-        "hosts": hosts_file(hostname),
-        "resolv.conf": resolv_conf(nameservers),
-    }
-    for name, text in files.items():
-        fd = os.open(upper_etc / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, text.encode())
-            os.fchown(fd, uid, uid)
-        finally:
-            os.close(fd)
+    with (
+        RootDir.open(upper) as layer,
+        layer.subdir("etc", create=(etc.st_mode & 0o7777, etc.st_uid, etc.st_gid)) as upper_etc,
+    ):
+        for name, text in _etc_files(hostname, nameservers).items():
+            upper_etc.write(name, text.encode(), mode=0o644, uid=uid, gid=uid)
 
 
 def refresh(upper: Path, work: Path, *, uid: int, nameservers: Sequence[str], hostname: str | None) -> None:
@@ -75,33 +74,30 @@ def refresh(upper: Path, work: Path, *, uid: int, nameservers: Sequence[str], ho
     overlay refuses a work dir it used before; its contents are the kernel's scratch
     space, worthless once the overlay is unmounted). /etc/resolv.conf is rewritten, and
     with ``hostname`` (a fork: a new sandbox on a copied disk) /etc/hostname and
-    /etc/hosts too. Each is replaced atomically, whiteouts included. Raises OSError."""
+    /etc/hosts too. The upper layer is the sandbox's own writing, so nothing in it is
+    followed or opened (``rootdir.py``): each file is replaced atomically, whatever it
+    was (a whiteout, a link, a FIFO); where the sandbox made its /etc something other
+    than a directory, or one of the files a directory, that is left as it is. Raises
+    OSError."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(mode=0o700)
-    files = {"resolv.conf": resolv_conf(nameservers)}
-    if hostname is not None:
-        files.update({"hostname": f"{hostname}\n", "hosts": hosts_file(hostname)})
-    try:
-        etc = os.open(upper / "etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        (upper / "etc").mkdir(mode=0o755)
-        os.chown(upper / "etc", uid, uid)
-        etc = os.open(upper / "etc", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:  # the sandbox made its /etc a symlink or a file: never follow it
-        return
-    try:
-        for name, text in files.items():
-            temp = f".{name}.corral-new"
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temp, flags, 0o644, dir_fd=etc)
-            try:
-                os.write(fd, text.encode())
-                os.fchown(fd, uid, uid)
-            finally:
-                os.close(fd)
-            os.replace(temp, name, src_dir_fd=etc, dst_dir_fd=etc)
-    finally:
-        os.close(etc)
+    files = _etc_files(hostname, nameservers)
+    if hostname is None:
+        files = {"resolv.conf": files["resolv.conf"]}
+    with RootDir.open(upper) as layer:
+        try:
+            etc = layer.subdir("etc", create=(0o755, uid, uid))
+        except NotConfined:
+            return
+        with etc:
+            for name, text in files.items():
+                with contextlib.suppress(IsADirectoryError):
+                    etc.write(name, text.encode(), mode=0o644, uid=uid, gid=uid)
+
+
+def _etc_files(hostname: str | None, nameservers: Sequence[str]) -> dict[str, str]:
+    name = hostname or "localhost"
+    return {"hostname": f"{name}\n", "hosts": hosts_file(name), "resolv.conf": resolv_conf(nameservers)}
 
 
 def mount(lower: Path, upper: Path, work: Path, target: Path) -> None:

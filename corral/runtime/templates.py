@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from corral.errors import InvalidInput, NotFound, RuntimeFailure
 from corral.ports import ProgressFn
 from corral.runtime import mounts
 from corral.runtime.ownership import shift_tree
+from corral.runtime.rootdir import RootDir
 from corral.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -354,16 +356,28 @@ def image_config(raw: object) -> ImageConfig:
 
 def normalize(rootfs: Path) -> None:
     """Files every sandbox replaces, reset to neutral content (mmdebstrap copies the
-    build host's), and the agent's mount point."""
-    etc = rootfs / "etc"
-    for name, text in (("hostname", "localhost\n"), ("hosts", "127.0.0.1\tlocalhost\n"), ("resolv.conf", "")):
-        path = etc / name
-        path.unlink(missing_ok=True)
-        path.write_text(text)
-        path.chmod(0o644)
-    agent_dir = rootfs / "opt" / "corral"
-    agent_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    (agent_dir / "agent.py").touch(mode=0o644)
+    build host's), and the agent's mount point, all owned like the root itself (so
+    before or after the ownership shift alike). Nothing in the root is followed
+    (``rootdir.py``): NotConfined when ``/etc``, ``/opt`` or ``/opt/corral`` is not a
+    real directory (a link, a file), IsADirectoryError when one of the files is a
+    directory; OSError."""
+    with RootDir.open(rootfs) as root:
+        top = root.lstat(".")
+        uid, gid = top.st_uid, top.st_gid
+        with root.subdir("etc") as etc:
+            for name, text in (
+                ("hostname", "localhost\n"),
+                ("hosts", "127.0.0.1\tlocalhost\n"),
+                ("resolv.conf", ""),
+            ):
+                etc.write(name, text.encode(), mode=0o644, uid=uid, gid=gid)
+        with root.subdir("opt/corral", create=(0o755, uid, gid)) as agent_dir:
+            try:
+                kind = agent_dir.lstat("agent.py").st_mode
+            except FileNotFoundError:
+                kind = 0
+            if not stat.S_ISREG(kind):
+                agent_dir.write("agent.py", b"", mode=0o644, uid=uid, gid=gid)
 
 
 def _discard(path: Path) -> None:
