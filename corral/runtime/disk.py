@@ -23,6 +23,7 @@ import secrets
 from pathlib import Path
 
 from corral.runtime import loopdev, mounts
+from corral.runtime.blocking import finish
 
 FORMAT_VERSION = 1
 MKFS_ARGS = (
@@ -60,12 +61,12 @@ class DiskImages:
         if size_mb < 16:
             raise ValueError("a disk needs at least 16 MiB")
         formatted = await self._formatted(size_mb)
-        await asyncio.to_thread(sparse_copy, formatted, image)
+        await finish(sparse_copy, formatted, image)
 
     async def mount(self, image: Path, target: Path) -> None:
         """Mount ``image`` at ``target`` (an existing dir). All or nothing: on failure no
         loop device stays bound. Raises OSError."""
-        await asyncio.to_thread(_mount, image, target)
+        await finish(_mount, image, target)
 
     async def unmount(self, target: Path) -> None:
         """Unmount whatever is mounted at ``target``; idempotent."""

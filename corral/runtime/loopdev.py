@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import struct
+import time
 from pathlib import Path
 
 LOOP_CTL_GET_FREE = 0x4C82
@@ -124,6 +125,20 @@ def detach_backing(image: str | Path) -> list[str]:
         finally:
             os.close(fd)
     return detached
+
+
+def wait_released(image: str | Path, timeout: float = 2.0) -> bool:
+    """Wait until no loop device is bound to ``image`` (by path). An autoclear device
+    whose filesystem was detached lazily is freed by the kernel a little later, after
+    its last user lets go: a teardown that waits here leaves no device behind it.
+    False if one is still bound after ``timeout`` seconds (the kernel frees it later)."""
+    name = str(image)
+    deadline = time.monotonic() + timeout
+    while any(b.removesuffix(" (deleted)") == name for b in backing_files().values()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def backing_files() -> dict[str, str]:

@@ -39,6 +39,7 @@ from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unava
 from corral.ports import Agent, NetInfo, Network
 from corral.runtime import bundle, cgroups, loopdev, mounts, overlay
 from corral.runtime.agentfile import AgentFiles
+from corral.runtime.blocking import finish
 from corral.runtime.disk import DiskImages
 from corral.runtime.layout import SandboxPaths, valid_id
 from corral.runtime.runcbin import RuncBinary
@@ -298,11 +299,11 @@ class RuncRuntime:
         lower = Path(spec.template.rootfs)
         settings = self._settings
         if not kept_disk:
-            await asyncio.to_thread(bundle.make_dirs, paths, settings.data_dir)
+            await finish(bundle.make_dirs, paths, settings.data_dir)
             undo.push_async_callback(
-                self._quietly, "remove dir", asyncio.to_thread, bundle.remove_tree, paths.dir
+                self._quietly, "remove dir", asyncio.to_thread, _remove_host_state, paths
             )
-        if not await asyncio.to_thread(lower.joinpath("etc").is_dir):
+        if not await finish(lower.joinpath("etc").is_dir):
             raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
 
         netns, nameservers = None, self._nameservers
@@ -318,8 +319,8 @@ class RuncRuntime:
 
         if attaching is not None:
             info = await attaching
-            await asyncio.to_thread(paths.sysfs.mkdir, 0o700)
-            await asyncio.to_thread(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
+            await finish(paths.sysfs.mkdir, 0o700)
+            await finish(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
             undo.push_async_callback(
                 self._quietly, "unmount sysfs", asyncio.to_thread, mounts.umount, paths.sysfs
             )
@@ -328,17 +329,17 @@ class RuncRuntime:
         if kept_disk:
             hostname = spec.id if forked else None
             uid = settings.uid_base
-            await asyncio.to_thread(
+            await finish(
                 overlay.refresh, paths.upper, paths.work, uid=uid, nameservers=nameservers, hostname=hostname
             )
         else:
-            await asyncio.to_thread(self._prepare_disk, paths, lower, nameservers)
-        await asyncio.to_thread(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
+            await finish(self._prepare_disk, paths, lower, nameservers)
+        await finish(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
         undo.push_async_callback(
             self._quietly, "unmount rootfs", asyncio.to_thread, mounts.umount, paths.rootfs
         )
 
-        agent_file = await asyncio.to_thread(self._agent_files.for_root, lower)
+        agent_file = await finish(self._agent_files.for_root, lower)
         image = spec.template.config
         config = bundle.oci_config(
             sandbox_id=spec.id,
@@ -353,7 +354,7 @@ class RuncRuntime:
             netns_path=netns,
             sysfs_path=str(paths.sysfs) if netns else None,
         )
-        listener, log_fd = await asyncio.to_thread(bundle.write, paths, config)
+        listener, log_fd = await finish(bundle.write, paths, config)
         try:
             undo.push_async_callback(self._quietly, "delete container", self._stop_container, spec.id)
             await self._runc.run(
@@ -466,6 +467,7 @@ async def _no_wait(_max_wait: float) -> None:
 def _park_host_state(paths: SandboxPaths) -> None:
     mounts.unmount_all(paths.dir)
     loopdev.detach_backing(paths.disk_image)
+    loopdev.wait_released(paths.disk_image)  # a wake mounts the image again
     cgroups.remove(CGROUP_PARENT, paths.id)
     bundle.remove_run_files(paths)
     with contextlib.suppress(FileNotFoundError):
@@ -475,5 +477,7 @@ def _park_host_state(paths: SandboxPaths) -> None:
 def _remove_host_state(paths: SandboxPaths) -> None:
     mounts.unmount_all(paths.dir)
     loopdev.detach_backing(paths.disk_image)
+    if not loopdev.wait_released(paths.disk_image):
+        log.warning("a loop device of %s is still bound; the kernel frees it later", paths.id)
     cgroups.remove(CGROUP_PARENT, paths.id)
     bundle.remove_tree(paths.dir)
