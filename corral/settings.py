@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     network_extra_denied: list[str] = []  # CIDRs never reachable (e.g. the site's LAN)
     network_pin_private: bool = False  # let allowed hostnames resolve to private addresses
     network_ready_namespaces: Annotated[int, Field(ge=0)] = 4  # made ahead: a create claims one (0: off)
+    # the sandboxes' resolver (corral.network.quota): what one sandbox, one org and the
+    # node may have at once; a query beyond is answered REFUSED at once
+    network_dns_sandbox_outstanding: Annotated[int, Field(ge=1)] = 32  # queries being answered
+    network_dns_sandbox_rate: Annotated[float, Field(gt=0)] = 100.0  # queries a second (average)
+    network_dns_sandbox_burst: Annotated[int, Field(ge=1)] = 200  # queries at once after a quiet spell
+    network_dns_org_outstanding: Annotated[int, Field(ge=1)] = 128  # of an org's, at the upstreams
+    network_dns_total_outstanding: Annotated[int, Field(ge=1)] = 512  # of the node's, at the upstreams
+    network_dns_reserve: Annotated[int, Field(ge=0)] = 128  # of the total: for orgs under one sandbox's worth
+    network_dns_upstream_timeout_s: Annotated[float, Field(gt=0)] = 2.0  # one upstream's answer
+    network_dns_deadline_s: Annotated[float, Field(gt=0)] = 4.0  # a relay, over every upstream tried
 
     # the gateway (corral.gateway): servers inside sandboxes, by host or by path
     gateway_enabled: bool = True  # False: every gateway request is 503 (the kill switch)

@@ -16,7 +16,12 @@ another's address, so the source address identifies the sandbox below.
   bridge address (udp and tcp 53, the resolver) and replies to connections the host
   opened (the gateway proxying into a sandbox) pass; the rest goes to ``deny_host``.
   So the host, the control plane's port and every other local address are closed
-  whatever the policy. Broadcast and multicast are dropped silently.
+  whatever the policy. Broadcast and multicast are dropped silently. UDP to the
+  resolver is bounded per source address (``dns_rate`` packets a second, ``dns_burst``
+  at once; a dynamic set of token buckets, ``dnsrate``): beyond it the kernel drops
+  the packets, so a flooding sandbox costs the resolver's socket and event loop no
+  more than that (the node sets twice the resolver's own rate, ``quota.py``, which
+  answers REFUSED in between).
 * ``forward``: IPv6 from or to the bridge is dropped; a connection from a sandbox
   that the host's own NAT redirected (``ct status dnat``: a port that a container
   engine or Kubernetes publishes on a host address) goes to ``deny_host``, since it
@@ -88,7 +93,12 @@ class Firewall:
         gateway: ipaddress.IPv4Address,
         group: int,
         extra_denied: Sequence[str] = (),
+        dns_rate: int = 200,
+        dns_burst: int = 400,
     ) -> None:
+        if dns_rate < 1 or dns_burst < 1:
+            raise ValueError(f"the DNS packet rate and burst must be positive, not {dns_rate}, {dns_burst}")
+        self.dns_rate, self.dns_burst = dns_rate, dns_burst
         self.table = table
         self.bridge = bridge
         self.network = network
@@ -118,6 +128,7 @@ class Firewall:
             f"add table {t}",
             f"add set {t} reserved {{ type ipv4_addr; flags interval; auto-merge; }}",
             f"add set {t} denylog {{ type ipv4_addr; flags dynamic,timeout; timeout 1m; size 65536; }}",
+            f"add set {t} dnsrate {{ type ipv4_addr; flags dynamic,timeout; timeout 1m; size 65536; }}",
             f"add map {t} sandboxes {{ type ipv4_addr : verdict; }}",
             f"flush set {t} reserved",
             f"add element {t} reserved {{ {', '.join(self.reserved)} }}",
@@ -139,6 +150,10 @@ class Firewall:
         script += [
             f"add rule {t} input iifname != {br} accept",
             f"add rule {t} input meta nfproto ipv6 drop",
+            (
+                f"add rule {t} input ip daddr {gw} udp dport 53 update @dnsrate"
+                f" {{ ip saddr limit rate over {self.dns_rate}/second burst {self.dns_burst} packets }} drop"
+            ),
             f"add rule {t} input ip daddr {gw} udp dport 53 accept",
             f"add rule {t} input ip daddr {gw} tcp dport 53 accept",
             f"add rule {t} input ct state established,related accept",

@@ -12,6 +12,12 @@ name up itself and puts its addresses in the sandbox's block set; for exact deni
 names a background task per sandbox keeps doing so as the TTLs run out, so a
 hardcoded address of a denied name is closed too (as far as it resolves the same
 way for us). Answers whose CNAME chain passes through a denied name are refused.
+
+Orgs: the resolver bounds DNS per org (``quota.py``), and asks :meth:`Gate.org`. The
+gate learns a sandbox's org from ``org_of`` (set by the services: the store knows it)
+on the sandbox's first query, one lookup at a time per sandbox, and keeps it; a
+sandbox without an org yet (a standby one not yet claimed) is asked about again after
+``ORG_RETRY_S``, and counts as its own org meanwhile.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +42,9 @@ from corral.network.resolver import Resolver, Verdict
 log = logging.getLogger("corral.network")
 
 Report = Callable[[str, dict[str, object]], None]
+OrgOf = Callable[[str], Awaitable[str | None]]  # a sandbox id -> its org (None: none yet)
+ORG_RETRY_S = 2.0  # a sandbox whose org was not known is asked about again after this
+ORG_LOOKUP_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -51,6 +61,9 @@ class Attached:
     blocks: PinBoard = field(default_factory=PinBoard)
     refresher: asyncio.Task[None] | None = None
     chain: str = ""  # its firewall chain; "" for the one named after its id
+    org: str | None = None  # learnt from Gate.org_of on its first query
+    org_lookup: asyncio.Task[str | None] | None = None
+    org_asked: float = 0.0  # monotonic time of the last lookup
 
     def __post_init__(self) -> None:
         self.chain = self.chain or self.id
@@ -66,6 +79,7 @@ class Gate:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.resolver: Resolver | None = None
+        self.org_of: OrgOf | None = None
 
     # -- the table -------------------------------------------------------------------
 
@@ -158,7 +172,27 @@ class Gate:
             return
         self._report(sandbox.id, {"dst": None, "port": None, "proto": "dns", "host": name, "reason": "dns"})
         if sandbox.rules.blocks_answers and hostname(name) == name:
-            self._background(self._block_name(sandbox, name))
+            self._background(self._block_name(sandbox, name, for_client=True))
+
+    async def org(self, client: str) -> str | None:
+        sandbox = self._client(client)
+        if sandbox is None:
+            return None
+        if sandbox.org is not None or self.org_of is None:
+            return sandbox.org
+        task = sandbox.org_lookup
+        if task is None or (task.done() and time.monotonic() - sandbox.org_asked >= ORG_RETRY_S):
+            sandbox.org_asked = time.monotonic()
+            task = sandbox.org_lookup = asyncio.get_running_loop().create_task(self._find_org(sandbox))
+        return await asyncio.shield(task)
+
+    async def _find_org(self, sandbox: Attached) -> str | None:
+        assert self.org_of is not None
+        try:
+            sandbox.org = await asyncio.wait_for(self.org_of(sandbox.id), ORG_LOOKUP_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 -- a store failure must not fail the query
+            log.warning("cannot learn the org of %s: %s", sandbox.id, exc)
+        return sandbox.org
 
     def _pinnable(self, address: str) -> bool:
         """DNS-rebinding protection: only globally routable answers are pinned (a
@@ -193,12 +227,13 @@ class Gate:
             sandbox.refresher.cancel()
             sandbox.refresher = None
 
-    async def _block_name(self, sandbox: Attached, name: str) -> int:
+    async def _block_name(self, sandbox: Attached, name: str, *, for_client: bool = False) -> int:
         """Resolve a denied name ourselves and close its addresses; returns the
-        smallest TTL seen (0 when nothing was found)."""
+        smallest TTL seen (0 when nothing was found). ``for_client``: because the
+        sandbox asked for it, so the lookup counts as its org's."""
         if self.resolver is None:
             return 0
-        addresses = await self.resolver.lookup(name)
+        addresses = await self.resolver.lookup(name, client=sandbox.address if for_client else None)
         if addresses:
             await self._block(sandbox, name, addresses)
         return min((ttl for _, ttl in addresses), default=0)

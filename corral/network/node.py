@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -54,10 +55,11 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound, Runtime
 from corral.network import bridge, namespace, recovery
 from corral.network.denials import Denials
 from corral.network.firewall import Firewall
-from corral.network.gate import Attached, Gate
+from corral.network.gate import Attached, Gate, OrgOf
 from corral.network.ledger import Ledger, Record
 from corral.network.policy import Rules, validate_policy
 from corral.network.pool import AddressPool
+from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, parse_upstream, system_upstreams
 from corral.network.spares import Spares
 from corral.ports import DeniedFn, NetInfo
@@ -85,6 +87,9 @@ class NodeNetwork:
         pin_private: bool = False,
         ready_namespaces: int = 4,
         ready_concurrency: int = 1,
+        dns_limits: QuotaLimits | None = None,
+        dns_timeout: float = 2.0,
+        dns_deadline: float = 4.0,
     ) -> None:
         self._pool = AddressPool(pool)
         if not 0 <= nflog_group <= 0xFFFF:
@@ -93,6 +98,7 @@ class NodeNetwork:
             raise CorralError(f"bad bridge name {bridge_name!r}")
         if not table.replace("_", "").isalnum() or not netns_prefix.replace("-", "").isalnum():
             raise CorralError(f"bad table name {table!r} or namespace prefix {netns_prefix!r}")
+        dns = dns_limits or QuotaLimits()
         try:
             self._upstreams = [parse_upstream(u) for u in upstreams] if upstreams is not None else None
             self._firewall = Firewall(
@@ -102,9 +108,12 @@ class NodeNetwork:
                 gateway=self._pool.gateway,
                 group=nflog_group,
                 extra_denied=extra_denied,
+                dns_rate=math.ceil(2 * dns.rate),
+                dns_burst=2 * dns.burst,
             )
         except ValueError as exc:
             raise CorralError(f"network settings: {exc}") from exc
+        self._dns = (dns_limits, dns_timeout, dns_deadline)
         self._bridge = bridge_name
         self._prefix = netns_prefix
         self._group = nflog_group
@@ -146,6 +155,16 @@ class NodeNetwork:
     def on_denied(self, callback: DeniedFn | None) -> None:
         self._denials.on_denied = callback
 
+    @property
+    def org_of(self) -> OrgOf | None:
+        """How the resolver learns a sandbox's org (its DNS bounds are per org too);
+        may be set after construction, like :attr:`on_denied`."""
+        return self._gate.org_of
+
+    @org_of.setter
+    def org_of(self, lookup: OrgOf | None) -> None:
+        self._gate.org_of = lookup
+
     # -- lifecycle -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -171,7 +190,8 @@ class NodeNetwork:
             upstreams = [u for u in upstreams if u[0] != self.gateway]  # never ourselves
             if not upstreams:
                 log.warning("no upstream DNS server: sandboxes will get SERVFAIL for every name")
-            resolver = Resolver(self._gate, upstreams)
+            limits, timeout, deadline = self._dns
+            resolver = Resolver(self._gate, upstreams, timeout=timeout, deadline=deadline, limits=limits)
             try:
                 await resolver.start(self.gateway, 53)
             except OSError as exc:

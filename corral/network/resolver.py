@@ -17,10 +17,15 @@ the resolver asks its :class:`Gate` (the node) about the client address and name
   when a CNAME leads to a denied name. Upstream failure -> SERVFAIL.
 
 Nothing is cached: each answer's TTL comes from the upstream, and the pin outlives
-it. Work is bounded, so a sandbox cannot exhaust the control plane: 512 queries in
-flight for the node and 64 per client (more are dropped; clients retry), 16 open TCP
-connections per client, a deadline per upstream exchange, TCP connections idle for
-10 s are closed.
+it. Work is bounded, so one sandbox or org cannot take DNS from the others
+(``quota.py``): per sandbox a query rate and a number of queries being answered at
+once, per org a number of queries at the upstream at once, and the node's pool of
+upstream queries with a reserve for tenants within their limits. A query beyond any of
+them is answered REFUSED at once (a query whose question cannot be read gets nothing);
+nothing is queued. Each upstream exchange has a timeout and the whole relay a deadline
+(over all upstreams), so a name whose upstream never answers holds its slot for
+``deadline`` seconds at most. 16 open TCP connections per client, TCP connections idle
+for 10 s are closed.
 
 Contract: :meth:`Resolver.start` raises OSError when it cannot bind (the node turns
 that into Unavailable); :meth:`Resolver.close` is idempotent.
@@ -41,6 +46,7 @@ from typing import Any, Protocol
 
 from corral.network import message
 from corral.network.message import Answer, MalformedMessage
+from corral.network.quota import Quota, QuotaLimits, Ticket
 
 log = logging.getLogger("corral.network")
 _FREE_PORT_ATTEMPTS = 10
@@ -65,6 +71,9 @@ class Gate(Protocol):
     def refused(self, client: str, name: str) -> None:
         """A name was refused (report it; must not block)."""
 
+    async def org(self, client: str) -> str | None:
+        """The org of the sandbox at ``client`` (None: unknown, yet or at all)."""
+
 
 class Resolver:
     def __init__(
@@ -73,15 +82,16 @@ class Resolver:
         upstreams: Sequence[Upstream],
         *,
         timeout: float = 2.0,
-        max_inflight: int = 512,
-        max_per_client: int = 64,
+        deadline: float = 4.0,
+        limits: QuotaLimits | None = None,
     ) -> None:
+        """``timeout``: of one upstream exchange; ``deadline``: of a relay, over every
+        upstream tried; ``limits``: see ``quota.py``."""
         self._gate = gate
         self.upstreams = tuple(upstreams)
         self._timeout = timeout
-        self._slots = asyncio.Semaphore(max_inflight)
-        self._max_per_client = max_per_client
-        self._per_client: dict[str, int] = {}
+        self._deadline = deadline
+        self.quota = Quota(limits)
         self._connections: dict[str, int] = {}  # open TCP connections per client
         self.port = 0
         self._udp: asyncio.DatagramTransport | None = None
@@ -127,27 +137,21 @@ class Resolver:
         task.add_done_callback(self._tasks.discard)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        client = addr[0]
-        if self._per_client.get(client, 0) >= self._max_per_client or self._slots.locked():
-            return  # overloaded: drop, the client retries
-        self._per_client[client] = self._per_client.get(client, 0) + 1
-        self._spawn(self._answer_udp(data, addr))
+        ticket = self.quota.enter(addr[0])
+        if ticket is None or len(self._tasks) >= MAX_TASKS:
+            if ticket is not None:
+                ticket.close()
+            refusal = _refusal(data)
+            if refusal is not None and self._udp is not None:
+                self._udp.sendto(refusal, addr)
+            return
+        self._spawn(self._answer_udp(data, addr, ticket))
 
-    async def _answer_udp(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            async with self._slots:
-                response = await self.resolve(data, addr[0], tcp=False)
-            if response is not None and self._udp is not None:
-                self._udp.sendto(response, addr)
-        finally:
-            self._release(addr[0])
-
-    def _release(self, client: str) -> None:
-        left = self._per_client.get(client, 1) - 1
-        if left <= 0:
-            self._per_client.pop(client, None)
-        else:
-            self._per_client[client] = left
+    async def _answer_udp(self, data: bytes, addr: tuple[str, int], ticket: Ticket) -> None:
+        with ticket:
+            response = await self.resolve(data, addr[0], tcp=False, ticket=ticket)
+        if response is not None and self._udp is not None:
+            self._udp.sendto(response, addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -166,14 +170,12 @@ class Resolver:
                     data = await asyncio.wait_for(reader.readexactly(size), 10.0)
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
-                if self._per_client.get(client, 0) >= self._max_per_client:
-                    return
-                self._per_client[client] = self._per_client.get(client, 0) + 1
-                try:
-                    async with self._slots:
-                        response = await self.resolve(data, client, tcp=True)
-                finally:
-                    self._release(client)
+                ticket = self.quota.enter(client)
+                if ticket is None:
+                    response = _refusal(data)
+                else:
+                    with ticket:
+                        response = await self.resolve(data, client, tcp=True, ticket=ticket)
                 if response is None:
                     return
                 writer.write(struct.pack("!H", len(response)) + response)
@@ -192,8 +194,16 @@ class Resolver:
 
     # -- answering -----------------------------------------------------------------
 
-    async def resolve(self, data: bytes, client: str, *, tcp: bool = False) -> bytes | None:
-        """The response to send ``client`` for the query ``data`` (None: no answer)."""
+    async def resolve(
+        self, data: bytes, client: str, *, tcp: bool = False, ticket: Ticket | None = None
+    ) -> bytes | None:
+        """The response to send ``client`` for the query ``data`` (None: no answer).
+        ``ticket``: what the query holds (the caller closes it); without one the query
+        takes only its slot at the upstream, for as long as this call."""
+        with self.quota.ticket() as own:
+            return await self._resolve(data, client, tcp, ticket or own)
+
+    async def _resolve(self, data: bytes, client: str, tcp: bool, ticket: Ticket) -> bytes | None:
         try:
             question = message.parse_query(data)
         except MalformedMessage:
@@ -206,6 +216,8 @@ class Resolver:
             return message.reply(data, question, message.NXDOMAIN)
         if question.qtype == message.AAAA:
             return message.reply(data, question, message.NOERROR)
+        if not ticket.upstream(await self._org_key(client)):
+            return message.reply(data, question, message.REFUSED)
         ident = secrets.randbelow(0x10000)
         try:
             raw = await self._ask(message.with_id(data, ident), tcp=tcp)
@@ -222,30 +234,58 @@ class Resolver:
             return message.reply(data, question, message.NXDOMAIN)
         return message.with_id(raw, question.id)
 
-    async def lookup(self, name: str) -> list[tuple[str, int]]:
+    async def lookup(self, name: str, *, client: str | None = None) -> list[tuple[str, int]]:
         """The IPv4 addresses (with TTLs) of ``name`` per the upstream, for the node's
-        own use (blocking a denied name's addresses). Empty on any failure."""
+        own use (blocking a denied name's addresses). Empty on any failure. With
+        ``client`` (asked because of that client's query) it counts as that client's
+        org's at the upstream, and is empty when the org has no room there."""
         ident = secrets.randbelow(0x10000)
-        try:
-            raw = await self._ask(message.build_query(ident, name), tcp=False)
-            answer = message.parse_answer(raw)
-            if answer.truncated:
-                answer = message.parse_answer(await self._ask(message.build_query(ident, name), tcp=True))
-        except (OSError, TimeoutError, MalformedMessage):
-            return []
+        with self.quota.ticket() as ticket:
+            if client is not None and not ticket.upstream(await self._org_key(client)):
+                return []
+            try:
+                raw = await self._ask(message.build_query(ident, name), tcp=False)
+                answer = message.parse_answer(raw)
+                if answer.truncated:
+                    raw = await self._ask(message.build_query(ident, name), tcp=True)
+                    answer = message.parse_answer(raw)
+            except (OSError, TimeoutError, MalformedMessage):
+                return []
         if answer.id != ident:
             return []
         return [(r.value, r.ttl) for r in answer.records if r.rtype == message.A]
 
+    async def _org_key(self, client: str) -> str:
+        """Whose upstream slots a query of ``client`` takes: its org's, or (org unknown)
+        its own."""
+        org = await self._gate.org(client)
+        return f"org:{org}" if org is not None else f"client:{client}"
+
     async def _ask(self, query: bytes, *, tcp: bool) -> bytes:
+        """The first answer of the upstreams in order, each given ``timeout``, all
+        together ``deadline``."""
         error: Exception = OSError("no upstream answered")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self._deadline
+        exchange = _tcp_exchange if tcp else _udp_exchange
         for upstream in self.upstreams:
+            left = end - loop.time()
+            if left <= 0:
+                break
             try:
-                exchange = _tcp_exchange if tcp else _udp_exchange
-                return await asyncio.wait_for(exchange(upstream, query), self._timeout)
+                return await asyncio.wait_for(exchange(upstream, query), min(self._timeout, left))
             except (OSError, TimeoutError, MalformedMessage) as exc:
                 error = exc
         raise error
+
+
+def _refusal(query: bytes) -> bytes | None:
+    """REFUSED for ``query`` (over a limit), or None when its question cannot be read."""
+    try:
+        question = message.parse_query(query)
+    except MalformedMessage:
+        return None
+    return message.reply(query, question, message.REFUSED)
 
 
 class _Udp(asyncio.DatagramProtocol):

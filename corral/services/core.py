@@ -9,12 +9,14 @@ refresher. Tests pass their own runtime and templates (fakes or real ones).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
 from corral.datadir import Claim, claim
+from corral.errors import CorralError
 from corral.metrics import Metrics
 from corral.ports import Builder, Network, Runtime, Snapshotter, Templates
 from corral.runtime.checkpoint_dirs import CheckpointDirs
@@ -44,6 +46,7 @@ from corral.store.switches import SqlSwitchStore
 
 if TYPE_CHECKING:
     from corral.network.node import NodeNetwork
+    from corral.network.quota import QuotaLimits
 
 log = logging.getLogger("corral")
 
@@ -165,6 +168,7 @@ class Core:
         )
         if network is not None:
             network.on_denied = audit.egress_denied
+            network.org_of = _org_of(sandbox_store)
         audit.start()
         await core.switches.refresh()
         core.bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
@@ -222,9 +226,38 @@ async def default_network(settings: Settings) -> NodeNetwork | None:
         netns_prefix=f"{settings.network_bridge}-",
         pin_private=settings.network_pin_private,
         ready_namespaces=settings.network_ready_namespaces,
+        dns_limits=_dns_limits(settings),
+        dns_timeout=settings.network_dns_upstream_timeout_s,
+        dns_deadline=settings.network_dns_deadline_s,
     )
     await network.start()
     return network
+
+
+def _dns_limits(settings: Settings) -> QuotaLimits:
+    from corral.network.quota import QuotaLimits
+
+    if settings.network_dns_reserve >= settings.network_dns_total_outstanding:
+        raise CorralError("CORRAL_NETWORK_DNS_RESERVE must be less than CORRAL_NETWORK_DNS_TOTAL_OUTSTANDING")
+    return QuotaLimits(
+        outstanding=settings.network_dns_sandbox_outstanding,
+        rate=settings.network_dns_sandbox_rate,
+        burst=settings.network_dns_sandbox_burst,
+        org_outstanding=settings.network_dns_org_outstanding,
+        total=settings.network_dns_total_outstanding,
+        reserve=settings.network_dns_reserve,
+    )
+
+
+def _org_of(store: SqlSandboxStore) -> Callable[[str], Awaitable[str | None]]:
+    """The org of a sandbox by id, for the resolver's bounds per org (None: no row yet,
+    e.g. a standby sandbox not yet claimed)."""
+
+    async def org_of(sandbox_id: str) -> str | None:
+        row = await store.find(sandbox_id)
+        return row.org_id if row is not None else None
+
+    return org_of
 
 
 def default_runtime(settings: Settings, network: Network | None = None) -> Runtime:

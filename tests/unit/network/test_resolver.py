@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from corral.network import message
 from corral.network.message import Answer
+from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, Verdict, parse_upstream, system_upstreams
 
 CLIENT = "127.0.0.1"
@@ -24,11 +27,15 @@ class Gate:
     answers: list[tuple[str, list[str]]] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     known: bool = True
+    orgs: dict[str, str] = field(default_factory=dict)  # client address -> org
+
+    async def org(self, client: str) -> str | None:
+        return self.orgs.get(client)
 
     def verdict(self, client: str, name: str) -> Verdict:
         if not self.known:
             return Verdict.UNKNOWN
-        return Verdict.ALLOW if name in self.allowed else Verdict.DENY
+        return Verdict.ALLOW if name in self.allowed or name.endswith(".gone.test") else Verdict.DENY
 
     async def answered(self, client: str, name: str, answer: Answer) -> bool:
         self.answers.append((name, [r.value for r in answer.records]))
@@ -42,7 +49,7 @@ def respond(query: bytes) -> bytes:
     q = message.parse_query(query)
     name = "hidden.test" if q.name == "hidden.test" else q.name
     address = ZONE.get(name, "203.0.113.9" if name == "hidden.test" else None)
-    if q.name == "gone.test":
+    if q.name == "gone.test" or q.name.endswith(".gone.test"):
         return b""  # the upstream says nothing
     records = b""
     if address:
@@ -63,6 +70,15 @@ class Upstream(asyncio.DatagramProtocol):
 
 @pytest.fixture
 async def resolver() -> AsyncIterator[tuple[Resolver, Gate]]:
+    async with serving() as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    limits: QuotaLimits | None = None, *, timeout: float = 0.3, deadline: float = 4.0
+) -> AsyncIterator[tuple[Resolver, Gate]]:
+    """A resolver on loopback whose upstream is the fake one (``respond``)."""
     loop = asyncio.get_running_loop()
 
     async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -83,18 +99,30 @@ async def resolver() -> AsyncIterator[tuple[Resolver, Gate]]:
     else:
         raise RuntimeError("no port free for both UDP and TCP")
     gate = Gate()
-    server = Resolver(gate, [("127.0.0.1", port)], timeout=0.3)
+    server = Resolver(gate, [("127.0.0.1", port)], timeout=timeout, deadline=deadline, limits=limits)
     await server.start("127.0.0.1", 0)
-    yield server, gate
-    await server.close()
-    upstream.close()
-    tcp_server.close()
+    try:
+        yield server, gate
+    finally:
+        await server.close()
+        upstream.close()
+        tcp_server.close()
 
 
-async def ask(server: Resolver, name: str, qtype: int = message.A, *, tcp: bool = False) -> Answer:
+async def ask(
+    server: Resolver,
+    name: str,
+    qtype: int = message.A,
+    *,
+    tcp: bool = False,
+    source: str = CLIENT,
+    wait: float = 2.0,
+) -> Answer:
+    """The answer of ``server`` to a query for ``name`` sent from ``source`` (any
+    127/8 address: each is another client)."""
     query = message.build_query(0x4242, name, qtype)
     if tcp:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source, 0))
         writer.write(struct.pack("!H", len(query)) + query)
         size = struct.unpack("!H", await reader.readexactly(2))[0]
         data = await reader.readexactly(size)
@@ -107,10 +135,14 @@ async def ask(server: Resolver, name: str, qtype: int = message.A, *, tcp: bool 
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 got.set_result(data)
 
-        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", server.port))
-        transport.sendto(query)
-        data = await asyncio.wait_for(got, 2)
-        transport.close()
+        transport, _ = await loop.create_datagram_endpoint(
+            Client, local_addr=(source, 0), remote_addr=("127.0.0.1", server.port)
+        )
+        try:
+            transport.sendto(query)
+            data = await asyncio.wait_for(got, wait)
+        finally:
+            transport.close()
     answer = message.parse_answer(data)
     assert answer.id == 0x4242
     return answer
@@ -153,6 +185,104 @@ async def test_no_upstream_means_servfail() -> None:
     server = Resolver(Gate(), [], timeout=0.2)
     reply = await server.resolve(message.build_query(1, "ok.test"), CLIENT)
     assert reply is not None and message.parse_answer(reply).rcode == message.SERVFAIL
+
+
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    end = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_client_over_its_outstanding_queries_is_refused_at_once() -> None:
+    limits = QuotaLimits(outstanding=3, rate=1000, burst=1000)
+    async with serving(limits, timeout=1.0, deadline=1.0) as (server, _):
+        stuck = [asyncio.create_task(ask(server, f"n{i}.gone.test", wait=3)) for i in range(3)]
+        await until(lambda: server.quota.outstanding(CLIENT) == 3)
+        started = time.monotonic()
+        assert (await ask(server, "ok.test")).rcode == message.REFUSED
+        assert (await ask(server, "ok.test", tcp=True)).rcode == message.REFUSED
+        assert time.monotonic() - started < 0.5, "refused at once, not queued"
+        assert (await ask(server, "ok.test", source="127.0.0.2")).rcode == message.NOERROR
+        assert [(await task).rcode for task in stuck] == [message.SERVFAIL] * 3
+        assert server.quota.outstanding(CLIENT) == 0
+        assert (await ask(server, "ok.test")).rcode == message.NOERROR
+
+
+async def test_a_client_over_its_rate_is_refused_until_its_bucket_refills() -> None:
+    async with serving(QuotaLimits(rate=10, burst=3)) as (server, _):
+        codes = [(await ask(server, "ok.test")).rcode for _ in range(5)]
+        assert codes == [message.NOERROR] * 3 + [message.REFUSED] * 2
+        assert (await ask(server, "ok.test", source="127.0.0.2")).rcode == message.NOERROR
+        await asyncio.sleep(0.15)
+        assert (await ask(server, "ok.test")).rcode == message.NOERROR
+
+
+async def flood(server: Resolver, source: str, seconds: float) -> int:
+    """Queries for names the upstream never answers, from ``source``, about 400 a
+    second (what the firewall lets through with the default rate: ``dnsrate``) for
+    ``seconds``, never waiting for an answer; how many were sent."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=(source, 0), remote_addr=("127.0.0.1", server.port)
+    )
+    sent, end = 0, time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            for _ in range(4):
+                transport.sendto(message.build_query(sent & 0xFFFF, f"x{sent}.gone.test"))
+                sent += 1
+            await asyncio.sleep(0.01)
+    finally:
+        transport.close()
+    return sent
+
+
+async def test_a_flooding_org_leaves_the_others_their_answers() -> None:
+    """The attack of issue 9 item 6 in miniature: four sandboxes of one org fill
+    everything they may with names whose upstream never answers; another org's
+    sandbox gets every answer, quickly."""
+    limits = QuotaLimits(outstanding=4, rate=10_000, burst=10_000, org_outstanding=6, total=10, reserve=4)
+    async with serving(limits, timeout=1.0, deadline=1.0) as (server, gate):
+        attackers = [f"127.0.1.{i}" for i in range(1, 5)]
+        gate.orgs.update(dict.fromkeys(attackers, "alpha") | {"127.0.2.1": "beta"})
+        floods = [asyncio.create_task(flood(server, source, 2.0)) for source in attackers]
+        await until(lambda: server.quota.at_upstream("org:alpha") == 6)
+        for _ in range(10):
+            started = time.monotonic()
+            answer = await ask(server, "ok.test", source="127.0.2.1", wait=1.0)
+            assert answer.rcode == message.NOERROR and time.monotonic() - started < 0.5
+            assert server.quota.at_upstream("org:alpha") <= 6
+        assert sum(await asyncio.gather(*floods)) > 1000
+
+
+async def test_the_deadline_bounds_a_relay_over_every_upstream() -> None:
+    loop = asyncio.get_running_loop()
+    silent = [
+        (await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)))[0]
+        for _ in range(3)
+    ]
+    try:
+        upstreams = [("127.0.0.1", int(t.get_extra_info("sockname")[1])) for t in silent]
+        server = Resolver(Gate(), upstreams, timeout=0.4, deadline=0.6)
+        started = time.monotonic()
+        reply = await server.resolve(message.build_query(1, "ok.test"), CLIENT)
+        assert reply is not None and message.parse_answer(reply).rcode == message.SERVFAIL
+        assert time.monotonic() - started < 0.9, "three upstreams of 0.4 s each, but a deadline of 0.6 s"
+        assert server.quota.upstream_total == 0
+    finally:
+        for transport in silent:
+            transport.close()
+
+
+async def test_the_nodes_lookups_for_a_client_count_as_its_orgs() -> None:
+    async with serving(QuotaLimits(org_outstanding=1), timeout=1.0, deadline=1.0) as (server, gate):
+        gate.orgs[CLIENT] = "alpha"
+        stuck = asyncio.create_task(ask(server, "x.gone.test", wait=3))
+        await until(lambda: server.quota.at_upstream("org:alpha") == 1)
+        assert await server.lookup("other.test", client=CLIENT) == [], "alpha has no room upstream"
+        assert await server.lookup("other.test") == [("203.0.113.8", 30)], "the node's own is not alpha's"
+        assert (await stuck).rcode == message.SERVFAIL
 
 
 def test_upstream_settings() -> None:
