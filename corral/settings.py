@@ -64,6 +64,22 @@ class Settings(BaseSettings):
     network_dns_upstream_timeout_s: Annotated[float, Field(gt=0)] = 2.0  # one upstream's answer
     network_dns_deadline_s: Annotated[float, Field(gt=0)] = 4.0  # a relay, over every upstream tried
 
+    # template builds from Dockerfiles (corral.runtime.confinement): their RUN steps run
+    # confined like a sandbox; the host, control plane, sandboxes and link-local are
+    # always denied; only these names/CIDRs are reachable (the package registries the
+    # corral templates' apt, pip and npm use); []: nothing
+    build_egress_allow: list[str] = [
+        "deb.debian.org",
+        "security.debian.org",
+        "pypi.org",
+        "files.pythonhosted.org",
+        "registry.npmjs.org",
+    ]
+    build_memory_mb: Annotated[int, Field(ge=64)] = 2048  # per RUN step, no swap
+    build_cpu_count: Annotated[int, Field(ge=1)] = 2  # CPU quota of a RUN step
+    build_pids_limit: Annotated[int, Field(ge=16)] = 1024  # processes of a whole build
+    build_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a whole build; then it fails
+
     # the gateway (corral.gateway): servers inside sandboxes, by host or by path
     gateway_enabled: bool = True  # False: every gateway request is 503 (the kill switch)
     gateway_domain: str = "localhost"  # hosts {port}-{id}.<domain> and {id}-p{port}.<domain>

@@ -39,8 +39,10 @@ from typing import Any
 
 from corral.domain import Template
 from corral.errors import InvalidInput, RuntimeFailure
+from corral.ports import Network
 from corral.runtime import dockerfile
 from corral.runtime.catalog import TemplateCatalog
+from corral.runtime.confinement import NO_NEW_PRIVS, BuildConfinement, BuildLimits
 from corral.runtime.ownership import remap_tree
 from corral.runtime.templates import normalize
 from corral.settings import Settings
@@ -52,8 +54,18 @@ LogFn = Callable[[str], None]
 
 
 class BuildahBuilder:
-    def __init__(self, settings: Settings, templates: TemplateCatalog, *, buildah: str = "buildah") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        templates: TemplateCatalog,
+        *,
+        buildah: str = "buildah",
+        network: Network | None = None,
+    ) -> None:
+        """``network``: where builds get their network (None: loopback only); see
+        ``confinement.py`` for what a build's RUN steps get."""
         self._home = settings.data_dir / "builder"
+        self._confinement = BuildConfinement(BuildLimits.of(settings), self._home, network)
         self._base, self._count = settings.uid_base, settings.uid_count
         self._templates = templates
         self._buildah = buildah
@@ -129,13 +141,18 @@ class BuildahBuilder:
         try:
             await asyncio.to_thread(_write_context, context, text, files)
             idmap = f"0:{self._base}:{self._count}"
-            code, last = await self._stream(
-                ["build", "--layers=false", "--pull=missing", "--format", "oci"]
-                + ["--userns-uid-map", idmap, "--userns-gid-map", idmap]
-                + ["-f", str(context / "Dockerfile"), "-t", tag, str(context)],
-                log,
-                BUILD_TIMEOUT_S,
-            )
+            limit = self._confinement.limits.timeout_s
+            async with self._confinement.enter() as confined:
+                try:
+                    code, last = await self._stream(
+                        ["build", "--layers=false", "--pull=missing", "--format", "oci"]
+                        + ["--userns-uid-map", idmap, "--userns-gid-map", idmap, *confined]
+                        + ["-f", str(context / "Dockerfile"), "-t", tag, str(context)],
+                        log,
+                        limit,
+                    )
+                except TimeoutError as exc:
+                    raise RuntimeFailure(f"the build took longer than {limit:g} s") from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, context, True)
         if code != 0:
@@ -183,7 +200,7 @@ class BuildahBuilder:
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         storage = ["--root", str(self._home / "storage"), "--runroot", str(self._home / "run")]
-        return [self._buildah, *storage, *args]
+        return [*NO_NEW_PRIVS, self._buildah, *storage, *args]
 
     async def _check(self, *args: str) -> str:
         proc = await self._spawn(args, asyncio.subprocess.PIPE)

@@ -32,6 +32,17 @@ def _hierarchies(root: Path) -> list[Path]:
     return found
 
 
+def names(parent: str, root: Path = ROOT) -> set[str]:
+    """Names of the dirs under ``<hierarchy>/<parent>``, in any hierarchy."""
+    found: set[str] = set()
+    for hierarchy in _hierarchies(root):
+        try:
+            found.update(e.name for e in os.scandir(hierarchy / parent) if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
+
+
 def dirs(parent: str, sandbox_id: str, root: Path = ROOT) -> list[Path]:
     """Existing cgroup dirs of one sandbox, one per hierarchy."""
     return [h / parent / sandbox_id for h in _hierarchies(root) if (h / parent / sandbox_id).is_dir()]

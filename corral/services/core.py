@@ -138,7 +138,7 @@ class Core:
         )
         template_builds = TemplateService(
             SqlTemplateBuildStore(db),
-            default_builder(settings, runtime, templates),
+            default_builder(settings, runtime, templates, network),
             checkpoint_store,
             sandboxes,
         )
@@ -294,8 +294,11 @@ def default_snapshotter(runtime: Runtime, settings: Settings) -> Snapshotter:
     return NoSnapshots()
 
 
-def default_builder(settings: Settings, runtime: Runtime, templates: Templates) -> Builder | None:
-    """buildah for the runc runtime over the default catalog, when it is installed."""
+def default_builder(
+    settings: Settings, runtime: Runtime, templates: Templates, network: Network | None = None
+) -> Builder | None:
+    """buildah for the runc runtime over the default catalog, when it is installed; its
+    builds get their networks from ``network`` (None: loopback only)."""
     import shutil
 
     from corral.runtime.catalog import TemplateCatalog
@@ -307,4 +310,4 @@ def default_builder(settings: Settings, runtime: Runtime, templates: Templates) 
         return None
     from corral.runtime.builder import BuildahBuilder
 
-    return BuildahBuilder(settings, templates)
+    return BuildahBuilder(settings, templates, network=network)

@@ -155,6 +155,9 @@ def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Securi
         "CORRAL_NETWORK_NFLOG_GROUP": str(220 + slot),
         "CORRAL_NETWORK_STATE_DIR": f"{run_dir}/network",
         "CORRAL_API_KEY": seed,
+        # small build limits, so tests/security/test_builds.py's bombs hit them fast
+        "CORRAL_BUILD_MEMORY_MB": "512",
+        "CORRAL_BUILD_PIDS_LIMIT": "256",
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     _build_base(env, work / "template-build.log", data_dir)

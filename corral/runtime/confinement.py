@@ -1,0 +1,213 @@
+"""The confinement of a template build: what a sandbox gets, given to buildah.
+
+A Dockerfile's ``RUN`` steps are a tenant's code, so a build runs them under the
+confinement of a sandbox (docs/security.md, "Template builds"). ``BuildConfinement.enter``
+sets it up for one build and yields the flags of ``buildah build``; leaving it tears
+everything down, whatever happened (the build's processes included):
+
+* **Network**: the build gets a network of its own from the node's ``Network`` (the
+  port sandboxes use: a netns, a veth to the bridge, the same nftables rules), under a
+  fresh ``sb-`` id, with the build egress policy (``Settings.build_egress_allow``,
+  deny_all otherwise: the host, the control plane, other sandboxes and link-local are
+  denied whatever it says, exactly as for a sandbox). RUN steps join that namespace
+  (``--network ns:<path>``), resolve through the sandboxes' resolver on the bridge
+  (``--dns``: names are answered, and their addresses pinned, only when allowed), and
+  see a sysfs of that namespace, mounted here and bound read-only at ``/sys`` (a user
+  namespace may not mount sysfs for a network namespace the host owns). Without a
+  network (networking disabled, as in tests): ``--network none``, loopback only.
+* **No new privileges**: buildah 1.28 refuses ``--security-opt no-new-privileges``, so
+  buildah runs under ``setpriv --no-new-privs`` (:data:`NO_NEW_PRIVS`); every process it
+  starts inherits the flag (runc, and the steps: ``NoNewPrivs: 1``).
+* **Resources**: each RUN step's memory (no swap) and CPU quota (buildah's
+  ``--memory``, ``--memory-swap``, ``--cpu-period``/``--cpu-quota``); a pids limit
+  on a cgroup of the build's own, ``corral-builds/<node>/<id>``, under which every
+  step's cgroup is made (``--cgroup-parent .../run``), so it bounds all of the
+  build's processes. Leaving kills what is left in it (a step that outlived a timed-out
+  buildah) and removes it. ``<node>`` names the data dir, so two servers on one host
+  never sweep each other's builds.
+* **Time**: the builder bounds the whole build (``Settings.build_timeout_s``).
+
+What a crash leaves (a build's cgroup, its sysfs mount) is swept by the next build's
+``enter``; its network by the runtime's reclaim at start-up (an ``sb-`` id no sandbox
+has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.domain import EgressMode, EgressPolicy
+from corral.errors import CorralError, RuntimeFailure
+from corral.ids import new_id
+from corral.network.policy import validate_policy
+from corral.ports import Network
+from corral.runtime import cgroups, mounts
+from corral.settings import Settings
+
+log = logging.getLogger("corral.builder")
+
+NO_NEW_PRIVS = ("setpriv", "--no-new-privs")
+CPU_PERIOD_US = 100_000
+CGROUP_PARENT = "corral-builds"
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    """What one build may use."""
+
+    memory_mb: int
+    cpu_count: int
+    pids: int
+    timeout_s: float
+    egress: EgressPolicy
+
+    @classmethod
+    def of(cls, settings: Settings) -> BuildLimits:
+        """The operator's build settings; InvalidInput naming ``build_egress_allow``
+        for an entry that is not a CIDR, hostname or ``*.domain``."""
+        egress = EgressPolicy(mode=EgressMode.DENY_ALL, allow=tuple(settings.build_egress_allow))
+        return cls(
+            memory_mb=settings.build_memory_mb,
+            cpu_count=settings.build_cpu_count,
+            pids=settings.build_pids_limit,
+            timeout_s=settings.build_timeout_s,
+            egress=validate_policy(egress, field="build_egress_allow"),
+        )
+
+
+class BuildConfinement:
+    """See the module docstring. ``network`` None: builds have loopback only."""
+
+    def __init__(
+        self,
+        limits: BuildLimits,
+        home: Path,
+        network: Network | None,
+        *,
+        cgroup_root: Path = cgroups.ROOT,
+    ) -> None:
+        self.limits = limits
+        self._sysfs = home / "sysfs"
+        self._network = network
+        self._cgroup_root = cgroup_root
+        self._parent = f"{CGROUP_PARENT}/{hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]}"
+        self._live: set[str] = set()
+
+    @contextlib.asynccontextmanager
+    async def enter(self) -> AsyncIterator[list[str]]:
+        """Set up one build's confinement; yields the flags of ``buildah build``
+        (run it under :data:`NO_NEW_PRIVS`). RuntimeFailure if it cannot be set up (nothing is
+        left then)."""
+        build_id = new_id("sb")
+        await self._sweep()
+        self._live.add(build_id)
+        try:
+            async with contextlib.AsyncExitStack() as undo:
+                undo.push_async_callback(self._remove_cgroup, build_id)
+                await self._make_cgroup(build_id)
+                flags = [
+                    "--cgroup-parent",
+                    f"/{self._parent}/{build_id}/run",
+                    "--memory",
+                    f"{self.limits.memory_mb}m",
+                    "--memory-swap",
+                    f"{self.limits.memory_mb}m",
+                    "--cpu-period",
+                    str(CPU_PERIOD_US),
+                    "--cpu-quota",
+                    str(self.limits.cpu_count * CPU_PERIOD_US),
+                ]
+                if self._network is None:
+                    flags += ["--network", "none"]
+                else:
+                    flags += await self._attach(build_id, undo)
+                yield flags
+        finally:
+            self._live.discard(build_id)
+
+    async def _attach(self, build_id: str, undo: contextlib.AsyncExitStack) -> list[str]:
+        assert self._network is not None
+        undo.push_async_callback(self._quietly, self._network.detach, build_id)
+        info = await self._network.attach(build_id, self.limits.egress)
+        sysfs = self._sysfs / build_id
+        await asyncio.to_thread(sysfs.mkdir, 0o700, True, True)
+        undo.push_async_callback(self._quietly, asyncio.to_thread, _unmount_and_remove, sysfs)
+        try:
+            await asyncio.to_thread(mounts.mount_sysfs_of_netns, info.netns_path, sysfs)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot mount a sysfs for the build's network: {exc}") from exc
+        return [
+            "--network",
+            f"ns:{info.netns_path}",
+            "--dns",
+            info.gateway,
+            "--volume",
+            f"{sysfs}:/sys:ro,nosuid,nodev,noexec",
+        ]
+
+    # -- the build's cgroup ----------------------------------------------------------
+
+    async def _make_cgroup(self, build_id: str) -> None:
+        try:
+            await asyncio.to_thread(
+                _make_pids_cgroup, self._cgroup_root, self._parent, build_id, self.limits.pids
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot make the build's cgroup: {exc}") from exc
+
+    async def _remove_cgroup(self, build_id: str) -> None:
+        try:
+            await asyncio.to_thread(cgroups.remove, self._parent, build_id, self._cgroup_root)
+        except OSError as exc:
+            log.error("cannot remove the cgroup of build %s: %s", build_id, exc)
+
+    async def _sweep(self) -> None:
+        """Remove what builds of ours that are not running left (a crash)."""
+        for build_id in await asyncio.to_thread(self._leftovers):
+            if build_id not in self._live:
+                log.warning("removing what build %s left", build_id)
+                await self._remove_cgroup(build_id)
+                await self._quietly(asyncio.to_thread, _unmount_and_remove, self._sysfs / build_id)
+
+    def _leftovers(self) -> set[str]:
+        found = cgroups.names(self._parent, self._cgroup_root)
+        with contextlib.suppress(OSError):
+            found.update(e.name for e in os.scandir(self._sysfs) if e.is_dir(follow_symlinks=False))
+        return found
+
+    @staticmethod
+    async def _quietly(step: Callable[..., Awaitable[object]], *args: object) -> None:
+        try:
+            await step(*args)
+        except (CorralError, OSError) as exc:
+            log.error("build teardown: %s", exc)
+
+
+def _make_pids_cgroup(root: Path, parent: str, build_id: str, pids: int) -> None:
+    """``<pids hierarchy>/<parent>/<build_id>`` with ``pids.max``. On cgroup v2 the
+    parents delegate the pids, memory and cpu controllers to their children first."""
+    if (root / "cgroup.controllers").exists():  # v2: one hierarchy
+        current = root
+        for part in [*parent.split("/"), build_id]:
+            with contextlib.suppress(OSError):  # a controller the parent lacks
+                (current / "cgroup.subtree_control").write_text("+pids +memory +cpu")
+            current = current / part
+            current.mkdir(exist_ok=True)
+        (current / "pids.max").write_text(str(pids))
+        return
+    directory = root / "pids" / parent / build_id
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pids.max").write_text(str(pids))
+
+
+def _unmount_and_remove(directory: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        mounts.unmount_all(directory)
+        directory.rmdir()
