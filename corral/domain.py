@@ -280,11 +280,14 @@ class BuildStatus(enum.StrEnum):
 @dataclass(frozen=True)
 class TemplateBuild:
     """A template built from a Dockerfile, as the store knows it: its latest build's
-    status (the root itself is a ``Template`` once ready)."""
+    status (the root itself is a ``Template`` once ready). It is its org's: ``name`` is
+    unique within the org, and ``image`` is the template's name in the node's catalog
+    (its id; the name itself for builds made before templates were scoped by org)."""
 
     id: str
     org_id: str
     name: str
+    image: str
     tag: str
     status: BuildStatus
     dockerfile: str

@@ -11,7 +11,7 @@ SQL and protocol errors are translated at the boundary with ``raise ... from exc
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -367,25 +367,30 @@ class CheckpointFiles(Protocol):
 
 
 class TemplateBuildStore(Protocol):
-    """Persistence of Dockerfile templates (one row per name)."""
+    """Persistence of Dockerfile templates: one row per (org, name)."""
 
     async def put(self, build: TemplateBuild) -> None:
-        """Insert or replace the row of ``build.name``."""
+        """Insert or replace the row of ``build.id``."""
 
-    async def get(self, name: str) -> TemplateBuild | None: ...
+    async def get(self, org_id: str, name: str) -> TemplateBuild | None:
+        """The org's template of that name (another org's is None)."""
 
-    async def list(self) -> builtins.list[TemplateBuild]: ...
+    async def list(self, org_id: str | None = None) -> builtins.list[TemplateBuild]:
+        """The org's templates; every org's for None (the node itself: recovery)."""
 
-    async def remove(self, name: str) -> None: ...
+    async def remove(self, org_id: str, name: str) -> None: ...
 
 
 class Builder(Protocol):
     """Builds template roots from Dockerfiles (``runtime/builder.py``: buildah)."""
 
-    async def build(self, name: str, dockerfile: str, log: Callable[[str], None]) -> Template:
+    async def build(
+        self, name: str, dockerfile: str, log: Callable[[str], None], usable: Mapping[str, str]
+    ) -> Template:
         """Build and publish ``name`` (content-addressed beside the other templates);
-        ``log`` gets the builder's output line by line. InvalidInput for a Dockerfile
-        that does not parse, RuntimeFailure (with the builder's error) for one that does
+        ``log`` gets the builder's output line by line. ``usable``: the templates a
+        ``FROM`` may name, as written -> their name here (no other template is
+        reachable). InvalidInput for a Dockerfile that does not parse, RuntimeFailure (with the builder's error) for one that does
         not build; either way nothing half-built is left."""
 
     async def remove(self, name: str) -> None:

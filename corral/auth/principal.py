@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 
 from corral.auth.scopes import ROLE_SCOPES, Role, Scope
 
-__all__ = ["Principal", "Role", "Scope"]
+__all__ = ["WORKER_SCOPES", "Principal", "Role", "Scope"]
+
+# What the worker routes of one sandbox need (get, exec, files, PTYs, ports, network,
+# timeout, keepalive, token refresh): a worker token holds these and nothing more.
+WORKER_SCOPES = frozenset({Scope.SANDBOX_READ, Scope.SANDBOX_WRITE, Scope.SANDBOX_EXEC})
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,9 @@ class Principal:
 
     ``sandbox_id`` is set for worker tokens, which are bound to one sandbox: every
     service refuses them (NotFound) for any other sandbox. ``scopes`` are the role's,
-    narrowed to ``granted`` when a token names its own (never widened past the role).
+    narrowed to ``granted`` when a token names its own (never widened past the role),
+    and for a worker token to ``WORKER_SCOPES``, what its sandbox's worker routes need
+    (no creates, kills, keys, audit or templates, whatever the role of its issuer).
     """
 
     org_id: str
@@ -37,6 +43,8 @@ class Principal:
     def __post_init__(self) -> None:
         role_scopes = ROLE_SCOPES[self.role]
         scopes = role_scopes if self.granted is None else self.granted & role_scopes
+        if self.sandbox_id is not None:
+            scopes &= WORKER_SCOPES
         object.__setattr__(self, "scopes", scopes)
 
     def may_see(self, sandbox_id: str) -> bool:

@@ -20,7 +20,8 @@ Visibility is a separate rule, applied after it: another org's resource is NotFo
 
 Roles are ordered owner > admin > developer > viewer; each holds every scope of the
 roles below it. A principal never holds a scope its role lacks (a token may narrow its
-scopes, never widen them). Creating a key or user needs ``keys:manage`` and a role no
+scopes, never widen them). A worker token holds only sandbox:read, sandbox:write and
+sandbox:exec, for its one sandbox (``principal.WORKER_SCOPES``). Creating a key or user needs ``keys:manage`` and a role no
 higher than the caller's own.
 """
 
@@ -85,7 +86,8 @@ ROLE_SCOPES: dict[Role, frozenset[Scope]] = {
 def require(principal: Principal, scope: Scope) -> None:
     """Forbidden unless ``principal`` holds ``scope``. Says which scope was missing."""
     if scope not in principal.scopes:
-        raise Forbidden(f"this {principal.role.value} credential lacks the scope {scope.value}")
+        what = "worker token" if principal.sandbox_id is not None else f"{principal.role.value} credential"
+        raise Forbidden(f"this {what} lacks the scope {scope.value}")
 
 
 def parse_role(name: str) -> Role:

@@ -22,8 +22,16 @@ Contracts:
   worker routes; ``kid`` and ``uid`` are the key or user it was issued to.
   ``typ: user``: ``sub`` (a user id, or for a token exchanged from an API key the key
   id, also in ``kid``), ``org``, ``role``, ``exp``, and optionally ``scopes``, which
-  narrows the role's scopes. Tokens are stateless: one stays valid until it expires
-  (15 minutes by default) even if its key is revoked or its user changes role.
+  narrows the role's scopes. A worker token's scopes are its sandbox's worker routes'
+  (``principal.WORKER_SCOPES``), whoever it was issued to.
+- A token is only as good as what it was issued to: ``authenticate_token`` refuses
+  (Unauthenticated) one whose key (``kid``) is revoked or gone, or whose user (``uid``,
+  or ``sub`` of a user token) is gone or now of another org, and a user's token acts
+  with the lower of its role and the user's current one. The check is cheap: what was
+  found live is remembered ``KEY_CACHE_S`` seconds, and forgotten at once with every
+  revocation through this process or the store's ``revocations`` file (as for keys).
+  ``verify_token`` checks only the signature and expiry (the gateway uses it to decide
+  whether a header was a corral credential, never to allow anything).
 - ``exchange`` is spec 002's ``POST /auth/token``: an API key for a user token.
 - ``bootstrap`` seeds the first owner key when the store has none.
 """
@@ -37,7 +45,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +57,7 @@ from corral.auth.scopes import Scope, parse_role
 from corral.errors import InvalidInput, NotFound, Unauthenticated
 from corral.ids import new_id
 from corral.store.keys import ApiKey, SqlKeyStore
-from corral.store.users import User
+from corral.store.users import SqlUserStore, User
 
 MIN_SECRET = 32
 KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
@@ -134,6 +142,7 @@ class AuthService:
         token_ttl_s: int = 3600,
         user_token_ttl_s: int = 900,
         *,
+        users: SqlUserStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keys = keys
@@ -141,7 +150,9 @@ class AuthService:
         self.jwt_secret = jwt_secret
         self.token_ttl_s = token_ttl_s
         self.user_token_ttl_s = user_token_ttl_s
+        self.users = users
         self._touched: dict[str, float] = {}  # key id -> monotonic time last_used_at was written
+        self._live: dict[str, tuple[float, Role | None]] = {}  # kid or uid -> (until, user's role)
         self._verified: dict[bytes, tuple[float, Principal]] = {}  # hash of raw key -> (until, principal)
         keys.revoked_listeners.append(self.forget_key)
         self._revocations = -1  # change time of keys.revocations when the cache was last checked
@@ -184,11 +195,13 @@ class AuthService:
             changed = 0
         if changed != self._revocations:
             self._verified.clear()
+            self._live.clear()
             self._revocations = changed
 
     def forget_key(self, key_id: str) -> None:
         """Drop what ``authenticate_key`` remembers of ``key_id`` (it was revoked)."""
         self._verified = {d: entry for d, entry in self._verified.items() if entry[1].key_id != key_id}
+        self._live.pop(key_id, None)
 
     async def _touch(self, key_id: str) -> None:
         now = self._clock()
@@ -257,7 +270,53 @@ class AuthService:
         """Spec 002's exchange: a valid API key for a user token (Unauthenticated otherwise)."""
         return self.issue_user_token(await self.authenticate_key(api_key))
 
-    def authenticate_token(self, token: str) -> Principal:
+    async def authenticate_token(self, token: str) -> Principal:
+        """A valid token's principal (see the module docstring); Unauthenticated otherwise."""
+        principal = self.verify_token(token)
+        self._check_revocations()
+        subject = principal.key_id or principal.user_id
+        if subject is None:
+            return principal  # issued by nothing revocable (not minted by corral today)
+        now = self._clock()
+        hit = self._live.get(subject)
+        if hit is None or hit[0] <= now:
+            hit = (now + KEY_CACHE_S, await self._current_role(principal))
+            if len(self._live) >= _MAX_CACHED:
+                self._live.clear()
+            self._live[subject] = hit
+        role = hit[1]
+        if role is not None and role.rank < principal.role.rank:
+            principal = replace(principal, role=role)
+        return principal
+
+    def answers_now(self, token: str) -> bool:
+        """Whether ``authenticate_token`` answers ``token`` without reading the store
+        (what it was issued to was found live moments ago, or it is invalid anyway)."""
+        try:
+            principal = self.verify_token(token)
+        except Unauthenticated:
+            return True
+        self._check_revocations()
+        subject = principal.key_id or principal.user_id
+        hit = self._live.get(subject) if subject else None
+        return subject is None or (hit is not None and hit[0] > self._clock())
+
+    async def _current_role(self, principal: Principal) -> Role | None:
+        """None for a key that is live; a user's current role; Unauthenticated when the
+        key or user the token was issued to is revoked, gone or of another org."""
+        if principal.key_id is not None:
+            key = await self.keys.get_key(principal.key_id)
+            if key is None or key.revoked_at is not None or key.org_id != principal.org_id:
+                raise Unauthenticated("token revoked: the API key it was issued to is revoked")
+            return None
+        assert principal.user_id is not None
+        user = await self.users.get(principal.user_id) if self.users is not None else None
+        if user is None or user.org_id != principal.org_id:
+            raise Unauthenticated("token revoked: the user it was issued to is gone")
+        return parse_role(user.role)
+
+    def verify_token(self, token: str) -> Principal:
+        """The principal a token names if its signature and expiry hold; nothing more."""
         try:
             claims = jwt.decode(
                 token,

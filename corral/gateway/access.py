@@ -103,7 +103,7 @@ class Access:
             return self._allowed(route, self._owner(route, principal, creds.bearer.startswith("ek_")))
         if creds.bearer and _JWT.match(creds.bearer):
             try:
-                principal = self.core.auth.authenticate_token(creds.bearer)
+                principal = await self.core.auth.authenticate_token(creds.bearer)
             except Unauthenticated:
                 pass  # not a worker token: maybe an (explicit) preview token
             else:
@@ -149,6 +149,8 @@ class Access:
         until = self._cached_until(creds.key) if creds.key else float("inf")
         if until <= time.monotonic():
             return None
+        if not creds.key and _JWT.match(creds.bearer) and not self.core.auth.answers_now(creds.bearer):
+            return None  # a worker token whose key or user is to be looked up
         checking = self.check(target, scope, creds)
         try:
             checking.send(None)
@@ -204,7 +206,7 @@ class Access:
         if not _JWT.match(value):
             return False
         try:
-            return self.core.auth.authenticate_token(value).sandbox_id == route.sandbox_id
+            return self.core.auth.verify_token(value).sandbox_id == route.sandbox_id
         except Unauthenticated:
             return False
 

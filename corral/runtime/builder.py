@@ -33,7 +33,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,11 @@ class BuildahBuilder:
         self._buildah = buildah
         self._imports: dict[str, asyncio.Lock] = {}
 
-    async def build(self, name: str, text: str, log: LogFn) -> Template:
+    async def build(self, name: str, text: str, log: LogFn, usable: Mapping[str, str]) -> Template:
+        """``usable``: the templates a ``FROM`` may name, as written -> their name in the
+        catalog (the caller's own and the built-ins; any other ``FROM`` is a registry's)."""
         parsed = dockerfile.parse(text)
-        known = set(self._templates.known()) | {t.name for t in await self._templates.list()}
-        bases = {b: await self._templates.get(b) for b in parsed.bases(frozenset(known))}
+        bases = {b: await self._templates.get(usable[b]) for b in parsed.bases(frozenset(usable))}
         digest = hashlib.sha256(
             json.dumps(
                 {

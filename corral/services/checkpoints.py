@@ -103,7 +103,8 @@ class CheckpointService:
                 if not current.live and current.status is not SandboxStatus.HIBERNATED:
                     raise Conflict(f"sandbox {sandbox.id} is {current.status.value}")
                 digest = (
-                    current.template_digest or (await self.sandboxes.templates.get(current.template)).digest
+                    current.template_digest
+                    or (await self.sandboxes.names.get(current.org_id, current.template)).digest
                 )
                 checkpoint = Checkpoint(
                     id=new_id("cp"),
@@ -209,7 +210,7 @@ class CheckpointService:
         timeout = self.sandboxes.settings.default_timeout_s if timeout_s is None else timeout_s
         if not 0 <= timeout <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
-        template = await self.sandboxes.templates.find(config.template, config.template_digest)
+        template = await self.sandboxes.names.find(checkpoint.org_id, config.template, config.template_digest)
         if template is None:
             raise Conflict(
                 f"the template build {config.template}@{config.template_digest[:12]} of checkpoint "

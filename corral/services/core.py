@@ -43,6 +43,7 @@ from corral.store.keys import SqlKeyStore
 from corral.store.previews import SqlPreviewStore
 from corral.store.sandboxes import SqlSandboxStore
 from corral.store.switches import SqlSwitchStore
+from corral.store.users import SqlUserStore
 
 if TYPE_CHECKING:
     from corral.network.node import NodeNetwork
@@ -116,7 +117,9 @@ class Core:
         db = await Database.open(settings.db_url)
         keys = SqlKeyStore(db)
         secret = settings.jwt_secret or load_or_create_secret(settings.data_dir / "jwt-secret")
-        auth = AuthService(keys, secret, settings.worker_token_ttl_s, settings.user_token_ttl_s)
+        auth = AuthService(
+            keys, secret, settings.worker_token_ttl_s, settings.user_token_ttl_s, users=SqlUserStore(db)
+        )
         sandbox_store = SqlSandboxStore(db)
         audit = AuditService(
             SqlEventStore(db),
@@ -127,8 +130,16 @@ class Core:
         )
         kill_switch = KillSwitch(engaged=not settings.gateway_enabled)
         admission = Admission(sandbox_store, kill_switch, settings.max_live_sandboxes_per_org)
+        template_build_store = SqlTemplateBuildStore(db)
         sandboxes = SandboxService(
-            sandbox_store, runtime, templates, settings, audit=audit, metrics=metrics, admission=admission
+            sandbox_store,
+            runtime,
+            templates,
+            settings,
+            audit=audit,
+            metrics=metrics,
+            admission=admission,
+            builds=template_build_store,
         )
         lifecycle = LifecycleService(sandboxes, default_snapshotter(runtime, settings))
         checkpoint_store = SqlCheckpointStore(db)
@@ -137,7 +148,7 @@ class Core:
             checkpoint_store, CheckpointDirs(settings.data_dir / "checkpoints"), lifecycle, patches
         )
         template_builds = TemplateService(
-            SqlTemplateBuildStore(db),
+            template_build_store,
             default_builder(settings, runtime, templates, network),
             checkpoint_store,
             sandboxes,

@@ -190,16 +190,16 @@ class LifecycleService:
 
     async def spec(self, sandbox: Sandbox) -> SandboxSpec:
         """How to start ``sandbox`` again: on the template build it was made on."""
-        templates = self.sandboxes.templates
+        names = self.sandboxes.names  # the org's templates and the built-ins, no other
         if sandbox.template_digest:
-            template = await templates.find(sandbox.template, sandbox.template_digest)
+            template = await names.find(sandbox.org_id, sandbox.template, sandbox.template_digest)
             if template is None:
                 raise Conflict(
                     f"the template build {sandbox.template}@{sandbox.template_digest[:12]} of "
                     f"sandbox {sandbox.id} is no longer on this node"
                 )
         else:
-            template = await templates.get(sandbox.template)
+            template = await names.get(sandbox.org_id, sandbox.template)
         return SandboxSpec(sandbox.id, template, sandbox.limits, dict(sandbox.envs), sandbox.egress)
 
     # ---- deadline --------------------------------------------------------------------

@@ -5,7 +5,8 @@ Contracts:
   but its own for a worker token, is NotFound.
 - ``create`` is all-or-nothing: the runtime undoes its own steps on failure, and the
   row is written only once the sandbox runs (a crash in between leaves an unowned
-  sandbox that ``reconcile`` removes).
+  sandbox that ``reconcile`` removes). Its template is a built-in or one of the org's
+  own (``names``, services/template_names.py); any other name is NotFound.
 - ``kill`` is idempotent for a sandbox that is already stopped. It answers once the
   sandbox's processes are dead (``Runtime.discard``); its network, mounts and disk are
   removed in the background, and by reconcile's reclaim after a crash.
@@ -45,10 +46,11 @@ from corral.domain import EgressPolicy, Limits, RuntimeState, Sandbox, SandboxSp
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
 from corral.metrics import Metrics
-from corral.ports import Agent, Runtime, SandboxStore, Snapshotter, Templates
+from corral.ports import Agent, Runtime, SandboxStore, Snapshotter, TemplateBuildStore, Templates
 from corral.services.admission import Admission
 from corral.services.audit import AuditKind, AuditService
 from corral.services.standby import Standby
+from corral.services.template_names import TemplateNames
 from corral.settings import Settings
 
 log = logging.getLogger("corral.sandboxes")
@@ -133,10 +135,12 @@ class SandboxService:
         audit: AuditService,
         metrics: Metrics,
         admission: Admission,
+        builds: TemplateBuildStore,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.templates = templates
+        self.names = TemplateNames(templates, builds)  # what a template name means to an org
         self.settings = settings
         self.audit = audit
         self.metrics = metrics
@@ -186,10 +190,7 @@ class SandboxService:
         envs = check_envs(req.envs)
         metadata = _check_metadata(req.metadata)
         name = req.template or s.default_template
-        try:
-            template = await self.templates.get(name)
-        except NotFound as exc:
-            raise NotFound(f"template {name!r} not found", field="templateID") from exc
+        template = await self.names.get(principal.org_id, name)
         standby = self.standby
         sandbox_id = await standby.take(template, limits, envs, req.egress) if standby else None
         if sandbox_id is None:

@@ -2,10 +2,14 @@
 Dockerfiles (``runtime/builder.py``).
 
 Contracts:
-- Template names are one namespace per server (``[a-z0-9][a-z0-9._-]{0,62}``; another
-  form is InvalidInput naming ``name``), shared with the built-in templates. A
-  Dockerfile template belongs to the org that built it: others neither see it
-  (NotFound) nor may rebuild or delete it (Conflict: the name is taken).
+- A Dockerfile template is its org's: names are per org (``[a-z0-9][a-z0-9._-]{0,62}``;
+  another form is InvalidInput naming ``name``), so two orgs may each have ``app``, and
+  to every other org a template does not exist: every route, creates and ``FROM``
+  included, answers for another org's template what it answers for a name nobody has,
+  and no message names another org's template, sandbox or checkpoint. Only the
+  built-in templates are shared, and their names are nobody's. What a name means to an
+  org is ``template_names.TemplateNames``; a template's builds are in the catalog under
+  its id (``TemplateBuild.image``), never under a name another org could say.
 - ``build`` needs ``sandbox:create``. It waits for the build and returns the template
   ``ready``, or ``failed`` with the builder's error (a Dockerfile that does not parse,
   a step that fails, a base that cannot be pulled); nothing half-built is left. It is
@@ -13,12 +17,15 @@ Contracts:
   the build's output line by line. Rebuilding a name replaces it once the new build is
   ready; while it builds, and if it fails, sandboxes get the previous build. A second
   build of a name while one runs is Conflict. Builtin names are Conflict;
-  Unavailable without a builder (the process runtime).
+  Unavailable without a builder (the process runtime). Its ``FROM`` may name the
+  built-ins and the org's own templates (``TemplateNames.usable``); any other name is
+  an image of a registry, as if no template had it.
 - ``list`` and ``get`` need ``sandbox:read``: the built-in templates, then the org's.
 - ``recover`` (start-up) marks builds a crash interrupted failed.
 - ``delete`` needs ``sandbox:delete``: Conflict for a built-in template, and while a
-  running or hibernated sandbox or a checkpoint uses the template (delete those first),
-  NotFound for an unknown name. It removes every build of it.
+  running or hibernated sandbox or a checkpoint of the org uses the template (delete
+  those first; the message names them), NotFound for an unknown name. It removes every
+  build of it.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound, Unavail
 from corral.ids import new_id
 from corral.ports import Builder, CheckpointStore, TemplateBuildStore
 from corral.services.sandboxes import SandboxService
+from corral.services.template_names import NAME
 
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 TEARDOWN_WAIT_S = 10.0
 IN_USE = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.HIBERNATED)
@@ -70,7 +77,8 @@ class TemplateService:
         self.checkpoints = checkpoints
         self.sandboxes = sandboxes
         self.templates = sandboxes.templates
-        self._building: set[str] = set()
+        self.names = sandboxes.names
+        self._building: set[tuple[str, str]] = set()  # (org id, name)
 
     async def build(
         self,
@@ -83,12 +91,15 @@ class TemplateService:
         previous = await self.check(principal, name, dockerfile, tag)
         tag = tag or "latest"
         assert self.builder is not None
-        self._building.add(name)
+        building = (principal.org_id, name)
+        self._building.add(building)
         try:
+            template_id = previous.id if previous else new_id("tpl")
             row = TemplateBuild(
-                id=previous.id if previous else new_id("tpl"),
+                id=template_id,
                 org_id=principal.org_id,
                 name=name,
+                image=previous.image if previous else template_id,
                 tag=tag,
                 status=BuildStatus.BUILDING,
                 dockerfile=dockerfile,
@@ -97,7 +108,8 @@ class TemplateService:
             )
             await self.builds.put(row)
             try:
-                template = await self.builder.build(name, dockerfile, log)
+                usable = await self.names.usable(principal.org_id)
+                template = await self.builder.build(row.image, dockerfile, log, usable)
             except CorralError as exc:
                 row = replace(row, status=BuildStatus.FAILED, error=exc.message)
             else:
@@ -105,7 +117,7 @@ class TemplateService:
             await self.builds.put(row)
             return row
         finally:
-            self._building.discard(name)
+            self._building.discard(building)
 
     async def check(
         self, principal: Principal, name: str, dockerfile: str, tag: str | None = None
@@ -123,10 +135,8 @@ class TemplateService:
             raise Conflict(f"{name!r} is a built-in template", field="name")
         if self.builder is None:
             raise Unavailable("templates from Dockerfiles need the runc runtime (and buildah) on this node")
-        previous = await self.builds.get(name)
-        if previous is not None and previous.org_id != principal.org_id:
-            raise Conflict(f"the template name {name!r} is taken", field="name")
-        if name in self._building:
+        previous = await self.builds.get(principal.org_id, name)
+        if (principal.org_id, name) in self._building:
             raise Conflict(f"template {name!r} is being built", field="name")
         return previous
 
@@ -134,36 +144,32 @@ class TemplateService:
         require(principal, Scope.SANDBOX_READ)
         built = {t.name: t for t in await self.templates.list()}
         found = [self._builtin(name, built) for name in self.templates.known()]
-        found += [_info(b) for b in await self.builds.list() if b.org_id == principal.org_id]
+        found += [_info(b) for b in await self.builds.list(principal.org_id)]
         return found
 
     async def get(self, principal: Principal, name: str) -> TemplateInfo:
         require(principal, Scope.SANDBOX_READ)
         if name in self.templates.known():
             return self._builtin(name, {t.name: t for t in await self.templates.list() if t.name == name})
-        row = await self.builds.get(name) if NAME.fullmatch(name or "") else None
-        if row is None or row.org_id != principal.org_id:
-            raise NotFound(f"template {name!r} not found")
-        return _info(row)
+        return _info(await self._own(principal, name))
 
     async def delete(self, principal: Principal, name: str) -> None:
         require(principal, Scope.SANDBOX_DELETE)
         if name in self.templates.known():
             raise Conflict(f"{name!r} is a built-in template and cannot be deleted", field="name")
-        row = await self.builds.get(name) if NAME.fullmatch(name or "") else None
-        if row is None or row.org_id != principal.org_id:
-            raise NotFound(f"template {name!r} not found")
-        if name in self._building:
+        row = await self._own(principal, name)
+        if (principal.org_id, name) in self._building:
             raise Conflict(f"template {name!r} is being built", field="name")
+        org = principal.org_id  # another org's sandbox never runs on this template
         users = [
             sb.id
-            for sb in await self.sandboxes.store.list_all()
+            for sb in await self.sandboxes.store.list(org)
             if sb.template == name and sb.status in IN_USE
         ]
         users += [
             cp.id
             for cp in await self.checkpoints.list_all()
-            if cp.config.template == name and cp.status is not CheckpointStatus.FAILED
+            if cp.org_id == org and cp.config.template == name and cp.status is not CheckpointStatus.FAILED
         ]
         if users:
             raise Conflict(f"template {name!r} is used by {', '.join(users[:10])}; delete those first")
@@ -171,8 +177,8 @@ class TemplateService:
             # A sandbox killed a moment ago may still have its root mounted over the
             # template while the runtime finishes its teardown in the background.
             await self.sandboxes.runtime.settle(TEARDOWN_WAIT_S)
-            await self.builder.remove(name)
-        await self.builds.remove(name)
+            await self.builder.remove(row.image)
+        await self.builds.remove(org, name)
 
     async def recover(self) -> builtins.list[str]:
         """At start-up: builds a crash interrupted are failed (their leftovers are
@@ -185,6 +191,13 @@ class TemplateService:
                 )
                 failed.append(row.name)
         return failed
+
+    async def _own(self, principal: Principal, name: str) -> TemplateBuild:
+        """The org's template ``name``; NotFound, whoever else has one of that name."""
+        row = await self.builds.get(principal.org_id, name) if NAME.fullmatch(name or "") else None
+        if row is None:
+            raise NotFound(f"template {name!r} not found")
+        return row
 
     def _builtin(self, name: str, built: dict[str, Template]) -> TemplateInfo:
         template = built.get(name)

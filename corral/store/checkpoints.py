@@ -121,6 +121,8 @@ class SqlCheckpointStore:
 
 
 class SqlTemplateBuildStore:
+    """Dockerfile templates, one row per (org, name); every lookup by name is an org's."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -128,8 +130,9 @@ class SqlTemplateBuildStore:
         async with self.db.session() as s, s.begin():
             await s.merge(
                 TemplateBuildRow(
-                    name=build.name,
                     id=build.id,
+                    name=build.name,
+                    image=build.image,
                     org_id=build.org_id,
                     tag=build.tag,
                     status=build.status.value,
@@ -140,19 +143,29 @@ class SqlTemplateBuildStore:
                 )
             )
 
-    async def get(self, name: str) -> TemplateBuild | None:
+    async def get(self, org_id: str, name: str) -> TemplateBuild | None:
         async with self.db.session() as s:
-            row = await s.get(TemplateBuildRow, name)
+            row = await s.scalar(
+                select(TemplateBuildRow).where(
+                    TemplateBuildRow.org_id == org_id, TemplateBuildRow.name == name
+                )
+            )
             return None if row is None else _build(row)
 
-    async def list(self) -> builtins.list[TemplateBuild]:
+    async def list(self, org_id: str | None = None) -> builtins.list[TemplateBuild]:
         async with self.db.session() as s:
-            rows = await s.scalars(select(TemplateBuildRow).order_by(TemplateBuildRow.name))
-            return [_build(r) for r in rows.all()]
+            query = select(TemplateBuildRow).order_by(TemplateBuildRow.name)
+            if org_id is not None:
+                query = query.where(TemplateBuildRow.org_id == org_id)
+            return [_build(r) for r in (await s.scalars(query)).all()]
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, org_id: str, name: str) -> None:
         async with self.db.session() as s, s.begin():
-            await s.execute(delete(TemplateBuildRow).where(TemplateBuildRow.name == name))
+            await s.execute(
+                delete(TemplateBuildRow).where(
+                    TemplateBuildRow.org_id == org_id, TemplateBuildRow.name == name
+                )
+            )
 
 
 def config_json(c: SandboxConfig) -> dict[str, object]:
@@ -236,6 +249,7 @@ def _build(r: TemplateBuildRow) -> TemplateBuild:
         id=r.id,
         org_id=r.org_id,
         name=r.name,
+        image=r.image,
         tag=r.tag,
         status=BuildStatus(r.status),
         dockerfile=r.dockerfile,

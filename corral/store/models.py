@@ -160,12 +160,15 @@ class PatchRow(Base):
 
 
 class TemplateBuildRow(Base):
-    """A template built from a Dockerfile (its root is under ``<data>/templates/``)."""
+    """A template built from a Dockerfile, one per org and name (its root is under
+    ``<data>/templates/<image>/``)."""
 
     __tablename__ = "template_builds"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_template_builds_org_name"),)
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    id: Mapped[str] = mapped_column(String(64), unique=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(64), unique=True)
     org_id: Mapped[str] = mapped_column(String(64), index=True)
     tag: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16))

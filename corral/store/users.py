@@ -46,6 +46,11 @@ class SqlUserStore:
         except IntegrityError as exc:  # a concurrent add of the same email won
             raise Conflict(f"user {user.email!r} exists", field="email") from exc
 
+    async def get(self, user_id: str) -> User | None:
+        async with self.db.session() as s:
+            row = await s.get(UserRow, user_id)
+            return None if row is None else _user(row)
+
     async def by_email(self, email: str) -> User:
         async with self.db.session() as s:
             row = await s.scalar(select(UserRow).where(UserRow.email == email))

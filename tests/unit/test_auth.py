@@ -81,7 +81,7 @@ async def test_worker_tokens(auth: AuthService, tmp_path: Path) -> None:
     assert raw
     owner = await auth.authenticate_key(raw)
     token = auth.issue_token(owner, "sb-aaaaaaaaaaaaaaaa")
-    p = auth.authenticate_token(token)
+    p = await auth.authenticate_token(token)
     assert p.sandbox_id == "sb-aaaaaaaaaaaaaaaa" and p.org_id == owner.org_id
     assert p.may_see("sb-aaaaaaaaaaaaaaaa") and not p.may_see("sb-bbbbbbbbbbbbbbbb")
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -90,7 +90,7 @@ async def test_worker_tokens(auth: AuthService, tmp_path: Path) -> None:
     expired = jwt.encode({**claims, "exp": int(time.time()) - 5}, auth.jwt_secret, algorithm="HS256")
     for bad in (forged, unsigned, expired, "garbage"):
         with pytest.raises(Unauthenticated):
-            auth.authenticate_token(bad)
+            await auth.authenticate_token(bad)
 
 
 async def test_a_verified_key_is_remembered_for_a_few_seconds(tmp_path: Path) -> None:

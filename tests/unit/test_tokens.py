@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from corral.auth.service import AuthService
 from corral.errors import Unauthenticated
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
-from corral.store.users import User
+from corral.store.users import SqlUserStore, User
 
 SECRET = "test-secret-of-enough-length-for-hs256-0123456789"
 
@@ -38,7 +39,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def auth(tmp_path: Path, clock: Clock) -> AsyncIterator[AuthService]:
     db = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}")
-    yield AuthService(SqlKeyStore(db), SECRET, 60, 900, clock=clock)
+    yield AuthService(SqlKeyStore(db), SECRET, 60, 900, clock=clock, users=SqlUserStore(db))
     await db.close()
 
 
@@ -50,7 +51,7 @@ async def test_exchange_gives_a_15_minute_token_that_authenticates_as_the_key(
     issued = await auth.exchange(raw)
     assert issued.expires_in == 900
     assert abs((issued.expires_at - datetime.now(UTC)).total_seconds() - 900) < 5
-    principal = auth.authenticate_token(issued.token)
+    principal = await auth.authenticate_token(issued.token)
     key = await auth.authenticate_key(raw)
     assert (principal.org_id, principal.role, principal.key_id) == (key.org_id, Role.OWNER, key.key_id)
     assert principal.sandbox_id is None and principal.user_id is None
@@ -65,10 +66,10 @@ def test_user_tokens_carry_sub_org_role_and_optional_scopes(auth: AuthService) -
     assert {k: claims[k] for k in ("sub", "org", "role", "typ")} == {
         "sub": user.id, "org": user.org_id, "role": "developer", "typ": "user",
     }  # fmt: skip
-    principal = auth.authenticate_token(token)
+    principal = auth.verify_token(token)
     assert (principal.user_id, principal.org_id, principal.role) == (user.id, user.org_id, Role.DEVELOPER)
     narrowed = jwt.encode({**claims, "scopes": ["sandbox:read", "no:such"]}, SECRET, algorithm="HS256")
-    assert auth.authenticate_token(narrowed).scopes == {Scope.SANDBOX_READ}
+    assert auth.verify_token(narrowed).scopes == {Scope.SANDBOX_READ}
 
 
 def test_bad_tokens_are_unauthenticated(auth: AuthService) -> None:
@@ -90,10 +91,10 @@ def test_bad_tokens_are_unauthenticated(auth: AuthService) -> None:
         "no org": jwt.encode({k: v for k, v in claims.items() if k != "org"}, SECRET, algorithm="HS256"),
         "scopes not a list": jwt.encode({**claims, "scopes": "sandbox:read"}, SECRET, algorithm="HS256"),
     }
-    assert auth.authenticate_token(jwt.encode(claims, SECRET, algorithm="HS256")).role is Role.OWNER
+    assert auth.verify_token(jwt.encode(claims, SECRET, algorithm="HS256")).role is Role.OWNER
     for name, token in cases.items():
         with pytest.raises(Unauthenticated) as err:
-            auth.authenticate_token(token)
+            auth.verify_token(token)
         assert err.value.message.startswith("token expired" if name == "expired" else "invalid token"), name
 
 
@@ -152,3 +153,46 @@ async def test_last_used_is_written_at_most_once_a_minute(
     clock.now += service.TOUCH_INTERVAL_S + 1
     await auth.authenticate_key(raw)
     assert len(writes) == 2
+
+
+async def test_revoking_a_key_revokes_the_tokens_it_minted_at_once(auth: AuthService, tmp_path: Path) -> None:
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw
+    owner = await auth.authenticate_key(raw)
+    worker = auth.issue_token(owner, "sb-aaaaaaaaaaaaaaaa")
+    exchanged = (await auth.exchange(raw)).token
+    assert (await auth.authenticate_token(worker)).sandbox_id == "sb-aaaaaaaaaaaaaaaa"
+    assert (await auth.authenticate_token(exchanged)).key_id == owner.key_id
+    assert owner.key_id
+    await auth.keys.revoke(owner.org_id, owner.key_id)  # within the cache's few seconds
+    for token in (worker, exchanged):
+        with pytest.raises(Unauthenticated) as err:
+            await auth.authenticate_token(token)
+        assert "revoked" in err.value.message
+
+
+async def test_a_worker_token_holds_only_its_sandboxs_worker_scopes(
+    auth: AuthService, tmp_path: Path
+) -> None:
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw
+    worker = await auth.authenticate_token(
+        auth.issue_token(await auth.authenticate_key(raw), "sb-aaaaaaaaaaaaaaaa")
+    )
+    assert worker.role is Role.OWNER
+    assert worker.scopes == {Scope.SANDBOX_READ, Scope.SANDBOX_WRITE, Scope.SANDBOX_EXEC}
+
+
+async def test_a_users_tokens_follow_the_user(auth: AuthService, clock: Clock) -> None:
+    org = await auth.keys.add_org("org-uuuuuuuu", "users")
+    user = User("usr-aaaaaaaaaaaaaaaa", org.id, "a@example.com", "A", "admin", datetime.now(UTC))
+    assert auth.users is not None
+    await auth.users.add(user)
+    token = auth.issue_user_token(user).token
+    assert (await auth.authenticate_token(token)).role is Role.ADMIN
+    stranger = User("usr-bbbbbbbbbbbbbbbb", org.id, "b@example.com", "B", "owner", datetime.now(UTC))
+    with pytest.raises(Unauthenticated):  # never added: no such user
+        await auth.authenticate_token(auth.issue_user_token(stranger).token)
+    forged_up = auth.issue_user_token(replace(user, role="owner")).token  # a token above the user's role
+    clock.now += 10
+    assert (await auth.authenticate_token(forged_up)).role is Role.ADMIN

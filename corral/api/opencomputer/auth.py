@@ -10,9 +10,11 @@ A credential is recognised by its form, wherever it is sent: ``ek_...`` is an AP
 a three-part JWT is a worker token. The spec puts API keys on the control plane and
 worker tokens on the worker routes, but the SDKs mix them (the Python SDK's PTY sends
 the worker JWT as ``X-API-Key`` and ``?api_key=``), and since both surfaces are served
-by this one process, accepting either form on either surface costs nothing: a worker
-token only ever reaches its own sandbox (every other id is 404), and an API key already
-reaches all of its org's.
+by this one process, the worker surface accepts either form. The control plane takes
+API keys and user tokens only: a worker token there is 403, since it carries exactly
+the scopes of its purpose, its own sandbox's worker routes (every other sandbox id is
+404 on them); it never creates, lists or kills sandboxes, builds templates, or reaches
+keys, audit, checkpoints or preview URLs.
 
 Both surfaces differ only in what a 401 for a missing credential tells the client to
 send. A header of the wrong form (``Authorization: Basic ...``, ``X-API-Key: Bearer
@@ -36,7 +38,7 @@ from starlette.requests import HTTPConnection
 from corral.api.guard import admit
 from corral.auth.principal import Principal
 from corral.auth.ratelimit import API
-from corral.errors import Unauthenticated
+from corral.errors import Forbidden, Unauthenticated
 from corral.services.core import Core
 
 API_KEY_PREFIX = "ek_"
@@ -82,7 +84,7 @@ async def authenticate(core: Core, credential: str) -> Principal:
     if credential.startswith(API_KEY_PREFIX):
         return await core.auth.authenticate_key(credential)
     if _JWT.match(credential):
-        return core.auth.authenticate_token(credential)
+        return await core.auth.authenticate_token(credential)
     raise Unauthenticated("credential must be an API key (ek_<id>_<secret>) or a worker token (a JWT)")
 
 
@@ -99,9 +101,20 @@ async def control_principal(
     _key: str | None = Security(_api_key_scheme),
     _bearer: object = Security(_bearer_scheme),
 ) -> Principal:
-    """The caller of a control-plane route (``/api/...``)."""
+    """The caller of a control-plane route (``/api/...``): an API key or a user token;
+    a worker token is Forbidden here (it is for its sandbox's worker routes)."""
     missing = _CONTROL_MISSING + (" or the query ?api_key=" if conn.scope["type"] == "websocket" else "")
-    return await admit(conn, core, API, lambda: authenticate(core, _credential(conn, missing)))
+
+    async def control() -> Principal:
+        principal = await authenticate(core, _credential(conn, missing))
+        if principal.sandbox_id is not None:
+            raise Forbidden(
+                "a worker token is good for its own sandbox's worker routes (/sandboxes/<id>/...) "
+                "only, not for the control plane (/api): send an API key"
+            )
+        return principal
+
+    return await admit(conn, core, API, control)
 
 
 async def worker_principal(

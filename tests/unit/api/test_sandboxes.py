@@ -180,12 +180,16 @@ async def test_worker_token_reaches_only_its_own_sandbox(api: Api) -> None:
             ("POST", f"/sandboxes/{other['sandboxID']}/exec/run", {"cmd": "true"}),
             ("GET", f"/sandboxes/{other['sandboxID']}/files/list?path=/", None),
             ("POST", f"/sandboxes/{other['sandboxID']}/token/refresh", None),
-            ("POST", f"/api/sandboxes/{other['sandboxID']}/timeout", {"timeout": 5}),
         ]:
             response = await api.client.request(method, path, json=body, headers=mine)
             assert response.status_code == 404, (method, path, response.text)
-        listed = (await api.client.get("/api/sandboxes", headers=mine)).json()
-        assert [sb["sandboxID"] for sb in listed] == [api.sid]
+        for method, path, body in [  # the control plane is not a worker route, even for its own sandbox
+            ("POST", f"/api/sandboxes/{other['sandboxID']}/timeout", {"timeout": 5}),
+            ("GET", f"/api/sandboxes/{api.sid}", None),
+            ("GET", "/api/sandboxes", None),
+        ]:
+            response = await api.client.request(method, path, json=body, headers=mine)
+            assert response.status_code == 403 and "worker token" in response.text, (method, path)
     finally:
         await api.client.delete(f"/api/sandboxes/{other['sandboxID']}")
 
@@ -234,9 +238,9 @@ async def test_credentials_are_recognised_by_form_on_either_mount(api: Api) -> N
     jwt_as_api_key = {"X-API-Key": api.sandbox["token"]}  # the Python SDK's PTY does this
     assert (await api.client.get("/api/sandboxes", headers=as_bearer_key)).status_code == 200
     assert (await api.client.get(f"/sandboxes/{api.sid}", headers=jwt_as_api_key)).status_code == 200
-    assert (await api.client.get(f"/api/sandboxes/{api.sid}", headers=jwt_as_api_key)).status_code == 200
-    # a worker token cannot create sandboxes
-    assert (await api.client.post("/api/sandboxes", json={}, headers=jwt_as_api_key)).status_code == 404
+    # a worker token is for its sandbox's worker routes: the control plane refuses it
+    assert (await api.client.get(f"/api/sandboxes/{api.sid}", headers=jwt_as_api_key)).status_code == 403
+    assert (await api.client.post("/api/sandboxes", json={}, headers=jwt_as_api_key)).status_code == 403
 
 
 async def test_healthz_names_the_runtime(api: Api) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,7 +100,9 @@ async def test_hibernate_wake_keepalive_and_the_async_wake_503(api: Api) -> None
 class FakeBuilder:
     """Builds succeed when the Dockerfile says so, and log three lines."""
 
-    async def build(self, name: str, dockerfile: str, log: Callable[[str], None]) -> Template:
+    async def build(
+        self, name: str, dockerfile: str, log: Callable[[str], None], usable: Mapping[str, str]
+    ) -> Template:
         for line in ("STEP 1/2: FROM base", "STEP 2/2: RUN true", "COMMIT"):
             log(line)
         if "fail" in dockerfile:

@@ -13,6 +13,7 @@ from corral.auth.service import AuthService, load_or_create_secret
 from corral.cli.main import app
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
+from corral.store.users import SqlUserStore
 
 runner = CliRunner()
 
@@ -27,10 +28,11 @@ def principal_of(data_dir: Path, credential: str) -> Principal:
     async def go() -> Principal:
         db = await Database.open(f"sqlite+aiosqlite:///{data_dir / 'corral.db'}")
         try:
-            auth = AuthService(SqlKeyStore(db), load_or_create_secret(data_dir / "jwt-secret"))
+            secret = load_or_create_secret(data_dir / "jwt-secret")
+            auth = AuthService(SqlKeyStore(db), secret, users=SqlUserStore(db))
             if credential.startswith("ek_"):
                 return await auth.authenticate_key(credential)
-            return auth.authenticate_token(credential)
+            return await auth.authenticate_token(credential)
         finally:
             await db.close()
 

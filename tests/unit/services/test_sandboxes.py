@@ -79,7 +79,7 @@ async def test_other_org_and_worker_token_scope(core: Core) -> None:
     stranger = Principal(org_id="org-zzzzzzzz", role=OWNER)
     with pytest.raises(NotFound):
         await core.sandboxes.get(stranger, a.id)
-    worker = core.auth.authenticate_token(core.auth.issue_token(me, a.id))
+    worker = await core.auth.authenticate_token(core.auth.issue_token(me, a.id))
     assert (await core.sandboxes.get(worker, a.id)).id == a.id
     with pytest.raises(NotFound):
         await core.sandboxes.get(worker, b.id)
