@@ -28,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import stat
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,16 +43,18 @@ from typing import Any
 from corral.domain import Template
 from corral.errors import InvalidInput, RuntimeFailure
 from corral.ports import Network
-from corral.runtime import dockerfile
+from corral.runtime import dockerfile, treework
 from corral.runtime.catalog import TemplateCatalog
 from corral.runtime.confinement import NO_NEW_PRIVS, BuildConfinement, BuildLimits
-from corral.runtime.ownership import remap_tree
+from corral.runtime.ownership import ShiftReport, remap_tree
+from corral.runtime.rootdir import NotConfined, RootDir
 from corral.runtime.templates import normalize
 from corral.settings import Settings
 
 BUILDER_VERSION = 1
 BUILD_TIMEOUT_S = 1800.0
 STEP_TIMEOUT_S = 600.0
+NOBODY = 65534  # what a sandbox sees for an id its user namespace does not map
 LogFn = Callable[[str], None]
 
 
@@ -119,9 +124,11 @@ class BuildahBuilder:
             try:
                 mountpoint = Path((await self._check("mount", container)).strip())
                 await self._copy_tree(Path(template.rootfs), mountpoint)
-                base, count = self._base, self._count
-                await asyncio.to_thread(
-                    remap_tree, mountpoint, lambda i: i - base if base <= i < base + count else None
+                await treework.shared().run_for(
+                    f"import:{template.name}",
+                    "importing the template's ownership",
+                    BUILD_TIMEOUT_S,
+                    functools.partial(_unshift, mountpoint, self._base, self._count),
                 )
                 await self._check("umount", container)
                 await self._check("commit", "--quiet", container, ref)
@@ -177,15 +184,12 @@ class BuildahBuilder:
             await self._quietly("umount", container)
             await self._quietly("rm", container)
         log("shifting ownership into the sandbox uid range")
-        base, count = self._base, self._count
-        report = await asyncio.to_thread(
-            remap_tree, rootfs, lambda i: base + i if i < count else (i if base <= i < base + count else None)
+        report = await treework.shared().run_for(
+            f"build:{rootfs.parent.name}",
+            "making the image a template root",
+            BUILD_TIMEOUT_S,
+            functools.partial(_settle, rootfs, self._base, self._count, time.monotonic() + BUILD_TIMEOUT_S),
         )
-        if not any((rootfs / d / "python3").exists() for d in ("usr/bin", "usr/local/bin", "bin")):
-            raise InvalidInput(
-                "dockerfile: the image has no python3, which corral's agent needs", field="dockerfile"
-            )
-        await asyncio.to_thread(normalize, rootfs)
         return {
             "source": "dockerfile",
             "size_bytes": report.size_bytes,
@@ -271,6 +275,60 @@ class BuildahBuilder:
         _, err = await proc.communicate()
         if proc.returncode != 0:
             raise RuntimeFailure(f"copying {source}: {err.decode(errors='replace').strip()[-500:]}")
+
+
+def _unshift(mountpoint: Path, base: int, count: int) -> None:
+    """A template root copied into the builder, its ownership put back to the ids
+    inside (an id outside the sandbox range becomes nobody's, as a sandbox sees it).
+    Nothing in the root is followed."""
+    try:
+        remap_tree(mountpoint, lambda i: i - base if base <= i < base + count else NOBODY)
+    except OSError as exc:
+        raise RuntimeFailure(f"importing a template into the builder: {exc.strerror}") from exc
+
+
+def _settle(rootfs: Path, base: int, count: int, deadline: float) -> ShiftReport:
+    """The image's root, copied out, made a template root: ownership into the sandbox
+    range (ids the build wrote are host ids of its user namespace already; ids from
+    imported layers are shifted; any other becomes nobody's, as a sandbox would see
+    it), ``python3`` checked, normalized. Nothing in the root is followed
+    (``rootdir.py``). InvalidInput for an image corral cannot run (its /etc a link,
+    no python3); RuntimeFailure otherwise."""
+    try:
+        report = remap_tree(
+            rootfs,
+            lambda i: base + i if i < count else (i if base <= i < base + count else base + NOBODY),
+            deadline=deadline,
+        )
+    except TimeoutError as exc:
+        raise RuntimeFailure("the image is too large: changing its ownership took too long") from exc
+    except OSError as exc:
+        raise RuntimeFailure(f"changing the image's ownership: {exc.strerror}") from exc
+    with RootDir.open(rootfs) as root:
+        if not any(_is_file(root, f"{d}/python3") for d in ("usr/bin", "usr/local/bin", "bin")):
+            raise InvalidInput(
+                "dockerfile: the image has no python3, which corral's agent needs", field="dockerfile"
+            )
+    try:
+        normalize(rootfs)
+    except (NotConfined, IsADirectoryError) as exc:
+        inside = "/" + os.path.relpath(exc.filename, rootfs) if exc.filename else "/"
+        raise InvalidInput(
+            f"dockerfile: the image's {inside} is {exc.strerror}; a template's /etc, /opt and"
+            " /opt/corral must be directories and /etc/hostname, hosts and resolv.conf files",
+            field="dockerfile",
+        ) from exc
+    except OSError as exc:
+        raise RuntimeFailure(f"preparing the image's /etc: {exc.strerror}") from exc
+    return report
+
+
+def _is_file(root: RootDir, relative: str) -> bool:
+    """``relative`` is a regular file as the sandbox will see it (links followed inside)."""
+    try:
+        return stat.S_ISREG(root.resolve(relative).st_mode)
+    except OSError:
+        return False
 
 
 def _write_context(context: Path, text: str, files: dict[str, str]) -> None:

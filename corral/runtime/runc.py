@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import resource
+import stat
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -37,11 +38,12 @@ from corral import foreground
 from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
-from corral.runtime import bundle, cgroups, loopdev, mounts, overlay
+from corral.runtime import bundle, cgroups, loopdev, mounts, overlay, treework
 from corral.runtime.agentfile import AgentFiles
 from corral.runtime.blocking import finish
 from corral.runtime.disk import DiskImages
 from corral.runtime.layout import SandboxPaths, valid_id
+from corral.runtime.rootdir import RootDir
 from corral.runtime.runcbin import RuncBinary
 from corral.runtime.teardown import Teardowns, kill_init, stop_container
 from corral.settings import Settings
@@ -99,6 +101,7 @@ class RuncRuntime:
         self._start_timeout = start_timeout
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._teardowns = Teardowns(teardown_concurrency)
+        self._trees = treework.shared()  # work in template roots and upper layers (rootdir.py)
 
     # -- the port ------------------------------------------------------------------
 
@@ -303,7 +306,7 @@ class RuncRuntime:
             undo.push_async_callback(
                 self._quietly, "remove dir", asyncio.to_thread, _remove_host_state, paths
             )
-        if not await finish(lower.joinpath("etc").is_dir):
+        if not await self._trees.run(paths.id, "checking the template root", _is_root, lower):
             raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
 
         netns, nameservers = None, self._nameservers
@@ -329,17 +332,28 @@ class RuncRuntime:
         if kept_disk:
             hostname = spec.id if forked else None
             uid = settings.uid_base
-            await finish(
-                overlay.refresh, paths.upper, paths.work, uid=uid, nameservers=nameservers, hostname=hostname
+            await self._trees.run(
+                paths.id,
+                "refreshing the sandbox's /etc files",
+                overlay.refresh,
+                paths.upper,
+                paths.work,
+                uid=uid,
+                nameservers=nameservers,
+                hostname=hostname,
             )
         else:
-            await finish(self._prepare_disk, paths, lower, nameservers)
+            await self._trees.run(
+                paths.id, "preparing the sandbox's disk", self._prepare_disk, paths, lower, nameservers
+            )
         await finish(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
         undo.push_async_callback(
             self._quietly, "unmount rootfs", asyncio.to_thread, mounts.umount, paths.rootfs
         )
 
-        agent_file = await finish(self._agent_files.for_root, lower)
+        agent_file = await self._trees.run(
+            paths.id, "reading the template root", self._agent_files.for_root, lower
+        )
         image = spec.template.config
         config = bundle.oci_config(
             sandbox_id=spec.id,
@@ -462,6 +476,16 @@ class RuncRuntime:
 
 async def _no_wait(_max_wait: float) -> None:
     return None
+
+
+def _is_root(lower: Path) -> bool:
+    """``lower`` is a template root: a real directory with a real ``etc`` directory
+    (no link in it followed: a Dockerfile template's root is its author's)."""
+    try:
+        with RootDir.open(lower) as root:
+            return stat.S_ISDIR(root.lstat("etc").st_mode)
+    except OSError:
+        return False
 
 
 def _park_host_state(paths: SandboxPaths) -> None:
