@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import json
 import os
 import secrets
 import subprocess
@@ -30,6 +31,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import _build_base, _free_port, _tail, _wait_healthy
+from tests.security.dns_upstream import DnsUpstream
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 SLOTS = 16
@@ -136,7 +138,19 @@ def _take_slot() -> tuple[int, int]:
 
 
 @pytest.fixture(scope="session")
-def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecurityServer]:
+def dns_upstream() -> Iterator[DnsUpstream]:
+    """The server's only DNS upstream, on loopback (``dns_upstream.py``): names under
+    ``SILENT`` are never answered, those under ``ANSWERED`` at once, the rest relayed to
+    the host's own upstreams (so other tests resolve as they would without it)."""
+    upstream = DnsUpstream().start()
+    yield upstream
+    upstream.close()
+
+
+@pytest.fixture(scope="session")
+def security_server(
+    tmp_path_factory: pytest.TempPathFactory, dns_upstream: DnsUpstream
+) -> Iterator[SecurityServer]:
     if os.geteuid() != 0:
         pytest.skip("needs root (runc)")
     slot, slot_fd = _take_slot()
@@ -155,6 +169,7 @@ def security_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Securi
         "CORRAL_NETWORK_NFLOG_GROUP": str(220 + slot),
         "CORRAL_NETWORK_STATE_DIR": f"{run_dir}/network",
         "CORRAL_API_KEY": seed,
+        "CORRAL_NETWORK_DNS_UPSTREAMS": json.dumps([dns_upstream.address]),
         # small build limits, so tests/security/test_builds.py's bombs hit them fast
         "CORRAL_BUILD_MEMORY_MB": "512",
         "CORRAL_BUILD_PIDS_LIMIT": "256",
