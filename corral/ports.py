@@ -57,6 +57,19 @@ class Attachment(Protocol):
         """Resize the PTY; InvalidInput for a session without one."""
 
 
+class OutputKeeper(Protocol):
+    """How much of one command's output its caller may keep in memory (the server's
+    budget of buffered output, ``corral.services.output``)."""
+
+    @property
+    def limit(self) -> int:
+        """Bytes kept at most of each stream (the agent drops the rest at the source)."""
+
+    def grant(self, size: int) -> int:
+        """How many of ``size`` more bytes may be kept, 0 to ``size``; what is granted
+        is held until the caller releases the output."""
+
+
 class Agent(Protocol):
     """Client of the corral agent inside one sandbox (PID 1).
 
@@ -74,9 +87,11 @@ class Agent(Protocol):
         """Add the sandbox's envs to what every later command gets (for a sandbox
         started before its create knew them)."""
 
-    async def exec(self, request: ExecRequest) -> ExecResult:
+    async def exec(self, request: ExecRequest, keep: OutputKeeper | None = None) -> ExecResult:
         """Run to completion. On timeout the process group is killed and the result has
-        ``timed_out=True`` and exit code 124."""
+        ``timed_out=True`` and exit code 124. Output beyond what ``keep`` grants (without
+        it, the client's own limit per stream) is dropped and the result says
+        ``truncated``."""
 
     async def start_session(self, session_id: str, spec: SessionSpec) -> SessionInfo:
         """Start a process kept by the agent with scrollback. Conflict if the id exists."""

@@ -37,7 +37,12 @@ class Settings(BaseSettings):
     pids_limit: int = 512
 
     worker_token_ttl_s: int = 3600
-    exec_output_limit: int = 16 * 1024 * 1024  # bytes kept per stream of exec/run
+    exec_output_limit: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024  # bytes kept per stream of exec/run
+    # command output held in memory by the whole server (exec/run answers being sent,
+    # run-async results): beyond it, output is dropped and answers say truncated
+    # (corral.services.output); each command's first exec_output_floor bytes are always kept
+    exec_output_budget: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
+    exec_output_floor: Annotated[int, Field(ge=0)] = 64 * 1024
     reaper_interval_s: float = 5.0
     # sandboxes started ahead for creates with the default template and limits
     # (corral.services.standby); None: 2 with the runc runtime, 0 with the process one

@@ -2,8 +2,9 @@
 
 One connection per operation, as the protocol says. The agent is untrusted: every
 frame is size-checked by ``protocol.read_frame``, every answer field is type-checked,
-exec output is capped at ``output_limit`` bytes per stream (the rest is drained and
-dropped, and the result says ``truncated``), and every wait has a deadline except the
+exec output is capped at ``output_limit`` bytes per stream, or what the caller's
+``OutputKeeper`` grants (the rest is dropped by the agent at the source, or drained
+and dropped here, and the result says ``truncated``), and every wait has a deadline except the
 live output of an attachment, which waits as long as its consumer iterates.
 
 Errors: agent error codes become corral errors (see ``protocol.raise_for_answer``);
@@ -34,6 +35,7 @@ from corral.domain import (
     Stream,
 )
 from corral.errors import AgentError, Conflict, InvalidInput
+from corral.ports import OutputKeeper
 
 EXEC_GRACE = 10.0
 """Seconds the host waits past an exec's own timeout before giving up on the agent."""
@@ -122,8 +124,13 @@ class AgentClient:
     async def set_envs(self, envs: dict[str, str]) -> None:
         await self._call({"op": "env.set", "envs": dict(envs)})
 
-    async def exec(self, request: ExecRequest) -> ExecResult:
+    async def exec(self, request: ExecRequest, keep: OutputKeeper | None = None) -> ExecResult:
+        """Output is kept in one growing buffer per stream (large buffers are mapped
+        memory, given back whole when freed), at most ``keep.limit`` bytes of each
+        (``output_limit`` without ``keep``) and only what ``keep`` grants; the agent is
+        asked to drop the rest at the source, and what it sends anyway is drained."""
         timeout = request.timeout_s if request.timeout_s and request.timeout_s > 0 else self.exec_timeout
+        limit = self.output_limit if keep is None else keep.limit
         message = {
             "op": "exec",
             "cmd": request.cmd,
@@ -131,11 +138,11 @@ class AgentClient:
             "envs": dict(request.envs),
             "cwd": request.cwd,
             "timeout": timeout,
+            "outputLimit": limit,
         }
         if request.user is not None:
             message["user"] = request.user
         out, err = bytearray(), bytearray()
-        limit = self.output_limit
         truncated = False
         async with self._request(message) as (reader, _):
             try:
@@ -144,10 +151,13 @@ class AgentClient:
                         frame = await protocol.read_frame(reader, None)
                         if frame is not None and frame.type in (FrameType.STDOUT, FrameType.STDERR):
                             sink = out if frame.type is FrameType.STDOUT else err
-                            room = limit - len(sink)
-                            if len(frame.payload) > room:
+                            size = len(frame.payload)
+                            room = min(max(limit - len(sink), 0), size)
+                            if room and keep is not None:
+                                room = keep.grant(room)
+                            if room < size:
                                 truncated = True
-                            sink += frame.payload[: max(room, 0)]
+                            sink += frame.payload[:room] if room < size else frame.payload
                             continue
                         answer = protocol.json_answer(frame)
                         break
@@ -157,10 +167,10 @@ class AgentClient:
         exit_code = protocol.get_int(answer, "exitCode")
         return ExecResult(
             exit_code=124 if timed_out else exit_code,
-            stdout=bytes(out),
-            stderr=bytes(err),
+            stdout=_take(out),
+            stderr=_take(err),
             timed_out=timed_out,
-            truncated=truncated,
+            truncated=truncated or answer.get("truncated") is True,
         )
 
     async def start_session(self, session_id: str, spec: SessionSpec) -> SessionInfo:
@@ -370,6 +380,14 @@ class FileStream:
             else:
                 protocol.json_answer(frame)  # an error answer mid-stream raises here
                 raise AgentError("agent sent an answer inside a file read")
+
+
+def _take(buffer: bytearray) -> bytes:
+    """The buffer's bytes, the buffer emptied (so its memory goes at once, not with the
+    frame that held it)."""
+    data = bytes(buffer)
+    buffer.clear()
+    return data
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

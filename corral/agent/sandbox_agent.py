@@ -877,11 +877,16 @@ class Child:
 
 
 class ExecOp(Op, Owner):
-    """``exec``: stream output, then the exit; the host leaving kills the group."""
+    """``exec``: stream output, then the exit; the host leaving kills the group.
+    With ``limit``, at most that many bytes of each stream are sent (the rest is read
+    and dropped here, at the source) and the answer says ``truncated``."""
 
-    def __init__(self, conn: Conn, child: Child, timeout: float | None) -> None:
+    def __init__(self, conn: Conn, child: Child, timeout: float | None, limit: int | None = None) -> None:
         self.conn, self.child = conn, child
         self.timed_out = False
+        self.limit = limit
+        self.left = {T_STDOUT: limit or 0, T_STDERR: limit or 0}
+        self.truncated = False
         self.timer = conn.loop.call_later(timeout, self.expire) if timeout else None
         conn.on_drain = child.resume
         child.owner = self
@@ -891,6 +896,14 @@ class ExecOp(Op, Owner):
         self.child.kill(signal.SIGKILL)
 
     def output(self, stream: int, data: bytes) -> None:
+        if self.limit is not None:
+            left = self.left[stream]
+            if len(data) > left:
+                self.truncated = True
+                data = data[:left]
+                if not data:
+                    return
+            self.left[stream] = left - len(data)
         self.conn.send(stream, data)
         if self.conn.buffered() >= HIGH_WATER:
             self.child.pause()
@@ -899,7 +912,8 @@ class ExecOp(Op, Owner):
         if self.timer is not None:
             self.timer.cancel()
         code = 124 if self.timed_out else status
-        self.conn.answer({"ok": True, "exitCode": code, "timedOut": self.timed_out})
+        answer = {"ok": True, "exitCode": code, "timedOut": self.timed_out, "truncated": self.truncated}
+        self.conn.answer(answer)
 
     def detach(self) -> None:
         if self.timer is not None:
@@ -916,13 +930,14 @@ def op_exec(agent: Agent, conn: Conn, req: Json) -> None:
     cwd = want_str(req, "cwd", optional=True)
     timeout = want_seconds(req, "timeout")
     user = want_str(req, "user", limit=256, optional=True)
+    limit = None if req.get("outputLimit") is None else want_int(req, "outputLimit", 0, 1 << 40)
     try:
         child = spawn(agent, cmd, args, envs, cwd, None, False, user)
     except LaunchError as exc:
         conn.send(T_STDERR, f"corral: {exc}\n".encode(errors="surrogateescape"))
         conn.answer({"ok": True, "exitCode": exc.status, "timedOut": False})
         return
-    conn.op = ExecOp(conn, child, timeout)
+    conn.op = ExecOp(conn, child, timeout, limit)
 
 
 # --------------------------------------------------------------------- sessions

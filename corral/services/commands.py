@@ -3,9 +3,15 @@
 Contracts:
 - ``run`` waits for the command; a timeout is a result (``timed_out``, exit 124),
   not an error.
+- ``run`` answers a ``HeldResult``: its output stays counted in the server's output
+  budget (``corral.services.output``) until the caller calls ``release`` (once the
+  answer is sent). Output beyond the budget or the limit per stream is dropped and the
+  result says ``truncated``.
 - ``run_async`` returns an exec id at once; ``result`` reports it running until it
   ends. Results are kept in memory for ``RESULT_TTL_S`` after the command ends (they
-  do not survive a restart of corral; the command itself is not affected).
+  do not survive a restart of corral; the command itself is not affected); when the
+  output budget runs short, the oldest finished results lose their output first
+  (their exit code stays, and they say ``truncated``).
 - Sessions and PTYs live in the sandbox's agent, so they outlive client disconnects
   and restarts of corral. Session ids are ``es-…``, PTY ids ``ps-…``.
 """
@@ -15,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import signal as signals
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
@@ -25,6 +32,7 @@ from corral.errors import CorralError, InvalidInput, NotFound
 from corral.ids import check, new_id
 from corral.ports import Agent, Attachment
 from corral.services.audit import AuditKind, command_line
+from corral.services.output import OutputBudget, OutputHold
 from corral.services.sandboxes import SandboxService, check_envs
 from corral.services.session_ends import SessionEnds
 
@@ -44,22 +52,38 @@ class AsyncExec:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class HeldResult:
+    """A result whose output the server's budget counts until ``release()``."""
+
+    result: ExecResult
+    release: Callable[[], None]
+
+
 class CommandService:
-    def __init__(self, sandboxes: SandboxService, output_limit: int) -> None:
+    def __init__(self, sandboxes: SandboxService, output: OutputBudget) -> None:
         self.sandboxes = sandboxes
-        self.output_limit = output_limit
+        self.output = output
+        output.reclaimers.append(self._drop_outputs)
         self._async: dict[str, AsyncExec] = {}
-        self._finished_at: dict[str, float] = {}
+        self._finished_at: dict[str, float] = {}  # in the order they ended
+        self._holds: dict[str, OutputHold] = {}  # finished results' output, by exec id
         self._tasks: set[asyncio.Task[None]] = set()
         self.session_ends = SessionEnds(sandboxes.audit)
 
     # ---- exec run --------------------------------------------------------------------
 
-    async def run(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> ExecResult:
+    async def run(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> HeldResult:
         require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
-        return await self._exec(principal, sandbox_id, agent, req, None)
+        hold = self.output.hold()
+        try:
+            result = await self._exec(principal, sandbox_id, agent, req, None, hold)
+        except BaseException:
+            hold.release()
+            raise
+        return HeldResult(result, hold.release)
 
     async def run_async(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> str:
         require(principal, Scope.SANDBOX_EXEC)
@@ -70,11 +94,17 @@ class CommandService:
         self._async[exec_id] = AsyncExec(exec_id, sandbox_id, running=True)
 
         async def go() -> None:
+            hold = self.output.hold()
             try:
-                result = await self._exec(principal, sandbox_id, agent, req, exec_id)
+                result = await self._exec(principal, sandbox_id, agent, req, exec_id, hold)
                 self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, result=result)
+                self._holds[exec_id] = hold
             except CorralError as exc:
+                hold.release()
                 self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, error=exc.message)
+            except BaseException:
+                hold.release()
+                raise
             self._finished_at[exec_id] = time.monotonic()
 
         task = asyncio.create_task(go(), name=f"exec-{exec_id}")
@@ -84,6 +114,7 @@ class CommandService:
 
     async def result(self, principal: Principal, sandbox_id: str, exec_id: str) -> AsyncExec:
         await self.sandboxes.get(principal, sandbox_id)
+        self._expire()
         state = self._async.get(exec_id)
         if state is None or state.sandbox_id != sandbox_id:
             raise NotFound(f"exec {exec_id} not found")
@@ -95,6 +126,27 @@ class CommandService:
             if now - ended > RESULT_TTL_S or len(self._finished_at) > MAX_RESULTS:
                 self._finished_at.pop(exec_id, None)
                 self._async.pop(exec_id, None)
+                hold = self._holds.pop(exec_id, None)
+                if hold is not None:
+                    hold.release()
+
+    def _drop_outputs(self, needed: int) -> int:
+        """The output budget's reclaimer: drop the output of finished results, oldest
+        first, until ``needed`` bytes are back; the bytes given back."""
+        freed = 0
+        for exec_id in list(self._holds):
+            if freed >= needed:
+                break
+            if not self._holds[exec_id].borrowed:
+                continue  # within its floor: dropping it gives nothing back
+            hold = self._holds.pop(exec_id)
+            freed += hold.borrowed
+            hold.release()
+            state = self._async.get(exec_id)
+            if state is not None and state.result is not None:
+                dropped = replace(state.result, stdout=b"", stderr=b"", truncated=True)
+                self._async[exec_id] = replace(state, result=dropped)
+        return freed
 
     # ---- sessions --------------------------------------------------------------------
 
@@ -164,7 +216,13 @@ class CommandService:
     # ---- the audit trail and metrics of commands -------------------------------------
 
     async def _exec(
-        self, principal: Principal, sandbox_id: str, agent: Agent, req: ExecRequest, exec_id: str | None
+        self,
+        principal: Principal,
+        sandbox_id: str,
+        agent: Agent,
+        req: ExecRequest,
+        exec_id: str | None,
+        hold: OutputHold,
     ) -> ExecResult:
         """Run ``req``: exec started and ended (exit code, or the error) in the audit
         trail, and its count and round trip in the metrics."""
@@ -175,7 +233,7 @@ class CommandService:
         result: ExecResult | None = None
         error: str | None = "cancelled"
         try:
-            result = await agent.exec(req)
+            result = await agent.exec(req, hold)
             return result
         except CorralError as exc:
             error = exc.code

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from corral import heap
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
 from corral.datadir import Claim, claim
@@ -28,6 +29,7 @@ from corral.services.egress import EgressService
 from corral.services.files import FileService
 from corral.services.keys import KeyService
 from corral.services.lifecycle import LifecycleService
+from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
 from corral.services.sandboxes import SandboxService, default_limits
@@ -160,7 +162,7 @@ class Core:
             templates=templates,
             auth=auth,
             sandboxes=sandboxes,
-            commands=CommandService(sandboxes, settings.exec_output_limit),
+            commands=CommandService(sandboxes, output_budget(settings)),
             files=FileService(sandboxes),
             previews=PreviewService(SqlPreviewStore(db), sandboxes, settings),
             kill_switch=kill_switch,
@@ -218,6 +220,18 @@ class Core:
         await self.db.close()
         if self.claim is not None:
             self.claim.release()
+
+
+def output_budget(settings: Settings) -> OutputBudget:
+    """The server's budget of command output in memory (services/output.py); the C heap
+    tuned so that output buffers go back to the system when freed (corral.heap)."""
+    heap.tune()
+    return OutputBudget(
+        settings.exec_output_budget,
+        settings.exec_output_limit,
+        settings.exec_output_floor,
+        on_release=heap.trim,
+    )
 
 
 async def default_network(settings: Settings) -> NodeNetwork | None:

@@ -18,8 +18,6 @@ from corral.api.opencomputer.schemas import (
     CreateSandboxBody,
     ExecBody,
     ExecHandleOut,
-    ExecResultOut,
-    ExecStatusOut,
     FileEntryOut,
     HibernateOut,
     KeyOut,
@@ -39,7 +37,6 @@ from corral.domain import (
     Checkpoint,
     EgressPolicy,
     ExecRequest,
-    ExecResult,
     FileEntry,
     Patch,
     PatchRun,
@@ -51,7 +48,6 @@ from corral.domain import (
 from corral.errors import NotFound
 from corral.ids import is_valid
 from corral.network.policy import parse_policy
-from corral.services.commands import AsyncExec
 from corral.services.lifecycle import Hibernation
 from corral.services.previews import OpenPort, PreviewLink
 from corral.services.sandboxes import CreateSandbox, end_at
@@ -233,24 +229,8 @@ def port_out(port: OpenPort) -> PortOut:
     return PortOut(port=port.port, hostname=port.hostname, url=port.url, previewId=preview_id)
 
 
-def exec_result_out(result: ExecResult) -> ExecResultOut:
-    return ExecResultOut(exitCode=result.exit_code, stdout=text(result.stdout), stderr=text(result.stderr))
-
-
 def exec_handle_out(exec_id: str) -> ExecHandleOut:
     return ExecHandleOut(execId=exec_id)
-
-
-def exec_status_out(state: AsyncExec) -> ExecStatusOut:
-    result = state.result
-    return ExecStatusOut(
-        execId=state.id,
-        running=state.running,
-        exitCode=result.exit_code if result else None,
-        stdout=text(result.stdout) if result else "",
-        stderr=text(result.stderr) if result else "",
-        error=state.error,
-    )
 
 
 def session_out(info: SessionInfo, sandbox_id: str) -> SessionOut:

@@ -3,7 +3,9 @@
 ``exec/run`` waits for the command (default timeout 60 s, as the spec says); a timeout
 is a result with exit code 124, not an error. ``exec/run-async`` answers 201 with an
 ``execId`` at once; ``exec/{execId}/result`` reports ``running`` until the command
-ends (results are kept for 10 minutes). ``X-OSB-Async-Wake`` is accepted and ignored:
+ends (results are kept for 10 minutes, their output while the server's output budget
+allows). Both answers are streamed from the output held (``answer``) and say
+``"truncated": true`` when output was dropped. ``X-OSB-Async-Wake`` is accepted and ignored:
 corral does not hibernate sandboxes yet.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response, WebSocket
 
-from corral.api.opencomputer import mapping
+from corral.api.opencomputer import answer, mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.bridge import attach
 from corral.api.opencomputer.schemas import (
@@ -32,12 +34,12 @@ def router(surface: Surface) -> APIRouter:
     r = APIRouter(prefix="/sandboxes/{sandbox_id}/exec")
     caller = Depends(surface.principal)
 
-    @r.post("/run", summary="Run a command and wait for it")
+    @r.post("/run", summary="Run a command and wait for it", response_model=ExecResultOut)
     async def exec_run(
         core: CoreDep, sandbox_id: str, body: ExecBody, principal: Principal = caller
-    ) -> ExecResultOut:
-        result = await core.commands.run(principal, sandbox_id, mapping.exec_request(body))
-        return mapping.exec_result_out(result)
+    ) -> Response:
+        held = await core.commands.run(principal, sandbox_id, mapping.exec_request(body))
+        return answer.run_answer(held)
 
     @r.post("/run-async", status_code=201, summary="Start a command; poll its result")
     async def exec_run_async(
@@ -46,12 +48,16 @@ def router(surface: Surface) -> APIRouter:
         exec_id = await core.commands.run_async(principal, sandbox_id, mapping.exec_request(body))
         return mapping.exec_handle_out(exec_id)
 
-    @r.get("/{exec_id}/result", summary="Result of a command started with run-async")
+    @r.get(
+        "/{exec_id}/result",
+        summary="Result of a command started with run-async",
+        response_model=ExecStatusOut,
+    )
     async def exec_result(
         core: CoreDep, sandbox_id: str, exec_id: str, principal: Principal = caller
-    ) -> ExecStatusOut:
+    ) -> Response:
         state = await core.commands.result(principal, sandbox_id, exec_id)
-        return mapping.exec_status_out(state)
+        return answer.status_answer(state)
 
     @r.post("", status_code=201, summary="Start an exec session")
     async def create_session(

@@ -179,6 +179,7 @@ class ExecResultOut(_Out):
     exitCode: int
     stdout: str
     stderr: str
+    truncated: bool | None = None  # present (true) only when output was dropped
 
 
 class ExecHandleOut(_Out):
@@ -192,6 +193,7 @@ class ExecStatusOut(_Out):
     stdout: str
     stderr: str
     error: str | None = None
+    truncated: bool | None = None  # present (true) only when output was dropped
 
 
 class SessionOut(_Out):

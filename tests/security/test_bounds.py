@@ -1,0 +1,74 @@
+"""Resources: what one tenant can make the server hold, promise or leave readable.
+
+- Command output: concurrent ``exec/run`` calls printing far more than the cap keep
+  the server's memory bounded, say they were truncated, and the memory comes back.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tests.security.conftest import SecurityServer, Tenant
+
+CALLS = 10
+PRINTED_MB = 50
+RSS_BOUND_MB = 600  # see docs/security.md, "Memory": what 10 capped calls may cost at most
+RSS_AFTER_MB = 200  # over the server's resting RSS once the answers are gone
+
+
+def _pid(server: SecurityServer) -> int:
+    return int((server.data_dir / "serve.lock").read_text().split()[0])
+
+
+def _rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
+
+
+def test_concurrent_floods_of_output_keep_the_server_bounded(
+    alpha: Tenant, attacker_box: str, beta: Tenant, bystander_box: str, security_server: SecurityServer
+) -> None:
+    pid = _pid(security_server)
+    alpha.run(attacker_box, "true")
+    before = _rss_mb(pid)
+    _reset_peak(pid)
+    flood = f"head -c {PRINTED_MB * 1000 * 1000} /dev/zero | tr '\\0' 'x'; echo done >&2"
+
+    def one(_: int) -> dict[str, Any]:
+        with alpha.http() as http:
+            answer = http.post(
+                f"/sandboxes/{attacker_box}/exec/run",
+                json={"cmd": "sh", "args": ["-c", flood], "timeout": 120},
+                timeout=180,
+            )
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(CALLS) as pool:
+        answers = list(pool.map(one, range(CALLS)))
+    took = time.monotonic() - started
+    peak = _rss_mb(pid, "VmHWM")
+    del answers[1:]
+    time.sleep(1.0)
+    after = _rss_mb(pid)
+    print(
+        f"\nRSS before {before:.0f} MB, peak {peak:.0f} MB, after {after:.0f} MB; {CALLS} calls in {took:.1f} s"
+    )
+    first = answers[0]
+    assert first["exitCode"] == 0 and first["stderr"] == "done\n"
+    assert first.get("truncated") is True
+    assert 0 < len(first["stdout"]) < PRINTED_MB * 1000 * 1000 and set(first["stdout"]) == {"x"}
+    assert peak - before < RSS_BOUND_MB, f"peak {peak:.0f} MB from {before:.0f} MB"
+    assert after - before < RSS_AFTER_MB, f"kept {after - before:.0f} MB"
+    assert beta.run(bystander_box, "echo alive")["stdout"] == "alive\n"
+    assert security_server.healthy()
