@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         "files.pythonhosted.org",
         "registry.npmjs.org",
     ]
+    # registries a build may pull images from (FROM, COPY --from=): buildah pulls them from
+    # the host, outside the build's confinement; host[:port], a bare name is docker.io's
+    build_registries: list[str] = ["docker.io", "ghcr.io", "quay.io"]
     build_memory_mb: Annotated[int, Field(ge=64)] = 2048  # per RUN step, no swap
     build_cpu_count: Annotated[int, Field(ge=1)] = 2  # CPU quota of a RUN step
     build_pids_limit: Annotated[int, Field(ge=16)] = 1024  # processes of a whole build

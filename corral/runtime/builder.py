@@ -71,6 +71,7 @@ class BuildahBuilder:
         ``confinement.py`` for what a build's RUN steps get."""
         self._home = settings.data_dir / "builder"
         self._confinement = BuildConfinement(BuildLimits.of(settings), self._home, network)
+        self._registries = tuple(settings.build_registries)
         self._base, self._count = settings.uid_base, settings.uid_count
         self._templates = templates
         self._buildah = buildah
@@ -81,6 +82,7 @@ class BuildahBuilder:
         catalog (the caller's own and the built-ins; any other ``FROM`` is a registry's)."""
         parsed = dockerfile.parse(text)
         bases = {b: await self._templates.get(usable[b]) for b in parsed.bases(frozenset(usable))}
+        parsed.check_pulls(frozenset(bases), self._registries)
         digest = hashlib.sha256(
             json.dumps(
                 {

@@ -200,6 +200,8 @@ def _make_pids_cgroup(root: Path, parent: str, build_id: str, pids: int) -> None
                 (current / "cgroup.subtree_control").write_text("+pids +memory +cpu")
             current = current / part
             current.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):  # for the step's cgroup below it
+            (current / "cgroup.subtree_control").write_text("+pids +memory +cpu")
         (current / "pids.max").write_text(str(pids))
         return
     directory = root / "pids" / parent / build_id

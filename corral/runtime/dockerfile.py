@@ -4,8 +4,14 @@ turn heredocs into something the builder understands.
 What is checked (InvalidInput naming ``dockerfile``, with the line number): there are
 instructions, they are Dockerfile instructions, the first one (after ``ARG``) is
 ``FROM``, heredocs are closed, and ``COPY``/``ADD`` take their sources from heredocs,
-from another stage (``--from=``) or (``ADD``) from URLs: the build context is empty,
-since a template is built from the Dockerfile text alone.
+or from another stage (``--from=``): the build context is empty, since a template is
+built from the Dockerfile text alone. Refused too, since buildah would do it on the
+host's side, outside the build's confinement (``confinement.py``): ``ADD <url>``
+(buildah fetches it from the host; fetch it in a ``RUN`` step, which runs under the
+build's egress policy) and ``RUN --mount=type=cache`` (buildah's cache dirs are shared
+by every build on the node). Pulls are made from the host too: :meth:`Dockerfile.check_pulls`
+refuses an image of a registry the operator has not listed (``FROM``, ``COPY --from=``,
+``RUN --mount=from=``).
 
 What is rewritten (the builder, buildah 1.28, has no heredocs):
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -78,6 +85,43 @@ class Dockerfile:
             if image in known and image not in found:
                 found.append(image)
         return found
+
+    def check_pulls(self, bases: frozenset[str], registries: Collection[str]) -> None:
+        """InvalidInput (naming the line) for an image the builder would pull from a
+        registry not in ``registries`` (``host[:port]``, compared case-insensitively; a
+        name without one is Docker Hub's, ``docker.io``): every ``FROM``,
+        ``COPY``/``ADD --from=`` and ``RUN --mount=...,from=`` that names neither an
+        earlier stage, nor one of ``bases`` (corral templates), nor ``scratch``. An
+        image named through a variable (``FROM $IMAGE``) is refused: name it."""
+        allowed = {r.lower() for r in registries}
+        stages: set[str] = set()
+        froms = iter(self._froms())
+        for ins in self.instructions:
+            images: list[str] = []
+            if ins.keyword == "FROM":
+                image, stage = next(froms)
+                if image and image not in bases:
+                    images.append(image)
+            else:
+                stage = None
+                for word in ins.text.split()[1:]:
+                    if ins.keyword in ("COPY", "ADD") and word.startswith("--from="):
+                        images.append(word[len("--from=") :])
+                    elif ins.keyword == "RUN" and word.startswith("--mount="):
+                        options = dict(_option(o) for o in word[len("--mount=") :].split(","))
+                        if "from" in options:
+                            images.append(options["from"])
+            for image in images:
+                if image.lower() in stages or image.isdigit() or image == "scratch":
+                    continue
+                if "$" in image:
+                    _fail(ins.line, f"{image}: an image named by a variable; name the image itself")
+                registry = _registry(image)
+                if registry not in allowed:
+                    listed = ", ".join(sorted(allowed)) or "none"
+                    _fail(ins.line, f"{image}: images are pulled only from {listed} (build_registries)")
+            if stage:
+                stages.add(stage)
 
     def _froms(self) -> list[tuple[str, str | None]]:
         stages: set[str] = set()
@@ -169,6 +213,11 @@ def parse(text: str) -> Dockerfile:
     for ins in instructions:
         if ins.keyword in ("COPY", "ADD"):
             _check_sources(ins)
+        if ins.keyword == "RUN" and any(
+            w.startswith("--mount=") and _option_value(w[len("--mount=") :], "type") == "cache"
+            for w in ins.text.split()[1:]
+        ):
+            _fail(ins.line, "RUN --mount=type=cache: the builder's caches are shared by every build here")
         if ins.keyword == "FROM" and len(ins.text.split()) < 2:
             _fail(ins.line, "FROM needs an image")
     return Dockerfile(tuple(instructions))
@@ -189,13 +238,37 @@ def _check_sources(ins: Instruction) -> None:
     for source in args[:-1]:
         if HEREDOC.fullmatch(source):
             continue
-        if ins.keyword == "ADD" and re.match(r"https?://", source):
-            continue
+        if ins.keyword == "ADD" and re.match(r"https?://", source, re.IGNORECASE):
+            _fail(
+                ins.line,
+                f"ADD {source}: the builder would fetch it from the host; fetch it in a RUN step "
+                "(curl, wget, python3), which runs under the build's egress policy",
+            )
         _fail(
             ins.line,
             f"{ins.keyword} {source}: the build context is empty; copy inline content with a "
             f"heredoc ({ins.keyword} <<EOF /path ... EOF) or from a stage (--from=<stage>)",
         )
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key.strip().lower(), value.strip()
+
+
+def _option_value(options: str, key: str) -> str | None:
+    """The value of ``key`` in ``a=1,b=2`` (lower case), or None."""
+    return dict(_option(o) for o in options.split(",")).get(key)
+
+
+def _registry(image: str) -> str:
+    """The registry an image reference names (``host[:port]``, lower case); Docker's
+    rule: the first component is one if it has a dot or a colon or is ``localhost``,
+    else the image is Docker Hub's."""
+    first, slash, _rest = image.partition("/")
+    if slash and ("." in first or ":" in first or first.lower() == "localhost"):
+        return first.lower()
+    return "docker.io"
 
 
 def _run_exec_form(ins: Instruction) -> str:

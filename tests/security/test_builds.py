@@ -15,6 +15,7 @@ The server's build limits are set small for this (tests/security/conftest.py: 51
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import re
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from corral.runtime import cgroups, mounts
 from tests.security.conftest import SecurityServer, Tenant
 
 MEMORY_MB = 512  # CORRAL_BUILD_MEMORY_MB of the security server
@@ -249,7 +251,43 @@ def test_build_steps_are_confined_like_a_sandbox(
         grabbed = [int(m) for m in re.findall(r"^MEM (\d+)$", text, re.MULTILINE)]
         assert max(grabbed, default=0) <= MEMORY_MB
         assert any(line.startswith("EVENT result") for line in log), text  # the build itself went on
+        home = security_server.data_dir / "builder"
+        node = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+        assert cgroups.names(f"corral-builds/{node}") == set()  # the build's cgroup is gone
+        assert not mounts.under(home / "sysfs")  # and the sysfs of its network
         unnoticed()
     finally:
         with alpha.http() as http:
             http.delete(f"/templates/{name}")
+
+
+def test_the_builder_fetches_nothing_a_dockerfile_names_from_the_host(
+    security_server: SecurityServer, alpha: Tenant, host_listener: Listener, unnoticed: Callable[[], None]
+) -> None:
+    """``ADD <url>`` and pulls are made by buildah on the host's side: a URL on the host, an
+    image of a registry at the bridge's address or on loopback, a cache dir shared by
+    every build. Each build fails, naming the line, and nothing connects."""
+    bridge = _bridge_addresses(security_server)[0]
+    port = host_listener.port
+    attacks = [
+        f"FROM base\nADD http://{bridge}:{port}/secret /secret\n",
+        f"FROM base\nADD http://127.0.0.1:{port}/secret /secret\n",
+        f"FROM {bridge}:{port}/evil/image\n",
+        f"FROM base\nCOPY --from=127.0.0.1:{port}/evil/image /etc/passwd /x\n",
+        f"FROM base\nRUN --mount=type=bind,from=localhost:{port}/x,target=/x true\n",
+        "FROM base\nRUN --mount=type=cache,id=shared,target=/cache touch /cache/poison\n",
+    ]
+    name = f"sec-fetch-{secrets.token_hex(3)}"
+    try:
+        with alpha.http() as http:
+            for dockerfile in attacks:
+                answer = http.post("/templates", json={"name": name, "dockerfile": dockerfile})
+                assert answer.status_code == 201, answer.text
+                built = answer.json()
+                assert built["status"] == "failed", (dockerfile, built)
+                assert re.match(r"dockerfile: line \d: ", built["error"]), built["error"]
+    finally:
+        with alpha.http() as http:
+            http.delete(f"/templates/{name}")
+    assert host_listener.seen == []
+    unnoticed()

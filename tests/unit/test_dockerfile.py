@@ -88,5 +88,65 @@ def test_what_is_refused_names_the_line(source: str, says: str) -> None:
     assert err.value.field == "dockerfile" and says in err.value.message
 
 
-def test_add_from_a_url_is_allowed() -> None:
-    assert parse("FROM base\nADD https://example.com/x.tar.gz /opt/\n").bases(KNOWN) == ["base"]
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "FROM base\nADD https://example.com/x.tar.gz /opt/\n",
+            "line 2: ADD https://example.com/x.tar.gz: the builder would fetch it from the host",
+        ),
+        (
+            "FROM base\nADD HTTP://10.0.0.1:8080/ /x\n",
+            "line 2: ADD HTTP://10.0.0.1:8080/: the builder would fetch",
+        ),
+        (
+            "FROM base\nRUN --mount=type=cache,target=/root/.cache pip install x\n",
+            "line 2: RUN --mount=type=cache",
+        ),
+    ],
+)
+def test_what_the_builder_would_do_on_the_host_is_refused(source: str, says: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(source)
+    assert err.value.field == "dockerfile" and says in err.value.message
+
+
+REGISTRIES = ("docker.io", "ghcr.io")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "FROM base\nRUN true\n",
+        "FROM debian:bookworm\n",
+        "FROM library/debian@sha256:abc\n",
+        "FROM ghcr.io/owner/image:1 AS one\nFROM scratch\nCOPY --from=one /a /b\nCOPY --from=0 /a /c\n",
+        "FROM base AS b\nRUN --mount=type=bind,from=b,source=/etc,target=/x true\n",
+        "FROM --platform=linux/amd64 DOCKER.IO/library/python:3\n",
+    ],
+)
+def test_pulls_from_listed_registries_stages_and_corral_bases_pass(source: str) -> None:
+    parse(source).check_pulls(frozenset({"base"}), REGISTRIES)
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "FROM 10.213.0.1:8080/x\n",
+            "line 1: 10.213.0.1:8080/x: images are pulled only from docker.io, ghcr.io",
+        ),
+        ("FROM localhost/corral-template/other:0123\n", "line 1: localhost/corral-template/other:0123"),
+        ("FROM quay.io/x/y\n", "line 1: quay.io/x/y"),
+        ("FROM base\nCOPY --from=169.254.169.254/latest /a /b\n", "line 2: 169.254.169.254/latest"),
+        (
+            "FROM base\nRUN --mount=type=bind,from=registry.local:5000/x,target=/x true\n",
+            "line 2: registry.local:5000/x",
+        ),
+        ("ARG IMAGE=10.0.0.1/x\nFROM $IMAGE\n", "line 2: $IMAGE: an image named by a variable"),
+    ],
+)
+def test_pulls_from_other_registries_are_refused_naming_the_line(source: str, says: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse(source).check_pulls(frozenset({"base"}), REGISTRIES)
+    assert err.value.field == "dockerfile" and says in err.value.message
