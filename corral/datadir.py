@@ -1,4 +1,4 @@
-"""One corral server per data dir.
+"""The data dir: one corral server per data dir, and none of it readable by others.
 
 ``claim(data_dir)`` takes an exclusive ``flock`` on ``<data dir>/serve.lock`` (writing
 the server's pid in it) or raises ``Unavailable`` naming the process that holds it. Two
@@ -9,19 +9,47 @@ process dies, even by ``kill -9``, so a crash never leaves a stale claim; the fi
 opened close-on-exec, so no sandbox or child inherits it. Admin commands (``corral
 keys``, ``corral killswitch`` ...) use the store without claiming: they run beside a
 server. On a filesystem without ``flock`` the claim is skipped with a warning.
+
+``secure(data_dir)`` (at every start, before anything is read or written there) makes
+the data dir and what corral keeps in it private to root, fixing what an older corral
+or the operator left readable: the store (``corral.db``, its ``-wal`` and ``-shm``:
+``corral.store.database``), ``jwt-secret``, ``admin-key``, ``serve.lock`` are 0600;
+``checkpoints/``, ``disks/``, ``builder/``, ``templates/`` 0700. Only what a sandbox's
+own root (host uid ``uid_base``, in its user namespace) must pass through while runc
+sets it up stays searchable, and never listable: the data dir itself, ``sandboxes/``
+and ``agent/`` (the agent program's read-only source) are 0711; inside ``sandboxes/``
+each sandbox's dir is 0711 and its parts 0700/0600 (``corral.runtime.bundle``).
+Links are never followed: an entry that is not the expected kind is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import stat
 from pathlib import Path
 
 from corral.errors import Unavailable
 
 log = logging.getLogger("corral")
 LOCK_FILE = "serve.lock"
+DATA_DIR_MODE = 0o711
+MODES = {
+    "corral.db": 0o600,
+    "corral.db-wal": 0o600,
+    "corral.db-shm": 0o600,
+    "jwt-secret": 0o600,
+    "admin-key": 0o600,
+    LOCK_FILE: 0o600,
+    "checkpoints": 0o700,
+    "disks": 0o700,
+    "builder": 0o700,
+    "templates": 0o700,
+    "sandboxes": 0o711,
+    "agent": 0o711,
+}
 
 
 class Claim:
@@ -34,6 +62,20 @@ class Claim:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def secure(data_dir: Path) -> None:
+    """Make (or fix) the data dir and its known entries as the module docstring says."""
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    for path, mode in ((data_dir, DATA_DIR_MODE), *((data_dir / n, m) for n, m in MODES.items())):
+        with contextlib.suppress(FileNotFoundError):
+            found = path.lstat()
+            is_dir = mode & 0o100 != 0
+            if (stat.S_ISDIR if is_dir else stat.S_ISREG)(found.st_mode) and stat.S_IMODE(
+                found.st_mode
+            ) != mode:
+                os.chmod(path, mode)
+                log.info("%s was %o, now %o", path, stat.S_IMODE(found.st_mode), mode)
 
 
 def claim(data_dir: Path) -> Claim:

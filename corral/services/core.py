@@ -1,6 +1,7 @@
 """Wiring: builds the services over their adapters, and starts and stops them.
 
-``Core.open`` claims the data dir (``corral.datadir``: one server per data dir),
+``Core.open`` makes the data dir private and claims it (``corral.datadir``: modes
+fixed at every start, one server per data dir),
 connects the store (migrating it), seeds the first key, reconciles the
 node with the store and starts the idle reaper, the audit writer and the kill-switch
 refresher. Tests pass their own runtime and templates (fakes or real ones).
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from corral import heap
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
-from corral.datadir import Claim, claim
+from corral.datadir import Claim, claim, secure
 from corral.errors import CorralError
 from corral.metrics import Metrics
 from corral.ports import Builder, Network, Runtime, Snapshotter, Templates
@@ -92,7 +93,7 @@ class Core:
         reconcile: bool = True,
         metrics: Metrics | None = None,
     ) -> Core:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure(settings.data_dir)  # private to root, before anything is written there
         held = claim(settings.data_dir)  # before anything is reconciled or bound
         try:
             return await cls._open(settings, held, runtime, templates, reconcile, metrics)

@@ -1,18 +1,24 @@
 """The store's engine: SQLite (WAL) in the data dir by default, PostgreSQL by URL.
 
 ``Database.open`` creates the engine and brings the schema to the newest Alembic
-revision. SQL errors are translated at the repositories' boundary.
+revision. SQL errors are translated at the repositories' boundary. A SQLite file holds
+sandboxes' envs and key hashes in plain text: it is created 0600 before SQLite opens it
+(SQLite gives its ``-wal`` and ``-shm`` files the database file's mode), and found
+otherwise it is made 0600 again, with its ``-wal``, ``-shm`` and ``-journal``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -39,6 +45,7 @@ class Database:
         """Connect and migrate. Idempotent: an up-to-date schema is left as it is."""
         if url.startswith("sqlite"):
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(url)
         # SQLite: enough pooled connections for the requests in flight at once, so that
         # none opens (and PRAGMA-configures) a connection of its own under load.
         pooled = url.startswith("sqlite") and ":memory:" not in url
@@ -55,6 +62,21 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def private_sqlite(url: str) -> None:
+    """The SQLite file of ``url`` and its companions readable by their owner only
+    (nothing for an in-memory database)."""
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    for each in (path, *(path.with_name(path.name + tail) for tail in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError):
+            found = each.lstat()
+            if stat.S_ISREG(found.st_mode) and stat.S_IMODE(found.st_mode) & 0o077:
+                os.chmod(each, 0o600)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@
 
 - Command output: concurrent ``exec/run`` calls printing far more than the cap keep
   the server's memory bounded, say they were truncated, and the memory comes back.
+- Secrecy: the data dir, the store and the secrets in them are root's alone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
+
+from corral.datadir import MODES
 from tests.security.conftest import SecurityServer, Tenant
 
 CALLS = 10
@@ -72,3 +76,27 @@ def test_concurrent_floods_of_output_keep_the_server_bounded(
     assert after - before < RSS_AFTER_MB, f"kept {after - before:.0f} MB"
     assert beta.run(bystander_box, "echo alive")["stdout"] == "alive\n"
     assert security_server.healthy()
+
+
+def test_the_data_dir_and_the_store_are_private_to_root(
+    security_server: SecurityServer, attacker_box: str
+) -> None:
+    """The store holds sandboxes' envs in plain text, the data dir the JWT secret: none
+    of it is readable by another host user; only what runc's mapped root must pass
+    through is searchable (and not listable)."""
+    data = security_server.data_dir
+    found = {p.name: p.lstat().st_mode & 0o777 for p in data.iterdir()}
+    assert data.stat().st_mode & 0o777 == 0o711
+    expected = {**MODES, "corral.db": 0o600}
+    assert {n: oct(m) for n, m in found.items() if n in expected} == {
+        n: oct(expected[n]) for n in found if n in expected
+    }
+    assert {"jwt-secret", "sandboxes", "agent", "templates", "serve.lock"} <= found.keys()
+    store = Path(make_url(security_server.database_url).database or "")
+    files = [store, *(store.with_name(store.name + t) for t in ("-wal", "-shm"))]
+    assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in files if f.exists()) and store.exists()
+    box = data / "sandboxes" / attacker_box
+    assert box.stat().st_mode & 0o777 == 0o711
+    assert {p.name: oct(p.lstat().st_mode & 0o777) for p in box.iterdir() if p.name == "config.json"} == {
+        "config.json": "0o600"
+    }
