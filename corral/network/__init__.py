@@ -69,6 +69,11 @@ How the usual tricks fare:
 * *Open connections* when the policy changes: rules apply to every packet, not only
   to new connections, so a flow the new policy does not allow is cut at once (TCP
   reset); a pinned flow outlives its DNS TTL while it carries traffic.
+* *Taking DNS from the others* (flooding the shared resolver, e.g. with names whose
+  upstream never answers): bounded per sandbox (rate, queries at once; the kernel
+  drops UDP beyond twice the rate), per org (queries at the upstreams) and for the
+  node, with a reserve for tenants within their limits; beyond a bound the answer is
+  REFUSED at once (``quota.py``, docs/security.md).
 
 Denied attempts (rejected packets, logged through NFLOG; refused names) become
 ``on_denied(sandbox_id, event)`` calls, rate-limited per sandbox (``denials.py``).
