@@ -159,7 +159,7 @@ EXPECTED: dict[str, set[str]] = {
     "unshare_mount": EPERM,
     "unshare_net": EPERM,
     "clone_new_user": EPERM,
-    "setns_pid1_mnt": EPERM,
+    "setns_pid1_mnt": EPERM | {"EACCES"},  # the agent is not dumpable: its ns links do not open
     "kexec_load": EPERM,
     "kexec_file_load": EPERM,
     "init_module": EPERM,
