@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     default_disk_mb: int = 2048
     max_disk_mb: int = 20480
     pids_limit: int = 512
+    # PTYs a sandbox may hold open at once (its devpts instance's max=); docs/security.md, "PTYs"
+    pty_max: Annotated[int, Field(ge=1, le=65536)] = 256
 
     worker_token_ttl_s: int = 3600
     exec_output_limit: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024  # bytes kept per stream of exec/run

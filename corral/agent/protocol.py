@@ -84,6 +84,7 @@ _ERRORS: dict[str, type[CorralError]] = {
     "not_empty": Conflict,
     "no_space": LimitExceeded,
     "denied": Forbidden,
+    "no_pty": Conflict,  # every PTY the sandbox may open is open
 }
 
 

@@ -605,7 +605,12 @@ def spawn(
     theirs: list[int] = []  # child ends: closed here once the child has them
     try:
         if pty is not None:
-            master, slave = os.openpty()
+            try:
+                master, slave = os.openpty()
+            except OSError as exc:  # ENOSPC: the sandbox's devpts max=, or the kernel's pool
+                if exc.errno != errno.ENOSPC:
+                    raise
+                raise OpError("no_pty", "pty: no pseudo-terminal is free (close one first)") from None
             mine.append(master)
             theirs.append(slave)
             set_winsize(master, *pty)

@@ -23,13 +23,18 @@ kernel:
   the device cgroup denies them; FIFOs need no capability), NET_RAW (raw and packet
   sockets are a large kernel attack surface; ``ping`` still works through ICMP
   datagram sockets, enabled with ``net.ipv4.ping_group_range``) and AUDIT_WRITE (a
-  non-initial user namespace cannot write to the audit log anyway).
+  non-initial user namespace cannot write to the audit log anyway). Neither
+  SYS_PTRACE nor SYS_RESOURCE is in any set: the agent (PID 1) counts on it to keep the
+  commands it runs out of itself (``sandbox_agent.shield``, docs/security.md, "The
+  agent boundary").
 * ``noNewPrivileges``, the seccomp allowlist of ``seccomp.py``, Docker's masked and
   read-only ``/proc`` paths.
 * **Mounts**: proc, a small ``/dev`` tmpfs with its own devpts instance (``ptmxmode``
-  0666, ``gid=5`` = tty inside), ``/dev/shm`` (sized like the memory limit; the
-  memory cgroup bounds it), mqueue, read-only sysfs and cgroup, and the agent
-  program read-only at ``/opt/corral/agent.py``. ``/etc/hostname``, ``/etc/hosts``
+  0666, ``gid=5`` = tty inside, ``max=`` ``pty_max`` PTYs open at once, so one
+  sandbox cannot use up the kernel's PTYs; docs/security.md, "PTYs"),
+  ``/dev/shm`` (sized like the memory limit; the memory cgroup bounds it), mqueue,
+  read-only sysfs and cgroup, and the agent program read-only at
+  ``/opt/corral/agent.py``. ``/etc/hostname``, ``/etc/hosts``
   and ``/etc/resolv.conf`` are per-sandbox files written into the sandbox's own upper
   layer by the runtime (so they are editable and count against its disk).
 """
@@ -95,7 +100,7 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 _MIB = 1024 * 1024
 
 
-def _mounts(agent_path: str, shm_mb: int, sysfs_path: str | None) -> list[dict[str, Any]]:
+def _mounts(agent_path: str, shm_mb: int, sysfs_path: str | None, pty_max: int) -> list[dict[str, Any]]:
     nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"]
     if sysfs_path is None:
         sysfs = {
@@ -123,7 +128,10 @@ def _mounts(agent_path: str, shm_mb: int, sysfs_path: str | None) -> list[dict[s
             "destination": "/dev/pts",
             "type": "devpts",
             "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            "options": [
+                *("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+                f"max={pty_max}",
+            ],
         },
         {
             "destination": "/dev/shm",
@@ -156,6 +164,7 @@ def oci_config(
     agent_path: str,
     uid_base: int,
     uid_count: int,
+    pty_max: int,
     nofile_hard: int = NOFILE_HARD,
     netns_path: str | None = None,
     sysfs_path: str | None = None,
@@ -167,6 +176,7 @@ def oci_config(
     ``agent_path`` is the host file bind-mounted read-only at /opt/corral/agent.py; it
     and every directory above it must be readable by the mapped uids. ``nofile_hard``
     is capped by what the caller may grant (runc cannot raise it past its own limit).
+    ``pty_max`` (1 or more) is how many PTYs the sandbox may hold open at once.
     Sandbox envs override the defaults (PATH, HOME, LANG).
 
     Without ``netns_path`` runc makes an empty network namespace (loopback only, up).
@@ -180,6 +190,8 @@ def oci_config(
     """
     if (netns_path is None) != (sysfs_path is None):
         raise ValueError("netns_path and sysfs_path go together")
+    if pty_max < 1:
+        raise ValueError("pty_max must be 1 or more")
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", **envs}
     hard = max(1024, nofile_hard)
     caps = list(CAPABILITIES)
@@ -208,7 +220,7 @@ def oci_config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id,
-        "mounts": _mounts(agent_path, limits.memory_mb, sysfs_path),
+        "mounts": _mounts(agent_path, limits.memory_mb, sysfs_path, pty_max),
         "annotations": {"org.corral.sandbox": sandbox_id},
         "linux": {
             "uidMappings": ids,

@@ -364,6 +364,7 @@ class RuncRuntime:
             agent_path=str(agent_file),
             uid_base=settings.uid_base,
             uid_count=settings.uid_count,
+            pty_max=settings.pty_max,
             nofile_hard=min(bundle.NOFILE_HARD, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
             netns_path=netns,
             sysfs_path=str(paths.sysfs) if netns else None,
