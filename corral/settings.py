@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     api_key: str | None = None  # seeds the first owner key when the store is empty
     public_url: str | None = None  # what clients use to reach us; default http://host:port
 
-    runtime: str = "runc"  # "runc" (real isolation) or "process" (tests only: no isolation)
+    runtime: Literal["runc", "process"] = "runc"  # process: tests only, no isolation
     oci_runtime: str = "runc"  # OCI binary: runc, runsc, kata-runtime
     runc_root: Path = Path("/run/corral/runc")
 
@@ -124,9 +124,59 @@ class Settings(BaseSettings):
     rate_limit_xgen: Annotated[int, Field(ge=0)] = 120
     rate_limit_runs: Annotated[int, Field(ge=0)] = 60
     max_live_sandboxes_per_org: Annotated[int, Field(ge=0)] = 50  # 0: no cap
+    # what this node may promise its sandboxes in all (corral.runtime.capacity): MiB of disk
+    # (diskMB of live and hibernated sandboxes and standbys) and of memory (memoryMB of live
+    # ones); a create, fork, restore or wake beyond it is 409 naming the setting.
+    # None: derived at start (disk: free space + sandbox disks - disk_reserve_percent of the
+    # data dir's filesystem; memory: host memory x memory_overcommit); 0: no limit
+    max_promised_disk_mb: Annotated[int, Field(ge=0)] | None = None
+    max_promised_memory_mb: Annotated[int, Field(ge=0)] | None = None
+    disk_reserve_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+    memory_overcommit: Annotated[float, Field(gt=0)] = 1.5
     kill_switch_refresh_s: float = 2.0  # how often switches flipped in the store are picked up
     audit_queue_size: Annotated[int, Field(ge=1)] = 10_000  # records waiting; a full queue waits
     audit_batch_size: Annotated[int, Field(ge=1)] = 500
+
+    # Settings of a shape corral would refuse later (at start-up, with a traceback) are
+    # refused here, by the same checks, so `corral serve` says so in one line.
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            from corral.auth.service import key_parts
+            from corral.errors import CorralError
+
+            try:
+                key_parts(value)
+            except CorralError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("network_pool")
+    @classmethod
+    def _network_pool_shape(cls, value: str) -> str:
+        from corral.errors import CorralError
+        from corral.network.pool import AddressPool
+
+        try:
+            AddressPool(value)
+        except CorralError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+            try:
+                make_url(value).get_dialect()
+            except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+                raise ValueError(f"not a database URL corral can use ({exc})") from None
+        return value
 
     @property
     def db_url(self) -> str:

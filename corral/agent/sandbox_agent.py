@@ -72,6 +72,7 @@ REQUEST_DEADLINE = 30.0  # from accept to the request frame
 CLOSE_DEADLINE = 30.0  # from the last answer to the host closing
 DRAIN_GRACE = 0.2  # after a process exits, how long its output pipes may stay open
 ANSWER_BUDGET = 960 << 10  # bytes of JSON a list answer may fill
+LIST_LIMIT = 10_000  # entries of one file.list answer, at most
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
@@ -1233,10 +1234,13 @@ def entry(path: str, st: os.stat_result) -> Json:
 
 
 class ReadOp(Op):
-    """``file.read``: DATA frames while the host keeps up, then EOF."""
+    """``file.read``: DATA frames while the host keeps up, then EOF. With a ``length``
+    (see ``op_file_read``) exactly that many bytes are sent: a file that grows meanwhile
+    is cut there, one that shrinks fails the read (``io``) instead of ending short."""
 
-    def __init__(self, conn: Conn, path: str, fd: int) -> None:
+    def __init__(self, conn: Conn, path: str, fd: int, length: int | None) -> None:
         self.conn, self.path, self.fd = conn, path, fd
+        self.left = length
         conn.on_drain = self.pump
 
     def pump(self) -> None:
@@ -1245,12 +1249,16 @@ class ReadOp(Op):
             if sent >= 4 * HIGH_WATER:  # let other connections run
                 conn.loop.call_later(0, self.pump)
                 return
+            want = DATA_CHUNK if self.left is None else min(DATA_CHUNK, self.left)
             try:
-                data = os.read(self.fd, DATA_CHUNK)
+                data = os.read(self.fd, want) if want else b""
             except OSError as exc:
                 conn.fail(os_error(exc, self.path))
                 return
             if not data:
+                if self.left:
+                    conn.fail(OpError("io", f"{self.path}: the file shrank during the read"))
+                    return
                 self.detach()
                 conn.op = None
                 conn.send(T_EOF)
@@ -1258,6 +1266,8 @@ class ReadOp(Op):
                 return
             conn.send(T_DATA, data)
             sent += len(data)
+            if self.left is not None:
+                self.left -= len(data)
 
     def detach(self) -> None:
         if self.fd >= 0:
@@ -1265,24 +1275,37 @@ class ReadOp(Op):
             self.fd = -1
 
 
+def regular_file(path: str, st: os.stat_result) -> None:
+    """OpError unless ``st`` is a regular file's."""
+    if st.st_mode & S_IFMT == S_IFDIR:
+        raise OpError("is_dir", f"{path}: Is a directory")
+    if st.st_mode & S_IFMT != S_IFREG:
+        raise OpError("invalid", f"{path}: not a regular file")
+
+
 def op_file_read(agent: Agent, conn: Conn, req: Json) -> None:
+    """Answer ``{ok, size, length}`` then stream. ``length`` is the number of bytes the
+    read sends when the file can say (its size, for a file whose blocks hold data),
+    null for pseudo files whose size is not their content (procfs, sysfs) and files
+    that are all holes. Only regular files are read: anything else (a device, a FIFO,
+    a socket) is refused before it is opened, and again after, should it have been
+    swapped in between."""
     path = want_path(req)
     try:
+        regular_file(path, os.stat(path))
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise os_error(exc, path) from None
     try:
         st = os.fstat(fd)
-        if st.st_mode & S_IFMT == S_IFDIR:
-            raise OpError("is_dir", f"{path}: Is a directory")
-        if st.st_mode & S_IFMT != S_IFREG:
-            raise OpError("invalid", f"{path}: not a regular file")
+        regular_file(path, st)
     except BaseException:
         os.close(fd)
         raise
-    op = ReadOp(conn, path, fd)
+    length = st.st_size if st.st_size > 0 and st.st_blocks > 0 else None
+    op = ReadOp(conn, path, fd, length)
     conn.op = op
-    conn.send_json({"ok": True, "size": st.st_size})
+    conn.send_json({"ok": True, "size": st.st_size, "length": length})
     op.pump()
 
 
@@ -1350,26 +1373,45 @@ def op_file_write(agent: Agent, conn: Conn, req: Json) -> None:
 
 
 def op_file_list(agent: Agent, conn: Conn, req: Json) -> None:
+    """``{ok, truncated, next, entries}``: the entries of ``path`` in name order (code
+    points), those after the name ``after`` if given, at most ``limit`` (default and
+    most: LIST_LIMIT) and no more than fit one answer. ``next`` is the name to give as
+    ``after`` for the rest, null when there is no rest (``truncated`` is then false)."""
+    import heapq
+
     path = want_path(req)
-    parts: list[bytes] = []
-    size, truncated = 0, False
+    after = want_str(req, "after", optional=True)
+    limit = LIST_LIMIT if req.get("limit") is None else want_int(req, "limit", 1, LIST_LIMIT)
     try:
         with os.scandir(path) as it:
-            for item in it:
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                part = dumps(entry(os.path.join(path, item.name), st))
-                size += len(part) + 1
-                if size > ANSWER_BUDGET:
-                    truncated = True
-                    break
-                parts.append(part)
+            wanted = (item for item in it if after is None or item.name > after)
+            items = heapq.nsmallest(limit + 1, wanted, key=lambda item: item.name)
     except OSError as exc:
         raise os_error(exc, path) from None
-    parts.sort()
-    list_answer(conn, "entries", parts, truncated)
+    parts: list[bytes] = []
+    size, last, more = 0, None, len(items) > limit
+    for item in items[:limit]:
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:  # gone since the scan
+            last = item.name
+            continue
+        part = dumps(entry(os.path.join(path, item.name), st))
+        size += len(part) + 1
+        if size > ANSWER_BUDGET:
+            more = True
+            break
+        parts.append(part)
+        last = item.name
+    following = dumps(last if more else None)
+    body = b'{"ok":true,"truncated":%s,"next":%s,"entries":[%s]}' % (
+        b"true" if more else b"false",
+        following,
+        b",".join(parts),
+    )
+    conn.op = None
+    conn.send(T_JSON, body)
+    conn.close()
 
 
 def list_answer(conn: Conn, key: str, parts: list[bytes], truncated: bool) -> None:
