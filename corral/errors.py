@@ -11,6 +11,8 @@ their boundary with ``raise CorralError(...) from exc``.
     ├── NotFound                     "not_found"     unknown, or not visible to this org
     ├── Conflict                     "conflict"      duplicate, or wrong state for the action
     ├── LimitExceeded                "limit"         a quota or rate limit
+    │   └── InsufficientStorage      "storage"       the sandbox's disk is full (ENOSPC, EDQUOT):
+    │                                                 the request was fine, a retry won't help
     ├── Unavailable                  "unavailable"   a dependency is down or switched off
     │   └── SandboxWaking            "waking"        hibernated, being woken: retry shortly
     └── SandboxError                 "sandbox"       the sandbox or its runtime failed
@@ -55,6 +57,13 @@ class Conflict(CorralError):
 
 class LimitExceeded(CorralError):
     code = "limit"
+
+
+class InsufficientStorage(LimitExceeded):
+    """No room to store what the request asked for: the sandbox's disk (or its quota)
+    is full. A surface that knows no better renders it as its LimitExceeded."""
+
+    code = "storage"
 
 
 class Unavailable(CorralError):

@@ -57,6 +57,25 @@ class Attachment(Protocol):
         """Resize the PTY; InvalidInput for a session without one."""
 
 
+class FileChunks(Protocol):
+    """A file being read: its chunks, and ``length``: what they add up to, or None when
+    the file cannot say (procfs, sysfs, all holes). A read that cannot give ``length``
+    bytes fails (AgentError) rather than ending short."""
+
+    length: int | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class FilePage:
+    """Entries of a directory in name order; ``next`` is the ``after`` of the rest
+    (None: nothing follows)."""
+
+    entries: builtins.list[FileEntry]
+    next: str | None
+
+
 class OutputKeeper(Protocol):
     """How much of one command's output its caller may keep in memory (the server's
     budget of buffered output, ``corral.services.output``)."""
@@ -110,15 +129,17 @@ class Agent(Protocol):
     async def resize_session(self, session_id: str, cols: int, rows: int) -> None:
         """Resize a PTY session. NotFound for an unknown id; InvalidInput without a PTY."""
 
-    async def read_file(self, path: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        """Open a file for streaming; errors (NotFound, is a directory) are raised here,
-        before the first chunk."""
+    async def read_file(self, path: str) -> AbstractAsyncContextManager[FileChunks]:
+        """Open a regular file for streaming; errors (NotFound, is a directory, not a
+        regular file) are raised here, before the first chunk."""
 
     async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
         """Stream a file in, creating parent directories; returns bytes written. The
         file appears atomically (temp file + rename)."""
 
-    async def list_dir(self, path: str) -> list[FileEntry]: ...
+    async def list_dir(self, path: str, after: str | None = None, limit: int | None = None) -> FilePage:
+        """Entries of a directory after the name ``after``, at most ``limit`` (and no
+        more than one answer of the agent holds: follow ``next``)."""
 
     async def stat(self, path: str) -> FileEntry | None:
         """None when nothing is at ``path`` (symlinks are not followed)."""
@@ -257,6 +278,10 @@ class SandboxStore(Protocol):
 
     async def count_live(self, org_id: str) -> int:
         """How many of the org's sandboxes are live (starting or running)."""
+
+    async def promised(self) -> tuple[int, int]:
+        """MiB of disk promised to every org's live and hibernated sandboxes, and MiB of
+        memory to the live ones (``corral.services.admission``)."""
 
     async def update(self, sandbox: Sandbox) -> None:
         """Replace the row with the same id. NotFound for none; Conflict when that row

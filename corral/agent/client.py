@@ -35,7 +35,7 @@ from corral.domain import (
     Stream,
 )
 from corral.errors import AgentError, Conflict, InvalidInput
-from corral.ports import OutputKeeper
+from corral.ports import FilePage, OutputKeeper
 
 EXEC_GRACE = 10.0
 """Seconds the host waits past an exec's own timeout before giving up on the agent."""
@@ -210,7 +210,7 @@ class AgentClient:
     async def resize_session(self, session_id: str, cols: int, rows: int) -> None:
         await self._call({"op": "session.resize", "id": session_id, "cols": cols, "rows": rows})
 
-    async def read_file(self, path: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+    async def read_file(self, path: str) -> AbstractAsyncContextManager[ReadChunks]:
         reader, writer = await self._connect()
         try:
             protocol.write_frame(
@@ -219,10 +219,14 @@ class AgentClient:
             await self._drain(writer)
             answer = protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
             size = protocol.get_int(answer, "size")
+            length = protocol.get_opt_int(answer, "length")  # agents before 2026-12 send none
         except BaseException:
             await _close(writer)
             raise
-        return FileStream(reader, writer, size, self.op_timeout)
+        if length is not None and length < 0:
+            await _close(writer)
+            raise AgentError("agent answer: length is negative")
+        return FileStream(reader, writer, size, self.op_timeout, length)
 
     async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
         sent = 0
@@ -260,9 +264,24 @@ class AgentClient:
             raise AgentError(f"agent wrote {written} bytes of {sent}")
         return written
 
-    async def list_dir(self, path: str) -> list[FileEntry]:
-        answer = await self._call({"op": "file.list", "path": path})
-        return [parse_entry(_as_object(item)) for item in protocol.get_list(answer, "entries")]
+    async def list_dir(self, path: str, after: str | None = None, limit: int | None = None) -> FilePage:
+        request: dict[str, Any] = {"op": "file.list", "path": path}
+        if after is not None:
+            request["after"] = after
+        if limit is not None:
+            request["limit"] = limit
+        answer = await self._call(request)
+        entries = [parse_entry(_as_object(item)) for item in protocol.get_list(answer, "entries")]
+        following = answer.get("next")
+        if following is not None and not isinstance(following, str):
+            raise AgentError("agent answer: next is not a string")
+        if limit is not None and len(entries) > limit:
+            raise AgentError(f"agent answer: more than {limit} entries")
+        if following is not None and (
+            (after is not None and following <= after) or (entries and following < entries[-1].name)
+        ):
+            raise AgentError("agent answer: next does not follow the entries")
+        return FilePage(entries, following)
 
     async def stat(self, path: str) -> FileEntry | None:
         answer = await self._call({"op": "file.stat", "path": path})
@@ -351,17 +370,27 @@ class Attachment:
 
 
 class FileStream:
-    """The chunks of a file being read; an async context manager over its connection.
-    ``size`` is what the agent's fstat said (0 for /proc files that still have data)."""
+    """A file being read: an async context manager over its connection whose value is
+    the file's chunks (``ReadChunks``). ``size`` is what the agent's fstat said (0 for
+    /proc files that still have data); ``length``, when the agent gave one, is exactly
+    what the chunks add up to: more, or an end before it, is ``AgentError``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int, timeout: float):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        size: int,
+        timeout: float,
+        length: int | None = None,
+    ):
         self.size = size
+        self.length = length
         self._reader = reader
         self._writer = writer
         self._timeout = timeout
 
-    async def __aenter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
+    async def __aenter__(self) -> ReadChunks:
+        return ReadChunks(self._chunks(), self.length)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -369,17 +398,38 @@ class FileStream:
         await _close(self._writer)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        got, length = 0, self.length
         while True:
             frame = await protocol.read_frame(self._reader, self._timeout)
             if frame is None:
                 raise AgentError("agent ended a file read without EOF")
             if frame.type is FrameType.DATA:
+                got += len(frame.payload)
+                if length is not None and got > length:
+                    raise AgentError(f"agent sent more than the file's {length} bytes")
                 yield frame.payload
             elif frame.type is FrameType.EOF:
+                if length is not None and got != length:
+                    raise AgentError(f"agent ended a read of {length} bytes after {got}")
                 return
             else:
                 protocol.json_answer(frame)  # an error answer mid-stream raises here
                 raise AgentError("agent sent an answer inside a file read")
+
+
+class ReadChunks(AsyncIterator[bytes]):
+    """The chunks of a file being read (an async iterator of bytes) and ``length``: the
+    bytes they add up to, or None when the file cannot say (procfs, sysfs, sparse)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], length: int | None) -> None:
+        self.length = length
+        self._chunks = chunks
+
+    def __aiter__(self) -> ReadChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._chunks.__anext__()
 
 
 def _take(buffer: bytearray) -> bytes:

@@ -26,8 +26,8 @@ from corral.errors import (
     Conflict,
     CorralError,
     Forbidden,
+    InsufficientStorage,
     InvalidInput,
-    LimitExceeded,
     NotFound,
 )
 
@@ -82,7 +82,7 @@ _ERRORS: dict[str, type[CorralError]] = {
     "is_dir": InvalidInput,
     "exists": Conflict,
     "not_empty": Conflict,
-    "no_space": LimitExceeded,
+    "no_space": InsufficientStorage,
     "denied": Forbidden,
     "no_pty": Conflict,  # every PTY the sandbox may open is open
 }

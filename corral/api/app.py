@@ -10,7 +10,8 @@ Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at
 root, the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
 and OpenAPI at ``/api/v1/openapi.json``), ``GET /healthz`` and ``GET /metrics`` (no
 auth), OpenAPI at ``/openapi.json`` and ``/docs``. Middleware: ``RequestMetrics``
-(``corral.api.telemetry``) and ``RateLimitHeaders`` (``corral.api.guard``). Each app
+(``corral.api.telemetry``), ``RateLimitHeaders`` (``corral.api.guard``) and
+``JsonBodies`` (``corral.api.bodies``: a body is JSON whatever type it declares). Each app
 has its own metrics registry.
 
 In front of all of it sits the gateway (``corral.gateway``): ``CorralApp.__call__``
@@ -40,6 +41,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from corral.api.bodies import JsonBodies
 from corral.api.guard import RateLimitHeaders
 from corral.api.opencomputer import errors
 from corral.api.opencomputer.auth import CONTROL, WORKER
@@ -130,6 +132,7 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(JsonBodies)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"], response_model=HealthOut)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.mount("/api/v1", xgen_surface(app.state, corral_version()))

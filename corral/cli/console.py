@@ -44,12 +44,20 @@ def reported() -> Iterator[None]:
     except CorralError as exc:
         fail(exc.message)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"invalid settings: {problems}")
+        fail(f"invalid settings: {setting_problems(exc)}")
     except OSError as exc:
         fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+
+
+def setting_problems(exc: ValidationError) -> str:
+    """Pydantic's errors of ``Settings`` as one line naming each setting by its variable:
+    ``CORRAL_PORT: Input should be less than or equal to 65535``."""
+    problems = []
+    for error in exc.errors():
+        name = "_".join(str(p) for p in error["loc"][:1]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"CORRAL_{name}: {message}" if name else message)
+    return "; ".join(problems)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -457,7 +457,7 @@ async def test_file_round_trip_of_ten_megabytes(agent: RunningAgent, client: Age
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
     entry = await client.stat(target)
     assert entry is not None and entry.size == len(data) and entry.mode == 0o600 and not entry.is_dir
-    assert [e.name for e in await client.list_dir(f"{agent.workdir}/deep/er")] == ["file.bin"]
+    assert [e.name for e in (await client.list_dir(f"{agent.workdir}/deep/er")).entries] == ["file.bin"]
 
 
 async def test_write_replaces_atomically_and_empty_files_work(
@@ -501,7 +501,7 @@ async def test_list_and_stat_do_not_follow_symlinks(agent: RunningAgent, client:
     (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_text("hello")
     (root / "link").symlink_to("/etc")
-    entries = {e.name: e for e in await client.list_dir(str(root))}
+    entries = {e.name: e for e in (await client.list_dir(str(root))).entries}
     assert sorted(entries) == ["a.txt", "link", "sub"]
     assert entries["sub"].is_dir and not entries["a.txt"].is_dir and entries["a.txt"].size == 5
     assert entries["link"].is_symlink and not entries["link"].is_dir

@@ -24,8 +24,8 @@ from corral.errors import (
     Conflict,
     CorralError,
     Forbidden,
+    InsufficientStorage,
     InvalidInput,
-    LimitExceeded,
     NotFound,
 )
 
@@ -99,7 +99,7 @@ def test_decode_json_wants_one_object(payload: bytes) -> None:
         ("is_dir", InvalidInput),
         ("exists", Conflict),
         ("not_empty", Conflict),
-        ("no_space", LimitExceeded),
+        ("no_space", InsufficientStorage),
         ("denied", Forbidden),
         ("io", AgentError),
         ("internal", AgentError),

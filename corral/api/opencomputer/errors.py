@@ -7,9 +7,9 @@ Statuses (the spec's table, made precise where it is silent):
     Forbidden                              403
     NotFound (and malformed path ids)      404
     Conflict (e.g. sandbox not running)    409
-    LimitExceeded                          429
-    LimitExceeded with field "disk"        507   the sandbox's disk is full (ENOSPC); as in
-                                                 WebDAV quotas, the request was fine but the
+    LimitExceeded                          429   a quota or rate: the SDKs retry it later
+    InsufficientStorage                    507   the sandbox's disk is full (ENOSPC, EDQUOT);
+                                                 as in WebDAV, the request was fine but the
                                                  server cannot store it, so a retry won't help
     Unavailable                            503
     SandboxWaking                          503   {"error": ..., "waking": true} with Retry-After: 1:
@@ -47,6 +47,7 @@ from corral.errors import (
     CorralError,
     ExecTimeout,
     Forbidden,
+    InsufficientStorage,
     InvalidInput,
     LimitExceeded,
     NotFound,
@@ -64,13 +65,13 @@ STATUS: dict[type[CorralError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    InsufficientStorage: 507,
     LimitExceeded: 429,
     Unavailable: 503,
     ExecTimeout: 504,
     SandboxError: 502,
     CorralError: 500,
 }
-DISK_FULL_STATUS = 507
 
 # Pydantic error types, in words a client understands.
 _PHRASES = {
@@ -88,8 +89,6 @@ _PLACES = ("body", "query", "path", "header", "cookie")
 
 
 def status_of(exc: CorralError) -> int:
-    if isinstance(exc, LimitExceeded) and exc.field == "disk":
-        return DISK_FULL_STATUS
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]

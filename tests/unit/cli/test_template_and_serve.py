@@ -142,7 +142,7 @@ def test_serve_rejects_a_bad_setting_with_one_line(monkeypatch: pytest.MonkeyPat
     calls = fake_server(monkeypatch)
     result = runner.invoke(app, ["serve", "--port", "0"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: invalid settings: port:")
+    assert result.stderr.startswith("error: invalid settings: CORRAL_PORT:")
     assert calls == []
 
 
