@@ -12,6 +12,7 @@ other; ``find`` gives hibernated sandboxes and checkpoints the exact build they 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -23,9 +24,10 @@ from typing import Any
 
 from corral.domain import Template
 from corral.errors import Conflict, RuntimeFailure
-from corral.runtime import mounts
+from corral.runtime import mounts, treework
 from corral.runtime.templates import TemplateStore
 
+REMOVE_TIMEOUT_S = 1800.0
 FillFn = Callable[[Path], Awaitable[dict[str, Any]]]
 
 
@@ -57,7 +59,7 @@ class TemplateCatalog(TemplateStore):
                 await asyncio.to_thread(_write_meta, work, name, digest, extra)
                 return await asyncio.to_thread(self._publish, work, name, digest)
             except BaseException:
-                await asyncio.shield(asyncio.to_thread(_remove, work))
+                await asyncio.shield(_removing(name, work))
                 raise
 
     async def remove_all(self, name: str) -> None:
@@ -71,7 +73,15 @@ class TemplateCatalog(TemplateStore):
             parent = self._dir / name
             if any(f"lowerdir={parent}/" in e.options for e in await asyncio.to_thread(mounts.table)):
                 raise Conflict(f"template {name!r} is in use by a running sandbox")
-            await asyncio.to_thread(_remove, parent)
+            await _removing(name, parent)
+
+
+async def _removing(name: str, path: Path) -> None:
+    """``_remove`` on the tree pool (a Dockerfile template's root is its author's, of
+    any size: never on the default executor)."""
+    await treework.shared().run_for(
+        f"template:{name}", "removing a template's files", REMOVE_TIMEOUT_S, functools.partial(_remove, path)
+    )
 
 
 def _write_meta(work: Path, name: str, digest: str, extra: dict[str, Any]) -> None:
