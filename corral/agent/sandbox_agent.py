@@ -1674,53 +1674,6 @@ class Agent:
         os._exit(0)
 
 
-def release_memory() -> None:
-    """Return to the kernel the ~3 MB of C heap that compiling this file left free
-    (glibc keeps it otherwise). Runs once, after start-up, off the critical path."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
-    except (ImportError, OSError, AttributeError):
-        pass
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    """Handled on the loop through the wakeup fd."""
-
-
-def listen(argv: list[str]) -> _socket.socket:
-    if len(argv) == 2 and argv[0] == "--listen-fd" and argv[1].isdigit():
-        fd = int(argv[1])
-        os.set_inheritable(fd, False)
-        return _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
-    if len(argv) == 2 and argv[0] == "--socket":
-        # Bound under a temporary name and renamed once listening, so the path never
-        # refuses a connection; through /proc/self/fd so the path may be longer than
-        # a unix socket address (107 bytes).
-        directory, name = os.path.split(os.path.abspath(argv[1]))
-        temp = f".{name}.{os.getpid()}.tmp"
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            sock.bind(f"/proc/self/fd/{dir_fd}/{temp}")
-            os.chmod(temp, 0o600, dir_fd=dir_fd)
-            sock.listen(128)
-            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
-        return sock
-    sys.stderr.write("usage: agent.py (--listen-fd FD | --socket PATH) [--user USER]\n")
-    raise SystemExit(2)
-
-
-def main() -> None:
-    argv, user = sys.argv[1:], None
-    if len(argv) >= 2 and argv[-2] == "--user":
-        argv, user = argv[:-2], argv[-1]
-    agent = Agent(listen(argv), user)
-    agent.loop.run()
-
 SHIELD_GID = 65534  # the agent's saved gid (nogroup): never used, only never matched
 
 
@@ -1775,7 +1728,54 @@ def _not_dumpable() -> None:
         raise OSError(_ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
+def release_memory() -> None:
+    """Return to the kernel the ~3 MB of C heap that compiling this file left free
+    (glibc keeps it otherwise). Runs once, after start-up, off the critical path."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """Handled on the loop through the wakeup fd."""
+
+
+def listen(argv: list[str]) -> _socket.socket:
+    if len(argv) == 2 and argv[0] == "--listen-fd" and argv[1].isdigit():
+        fd = int(argv[1])
+        os.set_inheritable(fd, False)
+        return _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+    if len(argv) == 2 and argv[0] == "--socket":
+        # Bound under a temporary name and renamed once listening, so the path never
+        # refuses a connection; through /proc/self/fd so the path may be longer than
+        # a unix socket address (107 bytes).
+        directory, name = os.path.split(os.path.abspath(argv[1]))
+        temp = f".{name}.{os.getpid()}.tmp"
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            sock.bind(f"/proc/self/fd/{dir_fd}/{temp}")
+            os.chmod(temp, 0o600, dir_fd=dir_fd)
+            sock.listen(128)
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        return sock
+    sys.stderr.write("usage: agent.py (--listen-fd FD | --socket PATH) [--user USER]\n")
+    raise SystemExit(2)
+
+
+def main() -> None:
+    argv, user = sys.argv[1:], None
+    if len(argv) >= 2 and argv[-2] == "--user":
+        argv, user = argv[:-2], argv[-1]
+    shield()
+    agent = Agent(listen(argv), user)
+    agent.loop.run()
+
 
 if __name__ == "__main__":
     main()
-    shield()
