@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from corral.domain import SandboxSpec
@@ -104,8 +105,15 @@ class ProcessSnapshots:
 
 
 def _copy(source: Path, target: Path) -> int:
-    shutil.copytree(source, target, symlinks=True)
+    """The tree with its metadata, links as links; only regular files are copied (a FIFO,
+    socket or device in it is left out, never opened)."""
+    shutil.copytree(source, target, symlinks=True, copy_function=_copy_regular)
     return _size(target)
+
+
+def _copy_regular(source: str, target: str) -> None:
+    if stat.S_ISREG(os.lstat(source).st_mode):
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _size(root: Path) -> int:
