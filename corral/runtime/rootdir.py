@@ -120,8 +120,8 @@ class RootDir:
         mode, uid, gid = create
         try:
             os.mkdir(name, mode, dir_fd=parent)
-        except FileExistsError:
-            pass  # made meanwhile: open it like any other (never following it)
+        except FileExistsError:  # made meanwhile: open it like any other (never following it)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
