@@ -3,7 +3,7 @@
 Contracts:
 - ``run`` waits for the command; a timeout is a result (``timed_out``, exit 124),
   not an error.
-- ``run`` answers a ``HeldResult``: its output stays counted in the server's output
+- ``run_held`` answers a ``HeldResult``: its output stays counted in the server's output
   budget (``corral.services.output``) until the caller calls ``release`` (once the
   answer is sent). Output beyond the budget or the limit per stream is dropped and the
   result says ``truncated``.
@@ -73,7 +73,14 @@ class CommandService:
 
     # ---- exec run --------------------------------------------------------------------
 
-    async def run(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> HeldResult:
+    async def run(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> ExecResult:
+        """``run_held``, with the output given back to the budget at once (for callers
+        that hold the result briefly)."""
+        held = await self.run_held(principal, sandbox_id, req)
+        held.release()
+        return held.result
+
+    async def run_held(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> HeldResult:
         require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)

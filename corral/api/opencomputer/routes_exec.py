@@ -38,7 +38,7 @@ def router(surface: Surface) -> APIRouter:
     async def exec_run(
         core: CoreDep, sandbox_id: str, body: ExecBody, principal: Principal = caller
     ) -> Response:
-        held = await core.commands.run(principal, sandbox_id, mapping.exec_request(body))
+        held = await core.commands.run_held(principal, sandbox_id, mapping.exec_request(body))
         return answer.run_answer(held)
 
     @r.post("/run-async", status_code=201, summary="Start a command; poll its result")

@@ -110,7 +110,7 @@ async def test_finished_async_results_give_their_output_back_first(tmp_path: Pat
         while (state := await core.commands.result(me, box.id, first)).running:
             await asyncio.sleep(0.02)
         assert state.result is not None and len(state.result.stdout) == 200_000
-        held = await core.commands.run(me, box.id, sh("head -c 250000 /dev/zero"))
+        held = await core.commands.run_held(me, box.id, sh("head -c 250000 /dev/zero"))
         assert len(held.result.stdout) == 250_000 and not held.result.truncated
         dropped = await core.commands.result(me, box.id, first)
         assert dropped.result is not None and dropped.result.exit_code == 7
