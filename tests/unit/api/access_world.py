@@ -2,7 +2,11 @@
 whose store holds two orgs and every kind of credential, and a running sandbox with a
 live exec session, a live PTY, a file, a finished exec and a web server on a port.
 
-``Creds`` are the matrix's columns: how each kind of caller presents itself.
+``Creds`` are the matrix's columns: how each kind of caller presents itself, one for
+every kind of credential corral mints: API keys of each role, a user's JWT, tokens
+exchanged from a key (spec 002's ``/api/v1/auth/token``, and one narrowed to
+``sandbox:read``), the worker tokens of the shared sandbox and of another one, and a
+worker token whose key was revoked.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,12 +27,31 @@ from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from corral.settings import Settings
+from corral.store.users import SqlUserStore, User
 from tests.unit.api.conftest import KEY, free_port, make_app, make_settings, remove_sandboxes, served
 
 SECRET = "matrix-secret-of-enough-length-for-hs256-000000"
-BAD = ("none", "malformed", "revoked", "expired jwt", "jwt alg none", "jwt other secret")
-GOOD = ("viewer", "developer", "rival owner", "owner")
-CREDS = BAD + GOOD
+BAD = (
+    "none",
+    "malformed",
+    "revoked",
+    "expired jwt",
+    "jwt alg none",
+    "jwt other secret",
+    "revoked key's worker",
+)
+GOOD = (
+    "viewer",
+    "developer",
+    "rival owner",
+    "owner",
+    "admin",
+    "exchanged",
+    "read-only token",
+    "user developer",
+)
+WORKERS = ("worker", "other worker")  # worker tokens of the shared sandbox {sid}, and of {sandbox_id}
+CREDS = BAD + GOOD + WORKERS
 
 
 def user_token(
@@ -38,13 +62,49 @@ def user_token(
     return jwt.encode(claims, secret, algorithm=alg)
 
 
+def signed(claims: dict[str, Any], exp: int = 900) -> str:
+    """A token as corral mints it (HS256 with the world's secret)."""
+    now = int(time.time())
+    return jwt.encode({**claims, "iat": now, "exp": now + exp}, SECRET, algorithm="HS256")
+
+
 @dataclass
 class World:
     url: str
     org_id: str
-    keys: dict[str, str]  # viewer, developer, revoked, rival owner, owner -> raw key
+    keys: dict[str, str]  # viewer, developer, admin, revoked, rival owner, owner -> raw key
     ids: dict[str, str] = field(default_factory=dict)  # sid, es, ps, exec, port
     http: httpx.Client = field(default_factory=httpx.Client)  # kept alive; no default credential
+    subjects: dict[str, str] = field(default_factory=dict)  # owner, revoked -> key id; user -> user id
+    tokens: dict[str, str] = field(default_factory=dict)  # minted once per column
+
+    def token(self, cred: str) -> str:
+        """The token of a token column, minted (by corral where a route mints it) once."""
+        if cred not in self.tokens:
+            org, owner_kid = self.org_id, self.subjects["owner"]
+            if cred == "worker":
+                self.tokens[cred] = self.owner("GET", f"/api/sandboxes/{self.ids['sid']}").json()["token"]
+            elif cred == "other worker":
+                self.tokens[cred] = self.owner("GET", f"/api/sandboxes/{self.ids['sandbox_id']}").json()[
+                    "token"
+                ]
+            elif cred == "exchanged":
+                self.tokens[cred] = self.http.post("/api/v1/auth/token", json={"api_key": KEY}).json()[
+                    "token"
+                ]
+            elif cred == "read-only token":  # a user token narrowed to sandbox:read (the scopes claim)
+                claims = {"sub": owner_kid, "kid": owner_kid, "org": org, "role": "owner", "typ": "user"}
+                self.tokens[cred] = signed({**claims, "scopes": ["sandbox:read"]})
+            elif cred == "user developer":
+                claims = {"sub": self.subjects["user"], "org": org, "role": "developer", "typ": "user"}
+                self.tokens[cred] = signed(claims)
+            elif cred == "revoked key's worker":
+                kid = self.subjects["revoked"]
+                claims = {"sub": self.ids["sid"], "org": org, "role": "owner", "kid": kid, "typ": "worker"}
+                self.tokens[cred] = signed(claims, exp=3600)
+            else:
+                raise AssertionError(cred)
+        return self.tokens[cred]
 
     def credential(self, cred: str) -> str:
         """The raw credential a column presents ("" for none, the header for malformed)."""
@@ -58,7 +118,7 @@ class World:
             return user_token(self.org_id, "owner", secret=None, alg="none")
         if cred == "jwt other secret":
             return user_token(self.org_id, "owner", secret="another-secret-of-enough-length-for-hs256!")
-        return self.keys[cred]
+        return self.keys[cred] if cred in self.keys else self.token(cred)
 
     def headers(self, cred: str, *, bearer: bool = False) -> dict[str, str]:
         """Headers of a column: API keys as X-API-Key (or Bearer), JWTs as Bearer."""
@@ -76,8 +136,9 @@ class World:
         return self.http.request(method, path, headers={"X-API-Key": KEY}, **kwargs)
 
 
-async def _seed(settings: Settings) -> tuple[str, dict[str, str]]:
-    """Bootstraps the store and adds the keys of every column; the org of KEY and them."""
+async def _seed(settings: Settings) -> tuple[str, dict[str, str], dict[str, str]]:
+    """Bootstraps the store and adds the keys and the user of every column; the org of
+    KEY, the raw keys, and the ids of the owner's and the revoked key and the user."""
     core = await Core.open(
         settings, runtime=ProcessRuntime(settings.data_dir / "process-sandboxes"),
         templates=StaticTemplates(), reconcile=False,
@@ -85,14 +146,18 @@ async def _seed(settings: Settings) -> tuple[str, dict[str, str]]:
     try:
         org = (await core.auth.keys.org_by_name("default")).id
         keys = {"owner": KEY}
-        for role in ("viewer", "developer"):
+        for role in ("viewer", "developer", "admin"):
             keys[role] = (await core.auth.create_key(org, role, role)).raw
         revoked = await core.auth.create_key(org, "owner", "revoked")
         await core.auth.keys.revoke(org, revoked.key.id)
         keys["revoked"] = revoked.raw
         rival = await core.auth.keys.add_org(new_id("org"), "rival")
         keys["rival owner"] = (await core.auth.create_key(rival.id, "owner")).raw
-        return org, keys
+        user = User(new_id("usr"), org, "dev@matrix.test", "Dev", "developer", datetime.now(UTC))
+        await SqlUserStore(core.db).add(user)
+        owner_kid = (await core.auth.authenticate_key(KEY)).key_id
+        assert owner_kid is not None
+        return org, keys, {"owner": owner_kid, "revoked": revoked.key.id, "user": user.id}
     finally:
         await core.close()
 
@@ -136,9 +201,9 @@ def _furnish(world: World) -> None:
 
 def serve_world(settings: Settings) -> Iterator[World]:
     """Seed, serve, furnish; yield; remove every sandbox and stop."""
-    org, keys = asyncio.run(_seed(settings))
+    org, keys, subjects = asyncio.run(_seed(settings))
     with served(settings, make_app(settings), "corral-matrix") as url:
-        world = World(url, org, keys, http=httpx.Client(base_url=url, timeout=30))
+        world = World(url, org, keys, http=httpx.Client(base_url=url, timeout=30), subjects=subjects)
         try:
             _furnish(world)
             yield world

@@ -1,10 +1,15 @@
 """Every route of every surface x every kind of caller, with the status each must get.
 
 Columns (``access_world.CREDS``): no credential, a malformed header, a revoked key, an
-expired JWT, a JWT with ``alg: none``, a JWT signed with another secret (all 401), a
-viewer, a developer, another org's owner and the owner. Rows: ``ROUTES``; the expected
-status of a cell follows from the route's scope (``corral.auth.scopes``) and whether it
-names a resource of the owner's org (another org's owner gets 404 there, never 403).
+expired JWT, a JWT with ``alg: none``, a JWT signed with another secret, a worker token
+minted by a key since revoked (all 401), a viewer, a developer, an admin, another org's
+owner and the owner (API keys), a token exchanged from the owner's key, one narrowed to
+``sandbox:read``, a developer user's token, and the worker tokens of the shared sandbox
+and of another sandbox of the org. Rows: ``ROUTES``; the expected status of a cell
+follows from the route's scope (``corral.auth.scopes``) and whether it names a resource
+of the owner's org (another org's owner gets 404 there, never 403). A worker token is
+for its own sandbox's worker routes (and the gateway to it): 403 on the whole control
+plane, 404 for any other sandbox; a token is no API key (401 at the exchange).
 ``test_every_route_is_in_the_matrix`` fails when a route is added without a row.
 """
 
@@ -22,7 +27,7 @@ from websockets.sync.client import connect
 
 from corral.api.app import create_app
 from corral.settings import Settings
-from tests.unit.api.access_world import BAD, CREDS, World, matrix_settings, serve_world
+from tests.unit.api.access_world import BAD, CREDS, WORKERS, World, matrix_settings, serve_world
 
 READ, WRITE, CREATE, EXEC, DELETE, AUDIT, KEYS, TOKEN = (
     "sandbox:read", "sandbox:write", "sandbox:create", "sandbox:exec", "sandbox:delete",
@@ -131,12 +136,21 @@ ROUTES: list[Row] = [
 ]
 
 
+TOKENS = ("exchanged", "read-only token", "user developer", *WORKERS)  # JWTs: no API key to exchange
+
+
 def expected(row: Row, cred: str) -> tuple[int, ...]:
-    if cred in BAD:
+    if cred in BAD or (cred in TOKENS and row.scope == TOKEN):
         return (401,)
+    if cred in WORKERS:
+        if row.path.startswith("/api"):
+            return (403,)
+        return row.ok if cred == "worker" else (404,)  # the worker rows name {sid}
+    if cred == "read-only token" and row.scope != READ:
+        return (403,)
     if cred == "viewer" and row.scope not in VIEWER_SCOPES:
         return (403,)
-    if cred == "developer" and row.scope in ADMIN_ONLY:
+    if cred in ("developer", "user developer") and row.scope in ADMIN_ONLY:
         return (403,)
     if cred == "rival owner" and row.bound:
         return (404,)
@@ -209,6 +223,9 @@ def call(world: World, row: Row, cred: str) -> tuple[int, httpx.Response | None]
     elif row.body is not None:
         kwargs["json"] = row.body
     response = world.http.request(method, path, **kwargs)
+    made = response.json().get("sandboxID") if response.status_code == 201 else None
+    for leftover in {values["sid"], made} - {world.ids["sid"], None} if "sid" in row.fresh or made else ():
+        world.owner("DELETE", f"/api/sandboxes/{leftover}")  # under the org's cap of live sandboxes
     return response.status_code, response
 
 
@@ -223,8 +240,8 @@ def test_access(world: World, row: Row, cred: str) -> None:
         assert message and "internal" not in message
         if cred == "malformed" and row.scope != TOKEN:
             assert "Bearer" in message  # says which form is expected
-        if status == 403:
-            assert row.scope in message  # names the missing scope
+        if status == 403:  # names the missing scope, or that a worker token is not for this route
+            assert ("worker token" if cred in WORKERS else row.scope) in message
 
 
 def test_every_route_is_in_the_matrix(tmp_path: Any) -> None:
