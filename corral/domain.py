@@ -29,6 +29,14 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """MiB of disk and of memory a node may promise its sandboxes in all (0: no limit)."""
+
+    disk_mb: int = 0
+    memory_mb: int = 0
+
+
+@dataclass(frozen=True)
 class ImageConfig:
     """What a template built from a Dockerfile says about running it: ``ENV`` (merged
     under the sandbox's own envs), ``WORKDIR`` (the agent's and commands' working

@@ -279,6 +279,10 @@ class SandboxStore(Protocol):
     async def count_live(self, org_id: str) -> int:
         """How many of the org's sandboxes are live (starting or running)."""
 
+    async def promised(self) -> tuple[int, int]:
+        """MiB of disk promised to every org's live and hibernated sandboxes, and MiB of
+        memory to the live ones (``corral.services.admission``)."""
+
     async def update(self, sandbox: Sandbox) -> None:
         """Replace the row with the same id. NotFound for none; Conflict when that row
         is stopped and ``sandbox`` is not (a write from a read taken before a kill)."""

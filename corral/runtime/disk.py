@@ -10,8 +10,11 @@ Making one fast: ``mkfs.ext4`` runs once per disk size, into a cache
 copy of it (only the ~1-2 MiB of metadata blocks are written; lazy inode tables, no
 journal: the disk is scratch space that dies with its sandbox). The copy is bound to a
 loop device with direct I/O and autoclear and mounted; unmounting it detaches the loop
-device. The images are sparse, so the data dir's filesystem is thinly provisioned:
-the sum of ``disk_mb`` may exceed its free space, as with any thin pool.
+device. The images are sparse, so the data dir's filesystem is thinly provisioned, as
+with any thin pool: what a node may promise in all is bounded by
+``max_promised_disk_mb`` (``corral.runtime.capacity``), and the disk is mounted with
+``discard``, so blocks freed inside a sandbox become holes in its image again (the
+loop device punches them) and the space goes back to the host at once.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ MKFS_ARGS = (
     "-E",
     "lazy_itable_init=1,nodiscard",
 )
-MOUNT_OPTIONS = "noinit_itable"
+MOUNT_OPTIONS = "noinit_itable,discard"
 
 
 class DiskImages:

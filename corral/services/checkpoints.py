@@ -179,12 +179,14 @@ class CheckpointService:
             if not sandbox.live and sandbox.status is not SandboxStatus.HIBERNATED:
                 raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
             spec = await self.lifecycle.spec(sandbox)
-            try:
-                await self.snapshots.restore(spec, self.dirs.path(checkpoint.id))
-            except CorralError as exc:
-                if await self.snapshots.has_disk(sandbox.id):
-                    await self.lifecycle.mark_hibernated(sandbox, f"restore failed: {exc.message}")
-                raise
+            waking = sandbox.status is SandboxStatus.HIBERNATED  # its memory is promised again
+            async with self.sandboxes.admission.promise(0, sandbox.limits.memory_mb if waking else 0):
+                try:
+                    await self.snapshots.restore(spec, self.dirs.path(checkpoint.id))
+                except CorralError as exc:
+                    if await self.snapshots.has_disk(sandbox.id):
+                        await self.lifecycle.mark_hibernated(sandbox, f"restore failed: {exc.message}")
+                    raise
             current = await self.sandboxes.store.find(sandbox.id) or sandbox
             restored = replace(current, status=SandboxStatus.RUNNING, last_active_at=datetime.now(UTC))
             await self.sandboxes.store.update(restored)
@@ -217,7 +219,7 @@ class CheckpointService:
                 f"{checkpoint.id} is no longer on this node"
             )
         started = time.perf_counter()
-        async with self.sandboxes.admission.slot(principal.org_id):
+        async with self.sandboxes.admission.slot(principal.org_id, config.limits):
             sandbox_id = new_id("sb")
             spec = SandboxSpec(sandbox_id, template, config.limits, merged, config.egress)
             await self.snapshots.fork(spec, self.dirs.path(checkpoint.id))

@@ -18,9 +18,11 @@ from corral import heap
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
 from corral.datadir import Claim, claim, secure
+from corral.domain import Capacity
 from corral.errors import CorralError
 from corral.metrics import Metrics
 from corral.ports import Builder, Network, Runtime, Snapshotter, Templates
+from corral.runtime.capacity import node_capacity
 from corral.runtime.checkpoint_dirs import CheckpointDirs
 from corral.services.admission import Admission
 from corral.services.audit import AuditService
@@ -132,7 +134,11 @@ class Core:
             batch_size=settings.audit_batch_size,
         )
         kill_switch = KillSwitch(engaged=not settings.gateway_enabled)
-        admission = Admission(sandbox_store, kill_switch, settings.max_live_sandboxes_per_org)
+        capacity = node_capacity(settings)
+        log.info(
+            "this node may promise %s MiB of disk and %s MiB of memory", capacity.disk_mb, capacity.memory_mb
+        )
+        admission = Admission(sandbox_store, kill_switch, settings.max_live_sandboxes_per_org, capacity)
         template_build_store = SqlTemplateBuildStore(db)
         sandboxes = SandboxService(
             sandbox_store,
@@ -194,6 +200,8 @@ class Core:
         if standby is None:
             standby = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
         if standby:
+            each = default_limits(settings)
+            admission.standing = Capacity(standby * each.disk_mb, standby * each.memory_mb)
             sandboxes.standby = Standby(
                 runtime,
                 templates,

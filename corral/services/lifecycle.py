@@ -175,7 +175,8 @@ class LifecycleService:
                 return current
             if current.status is not SandboxStatus.HIBERNATED:
                 raise Conflict(f"sandbox {sandbox_id} is {current.status.value}")
-            await self.snapshots.resume(await self.spec(current))
+            async with self.sandboxes.admission.promise(0, current.limits.memory_mb):
+                await self.snapshots.resume(await self.spec(current))
             latest = await self._find(sandbox_id)
             if latest.status is not SandboxStatus.HIBERNATED:  # killed while waking
                 await self.sandboxes.runtime.destroy(sandbox_id)

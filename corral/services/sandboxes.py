@@ -162,8 +162,9 @@ class SandboxService:
         if principal.sandbox_id is not None:
             raise NotFound("sandbox creation is not a worker route")
         started = time.perf_counter()
-        async with self.admission.slot(principal.org_id):
-            sandbox = await self._create(principal, req)
+        limits = self.limits_of(req)
+        async with self.admission.slot(principal.org_id, limits):
+            sandbox = await self._create(principal, req, limits)
         self.metrics.sandbox_created(time.perf_counter() - started)
         await self.audit.record_for(
             principal,
@@ -175,15 +176,20 @@ class SandboxService:
         )
         return sandbox
 
-    async def _create(self, principal: Principal, req: CreateSandbox) -> Sandbox:
+    def limits_of(self, req: CreateSandbox) -> Limits:
+        """The limits a create asks for, checked against the settings (InvalidInput
+        naming the field)."""
         s = self.settings
         default = default_limits(s)
-        limits = Limits(
+        return Limits(
             cpu_count=_bounded(req.cpu_count, s.max_cpu_count, default.cpu_count, 1, "cpuCount"),
             memory_mb=_bounded(req.memory_mb, s.max_memory_mb, default.memory_mb, 64, "memoryMB"),
             disk_mb=_bounded(req.disk_mb, s.max_disk_mb, default.disk_mb, 64, "diskMB"),
             pids=default.pids,
         )
+
+    async def _create(self, principal: Principal, req: CreateSandbox, limits: Limits) -> Sandbox:
+        s = self.settings
         timeout_s = s.default_timeout_s if req.timeout_s is None else req.timeout_s
         if not 0 <= timeout_s <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")

@@ -15,6 +15,7 @@ from corral.store.database import Database, utc
 from corral.store.models import SandboxRow
 
 LIVE = (SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value)
+HOLDING_DISK = (*LIVE, SandboxStatus.HIBERNATED.value)  # a hibernated sandbox keeps its disk
 
 
 class SqlSandboxStore:
@@ -50,6 +51,14 @@ class SqlSandboxStore:
         stmt = select(func.count()).where(SandboxRow.org_id == org_id, SandboxRow.status.in_(LIVE))
         async with self.db.session() as s:
             return int(await s.scalar(stmt) or 0)
+
+    async def promised(self) -> tuple[int, int]:
+        disk = select(func.coalesce(func.sum(SandboxRow.disk_mb), 0)).where(
+            SandboxRow.status.in_(HOLDING_DISK)
+        )
+        memory = select(func.coalesce(func.sum(SandboxRow.memory_mb), 0)).where(SandboxRow.status.in_(LIVE))
+        async with self.db.session() as s:
+            return int(await s.scalar(disk) or 0), int(await s.scalar(memory) or 0)
 
     async def _select(self, stmt: Select[SandboxRow], live_only: bool) -> builtins.list[Sandbox]:
         if live_only:

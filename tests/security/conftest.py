@@ -35,6 +35,7 @@ from tests.security.dns_upstream import DnsUpstream
 
 CORRAL = str(Path(sys.executable).parent / "corral")
 SLOTS = 16
+PROMISED_DISK_MB = 100 * 1024
 pytestmark = pytest.mark.integration
 
 
@@ -173,6 +174,9 @@ def security_server(
         # small build limits, so tests/security/test_builds.py's bombs hit them fast
         "CORRAL_BUILD_MEMORY_MB": "512",
         "CORRAL_BUILD_PIDS_LIMIT": "256",
+        # the disk this node may promise: ~50 default sandboxes, 5 of the largest
+        # (tests/security/test_bounds.py floods it)
+        "CORRAL_MAX_PROMISED_DISK_MB": str(PROMISED_DISK_MB),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     _build_base(env, work / "template-build.log", data_dir)

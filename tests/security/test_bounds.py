@@ -2,6 +2,9 @@
 
 - Command output: concurrent ``exec/run`` calls printing far more than the cap keep
   the server's memory bounded, say they were truncated, and the memory comes back.
+- Promises: an org asking for the largest disks again and again is refused (409
+  naming the setting) before the node has promised more disk than it may; space freed
+  inside a sandbox goes back to the host.
 - Secrecy: the data dir, the store and the secrets in them are root's alone.
 """
 
@@ -15,7 +18,7 @@ from typing import Any
 from sqlalchemy import make_url
 
 from corral.datadir import MODES
-from tests.security.conftest import SecurityServer, Tenant
+from tests.security.conftest import PROMISED_DISK_MB, SecurityServer, Tenant
 
 CALLS = 10
 PRINTED_MB = 50
@@ -100,3 +103,52 @@ def test_the_data_dir_and_the_store_are_private_to_root(
     assert {p.name: oct(p.lstat().st_mode & 0o777) for p in box.iterdir() if p.name == "config.json"} == {
         "config.json": "0o600"
     }
+
+
+LARGEST_DISK_MB = 20480  # max_disk_mb's default
+
+
+def test_an_org_cannot_promise_the_node_more_disk_than_it_may(
+    alpha: Tenant, beta: Tenant, bystander_box: str, security_server: SecurityServer
+) -> None:
+    made: list[str] = []
+    refused = None
+    try:
+        with alpha.http() as http:
+            for _ in range(PROMISED_DISK_MB // LARGEST_DISK_MB + 2):
+                answer = http.post("/sandboxes", json={"templateID": "base", "diskMB": LARGEST_DISK_MB})
+                if answer.status_code != 201:
+                    refused = answer
+                    break
+                made.append(answer.json()["sandboxID"])
+        assert refused is not None, f"{len(made)} sandboxes of {LARGEST_DISK_MB} MiB each were promised"
+        assert refused.status_code == 409, refused.text
+        assert "max_promised_disk_mb" in refused.json()["error"]
+        assert 0 < len(made) * LARGEST_DISK_MB <= PROMISED_DISK_MB
+        assert beta.run(bystander_box, "echo alive")["stdout"] == "alive\n"
+    finally:
+        for sandbox_id in made:
+            alpha.kill(sandbox_id)
+    again = beta.create(diskMB=LARGEST_DISK_MB)["sandboxID"]  # the promises went with the sandboxes
+    beta.kill(again)
+    assert security_server.healthy()
+
+
+def test_space_freed_inside_a_sandbox_goes_back_to_the_host(
+    alpha: Tenant, attacker_box: str, security_server: SecurityServer
+) -> None:
+    image = security_server.data_dir / "sandboxes" / attacker_box / "disk.img"
+
+    def held_mb() -> float:
+        return image.stat().st_blocks * 512 / 2**20
+
+    before = held_mb()
+    written = alpha.run(attacker_box, "head -c 200000000 /dev/urandom > /root/big && sync && echo ok")
+    assert written["stdout"] == "ok\n", written
+    full = held_mb()
+    assert full - before > 180, f"{before:.0f} MB -> {full:.0f} MB"
+    assert alpha.run(attacker_box, "rm /root/big && sync && echo ok")["stdout"] == "ok\n"
+    deadline = time.monotonic() + 10
+    while held_mb() - before > 20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert held_mb() - before < 20, f"{before:.0f} MB -> {full:.0f} MB -> {held_mb():.0f} MB after the delete"

@@ -92,3 +92,63 @@ async def test_switches_in_the_store_are_picked_up_by_refresh(core: Core) -> Non
     await core.switches.refresh()
     assert not core.kill_switch.engaged() and not core.kill_switch.engaged(rival.org_id)
     assert core.kill_switch.engaged(me.org_id)  # releasing the store's switches keeps it
+
+
+@pytest.fixture
+async def small_node(tmp_path: Path) -> AsyncIterator[Core]:
+    """A node that may promise 5000 MiB of disk and 1100 MiB of memory: two default
+    sandboxes (2048 MiB of disk, 512 of memory each)."""
+    settings = Settings(
+        data_dir=tmp_path,
+        runtime="process",
+        reaper_interval_s=3600,
+        max_promised_disk_mb=5000,
+        max_promised_memory_mb=1100,
+    )
+    c = await Core.open(settings, runtime=ProcessRuntime(tmp_path / "run"), templates=StaticTemplates())
+    yield c
+    for sb in await c.sandboxes.store.list_all(live_only=True):
+        await c.runtime.destroy(sb.id)
+    await c.close()
+
+
+async def test_the_node_promises_no_more_disk_than_it_may_even_under_concurrent_creates(
+    small_node: Core,
+) -> None:
+    me, rival = await principals(small_node)
+    results = await asyncio.gather(
+        *(small_node.sandboxes.create(me, CreateSandbox()) for _ in range(4)), return_exceptions=True
+    )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(made) == 2 and len(refused) == 2
+    assert all(isinstance(r, Conflict) and "max_promised_disk_mb" in r.message for r in refused)
+    with pytest.raises(Conflict, match="max_promised_disk_mb"):  # another org too: it is the node's
+        await small_node.sandboxes.create(rival, CreateSandbox(disk_mb=1024))
+    small = await small_node.sandboxes.create(rival, CreateSandbox(disk_mb=512, memory_mb=64))
+    await small_node.sandboxes.kill(rival, small.id)
+    await small_node.sandboxes.kill(me, made[0].id)
+    await small_node.sandboxes.create(rival, CreateSandbox())
+
+
+async def test_memory_is_promised_again_at_wake_and_fork(small_node: Core) -> None:
+    me, _ = await principals(small_node)
+    first = await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
+    second = await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
+    with pytest.raises(Conflict, match="max_promised_memory_mb"):
+        await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
+    checkpoint = await small_node.checkpoints.create(me, first.id, "cp")
+    for _ in range(200):
+        if (await small_node.checkpoints.get(me, checkpoint.id)).status.value == "ready":
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(Conflict, match="max_promised_memory_mb"):
+        await small_node.checkpoints.fork(me, checkpoint.id)
+    await small_node.lifecycle.hibernate(me, first.id)  # its memory is free again, its disk is not
+    third = await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
+    with pytest.raises(Conflict, match="max_promised_memory_mb"):
+        await small_node.lifecycle.wake(me, first.id)
+    assert (await small_node.sandboxes.get(me, first.id)).status.value == "hibernated"
+    await small_node.sandboxes.kill(me, third.id)
+    await small_node.lifecycle.wake(me, first.id)
+    await small_node.sandboxes.kill(me, second.id)
