@@ -92,9 +92,12 @@ class Dockerfile:
         name without one is Docker Hub's, ``docker.io``): every ``FROM``,
         ``COPY``/``ADD --from=`` and ``RUN --mount=...,from=`` that names neither an
         earlier stage, nor one of ``bases`` (corral templates), nor ``scratch``. An
-        image named through a variable (``FROM $IMAGE``) is refused: name it."""
+        image named through a variable (``FROM $IMAGE``) is refused: name it. So is one
+        the builder would find in its own store (``_in_builder_store``: image ids and
+        corral's own images), which holds every org's imported templates."""
         allowed = {r.lower() for r in registries}
         stages: set[str] = set()
+        earlier = 0
         froms = iter(self._froms())
         for ins in self.instructions:
             images: list[str] = []
@@ -112,16 +115,27 @@ class Dockerfile:
                         if "from" in options:
                             images.append(options["from"])
             for image in images:
-                if image.lower() in stages or image.isdigit() or image == "scratch":
+                if image.lower() in stages or image == "scratch":
                     continue
+                if ins.keyword != "FROM" and image.isdigit() and int(image) < earlier:
+                    continue  # an earlier stage by its index
                 if "$" in image:
                     _fail(ins.line, f"{image}: an image named by a variable; name the image itself")
+                if _in_builder_store(image):
+                    _fail(
+                        ins.line,
+                        f"{image}: names an image of the builder's own store (an image id, or corral's "
+                        "corral-template/ and corral-build/ images); name a registry's image, a corral "
+                        "template or an earlier stage",
+                    )
                 registry = _registry(image)
                 if registry not in allowed:
                     listed = ", ".join(sorted(allowed)) or "none"
                     _fail(ins.line, f"{image}: images are pulled only from {listed} (build_registries)")
             if stage:
                 stages.add(stage)
+            if ins.keyword == "FROM":
+                earlier += 1  # stages by index, named or not
 
     def _froms(self) -> list[tuple[str, str | None]]:
         stages: set[str] = set()
@@ -269,6 +283,24 @@ def _registry(image: str) -> str:
     if slash and ("." in first or ":" in first or first.lower() == "localhost"):
         return first.lower()
     return "docker.io"
+
+
+def _in_builder_store(image: str) -> bool:
+    """Whether buildah would find ``image`` in its own store, which holds every org's
+    imported templates, rather than pull it: an image id or any prefix of one (hex
+    digits alone, ``sha256:...``), or, named without a registry, corral's own
+    ``corral-template/`` and ``corral-build/`` images (a short name is looked up as
+    ``localhost/<name>`` first)."""
+    name = image.lower().split("@", 1)[0]
+    if name.startswith("sha256:"):
+        return True
+    last = name.rsplit("/", 1)[-1]
+    path = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    if re.fullmatch(r"[0-9a-f]+", path):
+        return True
+    first, slash, _rest = path.partition("/")
+    unqualified = not slash or not ("." in first or ":" in first or first == "localhost")
+    return unqualified and path.startswith(("corral-template/", "corral-build/"))
 
 
 def _run_exec_form(ins: Instruction) -> str:

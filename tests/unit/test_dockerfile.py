@@ -144,6 +144,15 @@ def test_pulls_from_listed_registries_stages_and_corral_bases_pass(source: str) 
             "line 2: registry.local:5000/x",
         ),
         ("ARG IMAGE=10.0.0.1/x\nFROM $IMAGE\n", "line 2: $IMAGE: an image named by a variable"),
+        # the builder's own store holds every org's imported templates: no id, no corral image
+        ("FROM b0\n", "line 1: b0: names an image of the builder's own store"),
+        ("FROM 0\n", "line 1: 0: names an image of the builder's own store"),
+        ("FROM b0758e254b9a:latest\n", "line 1: b0758e254b9a:latest: names an image"),
+        ("FROM sha256:b0758e254b9a\n", "line 1: sha256:b0758e254b9a: names an image"),
+        ("FROM corral-template/tpl-x:0123\n", "line 1: corral-template/tpl-x:0123: names an image"),
+        ("FROM base\nCOPY --from=corral-build/x:1 /a /b\n", "line 2: corral-build/x:1: names an image"),
+        ("FROM base\nCOPY --from=1 /a /b\n", "line 2: 1: names an image"),  # no stage 1
+        ("FROM base\nRUN --mount=type=bind,from=abc,target=/x true\n", "line 2: abc: names an image"),
     ],
 )
 def test_pulls_from_other_registries_are_refused_naming_the_line(source: str, says: str) -> None:
