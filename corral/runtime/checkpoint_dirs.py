@@ -122,7 +122,9 @@ def _commit(staging: Path, final: Path, metadata: dict[str, Any]) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    """fsync a file of a staging dir (the walk keeps regular files only; O_NONBLOCK too, so
+    nothing else put there could hold the thread)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         os.fsync(fd)
     finally:
