@@ -45,7 +45,7 @@ from corral.errors import InvalidInput, RuntimeFailure
 from corral.ports import Network
 from corral.runtime import dockerfile, treework
 from corral.runtime.catalog import TemplateCatalog
-from corral.runtime.confinement import NO_NEW_PRIVS, BuildConfinement, BuildLimits
+from corral.runtime.confinement import KILL_GRACE_S, NO_NEW_PRIVS, BuildConfinement, BuildLimits
 from corral.runtime.ownership import ShiftReport, remap_tree
 from corral.runtime.rootdir import NotConfined, RootDir
 from corral.runtime.templates import normalize
@@ -155,14 +155,16 @@ class BuildahBuilder:
             async with self._confinement.enter() as confined:
                 try:
                     code, last = await self._stream(
-                        ["build", "--layers=false", "--pull=missing", "--format", "oci"]
-                        + ["--userns-uid-map", idmap, "--userns-gid-map", idmap, *confined]
+                        ["build", "--layers=false", "--force-rm", "--pull=missing", "--format", "oci"]
+                        + ["--userns-uid-map", idmap, "--userns-gid-map", idmap, *confined.flags]
                         + ["-f", str(context / "Dockerfile"), "-t", tag, str(context)],
                         log,
-                        limit,
+                        limit + KILL_GRACE_S,
                     )
-                except TimeoutError as exc:
+                except TimeoutError as exc:  # buildah outlived the grace (a pull)
                     raise RuntimeFailure(f"the build took longer than {limit:g} s") from exc
+                if confined.expired:  # its steps were killed
+                    raise RuntimeFailure(f"the build took longer than {limit:g} s")
         finally:
             await asyncio.to_thread(shutil.rmtree, context, True)
         if code != 0:

@@ -80,6 +80,19 @@ def _procs(directory: Path) -> list[int]:
     return pids
 
 
+def kill(parent: str, sandbox_id: str, root: Path = ROOT) -> int:
+    """SIGKILL every process in the sandbox's cgroup dirs (children included); how many."""
+    killed = 0
+    for directory in dirs(parent, sandbox_id, root):
+        for pid in _procs(directory):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 def remove(parent: str, sandbox_id: str, root: Path = ROOT, timeout: float = 5.0) -> None:
     """Remove the sandbox's cgroup dirs in every hierarchy (children first). Processes
     still inside are killed first. Idempotent. Raises OSError if a dir stays busy."""

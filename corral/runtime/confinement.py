@@ -25,7 +25,11 @@ everything down, whatever happened (the build's processes included):
   build's processes. Leaving kills what is left in it (a step that outlived a timed-out
   buildah) and removes it. ``<node>`` names the data dir, so two servers on one host
   never sweep each other's builds.
-* **Time**: the builder bounds the whole build (``Settings.build_timeout_s``).
+* **Time**: ``Settings.build_timeout_s`` for the whole build. At the deadline every
+  process in the build's cgroup is killed (again each second while buildah runs), so
+  the running step fails and buildah cleans up after itself as after any failed step;
+  ``Confined.expired`` says so. The builder kills buildah itself only if it is still
+  there :data:`KILL_GRACE_S` later (a pull, which runs no step).
 
 What a crash leaves (a build's cgroup, its sysfs mount) is swept by the next build's
 ``enter``; its network by the runtime's reclaim at start-up (an ``sb-`` id no sandbox
@@ -55,7 +59,16 @@ log = logging.getLogger("corral.builder")
 
 NO_NEW_PRIVS = ("setpriv", "--no-new-privs")
 CPU_PERIOD_US = 100_000
+KILL_GRACE_S = 60.0
 CGROUP_PARENT = "corral-builds"
+
+
+@dataclass
+class Confined:
+    """One build's confinement, as ``enter`` yields it."""
+
+    flags: list[str]  # of ``buildah build``
+    expired: bool = False  # its steps were killed at the time limit
 
 
 @dataclass(frozen=True)
@@ -101,10 +114,10 @@ class BuildConfinement:
         self._live: set[str] = set()
 
     @contextlib.asynccontextmanager
-    async def enter(self) -> AsyncIterator[list[str]]:
-        """Set up one build's confinement; yields the flags of ``buildah build``
-        (run it under :data:`NO_NEW_PRIVS`). RuntimeFailure if it cannot be set up (nothing is
-        left then)."""
+    async def enter(self) -> AsyncIterator[Confined]:
+        """Set up one build's confinement; yields the flags of ``buildah build`` (run it
+        under :data:`NO_NEW_PRIVS`) and whether the time limit killed its steps.
+        RuntimeFailure if it cannot be set up (nothing is left then)."""
         build_id = new_id("sb")
         await self._sweep()
         self._live.add(build_id)
@@ -128,7 +141,10 @@ class BuildConfinement:
                     flags += ["--network", "none"]
                 else:
                     flags += await self._attach(build_id, undo)
-                yield flags
+                confined = Confined(flags)
+                watch = asyncio.create_task(self._watch(build_id, confined), name=f"corral-build-{build_id}")
+                undo.callback(watch.cancel)
+                yield confined
         finally:
             self._live.discard(build_id)
 
@@ -151,6 +167,17 @@ class BuildConfinement:
             "--volume",
             f"{sysfs}:/sys:ro,nosuid,nodev,noexec",
         ]
+
+    async def _watch(self, build_id: str, confined: Confined) -> None:
+        await asyncio.sleep(self.limits.timeout_s)
+        confined.expired = True
+        log.warning(
+            "build %s reached its time limit (%g s): killing its steps", build_id, self.limits.timeout_s
+        )
+        while True:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(cgroups.kill, self._parent, build_id, self._cgroup_root)
+            await asyncio.sleep(1.0)
 
     # -- the build's cgroup ----------------------------------------------------------
 

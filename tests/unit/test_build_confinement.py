@@ -4,6 +4,8 @@ real."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,8 @@ async def test_a_build_without_a_network_has_loopback_only_and_a_pids_cgroup(tmp
         Settings(data_dir=tmp_path, build_memory_mb=256, build_cpu_count=2, build_pids_limit=64)
     )
     confinement = BuildConfinement(limits, tmp_path / "builder", None, cgroup_root=root)
-    async with confinement.enter() as flags:
+    async with confinement.enter() as confined:
+        flags = confined.flags
         assert flags[flags.index("--network") + 1] == "none"
         assert "--dns" not in flags and "--volume" not in flags
         assert flags[flags.index("--memory") + 1] == flags[flags.index("--memory-swap") + 1] == "256m"
@@ -59,9 +62,29 @@ async def test_on_cgroup_v2_the_parents_delegate_pids(tmp_path: Path) -> None:
     root.mkdir()
     (root / "cgroup.controllers").write_text("cpu memory pids\n")
     limits = BuildLimits.of(Settings(data_dir=tmp_path, build_pids_limit=70))
-    async with BuildConfinement(limits, tmp_path / "builder", None, cgroup_root=root).enter() as flags:
+    async with BuildConfinement(limits, tmp_path / "builder", None, cgroup_root=root).enter() as confined:
+        flags = confined.flags
         own = root / flags[flags.index("--cgroup-parent") + 1].strip("/").removesuffix("/run")
         assert (own / "pids.max").read_text() == "70"
         assert (root / "cgroup.subtree_control").read_text() == "+pids +memory +cpu"
         assert (own.parent / "cgroup.subtree_control").read_text() == "+pids +memory +cpu"
         assert (own / "cgroup.subtree_control").read_text() == "+pids +memory +cpu"
+
+
+async def test_at_the_time_limit_every_process_in_the_builds_cgroup_is_killed(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    (root / "pids").mkdir(parents=True)
+    limits = BuildLimits.of(Settings(data_dir=tmp_path, build_timeout_s=0.3))
+    step = await asyncio.create_subprocess_exec("sleep", "60")
+    try:
+        async with BuildConfinement(limits, tmp_path / "builder", None, cgroup_root=root).enter() as confined:
+            own = root / "pids" / confined.flags[confined.flags.index("--cgroup-parent") + 1].strip("/")
+            own.mkdir()  # the step's cgroup, as runc makes it
+            (own / "cgroup.procs").write_text(f"{step.pid}\n")
+            assert not confined.expired
+            assert await asyncio.wait_for(step.wait(), 10) == -signal.SIGKILL
+            assert confined.expired
+    finally:
+        if step.returncode is None:
+            step.kill()
+            await step.wait()
