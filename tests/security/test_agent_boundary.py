@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from tests.security.conftest import Tenant
+from tests.security.conftest import SecurityServer, Tenant
 
 # Each probe prints one JSON object: attack name -> "ok" (it worked) or the errno name.
 PROBE = textwrap.dedent(
@@ -115,10 +115,12 @@ DENIED = {"EPERM", "EACCES"}
 # again from their execve, so strace, gdb and py-spy work on them.
 OWN_CHILD = textwrap.dedent(
     r"""
-    import ctypes, os, subprocess
+    import ctypes, os, subprocess, time
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     child = subprocess.Popen(["sleep", "30"])
+    while open(f"/proc/{child.pid}/comm").read() != "sleep\n":  # until it has exec'd
+        time.sleep(0.01)
     seized = libc.ptrace(0x4206, child.pid, None, None)  # PTRACE_SEIZE
     print(seized, ctypes.get_errno(), open(f"/proc/{child.pid}/environ", "rb").read().count(b"PATH="))
     child.kill()
@@ -134,7 +136,7 @@ def _attack(tenant: Tenant, sandbox_id: str) -> dict[str, Any]:
 
 
 def test_sandbox_code_cannot_reach_into_its_agent(
-    alpha: Tenant, attacker_box: str, unnoticed: Callable[[], None]
+    alpha: Tenant, attacker_box: str, security_server: SecurityServer, unnoticed: Callable[[], None]
 ) -> None:
     result = _attack(alpha, attacker_box)
     assert result.pop("uid") == 0  # root of the sandbox, with every capability it has
@@ -153,6 +155,10 @@ def test_sandbox_code_cannot_reach_into_its_agent(
     after = alpha.run(attacker_box, "echo alive; grep ^Gid: /proc/1/status")
     assert after["exitCode"] == 0 and after["stdout"].startswith("alive\n"), after
     assert after["stdout"].split()[1:] == ["Gid:", "0", "0", "65534", "0"]  # saved gid: nogroup
+    # nor is the socket's host path anywhere the sandbox can look: it was bound in the
+    # host's network namespace, whose unix sockets the sandbox's /proc/net/unix omits
+    listed = alpha.run(attacker_box, "cat /proc/net/unix")["stdout"]
+    assert "agent.sock" not in listed and str(security_server.data_dir) not in listed
     unnoticed()
 
 
