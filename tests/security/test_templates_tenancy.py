@@ -109,6 +109,35 @@ def test_names_are_per_org_and_from_means_ones_own(
     assert security_server.healthy()
 
 
+def test_the_builders_own_store_is_not_reachable_from_a_dockerfile(
+    alpha: Tenant, beta: Tenant, alpha_app: Built, security_server: SecurityServer
+) -> None:
+    """The builder's image store holds every template a build imported (alpha's too,
+    once alpha builds on it). buildah finds an image there by any unique prefix of its
+    id, and by a short name under ``localhost/``: beta tries each first hex digit, and
+    corral's own image names. Each build fails before anything runs."""
+    attempts = [f"FROM {digit}\nRUN true\n" for digit in "0123456789abcdef"]
+    attempts += [
+        f"FROM corral-template/{alpha_app.id}:latest\n",
+        "FROM corral-template/base:latest\n",
+        "FROM base\nCOPY --from=corral-build/x:1 /etc/hostname /x\n",
+        "FROM base\nCOPY --from=7 /etc/hostname /x\n",
+        "FROM base\nRUN --mount=type=bind,from=b,target=/x true\n",
+    ]
+    try:
+        for dockerfile in attempts:
+            answer = build(beta, "probe", dockerfile)  # a Dockerfile refused is a failed build
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["status"] == "failed", (dockerfile, answer.text)
+            assert "builder's own store" in answer.json()["error"], (dockerfile, answer.text)
+    finally:
+        with beta.http() as http:
+            http.delete("/templates/probe")
+    with alpha.http() as http:
+        assert http.get("/templates/app").json()["status"] == "ready"
+    assert security_server.healthy()
+
+
 def test_a_delete_names_only_the_orgs_own_users(
     alpha: Tenant, beta: Tenant, alpha_app: Built, bystander_box: str, security_server: SecurityServer
 ) -> None:
