@@ -14,10 +14,10 @@ Credentials, wherever found:
 Decisions, in order:
 
 1. A port with a public preview: allowed, whatever credentials come along.
-2. An API key or worker token: 401 if it is not valid; 404 unless it is of the
-   sandbox's org (and, for a worker token, of this sandbox) and the sandbox runs. Any
-   port is allowed: the
-   owner needs no preview URL (``session.fetch(port, path)`` of spec 000).
+2. An API key or worker token: 401 if it is not valid (a token also when the key it
+   was issued to is revoked); 404 unless it is of the sandbox's org (and, for a worker
+   token, of this sandbox) and the sandbox runs. Any port is allowed: the owner needs
+   no preview URL (``session.fetch(port, path)`` of spec 000).
 3. A preview token: 401 unless it is the sandbox's current one; then 404 unless the
    sandbox runs and the port has a preview URL.
 4. Nothing: 401 (also for unknown sandboxes, so a 401 says nothing about what exists).

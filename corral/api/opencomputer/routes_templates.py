@@ -4,7 +4,8 @@
                                                           with Accept: text/event-stream,
                                                           200 and a stream of events
     GET    /templates                                     built-in templates, then the org's
-    GET    /templates/{name}                              404 for an unknown name
+    GET    /templates/{name}                              404 for an unknown name (another
+                                                          org's templates are unknown)
     DELETE /templates/{name}                              204; 409 for a built-in or used one
 
 The stream (what the SDKs' ``parse_sse_stream`` reads): ``build_log`` events
@@ -14,8 +15,8 @@ comment line is sent every 15 s of silence so proxies keep the connection. The b
 goes on if the client goes away.
 
 What a Dockerfile may do (``corral.runtime.dockerfile``): ``FROM`` a corral template
-(``base``, ``python``, ``nodejs``, or one built here) or an image of a registry the
-node reaches; ``RUN``, ``ENV``, ``WORKDIR``, ``USER``, ``ARG``, ... as in Docker.
+(``base``, ``python``, ``nodejs``, or one the org built: names are per org) or an image
+of a registry the node reaches; ``RUN``, ``ENV``, ``WORKDIR``, ``USER``, ``ARG``, ... as in Docker.
 The build context is empty: ``COPY``/``ADD`` take inline content from heredocs
 (``COPY <<EOF /path``) or files of another stage (``--from=``); ``RUN`` heredocs work.
 Sandboxes made from the template get its ``ENV`` (under their own ``envs``), start in
