@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,28 +24,29 @@ class Settings(BaseSettings):
     runc_root: Path = Path("/run/corral/runc")
 
     # user namespace: container root is host uid/gid `uid_base`, `uid_count` ids mapped
-    uid_base: int = 100000
-    uid_count: int = 65536
+    # (above the host's own users, 0..65535: a sandbox never holds a host user's id)
+    uid_base: Annotated[int, Field(ge=65536, le=(1 << 32) - 1 - 65536)] = 100000
+    uid_count: Annotated[int, Field(ge=65536, le=1 << 24)] = 65536
 
     default_template: str = "base"
-    default_timeout_s: int = 300
-    max_cpu_count: int = 4
-    max_memory_mb: int = 2048
-    default_memory_mb: int = 512
-    default_disk_mb: int = 2048
-    max_disk_mb: int = 20480
-    pids_limit: int = 512
+    default_timeout_s: Annotated[int, Field(ge=0, le=30 * 24 * 3600)] = 300
+    max_cpu_count: Annotated[int, Field(ge=1)] = 4
+    max_memory_mb: Annotated[int, Field(ge=64)] = 2048
+    default_memory_mb: Annotated[int, Field(ge=64)] = 512  # at most max_memory_mb
+    default_disk_mb: Annotated[int, Field(ge=64)] = 2048  # at most max_disk_mb
+    max_disk_mb: Annotated[int, Field(ge=64)] = 20480
+    pids_limit: Annotated[int, Field(ge=16)] = 512
     # PTYs a sandbox may hold open at once (its devpts instance's max=); docs/security.md, "PTYs"
     pty_max: Annotated[int, Field(ge=1, le=65536)] = 256
 
-    worker_token_ttl_s: int = 3600
+    worker_token_ttl_s: Annotated[int, Field(ge=60)] = 3600
     exec_output_limit: Annotated[int, Field(ge=0)] = 16 * 1024 * 1024  # bytes kept per stream of exec/run
     # command output held in memory by the whole server (exec/run answers being sent,
     # run-async results): beyond it, output is dropped and answers say truncated
     # (corral.services.output); each command's first exec_output_floor bytes are always kept
     exec_output_budget: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
     exec_output_floor: Annotated[int, Field(ge=0)] = 64 * 1024
-    reaper_interval_s: float = 5.0
+    reaper_interval_s: Annotated[float, Field(gt=0)] = 5.0
     # sandboxes started ahead for creates with the default template and limits
     # (corral.services.standby); None: 2 with the runc runtime, 0 with the process one
     standby_sandboxes: Annotated[int, Field(ge=0, le=64)] | None = None
@@ -152,6 +153,14 @@ class Settings(BaseSettings):
             except CorralError as exc:
                 raise ValueError(exc.message) from None
         return value
+
+    @model_validator(mode="after")
+    def _defaults_within_maximums(self) -> Settings:
+        for default, maximum in (("default_memory_mb", "max_memory_mb"), ("default_disk_mb", "max_disk_mb")):
+            if getattr(self, default) > getattr(self, maximum):
+                limit = f"CORRAL_{maximum.upper()} ({getattr(self, maximum)})"
+                raise ValueError(f"CORRAL_{default.upper()} must be at most {limit}")
+        return self
 
     @field_validator("network_pool")
     @classmethod

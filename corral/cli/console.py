@@ -8,12 +8,14 @@ carries). Tracebacks are only for bugs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -45,6 +47,10 @@ def reported() -> Iterator[None]:
         fail(exc.message)
     except ValidationError as exc:
         fail(f"invalid settings: {setting_problems(exc)}")
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"CORRAL_{found[1].upper()}: " if found else ""
+        fail(f'invalid settings: {name}must be JSON, e.g. ["a", "b"] for a list')
     except OSError as exc:
         fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
 

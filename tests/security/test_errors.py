@@ -180,6 +180,9 @@ BAD_BODIES: list[tuple[str, str, bytes, str]] = [
     ("POST", "/sandboxes", b'{"envs": {"A": 1}}', "envs"),
     ("POST", "/sandboxes", b'{"templateID": "../../etc"}', "template"),
     ("POST", "/sandboxes", b'{"metadata": "x"}', "metadata"),
+    ("POST", "/sandboxes", b'{"metadata": {"k": "\\ud800"}}', "metadata"),  # was stored, then 500s
+    ("POST", "/sandboxes", b'{"envs": {"\\udfff": "x"}}', "envs"),
+    ("POST", "{box}/exec/run", b'{"cmd": "echo", "args": ["\\ud800"]}', "args"),
     ("POST", "{box}/exec/run", b'{"cmd": ["sh"]}', "cmd"),
     ("POST", "{box}/exec/run", b'{"cmd": "true", "timeout": 1e999}', "timeout"),
     ("POST", "{box}/timeout", b'{"timeout": -1}', "timeout"),
@@ -220,4 +223,7 @@ def test_bad_input_is_a_4xx_naming_the_field_on_every_route(
             if not (answer.status_code == 400 and field in answer.json()["error"]):
                 failures.append(("GET", "files/list", params, answer.status_code, answer.text[:200]))
     assert failures == []
+    with alpha.http() as http:
+        listed = http.get("/sandboxes")  # nothing half-made by a refused create breaks the listing
+    assert listed.status_code == 200, listed.text
     unnoticed()

@@ -127,7 +127,9 @@ def describe(errors: Sequence[Mapping[str, Any]]) -> str:
         where = ""
         for p in loc:
             where += f"[{p}]" if isinstance(p, int) else (f".{p}" if where else str(p))
-        phrase = _PHRASES.get(kind) or str(error.get("msg", "is invalid")).lower()
+        phrase = (
+            _PHRASES.get(kind) or str(error.get("msg", "is invalid")).removeprefix("Value error, ").lower()
+        )
         parts.append(f"{where}: {phrase}" if where else f"request body {phrase}")
     return "; ".join(dict.fromkeys(parts)) or "invalid request"
 

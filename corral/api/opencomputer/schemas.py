@@ -13,9 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from corral.api.bodies import JsonBody
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+
+class _Body(JsonBody):
+    """Strict about known fields, blind to unknown ones, text is Unicode (``corral.api.bodies``)."""
 
 
 class _Out(BaseModel):

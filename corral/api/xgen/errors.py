@@ -94,7 +94,9 @@ async def on_validation_error(_request: Request, exc: Exception) -> Response:
         return envelope(400, "request body is not valid JSON", "INVALID_REQUEST")
     where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
     message = (
-        f"{where}: {str(first.get('msg', 'is invalid')).lower()}" if where else "request body is invalid"
+        f"{where}: {str(first.get('msg', 'is invalid')).removeprefix('Value error, ').lower()}"
+        if where
+        else "request body is invalid"
     )
     return envelope(400, message, "INVALID_REQUEST", where)
 

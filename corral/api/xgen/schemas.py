@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from corral.api.bodies import JsonBody
 
-class TokenBody(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
 
+class TokenBody(JsonBody):
     api_key: str | None = None
 
 

@@ -56,3 +56,26 @@ async def test_json_bodies_of_any_declared_type_work_on_every_surface(tmp_path: 
             "/api/sandboxes", content=body, headers={"content-type": "application/octet-stream"}
         )
         assert raw.status_code == 400  # a type that says "not JSON" is taken at its word
+
+
+async def test_text_with_a_lone_surrogate_is_a_400_naming_its_field(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (_app, client):
+        before = len((await client.get("/api/sandboxes")).json())
+        json_type = {"content-type": "application/json"}
+        for body, field in [
+            (b'{"metadata": {"k": "\\ud800"}}', "metadata"),
+            (b'{"envs": {"\\udfff": "x"}}', "envs"),
+            (b'{"templateID": "base\\udc80"}', "templateID"),
+        ]:
+            answer = await client.post("/api/sandboxes", content=body, headers=json_type)
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"].startswith(f"{field}: must be text without lone surrogates")
+        paired = await client.post(
+            "/api/sandboxes", content=b'{"metadata": {"k": "\\ud83d\\ude00"}}', headers=json_type
+        )
+        assert paired.status_code == 201 and paired.json()["metadata"] == {"k": "\U0001f600"}
+        listed = await client.get("/api/sandboxes")
+        assert listed.status_code == 200 and len(listed.json()) == before + 1
+        token = await client.post("/api/v1/auth/token", content=b'{"api_key": "\\ud800"}', headers=json_type)
+        assert token.status_code == 400 and token.json()["code"] == "INVALID_REQUEST"
+        assert token.json()["error"].startswith("api_key: must be text")

@@ -30,6 +30,10 @@ BAD = [
     ("CORRAL_NETWORK_POOL", "10.9.0.0/30", "/29 or larger"),
     ("CORRAL_NETWORK_POOL", "fd00::/64", "IPv4"),
     ("CORRAL_DATABASE_URL", "mongodb://x", "not a database URL"),
+    ("CORRAL_UID_BASE", "0", "greater than or equal to 65536"),  # container root = host root
+    ("CORRAL_MAX_CPU_COUNT", "0", "greater than or equal to 1"),
+    ("CORRAL_DEFAULT_MEMORY_MB", "4096", "at most CORRAL_MAX_MEMORY_MB"),
+    ("CORRAL_GATEWAY_CORS_ORIGINS", "https://a.example", "must be JSON"),
 ]
 
 
@@ -43,7 +47,7 @@ def test_a_bad_setting_is_one_line_naming_it(
     assert result.exit_code == 1, result.output
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in result.output
-    assert line.startswith(f"error: invalid settings: {name}: ") and says in line, line
+    assert line.startswith(f"error: invalid settings: {name}") and says in line, line
     assert calls == []
 
 
