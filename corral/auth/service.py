@@ -236,9 +236,10 @@ class AuthService:
     # ---- tokens ------------------------------------------------------------------------
 
     def issue_token(self, principal: Principal, sandbox_id: str) -> str:
-        """A worker token of ``sandbox_id`` for ``principal`` (valid ``token_ttl_s``)."""
+        """A worker token of ``sandbox_id`` for ``principal`` (valid ``token_ttl_s``),
+        never holding a scope ``principal`` lacks (``scopes`` when it was narrowed)."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "sub": sandbox_id,
             "org": principal.org_id,
             "role": principal.role.value,
@@ -248,6 +249,8 @@ class AuthService:
             "iat": now,
             "exp": now + self.token_ttl_s,
         }
+        if principal.granted is not None:  # a narrowed caller mints no more than it holds
+            claims["scopes"] = sorted(s.value for s in principal.scopes)
         return jwt.encode(claims, self.jwt_secret, algorithm="HS256")
 
     def issue_user_token(self, user: User | Principal, ttl_s: int | None = None) -> IssuedToken:
@@ -332,6 +335,7 @@ class AuthService:
                     key_id=claims.get("kid"),
                     user_id=claims.get("uid"),
                     sandbox_id=str(claims["sub"]),
+                    granted=_scopes(claims.get("scopes")),
                 )
             if kind == USER:
                 key_id = claims.get("kid")

@@ -181,6 +181,12 @@ async def test_a_worker_token_holds_only_its_sandboxs_worker_scopes(
     )
     assert worker.role is Role.OWNER
     assert worker.scopes == {Scope.SANDBOX_READ, Scope.SANDBOX_WRITE, Scope.SANDBOX_EXEC}
+    read_only = replace(await auth.authenticate_key(raw), granted=frozenset({Scope.SANDBOX_READ}))
+    narrowed = await auth.authenticate_token(auth.issue_token(read_only, "sb-aaaaaaaaaaaaaaaa"))
+    assert narrowed.scopes == {Scope.SANDBOX_READ}  # no more than the token that asked for it
+    assert (await auth.authenticate_token(auth.issue_token(narrowed, "sb-aaaaaaaaaaaaaaaa"))).scopes == {
+        Scope.SANDBOX_READ
+    }  # nor its refresh
 
 
 async def test_a_users_tokens_follow_the_user(auth: AuthService, clock: Clock) -> None:
