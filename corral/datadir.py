@@ -15,10 +15,11 @@ the data dir and what corral keeps in it private to root, fixing what an older c
 or the operator left readable: the store (``corral.db``, its ``-wal`` and ``-shm``:
 ``corral.store.database``), ``jwt-secret``, ``admin-key``, ``serve.lock`` are 0600;
 ``checkpoints/``, ``disks/``, ``builder/``, ``templates/`` 0700. Only what a sandbox's
-own root (host uid ``uid_base``, in its user namespace) must pass through while runc
-sets it up stays searchable, and never listable: the data dir itself, ``sandboxes/``
-and ``agent/`` (the agent program's read-only source) are 0711; inside ``sandboxes/``
-each sandbox's dir is 0711 and its parts 0700/0600 (``corral.runtime.bundle``).
+own root (host uid and gid ``uid_base``, in its user namespace) must pass through while
+runc sets it up is searchable, by that group alone and never listable: the data dir
+itself and ``sandboxes/`` are root's, of group ``uid_base``, 0710, and so is each
+sandbox's dir (``corral.runtime.bundle``), so no other host user reaches a sandbox's
+disk or root; ``agent/`` (the compiled agent program, nothing secret) is 0711.
 Links are never followed: an entry that is not the expected kind is left alone.
 """
 
@@ -35,7 +36,7 @@ from corral.errors import Unavailable
 
 log = logging.getLogger("corral")
 LOCK_FILE = "serve.lock"
-DATA_DIR_MODE = 0o711
+SEARCHED = 0o710  # root's, searchable by the sandboxes' root group (uid_base) alone
 MODES = {
     "corral.db": 0o600,
     "corral.db-wal": 0o600,
@@ -47,7 +48,7 @@ MODES = {
     "disks": 0o700,
     "builder": 0o700,
     "templates": 0o700,
-    "sandboxes": 0o711,
+    "sandboxes": SEARCHED,
     "agent": 0o711,
 }
 
@@ -64,16 +65,20 @@ class Claim:
             self._fd = None
 
 
-def secure(data_dir: Path) -> None:
-    """Make (or fix) the data dir and its known entries as the module docstring says."""
-    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
-    for path, mode in ((data_dir, DATA_DIR_MODE), *((data_dir / n, m) for n, m in MODES.items())):
+def secure(data_dir: Path, sandbox_group: int) -> None:
+    """Make (or fix) the data dir and its known entries as the module docstring says;
+    ``sandbox_group`` is the host gid of the sandboxes' root (``uid_base``)."""
+    data_dir.mkdir(mode=SEARCHED, parents=True, exist_ok=True)
+    for path, mode in ((data_dir, SEARCHED), *((data_dir / n, m) for n, m in MODES.items())):
         with contextlib.suppress(FileNotFoundError):
             found = path.lstat()
             is_dir = mode & 0o100 != 0
-            if (stat.S_ISDIR if is_dir else stat.S_ISREG)(found.st_mode) and stat.S_IMODE(
-                found.st_mode
-            ) != mode:
+            if not (stat.S_ISDIR if is_dir else stat.S_ISREG)(found.st_mode):
+                continue
+            group = sandbox_group if mode == SEARCHED else found.st_gid
+            if found.st_gid != group:
+                os.chown(path, -1, group, follow_symlinks=False)
+            if stat.S_IMODE(found.st_mode) != mode:
                 os.chmod(path, mode)
                 log.info("%s was %o, now %o", path, stat.S_IMODE(found.st_mode), mode)
 

@@ -47,6 +47,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -242,12 +243,18 @@ def oci_config(
     }
 
 
-def make_dirs(paths: SandboxPaths, data_dir: Path) -> None:
-    """Create the sandbox dir (FileExistsError if it exists) and its mount points."""
-    for directory in (data_dir, paths.dir.parent):
-        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
-    paths.dir.mkdir(mode=0o711)
-    os.chmod(paths.dir, 0o711)  # the mapped root must traverse it to reach rootfs/
+def make_dirs(paths: SandboxPaths, data_dir: Path, group: int) -> None:
+    """Create the sandbox dir (FileExistsError if it exists) and its mount points. The
+    mapped root (host gid ``group``) must pass through the data dir, ``sandboxes/`` and
+    the sandbox dir to reach rootfs/: those are root's, of that group, 0710 (no other
+    host user reaches the sandbox's disk or root; ``corral.datadir``)."""
+    paths.dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.dir.mkdir(mode=0o700)
+    for directory in (data_dir, paths.dir.parent, paths.dir):
+        found = os.lstat(directory)
+        if found.st_gid != group or stat.S_IMODE(found.st_mode) != 0o710:
+            os.chown(directory, -1, group, follow_symlinks=False)
+            os.chmod(directory, 0o710)
     paths.disk.mkdir(mode=0o700)
     paths.rootfs.mkdir(mode=0o700)
 

@@ -302,7 +302,7 @@ class RuncRuntime:
         lower = Path(spec.template.rootfs)
         settings = self._settings
         if not kept_disk:
-            await finish(bundle.make_dirs, paths, settings.data_dir)
+            await finish(bundle.make_dirs, paths, settings.data_dir, settings.uid_base)
             undo.push_async_callback(
                 self._quietly, "remove dir", asyncio.to_thread, _remove_host_state, paths
             )

@@ -54,6 +54,7 @@ class RuncSnapshots:
     def __init__(self, runtime: RuncRuntime, settings: Settings) -> None:
         self._rt = runtime
         self._data_dir = settings.data_dir
+        self._group = settings.uid_base  # of the sandbox dirs (bundle.make_dirs)
 
     async def snapshot(self, sandbox_id: str, target: Path) -> int:
         paths = self._rt.paths(sandbox_id)
@@ -106,7 +107,7 @@ class RuncSnapshots:
             if await asyncio.to_thread(paths.dir.exists):
                 raise Conflict(f"sandbox {spec.id} already exists on this node")
             try:
-                await asyncio.to_thread(bundle.make_dirs, paths, self._data_dir)
+                await asyncio.to_thread(bundle.make_dirs, paths, self._data_dir, self._group)
                 await asyncio.to_thread(sparse_copy, source / DISK, paths.disk_image)
                 await pause("fork.copied")
             except BaseException as exc:

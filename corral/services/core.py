@@ -95,7 +95,7 @@ class Core:
         reconcile: bool = True,
         metrics: Metrics | None = None,
     ) -> Core:
-        secure(settings.data_dir)  # private to root, before anything is written there
+        secure(settings.data_dir, settings.uid_base)  # private, before anything is written there
         held = claim(settings.data_dir)  # before anything is reconciled or bound
         try:
             return await cls._open(settings, held, runtime, templates, reconcile, metrics)

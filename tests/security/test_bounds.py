@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ from corral.datadir import MODES
 from tests.security.conftest import PROMISED_DISK_MB, SecurityServer, Tenant
 
 CALLS = 10
+UID_BASE = 100000  # the sandboxes' root on the host (uid_base's default)
 PRINTED_MB = 50
 RSS_BOUND_MB = 600  # see docs/security.md, "Memory": what 10 capped calls may cost at most
 RSS_AFTER_MB = 200  # over the server's resting RSS once the answers are gone
@@ -84,12 +86,13 @@ def test_concurrent_floods_of_output_keep_the_server_bounded(
 def test_the_data_dir_and_the_store_are_private_to_root(
     security_server: SecurityServer, attacker_box: str
 ) -> None:
-    """The store holds sandboxes' envs in plain text, the data dir the JWT secret: none
-    of it is readable by another host user; only what runc's mapped root must pass
-    through is searchable (and not listable)."""
+    """The store holds sandboxes' envs in plain text, the data dir the JWT secret, each
+    sandbox's dir its disk and root: none of it is readable by another host user; what
+    runc's mapped root must pass through is searchable by its group alone."""
     data = security_server.data_dir
     found = {p.name: p.lstat().st_mode & 0o777 for p in data.iterdir()}
-    assert data.stat().st_mode & 0o777 == 0o711
+    assert (data.stat().st_mode & 0o777, data.stat().st_gid) == (0o710, UID_BASE)
+    assert (data / "sandboxes").stat().st_gid == UID_BASE
     expected = {**MODES, "corral.db": 0o600}
     assert {n: oct(m) for n, m in found.items() if n in expected} == {
         n: oct(expected[n]) for n in found if n in expected
@@ -99,7 +102,21 @@ def test_the_data_dir_and_the_store_are_private_to_root(
     files = [store, *(store.with_name(store.name + t) for t in ("-wal", "-shm"))]
     assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in files if f.exists()) and store.exists()
     box = data / "sandboxes" / attacker_box
-    assert box.stat().st_mode & 0o777 == 0o711
+    assert (box.stat().st_mode & 0o777, box.stat().st_uid, box.stat().st_gid) == (0o710, 0, UID_BASE)
+    nobody = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "cat",
+            str(box / "rootfs/etc/hostname"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert nobody.returncode != 0 and "Permission denied" in nobody.stderr, nobody
     assert {p.name: oct(p.lstat().st_mode & 0o777) for p in box.iterdir() if p.name == "config.json"} == {
         "config.json": "0o600"
     }

@@ -86,7 +86,8 @@ async def test_the_data_dir_and_its_secrets_are_made_private_at_start(tmp_path: 
         modes = {p.name: oct(p.lstat().st_mode & 0o777) for p in data.iterdir() if not p.is_symlink()}
     finally:
         await core.close()
-    assert oct(data.stat().st_mode & 0o777) == "0o711"
+    assert oct(data.stat().st_mode & 0o777) == "0o710" and data.stat().st_gid == 100000
+    assert (data / "sandboxes").stat().st_gid == 100000 and (data / "checkpoints").stat().st_gid == 0
     assert modes == {
         "corral.db": "0o600",
         "corral.db-wal": "0o600",
@@ -97,7 +98,7 @@ async def test_the_data_dir_and_its_secrets_are_made_private_at_start(tmp_path: 
         "disks": "0o700",
         "builder": "0o700",
         "templates": "0o700",
-        "sandboxes": "0o711",
+        "sandboxes": "0o710",
         "agent": "0o711",
     }
     assert oct(outside.stat().st_mode & 0o777) == "0o644"
