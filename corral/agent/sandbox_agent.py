@@ -25,6 +25,9 @@ How it is built, and why:
   only its own connection, with an ``invalid`` error frame.
 * A connection ends by flushing, shutting down its write side and discarding input
   until the host closes, so the host always reads the last frame instead of a reset.
+* Before it listens, the agent takes itself out of reach of the code it runs
+  (``shield``: not dumpable, and a saved gid no process matches), so commands, root
+  like the agent, cannot ptrace it or take its fds (docs/security.md).
 """
 
 from __future__ import annotations
