@@ -18,6 +18,10 @@ everything down, whatever happened (the build's processes included):
 * **No new privileges**: buildah 1.28 refuses ``--security-opt no-new-privileges``, so
   buildah runs under ``setpriv --no-new-privs`` (:data:`NO_NEW_PRIVS`); every process it
   starts inherits the flag (runc, and the steps: ``NoNewPrivs: 1``).
+* **Seccomp**: a sandbox's profile (``seccomp.py``), written to ``<home>/seccomp.json``
+  and given with ``--security-opt seccomp=``; buildah's own default would let a step
+  make nested user namespaces and use keyrings. Capabilities are buildah's defaults,
+  which are a sandbox's set (Docker's minus MKNOD, NET_RAW and AUDIT_WRITE).
 * **Resources**: each RUN step's memory (no swap) and CPU quota (buildah's
   ``--memory``, ``--memory-swap``, ``--cpu-period``/``--cpu-quota``); a pids limit
   on a cgroup of the build's own, ``corral-builds/<node>/<id>``, under which every
@@ -41,8 +45,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +59,7 @@ from corral.ids import new_id
 from corral.network.policy import validate_policy
 from corral.ports import Network
 from corral.runtime import cgroups, mounts
+from corral.runtime.seccomp import default_profile
 from corral.settings import Settings
 
 log = logging.getLogger("corral.builder")
@@ -108,6 +115,7 @@ class BuildConfinement:
     ) -> None:
         self.limits = limits
         self._sysfs = home / "sysfs"
+        self._seccomp = home / "seccomp.json"
         self._network = network
         self._cgroup_root = cgroup_root
         self._parent = f"{CGROUP_PARENT}/{hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]}"
@@ -125,7 +133,10 @@ class BuildConfinement:
             async with contextlib.AsyncExitStack() as undo:
                 undo.push_async_callback(self._remove_cgroup, build_id)
                 await self._make_cgroup(build_id)
+                await asyncio.to_thread(_write_profile, self._seccomp)
                 flags = [
+                    "--security-opt",
+                    f"seccomp={self._seccomp}",
                     "--cgroup-parent",
                     f"/{self._parent}/{build_id}/run",
                     "--memory",
@@ -234,6 +245,15 @@ def _make_pids_cgroup(root: Path, parent: str, build_id: str, pids: int) -> None
     directory = root / "pids" / parent / build_id
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "pids.max").write_text(str(pids))
+
+
+def _write_profile(path: Path) -> None:
+    """A sandbox's seccomp profile at ``path`` (replaced whole: a build reading the old
+    one meanwhile reads the same rules)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    temporary.write_text(json.dumps(default_profile()))
+    temporary.replace(path)
 
 
 def _unmount_and_remove(directory: Path) -> None:
