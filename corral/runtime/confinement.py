@@ -28,7 +28,8 @@ everything down, whatever happened (the build's processes included):
   step's cgroup is made (``--cgroup-parent .../run``), so it bounds all of the
   build's processes. Leaving kills what is left in it (a step that outlived a timed-out
   buildah) and removes it. ``<node>`` names the data dir, so two servers on one host
-  never sweep each other's builds.
+  never sweep each other's builds. A step has its own cgroup namespace, as a sandbox
+  does (it sees ``/``, not the host's cgroup paths).
 * **Time**: ``Settings.build_timeout_s`` for the whole build. At the deadline every
   process in the build's cgroup is killed (again each second while buildah runs), so
   the running step fails and buildah cleans up after itself as after any failed step;
@@ -139,6 +140,8 @@ class BuildConfinement:
                     f"seccomp={self._seccomp}",
                     "--cgroup-parent",
                     f"/{self._parent}/{build_id}/run",
+                    "--cgroupns",
+                    "private",
                     "--memory",
                     f"{self.limits.memory_mb}m",
                     "--memory-swap",

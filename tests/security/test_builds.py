@@ -5,7 +5,7 @@ they connect to every address of the host on a port this test listens on (the
 security server's bridge address, 127.0.0.1 and the host's other addresses), to the
 control plane's port, to link-local 169.254.169.254 and to a listener in the other
 org's sandbox; resolve a name the build's egress does not allow; read their
-``NoNewPrivs``; make a nested user namespace (a sandbox's seccomp refuses it); fork until refused and hold the processes (meanwhile the host, the
+``NoNewPrivs`` and cgroup paths (its own namespace: ``/``); make a nested user namespace (a sandbox's seccomp refuses it); fork until refused and hold the processes (meanwhile the host, the
 server and the other org's sandbox are checked); and allocate memory until killed.
 Every attempt must fail, and no listener may see a connection. Then Dockerfiles that
 would make buildah itself reach the host from the host's side (``ADD <url>``, ``FROM``,
@@ -137,7 +137,7 @@ print(child, u.getsockname()[0])
 def _dockerfile(targets: list[tuple[str, str, int]]) -> str:
     return f"""FROM base
 # {secrets.token_hex(8)}: a new text, so it is built (not found built)
-RUN grep NoNewPrivs /proc/self/status
+RUN grep NoNewPrivs /proc/self/status; sed 's/^/CGROUP /' /proc/self/cgroup
 RUN python3 <<'EOF'
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
@@ -257,6 +257,8 @@ def test_build_steps_are_confined_like_a_sandbox(
         assert beta.run(bystander_box, "cat /tmp/build-probe.log")["stdout"] == ""
 
         assert re.search(r"^NoNewPrivs:\s+1$", text, re.MULTILINE), text
+        cgroup_lines = re.findall(r"^CGROUP .*$", text, re.MULTILINE)
+        assert cgroup_lines and all(line.endswith(":/") for line in cgroup_lines), text  # its own namespace
         calls = dict(re.findall(r"^SYSCALL (\S+) (-?\d+ \d+)$", text, re.MULTILINE))
         assert calls == {"unshare-user": "-1 1"}, text  # EPERM: a sandbox's seccomp
         bomb = re.search(r"^BOMB (BOUNDED|UNBOUNDED) (\d+)", text, re.MULTILINE)

@@ -48,6 +48,8 @@ async def test_a_build_without_a_network_has_loopback_only_and_a_pids_cgroup(tmp
     async with confinement.enter() as confined:
         flags = confined.flags
         assert flags[flags.index("--network") + 1] == "none"
+        assert flags[flags.index("--cgroupns") + 1] == "private"
+        assert flags[flags.index("--security-opt") + 1] == f"seccomp={tmp_path / 'builder' / 'seccomp.json'}"
         assert "--dns" not in flags and "--volume" not in flags
         assert flags[flags.index("--memory") + 1] == flags[flags.index("--memory-swap") + 1] == "256m"
         assert flags[flags.index("--cpu-quota") + 1] == str(2 * int(flags[flags.index("--cpu-period") + 1]))
