@@ -5,8 +5,10 @@ they connect to every address of the host on a port this test listens on (the
 security server's bridge address, 127.0.0.1 and the host's other addresses), to the
 control plane's port, to link-local 169.254.169.254 and to a listener in the other
 org's sandbox; resolve a name the build's egress does not allow; read their
-``NoNewPrivs`` and cgroup paths (its own namespace: ``/``); make a nested user namespace (a sandbox's seccomp refuses it); fork until refused and hold the processes (meanwhile the host, the
-server and the other org's sandbox are checked); and allocate memory until killed.
+``NoNewPrivs`` and cgroup paths (their own namespace: ``/``); make a nested user
+namespace (a sandbox's seccomp refuses it); fork until refused and hold the processes
+(meanwhile the host, the server and the other org's sandbox are checked); and allocate
+memory until killed.
 Every attempt must fail, and no listener may see a connection. Then Dockerfiles that
 would make buildah itself reach the host from the host's side (``ADD <url>``, ``FROM``,
 ``COPY --from=`` or ``RUN --mount=from=`` of a "registry" at the host's address, a
