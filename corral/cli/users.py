@@ -1,7 +1,10 @@
 """``corral users ...``: users of orgs and their tokens, in this node's store.
 
 Contracts: ``users add EMAIL --org NAME --role ROLE`` prints the new user's id; an
-email is unique across orgs. ``users token EMAIL`` prints a user JWT (HS256, signed
+email is unique across orgs. ``users role EMAIL --role ROLE`` changes a user's role and
+``users rm EMAIL`` removes the user: their tokens follow at once on a server sharing
+this SQLite store (a token acts with the lower of its role and the user's; a removed
+user's tokens are 401), within seconds on another node of a shared PostgreSQL store. ``users token EMAIL`` prints a user JWT (HS256, signed
 with the setting ``jwt_secret`` or ``<data dir>/jwt-secret``, the server's own) as the
 last line: ``Authorization: Bearer <token>`` on every surface, valid ``--ttl``
 seconds (default the setting ``user_token_ttl_s``, 900).
@@ -72,6 +75,43 @@ def ls(
         for user in users:
             table.add_row(user.email, user.role, user.name or "-", user.id, when(user.created_at))
         print_table(table)
+
+
+@app.command("role")
+def role(
+    email: Email,
+    new_role: Annotated[Role, typer.Option("--role", help="The user's new role.", case_sensitive=False)],
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Give a user another role (their tokens follow)."""
+
+    async def work(db: Database, _settings: Settings) -> User:
+        users = SqlUserStore(db)
+        user = await users.by_email(email.strip().lower())
+        await users.set_role(user.id, new_role.value)
+        SqlKeyStore(db).stamp_revocation()
+        return user
+
+    with reported():
+        user = with_database(data_dir, database_url, work)
+        out.print(f"{user.email} is now {new_role.value} (was {user.role})")
+
+
+@app.command("rm")
+def rm(email: Email, data_dir: DataDirOption = None, database_url: DatabaseOption = None) -> None:
+    """Remove a user (their tokens stop working)."""
+
+    async def work(db: Database, _settings: Settings) -> User:
+        users = SqlUserStore(db)
+        user = await users.by_email(email.strip().lower())
+        await users.remove(user.id)
+        SqlKeyStore(db).stamp_revocation()
+        return user
+
+    with reported():
+        user = with_database(data_dir, database_url, work)
+        out.print(f"removed {user.email} ({user.id})")
 
 
 @app.command("token")

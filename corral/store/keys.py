@@ -106,12 +106,18 @@ class SqlKeyStore:
             if row is None or row.org_id != org_id:
                 raise NotFound(f"key {key_id} not found")
             row.revoked_at = row.revoked_at or datetime.now(UTC)
+        self.stamp_revocation()
+        for listener in self.revoked_listeners:
+            listener(key_id)
+
+    def stamp_revocation(self) -> None:
+        """Touch ``revocations``: servers on this SQLite file forget what they remember
+        of verified keys and of the keys and users behind tokens (a key revoked, a user
+        removed or given another role)."""
         if self.revocations is not None:
             now = time.time_ns()
             self.revocations.touch()
             os.utime(self.revocations, ns=(now, now))
-        for listener in self.revoked_listeners:
-            listener(key_id)
 
 
 def _key(r: ApiKeyRow) -> ApiKey:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from corral.errors import Conflict, NotFound
@@ -57,6 +57,14 @@ class SqlUserStore:
             if row is None:
                 raise NotFound(f"user {email!r} not found", field="email")
             return _user(row)
+
+    async def remove(self, user_id: str) -> None:
+        async with self.db.session() as s, s.begin():
+            await s.execute(delete(UserRow).where(UserRow.id == user_id))
+
+    async def set_role(self, user_id: str, role: str) -> None:
+        async with self.db.session() as s, s.begin():
+            await s.execute(update(UserRow).where(UserRow.id == user_id).values(role=role))
 
     async def list(self, org_id: str) -> list[User]:
         async with self.db.session() as s:

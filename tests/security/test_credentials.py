@@ -4,11 +4,13 @@ A worker token (the ``token`` of a create) is for its own sandbox's worker route
 (``/sandboxes/<id>/...``) and nothing else: not the control plane, not template builds,
 not creates, keys, audit or checkpoints. A token minted from an API key, worker or
 exchanged user token, stops working as soon as the key is revoked, over HTTP or by
-``corral keys revoke`` (another process).
+``corral keys revoke`` (another process); a user's tokens follow the user's role and
+end with the user.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
@@ -103,4 +105,38 @@ def test_revoking_a_key_revokes_the_tokens_it_minted(
         assert alpha.run(sandbox, "echo alive")["stdout"].strip() == "alive"  # the owner's key still works
         alpha.kill(sandbox)
     assert beta.run(bystander_box, "echo alive")["stdout"].strip() == "alive"
+    assert security_server.healthy()
+
+
+def test_a_users_tokens_follow_the_user(alpha: Tenant, security_server: SecurityServer) -> None:
+    """A user's token, and the worker token it got, act with the user's current role
+    (given a lower one by ``corral users role``) and stop when ``corral users rm``
+    removes the user (both from another process)."""
+    email = f"dev-{secrets.token_hex(4)}@alpha.test"
+    security_server.cli("users", "add", email, "--org", "alpha", "--role", "developer")
+    token = security_server.cli("users", "token", email).splitlines()[-1].strip()
+    run = {"cmd": "true"}
+    with bearer(security_server, token) as user:
+        created = user.post("/sandboxes", json={"templateID": "base", "timeout": 600})
+        assert created.status_code == 201, created.text
+        sandbox, worker_token = created.json()["sandboxID"], created.json()["token"]
+        alpha.made.append(sandbox)
+        with bearer(security_server, worker_token, "") as worker:
+            assert worker.post(f"/sandboxes/{sandbox}/exec/run", json=run).status_code == 200
+            security_server.cli("users", "role", email, "--role", "viewer")
+            demoted = [
+                user.post("/sandboxes", json={"templateID": "base"}),
+                worker.post(f"/sandboxes/{sandbox}/exec/run", json=run),
+            ]
+            assert [d.status_code for d in demoted] == [403, 403], [d.text for d in demoted]
+            assert user.get(f"/sandboxes/{sandbox}").status_code == 200  # a viewer reads
+            security_server.cli("users", "rm", email)
+            gone = [
+                user.get(f"/sandboxes/{sandbox}"),
+                worker.post(f"/sandboxes/{sandbox}/exec/run", json=run),
+            ]
+    assert [g.status_code for g in gone] == [401, 401], [g.text for g in gone]
+    assert all("the user it was issued to is gone" in g.json()["error"] for g in gone)
+    assert alpha.run(sandbox, "echo alive")["stdout"].strip() == "alive"  # the org's own key still works
+    alpha.kill(sandbox)
     assert security_server.healthy()

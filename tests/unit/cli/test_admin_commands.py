@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from corral.auth.principal import Principal, Role
 from corral.auth.service import AuthService, load_or_create_secret
 from corral.cli.main import app
+from corral.errors import Unauthenticated
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
 from corral.store.users import SqlUserStore
@@ -68,6 +70,15 @@ def test_users_and_their_tokens(tmp_path: Path) -> None:
     who = principal_of(tmp_path, token)
     assert who.role is Role.ADMIN and who.user_id and who.user_id.startswith("usr-") and who.key_id is None
     assert "not found" in corral(tmp_path, "users", "token", "nobody@example.com", code=1)
+    # the token follows its user: a lower role, then no user at all
+    assert "is now viewer (was admin)" in corral(
+        tmp_path, "users", "role", "ada@example.com", "--role", "viewer"
+    )
+    assert principal_of(tmp_path, token).role is Role.VIEWER
+    assert corral(tmp_path, "users", "rm", "ada@example.com").startswith("removed ada@example.com")
+    with pytest.raises(Unauthenticated, match="the user it was issued to is gone"):
+        principal_of(tmp_path, token)
+    assert "not found" in corral(tmp_path, "users", "rm", "ada@example.com", code=1)
 
 
 def test_killswitch_on_off_status(tmp_path: Path) -> None:
