@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     build_cpu_count: Annotated[int, Field(ge=1)] = 2  # CPU quota of a RUN step
     build_pids_limit: Annotated[int, Field(ge=16)] = 1024  # processes of a whole build
     build_timeout_s: Annotated[float, Field(gt=0)] = 1800.0  # a whole build; then it fails
+    build_max_running_per_org: Annotated[int, Field(ge=0)] = 2  # builds at once (429 beyond); 0: no cap
 
     # the gateway (corral.gateway): servers inside sandboxes, by host or by path
     gateway_enabled: bool = True  # False: every gateway request is 503 (the kill switch)

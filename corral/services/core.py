@@ -161,6 +161,7 @@ class Core:
             default_builder(settings, runtime, templates, network),
             checkpoint_store,
             sandboxes,
+            max_running_per_org=settings.build_max_running_per_org,
         )
         core = cls(
             settings=settings,

@@ -17,7 +17,9 @@ Contracts:
   the build's output line by line. Rebuilding a name replaces it once the new build is
   ready; while it builds, and if it fails, sandboxes get the previous build. A second
   build of a name while one runs is Conflict. Builtin names are Conflict;
-  Unavailable without a builder (the process runtime). Its ``FROM`` may name the
+  Unavailable without a builder (the process runtime). LimitExceeded (429, retry
+  later) when the org already has ``max_running_per_org`` builds running (each build's
+  own limits are the builder's: ``runtime/confinement.py``). Its ``FROM`` may name the
   built-ins and the org's own templates (``TemplateNames.usable``); any other name is
   an image of a registry, as if no template had it.
 - ``list`` and ``get`` need ``sandbox:read``: the built-in templates, then the org's.
@@ -39,7 +41,7 @@ from datetime import UTC, datetime
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.domain import BuildStatus, CheckpointStatus, SandboxStatus, Template, TemplateBuild
-from corral.errors import Conflict, CorralError, InvalidInput, NotFound, Unavailable
+from corral.errors import Conflict, CorralError, InvalidInput, LimitExceeded, NotFound, Unavailable
 from corral.ids import new_id
 from corral.ports import Builder, CheckpointStore, TemplateBuildStore
 from corral.services.sandboxes import SandboxService
@@ -71,8 +73,12 @@ class TemplateService:
         builder: Builder | None,
         checkpoints: CheckpointStore,
         sandboxes: SandboxService,
+        *,
+        max_running_per_org: int = 0,
     ) -> None:
+        """``max_running_per_org``: builds an org may run at once (0: no cap)."""
         self.builds = builds
+        self.max_running_per_org = max_running_per_org
         self.builder = builder
         self.checkpoints = checkpoints
         self.sandboxes = sandboxes
@@ -138,7 +144,13 @@ class TemplateService:
         previous = await self.builds.get(principal.org_id, name)
         if (principal.org_id, name) in self._building:
             raise Conflict(f"template {name!r} is being built", field="name")
-        return previous
+        cap = self.max_running_per_org
+        if cap and sum(1 for org, _ in self._building if org == principal.org_id) >= cap:
+            raise LimitExceeded(
+                f"the org has {cap} template builds running, its most at once "
+                "(setting build_max_running_per_org); retry when one ends"
+            )
+        return previous  # no await since the count: build() claims its slot at once
 
     async def list(self, principal: Principal) -> list[TemplateInfo]:
         require(principal, Scope.SANDBOX_READ)
