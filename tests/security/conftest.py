@@ -57,6 +57,13 @@ class Tenant:
         """A new API key of this org with ``role`` (owner, admin, developer, viewer)."""
         return self.server.cli("keys", "create", "--role", role, "--org", self.name).splitlines()[-1].strip()
 
+    def api_key(self, role: str) -> str:
+        """``key_of`` through the API with the owner key (no CLI process: ~50x faster)."""
+        with self.http() as http:
+            answer = http.post("/keys", json={"role": role})
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["key"])
+
     def create(self, **body: Any) -> dict[str, Any]:
         """A sandbox of this org (template ``base`` unless ``body`` says otherwise),
         killed when the session ends; the create's JSON."""
