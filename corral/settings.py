@@ -55,9 +55,10 @@ class Settings(BaseSettings):
     network_enabled: bool = True  # False: sandboxes have loopback only
     network_state_dir: Path = Path("/run/corral/network")
     network_pool: str = "10.213.0.0/16"  # sandbox addresses; the bridge takes the first
-    network_bridge: str = "corral0"  # also names the nftables table and the netns prefix
+    # also names the nftables table and the netns prefix: an interface name (15 at most)
+    network_bridge: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,15}$")] = "corral0"
     network_dns_upstreams: list[str] | None = None  # None: the host's /etc/resolv.conf
-    network_nflog_group: int = 213  # where denied connections are logged; one per node
+    network_nflog_group: Annotated[int, Field(ge=0, le=65535)] = 213  # denied connections' log; one per node
     network_extra_denied: list[str] = []  # CIDRs never reachable (e.g. the site's LAN)
     network_pin_private: bool = False  # let allowed hostnames resolve to private addresses
     network_ready_namespaces: Annotated[int, Field(ge=0)] = 4  # made ahead: a create claims one (0: off)
@@ -173,6 +174,16 @@ class Settings(BaseSettings):
             AddressPool(value)
         except CorralError as exc:
             raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("network_dns_upstreams")
+    @classmethod
+    def _upstreams_shape(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            from corral.network.resolver import parse_upstream
+
+            for upstream in value:
+                parse_upstream(upstream)  # ValueError naming it
         return value
 
     @field_validator("database_url")

@@ -34,6 +34,9 @@ BAD = [
     ("CORRAL_MAX_CPU_COUNT", "0", "greater than or equal to 1"),
     ("CORRAL_DEFAULT_MEMORY_MB", "4096", "at most CORRAL_MAX_MEMORY_MB"),
     ("CORRAL_GATEWAY_CORS_ORIGINS", "https://a.example", "must be JSON"),
+    ("CORRAL_NETWORK_BRIDGE", "bridge-name-too-long", "should match pattern"),  # an interface name
+    ("CORRAL_NETWORK_DNS_UPSTREAMS", '["dns.example"]', "not an upstream DNS server address"),
+    ("CORRAL_NETWORK_NFLOG_GROUP", "70000", "less than or equal to 65535"),
 ]
 
 
