@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     # (above the host's own users, 0..65535: a sandbox never holds a host user's id)
     uid_base: Annotated[int, Field(ge=65536, le=(1 << 32) - 1 - 65536)] = 100000
     uid_count: Annotated[int, Field(ge=65536, le=1 << 24)] = 65536
+    # each sandbox's user namespace is owned by a host uid of its own from this range (no
+    # host user may have one), so what it holds of the kernel's per-user counts (inotify,
+    # message queues, queued signals) is bounded per sandbox, not taken from host root
+    # (corral.runtime.userns; docs/security.md, "Kernel pools")
+    userns_owner_base: Annotated[int, Field(ge=65536, le=(1 << 32) - 2)] = 1 << 30
+    userns_owner_count: Annotated[int, Field(ge=1, le=1 << 24)] = 1 << 20
+    # POSIX message-queue bytes the users of one sandbox may hold together (its user
+    # namespace's RLIMIT_MSGQUEUE; at most corral's own hard limit)
+    sandbox_msgqueue_bytes: Annotated[int, Field(ge=0)] = 819_200
 
     default_template: str = "base"
     default_timeout_s: Annotated[int, Field(ge=0, le=30 * 24 * 3600)] = 300
@@ -162,6 +171,18 @@ class Settings(BaseSettings):
             if getattr(self, default) > getattr(self, maximum):
                 limit = f"CORRAL_{maximum.upper()} ({getattr(self, maximum)})"
                 raise ValueError(f"CORRAL_{default.upper()} must be at most {limit}")
+        return self
+
+    @model_validator(mode="after")
+    def _owner_uids_apart(self) -> Settings:
+        owners = range(self.userns_owner_base, self.userns_owner_base + self.userns_owner_count)
+        if owners.stop > (1 << 32) - 1:
+            raise ValueError("CORRAL_USERNS_OWNER_BASE + CORRAL_USERNS_OWNER_COUNT must be below 4294967295")
+        if owners.start < self.uid_base + self.uid_count and self.uid_base < owners.stop:
+            raise ValueError(
+                "CORRAL_USERNS_OWNER_BASE..+CORRAL_USERNS_OWNER_COUNT must not overlap "
+                "CORRAL_UID_BASE..+CORRAL_UID_COUNT"
+            )
         return self
 
     @field_validator("network_pool")

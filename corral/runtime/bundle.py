@@ -8,14 +8,18 @@ kernel:
 
 * **User namespace**: container uids/gids 0..count-1 are host ``uid_base``.. on; the
   template root is owned by that range (see ``ownership.py``), so root inside owns its
-  files and is an unprivileged uid on the host.
+  files and is an unprivileged uid on the host. The runtime makes the namespace, owned
+  by a host uid of the sandbox's own, and runc joins it (``userns.py``: the kernel's
+  per-user counts are then bounded per sandbox, not shared with the host's root).
 * **Namespaces**: pid, ipc, uts, mount, cgroup and network. Without a network
   adapter the network namespace is created by runc, owned by the sandbox's user
   namespace, and runc brings ``lo`` up itself when it creates one (its "loopback"
   strategy): no hook, no extra process; ``sysfs`` is mounted natively (read-only) and
-  shows only the sandbox's own interfaces. With a network adapter the sandbox joins
+  shows only the sandbox's own interfaces. With a network adapter the sandbox is in
   the namespace the host made (owned by the host, so root inside cannot reconfigure
-  it, nor mount sysfs: the runtime mounts one for it, see ``mounts.py``).
+  it, nor mount sysfs: the runtime mounts one for it, see ``mounts.py``): runc is
+  started in it and the sandbox inherits it (joining it by path from the host-made
+  user namespace would be refused).
 * **Cgroups** at ``/corral/<id>``: CPU quota = ``cpu_count`` CPUs, memory limit with
   memory+swap equal to it (no swap), pids limit, no device but runc's defaults.
 * **Capabilities** (bounding = effective = permitted; none inheritable or ambient):
@@ -169,6 +173,7 @@ def oci_config(
     nofile_hard: int = NOFILE_HARD,
     netns_path: str | None = None,
     sysfs_path: str | None = None,
+    userns_path: str | None = None,
     cwd: str = "/root",
     user: str | None = None,
 ) -> dict[str, Any]:
@@ -185,6 +190,16 @@ def oci_config(
     brings ``lo`` up and sets sysctls; the sandbox's root cannot), and ``sysfs_path``
     must be a read-only sysfs mounted for that namespace (``mounts.mount_sysfs_of_netns``).
 
+    Without ``userns_path`` runc makes the user namespace (owned by the host's root, so
+    what the sandbox holds of the kernel's per-user counts is charged to host root).
+    With it the sandbox joins that namespace, made by the host with these same id maps
+    and an owner of its own (``userns.py``), and the config sets no rlimits: runc's
+    process must have ``nofile_limits`` for the sandbox to inherit. With both, the
+    config names no network namespace and runc must be started in ``netns_path``: the
+    sandbox inherits it (runc joins a user namespace before any other, and from a
+    namespace the host's root does not own a host-owned network namespace cannot be
+    joined).
+
     ``cwd`` is the agent's working directory (the default of commands); with ``user``
     (a Dockerfile's ``USER`` other than root) the agent, still root, runs commands as
     that user.
@@ -194,7 +209,7 @@ def oci_config(
     if pty_max < 1:
         raise ValueError("pty_max must be 1 or more")
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8", **envs}
-    hard = max(1024, nofile_hard)
+    soft, hard = nofile_limits(nofile_hard)
     caps = list(CAPABILITIES)
     ids = [{"containerID": 0, "hostID": uid_base, "size": uid_count}]
     memory = limits.memory_mb * _MIB
@@ -213,9 +228,10 @@ def oci_config(
                 "inheritable": [],
                 "ambient": [],
             },
-            "rlimits": [
-                {"type": "RLIMIT_NOFILE", "soft": min(NOFILE_SOFT, hard), "hard": hard},
-            ],
+            # runc sets them with prlimit(2), which needs CAP_SYS_RESOURCE over a user
+            # namespace runc does not own: in a host-made one the process inherits them
+            # from runc instead (``nofile_limits``, ``RuncBinary.run``).
+            "rlimits": [] if userns_path else [{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard}],
             "noNewPrivileges": True,
             "oomScoreAdj": OOM_SCORE_ADJ,
         },
@@ -234,13 +250,26 @@ def oci_config(
                 "cpu": {"quota": limits.cpu_count * CPU_PERIOD_US, "period": CPU_PERIOD_US},
                 "pids": {"limit": limits.pids},
             },
-            "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "cgroup", "user")]
-            + [{"type": "network", "path": netns_path} if netns_path else {"type": "network"}],
+            "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "cgroup")]
+            + [{"type": "user", "path": userns_path} if userns_path else {"type": "user"}]
+            + _network_namespace(netns_path, userns_path),
             "seccomp": default_profile(),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def _network_namespace(netns_path: str | None, userns_path: str | None) -> list[dict[str, str]]:
+    if netns_path is None:
+        return [{"type": "network"}]
+    return [] if userns_path else [{"type": "network", "path": netns_path}]
+
+
+def nofile_limits(nofile_hard: int = NOFILE_HARD) -> tuple[int, int]:
+    """The sandbox's RLIMIT_NOFILE (soft, hard) when the caller may grant ``nofile_hard``."""
+    hard = max(1024, nofile_hard)
+    return min(NOFILE_SOFT, hard), hard
 
 
 def make_dirs(paths: SandboxPaths, data_dir: Path, group: int) -> None:

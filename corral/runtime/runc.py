@@ -3,7 +3,8 @@
 A create is, in order, each step's undo pushed on an AsyncExitStack so any failure (or
 cancellation) unwinds all of them: sandbox dir -> (with a network adapter: its netns,
 and a sysfs for it) -> disk image -> disk mount -> upper, work and /etc files ->
-overlay mount -> config.json -> listening socket -> ``runc run`` -> the agent's ping.
+overlay mount -> the user namespace (``userns.py``: owned by the sandbox's own host uid)
+-> config.json -> listening socket -> ``runc run`` -> the agent's ping.
 Paths are in ``layout.py``, the config in ``bundle.py``, the disk in ``disk.py``.
 
 What outlives the corral process: everything. The container runs in its own session,
@@ -46,6 +47,7 @@ from corral.runtime.layout import SandboxPaths, valid_id
 from corral.runtime.rootdir import RootDir
 from corral.runtime.runcbin import RuncBinary
 from corral.runtime.teardown import Teardowns, kill_init, stop_container
+from corral.runtime.userns import UserNamespace, owner_uid
 from corral.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class RuncRuntime:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._teardowns = Teardowns(teardown_concurrency)
         self._trees = treework.shared()  # work in template roots and upper layers (rootdir.py)
+        self._owners = asyncio.Lock()  # one owner uid per sandbox (userns.owner_uid)
 
     # -- the port ------------------------------------------------------------------
 
@@ -354,7 +357,17 @@ class RuncRuntime:
         agent_file = await self._trees.run(
             paths.id, "reading the template root", self._agent_files.for_root, lower
         )
+        async with self._owners:
+            owner = await finish(owner_uid, paths, settings.userns_owner_base, settings.userns_owner_count)
+        userns = await UserNamespace.make(
+            owner=owner,
+            uid_base=settings.uid_base,
+            uid_count=settings.uid_count,
+            msgqueue_bytes=settings.sandbox_msgqueue_bytes,
+        )
+        undo.push_async_callback(self._quietly, "end the userns helper", userns.close)
         image = spec.template.config
+        nofile_hard = min(bundle.NOFILE_HARD, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         config = bundle.oci_config(
             sandbox_id=spec.id,
             limits=spec.limits,
@@ -365,9 +378,10 @@ class RuncRuntime:
             uid_base=settings.uid_base,
             uid_count=settings.uid_count,
             pty_max=settings.pty_max,
-            nofile_hard=min(bundle.NOFILE_HARD, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+            nofile_hard=nofile_hard,
             netns_path=netns,
             sysfs_path=str(paths.sysfs) if netns else None,
+            userns_path=userns.path,
         )
         listener, log_fd = await finish(bundle.write, paths, config)
         try:
@@ -379,10 +393,13 @@ class RuncRuntime:
                 log_fd=log_fd,
                 log_file=paths.runc_log,
                 pid_file=paths.pid_file,
+                nofile=bundle.nofile_limits(nofile_hard),
+                netns=netns,
             )
         finally:
             listener.close()  # the agent holds it now; if the agent dies, pings fail fast
             os.close(log_fd)
+            await userns.close()  # the container holds its namespace now
         await self._wait_ready(paths)
 
     async def _drop_network(self, sandbox_id: str, attaching: asyncio.Future[NetInfo]) -> None:

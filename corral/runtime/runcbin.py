@@ -39,11 +39,23 @@ class RuncBinary:
         return code, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
     async def run(
-        self, sandbox_id: str, bundle: Path, *, listen_fd: int, log_fd: int, log_file: Path, pid_file: Path
+        self,
+        sandbox_id: str,
+        bundle: Path,
+        *,
+        listen_fd: int,
+        log_fd: int,
+        log_file: Path,
+        pid_file: Path,
+        nofile: tuple[int, int] | None = None,
+        netns: str | None = None,
     ) -> None:
         """``run --detach``: create and start the container with ``listen_fd`` as its fd
         3 and ``log_fd`` as stdout/stderr, in a new session (so it survives us and our
-        terminal). Returns once its init has been started. RuntimeFailure otherwise."""
+        terminal). Returns once its init has been started. RuntimeFailure otherwise.
+        With ``nofile`` (soft, hard) runc runs under that RLIMIT_NOFILE (``prlimit``), and
+        with ``netns`` in that network namespace (``nsenter``): a container inherits both
+        (``bundle.oci_config``, ``userns_path``)."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
             self.binary,
@@ -64,6 +76,10 @@ class RuncBinary:
             str(bundle),
             sandbox_id,
         ]
+        if nofile is not None:
+            argv = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--", *argv]
+        if netns is not None:
+            argv = ["nsenter", f"--net={netns}", "--", *argv]
         try:
             status = await spawn(argv, fds={1: log_fd, 2: log_fd, 3: listen_fd}, timeout=self.timeout)
         except (OSError, TimeoutError) as exc:

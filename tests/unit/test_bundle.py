@@ -66,3 +66,34 @@ def test_the_settings_default_is_what_the_bundle_gets() -> None:
     assert Settings().pty_max == 256  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="pty_max"):
         Settings(pty_max=0)  # type: ignore[call-arg]
+
+
+def namespaces(cfg: dict[str, Any]) -> dict[str, str | None]:
+    return {ns["type"]: ns.get("path") for ns in cfg["linux"]["namespaces"]}
+
+
+def test_runc_makes_the_user_namespace_unless_given_one() -> None:
+    made = config()
+    assert namespaces(made)["user"] is None and namespaces(made)["network"] is None
+    assert made["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 65536, "hard": 1048576}]
+
+
+def test_a_host_made_user_namespace_is_joined_and_the_rlimits_are_inherited() -> None:
+    """runc cannot prlimit(2) a process in a namespace it does not own (without
+    CAP_SYS_RESOURCE): the sandbox inherits them from runc (``nofile_limits``)."""
+    joined = config(userns_path="/proc/42/ns/user")
+    assert namespaces(joined)["user"] == "/proc/42/ns/user"
+    assert "network" in namespaces(joined) and namespaces(joined)["network"] is None
+    assert joined["process"]["rlimits"] == []
+    assert joined["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert bundle.nofile_limits(20000) == (20000, 20000)
+    assert bundle.nofile_limits() == (65536, 1048576)
+
+
+def test_with_a_host_made_user_namespace_the_network_namespace_is_inherited() -> None:
+    """runc joins a user namespace first; from one host root does not own, it could not
+    join the host-owned network namespace, so runc is started in it instead."""
+    both = config(userns_path="/proc/42/ns/user", netns_path="/run/netns/x", sysfs_path="/s")
+    assert "network" not in namespaces(both)
+    alone = config(netns_path="/run/netns/x", sysfs_path="/s")
+    assert namespaces(alone)["network"] == "/run/netns/x"

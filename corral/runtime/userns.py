@@ -1,0 +1,192 @@
+"""The user namespace of one sandbox: made by the host, owned by a host uid of its own.
+
+Why. The kernel keeps per-user counts of what the users of a user namespace hold (its
+"ucounts": inotify instances and watches, POSIX message-queue bytes, queued signals,
+SHM_LOCKed memory, processes, namespaces) and charges each of them, level by level, to
+the namespace's *owner* in the parent namespace too, where the parent's limit applies:
+``fs.inotify.max_user_instances``/``max_user_watches`` (the initial namespace's per-user
+limits) for inotify, and for the rlimit-like counts the owner's rlimit taken when the
+namespace was made. When runc (host root) made every sandbox's namespace, every sandbox
+was charged to host root: one sandbox's 128 inotify instances or 800 KiB of message
+queues left none to other tenants' sandboxes and to every root process of the host.
+
+What. Each sandbox's namespace is made here, by a short-lived helper process that takes
+the sandbox's own *owner* uid (``owner_uid``: one per live sandbox, from
+``Settings.userns_owner_base``/``userns_owner_count``, a range no host user has), sets
+the rlimits the namespace inherits as its bounds, and unshares; the host's root writes
+the id maps (container 0.. = host ``uid_base``..) and runc joins the namespace by its
+path (``linux.namespaces``), so what the sandbox holds is charged to its owner, bounded
+per sandbox, and never to host root. No process ever runs as an owner uid but the helper
+until ``runc run`` has joined the namespace (a process of that uid in the initial
+namespace would have every capability over the sandbox's namespace).
+
+The owner is recorded in the sandbox dir (``OWNER_FILE``), so a restart (a wake, a
+restore) keeps it and a new create does not take it while the dir exists; the dir's
+removal frees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.errors import RuntimeFailure
+from corral.runtime.layout import SandboxPaths
+
+OWNER_FILE = "userns-owner"
+READY_TIMEOUT_S = 10.0
+
+# argv: owner uid, RLIMIT_MSGQUEUE bytes. Imports first: once it is the owner it reads
+# nothing more from the host's disk. It says "ready" once unshared, then waits for EOF.
+_HELPER = """
+import ctypes, os, resource, sys
+owner, msgqueue = int(sys.argv[1]), int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+hard = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1]
+if hard != resource.RLIM_INFINITY:
+    msgqueue = min(msgqueue, hard)
+resource.setrlimit(resource.RLIMIT_MSGQUEUE, (msgqueue, msgqueue))
+nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+os.setgroups([])
+os.setresgid(owner, owner, owner)
+os.setresuid(owner, owner, owner)
+if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+    raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+def owner_uid(paths: SandboxPaths, base: int, count: int) -> int:
+    """The owner uid of the sandbox at ``paths``: the one recorded in its dir if it is
+    in ``[base, base + count)``, else a new one no other sandbox dir beside it records
+    (probing from a hash of the id), recorded. Blocking; callers serialise the calls
+    of one sandboxes dir (two at once could pick the same uid). RuntimeFailure when
+    every uid of the range is taken."""
+    mine = _read_owner(paths.dir)
+    if mine is not None and base <= mine < base + count:
+        return mine
+    taken = set()
+    with os.scandir(paths.dir.parent) as entries:
+        for entry in entries:
+            if entry.name != paths.id and entry.is_dir(follow_symlinks=False):
+                other = _read_owner(Path(entry.path))
+                if other is not None:
+                    taken.add(other)
+    start = int.from_bytes(hashlib.sha256(paths.id.encode()).digest()[:8], "big") % count
+    for step in range(count):
+        owner = base + (start + step) % count
+        if owner not in taken:
+            break
+    else:
+        raise RuntimeFailure(f"all {count} user-namespace owner uids are taken (CORRAL_USERNS_OWNER_COUNT)")
+    _write_owner(paths.dir, owner)
+    return owner
+
+
+def _read_owner(directory: Path) -> int | None:
+    try:
+        fd = os.open(directory / OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
+
+
+def _write_owner(directory: Path, owner: int) -> None:
+    temporary = directory / f".{OWNER_FILE}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{owner}\n".encode())
+    finally:
+        os.close(fd)
+    os.rename(temporary, directory / OWNER_FILE)
+
+
+@dataclass
+class UserNamespace:
+    """A user namespace held open by its helper process until ``close``."""
+
+    owner: int
+    helper: asyncio.subprocess.Process
+
+    @property
+    def path(self) -> str:
+        """Where runc finds it (``linux.namespaces[].path``) while it is open."""
+        return f"/proc/{self.helper.pid}/ns/user"
+
+    @classmethod
+    async def make(cls, *, owner: int, uid_base: int, uid_count: int, msgqueue_bytes: int) -> UserNamespace:
+        """A new user namespace owned by host uid ``owner``, with container ids
+        0..``uid_count``-1 mapped to host ``uid_base``.. (uids and gids), whose users
+        together may hold ``msgqueue_bytes`` of POSIX message queues (at most the
+        caller's own hard limit), queued signals and SHM_LOCKed memory up to the
+        caller's RLIMIT_SIGPENDING and RLIMIT_MEMLOCK, inotify instances and watches
+        up to the host's per-user limits. RuntimeFailure, with nothing left running,
+        if it cannot be made."""
+        helper = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _HELPER,
+            str(owner),
+            str(msgqueue_bytes),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        made = cls(owner, helper)
+        try:
+            assert helper.stdout is not None
+            ready = await asyncio.wait_for(helper.stdout.readline(), READY_TIMEOUT_S)
+            if ready != b"ready\n":
+                assert helper.stderr is not None
+                error = (await asyncio.wait_for(helper.stderr.read(), READY_TIMEOUT_S)).decode(
+                    errors="replace"
+                )
+                raise RuntimeFailure(f"making the user namespace of owner {owner}: {error.strip()[-500:]}")
+            mapping = f"0 {uid_base} {uid_count}\n"
+            await asyncio.to_thread(_write_maps, helper.pid, mapping)
+        except BaseException as exc:
+            await made.close()
+            if isinstance(exc, OSError | TimeoutError):
+                raise RuntimeFailure(f"making the user namespace of owner {owner}: {exc!r}") from exc
+            raise
+        return made
+
+    async def close(self) -> None:
+        """End the helper (the namespace lives on in the processes that joined it).
+        Idempotent."""
+        helper = self.helper
+        if helper.returncode is not None:
+            return
+        if helper.stdin is not None:
+            helper.stdin.close()
+        try:
+            await asyncio.wait_for(helper.wait(), 5.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                helper.kill()
+            await helper.wait()
+
+
+def _write_maps(pid: int, mapping: str) -> None:
+    for name in ("uid_map", "gid_map"):
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, mapping.encode())
+        finally:
+            os.close(fd)
