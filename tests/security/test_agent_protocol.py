@@ -334,7 +334,7 @@ def test_session_flood_is_bounded(
     """60 sessions at once: each is made or refused with a 4xx, none is a 5xx, and the
     server, the sandbox and the other org carry on."""
     rss_before = _server_rss_mb(security_server)
-    with alpha.http(alpha.key_of("developer")) as http:
+    with alpha.http(alpha.api_key("developer")) as http:
         answers = [
             http.post(f"/sandboxes/{box}/exec", json={"cmd": "sleep", "args": ["30"]}) for _ in range(60)
         ]

@@ -191,7 +191,7 @@ def test_role_raised_in_a_viewers_token_is_refused(
     alpha: Tenant, attacker_box: str, security_server: SecurityServer
 ) -> None:
     """A viewer's worker token with ``role`` edited to owner cannot kill the sandbox."""
-    with alpha.http(alpha.key_of("viewer")) as http:
+    with alpha.http(alpha.api_key("viewer")) as http:
         token = http.get(f"/sandboxes/{attacker_box}").json()["token"]
     raised = _with_claims(token, role="owner")
     answer = httpx.delete(
@@ -235,7 +235,7 @@ def test_tampered_api_key_is_refused(
 
 
 def test_revoked_key_is_refused_at_once(alpha: Tenant, security_server: SecurityServer) -> None:
-    key = alpha.key_of("developer")
+    key = alpha.api_key("developer")
     with alpha.http(key) as http:
         assert http.get("/sandboxes").status_code == 200  # it worked, and is now cached
     with alpha.http() as http:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,7 @@ class Beta:
 
 @pytest.fixture(scope="module")
 def things(beta: Tenant, bystander_box: str) -> Iterator[Beta]:
-    key = beta.key_of("owner")
+    key = beta.api_key("owner")
     with beta.http(key) as http:
         sandbox = f"/sandboxes/{bystander_box}"
         session = http.post(f"{sandbox}/exec", json={"cmd": "sleep", "args": ["3600"]})
@@ -87,7 +88,7 @@ def things(beta: Tenant, bystander_box: str) -> Iterator[Beta]:
         exec_id=run.json()["execId"],
         checkpoint=cp,
         patch=patch.json()["patch"]["id"],
-        key_id=beta.key_of("viewer").split("_")[1],
+        key_id=beta.api_key("viewer").split("_")[1],
         hostname=hostname,
         policy=policy,
     )
@@ -100,26 +101,38 @@ def things(beta: Tenant, bystander_box: str) -> Iterator[Beta]:
 
 
 def _unchanged(beta: Tenant, things: Beta) -> None:
-    """Everything of beta's is as the fixture made it."""
+    """Everything of beta's is as the fixture made it (the reads run at once)."""
     sandbox = f"/sandboxes/{things.sandbox}"
-    with beta.http(things.key) as http:
-        got = http.get(sandbox)
-        assert got.status_code == 200 and got.json()["status"] == "running", got.text
-        sessions = {s["sessionID"]: s for s in http.get(f"{sandbox}/exec").json()}
-        assert sessions[things.session]["running"] is True, sessions
-        assert (
-            things.pty in sessions
-            or http.post(f"{sandbox}/pty/{things.pty}/resize", json={"cols": 80, "rows": 24}).status_code
-            == 200
-        )
-        [checkpoint] = [c for c in http.get(f"{sandbox}/checkpoints").json() if c["id"] == things.checkpoint]
-        assert checkpoint["status"] == "ready"
-        patches = http.get(f"/sandboxes/checkpoints/{things.checkpoint}/patches").json()
-        assert [p["id"] for p in patches] == [things.patch]
-        assert [p["port"] for p in http.get(f"{sandbox}/preview").json()] == [8080]
-        assert things.key_id in {k["id"] for k in http.get("/keys").json()}
-        assert http.get(f"{sandbox}/allowed-hosts").json() == things.policy
-        assert http.get(f"{sandbox}/files", params={"path": "/etc/hostname"}).text == things.hostname
+    with beta.http(things.key) as http, ThreadPoolExecutor(8) as pool:
+        reads = {
+            name: pool.submit(http.get, path, params=params)
+            for name, path, params in (
+                ("sandbox", sandbox, None),
+                ("sessions", f"{sandbox}/exec", None),
+                ("checkpoints", f"{sandbox}/checkpoints", None),
+                ("patches", f"/sandboxes/checkpoints/{things.checkpoint}/patches", None),
+                ("previews", f"{sandbox}/preview", None),
+                ("keys", "/keys", None),
+                ("policy", f"{sandbox}/allowed-hosts", None),
+                ("hostname", f"{sandbox}/files", {"path": "/etc/hostname"}),
+            )
+        }
+        got = {name: future.result() for name, future in reads.items()}
+    assert got["sandbox"].status_code == 200 and got["sandbox"].json()["status"] == "running", got[
+        "sandbox"
+    ].text
+    sessions = {s["sessionID"]: s for s in got["sessions"].json()}
+    assert sessions[things.session]["running"] is True, sessions
+    [checkpoint] = [c for c in got["checkpoints"].json() if c["id"] == things.checkpoint]
+    assert checkpoint["status"] == "ready"
+    assert [p["id"] for p in got["patches"].json()] == [things.patch]
+    assert [p["port"] for p in got["previews"].json()] == [8080]
+    assert things.key_id in {k["id"] for k in got["keys"].json()}
+    assert got["policy"].json() == things.policy
+    assert got["hostname"].text == things.hostname
+    with beta.http(things.key) as http:  # the PTY is alive: resizing it works
+        resized = http.post(f"{sandbox}/pty/{things.pty}/resize", json={"cols": 80, "rows": 24})
+    assert resized.status_code == 200, resized.text
 
 
 # (method, path, body): {B} beta's sandbox, {A} alpha's, {ES} {PS} {EX} {CP} {PA} {KEY} beta's ids
@@ -190,7 +203,7 @@ def _fill(path: str, things: Beta, own: str) -> str:
 @pytest.fixture(scope="module")
 def attacker_key(alpha: Tenant) -> str:
     """An owner key of alpha's of this module's own (its own rate-limit bucket)."""
-    return alpha.key_of("owner")
+    return alpha.api_key("owner")
 
 
 @pytest.mark.parametrize("route", list(ROUTES.values()), ids=list(ROUTES))
