@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -366,3 +367,41 @@ print(out)
 """
     result = alpha.python(attacker_box, code)
     assert result["stdout"].strip() == "[1, 1]", result  # EPERM twice
+
+
+def test_dns_rebinding_to_a_non_global_address_opens_nothing(
+    alpha: Tenant, security_server: SecurityServer, dns_upstream: DnsUpstream, unnoticed: Callable[[], None]
+) -> None:
+    """Under deny_all with one allowed name, the name's answer is a non-global address
+    (the fake upstream answers 192.0.2.53, a documentation address, as a rebinding
+    server would answer an internal one): the resolver relays it, but pins it nowhere in
+    the firewall, so it opens nothing. Checked in the host's nftables, so no packet is
+    sent to that address."""
+    sandbox = str(alpha.create(timeout=300)["sandboxID"])
+    try:
+        with alpha.http() as http:
+            policy = http.put(
+                f"/sandboxes/{sandbox}/network",
+                json={"mode": "deny_all", "allow": ["rebind.answered.corral-dns.test"]},
+            )
+            assert policy.status_code == 200, policy.text
+        before = dns_upstream.answered
+        code = (
+            "import socket\n"
+            "try:\n"
+            "    print(socket.gethostbyname('rebind.answered.corral-dns.test'))\n"
+            "except OSError as exc:\n"
+            "    print('refused', exc)\n"
+        )
+        result = alpha.python(sandbox, code)
+        assert dns_upstream.answered > before, result  # the name was allowed and asked upstream
+        table = subprocess.run(
+            ["nft", "list", "table", "inet", security_server.env["CORRAL_NETWORK_BRIDGE"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "192.0.2.53" not in table, "a non-global answer was pinned open"
+        unnoticed()
+    finally:
+        alpha.kill(sandbox)
