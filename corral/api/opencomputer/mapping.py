@@ -251,7 +251,18 @@ def pty_out(info: SessionInfo, sandbox_id: str) -> PtyOut:
 
 
 def entry_out(entry: FileEntry) -> FileEntryOut:
-    return FileEntryOut(name=entry.name, isDir=entry.is_dir, size=entry.size, path=entry.path)
+    return FileEntryOut(name=shown(entry.name), isDir=entry.is_dir, size=entry.size, path=shown(entry.path))
+
+
+def shown(text: str) -> str:
+    """``text`` as JSON can carry it. A file name is any bytes but ``/`` and NUL; those
+    that are not UTF-8 reach the host as lone surrogates (``surrogateescape``), which no
+    UTF-8 encoder takes: each becomes U+FFFD (the listing shows such a name, it cannot
+    spell it; the page cursors still carry the raw bytes)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def audit_page_out(page: EventPage) -> AuditPageOut:
