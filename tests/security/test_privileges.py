@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,7 @@ def attempts(
     bystander_box: str,
     security_server: SecurityServer,
     host_before: dict[str, Any],
-) -> dict[str, dict[str, Any]]:
+) -> Iterator[dict[str, dict[str, Any]]]:
     CANARY.write_text("host canary\n")
     started = time.time()
     pid = _server_pid(security_server)
@@ -241,7 +241,8 @@ def attempts(
     # every attack above ran in that one exec: whether anyone noticed is checked once
     after = beta.run(bystander_box, "echo alive", timeout=30)
     found["_unnoticed"] = {"server": security_server.healthy(), "bystander": after["stdout"] == "alive\n"}
-    return found
+    yield found
+    CANARY.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("attack", sorted(EXPECTED))
