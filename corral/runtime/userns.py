@@ -2,7 +2,7 @@
 
 Why. The kernel keeps per-user counts of what the users of a user namespace hold (its
 "ucounts": inotify instances and watches, POSIX message-queue bytes, queued signals,
-SHM_LOCKed memory, processes, namespaces) and charges each of them, level by level, to
+processes, namespaces) and charges each of them, level by level, to
 the namespace's *owner* in the parent namespace too, where the parent's limit applies:
 ``fs.inotify.max_user_instances``/``max_user_watches`` (the initial namespace's per-user
 limits) for inotify, and for the rlimit-like counts the owner's rlimit taken when the
@@ -137,9 +137,9 @@ class UserNamespace:
         """A new user namespace owned by host uid ``owner``, with container ids
         0..``uid_count``-1 mapped to host ``uid_base``.. (uids and gids), whose users
         together may hold ``msgqueue_bytes`` of POSIX message queues (at most the
-        caller's own hard limit), queued signals and SHM_LOCKed memory up to the
-        caller's RLIMIT_SIGPENDING and RLIMIT_MEMLOCK, inotify instances and watches
-        up to the host's per-user limits. RuntimeFailure, with nothing left running,
+        caller's own hard limit), queued signals and processes up to the caller's
+        RLIMIT_SIGPENDING and RLIMIT_NPROC, inotify instances and watches up to the
+        host's per-user limits. RuntimeFailure, with nothing left running,
         if it cannot be made."""
         helper = await asyncio.create_subprocess_exec(
             *_helper_argv(owner, msgqueue_bytes),
