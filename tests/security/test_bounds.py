@@ -148,13 +148,14 @@ def test_an_org_cannot_promise_the_node_more_disk_than_it_may(
         assert refused is not None, f"{len(made)} sandboxes of {LARGEST_DISK_MB} MiB each were promised"
         assert refused.status_code == 409, refused.text
         assert "max_promised_disk_mb" in refused.json()["error"]
-        assert 0 < len(made) * LARGEST_DISK_MB <= PROMISED_DISK_MB
+        assert len(made) * LARGEST_DISK_MB <= PROMISED_DISK_MB  # what other tests hold counts too
         assert beta.run(bystander_box, "echo alive")["stdout"] == "alive\n"
     finally:
         for sandbox_id in made:
             alpha.kill(sandbox_id)
-    again = beta.create(diskMB=LARGEST_DISK_MB)["sandboxID"]  # the promises went with the sandboxes
-    beta.kill(again)
+    if made:  # the promises went with the sandboxes
+        again = beta.create(diskMB=LARGEST_DISK_MB)["sandboxID"]
+        beta.kill(again)
     assert security_server.healthy()
 
 
