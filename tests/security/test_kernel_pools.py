@@ -33,7 +33,8 @@ QUEUE = (10, 8192)  # each queue: maxmsg x msgsize, the kernel's default and max
 HOLDER_UIDS = (0, 1000, 1001, 1002)
 
 # Run by the sandbox's root: for each uid in turn (a child that switches to it), take
-# inotify instances and 80 KiB message queues until the kernel refuses, then queue
+# inotify instances, watches (every instance on the same 2,000 files) and 80 KiB
+# message queues until the kernel refuses, then queue
 # SIGRTMIN to a child that blocks it until refused; report as JSON in /tmp/pools; hold.
 HOLD = textwrap.dedent(
     """
@@ -50,15 +51,33 @@ HOLD = textwrap.dedent(
 
     def take(uid):
         os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
-        inotify = 0
-        while inotify < 100000 and libc.inotify_init1(0) >= 0:
-            inotify += 1
-        inotify_errno = ctypes.get_errno()
+        instances = []
+        while len(instances) < 100000:
+            fd = libc.inotify_init1(0)
+            if fd < 0:
+                break
+            instances.append(fd)
+        inotify, inotify_errno = len(instances), ctypes.get_errno()
+        watches, watches_errno = 0, 0
+        for fd in instances:  # every instance watches the same files: one watch each
+            for path in FILES:
+                if libc.inotify_add_watch(fd, path, 2) < 0:  # IN_MODIFY
+                    watches_errno = ctypes.get_errno()
+                    break
+                watches += 1
+            if watches_errno:
+                break
         queues, attr = 0, Attr(0, %(maxmsg)d, %(msgsize)d, 0)
         while queues < 10000 and rt.mq_open(f"/hog-{uid}-{queues}".encode(), O_RDWR | O_CREAT, 0o600, ctypes.byref(attr)) >= 0:
             queues += 1
         return {"inotify": inotify, "inotify_errno": inotify_errno, "queues": queues,
-                "queues_errno": ctypes.get_errno()}
+                "queues_errno": ctypes.get_errno(), "watches": watches, "watches_errno": watches_errno}
+
+    os.makedirs("/tmp/w", exist_ok=True)
+    FILES = []
+    for n in range(2000):
+        open(f"/tmp/w/{n}", "w").close()
+        FILES.append(f"/tmp/w/{n}".encode())
 
     report = {}
     for uid in %(uids)r:
@@ -89,8 +108,8 @@ HOLD = textwrap.dedent(
     """
 ) % {"uids": HOLDER_UIDS, "maxmsg": QUEUE[0], "msgsize": QUEUE[1]}
 
-# What a bystander does (in beta's sandbox, and on the host): one inotify instance,
-# one queue, one queued signal to itself, one POSIX timer (its signal is allocated up
+# What a bystander does (in beta's sandbox, and on the host): one inotify instance
+# and a watch, one queue, one queued signal to itself, one POSIX timer (its signal is allocated up
 # front); prints what each returned.
 PROBE = textwrap.dedent(
     """
@@ -99,6 +118,8 @@ PROBE = textwrap.dedent(
     rt = ctypes.CDLL(ctypes.util.find_library("rt"), use_errno=True)
     fd = libc.inotify_init1(0)
     print("inotify", fd, ctypes.get_errno() if fd < 0 else 0)
+    w = libc.inotify_add_watch(fd, b"/tmp", 2)
+    print("watch", w, ctypes.get_errno() if w < 0 else 0)
     rt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
     name = f"/probe-{os.getpid()}".encode()
     q = rt.mq_open(name, 2 | 0o100, 0o600, None)
@@ -116,7 +137,7 @@ PROBE = textwrap.dedent(
 
 def _probe_works(output: str) -> bool:
     results = {line.split()[0]: line.split()[1:] for line in output.strip().splitlines()}
-    return set(results) == {"inotify", "mqueue", "signal", "timer"} and all(
+    return set(results) == {"inotify", "watch", "mqueue", "signal", "timer"} and all(
         int(value) >= 0 and errno == "0" for value, errno in results.values()
     )
 
@@ -159,6 +180,9 @@ def test_a_sandbox_cannot_take_the_kernel_pools_of_others(
     instances = sum(int(taken["inotify"]) for taken in per_uid)
     assert instances == _host_limit("max_user_instances"), report
     assert {taken["inotify_errno"] for taken in per_uid} == {24}, report
+    watches = sum(int(taken["watches"]) for taken in per_uid)
+    assert watches == _host_limit("max_user_watches"), report
+    assert {taken["watches_errno"] for taken in per_uid} - {0} == {28}, report  # ENOSPC
 
     # message queues: together at most the sandbox's bytes (each queue costs a little
     # more than maxmsg x msgsize), refused with EMFILE
