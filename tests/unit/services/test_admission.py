@@ -131,7 +131,7 @@ async def test_the_node_promises_no_more_disk_than_it_may_even_under_concurrent_
     await small_node.sandboxes.create(rival, CreateSandbox())
 
 
-async def test_memory_is_promised_again_at_wake_and_fork(small_node: Core) -> None:
+async def test_memory_is_promised_again_at_wake_restore_and_fork(small_node: Core) -> None:
     me, _ = await principals(small_node)
     first = await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
     second = await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
@@ -148,6 +148,8 @@ async def test_memory_is_promised_again_at_wake_and_fork(small_node: Core) -> No
     third = await small_node.sandboxes.create(me, CreateSandbox(disk_mb=512))
     with pytest.raises(Conflict, match="max_promised_memory_mb"):
         await small_node.lifecycle.wake(me, first.id)
+    with pytest.raises(Conflict, match="max_promised_memory_mb"):  # a restore wakes it too
+        await small_node.checkpoints.restore(me, first.id, checkpoint.id)
     assert (await small_node.sandboxes.get(me, first.id)).status.value == "hibernated"
     await small_node.sandboxes.kill(me, third.id)
     await small_node.lifecycle.wake(me, first.id)
