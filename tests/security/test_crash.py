@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,9 +134,9 @@ def site(security_server: SecurityServer, tmp_path: Path) -> Iterator[CrashSite]
     for node in made.lives:
         if node.proc.poll() is None:
             try:
-                with node.http() as http:
-                    for sandbox in http.get("/sandboxes").json():
-                        http.delete(f"/sandboxes/{sandbox['sandboxID']}")
+                with node.http() as http, ThreadPoolExecutor(4) as pool:
+                    listed = http.get("/sandboxes").json()
+                    list(pool.map(lambda s: http.delete(f"/sandboxes/{s['sandboxID']}"), listed))
             except httpx.HTTPError:
                 pass
             node.proc.terminate()
