@@ -32,6 +32,7 @@ from corral.domain import (
     SessionEvent,
     SessionInfo,
     SessionSpec,
+    Stream,
     Template,
     TemplateBuild,
 )
@@ -84,9 +85,9 @@ class OutputKeeper(Protocol):
     def limit(self) -> int:
         """Bytes kept at most of each stream (the agent drops the rest at the source)."""
 
-    def grant(self, size: int) -> int:
-        """How many of ``size`` more bytes may be kept, 0 to ``size``; what is granted
-        is held until the caller releases the output."""
+    def grant(self, stream: Stream, size: int) -> int:
+        """How many of ``size`` more bytes of ``stream`` (STDOUT or STDERR) may be kept,
+        0 to ``size``; what is granted is held until the caller releases the output."""
 
 
 class Agent(Protocol):

@@ -154,7 +154,8 @@ class AgentClient:
                             size = len(frame.payload)
                             room = min(max(limit - len(sink), 0), size)
                             if room and keep is not None:
-                                room = keep.grant(room)
+                                stream = Stream.STDOUT if sink is out else Stream.STDERR
+                                room = keep.grant(stream, room)
                             if room < size:
                                 truncated = True
                             sink += frame.payload[:room] if room < size else frame.payload

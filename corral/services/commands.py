@@ -84,7 +84,7 @@ class CommandService:
         require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
         agent = await self.sandboxes.agent_for(principal, sandbox_id)
-        hold = self.output.hold()
+        hold = self.output.hold(principal.org_id)
         try:
             result = await self._exec(principal, sandbox_id, agent, req, None, hold)
         except BaseException:
@@ -101,7 +101,7 @@ class CommandService:
         self._async[exec_id] = AsyncExec(exec_id, sandbox_id, running=True)
 
         async def go() -> None:
-            hold = self.output.hold()
+            hold = self.output.hold(principal.org_id)
             try:
                 result = await self._exec(principal, sandbox_id, agent, req, exec_id, hold)
                 self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, result=result)
@@ -137,15 +137,17 @@ class CommandService:
                 if hold is not None:
                     hold.release()
 
-    def _drop_outputs(self, needed: int) -> int:
-        """The output budget's reclaimer: drop the output of finished results, oldest
-        first, until ``needed`` bytes are back; the bytes given back."""
+    def _drop_outputs(self, needed: int, org_id: str | None) -> int:
+        """The output budget's reclaimer: drop the output of finished results (``org_id``'s
+        when it is its share that is spent), oldest first, until ``needed`` bytes are
+        back; the bytes given back."""
         freed = 0
         for exec_id in list(self._holds):
             if freed >= needed:
                 break
-            if not self._holds[exec_id].borrowed:
-                continue  # within its floor: dropping it gives nothing back
+            held = self._holds[exec_id]
+            if not held.borrowed or (org_id is not None and held.org_id != org_id):
+                continue  # within its floor (dropping it gives nothing back), or not the org's
             hold = self._holds.pop(exec_id)
             freed += hold.borrowed
             hold.release()
