@@ -36,7 +36,8 @@ kernel:
 * **Mounts**: proc, a small ``/dev`` tmpfs with its own devpts instance (``ptmxmode``
   0666, ``gid=5`` = tty inside, ``max=`` ``pty_max`` PTYs open at once, so one
   sandbox cannot use up the kernel's PTYs; docs/security.md, "PTYs"),
-  ``/dev/shm`` (sized like the memory limit; the memory cgroup bounds it), mqueue,
+  ``/dev/shm`` (half the memory limit, charged to it: a sandbox that fills it still
+  has memory for its agent, which the OOM killer would otherwise take), mqueue,
   read-only sysfs and cgroup, and the agent program read-only at
   ``/opt/corral/agent.py``. ``/etc/hostname``, ``/etc/hosts``
   and ``/etc/resolv.conf`` are per-sandbox files written into the sandbox's own upper
@@ -237,7 +238,7 @@ def oci_config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id,
-        "mounts": _mounts(agent_path, limits.memory_mb, sysfs_path, pty_max),
+        "mounts": _mounts(agent_path, max(1, limits.memory_mb // 2), sysfs_path, pty_max),
         "annotations": {"org.corral.sandbox": sandbox_id},
         "linux": {
             "uidMappings": ids,

@@ -238,7 +238,7 @@ def test_upload_larger_than_the_disk_is_refused(
 def test_shm_fill_is_bounded_and_the_sandbox_survives(
     alpha: Tenant, security_server: SecurityServer, unnoticed: Callable[[], None]
 ) -> None:
-    """/dev/shm is a tmpfs sized like the memory limit (and charged to it): filling it
+    """/dev/shm is a tmpfs of half the memory limit (and charged to it): filling it
     must fail inside, and the sandbox (its agent) must survive, as after a memory hog.
     (Its own sandbox: when this does not hold, the agent is what the OOM killer takes.)"""
     sandbox = str(alpha.create(timeout=300, cpuCount=1, memoryMB=MEMORY_MB, diskMB=DISK_MB)["sandboxID"])
