@@ -243,7 +243,12 @@ def oci_config(
         "linux": {
             "uidMappings": ids,
             "gidMappings": ids,
-            **({} if netns_path else {"sysctl": {"net.ipv4.ping_group_range": f"0 {uid_count - 1}"}}),
+            # SysV shared memory dies with its last process (it outlived an OOM kill,
+            # still charged to the sandbox); without a netns of ours, ping for every uid
+            "sysctl": {
+                "kernel.shm_rmid_forced": "1",
+                **({} if netns_path else {"net.ipv4.ping_group_range": f"0 {uid_count - 1}"}),
+            },
             "cgroupsPath": f"/corral/{sandbox_id}",
             "resources": {
                 "devices": [{"allow": False, "access": "rwm"}],

@@ -253,3 +253,19 @@ def test_shm_fill_is_bounded_and_the_sandbox_survives(
     finally:
         with alpha.http() as http:
             assert http.delete(f"/sandboxes/{sandbox}").status_code in (204, 404)
+
+
+def test_sysv_shared_memory_dies_with_its_process(
+    alpha: Tenant, victim: str, unnoticed: Callable[[], None]
+) -> None:
+    """A SysV segment left by a process that exited (or was OOM-killed) would stay
+    charged to the sandbox for ever: kernel.shm_rmid_forced removes it with its last user."""
+    made = alpha.run(
+        victim,
+        "python3 -c 'import ctypes; print(ctypes.CDLL(None).shmget(0, 8 << 20, 0o1600))'; "
+        "tail -n +2 /proc/sysvipc/shm | wc -l; cat /proc/sys/kernel/shm_rmid_forced",
+    )
+    segment, left, forced = made["stdout"].split()
+    assert int(segment) >= 0, made  # the segment was made
+    assert (left, forced) == ("0", "1"), made
+    unnoticed()
