@@ -1,8 +1,11 @@
 """Narrow ports between the services and the adapters.
 
-Each port is a small ``Protocol``. Real adapters live in ``runtime/``, ``agent/`` and
-``store/``; fakes live beside them (``runtime/process.py`` runs the real agent as a
-plain local process, ``store`` runs on SQLite in a temp dir) so most tests need no root.
+Each port is a small ``Protocol``. Real adapters live in ``runtime/``, ``network/``,
+``agent/`` and ``store/`` (the stores: ``SandboxStore``, ``PreviewStore``,
+``CheckpointStore``, ``TemplateBuildStore``, ``KeyStore``, ``UserStore``, ``EventStore``,
+``SwitchStore``); only the composition root constructs them. Fakes live beside them
+(``runtime/process.py`` runs the real agent as a plain local process, ``store`` runs on
+SQLite in a temp dir) so most tests need no root.
 
 Error contract for every port: adapters raise only ``corral.errors`` types; OS, runc,
 SQL and protocol errors are translated at the boundary with ``raise ... from exc``.
@@ -11,7 +14,7 @@ SQL and protocol errors are translated at the boundary with ``raise ... from exc
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,11 +22,15 @@ from pathlib import Path
 from typing import Protocol
 
 from corral.domain import (
+    ApiKey,
     Checkpoint,
     EgressPolicy,
+    Event,
+    EventPage,
     ExecRequest,
     ExecResult,
     FileEntry,
+    Org,
     Patch,
     Preview,
     RuntimeState,
@@ -33,8 +40,10 @@ from corral.domain import (
     SessionInfo,
     SessionSpec,
     Stream,
+    Switch,
     Template,
     TemplateBuild,
+    User,
 )
 
 
@@ -437,3 +446,96 @@ class Builder(Protocol):
     async def remove(self, name: str) -> None:
         """Remove every build of ``name``. Conflict while a running sandbox's root is
         mounted over one."""
+
+
+class KeyStore(Protocol):
+    """Persistence of orgs and their API keys (only a hash of each secret is kept)."""
+
+    revoked_listeners: builtins.list[Callable[[str], None]]
+    """Called with the key id after every ``revoke`` through this store."""
+
+    revocations: Path | None
+    """A file whose change time moves with every revocation by any process on the same
+    store (None where the store cannot say: then caches expire by time)."""
+
+    async def add_org(self, org_id: str, name: str) -> Org:
+        """Conflict (naming ``name``) when an org of that name exists."""
+
+    async def org_by_name(self, name: str) -> Org:
+        """NotFound (naming ``org``) for an unknown name."""
+
+    async def list_orgs(self) -> builtins.list[Org]:
+        """Oldest first."""
+
+    async def add_key(self, key: ApiKey) -> None: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """Revoked keys too (``revoked_at`` set); None for an unknown id."""
+
+    async def list_keys(self, org_id: str) -> builtins.list[ApiKey]:
+        """Oldest first, revoked ones included."""
+
+    async def count_keys(self) -> int: ...
+
+    async def mark_used(self, key_id: str) -> None:
+        """Set ``last_used_at`` to now."""
+
+    async def revoke(self, org_id: str, key_id: str) -> None:
+        """Idempotent (the first revocation time is kept); NotFound for an unknown key
+        or another org's. Stamps ``revocations`` and calls ``revoked_listeners``."""
+
+    def stamp_revocation(self) -> None:
+        """Move ``revocations`` on (a user removed or given another role)."""
+
+
+class UserStore(Protocol):
+    """Persistence of users: people of an org, named by the ``sub`` of their JWTs."""
+
+    async def add(self, user: User) -> None:
+        """Conflict (naming ``email``) when the email is taken, in any org."""
+
+    async def get(self, user_id: str) -> User | None: ...
+
+    async def by_email(self, email: str) -> User:
+        """NotFound (naming ``email``) for an unknown email."""
+
+    async def remove(self, user_id: str) -> None:
+        """Idempotent."""
+
+    async def set_role(self, user_id: str, role: str) -> None: ...
+
+    async def list(self, org_id: str) -> builtins.list[User]:
+        """Oldest first."""
+
+
+class EventStore(Protocol):
+    """The append-only audit trail."""
+
+    async def append(self, events: Sequence[Event]) -> None:
+        """Write a batch, all or nothing; nothing written is ever changed or removed."""
+
+    async def page(
+        self,
+        org_id: str,
+        *,
+        sandbox_id: str | None = None,
+        kinds: Sequence[str] = (),
+        limit: int = 100,
+        cursor: int | None = None,
+        newest: bool = True,
+    ) -> EventPage:
+        """One org's events (of one sandbox, of some kinds) by id, newest first or oldest
+        first, after the id ``cursor``; the cursor is stable while rows keep arriving."""
+
+
+class SwitchStore(Protocol):
+    """Kill switches: one per engaged scope (an org id, or ``domain.killswitch.GLOBAL``)."""
+
+    async def engage(self, scope: str, reason: str = "") -> None:
+        """Idempotent: the first time and reason are kept."""
+
+    async def release(self, scope: str) -> None:
+        """A no-op for a switch that is not engaged."""
+
+    async def engaged(self) -> builtins.list[Switch]:
+        """Oldest first."""

@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     @classmethod
     def _api_key_shape(cls, value: str | None) -> str | None:
         if value is not None:
-            from corral.auth.service import key_parts
+            from corral.domain.accounts import key_parts
             from corral.errors import CorralError
 
             try:

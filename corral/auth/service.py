@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -54,23 +53,13 @@ import jwt
 
 from corral.auth.principal import Principal, Role
 from corral.auth.scopes import Scope, parse_role
+from corral.domain import ApiKey, User
+from corral.domain.accounts import KEY_FORMAT, key_parts
 from corral.errors import InvalidInput, NotFound, Unauthenticated
 from corral.ids import new_id
-from corral.store.keys import ApiKey, SqlKeyStore
-from corral.store.users import SqlUserStore, User
+from corral.ports import KeyStore, UserStore
 
 MIN_SECRET = 32
-KEY_FORMAT = re.compile(r"^ek_([a-z0-9]{8,32})_([A-Za-z0-9]{16,128})$")
-KEY_SHAPE = "ek_<id>_<secret> (id: 8-32 lowercase letters and digits; secret: 16-128 letters and digits)"
-
-
-def key_parts(raw: str) -> tuple[str, str]:
-    """The id and secret of a key to create; InvalidInput (``api_key``) if malformed."""
-    match = KEY_FORMAT.match(raw)
-    if not match:
-        raise InvalidInput(f"API key must look like {KEY_SHAPE}", field="api_key")
-    return match[1], match[2]
-
 
 _DUMMY_HASH = hashlib.sha256(b"corral-no-such-key").hexdigest()
 TOUCH_INTERVAL_S = 60.0
@@ -137,12 +126,12 @@ def load_or_create_secret(path: Path) -> str:
 class AuthService:
     def __init__(
         self,
-        keys: SqlKeyStore,
+        keys: KeyStore,
         jwt_secret: str,
         token_ttl_s: int = 3600,
         user_token_ttl_s: int = 900,
         *,
-        users: SqlUserStore | None = None,
+        users: UserStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keys = keys

@@ -11,7 +11,6 @@ bootstrap creates) is created on first use; any other org must exist.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -20,13 +19,16 @@ import typer
 from rich.table import Table
 
 from corral.auth.principal import Role
-from corral.auth.service import KEY_FORMAT, AuthService
+from corral.auth.service import AuthService
 from corral.cli.console import out, print_table, reported, when
-from corral.cli.local import DatabaseOption, DataDirOption, local_settings
+from corral.cli.local import DatabaseOption, DataDirOption
+from corral.cli.store import LocalStores, with_stores
+from corral.domain import ApiKey, Org
+from corral.domain.accounts import KEY_FORMAT
 from corral.errors import NotFound
 from corral.ids import new_id
-from corral.store.database import Database
-from corral.store.keys import ApiKey, Org, SqlKeyStore
+from corral.ports import KeyStore
+from corral.settings import Settings
 
 app = typer.Typer(help="Manage API keys in this node's store.", no_args_is_help=True)
 
@@ -36,21 +38,15 @@ T = TypeVar("T")
 
 
 def _with_store(
-    data_dir: Path | None, database_url: str | None, work: Callable[[SqlKeyStore], Awaitable[T]]
+    data_dir: Path | None, database_url: str | None, work: Callable[[KeyStore], Awaitable[T]]
 ) -> T:
-    settings = local_settings(data_dir=data_dir, database_url=database_url)
+    async def on_keys(stores: LocalStores, _settings: Settings) -> T:
+        return await work(stores.keys)
 
-    async def go() -> T:
-        db = await Database.open(settings.db_url)
-        try:
-            return await work(SqlKeyStore(db))
-        finally:
-            await db.close()
-
-    return asyncio.run(go())
+    return with_stores(data_dir, database_url, on_keys)
 
 
-async def _org(keys: SqlKeyStore, name: str, create: bool) -> Org:
+async def _org(keys: KeyStore, name: str, create: bool) -> Org:
     try:
         return await keys.org_by_name(name)
     except NotFound:
@@ -69,7 +65,7 @@ def create(
 ) -> None:
     """Create an API key; the key itself is the last line printed."""
 
-    async def work(keys: SqlKeyStore) -> str:
+    async def work(keys: KeyStore) -> str:
         owner = await _org(keys, org, create=True)
         # Creating keys never signs tokens, so the service needs no JWT secret here.
         new = await AuthService(keys, jwt_secret="").create_key(owner.id, role.value, name)
@@ -88,7 +84,7 @@ def ls(
 ) -> None:
     """List the API keys of an org (never their secrets)."""
 
-    async def work(keys: SqlKeyStore) -> list[ApiKey]:
+    async def work(keys: KeyStore) -> list[ApiKey]:
         return await keys.list_keys((await _org(keys, org, create=False)).id)
 
     with reported():
@@ -118,7 +114,7 @@ def revoke(
     match = KEY_FORMAT.match(key)
     key_id = match.group(1) if match else key
 
-    async def work(keys: SqlKeyStore) -> None:
+    async def work(keys: KeyStore) -> None:
         await keys.revoke((await _org(keys, org, create=False)).id, key_id)
 
     with reported():

@@ -17,11 +17,10 @@ from rich.table import Table
 
 from corral.cli.console import out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import with_database
+from corral.cli.store import LocalStores, with_stores
+from corral.domain import Org, Switch
+from corral.domain.killswitch import GLOBAL
 from corral.settings import Settings
-from corral.store.database import Database
-from corral.store.keys import Org, SqlKeyStore
-from corral.store.switches import GLOBAL, SqlSwitchStore, Switch
 
 app = typer.Typer(help="Switch sandbox creation and the gateway off (and on), globally or per org.")
 
@@ -38,16 +37,16 @@ def _scope_label(scope: str, orgs: dict[str, Org]) -> str:
 
 
 def _flip(engage: bool, org: str | None, reason: str, data_dir: Path | None, database_url: str | None) -> str:
-    async def work(db: Database, _settings: Settings) -> str:
-        scope = GLOBAL if org is None else (await SqlKeyStore(db).org_by_name(org)).id
-        switches = SqlSwitchStore(db)
+    async def work(stores: LocalStores, _settings: Settings) -> str:
+        scope = GLOBAL if org is None else (await stores.keys.org_by_name(org)).id
+        switches = stores.switches
         if engage:
             await switches.engage(scope, reason)
         else:
             await switches.release(scope)
         return "every org" if org is None else f"org {org}"
 
-    return with_database(data_dir, database_url, work)
+    return with_stores(data_dir, database_url, work)
 
 
 @app.command("on")
@@ -75,12 +74,12 @@ def off(org: OrgName = None, data_dir: DataDirOption = None, database_url: Datab
 def status(data_dir: DataDirOption = None, database_url: DatabaseOption = None) -> None:
     """List the engaged switches."""
 
-    async def work(db: Database, _settings: Settings) -> tuple[list[Switch], dict[str, Org]]:
-        orgs = {o.id: o for o in await SqlKeyStore(db).list_orgs()}
-        return await SqlSwitchStore(db).engaged(), orgs
+    async def work(stores: LocalStores, _settings: Settings) -> tuple[list[Switch], dict[str, Org]]:
+        orgs = {o.id: o for o in await stores.keys.list_orgs()}
+        return await stores.switches.engaged(), orgs
 
     with reported():
-        switches, orgs = with_database(data_dir, database_url, work)
+        switches, orgs = with_stores(data_dir, database_url, work)
         if not switches:
             out.print("no kill switch is on")
             return

@@ -15,11 +15,10 @@ from rich.table import Table
 
 from corral.cli.console import CliError, out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import with_database
+from corral.cli.store import LocalStores, with_stores
+from corral.domain import Org
 from corral.ids import new_id
 from corral.settings import Settings
-from corral.store.database import Database
-from corral.store.keys import Org, SqlKeyStore
 
 app = typer.Typer(help="Manage orgs in this node's store.", no_args_is_help=True)
 
@@ -34,15 +33,15 @@ def create(
 ) -> None:
     """Create an org and print its id."""
 
-    async def work(db: Database, _settings: Settings) -> Org:
-        return await SqlKeyStore(db).add_org(new_id("org"), name)
+    async def work(stores: LocalStores, _settings: Settings) -> Org:
+        return await stores.keys.add_org(new_id("org"), name)
 
     with reported():
         if not NAME.match(name):
             raise CliError(
                 "an org name is 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
-        org = with_database(data_dir, database_url, work)
+        org = with_stores(data_dir, database_url, work)
         out.print(f"created org {org.name} ({org.id})")
 
 
@@ -50,11 +49,11 @@ def create(
 def ls(data_dir: DataDirOption = None, database_url: DatabaseOption = None) -> None:
     """List the orgs."""
 
-    async def work(db: Database, _settings: Settings) -> list[Org]:
-        return await SqlKeyStore(db).list_orgs()
+    async def work(stores: LocalStores, _settings: Settings) -> list[Org]:
+        return await stores.keys.list_orgs()
 
     with reported():
-        orgs = with_database(data_dir, database_url, work)
+        orgs = with_stores(data_dir, database_url, work)
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in ("NAME", "ID", "CREATED"):
             table.add_column(column, no_wrap=True)

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from corral.cli import store as local_store
 from corral.cli.console import CliError, out, print_table, reported, size, when
 from corral.cli.local import DataDirOption, local_settings
 from corral.domain import Template
@@ -34,11 +35,9 @@ app = typer.Typer(help="Build and list templates (root filesystems) on this node
 def open_templates(settings: Settings) -> Templates:
     """The node's template store (tests replace it)."""
     try:
-        from corral.runtime.templates import TemplateStore
+        return local_store.open_templates(settings)
     except ImportError as exc:
         raise CliError(f"the template builder is not available: {exc}") from exc
-    store: Templates = TemplateStore(settings)
-    return store
 
 
 @app.command("build")

@@ -22,12 +22,10 @@ from corral.auth.scopes import Role
 from corral.auth.service import AuthService, load_or_create_secret
 from corral.cli.console import out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import with_database
+from corral.cli.store import LocalStores, with_stores
+from corral.domain import User
 from corral.ids import new_id
 from corral.settings import Settings
-from corral.store.database import Database
-from corral.store.keys import SqlKeyStore
-from corral.store.users import SqlUserStore, User
 
 app = typer.Typer(help="Manage users and mint their tokens in this node's store.", no_args_is_help=True)
 
@@ -45,14 +43,14 @@ def add(
 ) -> None:
     """Add a user to an org."""
 
-    async def work(db: Database, _settings: Settings) -> User:
-        owner = await SqlKeyStore(db).org_by_name(org)
+    async def work(stores: LocalStores, _settings: Settings) -> User:
+        owner = await stores.keys.org_by_name(org)
         user = User(new_id("usr"), owner.id, email.strip().lower(), name, role.value, datetime.now(UTC))
-        await SqlUserStore(db).add(user)
+        await stores.users.add(user)
         return user
 
     with reported():
-        user = with_database(data_dir, database_url, work)
+        user = with_stores(data_dir, database_url, work)
         out.print(f"added {user.role} {user.email} to org {org} ({user.id})")
 
 
@@ -64,11 +62,11 @@ def ls(
 ) -> None:
     """List the users of an org."""
 
-    async def work(db: Database, _settings: Settings) -> list[User]:
-        return await SqlUserStore(db).list((await SqlKeyStore(db).org_by_name(org)).id)
+    async def work(stores: LocalStores, _settings: Settings) -> list[User]:
+        return await stores.users.list((await stores.keys.org_by_name(org)).id)
 
     with reported():
-        users = with_database(data_dir, database_url, work)
+        users = with_stores(data_dir, database_url, work)
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in ("EMAIL", "ROLE", "NAME", "ID", "CREATED"):
             table.add_column(column, no_wrap=True)
@@ -86,15 +84,15 @@ def role(
 ) -> None:
     """Give a user another role (their tokens follow)."""
 
-    async def work(db: Database, _settings: Settings) -> User:
-        users = SqlUserStore(db)
+    async def work(stores: LocalStores, _settings: Settings) -> User:
+        users = stores.users
         user = await users.by_email(email.strip().lower())
         await users.set_role(user.id, new_role.value)
-        SqlKeyStore(db).stamp_revocation()
+        stores.keys.stamp_revocation()
         return user
 
     with reported():
-        user = with_database(data_dir, database_url, work)
+        user = with_stores(data_dir, database_url, work)
         out.print(f"{user.email} is now {new_role.value} (was {user.role})")
 
 
@@ -102,15 +100,15 @@ def role(
 def rm(email: Email, data_dir: DataDirOption = None, database_url: DatabaseOption = None) -> None:
     """Remove a user (their tokens stop working)."""
 
-    async def work(db: Database, _settings: Settings) -> User:
-        users = SqlUserStore(db)
+    async def work(stores: LocalStores, _settings: Settings) -> User:
+        users = stores.users
         user = await users.by_email(email.strip().lower())
         await users.remove(user.id)
-        SqlKeyStore(db).stamp_revocation()
+        stores.keys.stamp_revocation()
         return user
 
     with reported():
-        user = with_database(data_dir, database_url, work)
+        user = with_stores(data_dir, database_url, work)
         out.print(f"removed {user.email} ({user.id})")
 
 
@@ -125,14 +123,14 @@ def token(
 ) -> None:
     """Print a user JWT for EMAIL (the token is the last line)."""
 
-    async def work(db: Database, settings: Settings) -> tuple[User, str, datetime]:
-        user = await SqlUserStore(db).by_email(email.strip().lower())
+    async def work(stores: LocalStores, settings: Settings) -> tuple[User, str, datetime]:
+        user = await stores.users.by_email(email.strip().lower())
         secret = settings.jwt_secret or load_or_create_secret(settings.data_dir / "jwt-secret")
-        issued = AuthService(SqlKeyStore(db), secret, user_token_ttl_s=settings.user_token_ttl_s)
+        issued = AuthService(stores.keys, secret, user_token_ttl_s=settings.user_token_ttl_s)
         minted = issued.issue_user_token(user, ttl)
         return user, minted.token, minted.expires_at
 
     with reported():
-        user, jwt, expires = with_database(data_dir, database_url, work)
+        user, jwt, expires = with_stores(data_dir, database_url, work)
         out.print(f"token of {user.email} ({user.role}), valid until {when(expires)} UTC:")
         out.print(jwt)

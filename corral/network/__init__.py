@@ -1,9 +1,9 @@
 """Sandbox networking on one node (DESIGN.md decision 5): the ``Network`` port.
 
 ``NodeNetwork`` (``node.py``) is the real adapter; ``NullNetwork`` (``null.py``) is
-the fake for tests of the layers above. ``parse_policy`` / ``validate_policy``
-(``policy.py``) are what the API calls to turn a request's egress fields into an
-``EgressPolicy`` (InvalidInput names the bad entry).
+the fake for tests of the layers above. Policies are parsed and validated in the
+domain (``corral.domain.egress``); ``policy.py`` compiles them into what the firewall
+and the resolver enforce.
 
 Topology: each sandbox has a named network namespace with ``lo`` and ``eth0`` (its
 address from the pool as a /32, default route via the bridge), and a veth to the
@@ -83,13 +83,5 @@ from __future__ import annotations
 
 from corral.network.node import NodeNetwork
 from corral.network.null import NullNetwork
-from corral.network.policy import parse_policy, policy_from_mapping, policy_to_mapping, validate_policy
 
-__all__ = [
-    "NodeNetwork",
-    "NullNetwork",
-    "parse_policy",
-    "policy_from_mapping",
-    "policy_to_mapping",
-    "validate_policy",
-]
+__all__ = ["NodeNetwork", "NullNetwork"]

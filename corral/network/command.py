@@ -1,5 +1,5 @@
 """One call of a system networking tool (``ip``, ``nft``), started with ``posix_spawn``
-(``corral.runtime.spawn.capture``: a fraction of what an asyncio subprocess costs
+(``corral.spawn.capture``: a fraction of what an asyncio subprocess costs
 under uvloop).
 
 Contract: :func:`run` returns a :class:`Completed` whatever the exit status when
@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from corral import spawn
 from corral.errors import RuntimeFailure
-from corral.runtime import spawn
 
 DEFAULT_TIMEOUT = 10.0
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.domain import EgressPolicy
+from corral.domain.egress import hostname
 from corral.errors import RuntimeFailure
 from corral.network.firewall import Firewall
 from corral.network.message import CNAME, A, Answer
 from corral.network.pins import PinBoard
-from corral.network.policy import Rules, hostname
+from corral.network.policy import Rules
 from corral.network.resolver import Resolver, Verdict
 
 log = logging.getLogger("corral.network")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.domain import EgressPolicy
+from corral.domain.egress import policy_from_mapping, policy_to_mapping
 from corral.errors import CorralError, RuntimeFailure
-from corral.network.policy import policy_from_mapping, policy_to_mapping
 
 log = logging.getLogger("corral.network")
 VERSION = 2

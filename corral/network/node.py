@@ -51,13 +51,14 @@ from typing import Any, Self
 
 from corral import ids
 from corral.domain import EgressPolicy
+from corral.domain.egress import validate_policy
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure, Unavailable
 from corral.network import bridge, namespace, recovery
 from corral.network.denials import Denials
 from corral.network.firewall import Firewall
 from corral.network.gate import Attached, Gate, OrgOf
 from corral.network.ledger import Ledger, Record
-from corral.network.policy import Rules, validate_policy
+from corral.network.policy import Rules
 from corral.network.pool import AddressPool
 from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, parse_upstream, system_upstreams

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from corral import ids
 from corral.domain import EgressPolicy
+from corral.domain.egress import validate_policy
 from corral.errors import Conflict, InvalidInput, NotFound
-from corral.network.policy import validate_policy
 from corral.ports import DeniedFn, NetInfo
 
 LOOPBACK = NetInfo(netns_path="", address="127.0.0.1", gateway="127.0.0.1")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.domain import Checkpoint
-from corral.store.checkpoints import config_json
+from corral.domain.config_json import config_json
 
 FORMAT = 1
 METADATA = "checkpoint.json"

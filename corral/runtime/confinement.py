@@ -55,9 +55,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.domain import EgressMode, EgressPolicy
+from corral.domain.egress import validate_policy
 from corral.errors import CorralError, RuntimeFailure
 from corral.ids import new_id
-from corral.network.policy import validate_policy
 from corral.ports import Network
 from corral.runtime import cgroups, mounts
 from corral.runtime.seccomp import default_profile

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import RuntimeFailure
-from corral.runtime.spawn import capture, spawn
+from corral.spawn import capture, spawn
 
 _MISSING = ("does not exist", "not exist", "not found")
 

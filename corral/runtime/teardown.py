@@ -35,7 +35,7 @@ from pathlib import Path
 from corral.errors import RuntimeFailure
 from corral.runtime.freeze import thaw_cgroup
 from corral.runtime.runcbin import RuncBinary
-from corral.runtime.spawn import wait_readable
+from corral.spawn import wait_readable
 
 log = logging.getLogger("corral.runtime")
 

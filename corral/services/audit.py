@@ -35,11 +35,11 @@ from datetime import UTC, datetime
 
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
+from corral.domain import Event, EventPage
 from corral.errors import InvalidInput, NotFound
 from corral.ids import is_valid
 from corral.metrics import Metrics
-from corral.ports import SandboxStore
-from corral.store.events import Event, EventPage, SqlEventStore
+from corral.ports import EventStore, SandboxStore
 
 log = logging.getLogger("corral.audit")
 
@@ -79,7 +79,7 @@ def command_line(cmd: str, args: Sequence[str] = ()) -> str:
 class AuditService:
     def __init__(
         self,
-        store: SqlEventStore,
+        store: EventStore,
         sandboxes: SandboxStore,
         metrics: Metrics | None = None,
         *,

@@ -19,9 +19,9 @@ from __future__ import annotations
 from corral.auth.principal import Principal
 from corral.auth.scopes import Role, Scope, parse_role, require, require_role_at_most
 from corral.auth.service import AuthService, NewKey
+from corral.domain import ApiKey
 from corral.errors import Forbidden, InvalidInput, NotFound
 from corral.services.audit import AuditKind, AuditService
-from corral.store.keys import ApiKey
 
 MAX_NAME = 128
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from corral.domain.killswitch import GLOBAL
+from corral.ports import SwitchStore
 from corral.services.switch import KillSwitch
-from corral.store.switches import GLOBAL, SqlSwitchStore
 
 log = logging.getLogger("corral.switches")
 
 
 class StoredSwitches:
-    def __init__(self, store: SqlSwitchStore, switch: KillSwitch, interval_s: float) -> None:
+    def __init__(self, store: SwitchStore, switch: KillSwitch, interval_s: float) -> None:
         self.store = store
         self.switch = switch
         self.interval_s = interval_s

@@ -18,16 +18,14 @@ from corral.domain import (
     BuildStatus,
     Checkpoint,
     CheckpointStatus,
-    Limits,
     Patch,
-    SandboxConfig,
     TemplateBuild,
 )
+from corral.domain.config_json import config_json, config_of
 from corral.errors import Conflict, NotFound
 from corral.ids import new_id
 from corral.store.database import Database, utc
 from corral.store.models import CheckpointRow, PatchRow, TemplateBuildRow
-from corral.store.sandboxes import egress_from, egress_json
 
 
 class SqlCheckpointStore:
@@ -168,23 +166,6 @@ class SqlTemplateBuildStore:
             )
 
 
-def config_json(c: SandboxConfig) -> dict[str, object]:
-    """A checkpoint's configuration as stored (the ``config`` column and checkpoint.json)."""
-    return {
-        "template": c.template,
-        "templateDigest": c.template_digest,
-        "limits": {
-            "cpuCount": c.limits.cpu_count,
-            "memoryMB": c.limits.memory_mb,
-            "diskMB": c.limits.disk_mb,
-            "pids": c.limits.pids,
-        },
-        "envs": dict(c.envs),
-        "egress": egress_json(c.egress),
-        "metadata": dict(c.metadata),
-    }
-
-
 def _row(cp: Checkpoint) -> CheckpointRow:
     return CheckpointRow(
         id=cp.id,
@@ -197,23 +178,6 @@ def _row(cp: Checkpoint) -> CheckpointRow:
         error=cp.error,
         created_at=cp.created_at,
         next_patch=1,
-    )
-
-
-def config_of(raw: dict[str, object]) -> SandboxConfig:
-    """The inverse of ``config_json``."""
-    limits = raw.get("limits")
-    envs, egress, metadata = raw.get("envs"), raw.get("egress"), raw.get("metadata")
-    assert isinstance(limits, dict) and isinstance(envs, dict)
-    return SandboxConfig(
-        template=str(raw["template"]),
-        template_digest=str(raw["templateDigest"]),
-        limits=Limits(
-            int(limits["cpuCount"]), int(limits["memoryMB"]), int(limits["diskMB"]), int(limits["pids"])
-        ),
-        envs={str(k): str(v) for k, v in envs.items()},
-        egress=egress_from(egress if isinstance(egress, dict) else None),
-        metadata={str(k): str(v) for k, v in (metadata or {}).items()} if isinstance(metadata, dict) else {},
     )
 
 

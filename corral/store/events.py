@@ -1,4 +1,5 @@
-"""SQL store of the audit trail: the append-only ``events`` table.
+"""SQL implementation of ``corral.ports.EventStore``, the audit trail: the append-only
+``events`` table.
 
 Contracts:
 - ``append`` writes a batch in one transaction, all or nothing. The table refuses
@@ -11,33 +12,12 @@ Contracts:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy import insert, select
 
+from corral.domain import Event, EventPage
 from corral.store.database import Database, utc
 from corral.store.models import EventRow
-
-
-@dataclass(frozen=True)
-class Event:
-    """One audit record. ``id`` is None until the store has it."""
-
-    at: datetime
-    org_id: str
-    kind: str
-    sandbox_id: str | None = None
-    key_id: str | None = None
-    client_id: str | None = None
-    data: dict[str, object] = field(default_factory=dict)
-    id: int | None = None
-
-
-@dataclass(frozen=True)
-class EventPage:
-    events: list[Event]
-    next_cursor: int | None  # None: this was the last page
 
 
 class SqlEventStore:

@@ -1,38 +1,20 @@
-"""SQL store of orgs and API keys (only a hash of each secret is kept)."""
+"""SQL implementation of ``corral.ports.KeyStore``: orgs and API keys (only a hash of each
+secret is kept)."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 
+from corral.domain import ApiKey, Org
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import ApiKeyRow, OrgRow
-
-
-@dataclass(frozen=True)
-class Org:
-    id: str
-    name: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    org_id: str
-    role: str
-    name: str
-    secret_hash: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
 
 
 class SqlKeyStore:

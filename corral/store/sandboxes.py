@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from corral.domain import EgressMode, EgressPolicy, Limits, PatchRun, Sandbox, SandboxStatus
+from corral.domain import Limits, PatchRun, Sandbox, SandboxStatus
+from corral.domain.config_json import egress_from, egress_json
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import SandboxRow
@@ -136,21 +137,13 @@ def _sandbox(r: SandboxRow) -> Sandbox:
         last_active_at=utc(r.last_active_at),
         ended_at=utc(r.ended_at) if r.ended_at else None,
         error=r.error,
-        egress=_egress(r.egress),
+        egress=egress_from(r.egress),
         preview_token_hash=r.preview_token_hash,
         template_digest=r.template_digest,
         hold_until=utc(r.hold_until) if r.hold_until else None,
         checkpoint_id=r.checkpoint_id,
         patches=tuple(_patch_run(run) for run in r.patches or ()),
     )
-
-
-def egress_json(policy: EgressPolicy) -> dict[str, object]:
-    return {"mode": policy.mode.value, "allow": list(policy.allow), "deny": list(policy.deny)}
-
-
-def egress_from(raw: dict[str, object] | None) -> EgressPolicy:
-    return _egress(raw)
 
 
 def _patch_run(raw: dict[str, object]) -> PatchRun:
@@ -163,11 +156,3 @@ def _patch_run(raw: dict[str, object]) -> PatchRun:
         exit_code=code if isinstance(code, int) else None,
         error=str(error) if error is not None else None,
     )
-
-
-def _egress(raw: dict[str, object] | None) -> EgressPolicy:
-    if not raw:
-        return EgressPolicy()
-    allow, deny = raw.get("allow") or [], raw.get("deny") or []
-    assert isinstance(allow, list) and isinstance(deny, list)
-    return EgressPolicy(EgressMode(str(raw.get("mode"))), tuple(map(str, allow)), tuple(map(str, deny)))

@@ -1,4 +1,5 @@
-"""SQL store of kill switches: one row per engaged switch (``*`` = every org).
+"""SQL implementation of ``corral.ports.SwitchStore``: one row per engaged kill switch
+(``*`` = every org).
 
 Engaging is idempotent (the first time and reason are kept); releasing a switch that
 is not engaged is a no-op.
@@ -6,22 +7,13 @@ is not engaged is a no-op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 
+from corral.domain import Switch
 from corral.store.database import Database, utc
 from corral.store.models import KillSwitchRow
-
-GLOBAL = "*"
-
-
-@dataclass(frozen=True)
-class Switch:
-    scope: str  # an org id, or GLOBAL
-    engaged_at: datetime
-    reason: str
 
 
 class SqlSwitchStore:

@@ -1,26 +1,15 @@
-"""SQL store of users: people of an org, named by the ``sub`` of their JWTs."""
+"""SQL implementation of ``corral.ports.UserStore``: people of an org, named by the
+``sub`` of their JWTs."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from corral.domain import User
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import UserRow
-
-
-@dataclass(frozen=True)
-class User:
-    id: str
-    org_id: str
-    email: str
-    name: str
-    role: str
-    created_at: datetime
 
 
 class SqlUserStore:

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from corral.domain import Event
 from corral.store.database import Database
-from corral.store.events import Event, SqlEventStore
+from corral.store.events import SqlEventStore
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import pytest
 
 from corral.auth.principal import Role
 from corral.auth.service import KEY_CACHE_S, AuthService, load_or_create_secret
+from corral.domain import ApiKey
 from corral.errors import InvalidInput, Unauthenticated
 from corral.store.database import Database
-from corral.store.keys import ApiKey, SqlKeyStore
+from corral.store.keys import SqlKeyStore
 
 
 @pytest.fixture

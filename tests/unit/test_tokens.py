@@ -16,10 +16,11 @@ from corral.auth import service
 from corral.auth.principal import Role
 from corral.auth.scopes import Scope
 from corral.auth.service import AuthService
+from corral.domain import User
 from corral.errors import Unauthenticated
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
-from corral.store.users import SqlUserStore, User
+from corral.store.users import SqlUserStore
 
 SECRET = "test-secret-of-enough-length-for-hs256-0123456789"
 

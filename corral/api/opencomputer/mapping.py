@@ -34,8 +34,10 @@ from corral.api.opencomputer.schemas import (
 )
 from corral.auth.service import NewKey
 from corral.domain import (
+    ApiKey,
     Checkpoint,
     EgressPolicy,
+    EventPage,
     ExecRequest,
     FileEntry,
     Patch,
@@ -45,15 +47,13 @@ from corral.domain import (
     SessionSpec,
     TemplateBuild,
 )
+from corral.domain.egress import parse_policy
 from corral.errors import NotFound
 from corral.ids import is_valid
-from corral.network.policy import parse_policy
 from corral.services.lifecycle import Hibernation
 from corral.services.previews import OpenPort, PreviewLink
 from corral.services.sandboxes import CreateSandbox, end_at
 from corral.services.templates import TemplateInfo
-from corral.store.events import EventPage
-from corral.store.keys import ApiKey
 
 EXEC_RUN_DEFAULT_TIMEOUT_S = 60  # the spec's default for exec/run
 

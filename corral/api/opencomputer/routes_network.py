@@ -19,7 +19,7 @@ from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.schemas import AllowedHostsOut, EgressBody, EgressOut, NetworkBody
 from corral.auth.principal import Principal
 from corral.domain import EgressPolicy
-from corral.network.policy import parse_policy
+from corral.domain.egress import parse_policy
 
 
 def egress_out(policy: EgressPolicy) -> EgressOut:

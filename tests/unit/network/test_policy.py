@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 
 from corral.domain import EgressMode, EgressPolicy
+from corral.domain.egress import (
+    MAX_ENTRIES,
+    parse_policy,
+    policy_from_mapping,
+    policy_to_mapping,
+    validate_policy,
+)
 from corral.errors import InvalidInput
-from corral.network import parse_policy, policy_from_mapping, policy_to_mapping, validate_policy
-from corral.network.policy import MAX_ENTRIES, Rules
+from corral.network.policy import Rules
 
 
 def test_entries_are_normalised() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 import corral.services.audit as audit_module
 from corral.auth.principal import Principal, Role
-from corral.domain import ExecRequest, SessionSpec
+from corral.domain import Event, ExecRequest, SessionSpec
 from corral.errors import Forbidden, NotFound
 from corral.metrics import Metrics
 from corral.runtime.process import ProcessRuntime
@@ -21,7 +21,7 @@ from corral.services.audit import AuditService
 from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from corral.settings import Settings
-from corral.store.events import Event, SqlEventStore
+from corral.store.events import SqlEventStore
 
 
 async def open_core(data_dir: Path) -> Core:

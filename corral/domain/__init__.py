@@ -1,6 +1,14 @@
 """Domain model: frozen dataclasses shared by services, ports and adapters.
 
-Nothing here does I/O or knows about HTTP.
+Nothing here does I/O or knows about HTTP, and nothing here imports anything of corral
+but the domain itself and ``corral.errors``. The sandbox's own records are in this
+module; the rest of the domain, importable from here too:
+
+- ``accounts``: ``Org``, ``ApiKey``, ``User``;
+- ``events``: ``Event``, ``EventPage`` (the audit trail);
+- ``killswitch``: ``Switch`` (and its ``GLOBAL`` scope);
+- ``egress``: parsing and validation of egress policies (``from corral.domain.egress``);
+- ``config_json``: the JSON form of a sandbox's configuration (stores, checkpoint.json).
 """
 
 from __future__ import annotations
@@ -8,6 +16,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from corral.domain.accounts import ApiKey as ApiKey
+from corral.domain.accounts import Org as Org
+from corral.domain.accounts import User as User
+from corral.domain.events import Event as Event
+from corral.domain.events import EventPage as EventPage
+from corral.domain.killswitch import Switch as Switch
 
 
 class SandboxStatus(enum.StrEnum):
