@@ -19,7 +19,7 @@ help:
 	@echo "make test         install, run the whole test suite (unit, integration, e2e)"
 	@echo "make install      Debian packages, Python package in $(VENV), TypeScript SDK for e2e"
 	@echo "make unit | integration | e2e   one part of the suite"
-	@echo "make lint         ruff and mypy"
+	@echo "make lint         ruff, mypy and the layer contract (tests/unit/test_layers.py)"
 
 install: deps $(VENV)/.installed $(TS_SDK)
 
@@ -57,6 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check corral tests
 	$(VENV)/bin/ruff format --check corral tests
 	$(VENV)/bin/mypy
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
 fmt: install
 	$(VENV)/bin/ruff format corral tests
