@@ -26,6 +26,7 @@ cutting the client's connection is the intended outcome).
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import uvicorn
@@ -65,9 +66,11 @@ def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uv
     return result
 
 
-def serve(settings: Settings, **overrides: Any) -> None:
-    """Serve corral until interrupted. ``overrides`` go to ``create_app``."""
-    uvicorn.Server(config(settings, create_app(settings, **overrides))).run()
+def serve(settings: Settings, sock: socket.socket | None = None, **overrides: Any) -> None:
+    """Serve corral until interrupted, on ``sock`` (a listening socket, which the server
+    then owns and closes) or else on the settings' host and port. ``overrides`` go to
+    ``create_app``."""
+    uvicorn.Server(config(settings, create_app(settings, **overrides))).run(sockets=[sock] if sock else None)
 
 
 class _DenialNoise(logging.Filter):

@@ -16,6 +16,7 @@ stderr and exit 1 (``corral sandbox exec`` exits with the command's exit code).
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -80,9 +81,22 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    fd: Annotated[
+        int | None,
+        typer.Option(
+            "--fd",
+            help="Serve on this inherited listening TCP socket (a file descriptor) instead of "
+            "binding one; --host and --port default to its address.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the corral server in the foreground."""
     with reported():
+        sock = _inherited(fd) if fd is not None else None
+        if sock is not None:
+            bound_host, bound_port = sock.getsockname()[:2]
+            host, port = host or bound_host, port or bound_port
         settings = local_settings(
             host=host,
             port=port,
@@ -99,7 +113,22 @@ def serve(
             raise CliError(f"the HTTP server is not available: {exc}") from exc
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         claim(settings.data_dir).release()  # another server here: said plainly, before uvicorn starts
-        run_server(settings)
+        if sock is None:
+            run_server(settings)
+        else:
+            run_server(settings, sock)
+
+
+def _inherited(fd: int) -> socket.socket:
+    """The listening TCP socket ``fd`` (a test or a supervisor bound it: no port race)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise CliError(f"--fd {fd} is not an open socket: {exc.strerror}") from exc
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise CliError(f"--fd {fd} is not a TCP socket")
+    return sock
 
 
 @app.command()

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from corral.auth.service import KEY_FORMAT
-from tests.e2e.conftest import CORRAL, Server
+from tests.e2e.conftest import Server
+from tests.support.process import CORRAL
 
 pytestmark = pytest.mark.e2e
 

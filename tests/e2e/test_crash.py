@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,10 @@ import httpx
 import pytest
 
 from corral.runtime import loopdev, mounts
-from tests.e2e.conftest import CORRAL, Server, _free_port, _tail
+from tests.e2e.conftest import Server
+from tests.support import process
+from tests.support.conditions import eventually
+from tests.support.process import tail
 
 pytestmark = pytest.mark.e2e
 
@@ -47,11 +49,12 @@ class Node:
         return httpx.Client(base_url=f"{self.url}/api", headers={"X-API-Key": self.key}, timeout=60)
 
     def wait_for(self, text: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while text not in self.log.read_text(errors="replace"):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"never saw {text!r}:\n{_tail(self.log)}")
-            time.sleep(0.05)
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited before {text!r}:\n{tail(self.log)}")
+            return text in self.log.read_text(errors="replace")
+
+        eventually(seen, WAIT_S, lambda: f"never saw {text!r}:\n{tail(self.log)}")
 
     def crash(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -82,7 +85,6 @@ def lives(server: Server, tmp_path: Path) -> Iterator[list[Node]]:
 
 def start(lives: list[Node], tmp_path: Path, pause: str = "", standby: int = 0) -> Node:
     key = lives[0].key if lives else f"ek_crash{secrets.token_hex(4)}_{secrets.token_hex(24)}"
-    port = _free_port()
     log = tmp_path / f"server-{len(lives)}.log"
     env = {
         **os.environ,
@@ -93,22 +95,12 @@ def start(lives: list[Node], tmp_path: Path, pause: str = "", standby: int = 0) 
         "CORRAL_TEST_PAUSE": pause,
         "CORRAL_STANDBY_SANDBOXES": str(standby),  # 0: only the sandboxes a test makes
     }
-    argv = [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(CRASH_DIR)]
-    argv += ["--database-url", f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-    node = Node(proc, f"http://127.0.0.1:{port}", log, key)
+    args = ["--data-dir", str(CRASH_DIR), "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"]
+    proc, url = process.start(args, env, log)
+    node = Node(proc, url, log, key)
     lives.append(node)
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            if httpx.get(f"{node.url}/healthz", timeout=2).status_code == 200:
-                return node
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError(f"the crash server did not start:\n{_tail(log)}")
-        time.sleep(0.1)
+    process.wait_healthy(url, proc, log, WAIT_S)
+    return node
 
 
 def in_background(node: Node, method: str, path: str, body: object = None) -> threading.Thread:
@@ -168,10 +160,7 @@ def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: 
 
     with node.http() as http:
         good = http.post(f"/sandboxes/{sid}/checkpoints", json={"name": "good"}).json()["id"]
-        for _ in range(200):
-            if http.get(f"/sandboxes/{sid}/checkpoints").json()[-1]["status"] == "ready":
-                break
-            time.sleep(0.05)
+        eventually(lambda: http.get(f"/sandboxes/{sid}/checkpoints").json()[-1]["status"] == "ready", WAIT_S)
     in_background(node, "POST", f"/sandboxes/from-checkpoint/{good}", {"timeout": 0})
     node.wait_for("pause point fork.copied reached")
     assert len(traces()[0]) == 2  # the fork's disk is made
@@ -198,15 +187,14 @@ def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: 
 
 def test_a_crash_leaves_no_sandbox_started_ahead(lives: list[Node], tmp_path: Path) -> None:
     node = start(lives, tmp_path, standby=2)
-    deadline = time.monotonic() + WAIT_S
-    # two sandboxes standing by, each whole: its dir, its mounted root, its loop device
-    # (a standby being started has its dir a moment before its mount)
-    while True:
+
+    def standing_by() -> bool:
+        # two sandboxes standing by, each whole: its dir, its mounted root, its loop device
+        # (a standby being started has its dir a moment before its mount)
         dirs, mounted, looped = traces()
-        if len(dirs) == 2 and dirs == mounted == looped:
-            break
-        assert time.monotonic() < deadline, _tail(node.log)
-        time.sleep(0.1)
+        return len(dirs) == 2 and dirs == mounted == looped
+
+    eventually(standing_by, WAIT_S, lambda: tail(node.log), 0.1)
     node.crash()
 
     node = start(lives, tmp_path)  # reconcile: they are in no row, so they are removed

@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +29,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import _build_base, _free_port, _tail, _wait_healthy
 from tests.security.dns_upstream import DnsUpstream
+from tests.support import process
+from tests.support.process import CORRAL, tail
+from tests.support.template import build_base
 
-CORRAL = str(Path(sys.executable).parent / "corral")
 SLOTS = 16
 PROMISED_DISK_MB = 100 * 1024
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ class SecurityServer:
             return False
 
     def log_tail(self) -> str:
-        return _tail(self.log)
+        return tail(self.log)
 
 
 def _take_slot() -> tuple[int, int]:
@@ -166,7 +166,6 @@ def security_server(
     run_dir = f"/run/corral-security-{slot}"
     work = tmp_path_factory.mktemp("security-server")
     seed = f"ek_sec{secrets.token_hex(6)}_{secrets.token_hex(24)}"
-    port = _free_port()
     database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
     env = {
         **os.environ,
@@ -186,21 +185,12 @@ def security_server(
         "CORRAL_MAX_PROMISED_DISK_MB": str(PROMISED_DISK_MB),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
-    _build_base(env, work / "template-build.log", data_dir)
+    build_base(env, work / "template-build.log", data_dir)
     log = work / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--data-dir", str(data_dir), "--database-url", database_url],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = process.start(["--data-dir", str(data_dir), "--database-url", database_url], env, log)
     server = SecurityServer(url=url, data_dir=data_dir, database_url=database_url, log=log, env=env)
     try:
-        _wait_healthy(url, proc, log)
+        process.wait_healthy(url, proc, log)
         server.tenants["default"] = Tenant("default", seed, server)
         for name in ("alpha", "beta"):
             server.cli("org", "create", name)
@@ -214,12 +204,7 @@ def security_server(
                 except httpx.HTTPError:
                     pass
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process.stop(proc)
         os.close(slot_fd)
 
 

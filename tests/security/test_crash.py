@@ -29,8 +29,10 @@ import pytest
 
 from corral.network.namespace import veth_name
 from corral.runtime import loopdev, mounts
-from tests.e2e.conftest import _free_port, _tail, _wait_healthy
-from tests.security.conftest import CORRAL, SecurityServer
+from tests.security.conftest import SecurityServer
+from tests.support import process
+from tests.support.conditions import eventually
+from tests.support.process import tail
 
 WAIT_S = 30
 
@@ -63,17 +65,13 @@ class CrashSite:
         return self.data_dir / "sandboxes"
 
     def start(self) -> CrashNode:
-        port = _free_port()
         log = self.work / f"server-{len(self.lives)}.log"
-        argv = [CORRAL, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(self.data_dir)]
-        argv += ["--database-url", f"sqlite+aiosqlite:///{self.work / 'corral.db'}"]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env
-            )
-        node = CrashNode(proc, f"http://127.0.0.1:{port}", self.key, log)
+        args = ["--data-dir", str(self.data_dir)]
+        args += ["--database-url", f"sqlite+aiosqlite:///{self.work / 'corral.db'}"]
+        proc, url = process.start(args, self.env, log)
+        node = CrashNode(proc, url, self.key, log)
         self.lives.append(node)
-        _wait_healthy(node.url, proc, log)
+        process.wait_healthy(url, proc, log)
         return node
 
     def traces(self) -> dict[str, set[str]]:
@@ -139,12 +137,7 @@ def site(security_server: SecurityServer, tmp_path: Path) -> Iterator[CrashSite]
                     list(pool.map(lambda s: http.delete(f"/sandboxes/{s['sandboxID']}"), listed))
             except httpx.HTTPError:
                 pass
-            node.proc.terminate()
-            try:
-                node.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
+            process.stop(node.proc)
 
 
 def test_kill_9_mid_create_leaks_nothing_and_keeps_running_sandboxes(site: CrashSite) -> None:
@@ -172,12 +165,13 @@ def test_kill_9_mid_create_leaks_nothing_and_keeps_running_sandboxes(site: Crash
     threading.Thread(target=create, daemon=True).start()
     # strike while the third sandbox is half made: its dir made and, if we see it within
     # a second, its container created (its row is written only once its agent answers)
-    deadline = time.monotonic() + WAIT_S
     doomed: set[str] = set()
-    while not doomed:
-        assert time.monotonic() < deadline, f"the create never started:\n{_tail(node.log)}"
-        doomed = {p.name for p in site.sandboxes.iterdir()} - set(kept)
-        time.sleep(0.002)
+
+    def create_started() -> bool:
+        doomed.update({p.name for p in site.sandboxes.iterdir()} - set(kept))
+        return bool(doomed)
+
+    eventually(create_started, WAIT_S, lambda: f"the create never started:\n{tail(node.log)}", 0.002)
     [doomed_id] = doomed
     started = time.monotonic() + 1
     while time.monotonic() < started and not Path(site.runc_root, doomed_id).exists():
@@ -201,19 +195,18 @@ def test_kill_9_mid_create_leaks_nothing_and_keeps_running_sandboxes(site: Crash
             )  # processes kept
         for sid in doomed:
             assert http.get(f"/sandboxes/{sid}").status_code == 404
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        traces = site.traces()
-        expected = {
-            "dirs": set(kept),
-            "mounts": set(kept),
-            "loops": set(kept),
-            "containers": set(kept),
-            "netns": set(kept),
-            "veths": {veth_name(sid) for sid in kept},
-        }
-        if traces == expected:
-            break
-        assert time.monotonic() < deadline, f"left after the restart: {traces} (expected {expected})"
-        time.sleep(0.2)
+    expected = {
+        "dirs": set(kept),
+        "mounts": set(kept),
+        "loops": set(kept),
+        "containers": set(kept),
+        "netns": set(kept),
+        "veths": {veth_name(sid) for sid in kept},
+    }
+    eventually(
+        lambda: site.traces() == expected,
+        WAIT_S,
+        lambda: f"left after the restart: {site.traces()} (expected {expected})",
+        0.2,
+    )
     assert not any(Path(f"/sys/class/net/{veth_name(sid)}").exists() for sid in doomed)

@@ -4,81 +4,25 @@ AgentClient or raw frames: exec, sessions, PTYs, files, ports, hostile input, ex
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from corral.agent.client import AgentClient
-from corral.agent.protocol import AGENT_FILE, FrameType, agent_argv, encode_frame
+from corral.agent.protocol import FrameType, encode_frame
 from corral.domain import ExecRequest, PtySize, SessionEvent, SessionSpec, Stream
 from corral.errors import AgentError, Conflict, InvalidInput, NotFound
+from tests.support.agent import RunningAgent, running_agent
+from tests.support.conditions import pid_gone
 
 # ---------------------------------------------------------------------- harness
-
-
-@dataclass
-class RunningAgent:
-    proc: subprocess.Popen[bytes]
-    socket: Path
-    log: Path
-    workdir: Path
-
-    def client(self, output_limit: int = 16 << 20) -> AgentClient:
-        return AgentClient(self.socket, op_timeout=10.0, output_limit=output_limit)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def running_agent(socket_dir: Path | None = None) -> Iterator[RunningAgent]:
-    """The agent on a socket in a fresh directory; stopped afterwards, and its log
-    checked for internal errors."""
-    workdir = Path(tempfile.mkdtemp(prefix="corral-agent-", dir="/tmp"))
-    sock = (socket_dir or workdir) / "agent.sock"
-    log = workdir / "agent.log"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FROM_AGENT": "agent", "BOTH": "agent"}
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            agent_argv(sys.executable, str(AGENT_FILE), "--socket", str(sock)),
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    agent = RunningAgent(proc, sock, log, workdir)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"agent did not start: {agent.log_text()}")
-            time.sleep(0.002)
-        yield agent
-        assert "internal error" not in agent.log_text(), agent.log_text()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -154,19 +98,6 @@ async def wait_exited(client: AgentClient, session_id: str, timeout: float = 5.0
 
 def sh(script: str, **kwargs: object) -> ExecRequest:
     return ExecRequest("sh", ("-c", script), **kwargs)  # type: ignore[arg-type]
-
-
-def pid_gone(pid: int, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        if stat.rpartition(")")[2].split()[0] == "Z":
-            return True
-        time.sleep(0.02)
-    return False
 
 
 async def written(path: Path, timeout: float = 5.0) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from corral.agent.client import AgentClient
 from corral.errors import AgentError, InvalidInput
-from tests.unit.test_agent import RunningAgent, running_agent
+from tests.support.agent import RunningAgent, running_agent
 
 
 @pytest.fixture

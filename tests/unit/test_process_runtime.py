@@ -26,7 +26,7 @@ from corral.domain import (
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Runtime
 from corral.runtime.process import ProcessRuntime
-from tests.unit.test_agent import pid_gone
+from tests.support.conditions import pid_gone
 
 TEMPLATE = Template("base", "sha256:0", "/", datetime.now(UTC))
 

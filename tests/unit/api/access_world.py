@@ -28,7 +28,8 @@ from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from corral.settings import Settings
 from corral.store.users import SqlUserStore, User
-from tests.unit.api.conftest import KEY, free_port, make_app, make_settings, remove_sandboxes, served
+from tests.support.app import KEY, make_app, make_settings, remove_sandboxes, served
+from tests.support.sockets import listening, port_of, unused_port
 
 SECRET = "matrix-secret-of-enough-length-for-hs256-000000"
 BAD = (
@@ -183,7 +184,7 @@ def _furnish(world: World) -> None:
     world.ids["exec"] = world.owner("POST", f"{base}/exec/run-async", json={"cmd": "true"}).json()["execId"]
     wrote = world.owner("PUT", f"{base}/files", params={"path": "/tmp/m.txt"}, content=b"matrix")
     assert wrote.status_code == 204
-    port = free_port()
+    port = unused_port()  # the sandbox serves on it
     server = {
         "cmd": "python3",
         "args": ["-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", "/tmp"],
@@ -199,10 +200,12 @@ def _furnish(world: World) -> None:
     world.ids["name"] = "base"  # a built-in template
 
 
-def serve_world(settings: Settings) -> Iterator[World]:
+def serve_world(data_dir: Any) -> Iterator[World]:
     """Seed, serve, furnish; yield; remove every sandbox and stop."""
+    sock = listening()
+    settings = matrix_settings(data_dir, port_of(sock))
     org, keys, subjects = asyncio.run(_seed(settings))
-    with served(settings, make_app(settings), "corral-matrix") as url:
+    with served(settings, make_app(settings), sock, "corral-matrix") as url:
         world = World(url, org, keys, http=httpx.Client(base_url=url, timeout=30), subjects=subjects)
         try:
             _furnish(world)
@@ -213,5 +216,5 @@ def serve_world(settings: Settings) -> Iterator[World]:
             world.http.close()
 
 
-def matrix_settings(data_dir: Any) -> Settings:
-    return make_settings(data_dir, port=free_port(), jwt_secret=SECRET, rate_limit_api=0, rate_limit_xgen=0)
+def matrix_settings(data_dir: Any, port: int) -> Settings:
+    return make_settings(data_dir, port=port, jwt_secret=SECRET, rate_limit_api=0, rate_limit_xgen=0)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from corral.errors import NotFound
 from corral.ids import new_id
 from corral.services.core import Core
-from tests.unit.api.conftest import KEY, kill_all, make_app, make_settings
+from tests.support.app import KEY, kill_all, make_app, make_settings
 
 
 @asynccontextmanager

@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from corral.api.app import create_app
 from corral.settings import Settings
-from tests.unit.api.access_world import BAD, CREDS, WORKERS, World, matrix_settings, serve_world
+from tests.unit.api.access_world import BAD, CREDS, WORKERS, World, serve_world
 
 READ, WRITE, CREATE, EXEC, DELETE, AUDIT, KEYS, TOKEN = (
     "sandbox:read", "sandbox:write", "sandbox:create", "sandbox:exec", "sandbox:delete",
@@ -159,7 +159,7 @@ def expected(row: Row, cred: str) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    yield from serve_world(matrix_settings(tmp_path_factory.mktemp("matrix")))
+    yield from serve_world(tmp_path_factory.mktemp("matrix"))
 
 
 def fresh(world: World, name: str) -> str:

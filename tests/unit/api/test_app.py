@@ -16,7 +16,7 @@ from corral.errors import RuntimeFailure
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.settings import Settings
-from tests.unit.api.conftest import make_settings
+from tests.support.app import make_settings
 
 
 async def test_first_start_prints_and_saves_the_admin_key(

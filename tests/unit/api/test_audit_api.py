@@ -9,7 +9,8 @@ import httpx
 from typer.testing import CliRunner
 
 from corral.cli.main import app as cli
-from tests.unit.api.conftest import KEY, Live
+from tests.support.app import KEY
+from tests.unit.api.conftest import Live
 from tests.unit.api.harness import new_key, serving
 
 

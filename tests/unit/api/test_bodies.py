@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from corral.api.bodies import as_json
-from tests.unit.api.conftest import KEY
+from tests.support.app import KEY
 from tests.unit.api.harness import serving
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.unit.api.conftest import KEY, Api
+from tests.support.app import KEY
+from tests.unit.api.conftest import Api
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

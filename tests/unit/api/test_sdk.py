@@ -8,7 +8,8 @@ import uuid
 import pytest
 from opencomputer import Sandbox  # type: ignore[import-untyped]
 
-from tests.unit.api.conftest import KEY, Live
+from tests.support.app import KEY
+from tests.unit.api.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -15,7 +15,8 @@ import pytest_asyncio
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.unit.api.conftest import KEY, Live
+from tests.support.app import KEY
+from tests.unit.api.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jwt
 
-from tests.unit.api.conftest import KEY
+from tests.support.app import KEY
 from tests.unit.api.harness import new_key, serving
 
 

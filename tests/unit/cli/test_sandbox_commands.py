@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from typer.testing import CliRunner
 
 from corral.cli.main import app
 from corral.cli.session import exit_status
+from tests.support.sockets import refused_port
 from tests.unit.cli.conftest import Stub
 
 runner = CliRunner()
@@ -104,10 +104,8 @@ def test_a_wrong_key_says_so_and_how_to_fix_it(stub: Stub) -> None:
 
 
 def test_an_unreachable_server_is_one_clear_line(stub: Stub) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code, _, err = corral("sandbox", "ls", "--url", f"http://127.0.0.1:{port}")
+    with refused_port() as port:
+        code, _, err = corral("sandbox", "ls", "--url", f"http://127.0.0.1:{port}")
     assert code == 1
     assert err.startswith(f"error: cannot reach corral at http://127.0.0.1:{port}")
     assert len(err.strip().splitlines()) == 1

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from corral.cli.main import app
+from tests.support.process import CORRAL
 from tests.unit.cli.test_template_and_serve import fake_server
 
-CORRAL = str(Path(sys.executable).parent / "corral")
 runner = CliRunner()
 
 BAD = [

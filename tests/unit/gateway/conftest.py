@@ -27,7 +27,8 @@ from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
-from tests.unit.api.conftest import KEY, free_port, make_app, make_settings, remove_sandboxes, served
+from tests.support.app import KEY, make_app, make_settings, remove_sandboxes, served
+from tests.support.sockets import listening, port_of, unused_port
 
 APP_SCRIPT = Path(__file__).with_name("sandbox_app.py")
 ALLOWED_ORIGIN = "http://allowed.example"
@@ -63,7 +64,8 @@ async def _second_org(settings: Any) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
+    sock = listening()
+    port = port_of(sock)
     settings = make_settings(
         tmp_path_factory.mktemp("gateway"),
         port=port,
@@ -76,7 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     other_key, org_id = asyncio.run(_second_org(settings))
     app = make_app(settings)
-    with served(settings, app, "corral-gateway") as url:
+    with served(settings, app, sock, "corral-gateway") as url:
         yield Server(url, port, app, other_key, org_id)
         remove_sandboxes(url, KEY)
 
@@ -139,7 +141,7 @@ async def gw(server: Server) -> AsyncIterator[Gw]:
         created = await api.post("/sandboxes", json={"previewAuth": {"token": "auto"}})
         assert created.status_code == 201, created.text
         sid, token = created.json()["sandboxID"], created.json()["previewAuthToken"]
-        port = free_port()
+        port = unused_port()
         await start_app(api, server.url, sid, port)
         preview = await api.post(f"/sandboxes/{sid}/preview", json={"port": port})
         assert preview.status_code == 201, preview.text

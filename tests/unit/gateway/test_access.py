@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.unit.api.conftest import KEY, free_port
+from tests.support.app import KEY
+from tests.support.sockets import refused_port, unused_port
 from tests.unit.gateway.conftest import Gw, start_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -20,7 +21,8 @@ async def test_the_owners_key_in_either_header(gw: Gw, client: httpx.AsyncClient
 
 
 async def test_the_owner_reaches_ports_without_a_preview(gw: Gw, client: httpx.AsyncClient) -> None:
-    response = await client.get(gw.path_url("/", port=free_port()), headers={"X-API-Key": KEY})
+    with refused_port() as port:
+        response = await client.get(gw.path_url("/", port=port), headers={"X-API-Key": KEY})
     assert response.status_code == 502  # allowed through; nothing listens there
 
 
@@ -115,9 +117,10 @@ async def test_a_wrong_preview_token_is_401(gw: Gw, client: httpx.AsyncClient) -
 
 
 async def test_the_preview_token_needs_a_preview_of_the_port(gw: Gw, client: httpx.AsyncClient) -> None:
-    response = await client.get(
-        gw.path_url("/", port=free_port()), headers={"X-OC-Preview-Token": gw.preview_token}
-    )
+    with refused_port() as port:
+        response = await client.get(
+            gw.path_url("/", port=port), headers={"X-OC-Preview-Token": gw.preview_token}
+        )
     assert (response.status_code, response.json()) == (404, NOT_FOUND)
 
 
@@ -125,20 +128,22 @@ async def test_rotation_retires_the_old_token_at_once(gw: Gw, client: httpx.Asyn
     created = await gw.api.post("/sandboxes", json={})  # without preview auth
     sid = created.json()["sandboxID"]
     assert created.json()["previewAuthToken"] == ""
-    port = free_port()
-    await gw.api.post(f"/sandboxes/{sid}/preview", json={"port": port})
-    url = f"{gw.server.url}/preview/{sid}/{port}/"
-    first = (await gw.api.post(f"/sandboxes/{sid}/preview/rotate")).json()["previewAuthToken"]
-    assert (await client.get(url, headers={"X-OC-Preview-Token": first})).status_code == 502  # let through
-    second = (await gw.api.post(f"/sandboxes/{sid}/preview/rotate")).json()["previewAuthToken"]
-    assert first != second
-    assert (await client.get(url, headers={"X-OC-Preview-Token": first})).status_code == 401
-    assert (await client.get(url, headers={"X-OC-Preview-Token": second})).status_code == 502
+    with refused_port() as port:
+        await gw.api.post(f"/sandboxes/{sid}/preview", json={"port": port})
+        url = f"{gw.server.url}/preview/{sid}/{port}/"
+        first = (await gw.api.post(f"/sandboxes/{sid}/preview/rotate")).json()["previewAuthToken"]
+        assert (
+            await client.get(url, headers={"X-OC-Preview-Token": first})
+        ).status_code == 502  # let through
+        second = (await gw.api.post(f"/sandboxes/{sid}/preview/rotate")).json()["previewAuthToken"]
+        assert first != second
+        assert (await client.get(url, headers={"X-OC-Preview-Token": first})).status_code == 401
+        assert (await client.get(url, headers={"X-OC-Preview-Token": second})).status_code == 502
     await gw.api.delete(f"/sandboxes/{sid}")
 
 
 async def test_a_public_preview_needs_no_credentials(gw: Gw, client: httpx.AsyncClient) -> None:
-    port = free_port()
+    port = unused_port()
     await start_app(gw.api, gw.server.url, gw.sid, port)
     public = await gw.api.post(
         f"/sandboxes/{gw.sid}/preview", json={"port": port, "authConfig": {"public": True}}

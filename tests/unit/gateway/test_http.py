@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.unit.api.conftest import KEY, free_port
+from tests.support.app import KEY
+from tests.support.sockets import refused_port
 from tests.unit.gateway.conftest import ALLOWED_ORIGIN, HEAD_TIMEOUT_S, Gw
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -214,7 +215,8 @@ async def test_cookies_and_redirects_stay_with_their_preview(gw: Gw, client: htt
 
 
 async def test_502_when_nothing_listens(gw: Gw, client: httpx.AsyncClient) -> None:
-    response = await client.get(gw.path_url("/", port=free_port()), headers=OWNER)
+    with refused_port() as port:
+        response = await client.get(gw.path_url("/", port=port), headers=OWNER)
     assert response.status_code == 502 and "nothing is listening" in response.json()["error"]
 
 
@@ -276,11 +278,11 @@ async def test_kill_switch_answers_503_globally_and_per_org(gw: Gw, client: http
 async def test_404_once_the_sandbox_is_killed(gw: Gw, client: httpx.AsyncClient) -> None:
     created = await gw.api.post("/sandboxes", json={"previewAuth": {"token": "auto"}})
     sid, token = created.json()["sandboxID"], created.json()["previewAuthToken"]
-    port = free_port()
-    assert (await gw.api.post(f"/sandboxes/{sid}/preview", json={"port": port})).status_code == 201
-    url = f"{gw.server.url}/preview/{sid}/{port}/"
-    assert (await client.get(url, headers=OWNER)).status_code == 502  # known, nothing listens
-    assert (await client.get(url, headers={"X-OC-Preview-Token": token})).status_code == 502
+    with refused_port() as port:
+        assert (await gw.api.post(f"/sandboxes/{sid}/preview", json={"port": port})).status_code == 201
+        url = f"{gw.server.url}/preview/{sid}/{port}/"
+        assert (await client.get(url, headers=OWNER)).status_code == 502  # known, nothing listens
+        assert (await client.get(url, headers={"X-OC-Preview-Token": token})).status_code == 502
     assert (await gw.api.delete(f"/sandboxes/{sid}")).status_code == 204
     for headers in (OWNER, {"X-OC-Preview-Token": token}):
         gone = await client.get(url, headers=headers)

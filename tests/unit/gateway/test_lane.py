@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.api.conftest import KEY
+from tests.support.app import KEY
 from tests.unit.gateway.conftest import ALLOWED_ORIGIN, Gw
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from opencomputer import Sandbox  # type: ignore[import-untyped]
 
-from tests.unit.api.conftest import KEY, free_port
+from tests.support.app import KEY
+from tests.support.sockets import unused_port
 from tests.unit.gateway.conftest import Gw
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -14,7 +15,7 @@ PREVIEW_FIELDS = {"id", "sandboxId", "hostname", "port", "sslStatus", "createdAt
 
 
 async def test_create_list_delete(gw: Gw) -> None:
-    port = free_port()
+    port = unused_port()  # no server: only its number matters
     created = await gw.api.post(f"/sandboxes/{gw.sid}/preview", json={"port": port, "authConfig": {}})
     assert created.status_code == 201, created.text
     pv = created.json()
@@ -53,7 +54,7 @@ async def test_bad_requests_name_the_field(gw: Gw, body: dict[str, object], fiel
 
 
 async def test_a_custom_domain_of_the_gateway(gw: Gw) -> None:
-    port = free_port()
+    port = unused_port()  # no server: only its number matters
     response = await gw.api.post(
         f"/sandboxes/{gw.sid}/preview", json={"port": port, "domain": "Preview.Test"}
     )
@@ -113,7 +114,7 @@ async def test_the_python_sdk(gw: Gw) -> None:
     sandbox = await Sandbox.create(api_url=gw.server.url, api_key=KEY, preview_auth={"token": "auto"})
     try:
         assert len(sandbox.preview_auth_token) >= 40
-        port = free_port()
+        port = unused_port()  # no server: only its number matters
         created = await sandbox.create_preview_url(port)
         assert created["port"] == port and created["sandboxId"] == sandbox.id
         assert [p["port"] for p in await sandbox.list_preview_urls()] == [port]

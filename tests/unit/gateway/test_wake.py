@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.unit.api.conftest import KEY, free_port
+from tests.support.app import KEY
+from tests.support.sockets import unused_port
 from tests.unit.gateway.conftest import Server, start_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -16,7 +17,7 @@ async def test_an_allowed_request_wakes_a_hibernated_sandbox(server: Server) -> 
     async with httpx.AsyncClient(base_url=f"{server.url}/api", headers={"X-API-Key": KEY}, timeout=30) as api:
         sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
         try:
-            port = free_port()
+            port = unused_port()  # the sandbox serves on it once woken
             await api.post(f"/sandboxes/{sid}/hibernate")
             async with httpx.AsyncClient(timeout=30) as anonymous:
                 refused = await anonymous.get(f"{server.url}/preview/{sid}/{port}/hello")

@@ -11,7 +11,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.unit.api.conftest import KEY, free_port
+from tests.support.app import KEY
+from tests.support.sockets import refused_port
 from tests.unit.gateway.conftest import Gw
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -104,9 +105,10 @@ async def test_handshake_errors_are_http_answers(
     gw: Gw, headers: dict[str, str], port: str | None, status: int
 ) -> None:
     headers = {"X-API-Key": gw.server.other_key} if headers.get("X-API-Key") == "other" else headers
-    url = ws_path(gw, port=free_port() if port else None)
-    with pytest.raises(InvalidStatus) as refused:
-        async with websockets.connect(url, additional_headers=headers):
+    with refused_port() as nothing, pytest.raises(InvalidStatus) as refused:
+        async with websockets.connect(
+            ws_path(gw, port=nothing if port else None), additional_headers=headers
+        ):
             pass
     assert refused.value.response.status_code == status
     assert refused.value.response.body.startswith(b'{"error": ')

@@ -18,7 +18,7 @@ from corral.services.core import Core
 from corral.services.output import OutputBudget
 from corral.services.sandboxes import CreateSandbox
 from corral.settings import Settings
-from tests.unit.test_agent import RunningAgent, running_agent
+from tests.support.agent import RunningAgent, running_agent
 
 
 @pytest.fixture

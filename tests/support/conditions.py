@@ -1,0 +1,51 @@
+"""Waiting for a condition that another process makes true (a server's health, a line
+in its log): polled, with a deadline. In-process services are driven by events or by
+a ``FakeClock`` instead, never by waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+
+def eventually(
+    predicate: Callable[[], object],
+    timeout: float,
+    message: str | Callable[[], str] = "",
+    interval: float = 0.05,
+) -> None:
+    """Returns as soon as ``predicate()`` is truthy; raises AssertionError with
+    ``message`` (or what it returns) once ``timeout`` seconds have passed. Exceptions of
+    ``predicate`` propagate (raise one to give up early)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError((message() if callable(message) else message) or f"not true in {timeout}s")
+        time.sleep(interval)
+
+
+async def eventually_async(
+    predicate: Callable[[], Awaitable[object]], timeout: float, message: str = "", interval: float = 0.05
+) -> None:
+    """``eventually`` for a predicate that is a coroutine function, without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"not true in {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def pid_gone(pid: int, timeout: float = 3.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return True
+        time.sleep(0.02)
+    return False
