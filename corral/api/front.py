@@ -34,6 +34,11 @@ Answers leave in request order: a request that begins while an earlier one is no
 answered is held (its parsed pieces kept, reading paused) until that answer is
 complete. Writes of one loop turn leave as one (``CoalescingTransport``); a complete
 answer leaves at once.
+
+Seams. The lane is given by the server set-up (``front_protocol``'s ``lane``, from
+``corral.api.server``): a connection asks it for the gateway's lane when it is made, and
+knows nothing of the app. What the front needs of uvicorn's private classes comes from
+``corral.api.uvicorn_internals`` alone.
 """
 
 from __future__ import annotations
@@ -45,10 +50,9 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
 from corral.api.protocol import BehindProtocol, BehindTransport, CoalescingTransport
+from corral.api.uvicorn_internals import Config, ServerState
 from corral.gateway.forward import request_head
 from corral.gateway.lane import Lane, Trip
 
@@ -62,14 +66,27 @@ access_log = logging.getLogger("uvicorn.access")
 log = logging.getLogger("corral.api")
 
 
+LaneSource = Callable[[], Lane | None]
+"""Where a connection finds the gateway's lane when it is made: the lane while the
+gateway is open, None otherwise (before start-up, after shutdown, an app without one)."""
+
+
 class _Rejected(Exception):
     """Stops the parser after the connection answered the client itself."""
 
 
 class FrontProtocol(asyncio.Protocol):
+    """One connection (see the module docstring). Built by uvicorn, with uvicorn's
+    arguments; its limits and its lane are the class's, given by ``front_protocol``."""
+
     head_timeout = 30.0
     max_header_bytes = 64 * 1024
     max_headers = 100
+
+    @staticmethod
+    def lane_source() -> Lane | None:
+        """The lane a new connection answers with (``front_protocol``'s ``lane``): none."""
+        return None
 
     def __init__(
         self,
@@ -121,8 +138,7 @@ class FrontProtocol(asyncio.Protocol):
         peer = raw.get_extra_info("peername")
         self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
         self._scheme = "https" if raw.get_extra_info("sslcontext") else "http"
-        gateway = getattr(self.config.app, "gateway", None)
-        self.lane = gateway.lane if gateway is not None else None
+        self.lane = self.lane_source()
         self._arm(self.config.timeout_keep_alive, self._idle)
 
     def data_received(self, data: bytes) -> None:
@@ -490,10 +506,18 @@ class FrontProtocol(asyncio.Protocol):
         self.close()
 
 
-def front_protocol(head_timeout: float, max_header_bytes: int, max_headers: int) -> type[FrontProtocol]:
-    """The protocol class with these limits (for uvicorn's ``http`` option)."""
+def front_protocol(
+    head_timeout: float, max_header_bytes: int, max_headers: int, lane: LaneSource
+) -> type[FrontProtocol]:
+    """The protocol class with these limits, whose connections answer what ``lane()``
+    takes (for uvicorn's ``http`` option)."""
     return type(
         "FrontProtocol",
         (FrontProtocol,),
-        {"head_timeout": head_timeout, "max_header_bytes": max_header_bytes, "max_headers": max_headers},
+        {
+            "head_timeout": head_timeout,
+            "max_header_bytes": max_header_bytes,
+            "max_headers": max_headers,
+            "lane_source": staticmethod(lane),
+        },
     )

@@ -18,8 +18,10 @@ end of the turn. ``close`` sends what is pending first; everything else is the r
 transport's.
 
 It relies on uvicorn's ``HttpToolsProtocol`` (``connections``,
-``timeout_keep_alive_task``, ``on_response_complete``); the tests in
-``tests/unit/gateway/test_protocol.py`` fail if a uvicorn upgrade changes them.
+``timeout_keep_alive_task``, ``on_response_complete``, the WebSocket hand-over by
+``set_protocol``), imported from ``corral.api.uvicorn_internals``, whose test fails
+naming what a uvicorn upgrade removed; ``tests/unit/gateway/test_protocol.py`` tests the
+behaviour.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from corral.api.uvicorn_internals import HttpToolsProtocol
 
 if TYPE_CHECKING:
     from corral.api.front import FrontProtocol

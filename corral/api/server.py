@@ -32,9 +32,10 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from corral.api.app import create_app
-from corral.api.front import front_protocol
+from corral.api.app import CorralApp, create_app
+from corral.api.front import LaneSource, front_protocol
 from corral.gateway.forward import UpstreamAborted
+from corral.gateway.lane import Lane
 from corral.settings import Settings
 
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -50,16 +51,21 @@ UVICORN_OPTIONS: dict[str, Any] = {
 
 def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uvicorn.Config:
     """A uvicorn config for ``app`` (default: ``create_app(settings)``) on the settings'
-    host and port; ``options`` override ``UVICORN_OPTIONS``."""
+    host and port; ``options`` override ``UVICORN_OPTIONS``. Its connections answer with
+    the lane of the app's gateway (``lane_of``)."""
+    app = app or create_app(settings)
     limits = {
         "http": front_protocol(
-            settings.http_head_timeout_s, settings.http_max_header_bytes, settings.http_max_headers
+            settings.http_head_timeout_s,
+            settings.http_max_header_bytes,
+            settings.http_max_headers,
+            lane=lane_of(app),
         ),
         "timeout_keep_alive": settings.http_keep_alive_s,
         "access_log": settings.access_log,
     }
     merged = {**UVICORN_OPTIONS, **limits, "host": settings.host, "port": settings.port, **options}
-    result = uvicorn.Config(app or create_app(settings), **merged)  # configures uvicorn's logging
+    result = uvicorn.Config(app, **merged)  # configures uvicorn's logging
     error_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _DenialNoise) for f in error_log.filters):
         error_log.addFilter(_DenialNoise())
@@ -71,6 +77,18 @@ def serve(settings: Settings, sock: socket.socket | None = None, **overrides: An
     then owns and closes) or else on the settings' host and port. ``overrides`` go to
     ``create_app``."""
     uvicorn.Server(config(settings, create_app(settings, **overrides))).run(sockets=[sock] if sock else None)
+
+
+def lane_of(app: FastAPI) -> LaneSource:
+    """The lane of ``app``'s gateway while its lifespan holds the gateway open (a
+    ``CorralApp``'s; any other app has none, and the front sends everything to it)."""
+    if not isinstance(app, CorralApp):
+        return lambda: None
+
+    def lane() -> Lane | None:
+        return app.gateway.lane if app.gateway is not None else None
+
+    return lane
 
 
 class _DenialNoise(logging.Filter):

@@ -91,3 +91,20 @@ def test_uvicorn_options_never_negotiate_permessage_deflate(tmp_path: Path) -> N
     assert isinstance(cfg.http, type) and issubclass(cfg.http, FrontProtocol)  # bounded, the gateway first
     assert cfg.access_log is False
     assert config(make_settings(tmp_path, port=18080, access_log=True), FastAPI()).access_log is True
+
+
+async def test_the_front_answers_with_the_lane_of_the_apps_open_gateway(tmp_path: Path) -> None:
+    """The server set-up gives the front its lane (``corral.api.server.lane_of``): the
+    gateway's while the app's lifespan holds it open, none before and after."""
+    settings = Settings(data_dir=tmp_path, runtime="process", reaper_interval_s=3600)  # type: ignore[call-arg]
+    app = create_app(
+        settings, runtime=ProcessRuntime(tmp_path / "rt"), templates=StaticTemplates(), reconcile=False
+    )
+    front = config(settings, app).http
+    assert isinstance(front, type) and issubclass(front, FrontProtocol)
+    assert front.lane_source() is None
+    async with app.router.lifespan_context(app):
+        assert front.lane_source() is app.state.gateway.lane
+    assert front.lane_source() is None
+    other = config(settings, FastAPI()).http
+    assert isinstance(other, type) and issubclass(other, FrontProtocol) and other.lane_source() is None

@@ -192,10 +192,8 @@ async def test_an_upgrade_other_than_websocket_is_a_plain_request_and_the_connec
 async def test_a_lane_answer_is_in_the_access_log_when_it_is_on(caplog: pytest.LogCaptureFixture) -> None:
     from types import SimpleNamespace
 
-    from uvicorn.config import Config
-    from uvicorn.server import ServerState
-
     from corral.api.front import FrontProtocol
+    from corral.api.uvicorn_internals import Config, ServerState
 
     front = FrontProtocol(Config(app=None, access_log=True, log_config=None), ServerState(), {})
     front._client = ("203.0.113.7", 4711)

@@ -1,0 +1,32 @@
+"""uvicorn's private names that corral's HTTP front builds on, imported here and nowhere
+else: the one place to look when uvicorn changes. ``pyproject.toml`` allows only the
+uvicorn minor corral is tested with, since none of this is uvicorn's public API.
+
+- ``HttpToolsProtocol`` (``uvicorn.protocols.http.httptools_impl``): the protocol behind
+  the front (``corral.api.protocol.BehindProtocol``) is one. corral builds it with
+  ``config``, ``server_state``, ``app_state``, ``_loop``; overrides ``connection_made``
+  and ``on_response_complete``; calls ``shutdown``, ``data_received``,
+  ``connection_lost``, ``pause_writing``, ``resume_writing``; reads and clears its
+  ``connections`` and ``timeout_keep_alive_task``. Its WebSocket hand-over
+  (``handle_websocket_upgrade``) gives the connection to uvicorn's WebSocket protocol by
+  the transport's ``set_protocol``, which the front's ``BehindTransport`` catches.
+- ``ServerState`` (``uvicorn.server``): the server's shared state, which the front joins
+  as one of uvicorn's connections. uvicorn's graceful shutdown calls ``shutdown()`` on
+  each of its ``connections`` and waits for the set to empty; the front counts the
+  requests the lane answers in ``total_requests``; the lane's answers carry its
+  ``default_headers`` (the ``date`` header uvicorn refreshes every second).
+- ``Config`` (also public, as ``uvicorn.Config``): what uvicorn passes every protocol;
+  the front reads its ``timeout_keep_alive`` and ``access_log``.
+
+``tests/unit/api/test_uvicorn_internals.py`` checks each name and attribute above and
+fails naming what is gone and the uvicorn version; the front's behaviour is tested in
+``tests/unit/gateway/test_protocol.py`` and ``test_lane.py``.
+"""
+
+from __future__ import annotations
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+__all__ = ["Config", "HttpToolsProtocol", "ServerState"]
