@@ -12,7 +12,7 @@ TS_DIR := tests/e2e/ts
 TS_SDK := $(TS_DIR)/node_modules/@opencomputer/sdk/package.json
 PYTEST_ARGS ?=
 
-.PHONY: help install deps run test unit integration e2e lint fmt clean
+.PHONY: help install deps run test unit integration e2e lint fmt constraints clean
 
 help:
 	@echo "make run          install, build the base template if needed, run corral serve (CORRAL_* env)"
@@ -20,6 +20,7 @@ help:
 	@echo "make install      Debian packages, Python package in $(VENV), TypeScript SDK for e2e"
 	@echo "make unit | integration | e2e   one part of the suite"
 	@echo "make lint         ruff, mypy and the layer contract (tests/unit/test_layers.py)"
+	@echo "make constraints  constraints.txt from $(VENV) (after testing new versions)"
 
 install: deps $(VENV)/.installed $(TS_SDK)
 
@@ -29,8 +30,9 @@ deps:
 $(PYTHON): | deps
 	python3 -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(PYTHON)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# constraints.txt: the exact versions tested, within pyproject.toml's ranges
+$(VENV)/.installed: pyproject.toml constraints.txt | $(PYTHON)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $@
 
 $(TS_SDK): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json | deps
@@ -62,6 +64,11 @@ lint: install
 fmt: install
 	$(VENV)/bin/ruff format corral tests
 	$(VENV)/bin/ruff check --fix corral tests
+
+constraints: | $(PYTHON)
+	{ echo "# The exact versions corral is tested with: make install installs these (pip -c)."; \
+	  echo "# Written by make constraints from $(VENV) (pip freeze); ranges in pyproject.toml."; \
+	  $(PYTHON) -m pip freeze --disable-pip-version-check --exclude-editable; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info
