@@ -50,7 +50,8 @@ class _Bucket:
 class Denials:
     """The event pipeline of one node. ``owner`` maps a source address to a sandbox
     id (None: not a sandbox of ours); ``hostname`` maps (sandbox id, address) to the
-    name that sandbox resolved to it, if known."""
+    name that sandbox resolved to it, if known. ``clock`` (monotonic seconds) times the
+    rate limit."""
 
     def __init__(
         self,
@@ -61,12 +62,14 @@ class Denials:
         rate: float = 1.0,
         burst: int = 10,
         queue_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_denied = on_denied
         self._owner = owner
         self._hostname = hostname
         self._rate = rate
         self._burst = float(burst)
+        self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(queue_size)
         self._socket: NflogSocket | None = None
@@ -111,7 +114,7 @@ class Denials:
 
     def report(self, sandbox_id: str, event: Event) -> None:
         """Queue one event for ``sandbox_id`` unless its rate limit says no."""
-        now = time.monotonic()
+        now = self._clock()
         bucket = self._buckets.get(sandbox_id)
         if bucket is None:
             bucket = self._buckets[sandbox_id] = _Bucket(self._burst, now)
@@ -159,12 +162,18 @@ class Denials:
             },
         )
 
+    async def delivered(self) -> None:
+        """Returns once every event queued so far has been handed to ``on_denied``
+        (started: see ``start``)."""
+        await self._queue.join()
+
     async def _deliver(self) -> None:
         while True:
             sandbox_id, event = await self._queue.get()
-            if self.on_denied is None:
-                continue
             try:
-                await self.on_denied(sandbox_id, event)
+                if self.on_denied is not None:
+                    await self.on_denied(sandbox_id, event)
             except Exception:
                 log.exception("on_denied failed for %s", sandbox_id)
+            finally:
+                self._queue.task_done()

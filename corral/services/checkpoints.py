@@ -40,7 +40,6 @@ import logging
 import time
 import weakref
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
@@ -113,7 +112,7 @@ class CheckpointService:
                     name=name,
                     status=CheckpointStatus.PROCESSING,
                     config=_config(current, digest),
-                    created_at=datetime.now(UTC),
+                    created_at=self.sandboxes.clock.now(),
                 )
                 await self.store.add(checkpoint)
                 try:
@@ -188,7 +187,9 @@ class CheckpointService:
                         await self.lifecycle.mark_hibernated(sandbox, f"restore failed: {exc.message}")
                     raise
             current = await self.sandboxes.store.find(sandbox.id) or sandbox
-            restored = replace(current, status=SandboxStatus.RUNNING, last_active_at=datetime.now(UTC))
+            restored = replace(
+                current, status=SandboxStatus.RUNNING, last_active_at=self.sandboxes.clock.now()
+            )
             await self.sandboxes.store.update(restored)
         await self.sandboxes.audit.record_for(
             principal, "sandbox.restored", sandbox_id, checkpoint=checkpoint.id
@@ -223,7 +224,7 @@ class CheckpointService:
             sandbox_id = new_id("sb")
             spec = SandboxSpec(sandbox_id, template, config.limits, merged, config.egress)
             await self.snapshots.fork(spec, self.dirs.path(checkpoint.id))
-            now = datetime.now(UTC)
+            now = self.sandboxes.clock.now()
             sandbox = Sandbox(
                 id=sandbox_id,
                 org_id=principal.org_id,

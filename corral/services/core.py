@@ -4,7 +4,8 @@
 fixed at every start, one server per data dir),
 connects the store (migrating it), seeds the first key, reconciles the
 node with the store and starts the idle reaper, the audit writer and the kill-switch
-refresher. Tests pass their own runtime and templates (fakes or real ones).
+refresher. Tests pass their own runtime and templates (fakes or real ones), and a
+clock (``corral.clock``) where time must pass without waiting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from corral import heap
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
+from corral.clock import SYSTEM, Clock
 from corral.datadir import Claim, claim, secure
 from corral.domain import Capacity
 from corral.errors import CorralError
@@ -94,11 +96,12 @@ class Core:
         templates: Templates | None = None,
         reconcile: bool = True,
         metrics: Metrics | None = None,
+        clock: Clock = SYSTEM,
     ) -> Core:
         secure(settings.data_dir, settings.uid_base)  # private, before anything is written there
         held = claim(settings.data_dir)  # before anything is reconciled or bound
         try:
-            return await cls._open(settings, held, runtime, templates, reconcile, metrics)
+            return await cls._open(settings, held, runtime, templates, reconcile, metrics, clock)
         except BaseException:
             held.release()
             raise
@@ -112,6 +115,7 @@ class Core:
         templates: Templates | None,
         reconcile: bool,
         metrics: Metrics | None,
+        clock: Clock,
     ) -> Core:
         metrics = metrics or Metrics()
         network = None
@@ -149,6 +153,7 @@ class Core:
             metrics=metrics,
             admission=admission,
             builds=template_build_store,
+            clock=clock,
         )
         lifecycle = LifecycleService(sandboxes, default_snapshotter(runtime, settings))
         checkpoint_store = SqlCheckpointStore(db)
@@ -177,7 +182,7 @@ class Core:
             audit=audit,
             metrics=metrics,
             keys=KeyService(auth, audit),
-            limiter=RateLimiter(surface_limits(settings)),
+            limiter=RateLimiter(surface_limits(settings), clock.monotonic),
             switches=StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s),
             egress=EgressService(sandboxes),
             lifecycle=lifecycle,

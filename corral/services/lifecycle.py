@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
@@ -182,7 +182,7 @@ class LifecycleService:
                 await self.sandboxes.runtime.destroy(sandbox_id)
                 raise Conflict(f"sandbox {sandbox_id} is {latest.status.value}")
             woken = replace(
-                latest, status=SandboxStatus.RUNNING, last_active_at=datetime.now(UTC), error=None
+                latest, status=SandboxStatus.RUNNING, last_active_at=self.sandboxes.clock.now(), error=None
             )
             await self.sandboxes.store.update(woken)
             self.sandboxes.metrics.sandboxes_active.inc()
@@ -206,11 +206,11 @@ class LifecycleService:
     # ---- deadline --------------------------------------------------------------------
 
     async def keepalive(self, principal: Principal, sandbox_id: str, seconds: int = KEEPALIVE_S) -> Sandbox:
-        now = datetime.now(UTC)
+        now = self.sandboxes.clock.now()
         return await self._hold(principal, sandbox_id, seconds, lambda sb: now)
 
     async def extend(self, principal: Principal, sandbox_id: str, seconds: int = EXTEND_S) -> Sandbox:
-        now = datetime.now(UTC)
+        now = self.sandboxes.clock.now()
         return await self._hold(principal, sandbox_id, seconds, lambda sb: max(now, end_at(sb) or now))
 
     async def _hold(

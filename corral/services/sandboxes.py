@@ -37,11 +37,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
+from corral.clock import SYSTEM, Clock
 from corral.domain import EgressPolicy, Limits, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
@@ -136,6 +137,7 @@ class SandboxService:
         metrics: Metrics,
         admission: Admission,
         builds: TemplateBuildStore,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.store = store
         self.runtime = runtime
@@ -145,7 +147,8 @@ class SandboxService:
         self.audit = audit
         self.metrics = metrics
         self.admission = admission
-        self._activity: dict[str, float] = {}  # sandbox id -> wall time of last use
+        self.clock = clock  # every reading of the time here and in lifecycle, checkpoints
+        self._activity: dict[str, datetime] = {}  # sandbox id -> wall time of last use
         self._reaper: asyncio.Task[None] | None = None
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
         self.stop_listeners: builtins.list[Callable[[str], None]] = [self._forget_running]
@@ -202,7 +205,7 @@ class SandboxService:
         if sandbox_id is None:
             sandbox_id = new_id("sb")
             await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs, req.egress))
-        now = datetime.now(UTC)
+        now = self.clock.now()
         sandbox = Sandbox(
             id=sandbox_id,
             org_id=principal.org_id,
@@ -219,7 +222,7 @@ class SandboxService:
             template_digest=template.digest,
         )
         await self.add_started(sandbox)
-        self._running[sandbox_id] = (time.monotonic() + RUNNING_CACHE_S, principal.org_id)
+        self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, principal.org_id)
         log.info("created %s (template %s, org %s)", sandbox_id, name, principal.org_id)
         return sandbox
 
@@ -264,14 +267,14 @@ class SandboxService:
         sandbox = await self.visible(principal, sandbox_id)
         if not sandbox.live and sandbox.status is not SandboxStatus.HIBERNATED:
             raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
-        updated = replace(sandbox, timeout_s=timeout_s, last_active_at=datetime.now(UTC), hold_until=None)
+        updated = replace(sandbox, timeout_s=timeout_s, last_active_at=self.clock.now(), hold_until=None)
         await self.store.update(updated)
         self._activity.pop(sandbox_id, None)
         return updated
 
     async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
         seen = self._running.get(sandbox_id)
-        if seen is None or seen[0] < time.monotonic() or seen[1] != principal.org_id:
+        if seen is None or seen[0] < self.clock.monotonic() or seen[1] != principal.org_id:
             sandbox = await self.visible(principal, sandbox_id)
             if sandbox.status is SandboxStatus.HIBERNATED and self.waker is not None:
                 sandbox = await self.waker.awake(sandbox)
@@ -279,10 +282,10 @@ class SandboxService:
                 raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
             if len(self._running) >= _MAX_RUNNING_CACHED:
                 self._running.clear()
-            self._running[sandbox_id] = (time.monotonic() + RUNNING_CACHE_S, sandbox.org_id)
+            self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, sandbox.org_id)
         elif not principal.may_see(sandbox_id):
             raise NotFound(f"sandbox {sandbox_id} not found")
-        self._activity[sandbox_id] = time.time()
+        self._activity[sandbox_id] = self.clock.now()
         return self.runtime.agent(sandbox_id)
 
     def _forget_running(self, sandbox_id: str) -> None:
@@ -290,7 +293,7 @@ class SandboxService:
 
     def touch(self, sandbox_id: str) -> None:
         """Record activity of a sandbox the caller already knows to be running."""
-        self._activity[sandbox_id] = time.time()
+        self._activity[sandbox_id] = self.clock.now()
 
     async def running(self, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await self.visible(principal, sandbox_id)
@@ -304,7 +307,7 @@ class SandboxService:
         # background (reconcile's reclaim does, should corral stop first).
         await self.runtime.discard(sandbox.id)
         self._activity.pop(sandbox.id, None)
-        await self.store.mark_stopped(sandbox.id, datetime.now(UTC), reason)
+        await self.store.mark_stopped(sandbox.id, self.clock.now(), reason)
         log.info("stopped %s%s", sandbox.id, f" ({reason})" if reason else "")
         self.metrics.sandbox_stopped()
         if sandbox.status is SandboxStatus.HIBERNATED:
@@ -334,8 +337,7 @@ class SandboxService:
         seen = self._activity.get(sandbox.id)
         if seen is None:
             return sandbox
-        when = datetime.fromtimestamp(seen, UTC)
-        return replace(sandbox, last_active_at=max(when, sandbox.last_active_at))
+        return replace(sandbox, last_active_at=max(seen, sandbox.last_active_at))
 
     # ---- background work -------------------------------------------------------------
 
@@ -400,15 +402,15 @@ class SandboxService:
     async def reap_idle(self) -> builtins.list[str]:
         """Hibernate (without hibernation: stop) every running sandbox idle for longer
         than its timeout and past its ``hold_until``; flush activity."""
-        now = time.time()
+        now = self.clock.now()
         reaped: builtins.list[str] = []
         for sandbox in await self.store.list_all(live_only=True):
             seen = self._activity.pop(sandbox.id, None)
             if seen is not None:
-                await self.store.touch(sandbox.id, datetime.fromtimestamp(seen, UTC))
-            last = max(seen or 0.0, sandbox.last_active_at.timestamp())
-            held = sandbox.hold_until is not None and sandbox.hold_until.timestamp() > now
-            if sandbox.timeout_s > 0 and now - last > sandbox.timeout_s and not held:
+                await self.store.touch(sandbox.id, seen)
+            last = max(seen, sandbox.last_active_at) if seen is not None else sandbox.last_active_at
+            held = sandbox.hold_until is not None and sandbox.hold_until > now
+            if sandbox.timeout_s > 0 and (now - last).total_seconds() > sandbox.timeout_s and not held:
                 if self.waker is not None:
                     await self.waker.idle_out(sandbox)
                 else:
@@ -436,7 +438,7 @@ class SandboxService:
                 pass
             self._reaper = None
         for sandbox_id, seen in list(self._activity.items()):
-            await self.store.touch(sandbox_id, datetime.fromtimestamp(seen, UTC))
+            await self.store.touch(sandbox_id, seen)
         self._activity.clear()
 
 

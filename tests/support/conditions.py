@@ -5,8 +5,9 @@ a ``FakeClock`` instead, never by waiting."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -27,11 +28,17 @@ def eventually(
 
 
 async def eventually_async(
-    predicate: Callable[[], Awaitable[object]], timeout: float, message: str = "", interval: float = 0.05
+    predicate: Callable[[], object], timeout: float, message: str = "", interval: float = 0.02
 ) -> None:
-    """``eventually`` for a predicate that is a coroutine function, without blocking the loop."""
+    """``eventually`` without blocking the loop; ``predicate`` may be a coroutine
+    function (its result awaited)."""
     deadline = time.monotonic() + timeout
-    while not await predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(message or f"not true in {timeout}s")
         await asyncio.sleep(interval)

@@ -10,6 +10,7 @@ import pytest
 
 from corral.errors import RuntimeFailure
 from corral.runtime.treework import TreeWork
+from tests.support.conditions import eventually_async
 
 
 async def test_one_owner_gets_its_share_and_others_go_on() -> None:
@@ -23,7 +24,7 @@ async def test_one_owner_gets_its_share_and_others_go_on() -> None:
         return name
 
     hogs = [asyncio.ensure_future(work.run("sb-hog", "stuck", stuck, f"hog{i}")) for i in range(5)]
-    await asyncio.sleep(0.2)
+    await eventually_async(lambda: running, 5)  # hog0 started
     assert running == ["hog0"] and work.busy("sb-hog") == 5  # one thread, four waiting
     started = time.monotonic()
     assert await work.run("sb-other", "quick", lambda: "done") == "done"
@@ -50,12 +51,15 @@ async def test_a_cancel_waits_for_the_thread() -> None:
     work = TreeWork(workers=1, per_owner=1, timeout_s=10)
     finished = threading.Event()
 
+    began = threading.Event()
+
     def slow() -> None:
+        began.set()
         time.sleep(0.3)
         finished.set()
 
     call = asyncio.ensure_future(work.run("sb-a", "slow", slow))
-    await asyncio.sleep(0.05)
+    await eventually_async(began.is_set, 5)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call

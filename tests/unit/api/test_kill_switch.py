@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from corral.cli.main import app as cli
 from corral.services.core import Core
+from tests.support.conditions import eventually_async
 from tests.unit.api.harness import new_key, serving
 
 runner = CliRunner()
@@ -39,6 +40,16 @@ async def test_creates_and_the_gateway_answer_503_while_engaged(tmp_path: Path) 
 async def test_the_cli_switch_reaches_a_running_server(tmp_path: Path) -> None:
     async with serving(tmp_path, kill_switch_refresh_s=0.05) as (app, client):
         rival = {"X-API-Key": await new_key(app, "owner", "rival")}
+        switch = app.state.core.kill_switch
+        rival_org = (await app.state.core.auth.keys.org_by_name("rival")).id
+
+        async def refreshed(globally: bool, for_rival: bool) -> None:
+            """Until the server's refresher has read what the CLI wrote."""
+
+            def seen() -> bool:
+                return (switch.engaged(), switch.engaged(rival_org)) == (globally, for_rival)
+
+            await eventually_async(seen, 10, "the server never read the switch from the store")
 
         async def corral(*args: str) -> str:
             result = await asyncio.to_thread(runner.invoke, cli, [*args, "--data-dir", str(tmp_path)])
@@ -50,14 +61,14 @@ async def test_the_cli_switch_reaches_a_running_server(tmp_path: Path) -> None:
             == "kill switch on for org rival\n"
         )
         assert "org rival" in await corral("killswitch", "status")
-        await asyncio.sleep(0.3)  # a few refreshes
+        await refreshed(globally=False, for_rival=True)
         assert (await client.post("/api/sandboxes", json={}, headers=rival)).status_code == 503
         assert (await client.post("/api/sandboxes", json={})).status_code == 201
         await corral("killswitch", "on")
-        await asyncio.sleep(0.3)
+        await refreshed(globally=True, for_rival=True)
         assert (await client.post("/api/sandboxes", json={})).status_code == 503
         await corral("killswitch", "off")
         await corral("killswitch", "off", "--org", "rival")
         assert await corral("killswitch", "status") == "no kill switch is on\n"
-        await asyncio.sleep(0.3)
+        await refreshed(globally=False, for_rival=False)
         assert (await client.post("/api/sandboxes", json={}, headers=rival)).status_code == 201

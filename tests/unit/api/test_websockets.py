@@ -16,6 +16,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.support.app import KEY
+from tests.support.conditions import eventually_async
 from tests.unit.api.conftest import Live
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -83,7 +84,12 @@ async def test_exec_session_protocol(box: Box) -> None:
 
 async def test_reattach_replays_scrollback_then_marker_then_exit(box: Box) -> None:
     sid = await box.session("echo one; echo two >&2")
-    await asyncio.sleep(0.3)  # let it finish
+
+    async def finished() -> bool:
+        listed = (await box.http.get(f"/api/sandboxes/{box.sid}/exec")).json()
+        return any(s["sessionID"] == sid and not s["running"] for s in listed)
+
+    await eventually_async(finished, 10, "the session never finished")
     async with websockets.connect(box.exec_url(sid)) as ws:
         got = await frames(ws)
     marker = got.index(b"\x04")

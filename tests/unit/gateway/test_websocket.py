@@ -12,6 +12,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.app import KEY
+from tests.support.conditions import eventually_async
 from tests.support.sockets import refused_port
 from tests.unit.gateway.conftest import Gw
 
@@ -82,9 +83,12 @@ async def test_the_clients_close_code_reaches_the_server(gw: Gw, client: httpx.A
         await ws.send("x")
         await ws.recv()
         await ws.close(4111, "done")
-    await asyncio.sleep(0.1)
-    last = await client.get(f"{gw.path_url('/ws-last-close')}", headers={"X-API-Key": KEY})
-    assert last.json() == 4111
+
+    async def seen_by_the_server() -> bool:
+        last = await client.get(f"{gw.path_url('/ws-last-close')}", headers={"X-API-Key": KEY})
+        return bool(last.json() == 4111)
+
+    await eventually_async(seen_by_the_server, 5, "the server never saw close code 4111")
 
 
 async def test_a_refusal_by_the_server_is_passed_on(gw: Gw) -> None:

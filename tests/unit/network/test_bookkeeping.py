@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 
@@ -13,6 +12,7 @@ from corral.network import nflog
 from corral.network.denials import Denials
 from corral.network.pins import MIN_PIN, PinBoard
 from corral.network.pool import AddressPool
+from tests.support.clock import FakeClock
 
 
 def test_pool_walks_forward_and_wraps() -> None:
@@ -99,7 +99,14 @@ async def test_denials_are_rate_limited_per_sandbox() -> None:
     async def on_denied(sid: str, event: dict[str, object]) -> None:
         got.append((sid, event))
 
-    denials = Denials(on_denied, lambda ip: {"10.0.0.2": "sb-a"}.get(ip), lambda s, ip: "x.com", burst=3)
+    clock = FakeClock()
+    denials = Denials(
+        on_denied,
+        lambda ip: {"10.0.0.2": "sb-a"}.get(ip),
+        lambda s, ip: "x.com",
+        burst=3,
+        clock=clock.monotonic,
+    )
     await denials.start(group=None)  # resolver denials only
     assert not denials.listening
     for i in range(10):
@@ -107,12 +114,12 @@ async def test_denials_are_rate_limited_per_sandbox() -> None:
     denials.report("sb-b", {"n": 0})
     denials._kernel(nflog.Logged("policy", "10.0.0.2", "1.2.3.4", "tcp", 80))
     denials._kernel(nflog.Logged("policy", "10.9.9.9", "1.2.3.4", "tcp", 80))
-    await asyncio.sleep(0.05)
+    await denials.delivered()
     assert [e["n"] for s, e in got if s == "sb-a"] == [0, 1, 2]
     assert [e for s, e in got if s == "sb-b"] == [{"n": 0}]
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     denials._kernel(nflog.Logged("policy", "10.0.0.2", "1.2.3.4", "tcp", 80))
-    await asyncio.sleep(0.05)
+    await denials.delivered()
     assert got[-1] == (
         "sb-a",
         {"dst": "1.2.3.4", "port": 80, "proto": "tcp", "host": "x.com", "reason": "policy", "suppressed": 8},

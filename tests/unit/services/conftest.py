@@ -10,19 +10,22 @@ from typing import Any
 import pytest
 
 from corral.auth.principal import Principal
+from corral.clock import SYSTEM, Clock
 from corral.domain import ExecRequest
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from corral.settings import Settings
+from tests.support.clock import FakeClock
 
 
-async def open_core(tmp_path: Path, **settings: Any) -> Core:
+async def open_core(tmp_path: Path, clock: Clock = SYSTEM, **settings: Any) -> Core:
     values: dict[str, Any] = {"runtime": "process", "reaper_interval_s": 3600, **settings}
     return await Core.open(
         Settings(data_dir=tmp_path, **values),
         runtime=ProcessRuntime(tmp_path / "run"),
         templates=StaticTemplates(),
+        clock=clock,
     )
 
 
@@ -36,6 +39,19 @@ async def close_core(core: Core) -> None:
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[Core]:
     c = await open_core(tmp_path)
+    yield c
+    await close_core(c)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def clocked_core(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Core]:
+    """``core`` on ``clock``: idle time, deadlines and holds pass when the test advances it."""
+    c = await open_core(tmp_path, clock)
     yield c
     await close_core(c)
 

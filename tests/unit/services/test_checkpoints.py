@@ -114,7 +114,7 @@ async def test_patches_run_in_sequence_order_and_numbers_are_never_reused(core: 
 async def test_a_failing_patch_is_reported_on_the_sandbox_and_in_the_audit_trail(core: Core) -> None:
     me = await owner(core)
     sb = await core.sandboxes.create(me, CreateSandbox())
-    checkpoint = await core.checkpoints.create(me, sb.id, "base")
+    checkpoint = await ready(core, me, await core.checkpoints.create(me, sb.id, "base"))  # a fork needs it
     await core.patches.create(me, checkpoint.id, "echo ok >> log")
     bad = await core.patches.create(me, checkpoint.id, "echo broken >&2; exit 3")
     await core.patches.create(me, checkpoint.id, "echo never >> log")

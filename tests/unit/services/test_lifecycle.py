@@ -16,6 +16,7 @@ from corral.errors import Conflict, SandboxWaking
 from corral.services.core import Core
 from corral.services.lifecycle import wake_in_background
 from corral.services.sandboxes import CreateSandbox, end_at
+from tests.support.clock import FakeClock
 from tests.unit.services.conftest import owner, sh
 
 
@@ -81,7 +82,10 @@ async def test_background_wake_answers_waking_at_once_then_runs(core: Core) -> N
     assert result.stdout == b"up\n"
 
 
-async def test_idle_timeout_hibernates_but_not_while_held_and_extend_stacks(core: Core) -> None:
+async def test_idle_timeout_hibernates_but_not_while_held_and_extend_stacks(
+    clocked_core: Core, clock: FakeClock
+) -> None:
+    core = clocked_core
     me = await owner(core)
     held = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
     idle = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
@@ -92,7 +96,7 @@ async def test_idle_timeout_hibernates_but_not_while_held_and_extend_stacks(core
     second = await core.lifecycle.extend(me, held.id)
     assert second.hold_until == deadline + timedelta(seconds=1800)  # stacks
     assert end_at(second) == second.hold_until
-    await asyncio.sleep(1.2)
+    clock.advance(1.2)
     assert await core.sandboxes.reap_idle() == [idle.id]
     assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.HIBERNATED
     assert (await core.sandboxes.get(me, held.id)).status is SandboxStatus.RUNNING

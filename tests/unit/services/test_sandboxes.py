@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.runtime.process import ProcessRuntime
 from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
+from tests.support.clock import FakeClock
 from tests.unit.services.conftest import owner
 
 OWNER = Role.OWNER
@@ -87,13 +87,14 @@ async def test_other_org_and_worker_token_scope(core: Core) -> None:
         await core.sandboxes.get(me, "../../etc")
 
 
-async def test_idle_timeout_hibernates_and_activity_defers(core: Core) -> None:
+async def test_idle_timeout_hibernates_and_activity_defers(clocked_core: Core, clock: FakeClock) -> None:
+    core = clocked_core
     me = await owner(core)
     idle = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
     busy = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
     forever = await core.sandboxes.create(me, CreateSandbox(timeout_s=0))
     for _ in range(3):
-        await asyncio.sleep(0.5)
+        clock.advance(0.5)
         await core.commands.run(me, busy.id, ExecRequest("true"))
     reaped = await core.sandboxes.reap_idle()
     assert reaped == [idle.id]
