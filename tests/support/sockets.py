@@ -25,12 +25,3 @@ def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind((host, 0))
         yield port_of(sock)
-
-
-def unused_port(host: str = "127.0.0.1") -> int:
-    """A port free a moment ago, for a server that a sandbox starts (a process the test
-    cannot hand a socket to). The only place a port is released before its server
-    binds it: never use it for a server the test starts itself."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return port_of(sock)

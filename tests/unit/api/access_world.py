@@ -12,7 +12,6 @@ worker token whose key was revoked.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +28,8 @@ from corral.services.core import Core
 from corral.settings import Settings
 from corral.store.users import SqlUserStore, User
 from tests.support.app import KEY, make_app, make_settings, remove_sandboxes, served
-from tests.support.sockets import listening, port_of, unused_port
+from tests.support.conditions import eventually
+from tests.support.sockets import listening, port_of
 
 SECRET = "matrix-secret-of-enough-length-for-hs256-000000"
 BAD = (
@@ -163,14 +163,16 @@ async def _seed(settings: Settings) -> tuple[str, dict[str, str], dict[str, str]
         await core.close()
 
 
-def _wait_listening(port: int, deadline_s: float = 10) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
+# a file server in the sandbox on a port the kernel chooses, written to argv[1] once listening
+FILE_SERVER = (
+    "import functools, http.server, os, sys\n"
+    "handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory='/tmp')\n"
+    "server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)\n"
+    "with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+    "    f.write(str(server.server_port))\n"
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "server.serve_forever()\n"
+)
 
 
 def _furnish(world: World) -> None:
@@ -184,14 +186,12 @@ def _furnish(world: World) -> None:
     world.ids["exec"] = world.owner("POST", f"{base}/exec/run-async", json={"cmd": "true"}).json()["execId"]
     wrote = world.owner("PUT", f"{base}/files", params={"path": "/tmp/m.txt"}, content=b"matrix")
     assert wrote.status_code == 204
-    port = unused_port()  # the sandbox serves on it
-    server = {
-        "cmd": "python3",
-        "args": ["-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", "/tmp"],
-    }
+    port_file = f"/tmp/corral-matrix-{sid}.port"
+    server = {"cmd": "python3", "args": ["-c", FILE_SERVER, port_file]}
     assert world.owner("POST", f"{base}/exec", json=server).status_code == 201
-    world.ids["port"] = str(port)
-    _wait_listening(port)
+    eventually(lambda: world.owner("GET", f"{base}/files", params={"path": port_file}).status_code == 200, 10)
+    world.ids["port"] = world.owner("GET", f"{base}/files", params={"path": port_file}).text
+    assert world.owner("DELETE", f"{base}/files", params={"path": port_file}).status_code == 204
     # a sandbox of its own for checkpoints, restores and hibernation (they restart it)
     other = world.owner("POST", "/api/sandboxes", json={}).json()["sandboxID"]
     world.ids["sandbox_id"] = other

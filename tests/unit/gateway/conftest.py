@@ -10,8 +10,8 @@ its servers has a (non-public) preview URL. ``Gw.url(path)`` reaches it by host,
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,8 @@ from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.core import Core
 from tests.support.app import KEY, make_app, make_settings, remove_sandboxes, served
-from tests.support.sockets import listening, port_of, unused_port
+from tests.support.conditions import eventually_async
+from tests.support.sockets import listening, port_of
 
 APP_SCRIPT = Path(__file__).with_name("sandbox_app.py")
 ALLOWED_ORIGIN = "http://allowed.example"
@@ -112,27 +113,34 @@ class Gw:
         return f"{self.server.url}/preview/{self.sid}/{port or self.port}{path}"
 
 
-async def start_app(api: httpx.AsyncClient, base: str, sid: str, port: int) -> None:
-    """Write ``sandbox_app.py`` into the sandbox, run it, wait until it answers, then
-    remove the file (the process runtime's sandboxes write to the host's /tmp)."""
-    target = f"/tmp/corral-gateway-test-{sid}.py"
+async def start_app(api: httpx.AsyncClient, base: str, sid: str) -> int:
+    """Write ``sandbox_app.py`` into the sandbox, run it on a port the kernel chooses
+    (none is freed and taken again), wait until it answers, remove its files (the
+    process runtime's sandboxes write to the host's /tmp); returns the port."""
+    target = f"/tmp/corral-gateway-test-{sid}-{secrets.token_hex(4)}.py"
+    port_file = f"{target}.port"
     put = await api.put(f"/sandboxes/{sid}/files", params={"path": target}, content=APP_SCRIPT.read_bytes())
     assert put.status_code == 204, put.text
     started = await api.post(
         f"/sandboxes/{sid}/exec",
-        json={"cmd": sys.executable, "args": [target, str(port), "127.0.0.1"]},
+        json={"cmd": sys.executable, "args": [target, "0", "127.0.0.1", port_file]},
     )
     assert started.status_code == 201, started.text
-    deadline = time.monotonic() + 15
-    while True:
-        probe = await api.get(f"{base}/preview/{sid}/{port}/hello")
-        if probe.status_code == 200:
-            removed = await api.delete(f"/sandboxes/{sid}/files", params={"path": target})
-            assert removed.status_code == 204, removed.text
-            return
-        assert probe.status_code == 502, probe.text
-        assert time.monotonic() < deadline, "the sandbox's server did not start"
-        await asyncio.sleep(0.05)
+    port = 0
+
+    async def listening() -> bool:
+        nonlocal port
+        read = await api.get(f"/sandboxes/{sid}/files", params={"path": port_file})
+        port = int(read.text) if read.status_code == 200 else 0
+        return port > 0
+
+    await eventually_async(listening, 15, "the sandbox's server did not start")
+    probe = await api.get(f"{base}/preview/{sid}/{port}/hello")
+    assert probe.status_code == 200, probe.text
+    for path in (target, port_file):
+        removed = await api.delete(f"/sandboxes/{sid}/files", params={"path": path})
+        assert removed.status_code == 204, removed.text
+    return port
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -141,8 +149,7 @@ async def gw(server: Server) -> AsyncIterator[Gw]:
         created = await api.post("/sandboxes", json={"previewAuth": {"token": "auto"}})
         assert created.status_code == 201, created.text
         sid, token = created.json()["sandboxID"], created.json()["previewAuthToken"]
-        port = unused_port()
-        await start_app(api, server.url, sid, port)
+        port = await start_app(api, server.url, sid)
         preview = await api.post(f"/sandboxes/{sid}/preview", json={"port": port})
         assert preview.status_code == 201, preview.text
         yield Gw(server, api, sid, port, token)

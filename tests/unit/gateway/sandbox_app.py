@@ -1,4 +1,6 @@
-"""Servers the gateway tests run inside a sandbox: ``python3 sandbox_app.py PORT [HOST]``.
+"""Servers the gateway tests run inside a sandbox: ``python3 sandbox_app.py PORT [HOST
+[PORT_FILE]]``; with PORT 0 the kernel chooses the port, written to PORT_FILE once
+listening.
 
 Standard library only, so it runs with any sandbox's python3. HTTP/1.1 with keep-alive
 on one port, and a WebSocket echo (a plain RFC 6455 implementation) on ``/ws``:
@@ -36,6 +38,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import struct
 import sys
 
@@ -290,9 +293,20 @@ def send_frame(writer: asyncio.StreamWriter, opcode: int, data: bytes) -> None:
     writer.write(head + data)
 
 
+def announce(port: int, path: str) -> None:
+    """Writes the port to ``path``, whole once it appears (before any request: no other
+    work to block)."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(port))
+    os.rename(path + ".tmp", path)
+
+
 async def main() -> None:
     port, host = int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0"
     server = await asyncio.start_server(handle, host, port, limit=1 << 20)
+    port = server.sockets[0].getsockname()[1]
+    if len(sys.argv) > 3:
+        announce(port, sys.argv[3])
     print(f"listening on {host}:{port}", flush=True)
     async with server:
         await server.serve_forever()

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.support.app import KEY
-from tests.support.sockets import refused_port, unused_port
+from tests.support.sockets import refused_port
 from tests.unit.gateway.conftest import Gw, start_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -143,8 +143,7 @@ async def test_rotation_retires_the_old_token_at_once(gw: Gw, client: httpx.Asyn
 
 
 async def test_a_public_preview_needs_no_credentials(gw: Gw, client: httpx.AsyncClient) -> None:
-    port = unused_port()
-    await start_app(gw.api, gw.server.url, gw.sid, port)
+    port = await start_app(gw.api, gw.server.url, gw.sid)
     public = await gw.api.post(
         f"/sandboxes/{gw.sid}/preview", json={"port": port, "authConfig": {"public": True}}
     )

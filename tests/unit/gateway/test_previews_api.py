@@ -7,7 +7,6 @@ import pytest
 from opencomputer import Sandbox  # type: ignore[import-untyped]
 
 from tests.support.app import KEY
-from tests.support.sockets import unused_port
 from tests.unit.gateway.conftest import Gw
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -15,7 +14,7 @@ PREVIEW_FIELDS = {"id", "sandboxId", "hostname", "port", "sslStatus", "createdAt
 
 
 async def test_create_list_delete(gw: Gw) -> None:
-    port = unused_port()  # no server: only its number matters
+    port = 3001  # no server: only its number matters (below the ephemeral ports, so not gw.port)
     created = await gw.api.post(f"/sandboxes/{gw.sid}/preview", json={"port": port, "authConfig": {}})
     assert created.status_code == 201, created.text
     pv = created.json()
@@ -54,7 +53,7 @@ async def test_bad_requests_name_the_field(gw: Gw, body: dict[str, object], fiel
 
 
 async def test_a_custom_domain_of_the_gateway(gw: Gw) -> None:
-    port = unused_port()  # no server: only its number matters
+    port = 3002  # no server: only its number matters (below the ephemeral ports, so not gw.port)
     response = await gw.api.post(
         f"/sandboxes/{gw.sid}/preview", json={"port": port, "domain": "Preview.Test"}
     )
@@ -114,7 +113,7 @@ async def test_the_python_sdk(gw: Gw) -> None:
     sandbox = await Sandbox.create(api_url=gw.server.url, api_key=KEY, preview_auth={"token": "auto"})
     try:
         assert len(sandbox.preview_auth_token) >= 40
-        port = unused_port()  # no server: only its number matters
+        port = 3003  # no server: only its number matters (below the ephemeral ports, so not gw.port)
         created = await sandbox.create_preview_url(port)
         assert created["port"] == port and created["sandboxId"] == sandbox.id
         assert [p["port"] for p in await sandbox.list_preview_urls()] == [port]
