@@ -1,21 +1,28 @@
 """Egress through the real server and runc: what a sandbox may reach, changed at runtime.
 
 The "outside" hosts are network namespaces this test session makes itself (the
-``world`` of the network integration tests: TEST-NET addresses 198.18.x behind veths
+``world`` of tests/support/network_world.py: TEST-NET addresses 198.18.x behind veths
 on this host); nothing else is ever contacted.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Server
-from tests.integration.network.conftest import World, world  # noqa: F401  (fixture)
+from tests.support.conditions import eventually
+from tests.support.network_world import World, made_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with made_world() as made:
+        yield made
 
 
 def create(server: Server, **body: Any) -> str:
@@ -38,21 +45,22 @@ def reaches(server: Server, sid: str, url: str) -> bool:
     return sh(server, sid, f"curl -s -o /dev/null -m 3 {url}")["exitCode"] == 0
 
 
-def test_policy_allows_denies_and_changes_at_runtime(server: Server, world: World) -> None:  # noqa: F811
+def test_policy_allows_denies_and_changes_at_runtime(server: Server, world: World) -> None:
     sid = create(server, egress={"mode": "deny_all", "allow": [f"{world.out1}/32"]})
     try:
         assert reaches(server, sid, f"http://{world.out1}/")
         assert not reaches(server, sid, f"http://{world.out2}/")
         # the denial is on the sandbox's audit trail, with the destination
-        deadline = time.monotonic() + 10
         denied: list[dict[str, Any]] = []
-        with server.http() as http:
-            while not denied and time.monotonic() < deadline:
+
+        def recorded() -> bool:
+            with server.http() as http:
                 events = http.get(f"/sandboxes/{sid}/audit").json()
-                items = events["events"] if isinstance(events, dict) else events
-                denied = [e for e in items if "egress" in e.get("kind", "")]
-                time.sleep(0.3)
-        assert denied, "no egress denial recorded"
+            items = events["events"] if isinstance(events, dict) else events
+            denied[:] = [e for e in items if "egress" in e.get("kind", "")]
+            return bool(denied)
+
+        eventually(recorded, 10, "no egress denial recorded", 0.3)
         assert world.out2 in str(denied[0])
         with server.http() as http:
             put = http.put(f"/sandboxes/{sid}/network", json={"mode": "allow_all"})

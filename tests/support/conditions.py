@@ -1,6 +1,7 @@
-"""Waiting for a condition that another process makes true (a server's health, a line
-in its log): polled, with a deadline. In-process services are driven by events or by
-a ``FakeClock`` instead, never by waiting."""
+"""Waiting for a condition that something else makes true (another process, a thread,
+a background task: a server's health, a line in its log, a refresh): polled, with a
+deadline, and returning as soon as it holds. Time that must pass for a service is a
+``FakeClock``'s (``tests/support/clock.py``), never a sleep."""
 
 from __future__ import annotations
 
