@@ -40,7 +40,8 @@ import ipaddress
 import logging
 import secrets
 import struct
-from collections.abc import Coroutine, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -84,14 +85,15 @@ class Resolver:
         timeout: float = 2.0,
         deadline: float = 4.0,
         limits: QuotaLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``timeout``: of one upstream exchange; ``deadline``: of a relay, over every
-        upstream tried; ``limits``: see ``quota.py``."""
+        upstream tried; ``limits``: see ``quota.py``, whose rates ``clock`` times."""
         self._gate = gate
         self.upstreams = tuple(upstreams)
         self._timeout = timeout
         self._deadline = deadline
-        self.quota = Quota(limits)
+        self.quota = Quota(limits, clock=clock)
         self._connections: dict[str, int] = {}  # open TCP connections per client
         self.port = 0
         self._udp: asyncio.DatagramTransport | None = None

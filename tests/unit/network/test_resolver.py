@@ -16,6 +16,7 @@ from corral.network import message
 from corral.network.message import Answer
 from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, Verdict, parse_upstream, system_upstreams
+from tests.support.clock import FakeClock
 
 CLIENT = "127.0.0.1"
 ZONE = {"ok.test": "203.0.113.7", "other.test": "203.0.113.8"}
@@ -76,7 +77,11 @@ async def resolver() -> AsyncIterator[tuple[Resolver, Gate]]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    limits: QuotaLimits | None = None, *, timeout: float = 0.3, deadline: float = 4.0
+    limits: QuotaLimits | None = None,
+    *,
+    timeout: float = 0.3,
+    deadline: float = 4.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[tuple[Resolver, Gate]]:
     """A resolver on loopback whose upstream is the fake one (``respond``)."""
     loop = asyncio.get_running_loop()
@@ -99,7 +104,9 @@ async def serving(
     else:
         raise RuntimeError("no port free for both UDP and TCP")
     gate = Gate()
-    server = Resolver(gate, [("127.0.0.1", port)], timeout=timeout, deadline=deadline, limits=limits)
+    server = Resolver(
+        gate, [("127.0.0.1", port)], timeout=timeout, deadline=deadline, limits=limits, clock=clock
+    )
     await server.start("127.0.0.1", 0)
     try:
         yield server, gate
@@ -210,11 +217,12 @@ async def test_a_client_over_its_outstanding_queries_is_refused_at_once() -> Non
 
 
 async def test_a_client_over_its_rate_is_refused_until_its_bucket_refills() -> None:
-    async with serving(QuotaLimits(rate=10, burst=3)) as (server, _):
+    clock = FakeClock()
+    async with serving(QuotaLimits(rate=10, burst=3), clock=clock.monotonic) as (server, _):
         codes = [(await ask(server, "ok.test")).rcode for _ in range(5)]
         assert codes == [message.NOERROR] * 3 + [message.REFUSED] * 2
         assert (await ask(server, "ok.test", source="127.0.0.2")).rcode == message.NOERROR
-        await asyncio.sleep(0.15)
+        clock.advance(0.15)
         assert (await ask(server, "ok.test")).rcode == message.NOERROR
 
 
