@@ -18,15 +18,25 @@ uvicorn minor corral is tested with, since none of this is uvicorn's public API.
 - ``Config`` (also public, as ``uvicorn.Config``): what uvicorn passes every protocol;
   the front reads its ``timeout_keep_alive`` and ``access_log``.
 
-``tests/unit/api/test_uvicorn_internals.py`` checks each name and attribute above and
-fails naming what is gone and the uvicorn version; the front's behaviour is tested in
-``tests/unit/gateway/test_protocol.py`` and ``test_lane.py``.
+A uvicorn without one of these names fails this module's import (and so the server's
+start and every test that imports it) with an ImportError naming the name and the
+uvicorn version. ``tests/unit/api/test_uvicorn_internals.py`` checks the attributes
+above, naming what is gone or changed and the uvicorn version; the front's behaviour is
+tested in ``tests/unit/gateway/test_protocol.py`` and ``test_lane.py``.
 """
 
 from __future__ import annotations
 
-from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
+from importlib.metadata import version
+
+try:
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+except ImportError as exc:
+    raise ImportError(
+        f"uvicorn {version('uvicorn')}: {exc}; corral's HTTP front needs it "
+        "(corral/api/uvicorn_internals.py; pyproject.toml allows the uvicorn minor corral is tested with)"
+    ) from exc
 
 __all__ = ["Config", "HttpToolsProtocol", "ServerState"]
