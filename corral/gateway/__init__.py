@@ -16,7 +16,8 @@ else goes to the API.
     websocket.py  WebSocket bridging
     headers.py    hop-by-hop, credentials, X-Forwarded-*, cookies, Location
     cors.py       corral's CORS allowlist (servers' own CORS headers are dropped)
-    replies.py    the gateway's own answers (the API's error envelope)
+    errors.py     the gateway's error envelope: CorralError to status and body
+    replies.py    the gateway's own answers: errors, redirects
     dispatch.py   ``Gateway``: the above in order
 
 Statuses (spec 000): 401 missing or malformed credentials; 404 unknown, stopped or

@@ -20,7 +20,7 @@ So the first request of a credential, a failure of access and anything unusual t
 ASGI path; the keep-alive traffic of a page or a client takes the lane.
 
 What it does is what ``Gateway.serve`` and ``forward`` do for such a request, with the
-same helpers (``request_headers``, ``response_headers``, ``replies.envelope``): the
+same helpers (``request_headers``, ``response_headers``, ``errors.envelope``): the
 sandbox counts the request as activity; the response streams through as it arrives,
 pausing the sandbox's connection while the client's transport is above its high-water
 mark; a failure before the response starts is a 502 in the envelope (after one retry
@@ -45,9 +45,10 @@ from typing import Any, Protocol
 from corral.errors import SandboxError
 from corral.gateway.access import CREDENTIAL_HEADERS, Access
 from corral.gateway.cors import CorsPolicy
+from corral.gateway.errors import envelope
 from corral.gateway.forward import IDEMPOTENT, cut_off, request_head
 from corral.gateway.headers import request_headers, response_headers
-from corral.gateway.replies import envelope, with_length
+from corral.gateway.replies import with_length
 from corral.gateway.routing import Router, Target
 from corral.gateway.upstream import NO_BODY_STATUS, Connection, Pool
 from corral.services.core import Core

@@ -1,5 +1,4 @@
-"""Answers the gateway gives itself: errors in the ``{"error": "..."}`` envelope of the
-API (statuses from ``corral.api.opencomputer.errors``: 401, 404, 502, 503, ...),
+"""Answers the gateway gives itself: errors in its envelope (``corral.gateway.errors``),
 redirects, and preflights.
 
 On a WebSocket not yet accepted, an answer is sent as an HTTP response (the WebSocket
@@ -9,13 +8,10 @@ closed with 1008 (the client sees 403).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from corral.api.opencomputer.errors import message_of, status_of
 from corral.errors import CorralError
-
-JSON = b"application/json"
+from corral.gateway.errors import envelope
 
 
 async def reply(
@@ -35,18 +31,6 @@ async def reply(
 
 def with_length(headers: list[tuple[bytes, bytes]], body: bytes) -> list[tuple[bytes, bytes]]:
     return [*headers, (b"content-length", str(len(body)).encode())]
-
-
-def envelope(
-    exc: CorralError, extra: list[tuple[bytes, bytes]]
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """The status, headers (without ``Content-Length``) and body of the answer to ``exc``."""
-    status = status_of(exc)
-    message = "internal error" if type(exc) is CorralError else message_of(exc)
-    headers = [(b"content-type", JSON), *extra]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="corral"'))
-    return status, headers, json.dumps({"error": message}).encode()
 
 
 async def error(scope: Any, send: Any, exc: CorralError, extra: list[tuple[bytes, bytes]]) -> None:

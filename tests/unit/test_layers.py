@@ -49,9 +49,6 @@ COMPOSITION_ROOTS = {
 }
 
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    # The gateway renders its errors with the OpenComputer surface's envelope; it gets
-    # an envelope module of its own (issue 10, item 4).
-    ("corral.gateway.replies", "corral.api.opencomputer.errors"): "gateway imports a surface",
     # The runtime makes the clients of its sandboxes' agents (it alone knows their
     # sockets, and the process runtime starts the agent program): the Agent port is
     # split and its client injected with the fakes of issue 10, item 5.
