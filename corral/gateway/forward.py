@@ -24,8 +24,9 @@ import asyncio
 import logging
 from typing import Any
 
+from corral.api.credentials import without_query_param
 from corral.errors import SandboxError
-from corral.gateway.access import Grant, without_query_token
+from corral.gateway.access import Grant
 from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.routing import Target
 from corral.gateway.upstream import Connection, Pool
@@ -59,7 +60,7 @@ async def forward(
     path = target.path
     if grant.query_token:
         base, _, query = path.partition(b"?")
-        query = without_query_token(query)
+        query = without_query_param(query, "token")
         path = base + b"?" + query if query else base
     first, more = b"", False
     if chunked or length:

@@ -23,8 +23,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 
+from corral.api.credentials import without_query_param
 from corral.errors import SandboxError
-from corral.gateway.access import Grant, without_query_token
+from corral.gateway.access import Grant
 from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.replies import reply
 from corral.gateway.routing import Target
@@ -68,7 +69,7 @@ async def bridge(
     path = target.path
     if grant.query_token:
         base, _, query = path.partition(b"?")
-        query = without_query_token(query)
+        query = without_query_param(query, "token")
         path = base + b"?" + query if query else base
     address, port = grant.route.address, target.port
     user_agent = next((v.decode("latin-1") for n, v in headers if n == b"user-agent"), None)

@@ -1,4 +1,5 @@
-"""Credentials of this surface, as FastAPI dependencies that call ``core.auth``.
+"""Credentials of this surface, as FastAPI dependencies that call ``core.auth``; read
+by ``corral.api.credentials``.
 
 Where a credential may be (first found wins):
 
@@ -26,7 +27,6 @@ Both go through ``corral.api.guard.admit``: the rate limit of the ``api`` surfac
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -35,14 +35,12 @@ from fastapi import Depends, Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from corral.api.credentials import is_api_key, is_jwt, read
 from corral.api.guard import admit
 from corral.auth.principal import Principal
 from corral.auth.ratelimit import API
 from corral.errors import Forbidden, Unauthenticated
 from corral.services.core import Core
-
-API_KEY_PREFIX = "ek_"
-_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 # Declared for the OpenAPI document (the "Authorize" button of /docs); the values are
 # read by ``_credential`` so that a header of the wrong form is reported, not ignored.
@@ -59,31 +57,27 @@ CoreDep = Annotated[Core, Depends(get_core)]
 
 
 def _credential(conn: HTTPConnection, missing: str) -> str:
-    authorization = conn.headers.get("authorization", "").strip()
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    api_key = conn.headers.get("x-api-key", "").strip()
-    if api_key:
-        if api_key.lower().startswith("bearer "):
-            raise Unauthenticated("X-API-Key takes the bare API key (ek_<id>_<secret>), without 'Bearer '")
-        return api_key
+    creds = read(conn.scope)
+    if creds.bearer:
+        return creds.bearer
+    if creds.api_key:
+        creds.require_bare_api_key()
+        return creds.api_key
     if conn.scope["type"] == "websocket":
         for name in ("token", "api_key"):
-            value = conn.query_params.get(name, "").strip()
+            value = creds.query(name)
             if value:
                 return value
-    if authorization:
+    if creds.authorization:
         raise Unauthenticated("the Authorization header must be 'Bearer <API key or worker token>'")
     raise Unauthenticated(missing)
 
 
 async def authenticate(core: Core, credential: str) -> Principal:
     """An API key or a worker token, told apart by form; Unauthenticated otherwise."""
-    if credential.startswith(API_KEY_PREFIX):
+    if is_api_key(credential):
         return await core.auth.authenticate_key(credential)
-    if _JWT.match(credential):
+    if is_jwt(credential):
         return await core.auth.authenticate_token(credential)
     raise Unauthenticated("credential must be an API key (ek_<id>_<secret>) or a worker token (a JWT)")
 

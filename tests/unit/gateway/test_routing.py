@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from corral.gateway.access import query_token, without_query_token
+from corral.api.credentials import query_param, without_query_param
 from corral.gateway.cors import CorsPolicy
 from corral.gateway.headers import response_headers, scoped_cookie, without_cookie
 from corral.gateway.routing import Redirect, Router, Target
@@ -105,9 +105,9 @@ def test_cookies() -> None:
 
 
 def test_query_token() -> None:
-    assert query_token(b"a=1&token=abc%2Bd+e&b=2") == "abc+d+e"
-    assert query_token(b"tokens=1") == ""
-    assert without_query_token(b"a=%20&token=x&token=y&b=2") == b"a=%20&b=2"
+    assert query_param(b"a=1&token=abc%2Bd+e&b=2", "token") == "abc+d+e"
+    assert query_param(b"tokens=1", "token") == ""
+    assert without_query_param(b"a=%20&token=x&token=y&b=2", "token") == b"a=%20&b=2"
 
 
 def test_cors_policy() -> None:

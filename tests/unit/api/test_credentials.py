@@ -1,0 +1,50 @@
+"""Reading a request's credentials (corral.api.credentials): as sent, trimmed, the first
+of each header, judged by their form only."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.api.credentials import Credentials, is_api_key, is_jwt, read
+from corral.errors import Unauthenticated
+
+
+def scope(*headers: tuple[bytes, bytes], query: bytes = b"") -> dict[str, object]:
+    return {"type": "http", "headers": list(headers), "query_string": query}
+
+
+def test_bearer_and_api_key() -> None:
+    creds = read(scope((b"authorization", b"  bearer ek_a_b "), (b"x-api-key", b" ek_c_d")))
+    assert (creds.authorization, creds.bearer, creds.api_key) == ("bearer ek_a_b", "ek_a_b", "ek_c_d")
+    assert creds.key == "ek_c_d"  # X-API-Key first
+    assert read(scope((b"authorization", b"Bearer ek_a_b"))).key == "ek_a_b"
+    assert read(scope((b"authorization", b"Bearer a.b.c"))).key == ""
+
+
+def test_other_schemes_are_kept_but_not_a_bearer() -> None:
+    creds = read(scope((b"authorization", b"Basic dTpw")))
+    assert (creds.authorization, creds.bearer) == ("Basic dTpw", "")
+    assert read(scope((b"authorization", b"Bearer "))).bearer == ""
+    assert read(scope()).authorization is None
+
+
+def test_the_first_header_counts() -> None:
+    creds = read(scope((b"x-oc-preview-token", b"one"), (b"x-oc-preview-token", b"two")))
+    assert creds.preview_token == "one"
+
+
+def test_query() -> None:
+    creds = read(scope(query=b"a=1&token=%20abc%2B+d&api_key=k"))
+    assert (creds.query("token"), creds.query("api_key"), creds.query("x")) == ("abc++d", "k", "")
+
+
+def test_bearer_in_api_key_is_refused() -> None:
+    read(scope((b"x-api-key", b"ek_a_b"))).require_bare_api_key()
+    with pytest.raises(Unauthenticated, match="without 'Bearer '"):
+        read(scope((b"x-api-key", b"Bearer ek_a_b"))).require_bare_api_key()
+
+
+def test_forms() -> None:
+    assert is_api_key("ek_a_b") and not is_api_key("a.b.c")
+    assert is_jwt("aa.bb.cc") and is_jwt("aa.bb.") and not is_jwt("ek_a_b") and not is_jwt("a.b")
+    assert isinstance(read(scope()), Credentials)
