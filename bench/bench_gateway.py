@@ -23,7 +23,10 @@ process runtime), through the gateway by path (``/preview/{id}/{port}/``) and by
 proxy in the gateway's place; skipped with ``--no-nginx``), through a bare byte relay
 on uvloop (``relay``) and through a bare HTTP proxy (``pyhttp``: httptools both ways, heads
 written again, nothing else), both ``bench/relay.py``, what a proxy in Python costs at
-least: requests/s and latency p50/p90/p99 with ``--connections``
+least, and through the gateway by path on Granian (``granian``: corral's plain ASGI app,
+no front and no lane, served by Granian's Rust HTTP/1 server with the front's bounds; the
+contender to the front of issue 10; process runtime only, when ``granian`` is installed:
+the ``bench`` extra): requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
 Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
 the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
@@ -50,6 +53,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import websockets
@@ -57,6 +61,12 @@ from corral_target import CorralServer, ensure_template_cache
 from nginx import Nginx, binary
 from relay import Relay
 from stats import Summary, fmt_ms, render_table
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from granian.server.embed import Server
+
+    from corral.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "unit" / "gateway" / "sandbox_app.py"
@@ -91,10 +101,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, data_dir: str) -> None:
-    """``--serve``: corral on the process runtime, with the options ``corral serve`` uses."""
+def serve(port: int, granian_port: int, data_dir: str) -> None:
+    """``--serve``: corral on the process runtime, with the options ``corral serve`` uses;
+    the same app also on Granian on ``granian_port`` (0: not), in the same process and
+    event loop, so both serve the same core and gateway (a second process could not:
+    the data dir is held by one). uvicorn runs the app's lifespan, Granian serves the app
+    as a plain ASGI app without it (``asginl``)."""
     sys.path.insert(0, str(ROOT))
     import uvicorn
+    import uvloop
 
     from corral.api.app import create_app
     from corral.api.server import config
@@ -106,7 +121,46 @@ def serve(port: int, data_dir: str) -> None:
     app = create_app(
         settings, runtime=ProcessRuntime(Path(data_dir) / "sandboxes"), templates=StaticTemplates()
     )
-    uvicorn.Server(config(settings, app)).run()  # exactly what `corral serve` runs
+    server = uvicorn.Server(config(settings, app))  # exactly what `corral serve` runs
+    if not granian_port:
+        server.run()
+        return
+
+    async def both() -> None:
+        granian = granian_server(app, granian_port, settings)
+        on_granian = asyncio.create_task(granian.serve())
+        await server.serve()
+        granian.stop()
+        await on_granian
+
+    uvloop.run(both())
+
+
+def granian_server(app: FastAPI, port: int, settings: Settings) -> Server:
+    """Granian (embedded: in this event loop) serving ``app`` as plain ASGI on ``port``,
+    HTTP/1 with the front's bounds in place of its own defaults: a head must arrive within
+    ``http_head_timeout_s`` (``--http1-header-read-timeout``, ms) and fit in
+    ``http_max_header_bytes`` (``--http1-buffer-size``, the most hyper buffers before a
+    head is complete); the header count is hyper's fixed 100, the setting's default
+    (Granian has no option for it). One Rust runtime thread and asyncio tasks, Granian's
+    defaults (its experimental Rust tasks break the app's futures when embedded)."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
+
+    return Server(
+        app,
+        address="127.0.0.1",
+        port=port,
+        interface=Interfaces.ASGINL,
+        http=HTTPModes.http1,
+        backlog=2048,  # uvicorn's
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(settings.http_head_timeout_s * 1000),
+            max_buffer_size=settings.http_max_header_bytes,
+        ),
+        log_enabled=False,  # its log goes to stdout, where the report is
+    )
 
 
 # ---- load generators ------------------------------------------------------------------
@@ -266,7 +320,9 @@ async def start_servers(api: httpx.AsyncClient, base: str, sid: str, where: Sand
     return ports
 
 
-async def run(args: argparse.Namespace, base: str, key: str, tmp: Path) -> dict[str, object]:
+async def run(
+    args: argparse.Namespace, base: str, key: str, granian: str | None, tmp: Path
+) -> dict[str, object]:
     owner = {"X-API-Key": key}
     async with httpx.AsyncClient(base_url=f"{base}/api", headers=owner, timeout=30) as api:
         sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
@@ -296,6 +352,8 @@ async def run(args: argparse.Namespace, base: str, key: str, tmp: Path) -> dict[
                         "path": (f"{base}/preview/{sid}/{port}/hello", owner),
                         "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
                     }
+                    if granian:  # right after the lane's routes: the pair the decision compares
+                        routes["granian"] = (f"{granian}/preview/{sid}/{port}/hello", owner)
                     if args.nginx:
                         routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
                     routes["relay"] = (f"http://127.0.0.1:{relay_of[port]}/hello", {})
@@ -331,7 +389,9 @@ def report(result: dict[str, object], markdown: bool, use_wrk: bool) -> str:
                 fmt_ms(x.p50),
                 fmt_ms(x.p90),
                 fmt_ms(x.p99),
-                f"{x.requests_per_s / d.requests_per_s:.0%}" if x.route != "direct" else "",
+                f"{x.requests_per_s / d.requests_per_s:.0%}"
+                if x.route != "direct" and d.requests_per_s
+                else "",
                 f"{(x.p50 - d.p50) * 1000:+.3f}" if x.route != "direct" else "",
                 str(x.errors),
             ]
@@ -375,19 +435,23 @@ def main() -> None:
     )
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--serve", nargs=2, metavar=("PORT", "DATA_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-granian", action="store_true", help="skip corral's ASGI app on Granian")
+    parser.add_argument(
+        "--serve", nargs=3, metavar=("PORT", "GRANIAN_PORT", "DATA_DIR"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), args.serve[1])
+        serve(int(args.serve[0]), int(args.serve[1]), args.serve[2])
         return
     if args.load == "wrk" and WRK is None:
         raise SystemExit("wrk is not installed (Debian package wrk)")
     args.wrk = WRK is not None and args.load != "python"
     args.nginx = None if args.no_nginx else binary()
+    args.granian = not args.no_granian and args.runtime == "process" and has_granian()
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-gateway-"))
     try:
-        with corral(args.runtime, tmp) as (base, key):
-            result = asyncio.run(run(args, base, key, tmp))
+        with corral(args.runtime, tmp, args.granian) as (base, key, granian):
+            result = asyncio.run(run(args, base, key, granian, tmp))
         print(report(result, args.markdown, args.wrk))
         if args.json:
             loads = [asdict(x) for x in result["loads"]]  # type: ignore[attr-defined]
@@ -401,33 +465,47 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def has_granian() -> bool:
+    try:
+        import granian  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def corral(runtime: str, tmp: Path) -> Iterator[tuple[str, str]]:
-    """corral serving on a free loopback port: its URL and an owner's API key."""
+def corral(runtime: str, tmp: Path, granian: bool) -> Iterator[tuple[str, str, str | None]]:
+    """corral serving on a free loopback port: its URL, an owner's API key, and the URL
+    of the same app on Granian (process runtime and ``granian`` only, else None)."""
     if runtime == "runc":
         server = CorralServer(ensure_template_cache())
         server.extra_env["CORRAL_STANDBY_SANDBOXES"] = "0"
         try:
             asyncio.run(server.start())
-            yield server.url, server.api_key
+            yield server.url, server.api_key, None
         finally:
             server.stop()
         return
     port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(tmp / "data")])
+    granian_port = free_port() if granian else 0
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), str(granian_port), str(tmp / "data")]
+    )
     try:
         base = f"http://127.0.0.1:{port}"
+        on_granian = f"http://127.0.0.1:{granian_port}" if granian else None
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("corral did not start")
-            time.sleep(0.1)
-        yield base, KEY
+        for url in filter(None, (base, on_granian)):
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("corral did not start")
+                time.sleep(0.1)
+        yield base, KEY, on_granian
     finally:
         os.kill(process.pid, signal.SIGTERM)
         try:
