@@ -104,6 +104,7 @@ class SecurityServer:
     database_url: str
     log: Path
     env: dict[str, str]
+    pid: int  # of the corral serve process
     tenants: dict[str, Tenant] = field(default_factory=dict)
 
     def cli(self, *args: str) -> str:
@@ -188,7 +189,9 @@ def security_server(
     build_base(env, work / "template-build.log", data_dir)
     log = work / "server.log"
     proc, url = process.start(["--data-dir", str(data_dir), "--database-url", database_url], env, log)
-    server = SecurityServer(url=url, data_dir=data_dir, database_url=database_url, log=log, env=env)
+    server = SecurityServer(
+        url=url, data_dir=data_dir, database_url=database_url, log=log, env=env, pid=proc.pid
+    )
     try:
         process.wait_healthy(url, proc, log)
         server.tenants["default"] = Tenant("default", seed, server)

@@ -119,7 +119,8 @@ OWN_CHILD = textwrap.dedent(
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     child = subprocess.Popen(["sleep", "30"])
-    while open(f"/proc/{child.pid}/comm").read() != "sleep\n":  # until it has exec'd
+    # until it has exec'd: its new name is set a moment before its new environment
+    while open(f"/proc/{child.pid}/comm").read() != "sleep\n" or not open(f"/proc/{child.pid}/environ", "rb").read():
         time.sleep(0.01)
     seized = libc.ptrace(0x4206, child.pid, None, None)  # PTRACE_SEIZE
     print(seized, ctypes.get_errno(), open(f"/proc/{child.pid}/environ", "rb").read().count(b"PATH="))

@@ -17,7 +17,6 @@ commands that ignore SIGTERM, a flood of sessions.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,18 +86,10 @@ _WRAPPER = "#!/bin/sh\nexec /usr/bin/python3 -I -S /root/fake_agent.py\n"
 
 
 def _server_rss_mb(server: SecurityServer) -> float:
-    port = server.url.rsplit(":", 1)[1].encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-                if b"serve" in argv and port in argv:
-                    for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            return int(line.split()[1]) / 1024
-            except OSError:
-                continue
-    raise AssertionError("the security server's process was not found")
+    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for the security server (pid {server.pid})")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -188,20 +187,6 @@ EXPECTED: dict[str, set[str]] = {
 }
 
 
-def _server_pid(server: SecurityServer) -> int:
-    """The host pid of the security server (the process a sandbox would most like to reach)."""
-    port = server.url.rsplit(":", 1)[1].encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"serve" in argv and port in argv:
-                return int(entry)
-    raise AssertionError("the security server's process was not found")
-
-
 def _host_state() -> dict[str, Any]:
     """What the attacks aim at on the host: every value must be the same afterwards."""
     agents = {str(p): p.read_text() for p in Path("/sys/fs/cgroup").glob("*/release_agent") if p.is_file()}
@@ -229,7 +214,7 @@ def attempts(
 ) -> Iterator[dict[str, dict[str, Any]]]:
     CANARY.write_text("host canary\n")
     started = time.time()
-    pid = _server_pid(security_server)
+    pid = security_server.pid  # the process a sandbox would most like to reach
     encoded = base64.b64encode(_ATTEMPTS.encode()).decode()
     result = alpha.run(
         attacker_box,
