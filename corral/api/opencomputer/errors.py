@@ -42,36 +42,14 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
+from corral.api.status import message_of, status_of
 from corral.errors import (
-    Conflict,
     CorralError,
-    ExecTimeout,
-    Forbidden,
-    InsufficientStorage,
-    InvalidInput,
-    LimitExceeded,
-    NotFound,
-    SandboxError,
     SandboxWaking,
-    Unauthenticated,
-    Unavailable,
 )
 
 log = logging.getLogger("corral.api")
 
-STATUS: dict[type[CorralError], int] = {
-    InvalidInput: 400,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    InsufficientStorage: 507,
-    LimitExceeded: 429,
-    Unavailable: 503,
-    ExecTimeout: 504,
-    SandboxError: 502,
-    CorralError: 500,
-}
 
 # Pydantic error types, in words a client understands.
 _PHRASES = {
@@ -86,30 +64,6 @@ _PHRASES = {
     "model_attributes_type": "must be a JSON object",
 }
 _PLACES = ("body", "query", "path", "header", "cookie")
-
-
-def status_of(exc: CorralError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
-
-
-def message_of(exc: CorralError) -> str:
-    """The message, naming the error's field first when it has one: ``field: what``.
-
-    ``"cpuCount must be between 1 and 4"`` becomes ``"cpuCount: must be between 1 and 4"``;
-    a message that already starts with the field is kept; any other gets the prefix.
-    """
-    message, name = exc.message, exc.field
-    if not name:
-        return message
-    for verb in (" must ", " is ", " are "):
-        if message.startswith(name + verb):
-            return f"{name}:{message[len(name) :]}"
-    if message.startswith(name):
-        return message
-    return f"{name}: {message}"
 
 
 def describe(errors: Sequence[Mapping[str, Any]]) -> str:

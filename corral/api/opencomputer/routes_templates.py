@@ -34,9 +34,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
-from corral.api.opencomputer import errors, mapping
+from corral.api.opencomputer import mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.schemas import BuildTemplateBody, TemplateOut
+from corral.api.status import message_of
 from corral.auth.principal import Principal
 from corral.domain import BuildStatus, TemplateBuild
 from corral.errors import CorralError
@@ -119,7 +120,7 @@ async def _stream(core: Core, principal: Principal, body: BuildTemplateBody) -> 
     try:
         built = await task
     except CorralError as exc:
-        yield _event("error", {"error": errors.message_of(exc)})
+        yield _event("error", {"error": message_of(exc)})
         return
     if built.status is BuildStatus.FAILED:
         yield _event("error", {"error": built.error or "the build failed"})

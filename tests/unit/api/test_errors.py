@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from corral.api.opencomputer import errors
+from corral.api.status import message_of, status_of
 from corral.errors import (
     AgentError,
     Conflict,
@@ -43,23 +44,21 @@ CASES: list[tuple[CorralError, int]] = [
 
 @pytest.mark.parametrize(("exc", "status"), CASES, ids=[type(e).__name__ + str(s) for e, s in CASES])
 def test_status_of(exc: CorralError, status: int) -> None:
-    assert errors.status_of(exc) == status
+    assert status_of(exc) == status
 
 
 def test_message_names_the_field_with_a_colon() -> None:
-    assert errors.message_of(InvalidInput("cpuCount must be between 1 and 4", field="cpuCount")) == (
+    assert message_of(InvalidInput("cpuCount must be between 1 and 4", field="cpuCount")) == (
         "cpuCount: must be between 1 and 4"
     )
-    assert errors.message_of(InvalidInput("envs: at most 256 variables", field="envs")) == (
+    assert message_of(InvalidInput("envs: at most 256 variables", field="envs")) == (
         "envs: at most 256 variables"
     )
-    assert errors.message_of(NotFound("sandbox sb-x not found")) == "sandbox sb-x not found"
-    assert errors.message_of(InvalidInput("path is required", field="path")) == "path: is required"
-    assert (
-        errors.message_of(InvalidInput("refusing to remove /", field="path")) == "path: refusing to remove /"
-    )
-    assert errors.message_of(InvalidInput("envs.A: invalid value", field="envs")) == "envs.A: invalid value"
-    assert errors.message_of(InvalidInput("cols and rows must be small", field="cols")) == (
+    assert message_of(NotFound("sandbox sb-x not found")) == "sandbox sb-x not found"
+    assert message_of(InvalidInput("path is required", field="path")) == "path: is required"
+    assert message_of(InvalidInput("refusing to remove /", field="path")) == "path: refusing to remove /"
+    assert message_of(InvalidInput("envs.A: invalid value", field="envs")) == "envs.A: invalid value"
+    assert message_of(InvalidInput("cols and rows must be small", field="cols")) == (
         "cols and rows must be small"
     )
 
@@ -116,7 +115,7 @@ async def test_every_error_renders_the_envelope() -> None:
             assert response.status_code == status
             body = response.json()
             assert set(body) == {"error"}
-            expected = "internal error" if type(exc) is CorralError else errors.message_of(exc)
+            expected = "internal error" if type(exc) is CorralError else message_of(exc)
             assert body["error"] == expected
         assert (await client.get("/raise/0")).json() == {"error": "cpuCount: must be between 1 and 4"}
         unauth = await client.get("/raise/1")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from corral.api.opencomputer import errors as api
+from corral.api import status as api
 from corral.errors import AgentError, CorralError, InvalidInput, RuntimeFailure
 from corral.gateway import errors as gateway
 
