@@ -25,6 +25,7 @@ from corral.runtime.runc import RuncRuntime
 from corral.settings import Settings
 from tests.integration.conftest import CreateFn, new_id
 from tests.integration.traces import traces
+from tests.support.conditions import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -217,7 +218,15 @@ async def test_cancelled_create_leaves_nothing(
             pass  # the cancelled create must have undone itself: no destroy here
         else:
             await runtime.destroy(sandbox_id)  # it finished before the cancel landed
-        assert traces(settings, sandbox_id) == []
+        # Everything is gone at once but, rarely, the disk's loop device: a mount
+        # namespace another process was making at that instant (a container of another
+        # runtime on this node) holds a copy of the disk's mount for a moment, and the
+        # kernel detaches the device (autoclear) when that copy goes. A leak stays.
+        await eventually_async(
+            lambda sid=sandbox_id: traces(settings, sid) == [],
+            20,
+            f"traces still there after 20 s (at first: {traces(settings, sandbox_id)})",
+        )
 
 
 async def test_sandbox_outlives_the_process_that_made_it(
