@@ -13,11 +13,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,7 +24,7 @@ from corral.runtime import loopdev, mounts
 from tests.e2e.conftest import Server
 from tests.support import process
 from tests.support.conditions import eventually
-from tests.support.process import tail
+from tests.support.process import ServerLife, tail
 
 pytestmark = pytest.mark.e2e
 
@@ -36,44 +33,15 @@ RUNC_ROOT = "/run/corral-e2e-crash/runc"
 WAIT_S = 60
 
 
-@dataclass
-class Node:
-    """One life of the crash server."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-    key: str
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.url}/api", headers={"X-API-Key": self.key}, timeout=60)
-
-    def wait_for(self, text: str) -> None:
-        def seen() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server exited before {text!r}:\n{tail(self.log)}")
-            return text in self.log.read_text(errors="replace")
-
-        eventually(seen, WAIT_S, lambda: f"never saw {text!r}:\n{tail(self.log)}")
-
-    def crash(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture
-def lives(server: Server, tmp_path: Path) -> Iterator[list[Node]]:
+def lives(server: Server, tmp_path: Path) -> Iterator[list[ServerLife]]:
     shutil.rmtree(CRASH_DIR / "checkpoints", ignore_errors=True)
     CRASH_DIR.mkdir(parents=True, exist_ok=True)
     templates = CRASH_DIR / "templates"
     if not templates.is_symlink():
         shutil.rmtree(templates, ignore_errors=True)
         templates.symlink_to(server.data_dir / "templates")
-    started: list[Node] = []
+    started: list[ServerLife] = []
     yield started
     for node in started:
         if node.proc.poll() is None:
@@ -83,7 +51,7 @@ def lives(server: Server, tmp_path: Path) -> Iterator[list[Node]]:
             node.stop()
 
 
-def start(lives: list[Node], tmp_path: Path, pause: str = "", standby: int = 0) -> Node:
+def start(lives: list[ServerLife], tmp_path: Path, pause: str = "", standby: int = 0) -> ServerLife:
     key = lives[0].key if lives else f"ek_crash{secrets.token_hex(4)}_{secrets.token_hex(24)}"
     log = tmp_path / f"server-{len(lives)}.log"
     env = {
@@ -97,13 +65,13 @@ def start(lives: list[Node], tmp_path: Path, pause: str = "", standby: int = 0) 
     }
     args = ["--data-dir", str(CRASH_DIR), "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"]
     proc, url = process.start(args, env, log)
-    node = Node(proc, url, log, key)
+    node = ServerLife(proc, url, log, key)
     lives.append(node)
     process.wait_healthy(url, proc, log, WAIT_S)
     return node
 
 
-def in_background(node: Node, method: str, path: str, body: object = None) -> threading.Thread:
+def in_background(node: ServerLife, method: str, path: str, body: object = None) -> threading.Thread:
     def call() -> None:
         try:
             with node.http() as http:
@@ -116,7 +84,7 @@ def in_background(node: Node, method: str, path: str, body: object = None) -> th
     return thread
 
 
-def exec_run(node: Node, sandbox_id: str, script: str) -> str:
+def exec_run(node: ServerLife, sandbox_id: str, script: str) -> str:
     with node.http() as http:
         r = http.post(f"/sandboxes/{sandbox_id}/exec/run", json={"cmd": "sh", "args": ["-c", script]})
     assert r.status_code == 200 and r.json()["exitCode"] == 0, r.text
@@ -135,7 +103,7 @@ def traces() -> tuple[set[str], set[str], set[str]]:
     return dirs, mounted, looped
 
 
-def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: Path) -> None:
+def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[ServerLife], tmp_path: Path) -> None:
     node = start(lives, tmp_path, "checkpoint.frozen=120")
     with node.http() as http:
         sid = http.post("/sandboxes", json={"timeout": 0}).json()["sandboxID"]
@@ -185,7 +153,7 @@ def test_crashes_mid_checkpoint_fork_and_hibernate(lives: list[Node], tmp_path: 
         assert http.get(f"/sandboxes/{sid}").json()["status"] == "running"
 
 
-def test_a_crash_leaves_no_sandbox_started_ahead(lives: list[Node], tmp_path: Path) -> None:
+def test_a_crash_leaves_no_sandbox_started_ahead(lives: list[ServerLife], tmp_path: Path) -> None:
     node = start(lives, tmp_path, standby=2)
 
     def standing_by() -> bool:

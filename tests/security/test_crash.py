@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -32,22 +31,9 @@ from corral.runtime import loopdev, mounts
 from tests.security.conftest import SecurityServer
 from tests.support import process
 from tests.support.conditions import eventually
-from tests.support.process import tail
+from tests.support.process import ServerLife, tail
 
 WAIT_S = 30
-
-
-@dataclass
-class CrashNode:
-    """One life of the crash server."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    key: str
-    log: Path
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.url}/api", headers={"X-API-Key": self.key}, timeout=60)
 
 
 @dataclass
@@ -58,18 +44,18 @@ class CrashSite:
     env: dict[str, str]
     work: Path
     key: str
-    lives: list[CrashNode]
+    lives: list[ServerLife]
 
     @property
     def sandboxes(self) -> Path:
         return self.data_dir / "sandboxes"
 
-    def start(self) -> CrashNode:
+    def start(self) -> ServerLife:
         log = self.work / f"server-{len(self.lives)}.log"
         args = ["--data-dir", str(self.data_dir)]
         args += ["--database-url", f"sqlite+aiosqlite:///{self.work / 'corral.db'}"]
         proc, url = process.start(args, self.env, log)
-        node = CrashNode(proc, url, self.key, log)
+        node = ServerLife(proc, url, log, self.key)
         self.lives.append(node)
         process.wait_healthy(url, proc, log)
         return node
@@ -176,8 +162,7 @@ def test_kill_9_mid_create_leaks_nothing_and_keeps_running_sandboxes(site: Crash
     started = time.monotonic() + 1
     while time.monotonic() < started and not Path(site.runc_root, doomed_id).exists():
         time.sleep(0.001)
-    node.proc.send_signal(signal.SIGKILL)
-    node.proc.wait()
+    node.crash()
     half_made = site.traces()
     assert doomed & (half_made["dirs"] | half_made["containers"]), half_made
 

@@ -3,9 +3,11 @@ port is the server's from the start, so none is released and taken again."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -68,3 +70,34 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@dataclass
+class ServerLife:
+    """One life of a server a test kills and starts again on the same data dir."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    key: str
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.url}/api", headers={"X-API-Key": self.key}, timeout=60)
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Returns once ``text`` is in the log; fails if the server exits first."""
+
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited before {text!r}:\n{tail(self.log)}")
+            return text in self.log.read_text(errors="replace")
+
+        eventually(seen, timeout, lambda: f"never saw {text!r}:\n{tail(self.log)}")
+
+    def crash(self) -> None:
+        """SIGKILL, as a crash: nothing of the server's shutdown runs."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        stop(self.proc)
