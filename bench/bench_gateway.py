@@ -24,7 +24,7 @@ proxy in the gateway's place; skipped with ``--no-nginx``), through a bare byte 
 on uvloop (``relay``) and through a bare HTTP proxy (``pyhttp``: httptools both ways, heads
 written again, nothing else), both ``bench/relay.py``, what a proxy in Python costs at
 least, and through the gateway by path on Granian (``granian``: corral's plain ASGI app,
-no front and no lane, served by Granian's Rust HTTP/1 server with the front's bounds; the
+no front and no fast path, served by Granian's Rust HTTP/1 server with the front's bounds; the
 contender to the front of issue 10; process runtime only, when ``granian`` is installed:
 the ``bench`` extra): requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
@@ -352,7 +352,7 @@ async def run(
                         "path": (f"{base}/preview/{sid}/{port}/hello", owner),
                         "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
                     }
-                    if granian:  # right after the lane's routes: the pair the decision compares
+                    if granian:  # right after the fast path's routes: the pair the decision compares
                         routes["granian"] = (f"{granian}/preview/{sid}/{port}/hello", owner)
                     if args.nginx:
                         routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})

@@ -1,13 +1,13 @@
 """``AgentClient``: the ``corral.ports.Agent`` port over the agent's unix socket.
 
 One connection per operation, as the protocol says. The agent is untrusted: every
-frame is size-checked by ``protocol.read_frame``, every answer field is type-checked,
+frame is size-checked by ``wire.read_frame``, every answer field is type-checked,
 exec output is capped at ``output_limit`` bytes per stream, or what the caller's
 ``OutputKeeper`` grants (the rest is dropped by the agent at the source, or drained
 and dropped here, and the result says ``truncated``), and every wait has a deadline except the
 live output of an attachment, which waits as long as its consumer iterates.
 
-Errors: agent error codes become corral errors (see ``protocol.raise_for_answer``);
+Errors: agent error codes become corral errors (see ``wire.raise_for_answer``);
 an unreachable agent, a timeout or a malformed answer is ``AgentError``.
 """
 
@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from corral.agent import protocol
-from corral.agent.protocol import MAX_PAYLOAD, Frame, FrameType
+from corral.agent import wire
+from corral.agent.wire import MAX_PAYLOAD, Frame, FrameType
 from corral.domain import (
     ExecRequest,
     ExecResult,
@@ -91,10 +91,10 @@ class AgentClient:
     @asynccontextmanager
     async def _request(self, request: Mapping[str, Any]) -> AsyncIterator[_Connection]:
         """A connection with ``request`` sent; closed on exit."""
-        payload = protocol.encode_json(request)
+        payload = wire.encode_json(request)
         reader, writer = await self._connect()
         try:
-            protocol.write_frame(writer, FrameType.JSON, payload)
+            wire.write_frame(writer, FrameType.JSON, payload)
             await self._drain(writer)
             yield reader, writer
         finally:
@@ -112,14 +112,14 @@ class AgentClient:
     async def _call(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """One request, one JSON answer."""
         async with self._request(request) as (reader, _):
-            return protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
+            return wire.json_answer(await wire.read_frame(reader, self.op_timeout))
 
     # ---- Agent
 
     async def ping(self) -> None:
         answer = await self._call({"op": "ping"})
-        protocol.get_str(answer, "version")
-        protocol.get_int(answer, "pid")
+        wire.get_str(answer, "version")
+        wire.get_int(answer, "pid")
 
     async def set_envs(self, envs: dict[str, str]) -> None:
         await self._call({"op": "env.set", "envs": dict(envs)})
@@ -148,7 +148,7 @@ class AgentClient:
             try:
                 async with asyncio.timeout(timeout + EXEC_GRACE):
                     while True:
-                        frame = await protocol.read_frame(reader, None)
+                        frame = await wire.read_frame(reader, None)
                         if frame is not None and frame.type in (FrameType.STDOUT, FrameType.STDERR):
                             sink = out if frame.type is FrameType.STDOUT else err
                             size = len(frame.payload)
@@ -160,12 +160,12 @@ class AgentClient:
                                 truncated = True
                             sink += frame.payload[:room] if room < size else frame.payload
                             continue
-                        answer = protocol.json_answer(frame)
+                        answer = wire.json_answer(frame)
                         break
             except TimeoutError as exc:
                 raise AgentError(f"exec did not end within {timeout + EXEC_GRACE:g} s") from exc
-        timed_out = protocol.get_bool(answer, "timedOut")
-        exit_code = protocol.get_int(answer, "exitCode")
+        timed_out = wire.get_bool(answer, "timedOut")
+        exit_code = wire.get_int(answer, "exitCode")
         return ExecResult(
             exit_code=124 if timed_out else exit_code,
             stdout=_take(out),
@@ -187,22 +187,22 @@ class AgentClient:
             "pty": None if spec.pty is None else {"cols": spec.pty.cols, "rows": spec.pty.rows},
         }
         answer = await self._call(message)
-        return parse_session(protocol.get_object(answer, "session"))
+        return parse_session(wire.get_object(answer, "session"))
 
     async def list_sessions(self) -> list[SessionInfo]:
         answer = await self._call({"op": "session.list"})
-        return [parse_session(_as_object(item)) for item in protocol.get_list(answer, "sessions")]
+        return [parse_session(_as_object(item)) for item in wire.get_list(answer, "sessions")]
 
     async def session(self, session_id: str) -> SessionInfo:
         answer = await self._call({"op": "session.get", "id": session_id})
-        return parse_session(protocol.get_object(answer, "session"))
+        return parse_session(wire.get_object(answer, "session"))
 
     @asynccontextmanager
     async def attach(self, session_id: str) -> AsyncIterator[Attachment]:
         """Attach to a session; the attachment ends when the block exits."""
         async with self._request({"op": "session.attach", "id": session_id}) as (reader, writer):
-            answer = protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
-            info = parse_session(protocol.get_object(answer, "session"))
+            answer = wire.json_answer(await wire.read_frame(reader, self.op_timeout))
+            info = parse_session(wire.get_object(answer, "session"))
             yield Attachment(reader, writer, info, self)
 
     async def kill_session(self, session_id: str, signal: int = 9) -> None:
@@ -214,13 +214,11 @@ class AgentClient:
     async def read_file(self, path: str) -> AbstractAsyncContextManager[ReadChunks]:
         reader, writer = await self._connect()
         try:
-            protocol.write_frame(
-                writer, FrameType.JSON, protocol.encode_json({"op": "file.read", "path": path})
-            )
+            wire.write_frame(writer, FrameType.JSON, wire.encode_json({"op": "file.read", "path": path}))
             await self._drain(writer)
-            answer = protocol.json_answer(await protocol.read_frame(reader, self.op_timeout))
-            size = protocol.get_int(answer, "size")
-            length = protocol.get_opt_int(answer, "length")  # agents before 2026-12 send none
+            answer = wire.json_answer(await wire.read_frame(reader, self.op_timeout))
+            size = wire.get_int(answer, "size")
+            length = wire.get_opt_int(answer, "length")  # agents before 2026-12 send none
         except BaseException:
             await _close(writer)
             raise
@@ -232,21 +230,21 @@ class AgentClient:
     async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
         sent = 0
         async with self._request({"op": "file.write", "path": path, "mode": mode}) as (reader, writer):
-            answer_task = asyncio.create_task(protocol.read_frame(reader, None))
+            answer_task = asyncio.create_task(wire.read_frame(reader, None))
             try:
                 async for chunk in chunks:
-                    for start in range(0, len(chunk), protocol.DATA_CHUNK):
+                    for start in range(0, len(chunk), wire.DATA_CHUNK):
                         if answer_task.done():  # an early answer is an error: stop sending
                             break
-                        piece = chunk[start : start + protocol.DATA_CHUNK]
-                        protocol.write_frame(writer, FrameType.DATA, bytes(piece))
+                        piece = chunk[start : start + wire.DATA_CHUNK]
+                        wire.write_frame(writer, FrameType.DATA, bytes(piece))
                         await self._drain(writer)
                         sent += len(piece)
                     if answer_task.done():
                         break
                 early = answer_task.done()
                 if not early:
-                    protocol.write_frame(writer, FrameType.EOF)
+                    wire.write_frame(writer, FrameType.EOF)
                     await self._drain(writer)
                 try:
                     async with asyncio.timeout(self.op_timeout):
@@ -257,10 +255,10 @@ class AgentClient:
                 answer_task.cancel()
                 with contextlib.suppress(BaseException):
                     await answer_task
-        answer = protocol.json_answer(frame)
+        answer = wire.json_answer(frame)
         if early:
             raise AgentError("agent confirmed a write before it ended")
-        written = protocol.get_int(answer, "written")
+        written = wire.get_int(answer, "written")
         if written != sent:
             raise AgentError(f"agent wrote {written} bytes of {sent}")
         return written
@@ -272,7 +270,7 @@ class AgentClient:
         if limit is not None:
             request["limit"] = limit
         answer = await self._call(request)
-        entries = [parse_entry(_as_object(item)) for item in protocol.get_list(answer, "entries")]
+        entries = [parse_entry(_as_object(item)) for item in wire.get_list(answer, "entries")]
         following = answer.get("next")
         if following is not None and not isinstance(following, str):
             raise AgentError("agent answer: next is not a string")
@@ -297,7 +295,7 @@ class AgentClient:
 
     async def ports(self) -> list[int]:
         answer = await self._call({"op": "ports"})
-        ports = protocol.get_list(answer, "ports")
+        ports = wire.get_list(answer, "ports")
         if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
             raise AgentError("agent answer: ports are not TCP port numbers")
         return sorted(set(ports))
@@ -334,7 +332,7 @@ class Attachment:
             raise StopAsyncIteration
         timeout = self._client.op_timeout if self._replaying else None
         try:
-            frame = await protocol.read_frame(self._reader, timeout)
+            frame = await wire.read_frame(self._reader, timeout)
             if frame is None:
                 raise StopAsyncIteration
             event = _event(frame, self._replaying)
@@ -350,7 +348,7 @@ class Attachment:
     async def _send(self, ftype: FrameType, payload: bytes = b"") -> None:
         if self._writer.is_closing():
             raise Conflict("the attachment has ended")
-        protocol.write_frame(self._writer, ftype, payload)
+        wire.write_frame(self._writer, ftype, payload)
         await self._client._drain(self._writer)
 
     async def send_stdin(self, data: bytes) -> None:
@@ -366,7 +364,7 @@ class Attachment:
             raise InvalidInput("the session has no terminal to resize", field="pty")
         if not (0 < cols < 65536 and 0 < rows < 65536):
             raise InvalidInput("cols and rows must be between 1 and 65535", field="cols")
-        payload = protocol.encode_json({"op": "resize", "cols": cols, "rows": rows})
+        payload = wire.encode_json({"op": "resize", "cols": cols, "rows": rows})
         await self._send(FrameType.JSON, payload)
 
 
@@ -401,7 +399,7 @@ class FileStream:
     async def _chunks(self) -> AsyncIterator[bytes]:
         got, length = 0, self.length
         while True:
-            frame = await protocol.read_frame(self._reader, self._timeout)
+            frame = await wire.read_frame(self._reader, self._timeout)
             if frame is None:
                 raise AgentError("agent ended a file read without EOF")
             if frame.type is FrameType.DATA:
@@ -414,7 +412,7 @@ class FileStream:
                     raise AgentError(f"agent ended a read of {length} bytes after {got}")
                 return
             else:
-                protocol.json_answer(frame)  # an error answer mid-stream raises here
+                wire.json_answer(frame)  # an error answer mid-stream raises here
                 raise AgentError("agent sent an answer inside a file read")
 
 
@@ -471,39 +469,39 @@ def _event(frame: Frame, replaying: bool) -> SessionEvent:
             raise AgentError("agent sent an EXIT frame without a 4-byte code")
         return SessionEvent(Stream.EXIT, exit_code=int.from_bytes(frame.payload, "big", signed=True))
     if frame.type is FrameType.JSON:
-        protocol.json_answer(frame)  # an error raises as its corral error
+        wire.json_answer(frame)  # an error raises as its corral error
     raise AgentError(f"agent sent {frame.type.name} inside an attachment")
 
 
 def parse_session(obj: Mapping[str, Any]) -> SessionInfo:
     """A SessionInfo from an agent ``session`` object; AgentError if malformed."""
-    args = protocol.get_list(obj, "args")
+    args = wire.get_list(obj, "args")
     if not all(isinstance(a, str) for a in args):
         raise AgentError("agent answer: args are not strings")
     try:
-        started_at = datetime.fromtimestamp(protocol.get_float(obj, "startedAt"), tz=UTC)
+        started_at = datetime.fromtimestamp(wire.get_float(obj, "startedAt"), tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise AgentError("agent answer: startedAt is out of range") from exc
     return SessionInfo(
-        id=protocol.get_str(obj, "id"),
-        cmd=protocol.get_str(obj, "cmd"),
+        id=wire.get_str(obj, "id"),
+        cmd=wire.get_str(obj, "cmd"),
         args=tuple(args),
-        running=protocol.get_bool(obj, "running"),
-        exit_code=protocol.get_opt_int(obj, "exitCode"),
+        running=wire.get_bool(obj, "running"),
+        exit_code=wire.get_opt_int(obj, "exitCode"),
         started_at=started_at,
-        attached_clients=protocol.get_int(obj, "attachedClients"),
-        pty=protocol.get_bool(obj, "pty"),
+        attached_clients=wire.get_int(obj, "attachedClients"),
+        pty=wire.get_bool(obj, "pty"),
     )
 
 
 def parse_entry(obj: Mapping[str, Any]) -> FileEntry:
     """A FileEntry from an agent ``entry`` object; AgentError if malformed."""
     return FileEntry(
-        name=protocol.get_str(obj, "name"),
-        path=protocol.get_str(obj, "path"),
-        is_dir=protocol.get_bool(obj, "isDir"),
-        size=protocol.get_int(obj, "size"),
-        mode=protocol.get_int(obj, "mode"),
-        modified_at=protocol.get_float(obj, "mtime"),
-        is_symlink=protocol.get_bool(obj, "isSymlink"),
+        name=wire.get_str(obj, "name"),
+        path=wire.get_str(obj, "path"),
+        is_dir=wire.get_bool(obj, "isDir"),
+        size=wire.get_int(obj, "size"),
+        mode=wire.get_int(obj, "mode"),
+        modified_at=wire.get_float(obj, "mtime"),
+        is_symlink=wire.get_bool(obj, "isSymlink"),
     )

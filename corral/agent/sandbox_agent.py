@@ -2,7 +2,7 @@
 
 Standalone and stdlib-only. runc bind-mounts this one file read-only and starts it
 with fd 3 a listening unix stream socket: ``python3 -I -S /opt/corral/agent.py
---listen-fd 3``, or better the ``-c`` form of ``corral.agent.protocol.agent_argv``
+--listen-fd 3``, or better the ``-c`` form of ``corral.agent.wire.agent_argv``
 (3 MB less memory). ``--socket PATH`` makes it bind PATH itself (tests, the process
 runtime). Commands get the agent's own environment plus PATH, HOME=/root and
 LANG=C.UTF-8 where missing, and the agent's working directory by default. With
@@ -52,7 +52,7 @@ else:
 
 VERSION = "1"
 
-# frame types (corral/agent/protocol.py FrameType)
+# frame types (corral/agent/wire.py FrameType)
 T_STDIN = 0x00
 T_STDOUT = 0x01
 T_STDERR = 0x02

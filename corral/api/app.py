@@ -23,7 +23,7 @@ in the lifespan, after the core, and its connection pool is closed before the co
 ``uvicorn --factory corral.api.app:main`` serves it with settings from ``CORRAL_*``
 variables; ``corral.api.server.serve`` does the same with the right uvicorn options,
 among them the protocol every connection is read with (``corral.api.front``: request
-bounds, and the gateway's lane, which answers plain keep-alive gateway requests before
+bounds, and the gateway's fast path, which answers plain keep-alive gateway requests before
 they become ASGI calls; without it every gateway request comes here, slower).
 """
 

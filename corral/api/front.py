@@ -1,12 +1,12 @@
 """Every connection corral serves is read here first: the gateway's plain requests are
-answered on the connection itself (``corral.gateway.lane``), everything else goes to
-uvicorn's protocol behind it (``corral.api.protocol.BehindProtocol``), which runs the
+answered on the connection itself (``corral.gateway.fast_path``), everything else goes to
+uvicorn's protocol behind it (``corral.api.behind.BehindProtocol``), which runs the
 ASGI app as ever.
 
 Why. uvicorn's protocol and the ASGI cycle cost a gateway request more CPU than the
 proxying itself (measured, ``docs/benchmarks.md``: a connection through them served a
-third of what a byte relay serves). Here a request the lane takes costs one llhttp
-parse, the lane's work and two socket writes.
+third of what a byte relay serves). Here a request the fast path takes costs one llhttp
+parse, the fast path's work and two socket writes.
 
 How a connection is read. One httptools parser reads the client's requests, bounded:
 
@@ -26,7 +26,7 @@ Then, for each request head:
 - a WebSocket upgrade: the connection is handed to the protocol behind for good (the
   head written again, then every byte as it comes; uvicorn then hands it to its
   WebSocket protocol);
-- a request the lane takes (``Lane.start``): answered here;
+- a request the fast path takes (``FastPath.start``): answered here;
 - any other request: written again into the protocol behind (the head as parsed, the
   body as it comes, re-chunked if it came chunked), which answers it.
 
@@ -35,8 +35,8 @@ answered is held (its parsed pieces kept, reading paused) until that answer is
 complete. Writes of one loop turn leave as one (``CoalescingTransport``); a complete
 answer leaves at once.
 
-Seams. The lane is given by the server set-up (``front_protocol``'s ``lane``, from
-``corral.api.server``): a connection asks it for the gateway's lane when it is made, and
+Seams. The fast path is given by the server set-up (``front_protocol``'s ``fast_path``, from
+``corral.api.server``): a connection asks it for the gateway's fast path when it is made, and
 knows nothing of the app. What the front needs of uvicorn's private classes comes from
 ``corral.api.uvicorn_internals`` alone.
 """
@@ -51,10 +51,10 @@ from typing import Any, cast
 
 import httptools
 
-from corral.api.protocol import BehindProtocol, BehindTransport, CoalescingTransport
+from corral.api.behind import BehindProtocol, BehindTransport, CoalescingTransport
 from corral.api.uvicorn_internals import Config, ServerState
+from corral.gateway.fast_path import FastExchange, FastPath
 from corral.gateway.forward import request_head
-from corral.gateway.lane import Lane, Trip
 
 _REASONS = {
     400: b"Bad Request",
@@ -66,8 +66,8 @@ access_log = logging.getLogger("uvicorn.access")
 log = logging.getLogger("corral.api")
 
 
-LaneSource = Callable[[], Lane | None]
-"""Where a connection finds the gateway's lane when it is made: the lane while the
+FastPathSource = Callable[[], FastPath | None]
+"""Where a connection finds the gateway's fast path when it is made: the fast path while the
 gateway is open, None otherwise (before start-up, after shutdown, an app without one)."""
 
 
@@ -77,15 +77,15 @@ class _Rejected(Exception):
 
 class FrontProtocol(asyncio.Protocol):
     """One connection (see the module docstring). Built by uvicorn, with uvicorn's
-    arguments; its limits and its lane are the class's, given by ``front_protocol``."""
+    arguments; its limits and its fast path are the class's, given by ``front_protocol``."""
 
     head_timeout = 30.0
     max_header_bytes = 64 * 1024
     max_headers = 100
 
     @staticmethod
-    def lane_source() -> Lane | None:
-        """The lane a new connection answers with (``front_protocol``'s ``lane``): none."""
+    def fast_path_source() -> FastPath | None:
+        """The fast path a new connection answers with (``front_protocol``'s ``fast_path``): none."""
         return None
 
     def __init__(
@@ -102,11 +102,11 @@ class FrontProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.raw: asyncio.Transport | None = None
         self.out: CoalescingTransport | None = None
-        self.lane: Lane | None = None
+        self.fast_path: FastPath | None = None
         self.behind: BehindProtocol | None = None  # made for the first request it answers
         self.delegate: asyncio.Protocol | None = None  # owns the connection after an upgrade
         self.write_paused = False
-        self.trip: Trip | None = None  # the lane's request in progress
+        self.exchange: FastExchange | None = None  # the fast path's request in progress
         self.pending_behind = 0  # requests given to the protocol behind, not yet answered
         self.closing = False  # graceful shutdown: close once the answer in progress is done
         self._client: tuple[str, int] | None = None
@@ -138,7 +138,7 @@ class FrontProtocol(asyncio.Protocol):
         peer = raw.get_extra_info("peername")
         self._client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
         self._scheme = "https" if raw.get_extra_info("sslcontext") else "http"
-        self.lane = self.lane_source()
+        self.fast_path = self.fast_path_source()
         self._arm(self.config.timeout_keep_alive, self._idle)
 
     def data_received(self, data: bytes) -> None:
@@ -179,9 +179,9 @@ class FrontProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.trip is not None:
-            self.trip.client_gone()
-            self.trip = None
+        if self.exchange is not None:
+            self.exchange.client_gone()
+            self.exchange = None
         if self.inner is not None:
             self.inner.connection_lost(exc)
 
@@ -194,8 +194,8 @@ class FrontProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.inner is not None:
             self.inner.resume_writing()
-        if self.trip is not None:
-            self.trip.writable()
+        if self.exchange is not None:
+            self.exchange.writable()
 
     @property
     def inner(self) -> asyncio.Protocol | None:
@@ -308,7 +308,7 @@ class FrontProtocol(asyncio.Protocol):
         if upgrade == b"websocket" and upgrade_asked:
             self._websocket = True  # the parser stops with HttpParserUpgrade: see _upgrade
             return
-        if self.lane is not None and self._url.startswith(b"/"):
+        if self.fast_path is not None and self._url.startswith(b"/"):
             path, _, query = self._url.partition(b"?")
             scope = {
                 "type": "http",
@@ -320,19 +320,19 @@ class FrontProtocol(asyncio.Protocol):
                 "client": self._client,
                 "scheme": self._scheme,
             }
-            self.trip = self.lane.start(scope, self, keep_alive)
-            if self.trip is not None:
+            self.exchange = self.fast_path.start(scope, self, keep_alive)
+            if self.exchange is not None:
                 return
         self.pending_behind += 1
         self._behind().data_received(self._head(method))
 
     def _on_body(self, body: bytes) -> None:
-        if self.trip is None and body:
+        if self.exchange is None and body:
             self._behind().data_received(b"%x\r\n%b\r\n" % (len(body), body) if self._chunked else body)
 
     def _on_message_complete(self) -> None:
         self._in_message = False
-        if self.trip is None and self._chunked:
+        if self.exchange is None and self._chunked:
             self._behind().data_received(b"0\r\n\r\n")
         self._settled()
 
@@ -371,19 +371,19 @@ class FrontProtocol(asyncio.Protocol):
 
     # ---- answers ------------------------------------------------------------------------
 
-    def lane_finished(self, trip: Trip) -> None:
+    def exchange_finished(self, exchange: FastExchange) -> None:
         self.server_state.total_requests += 1
         if self.config.access_log:
             access_log.info(
                 '%s - "%s %s HTTP/%s" %d',
                 f"{self._client[0]}:{self._client[1]}" if self._client else "-",
-                trip.method,
+                exchange.method,
                 self._url.decode("latin-1"),
                 self._version,
-                trip.status,
+                exchange.status,
             )
-        if self.trip is trip:
-            self.trip = None
+        if self.exchange is exchange:
+            self.exchange = None
         self._settled()
 
     def answered(self) -> None:
@@ -419,7 +419,7 @@ class FrontProtocol(asyncio.Protocol):
         self._settled()
 
     def _busy(self) -> bool:
-        return self.trip is not None or self.pending_behind > 0
+        return self.exchange is not None or self.pending_behind > 0
 
     # ---- the client's side --------------------------------------------------------------
 
@@ -507,9 +507,9 @@ class FrontProtocol(asyncio.Protocol):
 
 
 def front_protocol(
-    head_timeout: float, max_header_bytes: int, max_headers: int, lane: LaneSource
+    head_timeout: float, max_header_bytes: int, max_headers: int, fast_path: FastPathSource
 ) -> type[FrontProtocol]:
-    """The protocol class with these limits, whose connections answer what ``lane()``
+    """The protocol class with these limits, whose connections answer what ``fast_path()``
     takes (for uvicorn's ``http`` option)."""
     return type(
         "FrontProtocol",
@@ -518,6 +518,6 @@ def front_protocol(
             "head_timeout": head_timeout,
             "max_header_bytes": max_header_bytes,
             "max_headers": max_headers,
-            "lane_source": staticmethod(lane),
+            "fast_path_source": staticmethod(fast_path),
         },
     )

@@ -33,9 +33,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from corral.api.app import CorralApp, create_app
-from corral.api.front import LaneSource, front_protocol
+from corral.api.front import FastPathSource, front_protocol
+from corral.gateway.fast_path import FastPath
 from corral.gateway.forward import UpstreamAborted
-from corral.gateway.lane import Lane
 from corral.settings import Settings
 
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -52,14 +52,14 @@ UVICORN_OPTIONS: dict[str, Any] = {
 def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uvicorn.Config:
     """A uvicorn config for ``app`` (default: ``create_app(settings)``) on the settings'
     host and port; ``options`` override ``UVICORN_OPTIONS``. Its connections answer with
-    the lane of the app's gateway (``lane_of``)."""
+    the fast path of the app's gateway (``fast_path_of``)."""
     app = app or create_app(settings)
     limits = {
         "http": front_protocol(
             settings.http_head_timeout_s,
             settings.http_max_header_bytes,
             settings.http_max_headers,
-            lane=lane_of(app),
+            fast_path=fast_path_of(app),
         ),
         "timeout_keep_alive": settings.http_keep_alive_s,
         "access_log": settings.access_log,
@@ -79,16 +79,16 @@ def serve(settings: Settings, sock: socket.socket | None = None, **overrides: An
     uvicorn.Server(config(settings, create_app(settings, **overrides))).run(sockets=[sock] if sock else None)
 
 
-def lane_of(app: FastAPI) -> LaneSource:
-    """The lane of ``app``'s gateway while its lifespan holds the gateway open (a
+def fast_path_of(app: FastAPI) -> FastPathSource:
+    """The fast path of ``app``'s gateway while its lifespan holds the gateway open (a
     ``CorralApp``'s; any other app has none, and the front sends everything to it)."""
     if not isinstance(app, CorralApp):
         return lambda: None
 
-    def lane() -> Lane | None:
-        return app.gateway.lane if app.gateway is not None else None
+    def fast_path() -> FastPath | None:
+        return app.gateway.fast_path if app.gateway is not None else None
 
-    return lane
+    return fast_path
 
 
 class _DenialNoise(logging.Filter):

@@ -3,7 +3,7 @@ else: the one place to look when uvicorn changes. ``pyproject.toml`` allows only
 uvicorn minor corral is tested with, since none of this is uvicorn's public API.
 
 - ``HttpToolsProtocol`` (``uvicorn.protocols.http.httptools_impl``): the protocol behind
-  the front (``corral.api.protocol.BehindProtocol``) is one. corral builds it with
+  the front (``corral.api.behind.BehindProtocol``) is one. corral builds it with
   ``config``, ``server_state``, ``app_state``, ``_loop``; overrides ``connection_made``
   and ``on_response_complete``; calls ``shutdown``, ``data_received``,
   ``connection_lost``, ``pause_writing``, ``resume_writing``; reads and clears its
@@ -13,7 +13,7 @@ uvicorn minor corral is tested with, since none of this is uvicorn's public API.
 - ``ServerState`` (``uvicorn.server``): the server's shared state, which the front joins
   as one of uvicorn's connections. uvicorn's graceful shutdown calls ``shutdown()`` on
   each of its ``connections`` and waits for the set to empty; the front counts the
-  requests the lane answers in ``total_requests``; the lane's answers carry its
+  requests the fast path answers in ``total_requests``; the fast path's answers carry its
   ``default_headers`` (the ``date`` header uvicorn refreshes every second).
 - ``Config`` (also public, as ``uvicorn.Config``): what uvicorn passes every protocol;
   the front reads its ``timeout_keep_alive`` and ``access_log``.
@@ -22,7 +22,7 @@ A uvicorn without one of these names fails this module's import (and so the serv
 start and every test that imports it) with an ImportError naming the name and the
 uvicorn version. ``tests/unit/api/test_uvicorn_internals.py`` checks the attributes
 above, naming what is gone or changed and the uvicorn version; the front's behaviour is
-tested in ``tests/unit/gateway/test_protocol.py`` and ``test_lane.py``.
+tested in ``tests/unit/gateway/test_behind.py`` and ``test_fast_path.py``.
 """
 
 from __future__ import annotations

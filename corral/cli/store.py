@@ -20,7 +20,7 @@ from corral.ports import KeyStore, SwitchStore, Templates, UserStore
 from corral.settings import Settings
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
-from corral.store.switches import SqlSwitchStore
+from corral.store.kill_switches import SqlSwitchStore
 from corral.store.users import SqlUserStore
 
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 (spec 000, the Compute Gateway; spec 003's preview URLs).
 
 ``corral.api.front`` reads every connection first and gives the plain requests it can
-answer at once to the lane (``lane.py``); ``corral.api.app`` sends every other request
+answer at once to the fast path (``fast_path.py``); ``corral.api.app`` sends every other request
 that ``Gateway.match`` claims to ``Gateway.serve``, before FastAPI sees it; everything
 else goes to the API.
 
@@ -10,7 +10,7 @@ else goes to the API.
                   /preview/{id}/{port}/...
     access.py     API key, worker token, preview token (header, query, cookie), public
                   previews; 401/404/503
-    lane.py       plain keep-alive requests answered on the connection, without ASGI
+    fast_path.py       plain keep-alive requests answered on the connection, without ASGI
     forward.py    one HTTP exchange, streamed both ways (uploads, SSE, downloads)
     upstream.py   pooled HTTP/1.1 connections into sandboxes, every wait bounded
     websocket.py  WebSocket bridging

@@ -33,7 +33,7 @@ long.
 
 ``Access.decide`` is the decision, a plain function of what has been looked up;
 ``check`` looks up (waiting) then decides, ``check_now`` decides when nothing needs
-looking up (the lane's fast path).
+looking up (the fast path's shortcut).
 """
 
 from __future__ import annotations

@@ -21,14 +21,14 @@ from typing import Any
 from corral.errors import CorralError, NotFound
 from corral.gateway.access import NOT_FOUND, Access
 from corral.gateway.cors import CorsPolicy
+from corral.gateway.fast_path import FastPath
 from corral.gateway.forward import forward
 from corral.gateway.headers import COOKIE
-from corral.gateway.lane import Lane
 from corral.gateway.meter import Meter
 from corral.gateway.replies import error, redirect, reply
 from corral.gateway.routing import Redirect, Router, Target
 from corral.gateway.upstream import Pool, UpstreamLimits
-from corral.gateway.websocket import bridge
+from corral.gateway.websocket import relay
 from corral.services.core import Core
 
 
@@ -47,7 +47,7 @@ class Gateway:
             max_headers=s.gateway_max_headers,
         )
         self.pool = Pool(self.limits)
-        self.lane = Lane(core, self.router, self.access, self.cors, self.pool)
+        self.fast_path = FastPath(core, self.router, self.access, self.cors, self.pool)
 
     def match(self, scope: Any) -> Target | Redirect | None:
         """The gateway's reading of a request, or None if it is not the gateway's."""
@@ -83,7 +83,7 @@ class Gateway:
                     extra = [*cors, (b"set-cookie", self._cookie(grant.token, scope))]
                 await forward(self.pool, found, grant, scope, receive, send, extra)
             else:
-                await bridge(
+                await relay(
                     found,
                     grant,
                     scope,

@@ -15,7 +15,7 @@ Contracts (every failure is a ``SandboxError``, which the gateway answers with 5
   while more than ``HIGH_WATER`` bytes wait, so a never-ending body costs no memory.
 - A connection goes back to the pool only after a complete exchange that the server
   keeps alive; ``abort`` closes it. Idle connections are dropped after ``idle_ttl``.
-- Callers that do not await (``corral.gateway.lane``) set ``listener``, called after
+- Callers that do not await (``corral.gateway.fast_path``) set ``listener``, called after
   each change of the exchange (head, body, end, failure; once per read, after parsing
   it, never from within the parser), and use ``take``, ``hold`` and ``Pool.take_idle``.
 """

@@ -1,4 +1,4 @@
-"""A client's WebSocket bridged to a WebSocket server inside a sandbox.
+"""A client's WebSocket relayed to and from a WebSocket server inside a sandbox.
 
 The sandbox's server is connected first (``websockets`` client, no compression, no
 pings of its own: uvicorn pings the client), with the client's subprotocols, cookies,
@@ -49,7 +49,7 @@ def _sendable(code: int | None) -> int:
     return code if 1000 <= code <= 1014 or 3000 <= code <= 4999 else 1000
 
 
-async def bridge(
+async def relay(
     target: Target,
     grant: Grant,
     scope: Any,

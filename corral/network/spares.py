@@ -29,7 +29,7 @@ costs more than making a new one in the background.)
 * :meth:`Spares.kick` asks for a refill and returns at once; ``concurrency`` worker
   tasks refill in the background (never in the caller's task), each making one spare at
   a time, all-or-nothing (a half-made one is removed), each step after the sandbox
-  creates in progress (``corral.foreground``, at most ``YIELD_S`` later). A failure is
+  creates in progress (``corral.priority``, at most ``YIELD_S`` later). A failure is
   logged and retried after a back-off (1 s, doubling, at most 60 s).
 * :meth:`Spares.sweep` removes pool-named leftovers nobody owns; :meth:`Spares.drain`
   removes the ready ones.
@@ -47,7 +47,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from corral import foreground
+from corral import priority
 from corral.errors import CorralError, RuntimeFailure
 from corral.network import bridge, command, namespace
 from corral.network.firewall import Firewall
@@ -59,7 +59,7 @@ log = logging.getLogger("corral.network")
 POOL_INFIX = "pool-"
 VETH_PREFIX = "vp"
 MAX_BACKOFF_S = 60.0
-YIELD_S = 1.0  # longest a refill step waits for creates in progress (``corral.foreground``)
+YIELD_S = 1.0  # longest a refill step waits for creates in progress (``corral.priority``)
 _TAG = re.compile(r"[0-9a-f]{12}")
 
 
@@ -228,9 +228,9 @@ class Spares:
         """Make ``spare``'s kernel objects and record it; all-or-nothing. The host end is
         reserved in the bridge table before it exists, so it never sends a frame."""
         try:
-            await foreground.quiet(YIELD_S)  # a create in progress goes first
+            await priority.quiet(YIELD_S)  # a create in progress goes first
             await self._firewall.prepare([(spare.chain, spare.veth)])
-            await foreground.quiet(YIELD_S)
+            await priority.quiet(YIELD_S)
             await namespace.create(spare.netns, spare.veth, self._bridge, spare.address, self._pool.gateway)
             self._ledger.spares[spare.tag] = spare.address
             self._ledger.cursor = spare.address

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from corral.agent.client import AgentClient
-from corral.agent.protocol import AGENT_FILE, agent_argv
+from corral.agent.wire import AGENT_FILE, agent_argv
 from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Agent

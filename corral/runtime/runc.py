@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from corral import foreground
+from corral import priority
 from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
@@ -117,7 +117,7 @@ class RuncRuntime:
             if paths.dir.exists() or (self._runc.root / spec.id).exists():
                 raise Conflict(f"sandbox {spec.id} already exists on this node")
             try:
-                with foreground.serving():  # background teardowns and refills step aside
+                with priority.serving():  # background teardowns and refills step aside
                     async with contextlib.AsyncExitStack() as undo:
                         await self._start(spec, paths, undo)
                         undo.pop_all()
@@ -261,7 +261,7 @@ class RuncRuntime:
         entirely and any other is parked (its disk kept). RuntimeFailure."""
         paths = self.paths(spec.id)
         try:
-            with foreground.serving():
+            with priority.serving():
                 async with contextlib.AsyncExitStack() as undo:
                     await self._start(spec, paths, undo, kept_disk=True, forked=forked)
                     undo.pop_all()
@@ -435,8 +435,8 @@ class RuncRuntime:
 
     async def _teardown(self, paths: SandboxPaths, *, background: bool = False) -> None:
         """Remove everything of the sandbox; in the ``background``, each step waits
-        (a bounded time) for the creates in progress to finish (``foreground.py``)."""
-        step_aside = foreground.quiet if background else _no_wait
+        (a bounded time) for the creates in progress to finish (``priority.py``)."""
+        step_aside = priority.quiet if background else _no_wait
         try:
             await step_aside(YIELD_S)
             await self._stop_container(paths.id)

@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from corral.domain import Capacity, Limits
 from corral.errors import Conflict, Unavailable
 from corral.ports import SandboxStore
-from corral.services.switch import KillSwitch
+from corral.services.kill_switch import KillSwitch
 
 
 class Admission:

@@ -33,23 +33,23 @@ from corral.services.commands import CommandService
 from corral.services.egress import EgressService
 from corral.services.files import FileService
 from corral.services.keys import KeyService
+from corral.services.kill_switch import KillSwitch
 from corral.services.lifecycle import LifecycleService
 from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
 from corral.services.sandboxes import SandboxService, default_limits
 from corral.services.standby import Standby
-from corral.services.switch import KillSwitch
-from corral.services.switches import StoredSwitches
+from corral.services.stored_switches import StoredSwitches
 from corral.services.templates import TemplateService
 from corral.settings import Settings
 from corral.store.checkpoints import SqlCheckpointStore, SqlTemplateBuildStore
 from corral.store.database import Database
 from corral.store.events import SqlEventStore
 from corral.store.keys import SqlKeyStore
+from corral.store.kill_switches import SqlSwitchStore
 from corral.store.previews import SqlPreviewStore
 from corral.store.sandboxes import SqlSandboxStore
-from corral.store.switches import SqlSwitchStore
 from corral.store.users import SqlUserStore
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Core:
     metrics: Metrics
     keys: KeyService
     limiter: RateLimiter
-    switches: StoredSwitches
+    stored_switches: StoredSwitches
     egress: EgressService
     lifecycle: LifecycleService
     checkpoints: CheckpointService
@@ -183,7 +183,7 @@ class Core:
             metrics=metrics,
             keys=KeyService(auth, audit),
             limiter=RateLimiter(surface_limits(settings), clock.monotonic),
-            switches=StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s),
+            stored_switches=StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s),
             egress=EgressService(sandboxes),
             lifecycle=lifecycle,
             checkpoints=checkpoints,
@@ -196,7 +196,7 @@ class Core:
             network.on_denied = audit.egress_denied
             network.org_of = _org_of(sandbox_store)
         audit.start()
-        await core.switches.refresh()
+        await core.stored_switches.refresh()
         core.bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
         if reconcile:
             await sandboxes.reconcile()
@@ -218,12 +218,12 @@ class Core:
             )
             sandboxes.standby.start()
         sandboxes.start_reaper()
-        core.switches.start()
+        core.stored_switches.start()
         return core
 
     async def close(self) -> None:
         """Stop background work, writing every queued audit record. Sandboxes keep running."""
-        await self.switches.close()
+        await self.stored_switches.close()
         await self.sandboxes.stop_reaper()
         if self.sandboxes.standby is not None:
             await self.sandboxes.standby.close()  # before the teardowns are awaited

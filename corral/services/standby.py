@@ -16,7 +16,7 @@ Contracts:
   ``PING_S`` (a ping, or the envs taken; one that does not is removed, and the next is
   tried).
 - Refills run in the background, one sandbox at a time, after creates in progress
-  (``foreground.quiet``); only templates already built are used (a refill never
+  (``priority.quiet``); only templates already built are used (a refill never
   builds one). A refill that fails waits ``RETRY_S`` before the next try.
 - Standing by, a sandbox runs nothing but its agent: it has had no user, so handing it
   to one shares nothing with anybody.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from corral import foreground
+from corral import priority
 from corral.domain import EgressPolicy, Limits, SandboxSpec, Template
 from corral.errors import CorralError
 from corral.ids import new_id
@@ -127,7 +127,7 @@ class Standby:
             await self._wanted.wait()
             self._wanted.clear()
             while len(self._ready) < self.size:
-                await foreground.quiet(QUIET_MAX_S)
+                await priority.quiet(QUIET_MAX_S)
                 try:
                     started = await self._start_one()
                 except CorralError as exc:

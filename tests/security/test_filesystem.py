@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from corral.agent.protocol import AGENT_FILE
+from corral.agent.wire import AGENT_FILE
 from tests.security.conftest import SecurityServer, Tenant
 
 SECRET = f"corral-host-secret-{secrets.token_hex(8)}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.agent.client import AgentClient
-from corral.agent.protocol import AGENT_FILE, agent_argv
+from corral.agent.wire import AGENT_FILE, agent_argv
 
 
 @dataclass

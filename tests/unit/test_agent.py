@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from corral.agent.client import AgentClient
-from corral.agent.protocol import FrameType, encode_frame
+from corral.agent.wire import FrameType, encode_frame
 from corral.domain import ExecRequest, PtySize, SessionEvent, SessionSpec, Stream
 from corral.errors import AgentError, Conflict, InvalidInput, NotFound
 from tests.support.agent import RunningAgent, running_agent

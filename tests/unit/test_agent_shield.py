@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from corral.agent.client import AgentClient
-from corral.agent.protocol import AGENT_FILE, agent_argv
+from corral.agent.wire import AGENT_FILE, agent_argv
 from corral.domain import ExecRequest, PtySize, SessionSpec
 from corral.errors import Conflict
 from corral.runtime.bundle import CAPABILITIES

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from corral.agent.client import AgentClient
-from corral.agent.protocol import AGENT_FILE, agent_argv
+from corral.agent.wire import AGENT_FILE, agent_argv
 from corral.domain import ExecRequest
 
 pytestmark = pytest.mark.skipif(

@@ -54,7 +54,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # split and its client injected with the fakes of issue 10, item 5.
     ("corral.runtime.runc", "corral.agent.client"): "runtime makes agent clients",
     ("corral.runtime.process", "corral.agent.client"): "runtime makes agent clients",
-    ("corral.runtime.process", "corral.agent.protocol"): "the process runtime starts the agent",
+    ("corral.runtime.process", "corral.agent.wire"): "the process runtime starts the agent",
     # Settings refuse a network pool or a DNS upstream of a shape the network adapter
     # would refuse at start-up, with the adapter's own parser (imported lazily, when a
     # setting is validated), so `corral serve` says so in one line.

@@ -2,7 +2,7 @@
 
 Layout: ``routes*.py`` (thin handlers, one module per noun), ``schemas.py`` (camelCase
 bodies), ``mapping.py`` (schemas <-> domain), ``errors.py`` (the envelope and statuses),
-``auth.py`` (credentials), ``bridge.py`` (WebSocket <-> session attachment).
+``auth.py`` (credentials), ``session_socket.py`` (WebSocket <-> session attachment).
 
 Decisions where the spec is vague or the SDKs disagree with it:
 

@@ -85,7 +85,7 @@ def status_fields(state: AsyncExec) -> list[tuple[str, object]]:
 async def _pieces(fields: list[tuple[str, object]]) -> AsyncIterator[bytes]:
     """``_object`` on the event loop (each piece is a few milliseconds of C at most).
     After each piece the loop turns: the connection's writes leave in the next turn
-    (``corral.api.protocol``), and only then can a slow client's full socket pause the
+    (``corral.api.behind``), and only then can a slow client's full socket pause the
     sender; without the turn the whole body piled up in memory at once."""
     for piece in _object(fields):
         yield piece

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Response, WebSocket
 
 from corral.api.opencomputer import answer, mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
-from corral.api.opencomputer.bridge import attach
 from corral.api.opencomputer.schemas import (
     ExecBody,
     ExecHandleOut,
@@ -25,6 +24,7 @@ from corral.api.opencomputer.schemas import (
     SessionBody,
     SessionOut,
 )
+from corral.api.opencomputer.session_socket import attach
 from corral.auth.principal import Principal
 
 SESSION_IDS = ("es", "ps")

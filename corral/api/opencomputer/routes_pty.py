@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Response, WebSocket
 
 from corral.api.opencomputer import mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
-from corral.api.opencomputer.bridge import attach
 from corral.api.opencomputer.schemas import EmptyOut, PtyBody, PtyOut, ResizeBody
+from corral.api.opencomputer.session_socket import attach
 from corral.auth.principal import Principal
 
 PTY_IDS = ("ps",)

@@ -94,7 +94,7 @@ def test_uvicorn_options_never_negotiate_permessage_deflate(tmp_path: Path) -> N
 
 
 async def test_the_front_answers_with_the_lane_of_the_apps_open_gateway(tmp_path: Path) -> None:
-    """The server set-up gives the front its lane (``corral.api.server.lane_of``): the
+    """The server set-up gives the front its fast path (``corral.api.server.fast_path_of``): the
     gateway's while the app's lifespan holds it open, none before and after."""
     settings = Settings(data_dir=tmp_path, runtime="process", reaper_interval_s=3600)  # type: ignore[call-arg]
     app = create_app(
@@ -102,9 +102,9 @@ async def test_the_front_answers_with_the_lane_of_the_apps_open_gateway(tmp_path
     )
     front = config(settings, app).http
     assert isinstance(front, type) and issubclass(front, FrontProtocol)
-    assert front.lane_source() is None
+    assert front.fast_path_source() is None
     async with app.router.lifespan_context(app):
-        assert front.lane_source() is app.state.gateway.lane
-    assert front.lane_source() is None
+        assert front.fast_path_source() is app.state.gateway.fast_path
+    assert front.fast_path_source() is None
     other = config(settings, FastAPI()).http
-    assert isinstance(other, type) and issubclass(other, FrontProtocol) and other.lane_source() is None
+    assert isinstance(other, type) and issubclass(other, FrontProtocol) and other.fast_path_source() is None

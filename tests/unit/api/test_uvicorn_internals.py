@@ -108,7 +108,7 @@ def test_the_server_state_has_what_the_front_joins() -> None:
 
 
 async def test_the_server_keeps_the_date_in_the_default_headers() -> None:
-    """The lane's answers take their ``date`` from ``ServerState.default_headers``."""
+    """The fast path's answers take their ``date`` from ``ServerState.default_headers``."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app=_app, log_config=None))

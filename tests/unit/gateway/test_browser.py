@@ -1,6 +1,6 @@
 """A real browser (headless Chromium) opens a preview URL: the page's token comes as
 ``?token=``, the gateway sets the cookie, and the page's script and the data it loads
-come through the gateway on that cookie alone (on the gateway's lane).
+come through the gateway on that cookie alone (on the gateway's fast path).
 
 Skipped only when ``chromium`` is missing although ``scripts/install-deps.sh`` would
 install it (run that script); if the script does not list it, the test fails instead.
@@ -61,12 +61,12 @@ async def dump_dom(url: str, profile: Path) -> str:
 @needs_chromium
 async def test_chromium_loads_a_preview_page_and_its_resources(gw: Gw, tmp_path: Path) -> None:
     base = f"http://{gw.port}-{gw.sid}.localhost:{gw.server.port}"
-    lane = gw.gateway.lane
-    served = lane.served
+    fast_path = gw.gateway.fast_path
+    served = fast_path.served
     dom = await dump_dom(f"{base}/page.html?token={gw.preview_token}", tmp_path / "profile")
     assert "loaded:from-the-sandbox-42" in dom, dom[-2000:]
     # the page (?token=, a cookie to set) took the ASGI path; the resources it loaded on
     # the cookie came on the browser's kept-alive connection, answered there
-    assert lane.served > served
+    assert fast_path.served > served
     denied = await dump_dom(f"{base}/page.html", tmp_path / "fresh-profile")
     assert "loaded:" not in denied and "missing credentials" in denied  # no token, no cookie: 401

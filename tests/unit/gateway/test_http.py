@@ -125,18 +125,18 @@ async def test_a_whole_body_and_a_chunked_one_arrive_intact(gw: Gw, client: http
     assert empty.json()["bytes"] == 0
 
 
-@pytest.mark.parametrize("via", ["lane", "asgi"])
+@pytest.mark.parametrize("via", ["fast_path", "asgi"])
 async def test_an_endless_body_streams_in_bounded_memory_and_stops_with_the_client(
     gw: Gw, client: httpx.AsyncClient, via: str
 ) -> None:
-    lane = gw.gateway.lane
+    fast_path = gw.gateway.fast_path
     await client.get(gw.path_url("/hello"), headers=OWNER)  # a pooled connection, the grant cached
-    served = lane.served
+    served = fast_path.served
     headers = {**OWNER, **({"X-Forwarded-For": "127.0.0.1"} if via == "asgi" else {})}
     before, peak, received = _rss(), 0, 0
     async with client.stream("GET", gw.path_url("/endless-body"), headers=headers) as response:
         assert response.status_code == 200
-        assert lane.served == served + (via == "lane")
+        assert fast_path.served == served + (via == "fast_path")
         async for chunk in response.aiter_raw():
             received += len(chunk)
             peak = max(peak, _rss())

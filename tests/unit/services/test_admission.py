@@ -78,18 +78,18 @@ async def test_the_kill_switch_globally_and_per_org(core: Core) -> None:
 
 async def test_switches_in_the_store_are_picked_up_by_refresh(core: Core) -> None:
     me, rival = await principals(core)
-    store = core.switches.store
+    store = core.stored_switches.store
     await store.engage(rival.org_id, "abuse")
     assert not core.kill_switch.engaged(rival.org_id)  # not yet read
-    await core.switches.refresh()
+    await core.stored_switches.refresh()
     assert core.kill_switch.engaged(rival.org_id) and not core.kill_switch.engaged(me.org_id)
     await store.engage(GLOBAL)
     core.kill_switch.engage(me.org_id)  # this process's own switch
-    await core.switches.refresh()
+    await core.stored_switches.refresh()
     assert core.kill_switch.engaged() and core.kill_switch.engaged(me.org_id)
     await store.release(GLOBAL)
     await store.release(rival.org_id)
-    await core.switches.refresh()
+    await core.stored_switches.refresh()
     assert not core.kill_switch.engaged() and not core.kill_switch.engaged(rival.org_id)
     assert core.kill_switch.engaged(me.org_id)  # releasing the store's switches keeps it
 

@@ -1,7 +1,7 @@
-"""The gateway's lane (``corral.gateway.lane``) and the connection that reads every
+"""The gateway's fast path (``corral.gateway.fast_path``) and the connection that reads every
 request first (``corral.api.front``): keep-alive requests answered without ASGI give
-the same answers as the ASGI path, failures on the lane, requests pipelined across the
-lane and the API, a WebSocket after lane requests on one connection."""
+the same answers as the ASGI path, failures on the fast path, requests pipelined across the
+fast path and the API, a WebSocket after fast-path requests on one connection."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.unit.gateway.conftest import ALLOWED_ORIGIN, Gw
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 OWNER = {"X-API-Key": KEY}
 # The ASGI path answers a request that names a trusted proxy's client (uvicorn's proxy
-# headers middleware resolves it; the lane leaves such requests to it): the sandbox sees
+# headers middleware resolves it; the fast path leaves such requests to it): the sandbox sees
 # the same X-Forwarded-For either way.
 VIA_ASGI = {"X-Forwarded-For": "127.0.0.1"}
 
@@ -34,41 +34,41 @@ def same(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
     ["/hello", "/headers/a%2Fb?x=1&y=%20z", "/redirect", "/cookie", "/cors", "/no-such-page"],
 )
 async def test_the_lane_answers_as_the_asgi_path_does(gw: Gw, path: str) -> None:
-    lane = gw.gateway.lane
+    fast_path = gw.gateway.fast_path
     for url, route in ((gw.url(path), gw.host_header()), (gw.path_url(path), {})):
         headers = {**OWNER, **route, "Origin": ALLOWED_ORIGIN}
         async with httpx.AsyncClient(timeout=30) as client:
             # a pooled connection into the sandbox, and the grant cached
             await client.get(gw.url("/hello"), headers={**OWNER, **gw.host_header()})
-            before = lane.served
+            before = fast_path.served
             fast = await client.get(url, headers=headers)
-            assert lane.served == before + 1, "the keep-alive request took the lane"
+            assert fast_path.served == before + 1, "the keep-alive request took the fast path"
             slow = await client.get(url, headers={**headers, **VIA_ASGI})
-            assert lane.served == before + 1, "X-Forwarded-For takes the ASGI path"
+            assert fast_path.served == before + 1, "X-Forwarded-For takes the ASGI path"
         assert same(fast) == same(slow)
         assert fast.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
 
 
 async def test_head_requests_and_many_in_a_row_on_the_lane(gw: Gw) -> None:
-    lane = gw.gateway.lane
+    fast_path = gw.gateway.fast_path
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         await client.get(gw.url("/hello"))
-        before = lane.served
+        before = fast_path.served
         head = await client.head(gw.url("/hello"))
         bodies = [(await client.get(gw.url("/hello"))).text for _ in range(50)]
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "22")
     assert bodies == ["hello from the sandbox"] * 50
-    assert lane.served == before + 51
+    assert fast_path.served == before + 51
 
 
 async def test_a_server_failing_on_the_lane_is_502_before_its_answer_and_a_cut_after(gw: Gw) -> None:
-    lane = gw.gateway.lane
+    fast_path = gw.gateway.fast_path
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         await client.get(gw.url("/hello"))
-        before = lane.served
+        before = fast_path.served
         died = await client.get(gw.url("/die"))  # the pooled connection is tried, then a new one
         assert died.status_code == 502 and "closed the connection" in died.json()["error"]
-        assert lane.served == before + 1
+        assert fast_path.served == before + 1
         await client.get(gw.url("/hello"))
         garbage = await client.get(gw.url("/garbage"))
         assert garbage.status_code == 502 and "not valid HTTP" in garbage.json()["error"]
@@ -84,11 +84,11 @@ async def test_a_client_leaving_the_lane_frees_the_sandbox_side(gw: Gw) -> None:
     hello = f"GET /hello HTTP/1.1\r\nHost: {headers['Host']}\r\nX-API-Key: {KEY}\r\n\r\n".encode()
     writer.write(hello)
     assert (await reader.readuntil(b"hello from the sandbox")).startswith(b"HTTP/1.1 200")
-    before = gw.gateway.lane.served
+    before = gw.gateway.fast_path.served
     writer.write(hello.replace(b"/hello", b"/hang"))
     await writer.drain()
     async with asyncio.timeout(5):
-        while gw.gateway.lane.served != before + 1:  # the lane took it and waits on the sandbox
+        while gw.gateway.fast_path.served != before + 1:  # the fast path took it and waits on the sandbox
             await asyncio.sleep(0.02)
     writer.close()
     async with httpx.AsyncClient(timeout=30, headers=headers) as client:
@@ -117,14 +117,14 @@ async def test_pipelined_requests_across_the_lane_and_the_api_are_answered_in_or
     lane_request = f"GET /headers/{{n}} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n\r\n"
     api_request = f"GET /api/sandboxes/{gw.sid} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\r\n"
     upload = (
-        f"PUT /api/sandboxes/{gw.sid}/files?path={tmp_path}/lane-{{n}} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"PUT /api/sandboxes/{gw.sid}/files?path={tmp_path}/fast_path-{{n}} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"X-API-Key: {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     )
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
-        # several pooled connections into the sandbox, so each lane request finds one
+        # several pooled connections into the sandbox, so each fast-path request finds one
         await asyncio.gather(*(client.get(gw.url("/hello")) for _ in range(8)))
-    lane = gw.gateway.lane
-    before = lane.served
+    fast_path = gw.gateway.fast_path
+    before = fast_path.served
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.server.port)
     try:
         sequence = [
@@ -147,7 +147,7 @@ async def test_pipelined_requests_across_the_lane_and_the_api_are_answered_in_or
     assert f'"sandboxID":"{gw.sid}"'.encode() in answers[1][1]
     assert b'"target": "/headers/2"' in answers[2][1] and b'"target": "/headers/3"' in answers[3][1]
     assert b'"target": "/headers/5"' in answers[5][1]
-    assert lane.served == before + 4  # the lane answered its four, each after the one before
+    assert fast_path.served == before + 4  # the fast path answered its four, each after the one before
 
 
 async def test_a_websocket_after_lane_requests_on_one_connection(gw: Gw) -> None:
@@ -165,7 +165,7 @@ async def test_a_websocket_after_lane_requests_on_one_connection(gw: Gw) -> None
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101")
         mask = os.urandom(4)
-        payload = b"through the lane's connection"
+        payload = b"through the fast path's connection"
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
         frame = await reader.readexactly(2 + len(payload))
@@ -198,9 +198,9 @@ async def test_a_lane_answer_is_in_the_access_log_when_it_is_on(caplog: pytest.L
     front = FrontProtocol(Config(app=None, access_log=True, log_config=None), ServerState(), {})
     front._client = ("203.0.113.7", 4711)
     front._url = b"/preview/sb-x/3000/page?x=1"  # the request's, as the client sent it
-    trip = SimpleNamespace(method="GET", status=200)
+    exchange = SimpleNamespace(method="GET", status=200)
     with caplog.at_level("INFO", logger="uvicorn.access"):
-        front.lane_finished(trip)  # type: ignore[arg-type]
+        front.exchange_finished(exchange)  # type: ignore[arg-type]
     assert '203.0.113.7:4711 - "GET /preview/sb-x/3000/page?x=1 HTTP/1.1" 200' in caplog.text
     assert front.server_state.total_requests == 1
 
@@ -209,7 +209,7 @@ async def test_a_remembered_grant_ends_with_what_it_was_decided_from(gw: Gw) -> 
     """On one keep-alive connection: a rotated preview token, a deleted preview URL and
     the kill switch take effect at the next request, also once the sandbox's route is
     cached again."""
-    lane = gw.gateway.lane
+    fast_path = gw.gateway.fast_path
     core = gw.server.core
 
     async def status(headers: dict[str, str]) -> int:
@@ -222,9 +222,9 @@ async def test_a_remembered_grant_ends_with_what_it_was_decided_from(gw: Gw) -> 
     }
     async with httpx.AsyncClient(timeout=30, headers=gw.host_header()) as client:
         assert [await status(first), await status(OWNER)] == [200, 200]
-        before = lane.served
+        before = fast_path.served
         assert [await status(first), await status(OWNER)] == [200, 200]
-        assert lane.served == before + 2  # both remembered
+        assert fast_path.served == before + 2  # both remembered
 
         second = {
             "X-OC-Preview-Token": (await gw.api.post(f"/sandboxes/{gw.sid}/preview/rotate")).json()[
@@ -254,14 +254,14 @@ async def test_a_failure_of_the_lane_itself_is_a_logged_500_not_a_client_error(
     gw: Gw, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(*_: object) -> None:
-        raise RuntimeError("a bug in the lane")
+        raise RuntimeError("a bug in the fast path")
 
-    monkeypatch.setattr(gw.gateway.lane, "start", broken)
+    monkeypatch.setattr(gw.gateway.fast_path, "start", broken)
     async with httpx.AsyncClient(timeout=30, headers={**OWNER, **gw.host_header()}) as client:
         with caplog.at_level("ERROR", logger="corral.api"):
             answer = await client.get(gw.url("/hello"))
     assert (answer.status_code, answer.text) == (500, "internal error")
-    assert "a bug in the lane" in caplog.text
+    assert "a bug in the fast path" in caplog.text
 
 
 async def test_grants_with_large_cookies_are_not_remembered_but_still_granted(gw: Gw) -> None:

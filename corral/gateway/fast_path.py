@@ -1,8 +1,8 @@
-"""The gateway's lane: plain requests answered by the client's connection itself
+"""The gateway's fast path: plain requests answered by the client's connection itself
 (``corral.api.front``), without ASGI, without a task, without waiting for anything but
 the sandbox's server.
 
-Which requests. ``Lane.start`` takes a request only if all of these hold, and answers
+Which requests. ``FastPath.start`` takes a request only if all of these hold, and answers
 None otherwise (the request then goes to the ASGI app and ``Gateway.serve``, which
 answers every request the same way, only slower):
 
@@ -17,7 +17,7 @@ answers every request the same way, only slower):
 - an idle pooled connection to the sandbox's port is there (``Pool.take_idle``).
 
 So the first request of a credential, a failure of access and anything unusual take the
-ASGI path; the keep-alive traffic of a page or a client takes the lane.
+ASGI path; the keep-alive traffic of a page or a client takes the fast path.
 
 What it does is what ``Gateway.serve`` and ``forward`` do for such a request, with the
 same helpers (``request_headers``, ``response_headers``, ``errors.envelope``): the
@@ -31,9 +31,9 @@ writes one: its default headers first, ``Content-Length`` or else chunked (not f
 HEAD, 204, 304), ``connection: close`` when the request did not keep alive, and the
 connection closed if the body and its length disagree.
 
-The lane never awaits: it is driven by ``Connection.listener`` (called after the
+The fast path never awaits: it is driven by ``Connection.listener`` (called after the
 sandbox connection's parser, never from within it) and by the client's connection
-(``Trip.writable``, ``Trip.client_gone``). Only the retry on a new connection is a task.
+(``FastExchange.writable``, ``FastExchange.client_gone``). Only the retry on a new connection is a task.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Client(Protocol):
-    """The client's connection, as the lane uses it (``corral.api.front.FrontProtocol``)."""
+    """The client's connection, as the fast path uses it (``corral.api.front.FrontProtocol``)."""
 
     loop: asyncio.AbstractEventLoop
     write_paused: bool
@@ -74,11 +74,11 @@ class Client(Protocol):
     @property
     def default_headers(self) -> Headers: ...
 
-    def lane_finished(self, trip: Trip) -> None:
+    def exchange_finished(self, exchange: FastExchange) -> None:
         """The response is complete (the connection may serve its next request)."""
 
 
-class Lane:
+class FastPath:
     """Takes the plain requests it can answer at once (see the module docstring)."""
 
     def __init__(self, core: Core, router: Router, access: Access, cors: CorsPolicy, pool: Pool) -> None:
@@ -87,9 +87,9 @@ class Lane:
         self.access = access
         self.cors = cors
         self.pool = pool
-        self.served = 0  # requests the lane took
+        self.served = 0  # requests the fast path took
 
-    def start(self, scope: Any, client: Client, keep_alive: bool) -> Trip | None:
+    def start(self, scope: Any, client: Client, keep_alive: bool) -> FastExchange | None:
         """Take the request of ``scope`` (a request whose head is complete: ``method``,
         ``headers``, ``raw_path``, ``query_string``, ``client``, ``scheme``) and answer
         it on ``client``; None to leave it to the ASGI path."""
@@ -120,17 +120,17 @@ class Lane:
             scope, target.host, target.prefix, drop_authorization=grant.drop_authorization
         )
         cors = self.cors.response_headers(origin) if origin else []
-        trip = Trip(self, client, target, grant.route.address, method, keep_alive, cors)
-        trip.send(conn, request_head(method, target.path, headers), reused=True)
-        return trip
+        exchange = FastExchange(self, client, target, grant.route.address, method, keep_alive, cors)
+        exchange.send(conn, request_head(method, target.path, headers), reused=True)
+        return exchange
 
 
-class Trip:
-    """One request on the lane, from the sandbox's answer to the client's last byte."""
+class FastExchange:
+    """One request on the fast path, from the sandbox's answer to the client's last byte."""
 
     def __init__(
         self,
-        lane: Lane,
+        fast_path: FastPath,
         client: Client,
         target: Target,
         address: str,
@@ -138,7 +138,7 @@ class Trip:
         keep_alive: bool,
         cors: Headers,
     ) -> None:
-        self.lane = lane
+        self.fast_path = fast_path
         self.client = client
         self.target = target
         self.address = address
@@ -242,7 +242,7 @@ class Trip:
         old = self.conn
         assert old is not None
         try:
-            conn = await self.lane.pool.open(self.address, self.target.port)
+            conn = await self.fast_path.pool.open(self.address, self.target.port)
         except SandboxError as exc:
             self._retry = None
             if not self.response_complete:
@@ -302,7 +302,7 @@ class Trip:
         self._send()
         if not self.keep_alive:
             self.client.close()
-        self.client.lane_finished(self)
+        self.client.exchange_finished(self)
 
     def _cut(self, failure: SandboxError | None) -> None:
         if failure is not None:
@@ -322,8 +322,8 @@ class Trip:
         """The sandbox's connection back to the pool (or closed), the metrics."""
         if self.conn is not None:
             self.conn.listener = None
-            self.lane.pool.release(self.conn)
-        self.lane.core.metrics.gateway_request(self.status or 499, 0, self._bytes_out)
+            self.fast_path.pool.release(self.conn)
+        self.fast_path.core.metrics.gateway_request(self.status or 499, 0, self._bytes_out)
 
 
 def _status_line(status: int) -> bytes:

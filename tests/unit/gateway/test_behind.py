@@ -1,6 +1,6 @@
 """The HTTP server's connections (``corral.api.front``): limits on clients (huge or
 endless request heads, too many headers, slow lorises, idle connections, bytes that are
-not HTTP), and their coalesced writes (``corral.api.protocol``). Raw sockets, so nothing
+not HTTP), and their coalesced writes (``corral.api.behind``). Raw sockets, so nothing
 on the client side hides what the server does."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from corral.api.protocol import CoalescingTransport
+from corral.api.behind import CoalescingTransport
 from tests.unit.gateway.conftest import Server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

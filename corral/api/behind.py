@@ -20,7 +20,7 @@ transport's.
 It relies on uvicorn's ``HttpToolsProtocol`` (``connections``,
 ``timeout_keep_alive_task``, ``on_response_complete``, the WebSocket hand-over by
 ``set_protocol``), imported from ``corral.api.uvicorn_internals``, whose test fails
-naming what a uvicorn upgrade removed; ``tests/unit/gateway/test_protocol.py`` tests the
+naming what a uvicorn upgrade removed; ``tests/unit/gateway/test_behind.py`` tests the
 behaviour.
 """
 

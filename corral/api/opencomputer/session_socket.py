@@ -1,4 +1,4 @@
-"""Bridges between a client's WebSocket and an attachment to a session in a sandbox.
+"""A client's WebSocket pumped to and from an attachment to a session in a sandbox.
 
 Exec sessions use the spec's framed protocol: client frames ``0x00 + stdin``; server
 frames ``0x01 + stdout``, ``0x02 + stderr``, ``0x04`` (end of scrollback) and
@@ -53,7 +53,7 @@ async def attach(
     attachment = await core.commands.attach(principal, sandbox_id, session_id)
     async with attachment as att:
         await ws.accept()
-        await bridge(ws, att, framed=framed)
+        await pump(ws, att, framed=framed)
 
 
 def frame(event: SessionEvent) -> bytes:
@@ -63,7 +63,7 @@ def frame(event: SessionEvent) -> bytes:
     return bytes([event.stream]) + event.data
 
 
-async def bridge(ws: WebSocket, attachment: Attachment, *, framed: bool) -> None:
+async def pump(ws: WebSocket, attachment: Attachment, *, framed: bool) -> None:
     """Run until the session exits, the client leaves or the agent fails (see above).
 
     ``ws`` must already be accepted.

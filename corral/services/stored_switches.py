@@ -15,7 +15,7 @@ import logging
 
 from corral.domain.killswitch import GLOBAL
 from corral.ports import SwitchStore
-from corral.services.switch import KillSwitch
+from corral.services.kill_switch import KillSwitch
 
 log = logging.getLogger("corral.switches")
 

@@ -1,4 +1,4 @@
-"""Host-side framing (corral.agent.protocol) and AgentClient against scripted fake
+"""Host-side framing (corral.agent.wire) and AgentClient against scripted fake
 agents that misbehave: every size, type and wait is bounded, errors are translated."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from corral.agent import client as client_module
-from corral.agent import protocol
+from corral.agent import wire
 from corral.agent.client import AgentClient
-from corral.agent.protocol import MAX_PAYLOAD, Frame, FrameType, encode_frame
+from corral.agent.wire import MAX_PAYLOAD, Frame, FrameType, encode_frame
 from corral.domain import ExecRequest
 from corral.errors import (
     AgentError,
@@ -42,15 +42,15 @@ def reader_of(data: bytes, eof: bool = True) -> asyncio.StreamReader:
 
 async def test_frames_round_trip_and_end_cleanly() -> None:
     reader = reader_of(encode_frame(FrameType.DATA, b"abc") + encode_frame(FrameType.EOF))
-    assert await protocol.read_frame(reader, 1) == Frame(FrameType.DATA, b"abc")
-    assert await protocol.read_frame(reader, 1) == Frame(FrameType.EOF, b"")
-    assert await protocol.read_frame(reader, 1) is None
+    assert await wire.read_frame(reader, 1) == Frame(FrameType.DATA, b"abc")
+    assert await wire.read_frame(reader, 1) == Frame(FrameType.EOF, b"")
+    assert await wire.read_frame(reader, 1) is None
 
 
 async def test_oversized_frame_is_refused_without_waiting_for_it() -> None:
     header = bytes((FrameType.STDOUT,)) + (MAX_PAYLOAD + 1).to_bytes(4, "big")
     with pytest.raises(AgentError, match="bytes"):
-        await protocol.read_frame(reader_of(header, eof=False), 30)
+        await wire.read_frame(reader_of(header, eof=False), 30)
 
 
 @pytest.mark.parametrize(
@@ -63,14 +63,14 @@ async def test_oversized_frame_is_refused_without_waiting_for_it() -> None:
 )
 async def test_malformed_frames_are_agent_errors(data: bytes) -> None:
     with pytest.raises(AgentError):
-        await protocol.read_frame(reader_of(data), 1)
+        await wire.read_frame(reader_of(data), 1)
 
 
 async def test_read_frame_has_a_deadline() -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(AgentError, match="nothing"):
-        await protocol.read_frame(reader_of(b"", eof=False), 0.05)
+        await wire.read_frame(reader_of(b"", eof=False), 0.05)
     assert loop.time() - started < 1
 
 
@@ -78,16 +78,16 @@ def test_encoding_limits() -> None:
     with pytest.raises(ValueError):
         encode_frame(FrameType.DATA, b"x" * (MAX_PAYLOAD + 1))
     with pytest.raises(InvalidInput):
-        protocol.encode_json({"op": "exec", "args": ["x" * MAX_PAYLOAD]})
+        wire.encode_json({"op": "exec", "args": ["x" * MAX_PAYLOAD]})
     with pytest.raises(InvalidInput):
-        protocol.encode_json({"timeout": float("nan")})
-    assert json.loads(protocol.encode_json({"path": "/caf\u00e9"})) == {"path": "/caf\u00e9"}
+        wire.encode_json({"timeout": float("nan")})
+    assert json.loads(wire.encode_json({"path": "/caf\u00e9"})) == {"path": "/caf\u00e9"}
 
 
 @pytest.mark.parametrize("payload", [b"[1, 2]", b"\xff", b"{", b"[" * 100_000 + b"]" * 100_000])
 def test_decode_json_wants_one_object(payload: bytes) -> None:
     with pytest.raises(AgentError):
-        protocol.decode_json(payload)
+        wire.decode_json(payload)
 
 
 @pytest.mark.parametrize(
@@ -108,20 +108,20 @@ def test_decode_json_wants_one_object(payload: bytes) -> None:
 )
 def test_error_codes_become_corral_errors(code: str, error: type[CorralError]) -> None:
     with pytest.raises(error) as raised:
-        protocol.raise_for_answer({"ok": False, "code": code, "message": "m" * 5000})
-    assert type(raised.value) is error and len(raised.value.message) == protocol.MESSAGE_LIMIT
+        wire.raise_for_answer({"ok": False, "code": code, "message": "m" * 5000})
+    assert type(raised.value) is error and len(raised.value.message) == wire.MESSAGE_LIMIT
 
 
 @pytest.mark.parametrize("answer", [{}, {"ok": "yes"}, {"ok": False, "message": "no code"}])
 def test_answers_without_ok_or_code_are_agent_errors(answer: dict[str, object]) -> None:
     with pytest.raises(AgentError):
-        protocol.raise_for_answer(answer)
+        wire.raise_for_answer(answer)
 
 
 def test_agent_argv_runs_the_file_as_a_script(tmp_path: Path) -> None:
     script = tmp_path / "show.py"
     script.write_text("import sys\nprint(sys.argv, __name__)\n")
-    argv = protocol.agent_argv(sys.executable, str(script), "--listen-fd", "3")
+    argv = wire.agent_argv(sys.executable, str(script), "--listen-fd", "3")
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{[str(script), '--listen-fd', '3']} __main__"
 
@@ -141,7 +141,7 @@ async def fake_agent() -> AsyncIterator[Callable[[Script], Awaitable[AgentClient
     async def serve(script: Script) -> AgentClient:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                await protocol.read_frame(reader, 5)
+                await wire.read_frame(reader, 5)
                 await script(reader, writer)
             except (ConnectionError, AgentError):
                 pass
@@ -273,7 +273,7 @@ async def test_write_stops_sending_at_an_early_error(
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(answer({"ok": False, "code": "is_dir", "message": "dir"}))
         await writer.drain()
-        while (frame := await protocol.read_frame(reader, 5)) is not None:
+        while (frame := await wire.read_frame(reader, 5)) is not None:
             received.append(frame.type)
 
     client = await fake_agent(refuse)
@@ -290,7 +290,7 @@ async def test_write_stops_sending_at_an_early_error(
 
 async def test_write_checks_the_written_count(fake_agent: Callable[[Script], Awaitable[AgentClient]]) -> None:
     async def miscount(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while (frame := await protocol.read_frame(reader, 5)) is not None and frame.type != FrameType.EOF:
+        while (frame := await wire.read_frame(reader, 5)) is not None and frame.type != FrameType.EOF:
             pass
         writer.write(answer({"ok": True, "written": 1}))
         await writer.drain()

@@ -11,7 +11,7 @@ It also makes sandbox creation answer 503 (``corral.services.admission``).
 
 Switches kept in the store (``corral killswitch on|off [--org NAME]``, which works on
 the store and so on every control plane sharing it) are a second layer: ``load``
-replaces that layer with what the store holds (``corral.services.switches`` does it
+replaces that layer with what the store holds (``corral.services.stored_switches`` does it
 every ``kill_switch_refresh_s``). A switch is engaged when either layer engages it;
 ``release`` does not release a stored switch.
 """
