@@ -48,10 +48,10 @@ from corral.api.opencomputer.auth import CONTROL, WORKER
 from corral.api.opencomputer.routes import router as opencomputer_router
 from corral.api.telemetry import RequestMetrics, metrics_endpoint
 from corral.api.xgen.app import create_surface as xgen_surface
+from corral.core import Core
 from corral.errors import CorralError
 from corral.gateway.dispatch import Gateway
 from corral.metrics import Metrics
-from corral.services.core import Core
 from corral.settings import Settings
 
 OVERRIDES = frozenset({"runtime", "templates", "reconcile"})

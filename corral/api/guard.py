@@ -33,8 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.auth.principal import Principal
 from corral.auth.ratelimit import Verdict
+from corral.core import Core
 from corral.errors import InvalidInput, LimitExceeded, Unauthenticated
-from corral.services.core import Core
 
 VERDICT = "corral.rate_limit"  # scope key: the Verdict of this request
 CLIENT_ID = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,127}$")

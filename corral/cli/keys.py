@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -22,13 +22,16 @@ from corral.auth.principal import Role
 from corral.auth.service import AuthService
 from corral.cli.console import out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import LocalStores, with_stores
+from corral.cli.store import with_stores
 from corral.domain import ApiKey, Org
 from corral.domain.accounts import KEY_FORMAT
 from corral.errors import NotFound
 from corral.ids import new_id
 from corral.ports import KeyStore
 from corral.settings import Settings
+
+if TYPE_CHECKING:
+    from corral.core import LocalStores
 
 app = typer.Typer(help="Manage API keys in this node's store.", no_args_is_help=True)
 

@@ -10,17 +10,20 @@ the data dir or database (an operator's tool), not an API key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from corral.cli.console import out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import LocalStores, with_stores
+from corral.cli.store import with_stores
 from corral.domain import Org, Switch
 from corral.domain.killswitch import GLOBAL
 from corral.settings import Settings
+
+if TYPE_CHECKING:
+    from corral.core import LocalStores
 
 app = typer.Typer(help="Switch sandbox creation and the gateway off (and on), globally or per org.")
 

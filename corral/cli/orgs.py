@@ -8,17 +8,20 @@ Keys and users of an org are made with ``corral keys create --org NAME`` and
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from corral.cli.console import CliError, out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import LocalStores, with_stores
+from corral.cli.store import with_stores
 from corral.domain import Org
 from corral.ids import new_id
 from corral.settings import Settings
+
+if TYPE_CHECKING:
+    from corral.core import LocalStores
 
 app = typer.Typer(help="Manage orgs in this node's store.", no_args_is_help=True)
 

@@ -13,7 +13,7 @@ seconds (default the setting ``user_token_ttl_s``, 900).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -22,10 +22,13 @@ from corral.auth.scopes import Role
 from corral.auth.service import AuthService, load_or_create_secret
 from corral.cli.console import out, print_table, reported, when
 from corral.cli.local import DatabaseOption, DataDirOption
-from corral.cli.store import LocalStores, with_stores
+from corral.cli.store import with_stores
 from corral.domain import User
 from corral.ids import new_id
 from corral.settings import Settings
+
+if TYPE_CHECKING:
+    from corral.core import LocalStores
 
 app = typer.Typer(help="Manage users and mint their tokens in this node's store.", no_args_is_help=True)
 

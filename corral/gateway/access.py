@@ -46,10 +46,10 @@ from typing import Any
 from corral.api.credentials import HEADERS, Credentials, is_api_key, is_jwt, query_param, read
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
+from corral.core import Core
 from corral.errors import CorralError, NotFound, Unauthenticated, Unavailable
 from corral.gateway.headers import cookie_value
 from corral.gateway.routing import Target
-from corral.services.core import Core
 from corral.services.previews import SandboxRoute
 
 NOT_FOUND = "sandbox or port not found"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral.core import Core
 from corral.errors import CorralError, NotFound
 from corral.gateway.access import NOT_FOUND, Access
 from corral.gateway.cors import CorsPolicy
@@ -29,7 +30,6 @@ from corral.gateway.replies import error, redirect, reply
 from corral.gateway.routing import Redirect, Router, Target
 from corral.gateway.upstream import Pool, UpstreamLimits
 from corral.gateway.websocket import relay
-from corral.services.core import Core
 
 
 class Gateway:

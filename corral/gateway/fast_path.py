@@ -42,6 +42,7 @@ import asyncio
 import http
 from typing import Any, Protocol
 
+from corral.core import Core
 from corral.errors import SandboxError
 from corral.gateway.access import CREDENTIAL_HEADERS, Access
 from corral.gateway.cors import CorsPolicy
@@ -51,7 +52,6 @@ from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.replies import with_length
 from corral.gateway.routing import Router, Target
 from corral.gateway.upstream import NO_BODY_STATUS, Connection, Pool
-from corral.services.core import Core
 
 _REFUSED = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"x-forwarded-for", b"x-forwarded-proto"})
 _STATUS_LINES: dict[int, bytes] = {}

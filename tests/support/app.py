@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from corral.api.app import create_app
 from corral.api.server import config
+from corral.core import Core
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from corral.settings import Settings
 from tests.support.server_thread import served as served_in_thread
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from corral.core import Core
 from corral.datadir import LOCK_FILE, claim
 from corral.errors import Unavailable
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from tests.support.app import make_settings
 
 HOLD = "import sys, time; from corral.datadir import claim; claim(__import__('pathlib').Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"

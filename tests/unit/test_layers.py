@@ -2,25 +2,27 @@
 
 Every ``import`` and ``from ... import`` of every module under ``corral/`` counts,
 wherever it is written (module level, inside a function, under ``TYPE_CHECKING``).
-The top-level packages and modules of ``corral`` fall in four layers:
+The top-level packages and modules of ``corral`` fall in five layers:
 
 - ``TOP``: ``api``, ``gateway``, ``cli``. They may import everything below but the
   adapters. Each package directory under ``corral/api/`` is a *surface* (opencomputer,
   xgen, and any added later: no edit here needed); a surface imports no other
   surface, and the gateway imports none. Code shared by the surfaces is a module of
   ``corral/api/`` itself, not a package.
+- the composition root (``COMPOSITION_ROOTS``: ``corral.core``), under the top: it
+  builds the services over the adapters, and is the only module that imports
+  adapters; it imports nothing of the top (the app and the CLI take what it built).
 - ``SERVICES``: ``services``, ``auth``: the use cases. They import the base and each
-  other, never the layer above, never an adapter.
+  other, never a layer above, never an adapter.
 - ``ADAPTERS``: ``store``, ``runtime``, ``network``, ``agent``: each imports the base
   and itself only (not another adapter, nothing above).
 - the base: everything else (``domain``, ``ports``, ``errors``, ``ids``, ``settings``,
   ``metrics``, ...; a new top-level module lands here by default). It imports only
   the base.
 
-Only the composition roots (``COMPOSITION_ROOTS``) may import adapters. What breaks
-the contract today and is too large to fix in passing is in ``EXCEPTIONS``, each with
-its reason; an exception that no longer matches an import fails too, so the list only
-shrinks.
+What breaks the contract today and is too large to fix in passing is in
+``EXCEPTIONS``, each with its reason; an exception that no longer matches an import
+fails too, so the list only shrinks.
 """
 
 from __future__ import annotations
@@ -40,12 +42,10 @@ SERVICES = frozenset({"services", "auth"})
 ADAPTERS = frozenset({"store", "runtime", "network", "agent"})
 
 COMPOSITION_ROOTS = {
-    # The composition root: builds the stores, the runtime, the network and the
-    # services (issue 10 moves it out of services/).
-    "corral.services.core",
-    # The CLI's own composition root for its local commands (keys, org, users,
-    # killswitch, template): the one CLI module that opens stores and templates.
-    "corral.cli.store",
+    # Builds the stores, the runtime, the network and the services for the server, and
+    # the stores and templates of the CLI's local commands (keys, org, users,
+    # killswitch, template).
+    "corral.core",
 }
 
 EXCEPTIONS: dict[tuple[str, str], str] = {
@@ -102,7 +102,9 @@ def _part(module: str, index: int) -> str:
     return parts[index] if len(parts) > index else ""
 
 
-def layer(module: str) -> str:
+def layer(module: str, roots: frozenset[str] = frozenset()) -> str:
+    if module in roots:
+        return "root"
     top = _part(module, 1)
     if top in TOP:
         return "top"
@@ -121,18 +123,20 @@ def surface(module: str, surfaces: frozenset[str]) -> str | None:
 
 def broken_rule(edge: Edge, surfaces: frozenset[str], roots: frozenset[str] = frozenset()) -> str | None:
     """Which rule ``edge`` breaks, or None."""
-    src, dst = layer(edge.importer), layer(edge.imported)
-    if dst == "adapter" and src != "adapter" and edge.importer not in roots:
+    src, dst = layer(edge.importer, roots), layer(edge.imported, roots)
+    if dst == "adapter" and src not in ("adapter", "root"):
         return "only a composition root imports adapters"
     if src == "base" and dst != "base":
         return "the base imports only the base"
     if src == "adapter" and (
-        dst in ("top", "services")
+        dst in ("top", "root", "services")
         or (dst == "adapter" and _part(edge.importer, 1) != _part(edge.imported, 1))
     ):
         return "an adapter imports only the base and itself"
-    if src == "services" and dst == "top":
+    if src == "services" and dst in ("top", "root"):
         return "services import nothing above them"
+    if src == "root" and dst == "top":
+        return "the composition root imports nothing of the top"
     into = surface(edge.imported, surfaces)
     if into is not None:
         if _part(edge.importer, 1) == "gateway":
@@ -204,7 +208,8 @@ def test_the_check_finds_each_kind_of_violation(tmp_path: Path) -> None:
         {
             "domain.py": "from corral.services import sandboxes\n",
             "services/sandboxes.py": "def f():\n    from corral.store import keys\n",
-            "services/core.py": "from corral.store.keys import SqlKeyStore\n",
+            "core.py": "from corral.store.keys import SqlKeyStore\nfrom corral.api import app\n",
+            "services/audit.py": "from corral.core import Core\n",
             "store/keys.py": "from corral.runtime import runc\n",
             "runtime/runc.py": "from corral import domain\nfrom . import bundle\n",
             "runtime/bundle.py": "",
@@ -214,14 +219,16 @@ def test_the_check_finds_each_kind_of_violation(tmp_path: Path) -> None:
             "api/two/schemas.py": "",
             "api/two/routes.py": "from corral.network import node\n",
             "gateway/replies.py": "from corral.api.one.routes import x\n",
-            "cli/main.py": "from corral.api import app\nfrom corral.services import core\n",
+            "cli/main.py": "from corral.api import app\nfrom corral import core\n",
         },
     )
-    found = violations(root, frozenset({"corral.services.core"}))
+    found = violations(root, frozenset({"corral.core"}))
     assert sorted(found) == sorted(
         [
             "corral.domain:1 imports corral.services.sandboxes: the base imports only the base",
             "corral.services.sandboxes:2 imports corral.store.keys: only a composition root imports adapters",
+            "corral.services.audit:1 imports corral.core: services import nothing above them",
+            "corral.core:2 imports corral.api.app: the composition root imports nothing of the top",
             "corral.store.keys:1 imports corral.runtime.runc: an adapter imports only the base and itself",
             "corral.network.node:1 imports corral.api.app: an adapter imports only the base and itself",
             "corral.api.one.routes:1 imports corral.api.two.schemas: a surface imports no other surface",
@@ -257,4 +264,4 @@ def test_the_domain_loads_no_adapter(module: str) -> None:
     """Parsing an egress policy (the API does) loads no nftables, runc or SQL code."""
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('corral.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert not [m for m in ast.literal_eval(loaded) if layer(m) != "base"]
+    assert not [m for m in ast.literal_eval(loaded) if layer(m, frozenset(COMPOSITION_ROOTS)) != "base"]

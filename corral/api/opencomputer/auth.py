@@ -39,8 +39,8 @@ from corral.api.credentials import is_api_key, is_jwt, read
 from corral.api.guard import admit
 from corral.auth.principal import Principal
 from corral.auth.ratelimit import API
+from corral.core import Core
 from corral.errors import Forbidden, Unauthenticated
-from corral.services.core import Core
 
 # Declared for the OpenAPI document (the "Authorize" button of /docs); the values are
 # read by ``_credential`` so that a header of the wrong form is reported, not ignored.

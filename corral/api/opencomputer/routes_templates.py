@@ -39,9 +39,9 @@ from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.schemas import BuildTemplateBody, TemplateOut
 from corral.api.status import message_of
 from corral.auth.principal import Principal
+from corral.core import Core
 from corral.domain import BuildStatus, TemplateBuild
 from corral.errors import CorralError
-from corral.services.core import Core
 
 KEEPALIVE_S = 15.0
 _STEP = re.compile(r"^STEP (\d+)/\d+")

@@ -24,10 +24,10 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from corral.api.opencomputer import mapping
 from corral.auth.principal import Principal
+from corral.core import Core
 from corral.domain import SessionEvent, Stream
 from corral.errors import CorralError
 from corral.ports import Attachment
-from corral.services.core import Core
 
 log = logging.getLogger("corral.api.ws")
 

@@ -11,8 +11,8 @@ from corral.api.guard import admit
 from corral.api.xgen.schemas import ErrorOut, TokenBody, TokenOut
 from corral.auth.principal import Principal
 from corral.auth.ratelimit import XGEN
+from corral.core import Core
 from corral.errors import Unauthenticated
-from corral.services.core import Core
 
 MISSING_KEY = 'missing api_key: send {"api_key": "ek_<id>_<secret>"}'
 

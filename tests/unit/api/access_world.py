@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import jwt
 
+from corral.core import Core
 from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from corral.settings import Settings
 from corral.store.users import SqlUserStore, User
 from tests.support.app import KEY, make_app, make_settings, remove_sandboxes, served

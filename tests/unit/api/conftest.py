@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from corral.services.core import Core
+from corral.core import Core
 from corral.settings import Settings
 from tests.support.app import KEY, kill_all, make_app, make_settings, remove_sandboxes, served
 from tests.support.sockets import listening, port_of

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from corral.core import Core
 from corral.errors import NotFound
 from corral.ids import new_id
-from corral.services.core import Core
 from tests.support.app import KEY, kill_all, make_app, make_settings
 
 

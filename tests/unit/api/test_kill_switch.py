@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from corral.cli.main import app as cli
-from corral.services.core import Core
+from corral.core import Core
 from tests.support.conditions import eventually_async
 from tests.unit.api.harness import new_key, serving
 

@@ -22,11 +22,11 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
+from corral.core import Core
 from corral.gateway.dispatch import Gateway
 from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from tests.support.app import KEY, make_app, make_settings, remove_sandboxes, served
 from tests.support.conditions import eventually_async
 from tests.support.sockets import listening, port_of

@@ -11,10 +11,10 @@ import pytest
 
 from corral.auth.principal import Principal
 from corral.clock import SYSTEM, Clock
+from corral.core import Core
 from corral.domain import ExecRequest
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from corral.settings import Settings
 from tests.support.clock import FakeClock
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from corral.auth.principal import Principal, Role
+from corral.core import Core
 from corral.domain.killswitch import GLOBAL
 from corral.errors import Conflict, Forbidden, Unavailable
 from corral.ids import new_id
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from corral.settings import Settings
 

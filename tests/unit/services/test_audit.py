@@ -12,13 +12,13 @@ import pytest
 
 import corral.services.audit as audit_module
 from corral.auth.principal import Principal, Role
+from corral.core import Core
 from corral.domain import Event, ExecRequest, SessionSpec
 from corral.errors import Forbidden, NotFound
 from corral.metrics import Metrics
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.audit import AuditService
-from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from corral.settings import Settings
 from corral.store.events import SqlEventStore

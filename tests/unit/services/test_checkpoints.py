@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from corral.auth.principal import Principal, Role
+from corral.core import Core
 from corral.domain import Checkpoint, CheckpointStatus, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound
-from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from tests.unit.services.conftest import owner, sh
 

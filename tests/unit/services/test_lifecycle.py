@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.core import Core
 from corral.domain import ExecRequest, RuntimeState, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, SandboxWaking
-from corral.services.core import Core
 from corral.services.lifecycle import wake_in_background
 from corral.services.sandboxes import CreateSandbox, end_at
 from tests.support.clock import FakeClock

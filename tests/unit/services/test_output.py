@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from corral.agent.client import AgentClient
+from corral.core import Core
 from corral.domain import ExecRequest, Stream
 from corral.runtime.process import ProcessRuntime
 from corral.runtime.static_templates import StaticTemplates
-from corral.services.core import Core
 from corral.services.output import OutputBudget
 from corral.services.sandboxes import CreateSandbox
 from corral.settings import Settings

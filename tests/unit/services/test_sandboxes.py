@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from corral.auth.principal import Principal, Role
+from corral.core import Core
 from corral.domain import ExecRequest, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.runtime.process import ProcessRuntime
-from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from tests.support.clock import FakeClock
 from tests.unit.services.conftest import owner

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from corral.core import Core
 from corral.domain import EgressMode, EgressPolicy, ExecRequest
-from corral.services.core import Core
 from corral.services.sandboxes import CreateSandbox
 from corral.services.standby import Standby
 from tests.unit.services.conftest import close_core, open_core, owner, sh

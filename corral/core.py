@@ -1,17 +1,21 @@
-"""Wiring: builds the services over their adapters, and starts and stops them.
+"""The composition root: the one module that imports adapters (the store, the runtime,
+the network; tests/unit/test_layers.py holds it to that), builds the services over
+them, and starts and stops them.
 
 ``Core.open`` makes the data dir private and claims it (``corral.datadir``: modes
 fixed at every start, one server per data dir),
 connects the store (migrating it), seeds the first key, reconciles the
 node with the store and starts the idle reaper, the audit writer and the kill-switch
 refresher. Tests pass their own runtime and templates (fakes or real ones), and a
-clock (``corral.clock``) where time must pass without waiting.
+clock (``corral.clock``) where time must pass without waiting. The CLI's local
+commands get their stores and templates here too (``local_stores``, ``local_templates``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +27,16 @@ from corral.datadir import Claim, claim, secure
 from corral.domain import Capacity
 from corral.errors import CorralError
 from corral.metrics import Metrics
-from corral.ports import Builder, Network, Runtime, Snapshotter, Templates
+from corral.ports import (
+    Builder,
+    KeyStore,
+    Network,
+    Runtime,
+    Snapshotter,
+    SwitchStore,
+    Templates,
+    UserStore,
+)
 from corral.runtime.capacity import node_capacity
 from corral.runtime.checkpoint_dirs import CheckpointDirs
 from corral.services.admission import Admission
@@ -351,3 +364,30 @@ def default_builder(
     from corral.runtime.builder import BuildahBuilder
 
     return BuildahBuilder(settings, templates, network=network)
+
+
+@dataclass(frozen=True)
+class LocalStores:
+    """The node's stores, for one piece of work of the CLI's local commands."""
+
+    keys: KeyStore
+    users: UserStore
+    switches: SwitchStore
+
+
+@asynccontextmanager
+async def local_stores(settings: Settings) -> AsyncIterator[LocalStores]:
+    """The stores of ``settings``' database (opened and migrated), closed after."""
+    db = await Database.open(settings.db_url)
+    try:
+        yield LocalStores(SqlKeyStore(db), SqlUserStore(db), SqlSwitchStore(db))
+    finally:
+        await db.close()
+
+
+def local_templates(settings: Settings) -> Templates:
+    """The node's template store; ImportError where the builder cannot load."""
+    from corral.runtime.templates import TemplateStore
+
+    store: Templates = TemplateStore(settings)
+    return store
