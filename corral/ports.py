@@ -45,6 +45,7 @@ from corral.domain import (
     TemplateBuild,
     User,
 )
+from corral.domain.usage import Usage
 
 
 class Attachment(Protocol):
@@ -209,6 +210,11 @@ class Runtime(Protocol):
 
     async def set_egress(self, sandbox_id: str, policy: EgressPolicy) -> None:
         """Apply a new egress policy to a running sandbox at once."""
+
+    async def usage(self, sandbox_id: str) -> Usage:
+        """What the sandbox used and which limits it hit, as the host's kernel counted
+        it (never as the sandbox reports it); it still answers after its processes died,
+        until it is destroyed. NotFound when it has no trace here."""
 
     async def health(self) -> dict[str, object]:
         """What this runtime is and whether it answers."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from corral.agent.client import AgentClient
 from corral.agent.wire import AGENT_FILE, agent_argv
 from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
+from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Agent
 from corral.runtime.layout import valid_id
@@ -217,6 +218,20 @@ class ProcessRuntime:
         """Accepted and ignored: a process sandbox has the host's network."""
         if not self._dir(sandbox_id).exists():
             raise NotFound(f"sandbox {sandbox_id} is not on this node")
+
+    async def usage(self, sandbox_id: str) -> Usage:
+        """As best a process can say: the CPU time of the agent and of the commands it
+        has reaped (``/proc/<pid>/stat``); no limit is enforced here, so none is hit.
+        NotFound when the agent is not running."""
+        pid = self._running_pid(sandbox_id)
+        if pid is None:
+            raise NotFound(f"sandbox {sandbox_id} is not running on this node")
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError as exc:
+            raise NotFound(f"sandbox {sandbox_id} is not running on this node") from exc
+        ticks = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        return Usage(cpu_seconds=ticks / os.sysconf("SC_CLK_TCK"))
 
     async def health(self) -> dict[str, object]:
         return {"runtime": "process", "ok": True}

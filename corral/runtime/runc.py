@@ -37,6 +37,7 @@ from typing import Any
 
 from corral import priority
 from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
+from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
 from corral.runtime import bundle, cgroups, loopdev, mounts, overlay, treework
@@ -220,6 +221,18 @@ class RuncRuntime:
         if self._network is None:
             raise Unavailable("sandbox networking is not configured on this node")
         await self._network.set_policy(self.paths(sandbox_id).id, policy)
+
+    async def usage(self, sandbox_id: str) -> Usage:
+        """Read from the sandbox's cgroups (``cgroups.usage``); they outlive its
+        processes until the teardown. NotFound when it has none."""
+        paths = self.paths(sandbox_id)
+        try:
+            found = cgroups.usage(CGROUP_PARENT, paths.id)
+        except OSError as exc:
+            raise RuntimeFailure(f"usage of {sandbox_id}: {exc}") from exc
+        if found is None:
+            raise NotFound(f"sandbox {sandbox_id} has no cgroup on this node")
+        return found
 
     async def health(self) -> dict[str, object]:
         """``{"runtime": "runc", "ok": bool, "version": str, "binary": str,
