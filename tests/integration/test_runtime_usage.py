@@ -1,0 +1,53 @@
+"""Runtime.usage on runc: the host reads what the kernel counted of a real sandbox
+(its cgroups), whatever the sandbox's programs print or claim."""
+
+from __future__ import annotations
+
+from corral.domain import ExecRequest
+from corral.runtime.runc import RuncRuntime
+from tests.integration.conftest import CreateFn
+
+MEMORY_BOMB = """
+held = []
+while True:
+    held.append(bytearray(16 << 20))
+"""
+
+FORK_BOMB = """
+import os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+except OSError:
+    pass
+print(children, flush=True)
+os.killpg(0, 9)
+"""
+
+
+async def test_a_memory_bomb_shows_as_an_oom_kill(runtime: RuncRuntime, sandboxes: CreateFn) -> None:
+    sandbox_id = await sandboxes(memory_mb=128)
+    before = await runtime.usage(sandbox_id)
+    assert before.oom_kills == 0 and not before.memory_exceeded
+    bomb = await runtime.agent(sandbox_id).exec(ExecRequest("python3", ("-c", MEMORY_BOMB), timeout_s=60))
+    assert bomb.exit_code in (137, -9), bomb  # SIGKILL: the OOM killer's
+    after = await runtime.usage(sandbox_id)
+    assert after.oom_kills >= 1 and after.memory_exceeded
+    assert after.memory_peak_bytes is not None and after.memory_peak_bytes > 100 << 20
+    assert not after.pids_exceeded and not after.cpu_exceeded
+
+
+async def test_a_fork_bomb_shows_as_forks_refused(runtime: RuncRuntime, sandboxes: CreateFn) -> None:
+    sandbox_id = await sandboxes(pids=64)
+    assert (await runtime.usage(sandbox_id)).pids_refused == 0
+    bomb = await runtime.agent(sandbox_id).exec(
+        ExecRequest("setsid", ("python3", "-c", FORK_BOMB), timeout_s=60)
+    )
+    assert 0 < int(bomb.stdout or b"0") < 64, bomb
+    after = await runtime.usage(sandbox_id)
+    assert after.pids_refused >= 1 and after.pids_exceeded
+    assert after.oom_kills == 0 and after.cpu_seconds > 0
