@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     rate_limit_api: Annotated[int, Field(ge=0)] = 600
     rate_limit_xgen: Annotated[int, Field(ge=0)] = 120
     rate_limit_runs: Annotated[int, Field(ge=0)] = 60
+    rate_limit_enclave: Annotated[int, Field(ge=0)] = 600  # /sessions (spec 001)
+    # code sessions (/sessions, spec 001) holding a slot at once: on this node, and of one
+    # org; those over a ceiling wait in "pending", first in first out; 0: no ceiling
+    max_concurrent_sessions: Annotated[int, Field(ge=0)] = 16
+    max_concurrent_sessions_per_org: Annotated[int, Field(ge=0)] = 8
+    session_max_wall_clock_s: Annotated[int, Field(ge=1)] = 3600  # wallClockSeconds allowed
     max_live_sandboxes_per_org: Annotated[int, Field(ge=0)] = 50  # 0: no cap
     # what this node may promise its sandboxes in all (corral.runtime.capacity): MiB of disk
     # (diskMB of live and hibernated sandboxes and standbys) and of memory (memoryMB of live

@@ -24,6 +24,7 @@ from corral.settings import Settings
 
 WINDOW_S = 60.0
 API, XGEN, RUNS = "api", "xgen", "runs"  # /api and worker routes; /api/v1; /api/sessions
+ENCLAVE = "enclave"  # /sessions
 _SWEEP_EVERY = 4096  # takes between sweeps of idle buckets
 
 
@@ -82,4 +83,9 @@ class RateLimiter:
 
 def surface_limits(settings: Settings) -> dict[str, int]:
     """Requests a minute per principal, by surface name (the name a surface's auth passes)."""
-    return {API: settings.rate_limit_api, XGEN: settings.rate_limit_xgen, RUNS: settings.rate_limit_runs}
+    return {
+        API: settings.rate_limit_api,
+        XGEN: settings.rate_limit_xgen,
+        RUNS: settings.rate_limit_runs,
+        ENCLAVE: settings.rate_limit_enclave,
+    }

@@ -35,12 +35,15 @@ class SandboxStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandbox. Validated by the service, enforced by runc."""
+    """Resource limits of one sandbox. Validated by the service, enforced by runc
+    (``cpu_seconds``, CPU time in all, None for none: by the runtime, which stops the
+    sandbox once it has used that much, ``runtime/cpu_quota.py``)."""
 
     cpu_count: int = 1
     memory_mb: int = 512
     disk_mb: int = 2048
     pids: int = 512
+    cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True)

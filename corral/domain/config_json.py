@@ -35,6 +35,7 @@ def config_json(c: SandboxConfig) -> dict[str, object]:
             "memoryMB": c.limits.memory_mb,
             "diskMB": c.limits.disk_mb,
             "pids": c.limits.pids,
+            **({"cpuSeconds": c.limits.cpu_seconds} if c.limits.cpu_seconds is not None else {}),
         },
         "envs": dict(c.envs),
         "egress": egress_json(c.egress),
@@ -51,7 +52,11 @@ def config_of(raw: dict[str, object]) -> SandboxConfig:
         template=str(raw["template"]),
         template_digest=str(raw["templateDigest"]),
         limits=Limits(
-            int(limits["cpuCount"]), int(limits["memoryMB"]), int(limits["diskMB"]), int(limits["pids"])
+            int(limits["cpuCount"]),
+            int(limits["memoryMB"]),
+            int(limits["diskMB"]),
+            int(limits["pids"]),
+            float(limits["cpuSeconds"]) if limits.get("cpuSeconds") is not None else None,
         ),
         envs={str(k): str(v) for k, v in envs.items()},
         egress=egress_from(egress if isinstance(egress, dict) else None),

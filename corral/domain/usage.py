@@ -26,7 +26,7 @@ class Usage:
     oom_kills: int = 0
     pids_refused: int = 0
     memory_peak_bytes: int | None = None
-    cpu_quota_seconds: int | None = None
+    cpu_quota_seconds: float | None = None
 
     @property
     def cpu_exceeded(self) -> bool:

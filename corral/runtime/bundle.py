@@ -21,7 +21,9 @@ kernel:
   started in it and the sandbox inherits it (joining it by path from the host-made
   user namespace would be refused).
 * **Cgroups** at ``/corral/<id>``: CPU quota = ``cpu_count`` CPUs, memory limit with
-  memory+swap equal to it (no swap), pids limit, no device but runc's defaults.
+  memory+swap equal to it (no swap), pids limit, no device but runc's defaults. A
+  CPU-time quota (``cpu_seconds``) is the annotation ``corral.cpu_seconds``, which the
+  runtime enforces (``cpu_quota.py``).
 * **Capabilities** (bounding = effective = permitted; none inheritable or ambient):
   Docker's default set minus MKNOD (device nodes cannot be made in a user namespace and
   the device cgroup denies them; FIFOs need no capability), NET_RAW (raw and packet
@@ -59,6 +61,7 @@ from typing import Any
 
 from corral.domain import Limits
 from corral.runtime import mounts
+from corral.runtime.cpu_quota import ANNOTATION
 from corral.runtime.layout import MAX_SOCKET_PATH, SandboxPaths
 from corral.runtime.seccomp import default_profile
 
@@ -239,7 +242,10 @@ def oci_config(
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id,
         "mounts": _mounts(agent_path, max(1, limits.memory_mb // 2), sysfs_path, pty_max),
-        "annotations": {"org.corral.sandbox": sandbox_id},
+        "annotations": {
+            "org.corral.sandbox": sandbox_id,
+            **({ANNOTATION: repr(limits.cpu_seconds)} if limits.cpu_seconds is not None else {}),
+        },
         "linux": {
             "uidMappings": ids,
             "gidMappings": ids,

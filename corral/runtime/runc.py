@@ -31,6 +31,7 @@ import os
 import resource
 import stat
 import weakref
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
 from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
-from corral.runtime import bundle, cgroups, loopdev, mounts, overlay, treework
+from corral.runtime import bundle, cgroups, cpu_quota, loopdev, mounts, overlay, treework
 from corral.runtime.agentfile import AgentFiles
 from corral.runtime.blocking import finish
 from corral.runtime.disk import DiskImages
@@ -104,6 +105,7 @@ class RuncRuntime:
         self._start_timeout = start_timeout
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._teardowns = Teardowns(teardown_concurrency)
+        self.quotas = cpu_quota.cgroup_quotas(CGROUP_PARENT)  # CPU-time quotas (cpu_quota.py)
         self._trees = treework.shared()  # work in template roots and upper layers (rootdir.py)
         self._owners = asyncio.Lock()  # one owner uid per sandbox (userns.owner_uid)
 
@@ -197,6 +199,8 @@ class RuncRuntime:
                 await self.destroy(sandbox_id)
             except RuntimeFailure as exc:
                 failures.append(str(exc))
+        for sandbox_id in found & keep:  # a restarted corral watches their quotas again
+            await self.watch_quota(sandbox_id)
         if self._network is not None:
             removed = sorted({*removed, *await self._network.reclaim(keep)})
         if failures:
@@ -223,16 +227,19 @@ class RuncRuntime:
         await self._network.set_policy(self.paths(sandbox_id).id, policy)
 
     async def usage(self, sandbox_id: str) -> Usage:
-        """Read from the sandbox's cgroups (``cgroups.usage``); they outlive its
-        processes until the teardown. NotFound when it has none."""
+        """Read from the sandbox's cgroups (``cgroups.usage``; they outlive its
+        processes until the teardown) and its CPU-time quota from its config.
+        NotFound when it has no cgroup."""
         paths = self.paths(sandbox_id)
         try:
-            found = cgroups.usage(CGROUP_PARENT, paths.id)
-        except OSError as exc:
+            found, quota = await asyncio.to_thread(
+                lambda: (cgroups.usage(CGROUP_PARENT, paths.id), cpu_quota.quota_of(paths.config))
+            )
+        except (OSError, ValueError) as exc:
             raise RuntimeFailure(f"usage of {sandbox_id}: {exc}") from exc
         if found is None:
             raise NotFound(f"sandbox {sandbox_id} has no cgroup on this node")
-        return found
+        return replace(found, cpu_quota_seconds=quota[0]) if quota else found
 
     async def health(self) -> dict[str, object]:
         """``{"runtime": "runc", "ok": bool, "version": str, "binary": str,
@@ -250,6 +257,14 @@ class RuncRuntime:
         return report
 
     # -- beyond the port -----------------------------------------------------------
+
+    async def watch_quota(self, sandbox_id: str) -> bool:
+        """Watch the sandbox's CPU-time quota, as its config says it (``cpu_quota.py``;
+        ``create`` and ``reclaim``, for the sandboxes it keeps, do); False without one."""
+        quota = await asyncio.to_thread(cpu_quota.quota_of, self.paths(sandbox_id).config)
+        if quota is not None:
+            self.quotas.arm(sandbox_id, *quota)
+        return quota is not None
 
     def paths(self, sandbox_id: str) -> SandboxPaths:
         """Host paths of a sandbox (upper dir for checkpoints, logs). InvalidInput for a
@@ -429,6 +444,8 @@ class RuncRuntime:
     def _prepare_disk(self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str]) -> None:
         overlay.prepare(
             lower,
+        if spec.limits.cpu_seconds is not None:
+            self.quotas.arm(spec.id, spec.limits.cpu_seconds, spec.limits.cpu_count)
             paths.upper,
             paths.work,
             hostname=paths.id,
@@ -482,6 +499,7 @@ class RuncRuntime:
         try:
             return {entry.name for entry in os.scandir(self._sandboxes) if valid_id(entry.name)}
         except FileNotFoundError:
+        self.quotas.disarm(sandbox_id)
             return set()
 
     def _host_trace_ids(self) -> set[str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from corral.auth.principal import Principal
@@ -98,6 +98,9 @@ class AuditService:
         self._written = 0  # records taken off it and handled (written or given up on)
         self._handled: asyncio.Condition | None = None
         self._writer: asyncio.Task[None] | None = None
+        # called with each record as it is made, before it is written (the code sessions'
+        # streams follow their sandbox's records so); a listener must not block or raise
+        self.listeners: list[Callable[[Event], None]] = []
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -121,6 +124,8 @@ class AuditService:
             client_id=client_id,
             data=dict(data or {}),
         )
+        for listener in self.listeners:
+            listener(event)
         if self._writer is None or self._writer.done():
             await self._write([event])  # not started (or closed): write it now
             return
@@ -244,6 +249,20 @@ class AuditService:
         elif principal.sandbox_id is not None:
             sandbox_id = principal.sandbox_id
         return await self._page(principal.org_id, sandbox_id, kinds, limit, cursor, newest)
+
+    async def trail(
+        self,
+        org_id: str,
+        subject_id: str,
+        *,
+        limit: int = MAX_PAGE,
+        cursor: str | None = None,
+        newest: bool = False,
+    ) -> EventPage:
+        """The records kept under ``subject_id`` (a sandbox's or a code session's id),
+        oldest first by default, for a service that checked its caller's scope and what
+        it may see itself."""
+        return await self._page(org_id, subject_id, (), limit, cursor, newest)
 
     async def _visible(self, principal: Principal, sandbox_id: str) -> None:
         if not is_valid(sandbox_id, "sb") or not principal.may_see(sandbox_id):

@@ -71,6 +71,7 @@ class CreateSandbox:
     cpu_count: int | None = None
     memory_mb: int | None = None
     disk_mb: int | None = None
+MAX_CPU_SECONDS = 30 * 24 * 3600
     timeout_s: int | None = None
     envs: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
@@ -83,6 +84,7 @@ class ReconcileReport:
     running: list[str]
     marked_stopped: list[str]
     reclaimed: list[str]
+    cpu_seconds: float | None = None  # a CPU-time quota (Limits.cpu_seconds); None: none
     hibernated: list[str] = field(default_factory=list)
 
 
@@ -196,6 +198,7 @@ class SandboxService:
         timeout_s = s.default_timeout_s if req.timeout_s is None else req.timeout_s
         if not 0 <= timeout_s <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
+            cpu_seconds=_cpu_seconds(req.cpu_seconds),
         envs = check_envs(req.envs)
         metadata = _check_metadata(req.metadata)
         name = req.template or s.default_template
@@ -457,3 +460,11 @@ def _check_metadata(metadata: dict[str, str]) -> dict[str, str]:
         if not key or len(key) > 256 or len(value) > 4096:
             raise InvalidInput(f"metadata: key or value too long: {key!r}", field="metadata")
     return dict(metadata)
+def _cpu_seconds(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not 0 < value <= MAX_CPU_SECONDS:  # NaN too
+        raise InvalidInput(f"cpuSeconds must be above 0 and at most {MAX_CPU_SECONDS}", field="cpuSeconds")
+    return float(value)
+
+

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-from corral.domain import ExecRequest
+import pytest
+
+from corral.domain import ExecRequest, RuntimeState
+from corral.errors import CorralError
 from corral.runtime.runc import RuncRuntime
+from corral.settings import Settings
 from tests.integration.conftest import CreateFn
 
 MEMORY_BOMB = """
@@ -51,3 +55,29 @@ async def test_a_fork_bomb_shows_as_forks_refused(runtime: RuncRuntime, sandboxe
     after = await runtime.usage(sandbox_id)
     assert after.pids_refused >= 1 and after.pids_exceeded
     assert after.oom_kills == 0 and after.cpu_seconds > 0
+
+
+async def test_a_cpu_spinner_is_stopped_at_its_cpu_time_quota(
+    runtime: RuncRuntime, sandboxes: CreateFn
+) -> None:
+    sandbox_id = await sandboxes(cpu_count=1, cpu_seconds=1.0)
+    assert (await runtime.usage(sandbox_id)).cpu_quota_seconds == 1.0
+    with pytest.raises(CorralError):  # the agent is killed with everything else
+        await runtime.agent(sandbox_id).exec(ExecRequest("python3", ("-c", "while True: pass"), timeout_s=30))
+    after = await runtime.usage(sandbox_id)
+    assert after.cpu_exceeded and 1.0 <= after.cpu_seconds < 1.5, after
+    assert await runtime.state(sandbox_id) is RuntimeState.STOPPED
+
+
+async def test_a_restarted_runtime_watches_the_quota_again(
+    runtime: RuncRuntime, sandboxes: CreateFn, settings: Settings
+) -> None:
+    """reclaim (at a start) calls watch_quota for every sandbox it keeps; called alone
+    here, so as not to touch other sandboxes of this node."""
+    sandbox_id = await sandboxes(cpu_count=1, cpu_seconds=1.0)
+    again = RuncRuntime(settings)  # as after a restart of corral: no watch yet
+    await runtime.quotas.close()  # the old process's watches end with it
+    assert await again.watch_quota(sandbox_id)
+    with pytest.raises(CorralError):
+        await again.agent(sandbox_id).exec(ExecRequest("python3", ("-c", "while True: pass"), timeout_s=30))
+    assert (await again.usage(sandbox_id)).cpu_exceeded
