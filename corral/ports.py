@@ -100,14 +100,13 @@ class OutputKeeper(Protocol):
         0 to ``size``; what is granted is held until the caller releases the output."""
 
 
-class Agent(Protocol):
-    """Client of the corral agent inside one sandbox (PID 1).
+class Processes(Protocol):
+    """The processes of one sandbox, as its agent (PID 1) runs them: commands run to
+    completion, sessions kept with scrollback (PTYs among them), the ports they listen
+    on. containerd's task service, for one sandbox.
 
     The agent is untrusted: implementations bound every size and wait, validate every
-    answer, and raise AgentError for anything malformed. Paths are absolute paths
-    inside the sandbox; the agent resolves them in the sandbox's own mount namespace.
-    File errors map to NotFound (no such path), InvalidInput (wrong kind of path,
-    relative path) and Conflict (exists / not empty where that matters).
+    answer, and raise AgentError for anything malformed.
     """
 
     async def ping(self) -> None:
@@ -140,6 +139,21 @@ class Agent(Protocol):
     async def resize_session(self, session_id: str, cols: int, rows: int) -> None:
         """Resize a PTY session. NotFound for an unknown id; InvalidInput without a PTY."""
 
+    async def ports(self) -> list[int]:
+        """TCP ports listening inside the sandbox."""
+
+    async def shutdown(self) -> None:
+        """Ask the agent to end every process and exit."""
+
+
+class Files(Protocol):
+    """The files of one sandbox, as its agent sees them. Paths are absolute paths inside
+    the sandbox; the agent resolves them in the sandbox's own mount namespace. File
+    errors map to NotFound (no such path), InvalidInput (wrong kind of path, relative
+    path) and Conflict (exists / not empty where that matters); anything malformed in
+    an answer is AgentError, as for ``Processes``.
+    """
+
     async def read_file(self, path: str) -> AbstractAsyncContextManager[FileChunks]:
         """Open a regular file for streaming; errors (NotFound, is a directory, not a
         regular file) are raised here, before the first chunk."""
@@ -161,11 +175,10 @@ class Agent(Protocol):
     async def remove(self, path: str) -> None:
         """rm -rf of one path; NotFound when nothing is there."""
 
-    async def ports(self) -> list[int]:
-        """TCP ports listening inside the sandbox."""
 
-    async def shutdown(self) -> None:
-        """Ask the agent to end every process and exit."""
+class Agent(Processes, Files, Protocol):
+    """Client of the corral agent inside one sandbox: its processes and its files. A
+    service takes the one of the two it uses."""
 
 
 class Runtime(Protocol):
@@ -200,6 +213,18 @@ class Runtime(Protocol):
     async def reclaim(self, keep: set[str]) -> list[str]:
         """Remove containers, mounts, bundles and cgroups of every sandbox not in
         ``keep``; return the ids removed."""
+
+    async def hibernate(self, sandbox_id: str) -> int:
+        """Stop the sandbox's processes, free its memory, cgroups, mounts and network,
+        keep its disk; return the disk's size in bytes. NotFound when the sandbox has no
+        disk here. Idempotent."""
+
+    async def resume(self, spec: SandboxSpec, *, forked: bool = False) -> None:
+        """Start a sandbox again on the disk it has here (kept by ``hibernate``, or laid
+        by a Snapshotter's ``restore`` or ``fork``) and return once its agent answers;
+        ``forked``: the disk is a copy of another sandbox's, whose hostname files become
+        ``spec.id``'s. NotFound without a disk; on failure the sandbox is left
+        hibernated, its disk kept (RuntimeFailure)."""
 
     def agent(self, sandbox_id: str) -> Agent:
         """A client for the sandbox's agent (cheap; no I/O until used)."""
@@ -329,13 +354,15 @@ class PreviewStore(Protocol):
 
 
 class Snapshotter(Protocol):
-    """Copies, parks and restarts sandboxes' disks on this node: a sandbox's writable
-    layer (its filesystem changes over its template). Process memory is never captured
-    (no CRIU on this kernel): whatever resumes from a disk starts with fresh processes.
+    """Copies and lays sandboxes' disks on this node: a sandbox's writable layer (its
+    filesystem changes over its template). Kept to disks, as containerd's snapshotters
+    are: stopping and starting the sandbox on its disk is the Runtime's (``hibernate``,
+    ``resume``). Process memory is never captured (no CRIU on this kernel): whatever
+    starts from a disk starts with fresh processes.
 
     Every method validates the id (InvalidInput), raises only corral errors, and holds
-    the runtime's lock of the sandbox for its whole duration, so it is ordered with
-    create and destroy of the same sandbox.
+    the lock of the sandbox that its runtime's operations hold, so it is ordered with
+    create, destroy, hibernate and resume of the same sandbox.
     """
 
     async def snapshot(self, sandbox_id: str, target: Path) -> int:
@@ -344,22 +371,16 @@ class Snapshotter(Protocol):
         for the copy and thawed afterwards whatever happens; a hibernated one is copied
         as it lies. NotFound when the sandbox has no disk here."""
 
-    async def hibernate(self, sandbox_id: str) -> int:
-        """Stop the sandbox's processes, free its memory, cgroups, mounts and network,
-        keep its disk; return the disk's size in bytes. Idempotent."""
+    async def restore(self, sandbox_id: str, source: Path) -> None:
+        """Replace the disk of a hibernated sandbox with a copy of the snapshot in
+        ``source``. The swap is atomic: a failure (or crash) leaves the old disk or the
+        new one, never a mix. NotFound without a disk; Conflict while it runs."""
 
-    async def resume(self, spec: SandboxSpec) -> None:
-        """Start a hibernated sandbox again on its kept disk and return once its agent
-        answers. On failure it is left hibernated (RuntimeFailure)."""
-
-    async def restore(self, spec: SandboxSpec, source: Path) -> None:
-        """Replace the sandbox's disk with a copy of the snapshot in ``source`` and start
-        it. The swap is atomic: a failure (or crash) leaves the old disk or the new one,
-        never a mix; after a failure the sandbox is stopped with one of them kept."""
-
-    async def fork(self, spec: SandboxSpec, source: Path) -> None:
-        """Create the new sandbox ``spec.id`` on a copy of the snapshot in ``source``.
-        All or nothing, like ``Runtime.create``."""
+    async def fork(self, sandbox_id: str, source: Path) -> None:
+        """Lay the disk of a new sandbox ``sandbox_id``: a copy of the snapshot in
+        ``source``, for ``Runtime.resume(spec, forked=True)`` to start. Conflict if the
+        id has any trace here; all or nothing (a crash may leave a sandbox dir that
+        ``Runtime.reclaim`` removes)."""
 
     async def has_disk(self, sandbox_id: str) -> bool:
         """Whether the sandbox's disk is on this node (running or hibernated)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corral.domain import SandboxSpec
 from corral.errors import Unavailable
 
 _WHY = "this node's runtime cannot snapshot sandboxes (checkpoints, forks, hibernation)"
@@ -15,16 +14,10 @@ class NoSnapshots:
     async def snapshot(self, sandbox_id: str, target: Path) -> int:
         raise Unavailable(_WHY)
 
-    async def hibernate(self, sandbox_id: str) -> int:
+    async def restore(self, sandbox_id: str, source: Path) -> None:
         raise Unavailable(_WHY)
 
-    async def resume(self, spec: SandboxSpec) -> None:
-        raise Unavailable(_WHY)
-
-    async def restore(self, spec: SandboxSpec, source: Path) -> None:
-        raise Unavailable(_WHY)
-
-    async def fork(self, spec: SandboxSpec, source: Path) -> None:
+    async def fork(self, sandbox_id: str, source: Path) -> None:
         raise Unavailable(_WHY)
 
     async def has_disk(self, sandbox_id: str) -> bool:

@@ -30,9 +30,11 @@ from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Agent
 from corral.runtime.layout import valid_id
+from corral.runtime.locks import Locks
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
+HOME = "home"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -49,6 +51,7 @@ class ProcessRuntime:
         self.state_dir = Path(state_dir)
         self.python = python
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self.locks = Locks()  # shared with its snapshotter (process_snapshot.py)
 
     def _dir(self, sandbox_id: str) -> Path:
         if not valid_id(sandbox_id):
@@ -57,21 +60,22 @@ class ProcessRuntime:
 
     async def create(self, spec: SandboxSpec) -> None:
         directory = self._dir(spec.id)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            directory.mkdir()
-        except FileExistsError:
-            raise Conflict(f"sandbox {spec.id} already exists on this node") from None
-        try:
-            await self._start(spec, directory)
-        except BaseException as exc:
-            await self._teardown(spec.id, directory)
-            if isinstance(exc, CorralError | OSError):
-                raise RuntimeFailure(f"sandbox {spec.id} did not start: {exc}") from exc
-            raise
+        async with self.locks.of(spec.id):
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                raise Conflict(f"sandbox {spec.id} already exists on this node") from None
+            try:
+                await self._start(spec, directory)
+            except BaseException as exc:
+                await self._teardown(spec.id, directory)
+                if isinstance(exc, CorralError | OSError):
+                    raise RuntimeFailure(f"sandbox {spec.id} did not start: {exc}") from exc
+                raise
 
     async def _start(self, spec: SandboxSpec, directory: Path) -> None:
-        home = directory / "home"
+        home = directory / HOME
         home.mkdir(exist_ok=True)  # kept by a hibernated or forked sandbox
         env = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "HOME": str(home), "LANG": "C.UTF-8"}
         env.update(spec.envs)
@@ -109,8 +113,9 @@ class ProcessRuntime:
 
     async def destroy(self, sandbox_id: str) -> None:
         directory = self._dir(sandbox_id)
-        if directory.exists() or sandbox_id in self._procs:
-            await self._teardown(sandbox_id, directory)
+        async with self.locks.of(sandbox_id):
+            if directory.exists() or sandbox_id in self._procs:
+                await self._teardown(sandbox_id, directory)
 
     async def discard(self, sandbox_id: str) -> None:
         """``destroy``: nothing here is worth finishing in the background."""
@@ -120,21 +125,35 @@ class ProcessRuntime:
         """True: ``discard`` leaves nothing running in the background."""
         return True
 
-    async def start_kept(self, spec: SandboxSpec) -> None:
-        """Start the agent of a sandbox whose directory (and ``home/``) is kept: a
-        hibernated, restored or forked one. RuntimeFailure, the directory kept."""
-        directory = self._dir(spec.id)
-        try:
-            await self._start(spec, directory)
-        except BaseException as exc:
-            await self.stop(spec.id)
-            if isinstance(exc, CorralError | OSError):
-                raise RuntimeFailure(f"sandbox {spec.id} did not start: {exc}") from exc
-            raise
-
-    async def stop(self, sandbox_id: str) -> None:
-        """End the agent and its processes, keep ``home/``. Idempotent."""
+    async def hibernate(self, sandbox_id: str) -> int:
+        """End the agent and its processes, keep ``home/`` (the sandbox's "disk") and
+        return the bytes it occupies. NotFound without ``home/``; idempotent."""
         directory = self._dir(sandbox_id)
+        async with self.locks.of(sandbox_id):
+            if not (directory / HOME).is_dir():
+                raise NotFound(f"sandbox {sandbox_id} has no disk on this node")
+            await self._stop(sandbox_id, directory)
+            return await asyncio.to_thread(tree_size, directory / HOME)
+
+    async def resume(self, spec: SandboxSpec, *, forked: bool = False) -> None:
+        """Start the agent of a sandbox whose ``home/`` is kept (a process sandbox has
+        no hostname of its own: ``forked`` changes nothing). NotFound without
+        ``home/``; RuntimeFailure with ``home/`` kept."""
+        directory = self._dir(spec.id)
+        async with self.locks.of(spec.id):
+            if not (directory / HOME).is_dir():
+                raise NotFound(f"sandbox {spec.id} has no disk on this node")
+            await self._stop(spec.id, directory)
+            try:
+                await self._start(spec, directory)
+            except BaseException as exc:
+                await self._stop(spec.id, directory)
+                if isinstance(exc, CorralError | OSError):
+                    raise RuntimeFailure(f"sandbox {spec.id} did not start: {exc}") from exc
+                raise
+
+    async def _stop(self, sandbox_id: str, directory: Path) -> None:
+        """End the agent and its processes, keep ``home/``. Idempotent."""
         await self._stop_agent(sandbox_id, directory)
         for name in ("agent.sock", "agent.pid"):
             (directory / name).unlink(missing_ok=True)
@@ -244,6 +263,18 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def tree_size(root: Path) -> int:
+    """Bytes the regular files under ``root`` occupy (links not followed)."""
+    total = 0
+    for current, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(current, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
 
 
 def _tail(path: Path, size: int = 2000) -> str:

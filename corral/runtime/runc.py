@@ -30,9 +30,8 @@ import logging
 import os
 import resource
 import stat
-import weakref
-from dataclasses import replace
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from corral.runtime.agentfile import AgentFiles
 from corral.runtime.blocking import finish
 from corral.runtime.disk import DiskImages
 from corral.runtime.layout import SandboxPaths, valid_id
+from corral.runtime.locks import Locks
 from corral.runtime.rootdir import RootDir
 from corral.runtime.runcbin import RuncBinary
 from corral.runtime.teardown import Teardowns, kill_init, stop_container
@@ -103,7 +103,7 @@ class RuncRuntime:
         self._network = network
         self._nameservers = tuple(nameservers)
         self._start_timeout = start_timeout
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.locks = Locks()  # shared with its snapshotter (snapshot.py)
         self._teardowns = Teardowns(teardown_concurrency)
         self.quotas = cpu_quota.cgroup_quotas(CGROUP_PARENT)  # CPU-time quotas (cpu_quota.py)
         self._trees = treework.shared()  # work in template roots and upper layers (rootdir.py)
@@ -116,7 +116,7 @@ class RuncRuntime:
         already has any trace on this node; RuntimeFailure (with nothing left behind)
         for every other failure."""
         paths = self.paths(spec.id)
-        async with self._lock(spec.id):
+        async with self.locks.of(spec.id):
             if paths.dir.exists() or (self._runc.root / spec.id).exists():
                 raise Conflict(f"sandbox {spec.id} already exists on this node")
             try:
@@ -135,7 +135,7 @@ class RuncRuntime:
         """Remove the sandbox and every trace of it; idempotent (a missing sandbox is a
         no-op). RuntimeFailure if something could not be removed."""
         paths = self.paths(sandbox_id)
-        async with self._lock(sandbox_id):
+        async with self.locks.of(sandbox_id):
             await self._teardown(paths)
 
     async def discard(self, sandbox_id: str) -> None:
@@ -146,7 +146,7 @@ class RuncRuntime:
         traces that ``reclaim`` removes. RuntimeFailure if the processes could not be
         killed (then nothing goes on)."""
         paths = self.paths(sandbox_id)
-        lock = self._lock(sandbox_id)
+        lock = self.locks.of(sandbox_id)
         await lock.acquire()
         try:
             try:
@@ -277,16 +277,34 @@ class RuncRuntime:
         pid = state.get("pid") if state and state.get("status") == "running" else None
         return pid if isinstance(pid, int) and pid > 0 else None
 
-    # -- for snapshot.py: a sandbox stopped with its disk kept, and started again ----
+    async def hibernate(self, sandbox_id: str) -> int:
+        """Park the sandbox (``_park``) and return the bytes its disk image occupies.
+        NotFound without a disk image; idempotent."""
+        paths = self.paths(sandbox_id)
+        async with self.locks.of(paths.id):
+            if not await asyncio.to_thread(paths.disk_image.exists):
+                raise NotFound(f"sandbox {sandbox_id} has no disk on this node")
+            await self._park(paths.id)
+            return await asyncio.to_thread(allocated, paths.disk_image)
 
-    def lock(self, sandbox_id: str) -> asyncio.Lock:
-        """The lock every operation on the sandbox holds (create, destroy, snapshots)."""
-        return self._lock(self.paths(sandbox_id).id)
+    async def resume(self, spec: SandboxSpec, *, forked: bool = False) -> None:
+        """Boot the sandbox on the disk image in its dir (parking first what a crash in
+        the middle of a stop left). NotFound without a disk image; a failure parks it
+        again (RuntimeFailure)."""
+        paths = self.paths(spec.id)
+        async with self.locks.of(paths.id):
+            if not await asyncio.to_thread(paths.disk_image.exists):
+                raise NotFound(f"sandbox {spec.id} has no disk on this node")
+            if await asyncio.to_thread(has_run_state, paths):
+                await self._park(spec.id)
+            await self._boot(spec, forked=forked)
 
-    async def boot(self, spec: SandboxSpec, *, forked: bool) -> None:
+    # -- a sandbox stopped with its disk kept, and started again -------------------
+
+    async def _boot(self, spec: SandboxSpec, *, forked: bool) -> None:
         """Start ``spec.id`` on the disk image already in its dir and return once its
-        agent answers; the caller holds the lock. On failure a forked sandbox is removed
-        entirely and any other is parked (its disk kept). RuntimeFailure."""
+        agent answers; the caller holds the lock. On failure it is parked (its disk
+        kept). RuntimeFailure."""
         paths = self.paths(spec.id)
         try:
             with priority.serving():
@@ -294,15 +312,12 @@ class RuncRuntime:
                     await self._start(spec, paths, undo, kept_disk=True, forked=forked)
                     undo.pop_all()
         except BaseException as exc:
-            if forked:
-                await self._quietly("teardown", self._teardown, paths)
-            else:
-                await self._quietly("park", self.park, spec.id)
+            await self._quietly("park", self._park, spec.id)
             if isinstance(exc, RuntimeFailure) or not isinstance(exc, Exception):
                 raise
             raise RuntimeFailure(f"start {spec.id}: {exc}") from exc
 
-    async def park(self, sandbox_id: str) -> None:
+    async def _park(self, sandbox_id: str) -> None:
         """Stop the container and free all it holds but its disk image: processes,
         memory, cgroups, network, mounts, loop device, run files. Idempotent; the caller
         holds the lock. RuntimeFailure."""
@@ -429,6 +444,8 @@ class RuncRuntime:
             os.close(log_fd)
             await userns.close()  # the container holds its namespace now
         await self._wait_ready(paths)
+        if spec.limits.cpu_seconds is not None:
+            self.quotas.arm(spec.id, spec.limits.cpu_seconds, spec.limits.cpu_count)
 
     async def _drop_network(self, sandbox_id: str, attaching: asyncio.Future[NetInfo]) -> None:
         """Undo of a create's network attach that may still be running: stop it (it
@@ -444,8 +461,6 @@ class RuncRuntime:
     def _prepare_disk(self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str]) -> None:
         overlay.prepare(
             lower,
-        if spec.limits.cpu_seconds is not None:
-            self.quotas.arm(spec.id, spec.limits.cpu_seconds, spec.limits.cpu_count)
             paths.upper,
             paths.work,
             hostname=paths.id,
@@ -484,22 +499,15 @@ class RuncRuntime:
 
     async def _stop_container(self, sandbox_id: str) -> None:
         """Kill the init, wait for its pid namespace to empty, delete the container."""
+        self.quotas.disarm(sandbox_id)
         await stop_container(self._runc, self.paths(sandbox_id).pid_file, CGROUP_PARENT, sandbox_id)
 
     # -- helpers -------------------------------------------------------------------
-
-    def _lock(self, sandbox_id: str) -> asyncio.Lock:
-        lock = self._locks.get(sandbox_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[sandbox_id] = lock
-        return lock
 
     def _dir_ids(self) -> set[str]:
         try:
             return {entry.name for entry in os.scandir(self._sandboxes) if valid_id(entry.name)}
         except FileNotFoundError:
-        self.quotas.disarm(sandbox_id)
             return set()
 
     def _host_trace_ids(self) -> set[str]:
@@ -535,6 +543,16 @@ def _is_root(lower: Path) -> bool:
             return stat.S_ISDIR(root.lstat("etc").st_mode)
     except OSError:
         return False
+
+
+def allocated(path: Path) -> int:
+    """Bytes a (sparse) file occupies on its filesystem."""
+    return os.stat(path).st_blocks * 512
+
+
+def has_run_state(paths: SandboxPaths) -> bool:
+    """Whether anything of a running sandbox is left: its config, its disk or root mounted."""
+    return paths.config.exists() or os.path.ismount(paths.disk) or os.path.ismount(paths.rootfs)
 
 
 def _park_host_state(paths: SandboxPaths) -> None:

@@ -181,7 +181,9 @@ class CheckpointService:
             waking = sandbox.status is SandboxStatus.HIBERNATED  # its memory is promised again
             async with self.sandboxes.admission.promise(0, sandbox.limits.memory_mb if waking else 0):
                 try:
-                    await self.snapshots.restore(spec, self.dirs.path(checkpoint.id))
+                    await self.sandboxes.runtime.hibernate(sandbox.id)
+                    await self.snapshots.restore(sandbox.id, self.dirs.path(checkpoint.id))
+                    await self.sandboxes.runtime.resume(spec)
                 except CorralError as exc:
                     if await self.snapshots.has_disk(sandbox.id):
                         await self.lifecycle.mark_hibernated(sandbox, f"restore failed: {exc.message}")
@@ -223,7 +225,12 @@ class CheckpointService:
         async with self.sandboxes.admission.slot(principal.org_id, config.limits):
             sandbox_id = new_id("sb")
             spec = SandboxSpec(sandbox_id, template, config.limits, merged, config.egress)
-            await self.snapshots.fork(spec, self.dirs.path(checkpoint.id))
+            await self.snapshots.fork(sandbox_id, self.dirs.path(checkpoint.id))
+            try:
+                await self.sandboxes.runtime.resume(spec, forked=True)
+            except BaseException:
+                await asyncio.shield(self.sandboxes.runtime.destroy(sandbox_id))
+                raise
             now = self.sandboxes.clock.now()
             sandbox = Sandbox(
                 id=sandbox_id,

@@ -30,7 +30,7 @@ from corral.auth.scopes import Scope, require
 from corral.domain import ExecRequest, ExecResult, PtySize, SessionInfo, SessionSpec
 from corral.errors import CorralError, InvalidInput, NotFound
 from corral.ids import check, new_id
-from corral.ports import Agent, Attachment
+from corral.ports import Attachment, Processes
 from corral.services.audit import AuditKind, command_line
 from corral.services.output import OutputBudget, OutputHold
 from corral.services.sandboxes import SandboxService, check_envs
@@ -83,7 +83,7 @@ class CommandService:
     async def run_held(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> HeldResult:
         require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         hold = self.output.hold(principal.org_id)
         try:
             result = await self._exec(principal, sandbox_id, agent, req, None, hold)
@@ -95,7 +95,7 @@ class CommandService:
     async def run_async(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> str:
         require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         self._expire()
         exec_id = new_id("ex")
         self._async[exec_id] = AsyncExec(exec_id, sandbox_id, running=True)
@@ -162,14 +162,14 @@ class CommandService:
     async def start_session(self, principal: Principal, sandbox_id: str, spec: SessionSpec) -> SessionInfo:
         require(principal, Scope.SANDBOX_EXEC)
         _check_session(spec)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         info = await agent.start_session(new_id("es"), spec)
         await self._session_started(principal, sandbox_id, agent, info)
         return info
 
     async def list_sessions(self, principal: Principal, sandbox_id: str) -> list[SessionInfo]:
         require(principal, Scope.SANDBOX_READ)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         return [s for s in await agent.list_sessions() if not s.pty]
 
     async def attach(
@@ -178,7 +178,7 @@ class CommandService:
         """Attach to an exec session (``es-``) or a PTY (``ps-``)."""
         require(principal, Scope.SANDBOX_EXEC)
         _check_session_id(session_id)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         return agent.attach(session_id)
 
     async def kill_session(
@@ -188,7 +188,7 @@ class CommandService:
         if not 1 <= sig <= 64:
             raise InvalidInput("signal must be between 1 and 64", field="signal")
         _check_session_id(session_id)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         await agent.kill_session(session_id, sig)
 
     # ---- PTY -------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class CommandService:
         shell = shell or "/bin/bash"
         if not shell.startswith("/") or "\0" in shell or len(shell) > 1024:
             raise InvalidInput("shell must be an absolute path", field="shell")
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         spec = SessionSpec(cmd=shell, args=("-l",), pty=size)
         info = await agent.start_session(new_id("ps"), spec)
         await self._session_started(principal, sandbox_id, agent, info)
@@ -213,13 +213,13 @@ class CommandService:
         require(principal, Scope.SANDBOX_EXEC)
         size = check_size(cols, rows)
         check(pty_id, "ps", "sessionID")
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         await agent.resize_session(pty_id, size.cols, size.rows)
 
     async def kill_pty(self, principal: Principal, sandbox_id: str, pty_id: str) -> None:
         require(principal, Scope.SANDBOX_EXEC)
         check(pty_id, "ps", "sessionID")
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         await agent.kill_session(pty_id, signals.SIGKILL)
 
     # ---- the audit trail and metrics of commands -------------------------------------
@@ -228,7 +228,7 @@ class CommandService:
         self,
         principal: Principal,
         sandbox_id: str,
-        agent: Agent,
+        agent: Processes,
         req: ExecRequest,
         exec_id: str | None,
         hold: OutputHold,
@@ -257,7 +257,7 @@ class CommandService:
             await audit.record_for(principal, AuditKind.EXEC_ENDED, sandbox_id, **ended)
 
     async def _session_started(
-        self, principal: Principal, sandbox_id: str, agent: Agent, info: SessionInfo
+        self, principal: Principal, sandbox_id: str, agent: Processes, info: SessionInfo
     ) -> None:
         command = command_line(info.cmd, info.args)
         await self.sandboxes.audit.record_for(

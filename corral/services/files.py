@@ -72,7 +72,7 @@ class FileService:
         """Open for streaming; NotFound / InvalidInput (a directory, not a regular file)
         before any byte."""
         require(principal, Scope.SANDBOX_READ)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.files_of(principal, sandbox_id)
         with about_path():
             return await agent.read_file(resolve(path))
 
@@ -83,7 +83,7 @@ class FileService:
         target = resolve(path)
         if target == "/":
             raise InvalidInput("path must name a file", field="path")
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.files_of(principal, sandbox_id)
         with about_path():
             size = await agent.write_file(target, chunks)
         await self.sandboxes.audit.record_for(
@@ -108,7 +108,7 @@ class FileService:
             raise InvalidInput(f"limit must be between 1 and {LIST_PAGE}", field="limit")
         after = name_of(cursor) if cursor else None
         target = resolve(path or "/")
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.files_of(principal, sandbox_id)
         entries: list[FileEntry] = []
         with about_path():
             while True:  # one answer of the agent holds ~8,000 entries: fill the page
@@ -121,13 +121,13 @@ class FileService:
 
     async def stat(self, principal: Principal, sandbox_id: str, path: str | None) -> FileEntry | None:
         require(principal, Scope.SANDBOX_READ)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.files_of(principal, sandbox_id)
         return await agent.stat(resolve(path))
 
     async def mkdir(self, principal: Principal, sandbox_id: str, path: str | None) -> None:
         require(principal, Scope.SANDBOX_WRITE)
         target = resolve(path)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.files_of(principal, sandbox_id)
         with about_path():
             await agent.mkdir(target)
         await self.sandboxes.audit.record_for(principal, AuditKind.DIR_CREATED, sandbox_id, path=clip(target))
@@ -137,7 +137,7 @@ class FileService:
         target = resolve(path)
         if target == "/":
             raise InvalidInput("refusing to remove /", field="path")
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.files_of(principal, sandbox_id)
         with about_path():
             await agent.remove(target)
         await self.sandboxes.audit.record_for(

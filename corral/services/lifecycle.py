@@ -109,11 +109,11 @@ class LifecycleService:
         async with self.lock(sandbox_id):
             current = await self._find(sandbox_id)
             if current.status is SandboxStatus.HIBERNATED:
-                size = await self.snapshots.hibernate(sandbox_id)  # idempotent
+                size = await self.sandboxes.runtime.hibernate(sandbox_id)  # idempotent
                 return self._answer(sandbox_id, size)
             if not current.live:
                 raise Conflict(f"sandbox {sandbox_id} is {current.status.value}")
-            size = await self.snapshots.hibernate(sandbox_id)
+            size = await self.sandboxes.runtime.hibernate(sandbox_id)
             await pause("hibernate.stopped")
             await self.mark_hibernated(current, None)
             return self._answer(sandbox_id, size)
@@ -176,7 +176,7 @@ class LifecycleService:
             if current.status is not SandboxStatus.HIBERNATED:
                 raise Conflict(f"sandbox {sandbox_id} is {current.status.value}")
             async with self.sandboxes.admission.promise(0, current.limits.memory_mb):
-                await self.snapshots.resume(await self.spec(current))
+                await self.sandboxes.runtime.resume(await self.spec(current))
             latest = await self._find(sandbox_id)
             if latest.status is not SandboxStatus.HIBERNATED:  # killed while waking
                 await self.sandboxes.runtime.destroy(sandbox_id)

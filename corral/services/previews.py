@@ -223,7 +223,7 @@ class PreviewService:
         """TCP ports listening in a running sandbox, ascending (Conflict if it is not
         running; AgentError if its agent does not answer)."""
         require(principal, Scope.SANDBOX_READ)
-        agent = await self.sandboxes.agent_for(principal, sandbox_id)
+        agent = await self.sandboxes.processes_of(principal, sandbox_id)
         ports = await agent.ports()
         links = {p.port: self.link(p) for p in await self.store.list(sandbox_id)}
         found: builtins.list[OpenPort] = []

@@ -47,7 +47,16 @@ from corral.domain import EgressPolicy, Limits, RuntimeState, Sandbox, SandboxSp
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
 from corral.metrics import Metrics
-from corral.ports import Agent, Runtime, SandboxStore, Snapshotter, TemplateBuildStore, Templates
+from corral.ports import (
+    Agent,
+    Files,
+    Processes,
+    Runtime,
+    SandboxStore,
+    Snapshotter,
+    TemplateBuildStore,
+    Templates,
+)
 from corral.services.admission import Admission
 from corral.services.audit import AuditKind, AuditService
 from corral.services.standby import Standby
@@ -291,6 +300,14 @@ class SandboxService:
         self._activity[sandbox_id] = self.clock.now()
         return self.runtime.agent(sandbox_id)
 
+    async def processes_of(self, principal: Principal, sandbox_id: str) -> Processes:
+        """``agent_for``, narrowed to the sandbox's processes (commands, sessions, ports)."""
+        return await self.agent_for(principal, sandbox_id)
+
+    async def files_of(self, principal: Principal, sandbox_id: str) -> Files:
+        """``agent_for``, narrowed to the sandbox's files."""
+        return await self.agent_for(principal, sandbox_id)
+
     def _forget_running(self, sandbox_id: str) -> None:
         self._running.pop(sandbox_id, None)
 
@@ -395,7 +412,7 @@ class SandboxService:
         if not await self.snapshotter.has_disk(sandbox.id):
             return False
         try:
-            await self.snapshotter.hibernate(sandbox.id)
+            await self.runtime.hibernate(sandbox.id)
         except CorralError as exc:
             log.warning("reconcile: could not park %s: %s", sandbox.id, exc.message)
             return False

@@ -16,7 +16,7 @@ import logging
 
 from corral.auth.principal import Principal
 from corral.errors import CorralError, NotFound
-from corral.ports import Agent
+from corral.ports import Processes
 from corral.services.audit import AuditKind, AuditService
 
 log = logging.getLogger("corral.audit")
@@ -30,7 +30,7 @@ class SessionEnds:
         self.max_interval_s = max_interval_s
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def follow(self, principal: Principal, sandbox_id: str, agent: Agent, session_id: str) -> None:
+    def follow(self, principal: Principal, sandbox_id: str, agent: Processes, session_id: str) -> None:
         if len(self._tasks) >= MAX_FOLLOWED:
             log.warning(
                 "following %d sessions already; the end of %s is not recorded", MAX_FOLLOWED, session_id
@@ -48,7 +48,7 @@ class SessionEnds:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _follow(self, principal: Principal, sandbox_id: str, agent: Agent, session_id: str) -> None:
+    async def _follow(self, principal: Principal, sandbox_id: str, agent: Processes, session_id: str) -> None:
         delay = 0.25
         while True:
             await asyncio.sleep(delay)

@@ -1,6 +1,7 @@
-"""RuncSnapshots on real runc: consistent copies of a running sandbox's disk, forks that
-match their checkpoint file for file, hibernation that frees everything but the disk,
-restores in place, and thawing what a crash left frozen. Needs root."""
+"""RuncSnapshots and RuncRuntime's hibernate and resume on real runc: consistent copies
+of a running sandbox's disk, forks that match their checkpoint file for file,
+hibernation that frees everything but the disk, restores in place, and thawing what a
+crash left frozen. Needs root."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from corral.domain import ExecRequest, Limits, SandboxSpec, Template
+from corral.errors import Conflict
 from corral.runtime import freeze, loopdev, mounts
 from corral.runtime.runc import CGROUP_PARENT, RuncRuntime
 from corral.runtime.snapshot import DISK, RuncSnapshots
@@ -95,7 +97,10 @@ async def test_fork_matches_its_checkpoint_file_for_file_and_stays_separate(
     await sh(runtime, parent, "echo later > /data/after.txt && echo changed > /data/deep/er/f1")
     fork = new_id()
     try:
-        await snapshots.fork(SandboxSpec(fork, base_template, Limits()), target)
+        await snapshots.fork(fork, target)
+        with pytest.raises(Conflict):
+            await snapshots.fork(fork, target)
+        await runtime.resume(SandboxSpec(fork, base_template, Limits()), forked=True)
         expected = mounted_manifest(target / DISK, target / "look")
         got = manifest(runtime.paths(fork).upper)
         for path in PER_SANDBOX:
@@ -121,15 +126,15 @@ async def test_hibernate_frees_all_but_the_disk_and_wake_restarts_on_it(
     sid = await sandboxes(memory_mb=256)
     paths = runtime.paths(sid)
     await sh(runtime, sid, "echo kept > /root/f && (sleep 1000 &)")
-    size = await snapshots.hibernate(sid)
+    size = await runtime.hibernate(sid)
     assert size > 0 and paths.disk_image.exists()
     assert mounts.under(paths.dir) == []
     assert not any(b == str(paths.disk_image) for b in loopdev.backing_files().values())
     assert await runtime.init_pid(sid) is None
     assert not (Path("/sys/fs/cgroup/memory") / CGROUP_PARENT / sid).exists()
-    assert await snapshots.hibernate(sid) == size  # idempotent
+    assert await runtime.hibernate(sid) == size  # idempotent
     assert await snapshots.snapshot(sid, target) > 0  # a hibernated disk is copied as it lies
-    await snapshots.resume(SandboxSpec(sid, base_template, Limits(memory_mb=256)))
+    await runtime.resume(SandboxSpec(sid, base_template, Limits(memory_mb=256)))
     assert await sh(runtime, sid, "cat /root/f; pgrep -c sleep || true") == "kept\n0\n"
 
 
@@ -140,7 +145,11 @@ async def test_restore_swaps_the_disk_and_restarts_the_processes(
     await sh(runtime, sid, "echo v1 > /root/f")
     await snapshots.snapshot(sid, target)
     await sh(runtime, sid, "echo v2 > /root/f && echo new > /root/g && (sleep 1000 &)")
-    await snapshots.restore(SandboxSpec(sid, base_template, Limits()), target)
+    with pytest.raises(Conflict):  # only a stopped sandbox's disk is swapped
+        await snapshots.restore(sid, target)
+    await runtime.hibernate(sid)
+    await snapshots.restore(sid, target)
+    await runtime.resume(SandboxSpec(sid, base_template, Limits()))
     assert await sh(runtime, sid, "cat /root/f; ls /root; pgrep -c sleep || true") == "v1\nf\n0\n"
     assert not (runtime.paths(sid).dir / f"{DISK}.restore").exists()
 

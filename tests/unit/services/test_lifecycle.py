@@ -48,14 +48,14 @@ async def test_a_request_wakes_a_hibernated_sandbox_once_for_many_callers(core: 
     await sh(core, me, sb.id, "echo hi > f")
     await core.lifecycle.hibernate(me, sb.id)
     resumes = 0
-    real = core.lifecycle.snapshots.resume
+    real = core.runtime.resume
 
-    async def counting(spec: SandboxSpec) -> None:
+    async def counting(spec: SandboxSpec, *, forked: bool = False) -> None:
         nonlocal resumes
         resumes += 1
-        await real(spec)
+        await real(spec, forked=forked)
 
-    core.lifecycle.snapshots.resume = counting  # type: ignore[method-assign]
+    core.runtime.resume = counting  # type: ignore[method-assign]
     outputs = await asyncio.gather(*(sh(core, me, sb.id, "cat f") for _ in range(5)))
     assert outputs == ["hi\n"] * 5 and resumes == 1
     assert (await core.sandboxes.get(me, sb.id)).status is SandboxStatus.RUNNING
