@@ -44,6 +44,7 @@ from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.clock import SYSTEM, Clock
 from corral.domain import EgressPolicy, Limits, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
+from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
 from corral.metrics import Metrics
@@ -70,6 +71,7 @@ _MAX_RUNNING_CACHED = 10_000
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_ENVS = 256
 MAX_METADATA = 64
+MAX_CPU_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,8 @@ class CreateSandbox:
     cpu_count: int | None = None
     memory_mb: int | None = None
     disk_mb: int | None = None
-MAX_CPU_SECONDS = 30 * 24 * 3600
     timeout_s: int | None = None
+    cpu_seconds: float | None = None  # a CPU-time quota (Limits.cpu_seconds); None: none
     envs: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     preview_token_hash: str | None = None  # hash of the preview token (services.previews)
@@ -93,7 +95,6 @@ class ReconcileReport:
     running: list[str]
     marked_stopped: list[str]
     reclaimed: list[str]
-    cpu_seconds: float | None = None  # a CPU-time quota (Limits.cpu_seconds); None: none
     hibernated: list[str] = field(default_factory=list)
 
 
@@ -196,6 +197,7 @@ class SandboxService:
         s = self.settings
         default = default_limits(s)
         return Limits(
+            cpu_seconds=_cpu_seconds(req.cpu_seconds),
             cpu_count=_bounded(req.cpu_count, s.max_cpu_count, default.cpu_count, 1, "cpuCount"),
             memory_mb=_bounded(req.memory_mb, s.max_memory_mb, default.memory_mb, 64, "memoryMB"),
             disk_mb=_bounded(req.disk_mb, s.max_disk_mb, default.disk_mb, 64, "diskMB"),
@@ -207,7 +209,6 @@ class SandboxService:
         timeout_s = s.default_timeout_s if req.timeout_s is None else req.timeout_s
         if not 0 <= timeout_s <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
-            cpu_seconds=_cpu_seconds(req.cpu_seconds),
         envs = check_envs(req.envs)
         metadata = _check_metadata(req.metadata)
         name = req.template or s.default_template
@@ -307,6 +308,13 @@ class SandboxService:
     async def files_of(self, principal: Principal, sandbox_id: str) -> Files:
         """``agent_for``, narrowed to the sandbox's files."""
         return await self.agent_for(principal, sandbox_id)
+
+    async def usage(self, principal: Principal, sandbox_id: str) -> Usage:
+        """What the org's sandbox used and which of its limits it hit, as the host
+        counted it (``Runtime.usage``); NotFound for another org's or once it is gone."""
+        require(principal, Scope.SANDBOX_READ)
+        await self.visible(principal, sandbox_id)
+        return await self.runtime.usage(sandbox_id)
 
     def _forget_running(self, sandbox_id: str) -> None:
         self._running.pop(sandbox_id, None)
@@ -470,13 +478,6 @@ def _bounded(value: int | None, maximum: int, default: int, minimum: int, name: 
     return value
 
 
-def _check_metadata(metadata: dict[str, str]) -> dict[str, str]:
-    if len(metadata) > MAX_METADATA:
-        raise InvalidInput(f"metadata: at most {MAX_METADATA} keys", field="metadata")
-    for key, value in metadata.items():
-        if not key or len(key) > 256 or len(value) > 4096:
-            raise InvalidInput(f"metadata: key or value too long: {key!r}", field="metadata")
-    return dict(metadata)
 def _cpu_seconds(value: float | None) -> float | None:
     if value is None:
         return None
@@ -485,3 +486,10 @@ def _cpu_seconds(value: float | None) -> float | None:
     return float(value)
 
 
+def _check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA:
+        raise InvalidInput(f"metadata: at most {MAX_METADATA} keys", field="metadata")
+    for key, value in metadata.items():
+        if not key or len(key) > 256 or len(value) > 4096:
+            raise InvalidInput(f"metadata: key or value too long: {key!r}", field="metadata")
+    return dict(metadata)
