@@ -207,6 +207,7 @@ class Core:
         )
         if network is not None:
             network.on_denied = audit.egress_denied
+            network.on_allowed = audit.egress_allowed
             network.org_of = _org_of(sandbox_store)
         audit.start()
         await core.stored_switches.refresh()

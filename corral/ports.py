@@ -257,6 +257,10 @@ class NetInfo:
 DeniedFn = Callable[[str, dict[str, object]], Awaitable[None]]
 """Called with a sandbox id and the details of one denied connection attempt."""
 
+AllowedFn = Callable[[str, dict[str, object]], Awaitable[None]]
+"""Called with a sandbox id and the details of one new connection its egress policy let
+through (for a policy with ``audit_allowed`` only)."""
+
 
 class Network(Protocol):
     """Per-sandbox networks on this node: a named netns, a veth to the bridge, an

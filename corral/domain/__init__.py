@@ -86,11 +86,14 @@ class EgressMode(enum.StrEnum):
 class EgressPolicy:
     """Where a sandbox may connect. Entries are CIDRs, hostnames or ``*.domain``
     wildcards; ``deny`` wins over ``allow``. The host, the control plane, other
-    sandboxes and link-local addresses are denied whatever the policy says."""
+    sandboxes and link-local addresses are denied whatever the policy says.
+    ``audit_allowed``: the new connections the policy lets through are recorded in the
+    audit trail too (``egress_allowed``, bounded per sandbox like ``egress_denied``)."""
 
     mode: EgressMode = EgressMode.ALLOW_ALL
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    audit_allowed: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ from corral.domain import EgressMode, EgressPolicy, Limits, SandboxConfig
 
 
 def egress_json(policy: EgressPolicy) -> dict[str, object]:
-    return {"mode": policy.mode.value, "allow": list(policy.allow), "deny": list(policy.deny)}
+    kept: dict[str, object] = {
+        "mode": policy.mode.value,
+        "allow": list(policy.allow),
+        "deny": list(policy.deny),
+    }
+    return {**kept, "auditAllowed": True} if policy.audit_allowed else kept
 
 
 def egress_from(raw: dict[str, object] | None) -> EgressPolicy:
@@ -22,7 +27,12 @@ def egress_from(raw: dict[str, object] | None) -> EgressPolicy:
         return EgressPolicy()
     allow, deny = raw.get("allow") or [], raw.get("deny") or []
     assert isinstance(allow, list) and isinstance(deny, list)
-    return EgressPolicy(EgressMode(str(raw.get("mode"))), tuple(map(str, allow)), tuple(map(str, deny)))
+    return EgressPolicy(
+        EgressMode(str(raw.get("mode"))),
+        tuple(map(str, allow)),
+        tuple(map(str, deny)),
+        audit_allowed=raw.get("auditAllowed") is True,
+    )
 
 
 def config_json(c: SandboxConfig) -> dict[str, object]:

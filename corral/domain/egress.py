@@ -58,7 +58,7 @@ def validate_policy(policy: EgressPolicy, *, field: str = "egress") -> EgressPol
     mode = _mode(policy.mode, f"{field}.mode")
     allow = _normalise(policy.allow, f"{field}.allow")
     deny = _normalise(policy.deny, f"{field}.deny")
-    return EgressPolicy(mode=mode, allow=allow, deny=deny)
+    return EgressPolicy(mode=mode, allow=allow, deny=deny, audit_allowed=policy.audit_allowed)
 
 
 def policy_from_mapping(data: Mapping[str, Any], *, field: str = "egress") -> EgressPolicy:

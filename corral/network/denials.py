@@ -1,4 +1,6 @@
-"""Denied connection attempts as events: ``on_denied(sandbox_id, event)``.
+"""Denied connection attempts as events: ``on_denied(sandbox_id, event)``; and, for a
+sandbox whose policy has ``audit_allowed``, the new connections its rules let through:
+``on_allowed(sandbox_id, event)``.
 
 Two sources feed it: the kernel (packets the firewall rejected, read from NFLOG, see
 ``nflog.py``; the source address names the sandbox, since the bridge table makes it
@@ -9,17 +11,21 @@ unspoofable) and the resolver (names the policy does not allow). An event is::
 
 ``dst``/``port`` are None for a refused DNS name (``proto`` is ``"dns"`` then);
 ``host`` is the name the sandbox resolved to ``dst`` through our resolver, if any;
+an allowed connection's event has ``dst``, ``port``, ``proto`` and ``host`` (the
+kernel's NFLOG, prefix ``allowed``: the firewall's ``allowed`` chain logs it);
 ``reason`` is ``policy`` (the sandbox's egress policy), ``host`` (an address of the
 host), ``reserved`` (another sandbox, link-local, loopback, multicast, or an
 operator-denied network) or ``dns``. When this module dropped events by its rate
 limit since the last one delivered, the next one carries ``"suppressed": n`` (a lower
 bound: the kernel's own limit drops silently).
 
-Rate limits, so that a flood of denied packets cannot flood the store: the kernel
-logs at most 20 attempts per second per source address, burst 50 (and only the first
-packet of each attempt), and this module delivers at most ``burst`` (10) events per
-sandbox at once and ``rate`` (1) per second on average, through a bounded queue
-(overflow is dropped and counted in :attr:`Denials.dropped`). The callback runs in one task,
+Rate limits, so that a flood of packets cannot flood the store: the kernel logs at
+most 20 attempts (and, apart, 20 allowed connections) per second per source address,
+burst 50 (and only the first packet of each), and this module delivers at most
+``burst`` (10) events per sandbox at once and ``rate`` (1) per second on average, for
+denials and allowed connections each (their own buckets: a sandbox's allowed traffic
+never crowds out its denials), through a bounded queue (overflow is dropped and
+counted in :attr:`Denials.dropped`). The callback runs in one task,
 one event at a time; its exceptions are logged, never raised into the network code.
 """
 
@@ -32,12 +38,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.network.firewall import ALLOWED
 from corral.network.nflog import Logged, NflogSocket
-from corral.ports import DeniedFn
+from corral.ports import AllowedFn, DeniedFn
 
 log = logging.getLogger("corral.network")
 
 Event = dict[str, object]
+DENIED = "denied"
 
 
 @dataclass
@@ -51,7 +59,7 @@ class Denials:
     """The event pipeline of one node. ``owner`` maps a source address to a sandbox
     id (None: not a sandbox of ours); ``hostname`` maps (sandbox id, address) to the
     name that sandbox resolved to it, if known. ``clock`` (monotonic seconds) times the
-    rate limit."""
+    rate limit. ``on_allowed`` may be set after construction, like ``on_denied``."""
 
     def __init__(
         self,
@@ -65,13 +73,14 @@ class Denials:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_denied = on_denied
+        self.on_allowed: AllowedFn | None = None
         self._owner = owner
         self._hostname = hostname
         self._rate = rate
         self._burst = float(burst)
         self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._queue: asyncio.Queue[tuple[str, Event]] = asyncio.Queue(queue_size)
+        self._buckets: dict[tuple[str, str], _Bucket] = {}  # (DENIED or ALLOWED, sandbox id)
+        self._queue: asyncio.Queue[tuple[str, str, Event]] = asyncio.Queue(queue_size)
         self._socket: NflogSocket | None = None
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -110,14 +119,16 @@ class Denials:
                 await task
 
     def forget(self, sandbox_id: str) -> None:
-        self._buckets.pop(sandbox_id, None)
+        for kind in (DENIED, ALLOWED):
+            self._buckets.pop((kind, sandbox_id), None)
 
-    def report(self, sandbox_id: str, event: Event) -> None:
-        """Queue one event for ``sandbox_id`` unless its rate limit says no."""
+    def report(self, sandbox_id: str, event: Event, kind: str = DENIED) -> None:
+        """Queue one event (``kind``: DENIED or ALLOWED) for ``sandbox_id`` unless its
+        rate limit for that kind says no."""
         now = self._clock()
-        bucket = self._buckets.get(sandbox_id)
+        bucket = self._buckets.get((kind, sandbox_id))
         if bucket is None:
-            bucket = self._buckets[sandbox_id] = _Bucket(self._burst, now)
+            bucket = self._buckets[(kind, sandbox_id)] = _Bucket(self._burst, now)
         bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.stamp) * self._rate)
         bucket.stamp = now
         if bucket.tokens < 1.0:
@@ -128,7 +139,7 @@ class Denials:
             event = {**event, "suppressed": bucket.suppressed}
             bucket.suppressed = 0
         try:
-            self._queue.put_nowait((sandbox_id, event))
+            self._queue.put_nowait((kind, sandbox_id, event))
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -151,6 +162,10 @@ class Denials:
         sandbox_id = self._owner(packet.src)
         if sandbox_id is None:
             return
+        if packet.prefix == ALLOWED:
+            destination = {"dst": packet.dst, "port": packet.port, "proto": packet.proto}
+            self.report(sandbox_id, {**destination, "host": self._hostname(sandbox_id, packet.dst)}, ALLOWED)
+            return
         self.report(
             sandbox_id,
             {
@@ -163,17 +178,18 @@ class Denials:
         )
 
     async def delivered(self) -> None:
-        """Returns once every event queued so far has been handed to ``on_denied``
-        (started: see ``start``)."""
+        """Returns once every event queued so far has been handed to ``on_denied`` or
+        ``on_allowed`` (started: see ``start``)."""
         await self._queue.join()
 
     async def _deliver(self) -> None:
         while True:
-            sandbox_id, event = await self._queue.get()
+            kind, sandbox_id, event = await self._queue.get()
+            callback = self.on_allowed if kind == ALLOWED else self.on_denied
             try:
-                if self.on_denied is not None:
-                    await self.on_denied(sandbox_id, event)
+                if callback is not None:
+                    await callback(sandbox_id, event)
             except Exception:
-                log.exception("on_denied failed for %s", sandbox_id)
+                log.exception("on_%s failed for %s", kind, sandbox_id)
             finally:
                 self._queue.task_done()

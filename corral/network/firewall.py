@@ -48,6 +48,11 @@ another's address, so the source address identifies the sandbox below.
   attempt to NFLOG group ``group`` with the chain's reason as prefix, at most 20 per
   second per source address (a dynamic set of token buckets), then reject (TCP reset,
   ICMP administratively prohibited otherwise) so that clients fail fast.
+* ``allowed``: where a sandbox's policy has ``audit_allowed``, its chain's accepts go
+  here instead: the first packet of each new connection is logged to the same group
+  with the prefix ``allowed``, at most 20 per second per source address (its own
+  buckets, ``allowlog``), then accepted. Other sandboxes' chains accept directly and
+  log nothing.
 
 Idempotency: :meth:`Firewall.setup` may run at every start (it rewrites only the base
 chains; sandbox chains, maps and pins survive). :meth:`Firewall.detach` succeeds when
@@ -71,6 +76,7 @@ from corral.network.policy import Rules
 
 RESERVED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
 REASONS = ("host", "reserved", "policy")
+ALLOWED = "allowed"  # the chain and NFLOG prefix of logged accepts (``audit_allowed``)
 LIVE_TIMEOUT = "30m"
 LOG_RATE = "limit rate 20/second burst 50 packets"
 
@@ -128,6 +134,7 @@ class Firewall:
             f"add table {t}",
             f"add set {t} reserved {{ type ipv4_addr; flags interval; auto-merge; }}",
             f"add set {t} denylog {{ type ipv4_addr; flags dynamic,timeout; timeout 1m; size 65536; }}",
+            f"add set {t} allowlog {{ type ipv4_addr; flags dynamic,timeout; timeout 1m; size 65536; }}",
             f"add set {t} dnsrate {{ type ipv4_addr; flags dynamic,timeout; timeout 1m; size 65536; }}",
             f"add map {t} sandboxes {{ type ipv4_addr : verdict; }}",
             f"flush set {t} reserved",
@@ -146,6 +153,15 @@ class Firewall:
                 f"add rule {t} deny_{reason} meta l4proto tcp reject with tcp reset",
                 f"add rule {t} deny_{reason} reject with icmpx admin-prohibited",
             ]
+        script += [
+            f"add chain {t} {ALLOWED}",
+            f"flush chain {t} {ALLOWED}",
+            (
+                f"add rule {t} {ALLOWED} ct state new add @allowlog {{ ip saddr {LOG_RATE} }}"
+                f' log prefix "{ALLOWED}" group {self.group} snaplen 128'
+            ),
+            f"add rule {t} {ALLOWED} accept",
+        ]
         gw = self.gateway
         script += [
             f"add rule {t} input iifname != {br} accept",
@@ -228,17 +244,18 @@ class Firewall:
     def _policy(self, sid: str, rules: Rules) -> list[str]:
         rule = f"add rule inet {self.table} {sid}"
         script = [f"flush chain inet {self.table} {sid}"]
+        accept = f"goto {ALLOWED}" if rules.audit_allowed else "accept"
         if rules.deny_nets:
             script.append(f"{rule} ip daddr {{ {', '.join(_collapse(rules.deny_nets))} }} goto deny_policy")
         script.append(f"{rule} ip daddr @{sid}-block goto deny_policy")
         if rules.mode is EgressMode.ALLOW_ALL:
-            return [*script, f"{rule} accept"]
+            return [*script, f"{rule} {accept}"]
         if rules.allow_nets:
-            script.append(f"{rule} ip daddr {{ {', '.join(_collapse(rules.allow_nets))} }} accept")
+            script.append(f"{rule} ip daddr {{ {', '.join(_collapse(rules.allow_nets))} }} {accept}")
         live = f"update @{sid}-live {{ ip daddr timeout {LIVE_TIMEOUT} }}"
         return [
             *script,
-            f"{rule} ip daddr @{sid}-pin {live} accept",
+            f"{rule} ip daddr @{sid}-pin {live} {accept}",
             f"{rule} ct state established,related ip daddr @{sid}-live {live} accept",
             f"{rule} goto deny_policy",
         ]

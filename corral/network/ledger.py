@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from corral.domain import EgressPolicy
@@ -81,7 +81,7 @@ class Ledger:
             records = {
                 str(sid): Record(
                     address=str(entry["address"]),
-                    policy=policy_from_mapping(entry["policy"]),
+                    policy=_policy(entry["policy"]),
                     netns=_name(entry.get("netns")),
                     veth=_name(entry.get("veth")),
                     chain=_name(entry.get("chain")),
@@ -108,8 +108,18 @@ class Ledger:
         os.replace(tmp, self.path)
 
 
+def _policy(raw: dict[str, object]) -> EgressPolicy:
+    """A policy as ``_entry`` wrote it, validated again (the file may be old or damaged)."""
+    fields = dict(raw)
+    audit_allowed = fields.pop("auditAllowed", False) is True
+    return replace(policy_from_mapping(fields), audit_allowed=audit_allowed)
+
+
 def _entry(record: Record) -> dict[str, object]:
-    entry: dict[str, object] = {"address": record.address, "policy": policy_to_mapping(record.policy)}
+    policy = policy_to_mapping(record.policy) | (
+        {"auditAllowed": True} if record.policy.audit_allowed else {}
+    )
+    entry: dict[str, object] = {"address": record.address, "policy": policy}
     if record.netns is not None and record.veth is not None:
         entry.update(netns=record.netns, veth=record.veth)
     if record.chain is not None:

@@ -63,7 +63,7 @@ from corral.network.pool import AddressPool
 from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, parse_upstream, system_upstreams
 from corral.network.spares import Spares
-from corral.ports import DeniedFn, NetInfo
+from corral.ports import AllowedFn, DeniedFn, NetInfo
 
 log = logging.getLogger("corral.network")
 
@@ -155,6 +155,16 @@ class NodeNetwork:
     @on_denied.setter
     def on_denied(self, callback: DeniedFn | None) -> None:
         self._denials.on_denied = callback
+
+    @property
+    def on_allowed(self) -> AllowedFn | None:
+        """Where the allowed connections of sandboxes whose policy has
+        ``audit_allowed`` go; may be set after construction, like :attr:`on_denied`."""
+        return self._denials.on_allowed
+
+    @on_allowed.setter
+    def on_allowed(self, callback: AllowedFn | None) -> None:
+        self._denials.on_allowed = callback
 
     @property
     def org_of(self) -> OrgOf | None:

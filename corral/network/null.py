@@ -6,7 +6,8 @@ second attach, NotFound from ``set_policy`` when not attached, idempotent ``deta
 ``reclaim``) but touches no kernel object. Its ``NetInfo`` has an empty
 ``netns_path`` (no namespace of ours: a runtime lets runc make a fresh one, loopback
 only) and ``127.0.0.1`` as address and gateway. Tests read what was asked of it
-(:attr:`NullNetwork.policies`) and inject denial events with :meth:`deny`.
+(:attr:`NullNetwork.policies`) and inject denial events with :meth:`deny`, allowed
+connections with :meth:`allow`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from corral import ids
 from corral.domain import EgressPolicy
 from corral.domain.egress import validate_policy
 from corral.errors import Conflict, InvalidInput, NotFound
-from corral.ports import DeniedFn, NetInfo
+from corral.ports import AllowedFn, DeniedFn, NetInfo
 
 LOOPBACK = NetInfo(netns_path="", address="127.0.0.1", gateway="127.0.0.1")
 
@@ -23,6 +24,7 @@ LOOPBACK = NetInfo(netns_path="", address="127.0.0.1", gateway="127.0.0.1")
 class NullNetwork:
     def __init__(self, on_denied: DeniedFn | None = None) -> None:
         self.on_denied = on_denied
+        self.on_allowed: AllowedFn | None = None
         self.policies: dict[str, EgressPolicy] = {}
 
     async def attach(self, sandbox_id: str, policy: EgressPolicy) -> NetInfo:
@@ -60,6 +62,14 @@ class NullNetwork:
             raise NotFound(f"sandbox {sandbox_id} has no network")
         if self.on_denied is not None:
             await self.on_denied(sandbox_id, event)
+
+    async def allow(self, sandbox_id: str, event: dict[str, object]) -> None:
+        """Deliver an allowed connection as the real adapter would for a policy with
+        ``audit_allowed`` (tests); nothing for another policy."""
+        if sandbox_id not in self.policies:
+            raise NotFound(f"sandbox {sandbox_id} has no network")
+        if self.on_allowed is not None and self.policies[sandbox_id].audit_allowed:
+            await self.on_allowed(sandbox_id, event)
 
 
 def _check(sandbox_id: str) -> None:

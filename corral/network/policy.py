@@ -25,6 +25,7 @@ class Rules:
     deny_names: frozenset[str]
     deny_suffixes: tuple[str, ...]
     deny_any_name: bool
+    audit_allowed: bool = False  # new connections let through are logged (firewall: ``allowed``)
 
     @classmethod
     def compile(cls, policy: EgressPolicy) -> Rules:
@@ -41,6 +42,7 @@ class Rules:
             deny_names=deny[1],
             deny_suffixes=deny[2],
             deny_any_name=deny[3],
+            audit_allowed=policy.audit_allowed,
         )
 
     def name_denied(self, name: str) -> bool:

@@ -60,6 +60,7 @@ class AuditKind(enum.StrEnum):
     PREVIEW_OPENED = "preview_opened"
     PREVIEW_CLOSED = "preview_closed"
     EGRESS_DENIED = "egress_denied"
+    EGRESS_ALLOWED = "egress_allowed"
     CHECKPOINT = "sandbox_checkpoint"
     HIBERNATED = "sandbox_hibernated"
     WOKEN = "sandbox_woken"
@@ -155,6 +156,15 @@ class AuditService:
             log.warning("egress denial for unknown sandbox %s dropped: %s", sandbox_id, event)
             return
         await self.record(AuditKind.EGRESS_DENIED, org_id=sandbox.org_id, sandbox_id=sandbox_id, data=event)
+
+    async def egress_allowed(self, sandbox_id: str, event: dict[str, object]) -> None:
+        """The network's ``AllowedFn``: a new connection a sandbox's policy let through
+        (a policy with ``audit_allowed``)."""
+        sandbox = await self.sandboxes.find(sandbox_id)
+        if sandbox is None:
+            log.warning("allowed connection of unknown sandbox %s dropped: %s", sandbox_id, event)
+            return
+        await self.record(AuditKind.EGRESS_ALLOWED, org_id=sandbox.org_id, sandbox_id=sandbox_id, data=event)
 
     def start(self) -> None:
         """Start the writer (idempotent). Until then, and after ``close``, records are
