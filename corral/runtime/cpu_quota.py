@@ -107,7 +107,7 @@ class CpuQuotas:
         while True:
             try:
                 usage = self._read(sandbox_id)
-            except OSError:
+            except (OSError, ValueError):
                 log.exception("CPU quota of %s: cannot read its usage; the watch ends", sandbox_id)
                 return
             if usage is None:
