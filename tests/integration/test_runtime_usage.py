@@ -7,7 +7,8 @@ import pytest
 
 from corral.domain import ExecRequest, RuntimeState
 from corral.errors import CorralError
-from corral.runtime.runc import RuncRuntime
+from corral.runtime import cgroups
+from corral.runtime.runc import CGROUP_PARENT, RuncRuntime
 from corral.settings import Settings
 from tests.integration.conftest import CreateFn
 
@@ -81,3 +82,20 @@ async def test_a_restarted_runtime_watches_the_quota_again(
     with pytest.raises(CorralError):
         await again.agent(sandbox_id).exec(ExecRequest("python3", ("-c", "while True: pass"), timeout_s=30))
     assert (await again.usage(sandbox_id)).cpu_exceeded
+
+
+async def test_a_sandbox_cannot_write_what_the_host_reads(runtime: RuncRuntime, sandboxes: CreateFn) -> None:
+    """Its cgroups are read-only inside (and cgroupfs cannot be mounted again): no file
+    or link of its making lies where usage() reads. (/sys/fs/cgroup itself is a tmpfs of
+    its own under v1, which the host never reads.)"""
+    sandbox_id = await sandboxes()
+    probe = (
+        "for d in /sys/fs/cgroup/*/; do mkdir $d/x 2>/dev/null && echo made $d;"
+        " echo 'max 99' > $d/pids.events 2>/dev/null && echo wrote $d; done;"
+        " mkdir -p /tmp/cg && mount -t cgroup -o pids none /tmp/cg 2>/dev/null && echo mounted v1;"
+        " mount -t cgroup2 none /tmp/cg 2>/dev/null && echo mounted v2; echo done"
+    )
+    result = await runtime.agent(sandbox_id).exec(ExecRequest("sh", ("-c", probe), timeout_s=30))
+    assert result.stdout == b"done\n", result
+    assert all(not (d / "x").exists() for d in cgroups.dirs(CGROUP_PARENT, sandbox_id))
+    assert (await runtime.usage(sandbox_id)).pids_refused == 0
