@@ -12,6 +12,7 @@ from corral.domain.egress import validate_policy
 from corral.network import nflog
 from corral.network.denials import Denials
 from corral.network.ledger import Ledger, Record
+from corral.network.null import NullNetwork
 from corral.network.policy import Rules
 from tests.support.clock import FakeClock
 
@@ -58,3 +59,18 @@ async def test_the_flag_is_kept_by_validation_rules_store_json_and_ledger(tmp_pa
     again = Ledger(tmp_path)
     await again.load()
     assert again.records["sb-aaaaaaaaaaaaaaaa"].policy == AUDITED
+
+
+async def test_the_null_network_delivers_allowed_connections_of_audited_policies_only() -> None:
+    allowed: Got = []
+
+    async def on_allowed(sid: str, event: dict[str, object]) -> None:
+        allowed.append((sid, event))
+
+    network = NullNetwork()
+    network.on_allowed = on_allowed
+    await network.attach("sb-aaaaaaaaaaaaaaaa", AUDITED)
+    await network.attach("sb-bbbbbbbbbbbbbbbb", EgressPolicy())
+    await network.allow("sb-aaaaaaaaaaaaaaaa", {"dst": "10.1.2.3"})
+    await network.allow("sb-bbbbbbbbbbbbbbbb", {"dst": "10.1.2.3"})
+    assert allowed == [("sb-aaaaaaaaaaaaaaaa", {"dst": "10.1.2.3"})]
