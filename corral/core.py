@@ -51,7 +51,10 @@ from corral.services.lifecycle import LifecycleService
 from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
+from corral.services.runner import Runner
 from corral.services.sandboxes import SandboxService, default_limits
+from corral.services.session_queue import SessionQueue
+from corral.services.sessions import SessionService, bounds_of
 from corral.services.standby import Standby
 from corral.services.stored_switches import StoredSwitches
 from corral.services.templates import TemplateService
@@ -63,6 +66,7 @@ from corral.store.keys import SqlKeyStore
 from corral.store.kill_switches import SqlSwitchStore
 from corral.store.previews import SqlPreviewStore
 from corral.store.sandboxes import SqlSandboxStore
+from corral.store.sessions import SqlSessionStore
 from corral.store.users import SqlUserStore
 
 if TYPE_CHECKING:
@@ -96,6 +100,7 @@ class Core:
     checkpoints: CheckpointService
     patches: PatchService
     template_builds: TemplateService
+    sessions: SessionService
     network: NodeNetwork | None = None
     bootstrap_key: str | None = None
     claim: Claim | None = None  # of the data dir (corral.datadir), released at close
@@ -181,6 +186,17 @@ class Core:
             sandboxes,
             max_running_per_org=settings.build_max_running_per_org,
         )
+        commands = CommandService(sandboxes, output_budget(settings))
+        files = FileService(sandboxes)
+        sessions = SessionService(
+            SqlSessionStore(db),
+            sandboxes,
+            Runner(commands, files, sandboxes.usage),
+            audit,
+            SessionQueue(settings.max_concurrent_sessions, settings.max_concurrent_sessions_per_org),
+            bounds_of(settings),
+            clock=clock,
+        )
         core = cls(
             settings=settings,
             db=db,
@@ -188,8 +204,8 @@ class Core:
             templates=templates,
             auth=auth,
             sandboxes=sandboxes,
-            commands=CommandService(sandboxes, output_budget(settings)),
-            files=FileService(sandboxes),
+            commands=commands,
+            files=files,
             previews=PreviewService(SqlPreviewStore(db), sandboxes, settings),
             kill_switch=kill_switch,
             audit=audit,
@@ -202,6 +218,7 @@ class Core:
             checkpoints=checkpoints,
             patches=patches,
             template_builds=template_builds,
+            sessions=sessions,
             network=network,
             claim=held,
         )
@@ -214,6 +231,7 @@ class Core:
         core.bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
         if reconcile:
             await sandboxes.reconcile()
+            await sessions.reconcile()  # after the sandboxes': it kills its sessions' sandboxes
             await checkpoints.recover()
             await template_builds.recover()
         standby = settings.standby_sandboxes
@@ -236,7 +254,9 @@ class Core:
         return core
 
     async def close(self) -> None:
-        """Stop background work, writing every queued audit record. Sandboxes keep running."""
+        """Stop background work, writing every queued audit record. Sandboxes keep running,
+        but for the code sessions' (they end with this process)."""
+        await self.sessions.close()
         await self.stored_switches.close()
         await self.sandboxes.stop_reaper()
         if self.sandboxes.standby is not None:

@@ -7,7 +7,7 @@ generated admin key is printed once to stderr (it is also saved, mode 0600, at
 ``<data dir>/admin-key``).
 
 Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at the
-root, the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
+root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
 and OpenAPI at ``/api/v1/openapi.json``), ``GET /healthz`` and ``GET /metrics`` (no
 auth), OpenAPI at ``/openapi.json`` and ``/docs``. Middleware: ``RequestMetrics``
 (``corral.api.telemetry``), ``RateLimitHeaders`` (``corral.api.guard``) and
@@ -42,6 +42,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from corral.api.bodies import JsonBodies
+from corral.api.enclave.routes import router as enclave_router
 from corral.api.guard import RateLimitHeaders
 from corral.api.opencomputer import errors
 from corral.api.opencomputer.auth import CONTROL, WORKER
@@ -62,6 +63,10 @@ class HealthOut(BaseModel):
     status: str  # "ok" | "degraded"
     runtime: dict[str, Any]
     version: str
+    # spec 001's health: the server is live, which backend (runtime) is wired, whether it answers
+    ok: bool = True
+    backend: str
+    backendHealthy: bool
 
 
 def corral_version() -> str:
@@ -136,6 +141,7 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"], response_model=HealthOut)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.mount("/api/v1", xgen_surface(app.state, corral_version()))
+    app.include_router(enclave_router)  # /sessions, in its own envelope (api/enclave/errors.py)
     app.include_router(opencomputer_router(CONTROL), prefix="/api")
     app.include_router(opencomputer_router(WORKER))
     return app
@@ -151,7 +157,13 @@ async def healthz(request: Request) -> JSONResponse:
         info = {"name": core.runtime.name, "error": getattr(exc, "message", None) or repr(exc)}
         ok = False
     info.setdefault("name", core.runtime.name)
-    body = HealthOut(status="ok" if ok else "degraded", runtime=info, version=corral_version())
+    body = HealthOut(
+        status="ok" if ok else "degraded",
+        runtime=info,
+        version=corral_version(),
+        backend=core.runtime.name,
+        backendHealthy=ok,
+    )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 

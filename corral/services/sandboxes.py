@@ -82,6 +82,7 @@ class CreateSandbox:
     cpu_count: int | None = None
     memory_mb: int | None = None
     disk_mb: int | None = None
+    pids: int | None = None  # processes and threads at once (the pids cgroup)
     timeout_s: int | None = None
     cpu_seconds: float | None = None  # a CPU-time quota (Limits.cpu_seconds); None: none
     envs: dict[str, str] = field(default_factory=dict)
@@ -201,7 +202,7 @@ class SandboxService:
             cpu_count=_bounded(req.cpu_count, s.max_cpu_count, default.cpu_count, 1, "cpuCount"),
             memory_mb=_bounded(req.memory_mb, s.max_memory_mb, default.memory_mb, 64, "memoryMB"),
             disk_mb=_bounded(req.disk_mb, s.max_disk_mb, default.disk_mb, 64, "diskMB"),
-            pids=default.pids,
+            pids=_bounded(req.pids, s.pids_limit, default.pids, 16, "pids"),
         )
 
     async def _create(self, principal: Principal, req: CreateSandbox, limits: Limits) -> Sandbox:

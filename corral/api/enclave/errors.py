@@ -1,0 +1,75 @@
+"""The one place where errors become this surface's envelope (Fastify's, as the Enclave
+control plane answers):
+
+    {"statusCode": 400, "error": "Bad Request", "message": "...", "field": "limits.pids"}
+
+Statuses from ``corral.api.status`` (InvalidInput 400, Unauthenticated 401 with
+``WWW-Authenticate: Bearer``, Forbidden 403, NotFound 404, Conflict 409,
+LimitExceeded 429, ...); a request that fails validation is 400 naming the field
+(``limits.memoryMiB``); anything unexpected is 500 "internal error", its traceback in
+the log.
+
+``EnclaveRoute`` is the route class of this surface's router: it renders every error
+its routes raise (their dependencies and request validation included) here, so the
+routes live in the main application beside the others with an envelope of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from corral.api.status import message_of, status_of
+from corral.errors import CorralError
+
+log = logging.getLogger("corral.api.enclave")
+
+
+def envelope(status: int, message: str, field: str | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if status == 401 else None
+    body = {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message, "field": field}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def render(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, CorralError):
+        status = status_of(exc)
+        if status >= 500:
+            log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
+            return envelope(status, "internal error" if status == 500 else exc.message)
+        return envelope(status, message_of(exc), exc.field)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return envelope(400, "request body is not valid JSON")
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        what = str(first.get("msg", "is invalid")).removeprefix("Value error, ").lower()
+        return envelope(400, f"{where}: {what}" if where else "request body must be a JSON object", where)
+    if isinstance(exc, HTTPException):
+        return envelope(exc.status_code, str(exc.detail))
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return envelope(500, "internal error")
+
+
+class EnclaveRoute(APIRoute):
+    """A route whose errors this module renders (see the module docstring)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 (every error of this surface, in its envelope)
+                return render(request, exc)
+
+        return handle

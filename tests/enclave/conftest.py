@@ -1,0 +1,184 @@
+"""The Enclave surface (``/sessions``, spec 001) tested through a real ``corral serve``
+on runc, with real HTTP clients: the fixtures.
+
+The server runs apart from the other test servers: its own data dir
+(``/var/tmp/corral-enclave``, kept between runs so the ``base`` and ``nodejs``
+templates are built once), runc root, bridge, address pool, NFLOG group and store. Its
+JWT secret is the test's, so tests can sign user tokens (valid, expired, forged). Two
+orgs, ``alpha`` and ``beta``, each with an owner key; ``Org.key(role)`` mints more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.support import process
+from tests.support.process import CORRAL, tail
+from tests.support.template import BUILD_TIMEOUT_S
+
+DATA_DIR = Path(os.environ.get("CORRAL_ENCLAVE_DATA_DIR", "/var/tmp/corral-enclave"))
+RUN_DIR = "/run/corral-enclave"
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Org:
+    name: str
+    key: str
+    server: Server
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def key_of(self, role: str) -> str:
+        """An API key of this org with ``role`` (made once per role)."""
+        if role not in self.keys:
+            out = self.server.cli("keys", "create", "--role", role, "--org", self.name)
+            self.keys[role] = out.splitlines()[-1].strip()
+        return self.keys[role]
+
+    def http(self, credential: str | None = None) -> httpx.Client:
+        """A client of the server's root with ``Authorization: Bearer`` (the owner key)."""
+        return httpx.Client(
+            base_url=self.server.url,
+            headers={"Authorization": f"Bearer {credential or self.key}"},
+            timeout=httpx.Timeout(120, connect=10),
+        )
+
+    def run(self, body: dict[str, Any], credential: str | None = None) -> dict[str, Any]:
+        """Create a session and follow its stream to the end; the session, its frames
+        and its audit trail as ``{"session", "frames", "audit"}``."""
+        with self.http(credential) as http:
+            created = http.post("/sessions", json=body)
+            assert created.status_code == 201, created.text
+            session_id = created.json()["id"]
+            frames = stream(http, session_id)
+            session = http.get(f"/sessions/{session_id}").json()
+            audit = http.get(f"/sessions/{session_id}/audit").json()["events"]
+        return {"session": session, "frames": frames, "audit": audit}
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    database_url: str
+    log: Path
+    env: dict[str, str]
+    jwt_secret: str
+    orgs: dict[str, Org] = field(default_factory=dict)
+
+    def cli(self, *args: str) -> str:
+        proc = subprocess.run(
+            [CORRAL, *args, "--data-dir", str(self.data_dir), "--database-url", self.database_url],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, f"corral {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+    def token(self, key: str) -> str:
+        """A user JWT for ``key``, from the server's token exchange (spec 002's)."""
+        answer = httpx.post(f"{self.url}/api/v1/auth/token", json={"api_key": key}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["token"])
+
+    def resigned(self, token: str, *, expires_in: int = 600, secret: str | None = None) -> str:
+        """``token``'s claims signed again: expiring ``expires_in`` seconds from now
+        (negative: already expired), with the server's secret or ``secret``."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        claims["exp"] = int(time.time()) + expires_in
+        return jwt.encode(claims, secret or self.jwt_secret, algorithm="HS256")
+
+
+def stream(http: httpx.Client, session_id: str) -> list[dict[str, Any]]:
+    """Every frame of a session's stream, read to its end (the server closes it)."""
+    frames: list[dict[str, Any]] = []
+    with http.stream("GET", f"/sessions/{session_id}/stream") as answer:
+        assert answer.status_code == 200, answer.read()
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in answer.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                assert event == "message"
+                frames.append(json.loads(line.removeprefix("data: ")))
+    return frames
+
+
+def _build(env: dict[str, str], log: Path, name: str) -> None:
+    with log.open("ab") as out:
+        proc = subprocess.run(
+            [CORRAL, "template", "build", name, "--data-dir", str(DATA_DIR)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    if proc.returncode != 0:
+        pytest.fail(f"corral template build {name} failed:\n{tail(log)}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def enclave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (runc)")
+    work = tmp_path_factory.mktemp("enclave-server")
+    seed = f"ek_enc{secrets.token_hex(6)}_{secrets.token_hex(24)}"
+    secret = secrets.token_hex(32)
+    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
+    env = {
+        **os.environ,
+        "CORRAL_RUNTIME": "runc",
+        "CORRAL_RUNC_ROOT": f"{RUN_DIR}/runc",
+        "CORRAL_NETWORK_BRIDGE": "corralenc0",
+        "CORRAL_NETWORK_POOL": "10.213.0.0/16",
+        "CORRAL_NETWORK_NFLOG_GROUP": "213",
+        "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
+        "CORRAL_API_KEY": seed,
+        "CORRAL_JWT_SECRET": secret,
+        "CORRAL_STANDBY_SANDBOXES": "0",
+    }
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("base", "nodejs"):
+        _build(env, work / "template-build.log", name)
+    log = work / "server.log"
+    proc, url = process.start(["--data-dir", str(DATA_DIR), "--database-url", database_url], env, log)
+    server = Server(url, DATA_DIR, database_url, log, env, secret)
+    try:
+        process.wait_healthy(url, proc, log)
+        for name in ("alpha", "beta"):
+            server.cli("org", "create", name)
+            org = Org(name, "", server)
+            org.key = org.key_of("owner")
+            server.orgs[name] = org
+        yield server
+    finally:
+        process.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def alpha(enclave: Server) -> Org:
+    return enclave.orgs["alpha"]
+
+
+@pytest.fixture(scope="session")
+def beta(enclave: Server) -> Org:
+    return enclave.orgs["beta"]
