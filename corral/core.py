@@ -28,6 +28,7 @@ from corral.domain import Capacity
 from corral.errors import CorralError
 from corral.metrics import Metrics
 from corral.ports import (
+    BindingStore,
     Builder,
     KeyStore,
     Network,
@@ -41,6 +42,7 @@ from corral.runtime.capacity import node_capacity
 from corral.runtime.checkpoint_dirs import CheckpointDirs
 from corral.services.admission import Admission
 from corral.services.audit import AuditService
+from corral.services.bindings import BindingService
 from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
 from corral.services.egress import EgressService
@@ -58,7 +60,9 @@ from corral.services.sessions import SessionService, bounds_of
 from corral.services.standby import Standby
 from corral.services.stored_switches import StoredSwitches
 from corral.services.templates import TemplateService
+from corral.services.webhooks import WebhookService
 from corral.settings import Settings
+from corral.store.bindings import SqlBindingStore
 from corral.store.checkpoints import SqlCheckpointStore, SqlTemplateBuildStore
 from corral.store.database import Database
 from corral.store.events import SqlEventStore
@@ -70,6 +74,7 @@ from corral.store.sessions import SqlSessionStore
 from corral.store.users import SqlUserStore
 
 if TYPE_CHECKING:
+    from corral.network.forwarder import Forwarder, ForwarderLimits
     from corral.network.node import NodeNetwork
     from corral.network.quota import QuotaLimits
 
@@ -100,8 +105,11 @@ class Core:
     checkpoints: CheckpointService
     patches: PatchService
     template_builds: TemplateService
+    bindings: BindingService
+    webhooks: WebhookService
     sessions: SessionService
     network: NodeNetwork | None = None
+    forwarder: Forwarder | None = None  # the binding forwarder, when the core runs it (not the network)
     bootstrap_key: str | None = None
     claim: Claim | None = None  # of the data dir (corral.datadir), released at close
 
@@ -186,8 +194,13 @@ class Core:
             sandboxes,
             max_running_per_org=settings.build_max_running_per_org,
         )
+        forwarder = network.forwarder if network is not None else await loopback_forwarder(settings, runtime)
+        bindings = BindingService(SqlBindingStore(db), runtime, audit, forwarder)
+        if forwarder is not None:
+            forwarder.on_call = bindings.invoked
         commands = CommandService(sandboxes, output_budget(settings))
         files = FileService(sandboxes)
+        webhooks = default_webhooks(settings, audit)
         sessions = SessionService(
             SqlSessionStore(db),
             sandboxes,
@@ -195,6 +208,8 @@ class Core:
             audit,
             SessionQueue(settings.max_concurrent_sessions, settings.max_concurrent_sessions_per_org),
             bounds_of(settings),
+            bindings=bindings,
+            webhooks=webhooks,
             clock=clock,
         )
         core = cls(
@@ -218,8 +233,11 @@ class Core:
             checkpoints=checkpoints,
             patches=patches,
             template_builds=template_builds,
+            bindings=bindings,
+            webhooks=webhooks,
             sessions=sessions,
             network=network,
+            forwarder=forwarder if network is None else None,
             claim=held,
         )
         if network is not None:
@@ -262,6 +280,9 @@ class Core:
         if self.sandboxes.standby is not None:
             await self.sandboxes.standby.close()  # before the teardowns are awaited
         await self.commands.session_ends.close()
+        await self.webhooks.close()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         await self.runtime.settle()  # its background teardowns need the network
         if self.network is not None:
             await self.network.close()  # sandboxes keep their network (not DNS) meanwhile
@@ -303,9 +324,46 @@ async def default_network(settings: Settings) -> NodeNetwork | None:
         dns_limits=_dns_limits(settings),
         dns_timeout=settings.network_dns_upstream_timeout_s,
         dns_deadline=settings.network_dns_deadline_s,
+        forwarder_port=settings.bindings_port,
+        forwarder_limits=_forwarder_limits(settings),
     )
     await network.start()
     return network
+
+
+async def loopback_forwarder(settings: Settings, runtime: Runtime) -> Forwarder | None:
+    """The binding forwarder on 127.0.0.1, started, for the process runtime (whose
+    sandboxes are host processes: no isolation, docs/security.md); None otherwise (the
+    runc runtime's is its network's, on the bridge; without a network there is none)."""
+    if runtime.name != "process":
+        return None
+    from corral.network.forwarder import Forwarder
+
+    forwarder = Forwarder(limits=_forwarder_limits(settings))
+    await forwarder.start("127.0.0.1", settings.bindings_port)
+    return forwarder
+
+
+def _forwarder_limits(settings: Settings) -> ForwarderLimits:
+    from corral.network.forwarder import ForwarderLimits
+
+    return ForwarderLimits(
+        max_body=settings.bindings_max_body_mb * 1024 * 1024,
+        calls_per_sandbox=settings.bindings_calls_per_sandbox,
+        deadline=settings.bindings_deadline_s,
+    )
+
+
+def default_webhooks(settings: Settings, audit: AuditService) -> WebhookService:
+    from corral.network.webhook import WebhookClient
+
+    return WebhookService(
+        WebhookClient(allow_private=settings.webhook_allow_private),
+        audit,
+        allow_private=settings.webhook_allow_private,
+        timeout=settings.webhook_timeout_s,
+        attempts=settings.webhook_attempts,
+    )
 
 
 def _dns_limits(settings: Settings) -> QuotaLimits:
@@ -394,6 +452,7 @@ class LocalStores:
     keys: KeyStore
     users: UserStore
     switches: SwitchStore
+    bindings: BindingStore
 
 
 @asynccontextmanager
@@ -401,7 +460,7 @@ async def local_stores(settings: Settings) -> AsyncIterator[LocalStores]:
     """The stores of ``settings``' database (opened and migrated), closed after."""
     db = await Database.open(settings.db_url)
     try:
-        yield LocalStores(SqlKeyStore(db), SqlUserStore(db), SqlSwitchStore(db))
+        yield LocalStores(SqlKeyStore(db), SqlUserStore(db), SqlSwitchStore(db), SqlBindingStore(db))
     finally:
         await db.close()
 

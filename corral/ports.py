@@ -3,9 +3,9 @@
 Each port is a small ``Protocol``. Real adapters live in ``runtime/``, ``network/``,
 ``agent/`` and ``store/`` (the stores: ``SandboxStore``, ``PreviewStore``,
 ``CheckpointStore``, ``TemplateBuildStore``, ``KeyStore``, ``UserStore``, ``EventStore``,
-``SwitchStore``); only the composition root constructs them. Fakes live beside them
-(``runtime/process.py`` runs the real agent as a plain local process, ``store`` runs on
-SQLite in a temp dir) so most tests need no root.
+``SwitchStore``, ``BindingStore``); only the composition root constructs them. Fakes
+live beside them (``runtime/process.py`` runs the real agent as a plain local process,
+``store`` runs on SQLite in a temp dir) so most tests need no root.
 
 Error contract for every port: adapters raise only ``corral.errors`` types; OS, runc,
 SQL and protocol errors are translated at the boundary with ``raise ... from exc``.
@@ -45,6 +45,7 @@ from corral.domain import (
     TemplateBuild,
     User,
 )
+from corral.domain.bindings import Binding
 from corral.domain.usage import Usage
 
 
@@ -570,3 +571,45 @@ class SwitchStore(Protocol):
 
     async def engaged(self) -> builtins.list[Switch]:
         """Oldest first."""
+
+
+class BindingStore(Protocol):
+    """An org's service bindings (``corral.domain.bindings``), secrets included."""
+
+    async def add(self, binding: Binding) -> None:
+        """Conflict (naming ``name``) when the org has a binding of that name."""
+
+    async def get(self, org_id: str, name: str) -> Binding | None: ...
+
+    async def list(self, org_id: str) -> builtins.list[Binding]:
+        """By name."""
+
+    async def remove(self, org_id: str, name: str) -> bool:
+        """Whether there was one."""
+
+
+BindingCallFn = Callable[[str, str, dict[str, object]], Awaitable[None]]
+"""Called with a sandbox id, its org and one call it made through the forwarder
+(binding, method, path, status; never the secret)."""
+
+
+class Forwarder(Protocol):
+    """The endpoint through which sandboxes call their bindings: requests in plain HTTP
+    from the sandbox, forwarded upstream with the binding's secret added
+    (``corral.network.forwarder``). Grants live in memory only."""
+
+    def grant(self, sandbox_id: str, address: str, bindings: Sequence[Binding]) -> dict[str, str]:
+        """Let the sandbox at ``address`` call ``bindings`` (added to those granted
+        before); each binding's name -> the base URL the sandbox calls it at."""
+
+    def revoke(self, sandbox_id: str) -> None:
+        """Refuse the sandbox's calls from now on. Idempotent."""
+
+
+class WebhookPoster(Protocol):
+    """POSTs from corral's host to a tenant's URL (``corral.network.webhook``)."""
+
+    async def post(self, url: str, body: bytes, timeout: float) -> int:
+        """POST ``body`` (JSON) to ``url`` within ``timeout`` seconds; the answer's
+        status. Unavailable when it could not be sent or answered (a refused
+        destination, connection, TLS, timeout)."""

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     network_dns_upstream_timeout_s: Annotated[float, Field(gt=0)] = 2.0  # one upstream's answer
     network_dns_deadline_s: Annotated[float, Field(gt=0)] = 4.0  # a relay, over every upstream tried
 
+    # service bindings (corral.network.forwarder): the forwarder sandboxes call them through,
+    # on the bridge address (127.0.0.1 with the process runtime); 0: a free port
+    bindings_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    bindings_max_body_mb: Annotated[int, Field(ge=1)] = 32  # of one request from a sandbox
+    bindings_calls_per_sandbox: Annotated[int, Field(ge=1)] = 16  # calls of one sandbox at once
+    bindings_deadline_s: Annotated[float, Field(gt=0)] = 600.0  # one call, its streamed answer included
+    # webhooks (corral.services.webhooks): POSTed from this host to a tenant's URL
+    webhook_allow_private: bool = False  # let them reach loopback, private and link-local addresses
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0  # one attempt
+    webhook_attempts: Annotated[int, Field(ge=1, le=10)] = 4  # in all, backing off 1 s, 4 s, 16 s...
+
     # template builds from Dockerfiles (corral.runtime.confinement): their RUN steps run
     # confined like a sandbox; the host, control plane, sandboxes and link-local are
     # always denied; only these names/CIDRs are reachable (the package registries the

@@ -16,6 +16,7 @@ Visibility is a separate rule, applied after it: another org's resource is NotFo
     sessions:write     x      x       x                create and delete code sessions (spec 001)
     audit:read         x      x                        the audit trail of a sandbox or the org
     keys:manage        x      x                        create, list, revoke the org's API keys
+    bindings:manage    x      x                        add, list, remove the org's service bindings
     orgs:manage        x                               the org itself (users, its kill switch)
 
 Roles are ordered owner > admin > developer > viewer; each holds every scope of the
@@ -61,6 +62,7 @@ class Scope(enum.StrEnum):
     SESSIONS_WRITE = "sessions:write"
     AUDIT_READ = "audit:read"
     KEYS_MANAGE = "keys:manage"
+    BINDINGS_MANAGE = "bindings:manage"
     ORGS_MANAGE = "orgs:manage"
 
 
@@ -72,7 +74,7 @@ _DEVELOPER = _VIEWER | {
     Scope.SANDBOX_DELETE,
     Scope.SESSIONS_WRITE,
 }
-_ADMIN = _DEVELOPER | {Scope.AUDIT_READ, Scope.KEYS_MANAGE}
+_ADMIN = _DEVELOPER | {Scope.AUDIT_READ, Scope.KEYS_MANAGE, Scope.BINDINGS_MANAGE}
 _OWNER = _ADMIN | {Scope.ORGS_MANAGE}
 
 ROLE_SCOPES: dict[Role, frozenset[Scope]] = {

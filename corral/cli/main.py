@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import audit, keys, killswitch, orgs, sandbox, template, users
+from corral.cli import audit, bindings, keys, killswitch, orgs, sandbox, template, users
 from corral.cli.console import CliError, reported
 from corral.cli.local import DatabaseOption, DataDirOption, local_settings
 from corral.datadir import claim
@@ -37,6 +37,7 @@ app = typer.Typer(
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(template.app, name="template")
 app.add_typer(keys.app, name="keys")
+app.add_typer(bindings.app, name="bindings")
 app.add_typer(orgs.app, name="org")
 app.add_typer(users.app, name="users")
 app.add_typer(killswitch.app, name="killswitch")

@@ -13,8 +13,10 @@ another's address, so the source address identifies the sandbox below.
 ``table inet corral``:
 
 * ``input`` (traffic from sandboxes to any address of the host): only DNS to the
-  bridge address (udp and tcp 53, the resolver) and replies to connections the host
-  opened (the gateway proxying into a sandbox) pass; the rest goes to ``deny_host``.
+  bridge address (udp and tcp 53, the resolver), the service-binding forwarder's TCP
+  port on the bridge address (``setup``'s ``open_ports``; it serves only sandboxes
+  granted a binding: ``forwarder.py``) and replies to connections the host opened
+  (the gateway proxying into a sandbox) pass; the rest goes to ``deny_host``.
   So the host, the control plane's port and every other local address are closed
   whatever the policy. Broadcast and multicast are dropped silently. UDP to the
   resolver is bounded per source address (``dns_rate`` packets a second, ``dns_burst``
@@ -122,8 +124,9 @@ class Firewall:
 
     # -- the node --------------------------------------------------------------------
 
-    async def setup(self) -> None:
-        """Create or rewrite the base tables, chains and sets."""
+    async def setup(self, open_ports: Sequence[int] = ()) -> None:
+        """Create or rewrite the base tables, chains and sets; ``open_ports``: TCP ports
+        of the bridge address sandboxes may reach (the binding forwarder's)."""
         t, br = f"inet {self.table}", f'"{self.bridge}"'
         base = {
             "input": "type filter hook input priority filter - 10; policy accept;",
@@ -172,6 +175,7 @@ class Firewall:
             ),
             f"add rule {t} input ip daddr {gw} udp dport 53 accept",
             f"add rule {t} input ip daddr {gw} tcp dport 53 accept",
+            *(f"add rule {t} input ip daddr {gw} tcp dport {int(port)} accept" for port in open_ports),
             f"add rule {t} input ct state established,related accept",
             f"add rule {t} input meta pkttype {{ broadcast, multicast }} drop",
             f"add rule {t} input goto deny_host",

@@ -3,17 +3,20 @@
 It composes the bridge (``bridge.py``), one namespace and veth per sandbox
 (``namespace.py``), the nftables rules (``firewall.py``), the resolver
 (``resolver.py``) and what it asks (``gate.py``, which also keeps the table of
-attached sandboxes and their locks), the denial events (``denials.py``), the
-ledger (``ledger.py``) and the pool of ready namespaces (``spares.py``); the package
-docstring states the security model.
+attached sandboxes and their locks), the service-binding forwarder
+(``forwarder.py``), the denial events (``denials.py``), the ledger (``ledger.py``)
+and the pool of ready namespaces (``spares.py``); the package docstring states the
+security model.
 
 Lifecycle: :meth:`NodeNetwork.start` (idempotent; every other method calls it) makes
 the bridge and the base firewall, reloads the ledger, re-creates a sandbox chain that
-has gone missing (e.g. after ``nft flush ruleset``), binds the resolver on
-``<gateway>:53`` and the NFLOG group. :meth:`NodeNetwork.close` stops the resolver
-and the event reader and touches nothing in the kernel: sandboxes keep their network
-(without DNS) while ``corral serve`` restarts; ready namespaces stay too, and the
-next start takes them over from the ledger.
+has gone missing (e.g. after ``nft flush ruleset``), binds the forwarder (with
+``forwarder_port``; its port is the one the firewall opens on the bridge address), the
+resolver on ``<gateway>:53`` and the NFLOG group. :meth:`NodeNetwork.close` stops the
+forwarder, the resolver and the event reader and touches nothing in the kernel:
+sandboxes keep their network (without DNS or bindings) while ``corral serve``
+restarts; ready namespaces stay too, and the next start takes them over from the
+ledger.
 
 Contracts (all ids are checked first: InvalidInput):
 
@@ -35,7 +38,8 @@ Contracts (all ids are checked first: InvalidInput):
   nor a sandbox's, and deletes bridge ports nobody owns; returns the sandbox ids
   removed, sorted. Ready spares are kept.
 * ``drain``: stops refilling and removes every ready namespace (tests, uninstall).
-* ``start``: Unavailable when the resolver cannot bind ``<gateway>:53``.
+* ``start``: Unavailable when the resolver cannot bind ``<gateway>:53`` or the
+  forwarder its port.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound, Runtime
 from corral.network import bridge, namespace, recovery
 from corral.network.denials import Denials
 from corral.network.firewall import Firewall
+from corral.network.forwarder import Forwarder, ForwarderLimits
 from corral.network.gate import Attached, Gate, OrgOf
 from corral.network.ledger import Ledger, Record
 from corral.network.policy import Rules
@@ -91,7 +96,11 @@ class NodeNetwork:
         dns_limits: QuotaLimits | None = None,
         dns_timeout: float = 2.0,
         dns_deadline: float = 4.0,
+        forwarder_port: int | None = None,
+        forwarder_limits: ForwarderLimits | None = None,
     ) -> None:
+        """``forwarder_port``: the service-binding forwarder's (0: a free one; None: no
+        forwarder)."""
         self._pool = AddressPool(pool)
         if not 0 <= nflog_group <= 0xFFFF:
             raise CorralError(f"NFLOG group {nflog_group} is out of range (0-65535)")
@@ -134,6 +143,8 @@ class NodeNetwork:
             taken=self._gate.addresses,
             concurrency=ready_concurrency,
         )
+        self.forwarder = Forwarder(limits=forwarder_limits) if forwarder_port is not None else None
+        self._forwarder_port = forwarder_port or 0
         self._start_lock = asyncio.Lock()
         self._resolver: Resolver | None = None
         self._started = False
@@ -195,7 +206,17 @@ class NodeNetwork:
                 return
             await self._ledger.load()
             await bridge.ensure(self._bridge, self._pool.gateway, self._pool.network)
-            await self._firewall.setup()
+            open_ports = []
+            if self.forwarder is not None:
+                if not self.forwarder.port:
+                    try:
+                        await self.forwarder.start(self.gateway, self._forwarder_port)
+                    except OSError as exc:
+                        raise Unavailable(
+                            f"cannot serve the binding forwarder on {self.gateway}:{self._forwarder_port}: {exc}"
+                        ) from exc
+                open_ports.append(self.forwarder.port)
+            await self._firewall.setup(open_ports)
             await self._recover()
             upstreams = self._upstreams if self._upstreams is not None else system_upstreams()
             upstreams = [u for u in upstreams if u[0] != self.gateway]  # never ourselves
@@ -216,6 +237,8 @@ class NodeNetwork:
 
     async def close(self) -> None:
         await self._spares.stop()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         self._gate.stop()
         resolver, self._resolver = self._resolver, None
         self._gate.resolver = None
@@ -266,6 +289,7 @@ class NodeNetwork:
             "sandboxes": len(self._sandboxes),
             "ready_namespaces": len(self._spares.ready),
             "resolver": self._resolver is not None,
+            "forwarder": self.forwarder.port if self.forwarder is not None else None,
             "upstreams": [f"{h}:{p}" for h, p in self._resolver.upstreams] if self._resolver else [],
             "denials_listening": self._denials.listening,
         }

@@ -176,3 +176,17 @@ class TemplateBuildRow(Base):
     digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServiceBindingRow(Base):
+    """A service binding of an org (``corral.domain.bindings``): the secret is kept as
+    given, since corral adds it to requests (the store is private: docs/security.md)."""
+
+    __tablename__ = "service_bindings"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    header: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from corral.api.opencomputer.schemas import (
     AuditEventOut,
     AuditPageOut,
+    BindingOut,
     CheckpointOut,
     CreatedKeyOut,
     CreatedSandboxOut,
@@ -47,6 +48,7 @@ from corral.domain import (
     SessionSpec,
     TemplateBuild,
 )
+from corral.domain.bindings import Binding
 from corral.domain.egress import parse_policy
 from corral.errors import NotFound
 from corral.ids import is_valid
@@ -296,3 +298,9 @@ def key_out(key: ApiKey) -> KeyOut:
 
 def created_key_out(new: NewKey) -> CreatedKeyOut:
     return CreatedKeyOut(key=new.raw, **key_out(new.key).model_dump())
+
+
+def binding_out(binding: Binding) -> BindingOut:
+    return BindingOut(
+        name=binding.name, url=binding.url, header=binding.header, createdAt=rfc3339(binding.created_at)
+    )

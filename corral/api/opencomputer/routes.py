@@ -8,8 +8,8 @@ refreshes tokens. A create with ``previewAuth`` answers its token once, as
 served on both although the spec calls it worker-only: the Python SDK posts it through
 its control-plane client.
 
-The control plane also serves corral's own audit trail (``routes_audit``) and API key
-(``routes_keys``) routes, and spec 003's checkpoints, forks and patches
+The control plane also serves corral's own audit trail (``routes_audit``), API key
+(``routes_keys``) and service binding (``routes_bindings``) routes, and spec 003's checkpoints, forks and patches
 (``routes_checkpoints``), hibernate and wake (``routes_lifecycle``, which also has the
 keepalive route of both mounts and the ``X-OSB-Async-Wake`` header every route reads)
 and Dockerfile templates (``routes_templates``). Which role may call what is decided in the services
@@ -27,6 +27,7 @@ from fastapi import status as http
 from corral.api.opencomputer import (
     mapping,
     routes_audit,
+    routes_bindings,
     routes_checkpoints,
     routes_exec,
     routes_files,
@@ -79,6 +80,7 @@ def router(surface: Surface) -> APIRouter:
     if surface.control:
         top.include_router(routes_audit.router(surface))
         top.include_router(routes_keys.router(surface))
+        top.include_router(routes_bindings.router(surface))
         top.include_router(routes_templates.router(surface))
     return top
 

@@ -265,6 +265,22 @@ class CreatedKeyOut(KeyOut):
     key: str  # ek_<id>_<secret>, shown only in this answer
 
 
+class CreateBindingBody(_Body):
+    name: str
+    url: str
+    header: str
+    secret: str
+
+
+class BindingOut(_Out):
+    """A service binding as every answer shows it: never its secret."""
+
+    name: str
+    url: str
+    header: str
+    createdAt: str
+
+
 # ---- checkpoints, patches, hibernation, templates ------------------------------------
 
 

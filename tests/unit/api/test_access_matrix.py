@@ -29,12 +29,13 @@ from corral.api.app import create_app
 from corral.settings import Settings
 from tests.unit.api.access_world import BAD, CREDS, WORKERS, World, serve_world
 
-READ, WRITE, CREATE, EXEC, DELETE, AUDIT, KEYS, TOKEN = (
+READ, WRITE, CREATE, EXEC, DELETE, AUDIT, KEYS, BINDINGS, TOKEN = (
     "sandbox:read", "sandbox:write", "sandbox:create", "sandbox:exec", "sandbox:delete",
-    "audit:read", "keys:manage", "token",
+    "audit:read", "keys:manage", "bindings:manage", "token",
 )  # fmt: skip
 VIEWER_SCOPES = {READ, TOKEN}
-ADMIN_ONLY = {AUDIT, KEYS}
+ADMIN_ONLY = {AUDIT, KEYS, BINDINGS}
+BINDING = {"url": "https://upstream.example/v1", "header": "Authorization", "secret": "Bearer m"}
 _fresh_port = itertools.count(20000)
 
 
@@ -98,6 +99,10 @@ ROUTES: list[Row] = [
     Row("POST", "/api/keys", KEYS, (201,), bound=False, body={"role": "viewer"}),
     Row("GET", "/api/keys", KEYS, (200,), bound=False),
     Row("DELETE", "/api/keys/{key}", KEYS, (204,), fresh=("key",)),
+    # service bindings: the first add of the name is a 201, the next ones a 409
+    Row("POST", "/api/bindings", BINDINGS, (201, 409), bound=False, body={"name": "m", **BINDING}),
+    Row("GET", "/api/bindings", BINDINGS, (200,), bound=False),
+    Row("DELETE", "/api/bindings/{name}", BINDINGS, (204,), fresh=("name",)),  # a binding's name
     # checkpoints, forks, patches, hibernation: on a sandbox of their own ({sandbox_id})
     Row("POST", "/api/sandboxes/{sid}/checkpoints", WRITE, (201,), body={"name": "m"}, fresh=("sid",)),
     Row("GET", "/api/sandboxes/{sandbox_id}/checkpoints", READ, (200,)),
@@ -183,6 +188,10 @@ def fresh(world: World, name: str) -> str:
         return port
     if name == "key":
         return str(world.owner("POST", "/api/keys", json={"role": "viewer"}).json()["id"])
+    if name == "name":  # of a binding
+        made = f"b{next(_fresh_port)}"
+        world.owner("POST", "/api/bindings", json={"name": made, **BINDING}).raise_for_status()
+        return made
     if name == "checkpoint_id":  # on {sandbox_id}, keeping it under its 10 checkpoints
         listed = f"/api/sandboxes/{world.ids['sandbox_id']}/checkpoints"
         for old in world.owner("GET", listed).json():

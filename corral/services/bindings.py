@@ -1,0 +1,102 @@
+"""Service bindings (DESIGN.md decision 8): an org's upstreams, called from its
+sandboxes through corral's forwarder, which adds the secret on the host's side.
+
+Managing (an org's owner or admin over the API, an operator with ``corral bindings``
+on the store): ``add``, ``list``, ``remove`` need ``bindings:manage`` (Forbidden
+otherwise; worker tokens never manage bindings). ``add``: InvalidInput naming
+``name``, ``url``, ``header`` or ``secret``; Conflict (``name``) when the org has one
+of that name. ``remove``: NotFound for a name the org does not have. Adding and
+removing are recorded in the org's audit trail (name, url, header; never the secret).
+No answer of this service's callers needs the secret: surfaces render bindings with
+``view`` fields only.
+
+Using (a surface's session service, for one sandbox): ``open_for(org_id,
+sandbox_id, names)`` grants the sandbox the named bindings of its org at the
+forwarder and returns each name -> the base URL the sandbox calls it at (a URL of the
+bridge, holding a token of that sandbox's: it is the sandbox's credential, not the
+secret). InvalidInput naming ``serviceBindings`` for a malformed name or one the org
+does not have (nothing is granted then); Unavailable when this node has no forwarder;
+NotFound when the sandbox has no address. ``close_for(sandbox_id)``: idempotent, the
+sandbox's calls are refused from then on. Every call through the forwarder is a
+``binding_invoked`` record of the sandbox (``invoked``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from corral.auth.principal import Principal
+from corral.auth.scopes import Scope, require
+from corral.domain.bindings import Binding, binding, check_name
+from corral.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from corral.ports import BindingStore, Forwarder, Runtime
+from corral.services.audit import AuditService
+
+INVOKED = "binding_invoked"
+ADDED = "binding_added"
+REMOVED = "binding_removed"
+FIELD = "serviceBindings"
+MAX_OPEN = 32  # bindings one sandbox may open
+
+
+class BindingService:
+    def __init__(
+        self, store: BindingStore, runtime: Runtime, audit: AuditService, forwarder: Forwarder | None
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.audit = audit
+        self.forwarder = forwarder
+
+    # -- managing ----------------------------------------------------------------------
+
+    async def add(self, principal: Principal, name: str, url: str, header: str, secret: str) -> Binding:
+        _manager(principal)
+        added = binding(principal.org_id, name, url, header, secret, datetime.now(UTC))
+        await self.store.add(added)
+        await self.audit.record_for(principal, ADDED, None, binding=name, url=added.url, header=header)
+        return added
+
+    async def list(self, principal: Principal) -> list[Binding]:
+        _manager(principal)
+        return await self.store.list(principal.org_id)
+
+    async def remove(self, principal: Principal, name: str) -> None:
+        _manager(principal)
+        if not await self.store.remove(principal.org_id, check_name(name)):
+            raise NotFound(f"binding {name} not found", field="name")
+        await self.audit.record_for(principal, REMOVED, None, binding=name)
+
+    # -- using -------------------------------------------------------------------------
+
+    async def open_for(self, org_id: str, sandbox_id: str, names: Sequence[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(check_name(name, FIELD) for name in names))
+        if len(wanted) > MAX_OPEN:
+            raise InvalidInput(f"at most {MAX_OPEN} service bindings per sandbox", field=FIELD)
+        found = []
+        for name in wanted:
+            held = await self.store.get(org_id, name)
+            if held is None:
+                raise InvalidInput(f"no service binding named {name}", field=FIELD)
+            found.append(held)
+        if not found:
+            return {}
+        if self.forwarder is None:
+            raise Unavailable("service bindings need the forwarder, which this node does not run")
+        address = await self.runtime.address(sandbox_id)
+        return self.forwarder.grant(sandbox_id, address, found)
+
+    async def close_for(self, sandbox_id: str) -> None:
+        if self.forwarder is not None:
+            self.forwarder.revoke(sandbox_id)
+
+    async def invoked(self, sandbox_id: str, org_id: str, call: dict[str, object]) -> None:
+        """The forwarder's ``BindingCallFn``: one call, into the sandbox's trail."""
+        await self.audit.record(INVOKED, org_id=org_id, sandbox_id=sandbox_id, data=call)
+
+
+def _manager(principal: Principal) -> None:
+    require(principal, Scope.BINDINGS_MANAGE)
+    if principal.sandbox_id is not None:
+        raise Forbidden("a worker token cannot manage service bindings")
