@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -175,14 +175,16 @@ def limits_of(raw: Mapping[str, Any], bounds: LimitBounds) -> SessionLimits:
 def egress_of(mode: str | None, allow: list[str] | None) -> EgressPolicy:
     """``deny_all`` (the default; an ``allow`` list must then be empty) or ``allowlist``
     (CIDRs and hostnames, as corral's egress policies take them). The host, other
-    sandboxes and link-local addresses (the metadata address) stay denied either way."""
+    sandboxes and link-local addresses (the metadata address) stay denied either way.
+    A session's connections are audited both ways (``audit_allowed``): denied ones as
+    ``egress_denied``, the new ones let through as ``egress_allowed``."""
     if mode in (None, "deny_all"):
         if allow:
             raise InvalidInput("egress.allow must be empty in deny_all mode", field="egress.allow")
-        return EgressPolicy(EgressMode.DENY_ALL)
+        return EgressPolicy(EgressMode.DENY_ALL, audit_allowed=True)
     if mode != "allowlist":
         raise InvalidInput("egress.mode must be deny_all or allowlist", field="egress.mode")
-    return parse_policy(EgressMode.DENY_ALL, allow or [], field="egress")
+    return replace(parse_policy(EgressMode.DENY_ALL, allow or [], field="egress"), audit_allowed=True)
 
 
 def egress_mode(policy: EgressPolicy) -> str:

@@ -327,8 +327,8 @@ class SessionService:
             if session.bindings and self.bindings is not None:
                 urls = await self.bindings.open_for(session.org_id, sandbox_id, session.bindings)
                 envs |= {f"ENCLAVE_SVC_{name.upper()}": url for name, url in urls.items()}
-            await self._phase(live, Phase.RUNNING, sandbox_id=sandbox_id, started_at=self.clock.now())
             await self._record(live, None, "sandbox_started", sandbox=sandbox_id, template=sandbox.template)
+            await self._phase(live, Phase.RUNNING, started_at=self.clock.now())
             outcome = await self.runner.run(
                 actor,
                 sandbox_id,

@@ -48,6 +48,7 @@ def test_egress_modes() -> None:
     assert egress_of(None, None).mode is EgressMode.DENY_ALL and egress_of(None, None).allow == ()
     allowed = egress_of("allowlist", ["10.1.0.0/16", "pypi.org"])
     assert allowed.mode is EgressMode.DENY_ALL and allowed.allow == ("10.1.0.0/16", "pypi.org")
+    assert allowed.audit_allowed and egress_of("deny_all", []).audit_allowed  # egress_allowed events
     for mode, allow, field in [
         ("allow_all", [], "egress.mode"),
         ("deny_all", ["10.0.0.0/8"], "egress.allow"),
