@@ -409,8 +409,10 @@ def default_templates(settings: Settings) -> Templates:
 
 
 def default_snapshotter(runtime: Runtime, settings: Settings) -> Snapshotter:
-    """Checkpoints and hibernation for the runc and process runtimes; for any other
-    runtime a snapshotter that says Unavailable."""
+    """The disks' snapshots (checkpoints, forks, restores) of the runc, process and fake
+    runtimes; for any other runtime a snapshotter that says Unavailable (and keeps no
+    disk: its idle sandboxes are stopped, not hibernated)."""
+    from corral.runtime.memory import FakeRuntime, FakeSnapshots
     from corral.runtime.nosnapshot import NoSnapshots
     from corral.runtime.process import ProcessRuntime
     from corral.runtime.runc import RuncRuntime
@@ -423,6 +425,8 @@ def default_snapshotter(runtime: Runtime, settings: Settings) -> Snapshotter:
         from corral.runtime.process_snapshot import ProcessSnapshots
 
         return ProcessSnapshots(runtime)
+    if isinstance(runtime, FakeRuntime):
+        return FakeSnapshots(runtime)
     return NoSnapshots()
 
 

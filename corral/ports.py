@@ -4,8 +4,9 @@ Each port is a small ``Protocol``. Real adapters live in ``runtime/``, ``network
 ``agent/`` and ``store/`` (the stores: ``SandboxStore``, ``PreviewStore``,
 ``CheckpointStore``, ``TemplateBuildStore``, ``KeyStore``, ``UserStore``, ``EventStore``,
 ``SwitchStore``, ``BindingStore``); only the composition root constructs them. Fakes
-live beside them (``runtime/process.py`` runs the real agent as a plain local process,
-``store`` runs on SQLite in a temp dir) so most tests need no root.
+live beside them, so most tests need no root: ``runtime/memory.py`` (``FakeRuntime``,
+``FakeAgent``, ``FakeSnapshots``: sandboxes in memory, no process), ``runtime/process.py``
+(the real agent as a plain local process), ``store`` on SQLite in a temp dir.
 
 Error contract for every port: adapters raise only ``corral.errors`` types; OS, runc,
 SQL and protocol errors are translated at the boundary with ``raise ... from exc``.

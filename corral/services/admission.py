@@ -21,7 +21,10 @@ sandbox hold resources again: create, fork, and restore or wake of a hibernated 
   ``capacity.memory_mb`` (0: no limit) it is Conflict (409), naming
   ``max_promised_disk_mb`` or ``max_promised_memory_mb``; nothing is started.
 - In-progress promises are counted until the block exits (by then the row counts them),
-  so concurrent creates cannot overshoot together. The store's sum covers every node
+  so concurrent creates cannot overshoot together. A check takes the promises in
+  progress before it reads the store, never after: one that ends during the read (its
+  row written, its promise gone) may then be counted twice, but never missed. The cap
+  per org is checked the same way. The store's sum covers every node
   sharing it: with several control planes, give each the capacity of the whole.
 """
 
@@ -61,8 +64,9 @@ class Admission:
         try:
             cap = self.max_live_per_org
             if cap > 0:
+                pending = self._pending[org_id]  # before the read: see ``promise``
                 live = await self.store.count_live(org_id)
-                if live + self._pending[org_id] > cap:
+                if live + pending > cap:
                     raise Conflict(
                         f"this org has {live} live sandboxes and at most {cap} are allowed "
                         "(setting max_live_sandboxes_per_org); kill one before creating another"
@@ -86,10 +90,11 @@ class Admission:
         try:
             limit = self.capacity
             if (disk_mb and limit.disk_mb) or (memory_mb and limit.memory_mb):
+                in_progress = (self._disk_mb, self._memory_mb)  # before the read: see the docstring
                 disk, memory = await self.store.promised()
-                _check("disk", disk_mb, disk + self.standing.disk_mb + self._disk_mb, limit.disk_mb)
+                _check("disk", disk_mb, disk + self.standing.disk_mb + in_progress[0], limit.disk_mb)
                 _check(
-                    "memory", memory_mb, memory + self.standing.memory_mb + self._memory_mb, limit.memory_mb
+                    "memory", memory_mb, memory + self.standing.memory_mb + in_progress[1], limit.memory_mb
                 )
             yield
         finally:

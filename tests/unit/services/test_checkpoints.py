@@ -1,9 +1,8 @@
-"""Checkpoints, forks, restores and patches on the process runtime (a sandbox's "disk"
-is its home dir, the agent's working directory) over SQLite."""
+"""Checkpoints, forks and restores on the in-memory runtime (a sandbox's "disk" is its
+files), and patches (bash scripts) on the process runtime, over SQLite."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,23 +13,15 @@ from corral.auth.principal import Principal, Role
 from corral.core import Core
 from corral.domain import Checkpoint, CheckpointStatus, SandboxStatus
 from corral.errors import Conflict, InvalidInput, NotFound
+from corral.runtime.memory import SNAPSHOT
 from corral.services.sandboxes import CreateSandbox
-from tests.unit.services.conftest import owner, sh
-
-
-async def ready(core: Core, me: Principal, checkpoint: Checkpoint) -> Checkpoint:
-    for _ in range(200):
-        found = {c.id: c for c in await core.checkpoints.list(me, checkpoint.sandbox_id)}[checkpoint.id]
-        if found.status is not CheckpointStatus.PROCESSING:
-            return found
-        await asyncio.sleep(0.01)
-    raise AssertionError("checkpoint never left processing")
+from tests.unit.services.conftest import ls, owner, read, ready, sh, write
 
 
 async def test_create_is_processing_then_ready_with_versioned_metadata(core: Core, tmp_path: Path) -> None:
     me = await owner(core)
     sb = await core.sandboxes.create(me, CreateSandbox(envs={"A": "1"}))
-    await sh(core, me, sb.id, "echo one > f.txt")
+    await write(core, me, sb.id, "f.txt", "one\n")
     made = await core.checkpoints.create(me, sb.id, "first")
     assert made.status is CheckpointStatus.PROCESSING and made.id.startswith("cp-")
     done = await ready(core, me, made)
@@ -38,7 +29,10 @@ async def test_create_is_processing_then_ready_with_versioned_metadata(core: Cor
     meta = json.loads((tmp_path / "checkpoints" / made.id / "checkpoint.json").read_text())
     assert meta["format"] == 1 and meta["layers"]["memory"] is None
     assert meta["config"]["envs"] == {"A": "1"} and meta["sandboxId"] == sb.id
-    assert (tmp_path / "checkpoints" / made.id / "home" / "f.txt").read_text() == "one\n"
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / made.id).iterdir()) == [
+        "checkpoint.json",
+        SNAPSHOT,  # the snapshotter's copy of the disk, moved in with it
+    ]
 
 
 @pytest.mark.parametrize("name", ["", "x" * 129, "tab\there"])
@@ -68,32 +62,42 @@ async def test_duplicate_name_conflicts_and_ten_is_the_most(core: Core) -> None:
 async def test_fork_has_the_checkpoint_files_and_never_sees_later_writes(core: Core) -> None:
     me = await owner(core)
     parent = await core.sandboxes.create(me, CreateSandbox(envs={"A": "1", "B": "2"}))
-    await sh(core, me, parent.id, "echo before > shared.txt")
+    await write(core, me, parent.id, "shared.txt", "before\n")
     checkpoint = await core.checkpoints.create(me, parent.id, "snap")
-    await sh(core, me, parent.id, "echo after > shared.txt; echo new > parent-only.txt")
+    await write(core, me, parent.id, "shared.txt", "after\n")
+    await write(core, me, parent.id, "parent-only.txt", "new\n")
     fork = await core.checkpoints.fork(me, checkpoint.id, envs={"B": "3"}, timeout_s=0)
     assert fork.status is SandboxStatus.RUNNING and fork.checkpoint_id == checkpoint.id
     assert fork.envs == {"A": "1", "B": "3"} and fork.timeout_s == 0
-    assert await sh(core, me, fork.id, "cat shared.txt; ls") == "before\nshared.txt\n"
-    await sh(core, me, fork.id, "echo fork > shared.txt")
-    assert await sh(core, me, parent.id, "cat shared.txt") == "after\n"
+    assert await read(core, me, fork.id, "shared.txt") == "before\n"
+    assert await ls(core, me, fork.id) == ["shared.txt"]
+    await write(core, me, fork.id, "shared.txt", "fork\n")
+    assert await read(core, me, parent.id, "shared.txt") == "after\n"
     again = await core.checkpoints.fork(me, checkpoint.id)
-    assert await sh(core, me, again.id, "cat shared.txt") == "before\n"
+    assert await read(core, me, again.id, "shared.txt") == "before\n"
 
 
 async def test_restore_reverts_files_in_place_and_runs_it(core: Core) -> None:
     me = await owner(core)
     sb = await core.sandboxes.create(me, CreateSandbox())
-    await sh(core, me, sb.id, "echo v1 > f; echo keep > g")
+    await write(core, me, sb.id, "f", "v1\n")
+    await write(core, me, sb.id, "g", "keep\n")
     checkpoint = await core.checkpoints.create(me, sb.id, "v1")
-    await sh(core, me, sb.id, "echo v2 > f; rm g; echo extra > h")
-    await core.lifecycle.hibernate(me, sb.id)
-    restored = await core.checkpoints.restore(me, sb.id, checkpoint.id)
+    await write(core, me, sb.id, "f", "v2\n")
+    await core.files.remove(me, sb.id, "g")
+    await write(core, me, sb.id, "h", "extra\n")
+    restored = await core.checkpoints.restore(me, sb.id, checkpoint.id)  # running: stopped first
     assert restored.status is SandboxStatus.RUNNING
-    assert await sh(core, me, sb.id, "cat f g; ls") == "v1\nkeep\nf\ng\n"
+    assert [await read(core, me, sb.id, name) for name in ("f", "g")] == ["v1\n", "keep\n"]
+    assert await ls(core, me, sb.id) == ["f", "g"]
+    await write(core, me, sb.id, "f", "v3\n")
+    await core.lifecycle.hibernate(me, sb.id)
+    assert (await core.checkpoints.restore(me, sb.id, checkpoint.id)).status is SandboxStatus.RUNNING
+    assert await read(core, me, sb.id, "f") == "v1\n"  # and a hibernated one is woken on it
 
 
-async def test_patches_run_in_sequence_order_and_numbers_are_never_reused(core: Core) -> None:
+async def test_patches_run_in_sequence_order_and_numbers_are_never_reused(process_core: Core) -> None:
+    core = process_core
     me = await owner(core)
     sb = await core.sandboxes.create(me, CreateSandbox())
     checkpoint = await core.checkpoints.create(me, sb.id, "base")
@@ -111,7 +115,10 @@ async def test_patches_run_in_sequence_order_and_numbers_are_never_reused(core: 
     assert restored.patches == () and "log" not in await sh(core, me, sb.id, "ls")  # restore runs none
 
 
-async def test_a_failing_patch_is_reported_on_the_sandbox_and_in_the_audit_trail(core: Core) -> None:
+async def test_a_failing_patch_is_reported_on_the_sandbox_and_in_the_audit_trail(
+    process_core: Core,
+) -> None:
+    core = process_core
     me = await owner(core)
     sb = await core.sandboxes.create(me, CreateSandbox())
     checkpoint = await ready(core, me, await core.checkpoints.create(me, sb.id, "base"))  # a fork needs it

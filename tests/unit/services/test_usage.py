@@ -16,7 +16,8 @@ from tests.unit.services.conftest import owner
 SPIN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
 
 
-async def test_usage_counts_the_cpu_time_of_commands(core: Core) -> None:
+async def test_usage_counts_the_cpu_time_of_commands(process_core: Core) -> None:
+    core = process_core
     me = await owner(core)
     sb = await core.sandboxes.create(me, CreateSandbox())
     before = await core.sandboxes.usage(me, sb.id)
