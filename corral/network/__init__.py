@@ -21,11 +21,13 @@ Security model, in order of evaluation (``firewall.py`` has the rules):
    and a frame from a sandbox must carry that sandbox's IPv4 address (IPv4 and ARP
    only; IPv6 is dropped): no spoofing, so a source address names a sandbox.
 2. Always denied, whatever the policy: every address of the host (the bridge address
-   too, except its port 53 where the resolver listens; so also the control plane and
-   the gateway ports, and ports the host publishes by DNAT), other sandboxes (nothing
-   is forwarded back into the bridge), ``169.254.0.0/16`` (cloud metadata), loopback,
-   ``0/8``, multicast, class E, the whole pool, and operator-configured
-   ``extra_denied`` networks (private networks of the site, say). IPv6: switched off
+   too, except its port 53 where the resolver listens and the TCP port of the
+   service-binding forwarder, ``forwarder.py``, which answers only a sandbox granted a
+   binding; so also the control plane and the gateway ports, and ports the host
+   publishes by DNAT), other sandboxes (nothing is forwarded back into the bridge),
+   ``169.254.0.0/16`` (cloud metadata), loopback, ``0/8``, multicast, class E, the
+   whole pool, and operator-configured ``extra_denied`` networks (private networks of
+   the site, say). IPv6: switched off
    on the sandbox's ``eth0`` and dropped at the bridge, so ``fe80::/10`` and every
    other IPv6 destination are unreachable (``::1`` on its own ``lo`` works).
 3. The sandbox's policy. ``deny`` entries win over ``allow`` entries.

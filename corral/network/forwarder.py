@@ -185,6 +185,10 @@ class Forwarder:
             await self._serve(peer, reader, writer)
         except (ConnectionError, TimeoutError, h11.ProtocolError):
             pass
+        except asyncio.CancelledError:
+            # by close(): end as a task that returned (asyncio's stream callback in 3.11
+            # asks a cancelled task for its exception and logs what that raises)
+            pass
         finally:
             self._tasks.discard(task)
             self._open[peer] -= 1

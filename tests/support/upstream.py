@@ -48,6 +48,7 @@ class Upstream:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # a head and a body written apart: no delayed-ACK wait
 
             def log_message(self, *args: Any) -> None:
                 pass
