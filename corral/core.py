@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 from corral import heap
 from corral.auth.ratelimit import RateLimiter, surface_limits
 from corral.auth.service import AuthService, load_or_create_secret
+from corral.background import Background
 from corral.clock import SYSTEM, Clock
-from corral.datadir import Claim, claim, secure
-from corral.domain import Capacity
+from corral.datadir import claim, secure
 from corral.errors import CorralError
 from corral.metrics import Metrics
 from corral.ports import (
@@ -47,6 +47,7 @@ from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
 from corral.services.egress import EgressService
 from corral.services.files import FileService
+from corral.services.hub import Hub
 from corral.services.keys import KeyService
 from corral.services.kill_switch import KillSwitch
 from corral.services.lifecycle import LifecycleService
@@ -85,6 +86,10 @@ STANDBY_WITH_RUNC = 2  # sandboxes started ahead when the setting says nothing
 
 @dataclass
 class Core:
+    """What the surfaces and the gateway use, built over the adapters by ``open``. Adding a
+    service: a field here, its construction in ``_open`` (and, if it runs in the
+    background, one ``background.start`` there)."""
+
     settings: Settings
     db: Database
     runtime: Runtime
@@ -108,10 +113,11 @@ class Core:
     bindings: BindingService
     webhooks: WebhookService
     sessions: SessionService
+    hub: Hub  # what several parts must hear (services/hub.py)
+    background: Background  # what runs in the background, stopped by close (corral/background.py)
     network: NodeNetwork | None = None
     forwarder: Forwarder | None = None  # the binding forwarder, when the core runs it (not the network)
     bootstrap_key: str | None = None
-    claim: Claim | None = None  # of the data dir (corral.datadir), released at close
 
     @classmethod
     async def open(
@@ -124,37 +130,43 @@ class Core:
         metrics: Metrics | None = None,
         clock: Clock = SYSTEM,
     ) -> Core:
+        """Everything built and started; if anything fails, what was started is stopped."""
         secure(settings.data_dir, settings.uid_base)  # private, before anything is written there
+        background = Background()
         held = claim(settings.data_dir)  # before anything is reconciled or bound
+        background.adopt("the data dir's claim", held.release)
         try:
-            return await cls._open(settings, held, runtime, templates, reconcile, metrics, clock)
+            return await cls._open(
+                settings, background, runtime, templates, reconcile, metrics or Metrics(), clock
+            )
         except BaseException:
-            held.release()
+            await background.close()
             raise
 
     @classmethod
     async def _open(
         cls,
         settings: Settings,
-        held: Claim,
+        background: Background,
         runtime: Runtime | None,
         templates: Templates | None,
         reconcile: bool,
-        metrics: Metrics | None,
+        metrics: Metrics,
         clock: Clock,
     ) -> Core:
-        metrics = metrics or Metrics()
-        network = None
-        if runtime is None:
-            network = await default_network(settings)
-            runtime = default_runtime(settings, network)
-        templates = templates or default_templates(settings)
+        # Started in this order, stopped in the reverse one (corral/background.py).
+        hub = Hub()
         db = await Database.open(settings.db_url)
-        keys = SqlKeyStore(db)
+        background.adopt("the store", db.close)
         secret = settings.jwt_secret or load_or_create_secret(settings.data_dir / "jwt-secret")
         auth = AuthService(
-            keys, secret, settings.worker_token_ttl_s, settings.user_token_ttl_s, users=SqlUserStore(db)
+            SqlKeyStore(db),
+            secret,
+            settings.worker_token_ttl_s,
+            settings.user_token_ttl_s,
+            users=SqlUserStore(db),
         )
+        hub.key_revoked.subscribe(auth.forget_key)
         sandbox_store = SqlSandboxStore(db)
         audit = AuditService(
             SqlEventStore(db),
@@ -163,13 +175,30 @@ class Core:
             queue_size=settings.audit_queue_size,
             batch_size=settings.audit_batch_size,
         )
+        await background.start("the audit writer", audit.start, audit.close)  # stopped after all who record
+        network = None
+        if runtime is None:
+            network = default_network(settings, audit, _org_of(sandbox_store))
+            if network is not None:  # its resolver, denial reader and namespace refills
+                await background.start("the network", network.start, network.close)
+            runtime = default_runtime(settings, network)
+        background.adopt("the runtime's teardowns", runtime.settle)  # settled before the network closes
+        templates = templates or default_templates(settings)
         kill_switch = KillSwitch(engaged=not settings.gateway_enabled)
         capacity = node_capacity(settings)
         log.info(
             "this node may promise %s MiB of disk and %s MiB of memory", capacity.disk_mb, capacity.memory_mb
         )
-        admission = Admission(sandbox_store, kill_switch, settings.max_live_sandboxes_per_org, capacity)
+        standby = default_standby(settings, runtime, templates, metrics)
+        admission = Admission(
+            sandbox_store,
+            kill_switch,
+            settings.max_live_sandboxes_per_org,
+            capacity,
+            standing=standby.holds() if standby is not None else None,
+        )
         template_build_store = SqlTemplateBuildStore(db)
+        snapshotter = default_snapshotter(runtime, settings)
         sandboxes = SandboxService(
             sandbox_store,
             runtime,
@@ -179,9 +208,13 @@ class Core:
             metrics=metrics,
             admission=admission,
             builds=template_build_store,
+            hub=hub,
+            standby=standby,
+            snapshotter=snapshotter,
             clock=clock,
         )
-        lifecycle = LifecycleService(sandboxes, default_snapshotter(runtime, settings))
+        hub.sandbox_stopped.subscribe(sandboxes.forget_running)
+        lifecycle = LifecycleService(sandboxes, snapshotter)
         checkpoint_store = SqlCheckpointStore(db)
         patches = PatchService(checkpoint_store, sandboxes)
         checkpoints = CheckpointService(
@@ -195,12 +228,18 @@ class Core:
             max_running_per_org=settings.build_max_running_per_org,
         )
         forwarder = network.forwarder if network is not None else await loopback_forwarder(settings, runtime)
+        if network is None and forwarder is not None:  # the network's is stopped with it
+            background.adopt("the binding forwarder", forwarder.close)
         bindings = BindingService(SqlBindingStore(db), runtime, audit, forwarder)
         if forwarder is not None:
             forwarder.on_call = bindings.invoked
-        commands = CommandService(sandboxes, output_budget(settings))
-        files = FileService(sandboxes)
         webhooks = default_webhooks(settings, audit)
+        background.adopt("the webhooks", webhooks.close)
+        previews = PreviewService(SqlPreviewStore(db), sandboxes, settings)
+        hub.sandbox_stopped.subscribe(previews.forget)
+        commands = CommandService(sandboxes, output_budget(settings))
+        background.adopt("following exec sessions", commands.session_ends.close)
+        files = FileService(sandboxes)
         sessions = SessionService(
             SqlSessionStore(db),
             sandboxes,
@@ -212,7 +251,20 @@ class Core:
             webhooks=webhooks,
             clock=clock,
         )
-        core = cls(
+        stored_switches = StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s)
+        await stored_switches.refresh()
+        bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
+        if reconcile:
+            await sandboxes.reconcile()
+            await sessions.reconcile()  # after the sandboxes': it kills its sessions' sandboxes
+            await checkpoints.recover()
+            await template_builds.recover()
+        if standby is not None:  # removes its sandboxes when stopped, before the teardowns are awaited
+            await background.start("the standby sandboxes", standby.start, standby.close)
+        await background.start("the idle reaper", sandboxes.start_reaper, sandboxes.stop_reaper)
+        await background.start("the kill-switch refresher", stored_switches.start, stored_switches.close)
+        background.adopt("the code sessions", sessions.close)  # stopped first: they end with this process
+        return cls(
             settings=settings,
             db=db,
             runtime=runtime,
@@ -221,13 +273,13 @@ class Core:
             sandboxes=sandboxes,
             commands=commands,
             files=files,
-            previews=PreviewService(SqlPreviewStore(db), sandboxes, settings),
+            previews=previews,
             kill_switch=kill_switch,
             audit=audit,
             metrics=metrics,
-            keys=KeyService(auth, audit),
+            keys=KeyService(auth, audit, hub),
             limiter=RateLimiter(surface_limits(settings), clock.monotonic),
-            stored_switches=StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s),
+            stored_switches=stored_switches,
             egress=EgressService(sandboxes),
             lifecycle=lifecycle,
             checkpoints=checkpoints,
@@ -236,60 +288,33 @@ class Core:
             bindings=bindings,
             webhooks=webhooks,
             sessions=sessions,
+            hub=hub,
+            background=background,
             network=network,
             forwarder=forwarder if network is None else None,
-            claim=held,
+            bootstrap_key=bootstrap_key,
         )
-        if network is not None:
-            network.on_denied = audit.egress_denied
-            network.on_allowed = audit.egress_allowed
-            network.org_of = _org_of(sandbox_store)
-        audit.start()
-        await core.stored_switches.refresh()
-        core.bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
-        if reconcile:
-            await sandboxes.reconcile()
-            await sessions.reconcile()  # after the sandboxes': it kills its sessions' sandboxes
-            await checkpoints.recover()
-            await template_builds.recover()
-        standby = settings.standby_sandboxes
-        if standby is None:
-            standby = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
-        if standby:
-            each = default_limits(settings)
-            admission.standing = Capacity(standby * each.disk_mb, standby * each.memory_mb)
-            sandboxes.standby = Standby(
-                runtime,
-                templates,
-                settings.default_template,
-                default_limits(settings),
-                standby,
-                metrics.sandboxes_standby,
-            )
-            sandboxes.standby.start()
-        sandboxes.start_reaper()
-        core.stored_switches.start()
-        return core
 
     async def close(self) -> None:
-        """Stop background work, writing every queued audit record. Sandboxes keep running,
-        but for the code sessions' (they end with this process)."""
-        await self.sessions.close()
-        await self.stored_switches.close()
-        await self.sandboxes.stop_reaper()
-        if self.sandboxes.standby is not None:
-            await self.sandboxes.standby.close()  # before the teardowns are awaited
-        await self.commands.session_ends.close()
-        await self.webhooks.close()
-        if self.forwarder is not None:
-            await self.forwarder.close()
-        await self.runtime.settle()  # its background teardowns need the network
-        if self.network is not None:
-            await self.network.close()  # sandboxes keep their network (not DNS) meanwhile
-        await self.audit.close()
-        await self.db.close()
-        if self.claim is not None:
-            self.claim.release()
+        """Stop the background work, last started first: every queued audit record is
+        written, the runtime's teardowns settle before the network closes, the store
+        closes and the data dir is released last. Sandboxes keep running, but for the code
+        sessions' (they end with this process)."""
+        await self.background.close()
+
+
+def default_standby(
+    settings: Settings, runtime: Runtime, templates: Templates, metrics: Metrics
+) -> Standby | None:
+    """Sandboxes started ahead (services/standby.py): ``standby_sandboxes`` of them, or
+    ``STANDBY_WITH_RUNC`` with the runc runtime when the setting says nothing."""
+    size = settings.standby_sandboxes
+    if size is None:
+        size = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
+    if not size:
+        return None
+    limits = default_limits(settings)
+    return Standby(runtime, templates, settings.default_template, limits, size, metrics.sandboxes_standby)
 
 
 def output_budget(settings: Settings) -> OutputBudget:
@@ -304,14 +329,20 @@ def output_budget(settings: Settings) -> OutputBudget:
     )
 
 
-async def default_network(settings: Settings) -> NodeNetwork | None:
-    """The node's network for the runc runtime, started (its resolver bound), or None."""
+def default_network(
+    settings: Settings, audit: AuditService, org_of: Callable[[str], Awaitable[str | None]]
+) -> NodeNetwork | None:
+    """The node's network for the runc runtime (not started yet), or None. Denied (and
+    audited allowed) connections go to ``audit``; ``org_of`` tells the resolver a
+    sandbox's org."""
     if settings.runtime != "runc" or not settings.network_enabled:
         return None
     from corral.network.node import NodeNetwork
 
-    network = NodeNetwork(
+    return NodeNetwork(
         settings.network_state_dir,
+        audit.egress_denied,
+        on_allowed=audit.egress_allowed,
         pool=settings.network_pool,
         bridge_name=settings.network_bridge,
         upstreams=settings.network_dns_upstreams,
@@ -326,9 +357,8 @@ async def default_network(settings: Settings) -> NodeNetwork | None:
         dns_deadline=settings.network_dns_deadline_s,
         forwarder_port=settings.bindings_port,
         forwarder_limits=_forwarder_limits(settings),
+        org_of=org_of,
     )
-    await network.start()
-    return network
 
 
 async def loopback_forwarder(settings: Settings, runtime: Runtime) -> Forwarder | None:

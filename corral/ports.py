@@ -484,9 +484,6 @@ class Builder(Protocol):
 class KeyStore(Protocol):
     """Persistence of orgs and their API keys (only a hash of each secret is kept)."""
 
-    revoked_listeners: builtins.list[Callable[[str], None]]
-    """Called with the key id after every ``revoke`` through this store."""
-
     revocations: Path | None
     """A file whose change time moves with every revocation by any process on the same
     store (None where the store cannot say: then caches expire by time)."""
@@ -515,7 +512,7 @@ class KeyStore(Protocol):
 
     async def revoke(self, org_id: str, key_id: str) -> None:
         """Idempotent (the first revocation time is kept); NotFound for an unknown key
-        or another org's. Stamps ``revocations`` and calls ``revoked_listeners``."""
+        or another org's. Stamps ``revocations``."""
 
     def stamp_revocation(self) -> None:
         """Move ``revocations`` on (a user removed or given another role)."""

@@ -18,7 +18,8 @@ In front of all of it sits the gateway (``corral.gateway``): ``CorralApp.__call_
 hands every request the gateway claims (preview hosts ``{port}-{id}.<domain>`` and
 ``{id}-p{port}.<domain>``, paths under ``/preview/``) to it before FastAPI's routing
 and middleware see it, so proxied traffic pays for none of them. The gateway is built
-in the lifespan, after the core, and its connection pool is closed before the core.
+in the lifespan, after the core, over the services it uses (``gateway_services``; its
+key cache hears ``hub.key_revoked``), and its connection pool is closed before the core.
 
 ``uvicorn --factory corral.api.app:main`` serves it with settings from ``CORRAL_*``
 variables; ``corral.api.server.serve`` does the same with the right uvicorn options,
@@ -52,6 +53,7 @@ from corral.api.xgen.app import create_surface as xgen_surface
 from corral.core import Core
 from corral.errors import CorralError
 from corral.gateway.dispatch import Gateway
+from corral.gateway.services import GatewayServices
 from corral.metrics import Metrics
 from corral.settings import Settings
 
@@ -104,7 +106,8 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         core = await Core.open(settings, metrics=metrics, **overrides)
         app.state.core = core
-        gateway = Gateway(core)
+        gateway = Gateway(gateway_services(core))
+        core.hub.key_revoked.subscribe(gateway.access.forget_key)
         app.state.gateway = gateway
         if isinstance(app, CorralApp):
             app.gateway = gateway
@@ -145,6 +148,19 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.include_router(opencomputer_router(CONTROL), prefix="/api")
     app.include_router(opencomputer_router(WORKER))
     return app
+
+
+def gateway_services(core: Core) -> GatewayServices:
+    """What the gateway uses of ``core``."""
+    return GatewayServices(
+        settings=core.settings,
+        metrics=core.metrics,
+        auth=core.auth,
+        kill_switch=core.kill_switch,
+        previews=core.previews,
+        sandboxes=core.sandboxes,
+        lifecycle=core.lifecycle,
+    )
 
 
 async def healthz(request: Request) -> JSONResponse:

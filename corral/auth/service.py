@@ -9,7 +9,8 @@ Contracts:
   every request into a write. A verified key is remembered for ``KEY_CACHE_S``
   seconds, by a hash of the whole raw key (so only a caller holding the key can hit
   the entry): a repeated request reads nothing from the store. A revocation through
-  this process's key store drops the key's entries at once (``forget_key``), and so
+  this process drops the key's entries at once (``forget_key``, subscribed to
+  ``hub.key_revoked`` by ``corral.core``), and so
   does one by another process on the same SQLite file (the CLI): every revocation
   touches the store's ``revocations`` file, whose change time every check compares
   (one ``stat``). With a shared PostgreSQL store another control plane's revocation
@@ -143,7 +144,6 @@ class AuthService:
         self._touched: dict[str, float] = {}  # key id -> monotonic time last_used_at was written
         self._live: dict[str, tuple[float, Role | None]] = {}  # kid or uid -> (until, user's role)
         self._verified: dict[bytes, tuple[float, Principal]] = {}  # hash of raw key -> (until, principal)
-        keys.revoked_listeners.append(self.forget_key)
         self._revocations = -1  # change time of keys.revocations when the cache was last checked
 
     # ---- API keys ----------------------------------------------------------------------

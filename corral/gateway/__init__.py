@@ -18,12 +18,13 @@ else goes to the API.
     cors.py       corral's CORS allowlist (servers' own CORS headers are dropped)
     errors.py     the gateway's error envelope: CorralError to status and body
     replies.py    the gateway's own answers: errors, redirects
+    services.py   ``GatewayServices``: what the gateway uses of the services
     dispatch.py   ``Gateway``: the above in order
 
 Statuses (spec 000): 401 missing or malformed credentials; 404 unknown, stopped or
 not-owned sandbox, or a port without a preview for a non-owner, all with one body; 502
 the sandbox's server is not listening, failed, timed out or sent garbage; 503 the kill
-switch (``Core.kill_switch``, setting ``gateway_enabled``). Limits are settings
+switch (``GatewayServices.kill_switch``, setting ``gateway_enabled``). Limits are settings
 ``gateway_*`` (see ``corral.settings``); the HTTP server's own limits on clients are in
 ``corral.api.front``.
 """

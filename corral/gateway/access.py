@@ -46,10 +46,10 @@ from typing import Any
 from corral.api.credentials import HEADERS, Credentials, is_api_key, is_jwt, query_param, read
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
-from corral.core import Core
 from corral.errors import CorralError, NotFound, Unauthenticated, Unavailable
 from corral.gateway.headers import cookie_value
 from corral.gateway.routing import Target
+from corral.gateway.services import GatewayServices
 from corral.services.previews import SandboxRoute
 
 NOT_FOUND = "sandbox or port not found"
@@ -77,14 +77,14 @@ class Grant:
 
 
 class Access:
-    def __init__(self, core: Core) -> None:
-        self.core = core
+    def __init__(self, services: GatewayServices) -> None:
+        self.services = services
         self._keys: dict[str, tuple[float, Principal]] = {}
         self._grants: dict[tuple[str, int, CredentialHeaders], tuple[Grant, SandboxRoute, float]] = {}
-        core.auth.keys.revoked_listeners.append(self.forget_key)
 
     def forget_key(self, key_id: str) -> None:
-        """A key revoked on this node opens nothing from its next request on."""
+        """A key revoked on this node opens nothing from its next request on (subscribed
+        to ``hub.key_revoked`` where the gateway is built)."""
         self._keys = {digest: entry for digest, entry in self._keys.items() if entry[1].key_id != key_id}
         self._grants.clear()  # revocations are rare: every remembered grant is decided again
 
@@ -93,9 +93,9 @@ class Access:
         Unavailable: what can only be looked up is looked up (the route, the principal
         of an API key or token), then ``decide`` decides; a hibernated sandbox the
         request may reach is woken, waiting for it, and decided on again."""
-        if self.core.kill_switch.engaged():
+        if self.services.kill_switch.engaged():
             raise Unavailable("the gateway is switched off; retry later")
-        route = await self.core.previews.route(target.sandbox_id) if target.port else None
+        route = await self.services.previews.route(target.sandbox_id) if target.port else None
         creds = read(scope)
         creds.require_bare_api_key()
         principal = None if _public(route, target) else await self._principal(creds)
@@ -118,14 +118,14 @@ class Access:
         from a Bearer preview token or ``?token=`` are not remembered, nor those whose
         credentials (with the Cookie header) exceed ``MAX_REMEMBERED_BYTES``: at most
         ``MAX_CACHED_KEYS`` entries of at most that size."""
-        route = self.core.previews.cached(target.sandbox_id)
+        route = self.services.previews.cached(target.sandbox_id)
         if route is None or route.hibernated:
             return None
         now = time.monotonic()
         memo_key = (target.sandbox_id, target.port, credentials)
         hit = self._grants.get(memo_key)
         if hit is not None and hit[1] is route and hit[2] > now:
-            return None if self.core.kill_switch.engaged(route.org_id) else hit[0]
+            return None if self.services.kill_switch.engaged(route.org_id) else hit[0]
         creds = read(scope)
         principal, until = None, float("inf")
         if not _public(route, target):
@@ -138,7 +138,7 @@ class Access:
                 return None  # a worker or user token: ``check`` authenticates it
         try:
             creds.require_bare_api_key()
-            if self.core.kill_switch.engaged():
+            if self.services.kill_switch.engaged():
                 return None
             grant = self.decide(target, route, scope, creds, principal)
         except CorralError:
@@ -186,7 +186,7 @@ class Access:
         token, source = _preview_token(creds, scope)
         if not token:
             raise Unauthenticated(MALFORMED if creds.authorization is not None else MISSING)
-        if not self.core.previews.token_matches(route, token):
+        if not self.services.previews.token_matches(route, token):
             raise Unauthenticated("invalid preview token")
         assert route is not None  # token_matches is False without a route
         if not reachable or target.port not in route.previews:
@@ -200,28 +200,28 @@ class Access:
             return await self._key(creds.key)
         if is_jwt(creds.bearer):
             try:
-                return await self.core.auth.authenticate_token(creds.bearer)
+                return await self.services.auth.authenticate_token(creds.bearer)
             except Unauthenticated:
                 return None  # not a worker token: maybe an (explicit) preview token
         return None
 
     async def _awake(self, route: SandboxRoute) -> SandboxRoute:
         """The hibernated sandbox of ``route`` woken (waiting for it), and its new route."""
-        sandbox = await self.core.sandboxes.store.find(route.sandbox_id)
+        sandbox = await self.services.sandboxes.store.find(route.sandbox_id)
         if sandbox is not None:
-            await self.core.lifecycle.awake(sandbox)
-        self.core.previews.forget(route.sandbox_id)
-        return await self.core.previews.route(route.sandbox_id) or route
+            await self.services.lifecycle.awake(sandbox)
+        self.services.previews.forget(route.sandbox_id)
+        return await self.services.previews.route(route.sandbox_id) or route
 
     def _allowed(self, route: SandboxRoute, grant: Grant) -> Grant:
-        if self.core.kill_switch.engaged(route.org_id):
+        if self.services.kill_switch.engaged(route.org_id):
             raise Unavailable("the gateway is switched off for this account; retry later")
         return grant
 
     def _verifies(self, token: str) -> bool:
         """Whether ``token``'s signature and expiry hold."""
         try:
-            self.core.auth.verify_token(token)
+            self.services.auth.verify_token(token)
         except Unauthenticated:
             return False
         return True
@@ -230,7 +230,7 @@ class Access:
         if not is_jwt(value):
             return False
         try:
-            return self.core.auth.verify_token(value).sandbox_id == route.sandbox_id
+            return self.services.auth.verify_token(value).sandbox_id == route.sandbox_id
         except Unauthenticated:
             return False
 
@@ -241,10 +241,10 @@ class Access:
         hit = self._keys.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        principal = await self.core.auth.authenticate_key(raw)
+        principal = await self.services.auth.authenticate_key(raw)
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys.clear()
-        self._keys[digest] = (now + self.core.settings.gateway_cache_ttl_s, principal)
+        self._keys[digest] = (now + self.services.settings.gateway_cache_ttl_s, principal)
         return principal
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.core import Core
 from corral.errors import CorralError, NotFound
 from corral.gateway.access import NOT_FOUND, Access
 from corral.gateway.cors import CorsPolicy
@@ -28,16 +27,17 @@ from corral.gateway.headers import COOKIE
 from corral.gateway.meter import Meter
 from corral.gateway.replies import error, redirect, reply
 from corral.gateway.routing import Redirect, Router, Target
+from corral.gateway.services import GatewayServices
 from corral.gateway.upstream import Pool, UpstreamLimits
 from corral.gateway.websocket import relay
 
 
 class Gateway:
-    def __init__(self, core: Core) -> None:
-        s = core.settings
-        self.core = core
+    def __init__(self, services: GatewayServices) -> None:
+        s = services.settings
+        self.services = services
         self.router = Router([s.gateway_domain, *s.gateway_extra_domains])
-        self.access = Access(core)
+        self.access = Access(services)
         self.cors = CorsPolicy(s.gateway_cors_origins)
         self.limits = UpstreamLimits(
             connect_timeout=s.gateway_connect_timeout_s,
@@ -47,7 +47,7 @@ class Gateway:
             max_headers=s.gateway_max_headers,
         )
         self.pool = Pool(self.limits)
-        self.fast_path = FastPath(core, self.router, self.access, self.cors, self.pool)
+        self.fast_path = FastPath(services, self.router, self.access, self.cors, self.pool)
 
     def match(self, scope: Any) -> Target | Redirect | None:
         """The gateway's reading of a request, or None if it is not the gateway's."""
@@ -58,7 +58,7 @@ class Gateway:
         try:
             await self._serve(found, scope, meter.receive, meter.send)
         finally:
-            self.core.metrics.gateway_request(meter.status or 499, meter.bytes_in, meter.bytes_out)
+            self.services.metrics.gateway_request(meter.status or 499, meter.bytes_in, meter.bytes_out)
 
     async def _serve(self, found: Target | Redirect, scope: Any, receive: Any, send: Any) -> None:
         origin = _header(scope, b"origin")
@@ -76,7 +76,7 @@ class Gateway:
             if not found.port:
                 raise NotFound(NOT_FOUND)
             grant = await self.access.check(found, scope)
-            self.core.sandboxes.touch(grant.route.sandbox_id)
+            self.services.sandboxes.touch(grant.route.sandbox_id)
             if scope["type"] == "http":
                 extra = cors
                 if grant.query_token and found.by_host:
@@ -90,8 +90,8 @@ class Gateway:
                     receive,
                     send,
                     self.limits,
-                    self.core.settings.gateway_ws_max_message,
-                    self.core.sandboxes,
+                    self.services.settings.gateway_ws_max_message,
+                    self.services.sandboxes,
                 )
         except CorralError as exc:
             await error(scope, send, exc, cors)

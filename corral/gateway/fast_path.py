@@ -42,7 +42,6 @@ import asyncio
 import http
 from typing import Any, Protocol
 
-from corral.core import Core
 from corral.errors import SandboxError
 from corral.gateway.access import CREDENTIAL_HEADERS, Access
 from corral.gateway.cors import CorsPolicy
@@ -51,6 +50,7 @@ from corral.gateway.forward import IDEMPOTENT, cut_off, request_head
 from corral.gateway.headers import request_headers, response_headers
 from corral.gateway.replies import with_length
 from corral.gateway.routing import Router, Target
+from corral.gateway.services import GatewayServices
 from corral.gateway.upstream import NO_BODY_STATUS, Connection, Pool
 
 _REFUSED = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"x-forwarded-for", b"x-forwarded-proto"})
@@ -81,8 +81,10 @@ class Client(Protocol):
 class FastPath:
     """Takes the plain requests it can answer at once (see the module docstring)."""
 
-    def __init__(self, core: Core, router: Router, access: Access, cors: CorsPolicy, pool: Pool) -> None:
-        self.core = core
+    def __init__(
+        self, services: GatewayServices, router: Router, access: Access, cors: CorsPolicy, pool: Pool
+    ) -> None:
+        self.services = services
         self.router = router
         self.access = access
         self.cors = cors
@@ -115,7 +117,7 @@ class FastPath:
         if conn is None:
             return None
         self.served += 1
-        self.core.sandboxes.touch(target.sandbox_id)
+        self.services.sandboxes.touch(target.sandbox_id)
         headers, _, _ = request_headers(
             scope, target.host, target.prefix, drop_authorization=grant.drop_authorization
         )
@@ -323,7 +325,7 @@ class FastExchange:
         if self.conn is not None:
             self.conn.listener = None
             self.fast_path.pool.release(self.conn)
-        self.fast_path.core.metrics.gateway_request(self.status or 499, 0, self._bytes_out)
+        self.fast_path.services.metrics.gateway_request(self.status or 499, 0, self._bytes_out)
 
 
 def _status_line(status: int) -> bytes:

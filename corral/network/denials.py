@@ -59,7 +59,7 @@ class Denials:
     """The event pipeline of one node. ``owner`` maps a source address to a sandbox
     id (None: not a sandbox of ours); ``hostname`` maps (sandbox id, address) to the
     name that sandbox resolved to it, if known. ``clock`` (monotonic seconds) times the
-    rate limit. ``on_allowed`` may be set after construction, like ``on_denied``."""
+    rate limit."""
 
     def __init__(
         self,
@@ -71,9 +71,10 @@ class Denials:
         burst: int = 10,
         queue_size: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        on_allowed: AllowedFn | None = None,
     ) -> None:
         self.on_denied = on_denied
-        self.on_allowed: AllowedFn | None = None
+        self.on_allowed = on_allowed
         self._owner = owner
         self._hostname = hostname
         self._rate = rate

@@ -71,7 +71,9 @@ class Attached:
 
 
 class Gate:
-    def __init__(self, firewall: Firewall, report: Report, *, pin_private: bool = False) -> None:
+    def __init__(
+        self, firewall: Firewall, report: Report, *, pin_private: bool = False, org_of: OrgOf | None = None
+    ) -> None:
         self._firewall = firewall
         self._report = report
         self._pin_private = pin_private
@@ -80,7 +82,7 @@ class Gate:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.resolver: Resolver | None = None
-        self.org_of: OrgOf | None = None
+        self.org_of = org_of  # how the resolver learns a sandbox's org (its DNS bounds per org)
 
     # -- the table -------------------------------------------------------------------
 

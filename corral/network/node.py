@@ -98,6 +98,8 @@ class NodeNetwork:
         dns_deadline: float = 4.0,
         forwarder_port: int | None = None,
         forwarder_limits: ForwarderLimits | None = None,
+        on_allowed: AllowedFn | None = None,
+        org_of: OrgOf | None = None,
     ) -> None:
         """``forwarder_port``: the service-binding forwarder's (0: a free one; None: no
         forwarder)."""
@@ -128,10 +130,15 @@ class NodeNetwork:
         self._prefix = netns_prefix
         self._group = nflog_group
         self._ledger = Ledger(state_dir)
-        self._gate = Gate(self._firewall, self._report, pin_private=pin_private)
+        self._gate = Gate(self._firewall, self._report, pin_private=pin_private, org_of=org_of)
         self._sandboxes = self._gate.sandboxes
         self._denials = Denials(
-            on_denied, self._gate.owner, self._gate.hostname_of, rate=denial_rate, burst=denial_burst
+            on_denied,
+            self._gate.owner,
+            self._gate.hostname_of,
+            rate=denial_rate,
+            burst=denial_burst,
+            on_allowed=on_allowed,
         )
         self._spares = Spares(
             ready_namespaces,
@@ -156,36 +163,6 @@ class NodeNetwork:
     @property
     def firewall(self) -> Firewall:
         return self._firewall
-
-    @property
-    def on_denied(self) -> DeniedFn | None:
-        """Where denial events go; may be set after construction (the audit service
-        that receives them is usually built after the runtime)."""
-        return self._denials.on_denied
-
-    @on_denied.setter
-    def on_denied(self, callback: DeniedFn | None) -> None:
-        self._denials.on_denied = callback
-
-    @property
-    def on_allowed(self) -> AllowedFn | None:
-        """Where the allowed connections of sandboxes whose policy has
-        ``audit_allowed`` go; may be set after construction, like :attr:`on_denied`."""
-        return self._denials.on_allowed
-
-    @on_allowed.setter
-    def on_allowed(self, callback: AllowedFn | None) -> None:
-        self._denials.on_allowed = callback
-
-    @property
-    def org_of(self) -> OrgOf | None:
-        """How the resolver learns a sandbox's org (its DNS bounds are per org too);
-        may be set after construction, like :attr:`on_denied`."""
-        return self._gate.org_of
-
-    @org_of.setter
-    def org_of(self, lookup: OrgOf | None) -> None:
-        self._gate.org_of = lookup
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ LOOPBACK = NetInfo(netns_path="", address="127.0.0.1", gateway="127.0.0.1")
 
 
 class NullNetwork:
-    def __init__(self, on_denied: DeniedFn | None = None) -> None:
+    def __init__(self, on_denied: DeniedFn | None = None, on_allowed: AllowedFn | None = None) -> None:
         self.on_denied = on_denied
-        self.on_allowed: AllowedFn | None = None
+        self.on_allowed = on_allowed
         self.policies: dict[str, EgressPolicy] = {}
 
     async def attach(self, sandbox_id: str, policy: EgressPolicy) -> NetInfo:

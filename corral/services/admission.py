@@ -46,12 +46,13 @@ class Admission:
         kill_switch: KillSwitch,
         max_live_per_org: int,
         capacity: Capacity | None = None,
+        standing: Capacity | None = None,
     ) -> None:
         self.store = store
         self.kill_switch = kill_switch
         self.max_live_per_org = max_live_per_org
         self.capacity = capacity or Capacity()
-        self.standing = Capacity()  # what the standbys hold (services/standby.py)
+        self.standing = standing or Capacity()  # what the standbys hold (services/standby.py)
         self._pending: dict[str, int] = {}  # org id -> creates in progress
         self._disk_mb = 0  # promises in progress
         self._memory_mb = 0

@@ -11,7 +11,8 @@ Contracts:
   the result once; only its hash is stored.
 - ``revoke`` is idempotent; NotFound for an unknown key or another org's; Forbidden
   for a key whose role is above the caller's.
-- Creating and revoking are recorded in the org's audit trail.
+- Creating and revoking are recorded in the org's audit trail; a revocation is
+  published on ``hub.key_revoked`` (caches of verified keys drop the key at once).
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from corral.auth.service import AuthService, NewKey
 from corral.domain import ApiKey
 from corral.errors import Forbidden, InvalidInput, NotFound
 from corral.services.audit import AuditKind, AuditService
+from corral.services.hub import Hub
 
 MAX_NAME = 128
 
 
 class KeyService:
-    def __init__(self, auth: AuthService, audit: AuditService) -> None:
+    def __init__(self, auth: AuthService, audit: AuditService, hub: Hub) -> None:
         self.auth = auth
         self.audit = audit
+        self.hub = hub
 
     async def create(self, principal: Principal, role: str, name: str = "") -> NewKey:
         _manager(principal)
@@ -53,6 +56,7 @@ class KeyService:
         require_role_at_most(principal, Role(key.role))
         if key.revoked_at is None:
             await self.auth.keys.revoke(principal.org_id, key.id)
+            self.hub.key_revoked.publish(key.id)
             await self.audit.record_for(principal, AuditKind.KEY_REVOKED, None, key=key.id)
 
 

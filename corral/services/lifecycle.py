@@ -68,7 +68,6 @@ class LifecycleService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._waking: dict[str, asyncio.Task[Sandbox]] = {}
         sandboxes.waker = self
-        sandboxes.snapshotter = snapshots
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
         """Held by every operation that stops and starts a sandbox on its disk."""
@@ -124,8 +123,7 @@ class LifecycleService:
         await self.sandboxes.store.update(replace(touched, status=SandboxStatus.HIBERNATED, error=reason))
         self.sandboxes.metrics.sandboxes_active.dec()
         log.info("hibernated %s%s", sandbox.id, f" ({reason})" if reason else "")
-        for listener in self.sandboxes.stop_listeners:
-            listener(sandbox.id)
+        self.sandboxes.hub.sandbox_stopped.publish(sandbox.id)
 
     def _answer(self, sandbox_id: str, size: int) -> Hibernation:
         return Hibernation(sandbox_id, f"sandboxes/{sandbox_id}/disk", size, SandboxStatus.HIBERNATED)

@@ -104,7 +104,6 @@ class PreviewService:
         self._routes: dict[str, tuple[float, SandboxRoute | None]] = {}
         self._resolving: dict[str, asyncio.Future[SandboxRoute | None]] = {}
         self._forgotten = 0  # counts forget() calls: a lookup that raced one is not cached
-        sandboxes.stop_listeners.append(self.forget)
         parts = urlsplit(settings.base_url)
         self._scheme = parts.scheme or "http"
         default = {"http": 80, "https": 443}.get(self._scheme)

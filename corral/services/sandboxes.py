@@ -16,9 +16,10 @@ Contracts:
   seen running is remembered for ``RUNNING_CACHE_S`` seconds, so an exec reads nothing
   from the store; stopping or hibernating it in this process forgets it at once (in
   another process sharing the store, within that time).
-- Every callable in ``stop_listeners`` is called with the id of each sandbox that
-  stops (kill, idle timeout, reconcile), after it stopped; caches drop it there.
-- Hibernation (``services/lifecycle.py``, wired in as ``waker`` and ``snapshotter``):
+- The id of each sandbox that stops (kill, idle timeout, reconcile) is published on
+  ``hub.sandbox_stopped`` after it stopped; caches drop it there (``forget_running``
+  is this service's own).
+- Hibernation (``services/lifecycle.py``, wired in as ``waker``; ``snapshotter``):
   ``agent_for`` wakes a hibernated sandbox first (waiting for it, or raising
   SandboxWaking when the request asked for a background wake); the idle timeout
   hibernates instead of stopping (never before ``hold_until``: keepalive, extend);
@@ -35,7 +36,6 @@ import builtins
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -60,6 +60,7 @@ from corral.ports import (
 )
 from corral.services.admission import Admission
 from corral.services.audit import AuditKind, AuditService
+from corral.services.hub import Hub
 from corral.services.standby import Standby
 from corral.services.template_names import TemplateNames
 from corral.settings import Settings
@@ -150,6 +151,9 @@ class SandboxService:
         metrics: Metrics,
         admission: Admission,
         builds: TemplateBuildStore,
+        hub: Hub,
+        standby: Standby | None = None,
+        snapshotter: Snapshotter | None = None,
         clock: Clock = SYSTEM,
     ) -> None:
         self.store = store
@@ -160,14 +164,14 @@ class SandboxService:
         self.audit = audit
         self.metrics = metrics
         self.admission = admission
+        self.hub = hub
         self.clock = clock  # every reading of the time here and in lifecycle, checkpoints
         self._activity: dict[str, datetime] = {}  # sandbox id -> wall time of last use
         self._reaper: asyncio.Task[None] | None = None
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
-        self.stop_listeners: builtins.list[Callable[[str], None]] = [self._forget_running]
-        self.standby: Standby | None = None  # sandboxes started ahead (services/standby.py)
-        self.waker: Waker | None = None  # hibernation, when the runtime can snapshot
-        self.snapshotter: Snapshotter | None = None
+        self.standby = standby  # sandboxes started ahead (services/standby.py)
+        self.snapshotter = snapshotter  # disks kept and parked, when the runtime can
+        self.waker: Waker | None = None  # hibernation (LifecycleService sets itself here)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -317,7 +321,8 @@ class SandboxService:
         await self.visible(principal, sandbox_id)
         return await self.runtime.usage(sandbox_id)
 
-    def _forget_running(self, sandbox_id: str) -> None:
+    def forget_running(self, sandbox_id: str) -> None:
+        """Drop ``sandbox_id`` from the sandboxes seen running (it stopped)."""
         self._running.pop(sandbox_id, None)
 
     def touch(self, sandbox_id: str) -> None:
@@ -331,7 +336,7 @@ class SandboxService:
         return sandbox
 
     async def _stop(self, sandbox: Sandbox, reason: str | None) -> None:
-        self._forget_running(sandbox.id)
+        self.forget_running(sandbox.id)
         # Returns once its processes are dead; the runtime finishes the teardown in the
         # background (reconcile's reclaim does, should corral stop first).
         await self.runtime.discard(sandbox.id)
@@ -348,8 +353,7 @@ class SandboxService:
                 sandbox_id=sandbox.id,
                 data={"reason": reason},
             )
-        for listener in self.stop_listeners:
-            listener(sandbox.id)
+        self.hub.sandbox_stopped.publish(sandbox.id)
 
     async def stop(self, sandbox: Sandbox, reason: str) -> None:
         """Stop ``sandbox`` for a reason of corral's own (another service decided it)."""

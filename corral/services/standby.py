@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from prometheus_client import Gauge
 
 from corral import priority
-from corral.domain import EgressPolicy, Limits, SandboxSpec, Template
+from corral.domain import Capacity, EgressPolicy, Limits, SandboxSpec, Template
 from corral.errors import CorralError
 from corral.ids import new_id
 from corral.ports import Runtime, Templates
@@ -71,6 +71,10 @@ class Standby:
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._discards: set[asyncio.Task[None]] = set()
+
+    def holds(self) -> Capacity:
+        """What the sandboxes standing by hold of the node, when all are there."""
+        return Capacity(self.size * self.limits.disk_mb, self.size * self.limits.memory_mb)
 
     @property
     def ready(self) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from corral.store.models import ApiKeyRow, OrgRow
 class SqlKeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.revoked_listeners: list[Callable[[str], None]] = []  # called with the key id
         url = db.engine.url
         local = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
         # Touched by every revocation through any process on this SQLite file (the CLI's
@@ -89,8 +87,6 @@ class SqlKeyStore:
                 raise NotFound(f"key {key_id} not found")
             row.revoked_at = row.revoked_at or datetime.now(UTC)
         self.stamp_revocation()
-        for listener in self.revoked_listeners:
-            listener(key_id)
 
     def stamp_revocation(self) -> None:
         """Touch ``revocations``: servers on this SQLite file forget what they remember

@@ -75,7 +75,8 @@ class Harness:
     network: NodeNetwork
     world: World
     state_dir: Path
-    events: list[tuple[str, dict[str, object]]]
+    events: list[tuple[str, dict[str, object]]]  # denials
+    allowed: list[tuple[str, dict[str, object]]] = field(default_factory=list)  # audited allowed ones
     insides: list[Inside] = field(default_factory=list)
 
     def make(self, **kwargs: Any) -> NodeNetwork:
@@ -83,6 +84,9 @@ class Harness:
 
         async def on_denied(sid: str, event: dict[str, object]) -> None:
             self.events.append((sid, event))
+
+        async def on_allowed(sid: str, event: dict[str, object]) -> None:
+            self.allowed.append((sid, event))
 
         options: dict[str, Any] = {
             "pool": self.world.pool,
@@ -93,7 +97,7 @@ class Harness:
             "nflog_group": self.world.group,
             "pin_private": True,
         }
-        return NodeNetwork(self.state_dir, on_denied, **(options | kwargs))
+        return NodeNetwork(self.state_dir, on_denied, on_allowed=on_allowed, **(options | kwargs))
 
     async def box(self, policy: EgressPolicy, sid: str | None = None) -> Box:
         sid = sid or "sb-" + secrets.token_hex(8)

@@ -14,13 +14,8 @@ Events = list[tuple[str, dict[str, object]]]
 
 
 def _collect(harness: Harness) -> Events:
-    allowed: Events = []
-
-    async def on_allowed(sid: str, event: dict[str, object]) -> None:
-        allowed.append((sid, event))
-
-    harness.network.on_allowed = on_allowed
-    return allowed
+    """The allowed connections the harness's network reports (its ``on_allowed``)."""
+    return harness.allowed
 
 
 async def test_an_allowed_connection_is_an_event_with_its_destination(harness: Harness) -> None:

@@ -32,8 +32,14 @@ async def test_allowed_and_denied_go_to_their_callbacks_with_their_own_bounds() 
         denied.append((sid, event))
 
     clock = FakeClock()
-    denials = Denials(on_denied, {"10.0.0.2": "sb-a"}.get, lambda s, ip: None, burst=2, clock=clock.monotonic)
-    denials.on_allowed = on_allowed
+    denials = Denials(
+        on_denied,
+        {"10.0.0.2": "sb-a"}.get,
+        lambda s, ip: None,
+        burst=2,
+        clock=clock.monotonic,
+        on_allowed=on_allowed,
+    )
     await denials.start(group=None)
     for _ in range(5):
         denials._kernel(nflog.Logged("allowed", "10.0.0.2", "10.1.2.3", "tcp", 443))

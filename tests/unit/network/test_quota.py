@@ -103,8 +103,7 @@ async def test_the_gate_learns_an_org_once_per_sandbox() -> None:
         return orgs[sandbox_id]
 
     firewall: Any = None
-    gate = Gate(firewall, lambda *_: None)
-    gate.org_of = org_of
+    gate = Gate(firewall, lambda *_: None, org_of=org_of)
     policy = EgressPolicy()
     gate.add(Attached("sb-a", "10.0.0.2", "v", "n", policy, Rules.compile(policy)))
     assert await gate.org("10.0.0.9") is None, "not a sandbox"
