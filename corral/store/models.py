@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -54,6 +55,7 @@ class SandboxRow(Base):
     memory_mb: Mapped[int] = mapped_column(Integer)
     disk_mb: Mapped[int] = mapped_column(Integer)
     pids: Mapped[int] = mapped_column(Integer)
+    cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # migration 0009
     envs: Mapped[dict[str, str]] = mapped_column(JSON)
     meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
     timeout_s: Mapped[int] = mapped_column(Integer)

@@ -36,6 +36,14 @@ async def test_another_orgs_sandbox_is_not_found(core: Core) -> None:
         await core.sandboxes.usage(stranger, sb.id)
 
 
+async def test_a_cpu_time_quota_is_kept_with_the_sandbox(core: Core) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox(cpu_seconds=2.5))
+    assert sb.limits.cpu_seconds == 2.5
+    assert (await core.sandboxes.get(me, sb.id)).limits.cpu_seconds == 2.5
+    assert (await core.sandboxes.create(me, CreateSandbox())).limits.cpu_seconds is None
+
+
 @pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), 1e12])
 async def test_a_bad_cpu_time_quota_names_its_field(core: Core, seconds: float) -> None:
     me = await owner(core)
