@@ -1,7 +1,7 @@
 """``AgentClient``: the ``corral.ports.Agent`` port over the agent's unix socket.
 
 One connection per operation, as the protocol says. The agent is untrusted: every
-frame is size-checked by ``wire.read_frame``, every answer field is type-checked,
+frame is size-checked by ``wire.read_frame``, every answer is validated (``answers.py``),
 exec output is capped at ``output_limit`` bytes per stream, or what the caller's
 ``OutputKeeper`` grants (the rest is dropped by the agent at the source, or drained
 and dropped here, and the result says ``truncated``), and every wait has a deadline except the
@@ -19,11 +19,22 @@ import os
 import pathlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from corral.agent import wire
+from corral.agent.answers import (
+    Executed,
+    Listing,
+    OneSession,
+    Opened,
+    Pong,
+    Ports,
+    Sessions,
+    Stat,
+    Written,
+    parse,
+)
 from corral.agent.wire import MAX_PAYLOAD, Frame, FrameType
 from corral.domain import (
     ExecRequest,
@@ -117,9 +128,7 @@ class AgentClient:
     # ---- Agent
 
     async def ping(self) -> None:
-        answer = await self._call({"op": "ping"})
-        wire.get_str(answer, "version")
-        wire.get_int(answer, "pid")
+        parse(Pong, await self._call({"op": "ping"}))
 
     async def set_envs(self, envs: dict[str, str]) -> None:
         await self._call({"op": "env.set", "envs": dict(envs)})
@@ -164,14 +173,13 @@ class AgentClient:
                         break
             except TimeoutError as exc:
                 raise AgentError(f"exec did not end within {timeout + EXEC_GRACE:g} s") from exc
-        timed_out = wire.get_bool(answer, "timedOut")
-        exit_code = wire.get_int(answer, "exitCode")
+        done = parse(Executed, answer)
         return ExecResult(
-            exit_code=124 if timed_out else exit_code,
+            exit_code=124 if done.timed_out else done.exit_code,
             stdout=_take(out),
             stderr=_take(err),
-            timed_out=timed_out,
-            truncated=truncated or answer.get("truncated") is True,
+            timed_out=done.timed_out,
+            truncated=truncated or done.truncated,
         )
 
     async def start_session(self, session_id: str, spec: SessionSpec) -> SessionInfo:
@@ -186,23 +194,21 @@ class AgentClient:
             "maxRunAfterDisconnect": spec.max_run_after_disconnect_s,
             "pty": None if spec.pty is None else {"cols": spec.pty.cols, "rows": spec.pty.rows},
         }
-        answer = await self._call(message)
-        return parse_session(wire.get_object(answer, "session"))
+        return parse(OneSession, await self._call(message)).session.info()
 
     async def list_sessions(self) -> list[SessionInfo]:
-        answer = await self._call({"op": "session.list"})
-        return [parse_session(_as_object(item)) for item in wire.get_list(answer, "sessions")]
+        answer = parse(Sessions, await self._call({"op": "session.list"}))
+        return [session.info() for session in answer.sessions]
 
     async def session(self, session_id: str) -> SessionInfo:
-        answer = await self._call({"op": "session.get", "id": session_id})
-        return parse_session(wire.get_object(answer, "session"))
+        return parse(OneSession, await self._call({"op": "session.get", "id": session_id})).session.info()
 
     @asynccontextmanager
     async def attach(self, session_id: str) -> AsyncIterator[Attachment]:
         """Attach to a session; the attachment ends when the block exits."""
         async with self._request({"op": "session.attach", "id": session_id}) as (reader, writer):
             answer = wire.json_answer(await wire.read_frame(reader, self.op_timeout))
-            info = parse_session(wire.get_object(answer, "session"))
+            info = parse(OneSession, answer).session.info()
             yield Attachment(reader, writer, info, self)
 
     async def kill_session(self, session_id: str, signal: int = 9) -> None:
@@ -216,16 +222,11 @@ class AgentClient:
         try:
             wire.write_frame(writer, FrameType.JSON, wire.encode_json({"op": "file.read", "path": path}))
             await self._drain(writer)
-            answer = wire.json_answer(await wire.read_frame(reader, self.op_timeout))
-            size = wire.get_int(answer, "size")
-            length = wire.get_opt_int(answer, "length")  # agents before 2026-12 send none
+            opened = parse(Opened, wire.json_answer(await wire.read_frame(reader, self.op_timeout)))
         except BaseException:
             await _close(writer)
             raise
-        if length is not None and length < 0:
-            await _close(writer)
-            raise AgentError("agent answer: length is negative")
-        return FileStream(reader, writer, size, self.op_timeout, length)
+        return FileStream(reader, writer, opened.size, self.op_timeout, opened.length)
 
     async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
         sent = 0
@@ -258,7 +259,7 @@ class AgentClient:
         answer = wire.json_answer(frame)
         if early:
             raise AgentError("agent confirmed a write before it ended")
-        written = wire.get_int(answer, "written")
+        written = parse(Written, answer).written
         if written != sent:
             raise AgentError(f"agent wrote {written} bytes of {sent}")
         return written
@@ -269,11 +270,9 @@ class AgentClient:
             request["after"] = after
         if limit is not None:
             request["limit"] = limit
-        answer = await self._call(request)
-        entries = [parse_entry(_as_object(item)) for item in wire.get_list(answer, "entries")]
-        following = answer.get("next")
-        if following is not None and not isinstance(following, str):
-            raise AgentError("agent answer: next is not a string")
+        listing = parse(Listing, await self._call(request))
+        entries = [item.entry() for item in listing.entries]
+        following = listing.next
         if limit is not None and len(entries) > limit:
             raise AgentError(f"agent answer: more than {limit} entries")
         if following is not None and (
@@ -283,9 +282,8 @@ class AgentClient:
         return FilePage(entries, following)
 
     async def stat(self, path: str) -> FileEntry | None:
-        answer = await self._call({"op": "file.stat", "path": path})
-        entry = answer.get("entry")
-        return None if entry is None else parse_entry(_as_object(entry))
+        found = parse(Stat, await self._call({"op": "file.stat", "path": path})).entry
+        return None if found is None else found.entry()
 
     async def mkdir(self, path: str) -> None:
         await self._call({"op": "file.mkdir", "path": path})
@@ -294,11 +292,7 @@ class AgentClient:
         await self._call({"op": "file.remove", "path": path})
 
     async def ports(self) -> list[int]:
-        answer = await self._call({"op": "ports"})
-        ports = wire.get_list(answer, "ports")
-        if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
-            raise AgentError("agent answer: ports are not TCP port numbers")
-        return sorted(set(ports))
+        return sorted(set(parse(Ports, await self._call({"op": "ports"})).ports))
 
     async def shutdown(self) -> None:
         await self._call({"op": "shutdown"})
@@ -451,12 +445,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-def _as_object(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise AgentError("agent answer: expected an object")
-    return value
-
-
 def _event(frame: Frame, replaying: bool) -> SessionEvent:
     if frame.type is FrameType.STDOUT:
         return SessionEvent(Stream.STDOUT, frame.payload)
@@ -471,37 +459,3 @@ def _event(frame: Frame, replaying: bool) -> SessionEvent:
     if frame.type is FrameType.JSON:
         wire.json_answer(frame)  # an error raises as its corral error
     raise AgentError(f"agent sent {frame.type.name} inside an attachment")
-
-
-def parse_session(obj: Mapping[str, Any]) -> SessionInfo:
-    """A SessionInfo from an agent ``session`` object; AgentError if malformed."""
-    args = wire.get_list(obj, "args")
-    if not all(isinstance(a, str) for a in args):
-        raise AgentError("agent answer: args are not strings")
-    try:
-        started_at = datetime.fromtimestamp(wire.get_float(obj, "startedAt"), tz=UTC)
-    except (OverflowError, OSError, ValueError) as exc:
-        raise AgentError("agent answer: startedAt is out of range") from exc
-    return SessionInfo(
-        id=wire.get_str(obj, "id"),
-        cmd=wire.get_str(obj, "cmd"),
-        args=tuple(args),
-        running=wire.get_bool(obj, "running"),
-        exit_code=wire.get_opt_int(obj, "exitCode"),
-        started_at=started_at,
-        attached_clients=wire.get_int(obj, "attachedClients"),
-        pty=wire.get_bool(obj, "pty"),
-    )
-
-
-def parse_entry(obj: Mapping[str, Any]) -> FileEntry:
-    """A FileEntry from an agent ``entry`` object; AgentError if malformed."""
-    return FileEntry(
-        name=wire.get_str(obj, "name"),
-        path=wire.get_str(obj, "path"),
-        is_dir=wire.get_bool(obj, "isDir"),
-        size=wire.get_int(obj, "size"),
-        mode=wire.get_int(obj, "mode"),
-        modified_at=wire.get_float(obj, "mtime"),
-        is_symlink=wire.get_bool(obj, "isSymlink"),
-    )

@@ -2,12 +2,12 @@
 
 Everything read here comes from an untrusted agent. ``read_frame`` never buffers more
 than one frame of at most ``MAX_PAYLOAD`` bytes, never waits past its timeout and
-raises ``AgentError`` for anything malformed; the ``get_*`` helpers raise
-``AgentError`` for an answer that misses a field or has the wrong type. Agent error
-codes become ``corral.errors`` types in ``raise_for_answer``.
+raises ``AgentError`` for anything malformed; ``answers.py`` validates what an answer
+holds. Agent error codes become ``corral.errors`` types in ``raise_for_answer``.
 
 The agent itself (``sandbox_agent.py``) is standalone and keeps its own copy of the
-few constants it needs; the two must agree.
+few constants it needs (frame types, ``MAX_PAYLOAD``, its error codes);
+tests/unit/test_agent_constants.py fails when the two disagree.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import math
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,52 +180,3 @@ def json_answer(frame: Frame | None) -> dict[str, Any]:
     answer = decode_json(frame.payload)
     raise_for_answer(answer)
     return answer
-
-
-# ---- typed fields of an answer; AgentError when missing or of the wrong type
-
-
-def get_str(obj: Mapping[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise AgentError(f"agent answer: {key} is not a string")
-    return value
-
-
-def get_bool(obj: Mapping[str, Any], key: str) -> bool:
-    value = obj.get(key)
-    if not isinstance(value, bool):
-        raise AgentError(f"agent answer: {key} is not a boolean")
-    return value
-
-
-def get_int(obj: Mapping[str, Any], key: str) -> int:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AgentError(f"agent answer: {key} is not an integer")
-    return value
-
-
-def get_opt_int(obj: Mapping[str, Any], key: str) -> int | None:
-    return None if obj.get(key) is None else get_int(obj, key)
-
-
-def get_float(obj: Mapping[str, Any], key: str) -> float:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise AgentError(f"agent answer: {key} is not a number")
-    return float(value)
-
-
-def get_list(obj: Mapping[str, Any], key: str) -> list[Any]:
-    value = obj.get(key)
-    if not isinstance(value, list):
-        raise AgentError(f"agent answer: {key} is not a list")
-    return value
-
-
-def get_object(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if not isinstance(value, dict):
-        raise AgentError(f"agent answer: {key} is not an object")
-    return value
