@@ -33,7 +33,8 @@ READ, WRITE, CREATE, EXEC, DELETE, AUDIT, KEYS, BINDINGS, TOKEN = (
     "sandbox:read", "sandbox:write", "sandbox:create", "sandbox:exec", "sandbox:delete",
     "audit:read", "keys:manage", "bindings:manage", "token",
 )  # fmt: skip
-VIEWER_SCOPES = {READ, TOKEN}
+SESSIONS_READ, SESSIONS_WRITE = "sessions:read", "sessions:write"
+VIEWER_SCOPES = {READ, TOKEN, SESSIONS_READ}
 ADMIN_ONLY = {AUDIT, KEYS, BINDINGS}
 BINDING = {"url": "https://upstream.example/v1", "header": "Authorization", "secret": "Bearer m"}
 _fresh_port = itertools.count(20000)
@@ -138,6 +139,14 @@ ROUTES: list[Row] = [
     Row("POST", "/api/v1/auth/token", TOKEN, (200,), bound=False),
     # the gateway, by path, to the web server in the sandbox
     Row("GATEWAY", "/preview/{sid}/{port}/m.txt", EXEC, (200,)),
+    # Enclave code sessions (spec 001, Bearer only); {session_id}: an ended session of the owner's org
+    Row("POST", "/sessions", SESSIONS_WRITE, (201,), bound=False, body={"code": "print(1)"}),
+    Row("GET", "/sessions", SESSIONS_READ, (200,), bound=False),
+    Row("GET", "/sessions/{session_id}", SESSIONS_READ, (200,)),
+    Row("GET", "/sessions/{session_id}/result", SESSIONS_READ, (200,)),
+    Row("GET", "/sessions/{session_id}/audit", SESSIONS_READ, (200,)),
+    Row("GET", "/sessions/{session_id}/stream", SESSIONS_READ, (200,)),
+    Row("DELETE", "/sessions/{session_id}", SESSIONS_WRITE, (200,)),  # of an ended one: idempotent
 ]
 
 
@@ -148,7 +157,7 @@ def expected(row: Row, cred: str) -> tuple[int, ...]:
     if cred in BAD or (cred in TOKENS and row.scope == TOKEN):
         return (401,)
     if cred in WORKERS:
-        if row.path.startswith("/api"):
+        if row.path.startswith(("/api", "/sessions")):  # a worker token holds no sessions:* scope
             return (403,)
         return row.ok if cred == "worker" else (404,)  # the worker rows name {sid}
     if cred == "read-only token" and row.scope != READ:
@@ -205,8 +214,24 @@ def fresh(world: World, name: str) -> str:
     raise AssertionError(name)
 
 
+_ended: dict[int, str] = {}
+
+
+def ended_session(world: World) -> str:
+    """A session of the owner's org, run to its end once per world."""
+    if id(world) not in _ended:
+        headers = {"Authorization": f"Bearer {world.keys['owner']}"}
+        made = world.http.post("/sessions", json={"code": "print(1)"}, headers=headers)
+        session_id = str(made.json()["id"])
+        world.http.get(f"/sessions/{session_id}/stream", headers=headers).raise_for_status()  # to its end
+        _ended[id(world)] = session_id
+    return _ended[id(world)]
+
+
 def call(world: World, row: Row, cred: str) -> tuple[int, httpx.Response | None]:
     values = dict(world.ids)
+    if "{session_id}" in row.path:
+        values["session_id"] = ended_session(world)
     for name in row.fresh:
         values[name] = fresh(world, name)
     path = row.path.format(**values)
@@ -245,7 +270,10 @@ def test_access(world: World, row: Row, cred: str) -> None:
     assert status in expected(row, cred), (status, response.text if response is not None else "")
     if response is not None and status >= 400 and row.method != "GATEWAY":
         body = response.json()
-        message = body["error"] if isinstance(body["error"], str) else body["error"]["message"]
+        if "statusCode" in body:  # the Enclave surface's envelope (Fastify's)
+            message = body["message"]
+        else:
+            message = body["error"] if isinstance(body["error"], str) else body["error"]["message"]
         assert message and "internal" not in message
         if cred == "malformed" and row.scope != TOKEN:
             assert "Bearer" in message  # says which form is expected
