@@ -25,11 +25,13 @@ from typing import Protocol
 from corral.domain import (
     ApiKey,
     Checkpoint,
+    DiskUsage,
     EgressPolicy,
     Event,
     EventPage,
     ExecRequest,
     ExecResult,
+    FileChange,
     FileEntry,
     Org,
     Patch,
@@ -144,6 +146,9 @@ class Processes(Protocol):
     async def ports(self) -> list[int]:
         """TCP ports listening inside the sandbox."""
 
+    async def disk(self) -> DiskUsage:
+        """Bytes of the sandbox's root filesystem in all and in use."""
+
     async def shutdown(self) -> None:
         """Ask the agent to end every process and exit."""
 
@@ -154,28 +159,52 @@ class Files(Protocol):
     errors map to NotFound (no such path), InvalidInput (wrong kind of path, relative
     path) and Conflict (exists / not empty where that matters); anything malformed in
     an answer is AgentError, as for ``Processes``.
+
+    ``within`` (an absolute directory): the path, its symlinks resolved by the agent in
+    the sandbox, must lead inside that directory, else Forbidden.
     """
 
-    async def read_file(self, path: str) -> AbstractAsyncContextManager[FileChunks]:
+    async def read_file(
+        self, path: str, *, within: str | None = None
+    ) -> AbstractAsyncContextManager[FileChunks]:
         """Open a regular file for streaming; errors (NotFound, is a directory, not a
         regular file) are raised here, before the first chunk."""
 
-    async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
+    async def write_file(
+        self,
+        path: str,
+        chunks: AsyncIterable[bytes],
+        mode: int = 0o644,
+        *,
+        within: str | None = None,
+        owner: int | None = None,
+    ) -> int:
         """Stream a file in, creating parent directories; returns bytes written. The
-        file appears atomically (temp file + rename)."""
+        file appears atomically (temp file + rename). ``owner``: the uid (and gid) of
+        the file and of the directories made for it (None: root's)."""
 
-    async def list_dir(self, path: str, after: str | None = None, limit: int | None = None) -> FilePage:
+    async def list_dir(
+        self, path: str, after: str | None = None, limit: int | None = None, *, within: str | None = None
+    ) -> FilePage:
         """Entries of a directory after the name ``after``, at most ``limit`` (and no
         more than one answer of the agent holds: follow ``next``)."""
 
-    async def stat(self, path: str) -> FileEntry | None:
+    async def stat(self, path: str, *, within: str | None = None) -> FileEntry | None:
         """None when nothing is at ``path`` (symlinks are not followed)."""
 
     async def mkdir(self, path: str) -> None:
         """mkdir -p; idempotent."""
 
-    async def remove(self, path: str) -> None:
+    async def remove(self, path: str, *, within: str | None = None) -> None:
         """rm -rf of one path; NotFound when nothing is there."""
+
+    def watch(
+        self, path: str, *, within: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[FileChange]]:
+        """Changes in the directory tree at ``path`` (inotify in the sandbox), as they
+        come, while the block runs; NotFound / InvalidInput (not a directory) on entry.
+        A consumer that lags loses changes (counted in the next one's ``dropped``), it
+        never makes anything buffer without bound."""
 
 
 class Agent(Processes, Files, Protocol):

@@ -13,7 +13,7 @@ write's byte count).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -106,6 +106,23 @@ class Written(Answer):
 
 class Ports(Answer):
     ports: list[Port]
+
+
+class Disk(Answer):
+    total: int = Field(ge=0)
+    used: int = Field(ge=0)
+
+
+class Change(Answer):
+    """One ``file.watch`` event."""
+
+    path: str
+    type: Literal["created", "modified", "deleted"]
+    dropped: int = Field(default=0, ge=0)
+
+
+class Watched(Answer):
+    event: Change
 
 
 A = TypeVar("A", bound=Answer)

@@ -24,6 +24,7 @@ from typing import Any
 
 from corral.agent import wire
 from corral.agent.answers import (
+    Disk,
     Executed,
     Listing,
     OneSession,
@@ -32,13 +33,16 @@ from corral.agent.answers import (
     Ports,
     Sessions,
     Stat,
+    Watched,
     Written,
     parse,
 )
 from corral.agent.wire import MAX_PAYLOAD, Frame, FrameType
 from corral.domain import (
+    DiskUsage,
     ExecRequest,
     ExecResult,
+    FileChange,
     FileEntry,
     SessionEvent,
     SessionInfo,
@@ -194,6 +198,8 @@ class AgentClient:
             "maxRunAfterDisconnect": spec.max_run_after_disconnect_s,
             "pty": None if spec.pty is None else {"cols": spec.pty.cols, "rows": spec.pty.rows},
         }
+        if spec.user is not None:
+            message["user"] = spec.user
         return parse(OneSession, await self._call(message)).session.info()
 
     async def list_sessions(self) -> list[SessionInfo]:
@@ -217,10 +223,13 @@ class AgentClient:
     async def resize_session(self, session_id: str, cols: int, rows: int) -> None:
         await self._call({"op": "session.resize", "id": session_id, "cols": cols, "rows": rows})
 
-    async def read_file(self, path: str) -> AbstractAsyncContextManager[ReadChunks]:
+    async def read_file(
+        self, path: str, *, within: str | None = None
+    ) -> AbstractAsyncContextManager[ReadChunks]:
         reader, writer = await self._connect()
         try:
-            wire.write_frame(writer, FrameType.JSON, wire.encode_json({"op": "file.read", "path": path}))
+            request = _within({"op": "file.read", "path": path}, within)
+            wire.write_frame(writer, FrameType.JSON, wire.encode_json(request))
             await self._drain(writer)
             opened = parse(Opened, wire.json_answer(await wire.read_frame(reader, self.op_timeout)))
         except BaseException:
@@ -228,9 +237,20 @@ class AgentClient:
             raise
         return FileStream(reader, writer, opened.size, self.op_timeout, opened.length)
 
-    async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
+    async def write_file(
+        self,
+        path: str,
+        chunks: AsyncIterable[bytes],
+        mode: int = 0o644,
+        *,
+        within: str | None = None,
+        owner: int | None = None,
+    ) -> int:
         sent = 0
-        async with self._request({"op": "file.write", "path": path, "mode": mode}) as (reader, writer):
+        request = _within({"op": "file.write", "path": path, "mode": mode}, within)
+        if owner is not None:
+            request["owner"] = owner
+        async with self._request(request) as (reader, writer):
             answer_task = asyncio.create_task(wire.read_frame(reader, None))
             try:
                 async for chunk in chunks:
@@ -264,8 +284,10 @@ class AgentClient:
             raise AgentError(f"agent wrote {written} bytes of {sent}")
         return written
 
-    async def list_dir(self, path: str, after: str | None = None, limit: int | None = None) -> FilePage:
-        request: dict[str, Any] = {"op": "file.list", "path": path}
+    async def list_dir(
+        self, path: str, after: str | None = None, limit: int | None = None, *, within: str | None = None
+    ) -> FilePage:
+        request = _within({"op": "file.list", "path": path}, within)
         if after is not None:
             request["after"] = after
         if limit is not None:
@@ -281,18 +303,38 @@ class AgentClient:
             raise AgentError("agent answer: next does not follow the entries")
         return FilePage(entries, following)
 
-    async def stat(self, path: str) -> FileEntry | None:
-        found = parse(Stat, await self._call({"op": "file.stat", "path": path})).entry
+    async def stat(self, path: str, *, within: str | None = None) -> FileEntry | None:
+        found = parse(Stat, await self._call(_within({"op": "file.stat", "path": path}, within))).entry
         return None if found is None else found.entry()
 
     async def mkdir(self, path: str) -> None:
         await self._call({"op": "file.mkdir", "path": path})
 
-    async def remove(self, path: str) -> None:
-        await self._call({"op": "file.remove", "path": path})
+    async def remove(self, path: str, *, within: str | None = None) -> None:
+        await self._call(_within({"op": "file.remove", "path": path}, within))
+
+    @asynccontextmanager
+    async def watch(
+        self, path: str, *, within: str | None = None
+    ) -> AsyncIterator[AsyncIterator[FileChange]]:
+        """Changes as the agent reports them; each wait for one has no deadline (the
+        consumer decides how long to watch), each frame is bounded by ``read_frame``."""
+        async with self._request(_within({"op": "file.watch", "path": path}, within)) as (reader, _):
+            wire.json_answer(await wire.read_frame(reader, self.op_timeout))
+
+            async def changes() -> AsyncIterator[FileChange]:
+                while (frame := await wire.read_frame(reader, None)) is not None:
+                    event = parse(Watched, wire.json_answer(frame)).event
+                    yield FileChange(event.path, event.type, event.dropped)
+
+            yield changes()
 
     async def ports(self) -> list[int]:
         return sorted(set(parse(Ports, await self._call({"op": "ports"})).ports))
+
+    async def disk(self) -> DiskUsage:
+        answer = parse(Disk, await self._call({"op": "disk"}))
+        return DiskUsage(answer.total, answer.used)
 
     async def shutdown(self) -> None:
         await self._call({"op": "shutdown"})
@@ -423,6 +465,13 @@ class ReadChunks(AsyncIterator[bytes]):
 
     async def __anext__(self) -> bytes:
         return await self._chunks.__anext__()
+
+
+def _within(request: dict[str, Any], within: str | None) -> dict[str, Any]:
+    """``request`` confined to the directory ``within`` (the agent checks, in the sandbox)."""
+    if within is not None:
+        request["within"] = within
+    return request
 
 
 def _take(buffer: bytearray) -> bytes:

@@ -191,10 +191,18 @@ def want_str(req: Json, key: str, *, limit: int = 4096, optional: bool = False) 
 
 
 def want_path(req: Json) -> str:
+    """The request's absolute ``path``. With ``within`` (an absolute directory) the
+    path, its symlinks resolved here in the sandbox, must stay inside that directory
+    (``denied`` otherwise): a link in the workspace cannot lead a file op out of it."""
     path = want_str(req, "path")
     assert path is not None
     if not path.startswith("/"):
         raise OpError("invalid", "path: must be absolute")
+    within = want_str(req, "within", optional=True)
+    if within is not None:
+        real, top = os.path.realpath(path), os.path.realpath(within)
+        if real != top and not real.startswith(top.rstrip("/") + "/"):
+            raise OpError("denied", f"{path}: leads outside {within}")
     return path
 
 
@@ -1158,6 +1166,7 @@ def op_session_start(agent: Agent, conn: Conn, req: Json) -> None:
         raise OpError("invalid", "id: must be printable")
     args, envs = want_args(req), want_envs(req)
     cwd = want_str(req, "cwd", optional=True)
+    user = want_str(req, "user", limit=256, optional=True)
     timeout = want_seconds(req, "timeout")
     idle_limit = want_seconds(req, "maxRunAfterDisconnect")
     pty_req = req.get("pty")
@@ -1171,7 +1180,7 @@ def op_session_start(agent: Agent, conn: Conn, req: Json) -> None:
     session = Session(agent, sid, cmd, args, pty is not None)
     agent.sessions[sid] = session
     try:
-        child = spawn(agent, cmd, args, envs, cwd, pty, True)
+        child = spawn(agent, cmd, args, envs, cwd, pty, True, user)
     except LaunchError as exc:
         message = f"corral: {exc}\n".encode(errors="surrogateescape")
         session.output(T_STDOUT if pty else T_STDERR, message)
@@ -1313,12 +1322,14 @@ def op_file_read(agent: Agent, conn: Conn, req: Json) -> None:
 
 
 class WriteOp(Op):
-    """``file.write``: DATA frames into a temp file beside the target, renamed at EOF."""
+    """``file.write``: DATA frames into a temp file beside the target, renamed at EOF.
+    With ``owner`` (a uid, also the gid) the file and the directories made for it are
+    that user's."""
 
     serial = 0  # makes temp names unique within this agent
 
-    def __init__(self, conn: Conn, path: str, mode: int) -> None:
-        self.conn, self.path, self.mode = conn, path, mode
+    def __init__(self, conn: Conn, path: str, mode: int, owner: int | None = None) -> None:
+        self.conn, self.path, self.mode, self.owner = conn, path, mode, owner
         self.written = 0
         self.renamed = False
         self.fd = -1
@@ -1326,7 +1337,15 @@ class WriteOp(Op):
         try:
             if not name or os.path.isdir(path):
                 raise OpError("is_dir", f"{path}: Is a directory")
+            missing = []
+            top = parent
+            while top != "/" and not os.path.lexists(top):
+                missing.append(top)
+                top = os.path.dirname(top)
             os.makedirs(parent, exist_ok=True)
+            if owner is not None:
+                for made in missing:
+                    os.lchown(made, owner, owner)
         except FileExistsError:
             raise OpError("not_dir", f"{parent}: Not a directory") from None
         except OSError as exc:
@@ -1350,6 +1369,8 @@ class WriteOp(Op):
             if ftype != T_EOF:
                 super().frame(ftype, payload)
             os.fchmod(self.fd, self.mode)
+            if self.owner is not None:
+                os.fchown(self.fd, self.owner, self.owner)
             os.close(self.fd)
             self.fd = -1
             os.rename(self.temp, self.path)
@@ -1372,7 +1393,8 @@ class WriteOp(Op):
 def op_file_write(agent: Agent, conn: Conn, req: Json) -> None:
     path = want_path(req)
     mode = 0o644 if req.get("mode") is None else want_int(req, "mode", 0, 0o7777)
-    conn.op = WriteOp(conn, path, mode)
+    owner = None if req.get("owner") is None else want_int(req, "owner", 0, 0xFFFFFFFE)
+    conn.op = WriteOp(conn, path, mode, owner)
 
 
 def op_file_list(agent: Agent, conn: Conn, req: Json) -> None:
@@ -1478,6 +1500,120 @@ def op_file_remove(agent: Agent, conn: Conn, req: Json) -> None:
     agent.offload(lambda: remove_tree(path), done)
 
 
+IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO = 0x8, 0x40, 0x80
+IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_Q_OVERFLOW = 0x100, 0x200, 0x400, 0x8000, 0x4000
+IN_ISDIR, IN_ONLYDIR, IN_DONT_FOLLOW = 0x40000000, 0x1000000, 0x2000000
+WATCH_MASK = IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+WATCH_DIRS = 4096  # directories of one watch, at most
+WATCH_EVENT_KINDS = (
+    (IN_CREATE | IN_MOVED_TO, "created"),
+    (IN_DELETE | IN_MOVED_FROM, "deleted"),
+    (IN_CLOSE_WRITE, "modified"),  # once a writer closes, not per write
+)
+
+
+def is_temp(name: str) -> bool:
+    """A temp file of ``file.write`` (``WriteOp``): its rename is the change."""
+    return name.startswith(".") and name.endswith(".tmp") and ".corral-" in name
+
+
+class WatchOp(Op):
+    """``file.watch``: a directory tree watched with inotify until the host closes.
+    Each change is a JSON frame ``{ok, event: {path, type}}`` (created, modified, deleted;
+    new directories are watched too). While the host does not keep up (its unsent
+    frames over HIGH_WATER), events are dropped and the next frame says how many
+    (``dropped``): the agent never buffers without bound."""
+
+    def __init__(self, conn: Conn, root: str) -> None:
+        import ctypes
+
+        self.conn = conn
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise os_error(OSError(ctypes.get_errno(), "inotify_init1"), root)
+        self.dirs: dict[int, str] = {}
+        self.dropped = 0
+        try:
+            self.add_tree(root)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        conn.loop.watch(self.fd, EPOLLIN, self.on_events)
+
+    def add(self, path: str) -> None:
+        import ctypes
+
+        if len(self.dirs) >= WATCH_DIRS:
+            return
+        mask = WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW
+        wd = self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            raise os_error(OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno())), path)
+        self.dirs[wd] = path
+
+    def add_tree(self, root: str) -> None:
+        self.add(root)
+        for top, dirs, _files in os.walk(root):
+            for name in dirs:
+                try:
+                    self.add(os.path.join(top, name))
+                except OpError:
+                    pass  # gone since, or not readable: not watched
+
+    def on_events(self, fd: int, events: int) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        pos = 0
+        while pos + 16 <= len(data):
+            wd, mask, _cookie, size = (
+                int.from_bytes(data[pos + i : pos + i + 4], sys.byteorder) for i in (0, 4, 8, 12)
+            )
+            name = os.fsdecode(data[pos + 16 : pos + 16 + size].rstrip(b"\0"))
+            pos += 16 + size
+            top = self.dirs.get(wd)
+            if mask & IN_IGNORED:
+                self.dirs.pop(wd, None)
+            if top is None or not name or mask & IN_Q_OVERFLOW or is_temp(name):
+                continue
+            path = os.path.join(top, name)
+            if mask & (IN_CREATE | IN_MOVED_TO) and mask & IN_ISDIR:
+                try:
+                    self.add_tree(path)
+                except OpError:
+                    pass
+            for bits, kind in WATCH_EVENT_KINDS:
+                if mask & bits:
+                    self.emit(path, kind)
+                    break
+
+    def emit(self, path: str, kind: str) -> None:
+        if self.conn.buffered() >= HIGH_WATER:
+            self.dropped += 1
+            return
+        event: Json = {"path": path, "type": kind}
+        if self.dropped:
+            event["dropped"], self.dropped = self.dropped, 0
+        self.conn.send_json({"ok": True, "event": event})
+
+    def detach(self) -> None:
+        close_fd(self.conn.loop, self.fd)
+
+
+def op_file_watch(agent: Agent, conn: Conn, req: Json) -> None:
+    path = want_path(req)
+    try:
+        if os.stat(path).st_mode & S_IFMT != S_IFDIR:
+            raise OpError("not_dir", f"{path}: not a directory")
+    except OSError as exc:
+        raise os_error(exc, path) from None
+    op = WatchOp(conn, path)
+    conn.send_json({"ok": True})
+    conn.op = op
+
+
 # -------------------------------------------------------------------- the rest
 
 
@@ -1502,6 +1638,13 @@ def listening_ports() -> list[int]:
 
 def op_ports(agent: Agent, conn: Conn, req: Json) -> None:
     conn.answer({"ok": True, "ports": listening_ports()})
+
+
+def op_disk(agent: Agent, conn: Conn, req: Json) -> None:
+    """Bytes of the sandbox's root filesystem (its disk) in all and in use."""
+    st = os.statvfs("/")
+    total = st.f_blocks * st.f_frsize
+    conn.answer({"ok": True, "total": total, "used": total - st.f_bfree * st.f_frsize})
 
 
 def op_env_set(agent: Agent, conn: Conn, req: Json) -> None:
@@ -1532,7 +1675,9 @@ OPS: dict[str, Callable[[Agent, Conn, Json], None]] = {
     "file.stat": op_file_stat,
     "file.mkdir": op_file_mkdir,
     "file.remove": op_file_remove,
+    "file.watch": op_file_watch,
     "ports": op_ports,
+    "disk": op_disk,
     "env.set": op_env_set,
     "shutdown": op_shutdown,
 }

@@ -193,6 +193,7 @@ class SessionSpec:
     timeout_s: float | None = None
     max_run_after_disconnect_s: float | None = None
     pty: PtySize | None = None
+    user: str | None = None  # run as this user, not the sandbox's default (its image's USER)
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,24 @@ class FileEntry:
     mode: int = 0
     modified_at: float = 0.0
     is_symlink: bool = False
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A change in a watched directory tree: ``kind`` is created, modified or deleted;
+    ``dropped``: changes lost before this one because the watcher lagged."""
+
+    path: str
+    kind: str
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """Bytes of a sandbox's root filesystem in all and in use."""
+
+    total: int
+    used: int
 
 
 class CheckpointStatus(enum.StrEnum):

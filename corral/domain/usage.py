@@ -18,7 +18,8 @@ class Usage:
     ``oom_kills``: processes the OOM killer of its memory limit killed.
     ``pids_refused``: forks (and clones of threads) its pids limit refused.
     ``memory_peak_bytes``: the most memory it held at once (None where the kernel does
-    not say). ``cpu_quota_seconds``: its CPU-time quota (``Limits.cpu_seconds``; None:
+    not say); ``memory_bytes``: what it holds now (None alike). ``cpu_quota_seconds``:
+    its CPU-time quota (``Limits.cpu_seconds``; None:
     none), after which the runtime stops the sandbox.
     """
 
@@ -26,6 +27,7 @@ class Usage:
     oom_kills: int = 0
     pids_refused: int = 0
     memory_peak_bytes: int | None = None
+    memory_bytes: int | None = None
     cpu_quota_seconds: float | None = None
 
     @property

@@ -65,12 +65,14 @@ _USAGE_FILES = (
     "pids.events",  # v1 and v2: max (forks refused)
     "memory.max_usage_in_bytes",  # v1
     "memory.peak",  # v2 (Linux 5.19 and later)
+    "memory.usage_in_bytes",  # v1: now
+    "memory.current",  # v2: now
 )
 
 
 def usage(parent: str, sandbox_id: str, root: Path = ROOT) -> Usage | None:
     """What the kernel counted of the sandbox (CPU time, OOM kills, forks refused at
-    its pids limit, peak memory), or None when it has no cgroup. A counter that the
+    its pids limit, peak and current memory), or None when it has no cgroup. A counter that the
     kernel does not keep in this layout reads 0 (the peak None)."""
     found: dict[str, str] = {}
     directories = dirs(parent, sandbox_id, root)
@@ -88,11 +90,13 @@ def usage(parent: str, sandbox_id: str, root: Path = ROOT) -> Usage | None:
         cpu = _keyed(found.get("cpu.stat", "")).get("usage_usec", 0) / 1e6
     memory = found.get("memory.oom_control") or found.get("memory.events", "")
     peak = found.get("memory.max_usage_in_bytes") or found.get("memory.peak")
+    now = found.get("memory.usage_in_bytes") or found.get("memory.current")
     return Usage(
         cpu_seconds=cpu,
         oom_kills=_keyed(memory).get("oom_kill", 0),
         pids_refused=_keyed(found.get("pids.events", "")).get("max", 0),
         memory_peak_bytes=int(peak) if peak else None,
+        memory_bytes=int(now) if now else None,
     )
 
 

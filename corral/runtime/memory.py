@@ -36,9 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from corral.domain import (
+    DiskUsage,
     EgressPolicy,
     ExecRequest,
     ExecResult,
+    FileChange,
     FileEntry,
     RuntimeState,
     SandboxSpec,
@@ -48,7 +50,7 @@ from corral.domain import (
     Stream,
 )
 from corral.domain.usage import Usage
-from corral.errors import AgentError, Conflict, InvalidInput, NotFound
+from corral.errors import AgentError, Conflict, Forbidden, InvalidInput, NotFound
 from corral.pausepoints import pause
 from corral.ports import Agent, FilePage, OutputKeeper
 from corral.runtime.layout import valid_id
@@ -92,6 +94,7 @@ class FakeSandbox:
     envs: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, FakeSession] = field(default_factory=dict)
     listening: set[int] = field(default_factory=set)
+    watchers: list[asyncio.Queue[FileChange]] = field(default_factory=list)
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     cpu_seconds: float = 0.0  # what ``usage`` says it used: tests set it
 
@@ -392,15 +395,26 @@ class FakeAgent:
     async def ports(self) -> list[int]:
         return sorted(self._sandbox().listening)
 
+    async def disk(self) -> DiskUsage:
+        sandbox = self._sandbox()
+        return DiskUsage(sandbox.spec.limits.disk_mb << 20 if sandbox.spec else 0, sandbox.size())
+
     async def shutdown(self) -> None:
         self._sandbox().stop()
 
     # -- files
 
-    def _path(self, path: str) -> str:
+    def _path(self, path: str, within: str | None = None) -> str:
         if not path.startswith("/"):
             raise InvalidInput(f"path {path!r} is not absolute", field="path")
-        return posixpath.normpath(path)
+        path = posixpath.normpath(path)
+        if within is not None and path != within and not path.startswith(within.rstrip("/") + "/"):
+            raise Forbidden(f"{path}: leads outside {within}")  # no symlinks here: by name
+        return path
+
+    def _changed(self, sandbox: FakeSandbox, path: str, kind: str) -> None:
+        for queue in sandbox.watchers:
+            queue.put_nowait(FileChange(path, kind))
 
     def _parent_dir(self, sandbox: FakeSandbox, path: str) -> None:
         """Make the parents of ``path``; InvalidInput where one is a file."""
@@ -412,27 +426,40 @@ class FakeAgent:
                 raise InvalidInput(f"{current} is not a directory", field="path")
             sandbox.dirs.add(current)
 
-    async def read_file(self, path: str) -> AbstractAsyncContextManager[FakeChunks]:
-        sandbox, path = self._sandbox(), self._path(path)
+    async def read_file(
+        self, path: str, *, within: str | None = None
+    ) -> AbstractAsyncContextManager[FakeChunks]:
+        sandbox, path = self._sandbox(), self._path(path, within)
         if path in sandbox.dirs:
             raise InvalidInput(f"{path} is a directory", field="path")
         if path not in sandbox.files:
             raise NotFound(f"{path} not found", field="path")
         return _chunks(sandbox.files[path])
 
-    async def write_file(self, path: str, chunks: AsyncIterable[bytes], mode: int = 0o644) -> int:
-        sandbox, path = self._sandbox(), self._path(path)
+    async def write_file(
+        self,
+        path: str,
+        chunks: AsyncIterable[bytes],
+        mode: int = 0o644,
+        *,
+        within: str | None = None,
+        owner: int | None = None,
+    ) -> int:
+        sandbox, path = self._sandbox(), self._path(path, within)
         if path in sandbox.dirs:
             raise InvalidInput(f"{path} is a directory", field="path")
         self._parent_dir(sandbox, path)
         data = bytearray()
         async for chunk in chunks:
             data += chunk
+        self._changed(sandbox, path, "modified" if path in sandbox.files else "created")
         sandbox.files[path] = bytes(data)
         return len(data)
 
-    async def list_dir(self, path: str, after: str | None = None, limit: int | None = None) -> FilePage:
-        sandbox, path = self._sandbox(), self._path(path)
+    async def list_dir(
+        self, path: str, after: str | None = None, limit: int | None = None, *, within: str | None = None
+    ) -> FilePage:
+        sandbox, path = self._sandbox(), self._path(path, within)
         if path in sandbox.files:
             raise InvalidInput(f"{path} is not a directory", field="path")
         if path not in sandbox.dirs:
@@ -446,8 +473,8 @@ class FakeAgent:
         entries = [_entry(sandbox, posixpath.join(path, name)) for name in page]
         return FilePage(entries, page[-1] if len(names) > size else None)
 
-    async def stat(self, path: str) -> FileEntry | None:
-        sandbox, path = self._sandbox(), self._path(path)
+    async def stat(self, path: str, *, within: str | None = None) -> FileEntry | None:
+        sandbox, path = self._sandbox(), self._path(path, within)
         if path not in sandbox.files and path not in sandbox.dirs:
             return None
         return _entry(sandbox, path)
@@ -458,13 +485,39 @@ class FakeAgent:
             raise Conflict(f"{path} exists and is not a directory", field="path")
         self._parent_dir(sandbox, path + "/x")
 
-    async def remove(self, path: str) -> None:
-        sandbox, path = self._sandbox(), self._path(path)
+    async def remove(self, path: str, *, within: str | None = None) -> None:
+        sandbox, path = self._sandbox(), self._path(path, within)
         if path not in sandbox.files and path not in sandbox.dirs:
             raise NotFound(f"{path} not found", field="path")
         prefix = path.rstrip("/") + "/"
         sandbox.files = {p: d for p, d in sandbox.files.items() if p != path and not p.startswith(prefix)}
         sandbox.dirs = {p for p in sandbox.dirs if p != path and not p.startswith(prefix)} | {"/"}
+        self._changed(sandbox, path, "deleted")
+
+    def watch(
+        self, path: str, *, within: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[FileChange]]:
+        return self._watch(path, within)
+
+    @asynccontextmanager
+    async def _watch(self, path: str, within: str | None) -> AsyncIterator[AsyncIterator[FileChange]]:
+        sandbox, path = self._sandbox(), self._path(path, within)
+        if path not in sandbox.dirs:
+            raise NotFound(f"{path} not found", field="path")
+        queue: asyncio.Queue[FileChange] = asyncio.Queue()
+        prefix = path.rstrip("/") + "/"
+
+        async def changes() -> AsyncIterator[FileChange]:
+            while True:
+                change = await queue.get()
+                if change.path.startswith(prefix):
+                    yield change
+
+        sandbox.watchers.append(queue)
+        try:
+            yield changes()
+        finally:
+            sandbox.watchers.remove(queue)
 
 
 class FakeAttachment:
