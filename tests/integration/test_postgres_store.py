@@ -73,7 +73,10 @@ def postgres() -> Iterator[Path]:
     )
     try:
         deadline = time.monotonic() + START_S
-        while not (base / f".s.PGSQL.{PORT}").exists():
+        ready = [pg / "pg_isready", "-q", "-h", str(base), "-p", str(PORT), "-U", "corral", "-d", "postgres"]
+        # the socket file appears before the server accepts ("the database system is
+        # starting up"): wait until pg_isready says it accepts connections
+        while subprocess.run(ready, check=False).returncode != 0:
             assert server.poll() is None, "postgres exited at start"
             assert time.monotonic() < deadline, "postgres did not start"
             time.sleep(0.05)
