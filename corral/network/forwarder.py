@@ -144,6 +144,9 @@ class Forwarder:
         limits = self.limits
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(limits.deadline, connect=limits.connect_timeout),
+            # as many upstream connections as calls may be under way (httpx's default
+            # of 100 would make the 101st wait for a slot, then fail as a timeout)
+            limits=httpx.Limits(max_connections=limits.connections, max_keepalive_connections=64),
             follow_redirects=False,
             trust_env=False,
         )

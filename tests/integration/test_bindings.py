@@ -169,6 +169,20 @@ async def test_a_sandbox_calls_its_binding_and_never_holds_the_secret(node: Node
     assert json.loads(refused) == [403, 404]
     assert [seen.path for seen in upstream.seen] == ["/v1/some/path", "/v1/stream", "/v1/release"]
 
+    # the firewall opens the forwarder's port on the bridge address, and nothing else there
+    port = int(urls["model"].split(":")[2].split("/")[0])
+    probe = (
+        "import json, socket\n"
+        "def reach(port):\n"
+        "    try:\n"
+        f"        socket.create_connection(({core.network.gateway!r}, port), timeout=5).close()\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        f"print(json.dumps([reach({port}), reach({port + 1}), reach({core.settings.port})]))\n"
+    )
+    assert json.loads(await python(node, mine, probe)) == [True, False, False]
+
     program = base64.b64encode(SEARCH.encode()).decode()
     found = await core.commands.run(
         me,
