@@ -14,10 +14,11 @@ Contracts:
   (``SESSION_MARK`` in its metadata), so a crash leaves nothing ``reconcile`` cannot
   find.
 - Every step is in the audit trail under the session's id, in order:
-  ``session_created``, ``sandbox_started``, the sandbox's own ``egress_allowed``,
-  ``egress_denied``, ``binding_invoked`` and ``credential_issued`` records (copied
-  under the session's id as the host's enforcement records them), ``quota_killed``
-  (its ``reason``), ``workload_exited``, ``result_collected``, ``session_torn_down``.
+  ``session_created``, ``sandbox_started``, ``credential_issued`` (the binding URLs
+  it was given: their names only), the sandbox's own ``egress_allowed``,
+  ``egress_denied`` and ``binding_invoked`` records (copied under the session's id as
+  the host's enforcement records them), ``workload_exited``, ``quota_killed`` (its
+  ``reason``), ``result_collected``, ``session_torn_down``.
 - ``frames`` follows the session's stream from its first frame (phase, stdout,
   stderr, audit, result, end): live while it runs, whole for a late reader, ended
   after ``end``. The frames of the last ``KEEP_ENDED`` ended sessions stay in memory;
@@ -70,7 +71,7 @@ log = logging.getLogger("corral.sessions")
 SESSION_MARK = "corral.session"  # metadata key of a session's sandbox: the session's id
 KEEP_ENDED = 32  # ended sessions whose frames stay in memory
 MAX_PAGE = 100
-COPIED = frozenset({"egress_allowed", "egress_denied", "binding_invoked", "credential_issued"})
+COPIED = frozenset({"egress_allowed", "egress_denied", "binding_invoked"})
 SANDBOX_GRACE_S = 300  # the sandbox's idle timeout beyond the wall clock: a backstop only
 
 
@@ -321,13 +322,15 @@ class SessionService:
             sandbox_id = sandbox.id
             live.session = replace(live.session, sandbox_id=sandbox_id)
             self._of_sandbox[sandbox_id] = session.id
+            await self._record(live, None, "sandbox_started", sandbox=sandbox_id, template=sandbox.template)
             if live.stop.is_set():
                 raise _Deleted()
             envs = {"ENCLAVE_SESSION_ID": session.id}
             if session.bindings and self.bindings is not None:
                 urls = await self.bindings.open_for(session.org_id, sandbox_id, session.bindings)
                 envs |= {f"ENCLAVE_SVC_{name.upper()}": url for name, url in urls.items()}
-            await self._record(live, None, "sandbox_started", sandbox=sandbox_id, template=sandbox.template)
+                # the URLs hold a token of the sandbox's for the forwarder (never the secret)
+                await self._record(live, None, "credential_issued", bindings=sorted(urls))
             await self._phase(live, Phase.RUNNING, started_at=self.clock.now())
             outcome = await self.runner.run(
                 actor,
