@@ -62,6 +62,7 @@ from corral.services.standby import Standby
 from corral.services.stored_switches import StoredSwitches
 from corral.services.templates import TemplateService
 from corral.services.webhooks import WebhookService
+from corral.services.workspace import WorkspaceService
 from corral.settings import Settings
 from corral.store.bindings import SqlBindingStore
 from corral.store.checkpoints import SqlCheckpointStore, SqlTemplateBuildStore
@@ -113,6 +114,7 @@ class Core:
     bindings: BindingService
     webhooks: WebhookService
     sessions: SessionService
+    workspace: WorkspaceService
     hub: Hub  # what several parts must hear (services/hub.py)
     background: Background  # what runs in the background, stopped by close (corral/background.py)
     network: NodeNetwork | None = None
@@ -288,6 +290,7 @@ class Core:
             bindings=bindings,
             webhooks=webhooks,
             sessions=sessions,
+            workspace=WorkspaceService(sandboxes, commands),
             hub=hub,
             background=background,
             network=network,
