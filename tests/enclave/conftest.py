@@ -155,6 +155,7 @@ def enclave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_API_KEY": seed,
         "CORRAL_JWT_SECRET": secret,
         "CORRAL_STANDBY_SANDBOXES": "0",
+        "CORRAL_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receiver is on loopback
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("base", "nodejs"):
