@@ -76,7 +76,7 @@ from corral.store.sessions import SqlSessionStore
 from corral.store.users import SqlUserStore
 
 if TYPE_CHECKING:
-    from corral.network.forwarder import Forwarder, ForwarderLimits
+    from corral.network.forwarder import Forwarder, ForwarderConfig
     from corral.network.node import NodeNetwork
     from corral.network.quota import QuotaLimits
 
@@ -359,7 +359,7 @@ def default_network(
         dns_timeout=settings.network_dns_upstream_timeout_s,
         dns_deadline=settings.network_dns_deadline_s,
         forwarder_port=settings.bindings_port,
-        forwarder_limits=_forwarder_limits(settings),
+        forwarder_config=_forwarder_config(settings),
         org_of=org_of,
     )
 
@@ -372,18 +372,19 @@ async def loopback_forwarder(settings: Settings, runtime: Runtime) -> Forwarder 
         return None
     from corral.network.forwarder import Forwarder
 
-    forwarder = Forwarder(limits=_forwarder_limits(settings))
+    forwarder = Forwarder(config=_forwarder_config(settings))
     await forwarder.start("127.0.0.1", settings.bindings_port)
     return forwarder
 
 
-def _forwarder_limits(settings: Settings) -> ForwarderLimits:
-    from corral.network.forwarder import ForwarderLimits
+def _forwarder_config(settings: Settings) -> ForwarderConfig:
+    from corral.network.forwarder import ForwarderConfig
 
-    return ForwarderLimits(
+    return ForwarderConfig(
         max_body=settings.bindings_max_body_mb * 1024 * 1024,
         calls_per_sandbox=settings.bindings_calls_per_sandbox,
         deadline=settings.bindings_deadline_s,
+        ca_file=str(settings.bindings_ca_file) if settings.bindings_ca_file else None,
     )
 
 

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     bindings_max_body_mb: Annotated[int, Field(ge=1)] = 32  # of one request from a sandbox
     bindings_calls_per_sandbox: Annotated[int, Field(ge=1)] = 16  # calls of one sandbox at once
     bindings_deadline_s: Annotated[float, Field(gt=0)] = 600.0  # one call, its streamed answer included
+    bindings_ca_file: Path | None = None  # PEM: the CAs HTTPS upstreams are checked against (None: certifi's)
     # webhooks (corral.services.webhooks): POSTed from this host to a tenant's URL
     webhook_allow_private: bool = False  # let them reach loopback, private and link-local addresses
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0  # one attempt

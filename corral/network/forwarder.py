@@ -20,12 +20,14 @@ sent upstream, nor in the audit trail). Redirects are passed back, never followe
 the secret goes to the binding's URL only. Proxy settings of the environment are not
 used (``trust_env=False``).
 
-Bounds (``ForwarderLimits``): connections in all and per address (beyond: closed at
-once), the request head (16 KiB, h11's bound), the request body (413), calls at once
-per sandbox (429), the time to read a head and between requests, the time to connect
-upstream (504 on expiry, 502 for other upstream failures) and a deadline over the
-whole call, streaming included (the answer is cut when it passes). Paths holding ``.``
-or ``..`` segments are refused (400), so a call stays under the binding's base path.
+Bounds (``ForwarderConfig``, which also names the CAs an HTTPS upstream's certificate
+is checked against): connections in all and per address (beyond: closed at once), the
+request head (16 KiB, h11's bound), the request body (413), calls at once per sandbox
+(429), the time to read a head and between requests, the time to connect upstream (504
+on expiry, 502 for other upstream failures, an unverified certificate among them) and
+a deadline over the whole call, streaming included (the answer is cut when it passes).
+Paths holding ``.`` or ``..`` segments are refused (400), so a call stays under the
+binding's base path.
 
 Every call from a sandbox holding a grant is reported to ``on_call(sandbox_id, org_id,
 call)``: ``binding``, ``method``, ``path`` (without the query), ``status``,
@@ -43,6 +45,7 @@ import contextlib
 import json
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +79,10 @@ READ_SIZE = 65536
 
 
 @dataclass(frozen=True)
-class ForwarderLimits:
+class ForwarderConfig:
+    """Bounds, and the CAs trusted for HTTPS upstreams (``ca_file``: a PEM file, instead
+    of httpx's bundle; None: the bundle)."""
+
     max_body: int = 32 * 1024 * 1024  # bytes of one request body
     max_head: int = 16 * 1024  # bytes of one request head
     calls_per_sandbox: int = 16  # calls of one sandbox at once
@@ -86,6 +92,7 @@ class ForwarderLimits:
     idle_timeout: float = 30.0  # between requests on a connection
     connect_timeout: float = 10.0
     deadline: float = 600.0  # a whole call, the answer's streaming included
+    ca_file: str | None = None
 
 
 @dataclass
@@ -107,9 +114,9 @@ class _Refused(Exception):
 class Forwarder:
     """See the module docstring. Nothing happens at construction."""
 
-    def __init__(self, on_call: BindingCallFn | None = None, limits: ForwarderLimits | None = None) -> None:
+    def __init__(self, on_call: BindingCallFn | None = None, config: ForwarderConfig | None = None) -> None:
         self.on_call = on_call
-        self.limits = limits or ForwarderLimits()
+        self.config = config or ForwarderConfig()
         self.host = ""
         self.port = 0
         self._grants: dict[str, _Grant] = {}  # by sandbox id
@@ -141,12 +148,16 @@ class Forwarder:
 
     async def start(self, host: str, port: int = 0) -> None:
         """Listen on ``host:port`` (0: a free port, then in :attr:`port`)."""
-        limits = self.limits
+        config = self.config
+        verify: ssl.SSLContext | bool = True  # httpx's bundle (certifi)
+        if config.ca_file is not None:
+            verify = ssl.create_default_context(cafile=config.ca_file)
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(limits.deadline, connect=limits.connect_timeout),
+            timeout=httpx.Timeout(config.deadline, connect=config.connect_timeout),
             # as many upstream connections as calls may be under way (httpx's default
             # of 100 would make the 101st wait for a slot, then fail as a timeout)
-            limits=httpx.Limits(max_connections=limits.connections, max_keepalive_connections=64),
+            limits=httpx.Limits(max_connections=config.connections, max_keepalive_connections=64),
+            verify=verify,
             follow_redirects=False,
             trust_env=False,
         )
@@ -177,8 +188,8 @@ class Forwarder:
         task = asyncio.current_task()
         if (
             task is None
-            or len(self._tasks) >= self.limits.connections
-            or self._open.get(peer, 0) >= self.limits.connections_per_address
+            or len(self._tasks) >= self.config.connections
+            or self._open.get(peer, 0) >= self.config.connections_per_address
         ):
             writer.close()
             return
@@ -200,8 +211,8 @@ class Forwarder:
             writer.close()
 
     async def _serve(self, peer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
-        wait = self.limits.idle_timeout
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.max_head)
+        wait = self.config.idle_timeout
         while True:
             try:
                 event = await _next(conn, reader, wait)
@@ -211,8 +222,8 @@ class Forwarder:
                 return
             if not isinstance(event, h11.Request):
                 return
-            if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > self.limits.max_head:
-                await _answer(conn, writer, 431, f"a request head is at most {self.limits.max_head} bytes")
+            if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > self.config.max_head:
+                await _answer(conn, writer, 431, f"a request head is at most {self.config.max_head} bytes")
                 return
             await self._call(conn, reader, writer, peer, event)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -244,13 +255,13 @@ class Forwarder:
         try:
             binding = self._authorize(held, token, peer, name)
             assert held is not None
-            if held.calls >= self.limits.calls_per_sandbox:
-                raise _Refused(429, f"at most {self.limits.calls_per_sandbox} calls at once per sandbox")
+            if held.calls >= self.config.calls_per_sandbox:
+                raise _Refused(429, f"at most {self.config.calls_per_sandbox} calls at once per sandbox")
             if any(unquote(part) in (".", "..") for part in rest.split("/")):
                 raise _Refused(400, "a path may not hold '.' or '..' segments")
             held.calls += 1
             try:
-                async with asyncio.timeout(self.limits.deadline):
+                async with asyncio.timeout(self.config.deadline):
                     call["status"] = await self._forward(conn, reader, writer, request, binding, rest, query)
             except TimeoutError:
                 if conn.our_state is h11.SEND_BODY:
@@ -303,14 +314,14 @@ class Forwarder:
         headers = [(k, v) for k, v in request.headers if k not in HOP_BY_HOP and k != header]
         headers.append((binding.header.encode("ascii"), binding.secret.encode("ascii")))
         length = next((int(v) for k, v in request.headers if k == b"content-length"), None)
-        if length is not None and length > self.limits.max_body:
-            raise _Refused(413, f"a request body is at most {self.limits.max_body} bytes")
+        if length is not None and length > self.config.max_body:
+            raise _Refused(413, f"a request body is at most {self.config.max_body} bytes")
         chunked = any(k == b"transfer-encoding" for k, _ in request.headers)
         if length is None and chunked:
             headers = [(k, v) for k, v in headers if k != b"content-length"]
         body = self._body(conn, reader, writer) if chunked or length else None
         if body is None:
-            await _drain(conn, reader, self.limits.head_timeout)
+            await _drain(conn, reader, self.config.head_timeout)
         url = binding.url + rest + (f"?{query}" if query else "")
         try:
             upstream = self._client.build_request(request.method.decode(), url, headers=headers, content=body)
@@ -346,13 +357,13 @@ class Forwarder:
         seen = 0
         while True:
             try:
-                event = await _next(conn, reader, self.limits.head_timeout)
+                event = await _next(conn, reader, self.config.head_timeout)
             except TimeoutError:
                 raise _Refused(408, "the request body stalled") from None
             if isinstance(event, h11.Data):
                 seen += len(event.data)
-                if seen > self.limits.max_body:
-                    raise _Refused(413, f"a request body is at most {self.limits.max_body} bytes")
+                if seen > self.config.max_body:
+                    raise _Refused(413, f"a request body is at most {self.config.max_body} bytes")
                 yield bytes(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return

@@ -60,7 +60,7 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound, Runtime
 from corral.network import bridge, namespace, recovery
 from corral.network.denials import Denials
 from corral.network.firewall import Firewall
-from corral.network.forwarder import Forwarder, ForwarderLimits
+from corral.network.forwarder import Forwarder, ForwarderConfig
 from corral.network.gate import Attached, Gate, OrgOf
 from corral.network.ledger import Ledger, Record
 from corral.network.policy import Rules
@@ -97,7 +97,7 @@ class NodeNetwork:
         dns_timeout: float = 2.0,
         dns_deadline: float = 4.0,
         forwarder_port: int | None = None,
-        forwarder_limits: ForwarderLimits | None = None,
+        forwarder_config: ForwarderConfig | None = None,
         on_allowed: AllowedFn | None = None,
         org_of: OrgOf | None = None,
     ) -> None:
@@ -150,7 +150,7 @@ class NodeNetwork:
             taken=self._gate.addresses,
             concurrency=ready_concurrency,
         )
-        self.forwarder = Forwarder(limits=forwarder_limits) if forwarder_port is not None else None
+        self.forwarder = Forwarder(config=forwarder_config) if forwarder_port is not None else None
         self._forwarder_port = forwarder_port or 0
         self._start_lock = asyncio.Lock()
         self._resolver: Resolver | None = None

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
 from corral.domain.bindings import Binding, binding
-from corral.network.forwarder import Forwarder, ForwarderLimits
-from tests.support.upstream import Upstream
+from corral.network.forwarder import Forwarder, ForwarderConfig
+from tests.support.upstream import Upstream, self_signed
 
 SECRET = "s3cret-value-never-in-a-sandbox"
 
@@ -38,7 +39,7 @@ class Calls:
 
 @pytest.fixture
 async def forwarder() -> AsyncIterator[Forwarder]:
-    server = Forwarder(Calls(), ForwarderLimits(max_body=1024, calls_per_sandbox=1, connect_timeout=2))
+    server = Forwarder(Calls(), ForwarderConfig(max_body=1024, calls_per_sandbox=1, connect_timeout=2))
     await server.start("127.0.0.1")
     yield server
     await server.close()
@@ -89,7 +90,7 @@ async def test_a_streamed_answer_is_passed_on_as_it_arrives(forwarder: Forwarder
     """The upstream sends its second chunk only after /release: reading the first one
     before releasing proves nothing waited for the end."""
     url = forwarder.grant("sb-aaaaaaaaaaaa", "127.0.0.1", [bound(upstream)])["model"]
-    forwarder.limits = ForwarderLimits(calls_per_sandbox=2)
+    forwarder.config = ForwarderConfig(calls_per_sandbox=2)
     async with client() as http, http.stream("GET", f"{url}/stream") as answer:
         assert answer.status_code == 200
         lines = answer.aiter_lines()
@@ -165,3 +166,24 @@ async def test_malformed_requests_get_a_400(forwarder: Forwarder) -> None:
     assert (await raw(forwarder.port, b"NOT HTTP AT ALL\r\n\r\n")).startswith(b"HTTP/1.1 400")
     huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
     assert (await raw(forwarder.port, huge)).startswith(b"HTTP/1.1 431")
+
+
+async def test_an_https_upstream_is_checked_against_the_trusted_cas(tmp_path: Path) -> None:
+    certificate = self_signed(tmp_path)
+    upstream = Upstream(header="X-Api-Key", secret=SECRET, tls=certificate).start()
+    trusting = Forwarder(config=ForwarderConfig(ca_file=str(certificate[0])))
+    default = Forwarder()  # httpx's bundle: the self-signed certificate is not in it
+    try:
+        for server in (trusting, default):
+            await server.start("127.0.0.1")
+        async with client() as http:
+            url = trusting.grant("sb-aaaaaaaaaaaa", "127.0.0.1", [bound(upstream)])["model"]
+            answer = await http.get(f"{url}/over/tls")
+            assert answer.status_code == 200 and answer.json()["authorized"] is True
+            url = default.grant("sb-aaaaaaaaaaaa", "127.0.0.1", [bound(upstream)])["model"]
+            assert (await http.get(f"{url}/over/tls")).status_code == 502
+        assert [seen.path for seen in upstream.seen] == ["/base/over/tls"]  # no secret sent unverified
+    finally:
+        for server in (trusting, default):
+            await server.close()
+        upstream.stop()
