@@ -42,7 +42,7 @@ from corral.runtime.capacity import node_capacity
 from corral.runtime.checkpoint_dirs import CheckpointDirs
 from corral.services.admission import Admission
 from corral.services.audit import AuditService
-from corral.services.bindings import BindingService
+from corral.services.bindings import BindingService, recorder
 from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
 from corral.services.egress import EgressService
@@ -229,12 +229,12 @@ class Core:
             sandboxes,
             max_running_per_org=settings.build_max_running_per_org,
         )
-        forwarder = network.forwarder if network is not None else await loopback_forwarder(settings, runtime)
+        forwarder = (
+            network.forwarder if network is not None else await loopback_forwarder(settings, runtime, audit)
+        )
         if network is None and forwarder is not None:  # the network's is stopped with it
             background.adopt("the binding forwarder", forwarder.close)
         bindings = BindingService(SqlBindingStore(db), runtime, audit, forwarder)
-        if forwarder is not None:
-            forwarder.on_call = bindings.invoked
         webhooks = default_webhooks(settings, audit)
         background.adopt("the webhooks", webhooks.close)
         previews = PreviewService(SqlPreviewStore(db), sandboxes, settings)
@@ -360,11 +360,12 @@ def default_network(
         dns_deadline=settings.network_dns_deadline_s,
         forwarder_port=settings.bindings_port,
         forwarder_config=_forwarder_config(settings),
+        on_binding_call=recorder(audit),
         org_of=org_of,
     )
 
 
-async def loopback_forwarder(settings: Settings, runtime: Runtime) -> Forwarder | None:
+async def loopback_forwarder(settings: Settings, runtime: Runtime, audit: AuditService) -> Forwarder | None:
     """The binding forwarder on 127.0.0.1, started, for the process runtime (whose
     sandboxes are host processes: no isolation, docs/security.md); None otherwise (the
     runc runtime's is its network's, on the bridge; without a network there is none)."""
@@ -372,7 +373,7 @@ async def loopback_forwarder(settings: Settings, runtime: Runtime) -> Forwarder 
         return None
     from corral.network.forwarder import Forwarder
 
-    forwarder = Forwarder(config=_forwarder_config(settings))
+    forwarder = Forwarder(recorder(audit), _forwarder_config(settings))
     await forwarder.start("127.0.0.1", settings.bindings_port)
     return forwarder
 

@@ -68,7 +68,7 @@ from corral.network.pool import AddressPool
 from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, parse_upstream, system_upstreams
 from corral.network.spares import Spares
-from corral.ports import AllowedFn, DeniedFn, NetInfo
+from corral.ports import AllowedFn, BindingCallFn, DeniedFn, NetInfo
 
 log = logging.getLogger("corral.network")
 
@@ -98,11 +98,12 @@ class NodeNetwork:
         dns_deadline: float = 4.0,
         forwarder_port: int | None = None,
         forwarder_config: ForwarderConfig | None = None,
+        on_binding_call: BindingCallFn | None = None,
         on_allowed: AllowedFn | None = None,
         org_of: OrgOf | None = None,
     ) -> None:
         """``forwarder_port``: the service-binding forwarder's (0: a free one; None: no
-        forwarder)."""
+        forwarder), which reports each call to ``on_binding_call``."""
         self._pool = AddressPool(pool)
         if not 0 <= nflog_group <= 0xFFFF:
             raise CorralError(f"NFLOG group {nflog_group} is out of range (0-65535)")
@@ -150,7 +151,7 @@ class NodeNetwork:
             taken=self._gate.addresses,
             concurrency=ready_concurrency,
         )
-        self.forwarder = Forwarder(config=forwarder_config) if forwarder_port is not None else None
+        self.forwarder = Forwarder(on_binding_call, forwarder_config) if forwarder_port is not None else None
         self._forwarder_port = forwarder_port or 0
         self._start_lock = asyncio.Lock()
         self._resolver: Resolver | None = None

@@ -18,7 +18,8 @@ secret). InvalidInput naming ``serviceBindings`` for a malformed name or one the
 does not have (nothing is granted then); Unavailable when this node has no forwarder;
 NotFound when the sandbox has no address. ``close_for(sandbox_id)``: idempotent, the
 sandbox's calls are refused from then on. Every call through the forwarder is a
-``binding_invoked`` record of the sandbox (``invoked``).
+``binding_invoked`` record of the sandbox (``recorder``: the forwarder's ``on_call``,
+given to it when it is made).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.domain.bindings import Binding, binding, check_name
 from corral.errors import Forbidden, InvalidInput, NotFound, Unavailable
-from corral.ports import BindingStore, Forwarder, Runtime
+from corral.ports import BindingCallFn, BindingStore, Forwarder, Runtime
 from corral.services.audit import AuditService
 
 INVOKED = "binding_invoked"
@@ -91,9 +92,14 @@ class BindingService:
         if self.forwarder is not None:
             self.forwarder.revoke(sandbox_id)
 
-    async def invoked(self, sandbox_id: str, org_id: str, call: dict[str, object]) -> None:
-        """The forwarder's ``BindingCallFn``: one call, into the sandbox's trail."""
-        await self.audit.record(INVOKED, org_id=org_id, sandbox_id=sandbox_id, data=call)
+
+def recorder(audit: AuditService) -> BindingCallFn:
+    """The forwarder's ``on_call``: each call a ``binding_invoked`` record of the sandbox."""
+
+    async def invoked(sandbox_id: str, org_id: str, call: dict[str, object]) -> None:
+        await audit.record(INVOKED, org_id=org_id, sandbox_id=sandbox_id, data=call)
+
+    return invoked
 
 
 def _manager(principal: Principal) -> None:
