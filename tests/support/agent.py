@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from corral.agent.client import AgentClient
 from corral.agent.wire import AGENT_FILE, agent_argv
+from tests.support.conditions import eventually
 
 
 @dataclass
@@ -52,11 +53,9 @@ def running_agent(socket_dir: Path | None = None) -> Iterator[RunningAgent]:
         )
     agent = RunningAgent(proc, sock, log, workdir)
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"agent did not start: {agent.log_text()}")
-            time.sleep(0.002)
+        eventually(lambda: sock.exists() or proc.poll() is not None, 10, lambda: agent.log_text())
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent did not start: {agent.log_text()}")
         yield agent
         assert "internal error" not in agent.log_text(), agent.log_text()
     finally:
@@ -68,3 +67,9 @@ def running_agent(socket_dir: Path | None = None) -> Iterator[RunningAgent]:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def started(proc: subprocess.Popen[Any], sock: Path) -> bool:
+    """Whether the agent ``proc`` has bound ``sock`` (AssertionError once it exited)."""
+    assert proc.poll() is None, f"the agent exited with {proc.returncode}"
+    return sock.exists()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
 
+from tests.support.conditions import eventually
 from tests.support.sockets import port_of
 
 START_TIMEOUT_S = 15.0
@@ -23,11 +23,13 @@ def served(config: uvicorn.Config, sock: socket.socket, name: str) -> Iterator[s
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not server.started:  # set by uvicorn's own loop: nothing to wait on but the flag
-        if time.monotonic() > deadline or not thread.is_alive():
+
+    def started() -> bool:  # set by uvicorn's own loop: nothing to wait on but the flag
+        if not thread.is_alive():
             raise RuntimeError(f"{name} did not start")
-        time.sleep(0.01)
+        return server.started
+
+    eventually(started, START_TIMEOUT_S, f"{name} did not start")
     try:
         yield f"http://127.0.0.1:{port_of(sock)}"
     finally:

@@ -20,7 +20,7 @@ from corral.agent.wire import FrameType, encode_frame
 from corral.domain import ExecRequest, PtySize, SessionEvent, SessionSpec, Stream
 from corral.errors import AgentError, Conflict, InvalidInput, NotFound
 from tests.support.agent import RunningAgent, running_agent
-from tests.support.conditions import pid_gone
+from tests.support.conditions import eventually_async, pid_gone
 
 # ---------------------------------------------------------------------- harness
 
@@ -89,11 +89,11 @@ async def exit_code_of(events: AsyncIterator[SessionEvent], timeout: float = 5.0
 
 
 async def wait_exited(client: AgentClient, session_id: str, timeout: float = 5.0) -> int | None:
-    deadline = time.monotonic() + timeout
-    while (info := await client.session(session_id)).running:
-        assert time.monotonic() < deadline, f"{session_id} still running"
-        await asyncio.sleep(0.02)
-    return info.exit_code
+    async def exited() -> bool:
+        return not (await client.session(session_id)).running
+
+    await eventually_async(exited, timeout, f"{session_id} still running")
+    return (await client.session(session_id)).exit_code
 
 
 def sh(script: str, **kwargs: object) -> ExecRequest:
@@ -102,10 +102,9 @@ def sh(script: str, **kwargs: object) -> ExecRequest:
 
 async def written(path: Path, timeout: float = 5.0) -> None:
     """Wait until a command has written something into ``path``."""
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text().strip():
-        assert time.monotonic() < deadline, f"nothing written to {path}"
-        await asyncio.sleep(0.01)
+    await eventually_async(
+        lambda: path.exists() and path.read_text().strip(), timeout, f"nothing written to {path}"
+    )
 
 
 # ------------------------------------------------------------------------- exec

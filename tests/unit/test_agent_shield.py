@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from corral.agent.wire import AGENT_FILE, agent_argv
 from corral.domain import ExecRequest, PtySize, SessionSpec
 from corral.errors import Conflict
 from corral.runtime.bundle import CAPABILITIES
+from tests.support.agent import started
+from tests.support.conditions import eventually
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -80,10 +81,7 @@ def agent_process(*wrapper: str) -> Iterator[tuple[subprocess.Popen[bytes], Path
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-            time.sleep(0.005)
+        eventually(lambda: started(proc, sock), 10, "the agent did not start")
         yield proc, sock
     finally:
         proc.kill()
@@ -136,7 +134,7 @@ def test_without_the_shield_the_same_attacks_work() -> None:
         ]
     )
     try:
-        time.sleep(0.3)
+        eventually(lambda: holds_a_socket(victim.pid), 10, "the victim never held its socket")
         attack = subprocess.run(
             [*AS_SANDBOX, sys.executable, "-c", ATTACKS, str(victim.pid)],
             capture_output=True,
@@ -174,3 +172,10 @@ async def test_a_pty_that_cannot_be_opened_is_a_conflict() -> None:
         with pytest.raises(Conflict, match=r"^pty: no pseudo-terminal is free \(close one first\)$"):
             await client.start_session("second", SessionSpec("sleep", ("30",), pty=PtySize(80, 24)))
         assert [s.id for s in await client.list_sessions()] == ["first"]
+
+
+def holds_a_socket(pid: int, fd: int = 3) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    except OSError:
+        return False

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import pytest
 from corral.agent.client import AgentClient
 from corral.agent.wire import AGENT_FILE, agent_argv
 from corral.domain import ExecRequest
+from tests.support.agent import started
+from tests.support.conditions import eventually
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
@@ -38,10 +39,7 @@ def start(user: str) -> Iterator[AgentClient]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the agent did not start"
-            time.sleep(0.005)
+        eventually(lambda: started(proc, sock), 10, "the agent did not start")
         yield AgentClient(sock, op_timeout=10.0)
     finally:
         proc.terminate()

@@ -172,7 +172,7 @@ def sends(*chunks: bytes) -> Script:
 
 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await asyncio.sleep(30)
+    await asyncio.Event().wait()  # never answers
 
 
 async def test_unreachable_agent_is_an_agent_error(tmp_path: Path) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +24,7 @@ from corral.domain import (
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Runtime
 from corral.runtime.process import ProcessRuntime
-from tests.support.conditions import pid_gone
+from tests.support.conditions import eventually_async, pid_gone
 
 TEMPLATE = Template("base", "sha256:0", "/", datetime.now(UTC))
 
@@ -75,10 +73,7 @@ async def test_destroy_kills_everything_and_is_idempotent(runtime: ProcessRuntim
     pid_file = state_dir / "sb-bbbbbbbb" / "home" / "s.pid"
     agent = runtime.agent("sb-bbbbbbbb")
     await agent.start_session("s", SessionSpec("sh", ("-c", f"echo $$ > {pid_file}; exec sleep 30")))
-    deadline = time.monotonic() + 5
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: pid_file.exists() and pid_file.read_text().strip(), 5)
     session_pid = int(pid_file.read_text())
     await runtime.destroy("sb-bbbbbbbb")
     assert pid_gone(agent_pid) and pid_gone(session_pid)
@@ -115,10 +110,11 @@ async def test_a_new_runtime_finds_running_agents(runtime: ProcessRuntime, state
     assert await again.state("sb-eeeeeeee") is RuntimeState.RUNNING
     await again.agent("sb-eeeeeeee").ping()
     os.kill(agent_pid, 9)
-    deadline = time.monotonic() + 5
-    while await again.state("sb-eeeeeeee") is not RuntimeState.STOPPED:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+
+    async def stopped() -> bool:
+        return await again.state("sb-eeeeeeee") is RuntimeState.STOPPED
+
+    await eventually_async(stopped, 5)
     await again.destroy("sb-eeeeeeee")
     assert await again.state("sb-eeeeeeee") is RuntimeState.MISSING
 

@@ -41,7 +41,8 @@ async def test_a_call_past_its_time_limit_fails_and_keeps_its_slot_until_it_ends
         await work.run("sb-a", "stuck", release.wait, 10)
     assert work.busy("sb-a") == 1  # the thread still runs: the owner has no second one
     second = asyncio.ensure_future(work.run_for("sb-a", "next", 5, lambda: "next"))
-    await asyncio.sleep(0.2)
+    for _ in range(5):  # turns of the loop: a free slot would have taken it by now
+        await asyncio.sleep(0)
     assert not second.done()
     release.set()
     assert await second == "next"
@@ -51,16 +52,20 @@ async def test_a_cancel_waits_for_the_thread() -> None:
     work = TreeWork(workers=1, per_owner=1, timeout_s=10)
     finished = threading.Event()
 
-    began = threading.Event()
+    began, proceed = threading.Event(), threading.Event()
 
     def slow() -> None:
         began.set()
-        time.sleep(0.3)
+        proceed.wait(10)
         finished.set()
 
     call = asyncio.ensure_future(work.run("sb-a", "slow", slow))
     await eventually_async(began.is_set, 5)
     call.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not call.done()  # the cancel waits for the thread
+    proceed.set()
     with pytest.raises(asyncio.CancelledError):
         await call
     assert finished.is_set()

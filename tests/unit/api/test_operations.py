@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.conditions import eventually_async
 from tests.unit.api.conftest import Api
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -82,11 +82,12 @@ async def test_run_async_then_poll_the_result(api: Api) -> None:
         "stderr": "",
         "error": None,
     }
-    for _ in range(100):
-        state = (await api.client.get(url)).json()
-        if not state["running"]:
-            break
-        await asyncio.sleep(0.05)
+
+    async def ended() -> bool:
+        return (await api.client.get(url)).json()["running"] is False
+
+    await eventually_async(ended, 5)
+    state = (await api.client.get(url)).json()
     assert state == {
         "execId": exec_id,
         "running": False,
@@ -120,12 +121,12 @@ async def test_exec_sessions_create_list_kill(api: Api) -> None:
         "error"
     ] == "signal: must be an integer"
     assert (await api.client.post(kill_url, json={})).status_code == 204  # the TypeScript SDK's body
-    for _ in range(100):
+
+    async def killed() -> bool:
         found = {s["sessionID"]: s for s in (await api.client.get(f"/api/sandboxes/{api.sid}/exec")).json()}
-        if not found[info["sessionID"]]["running"]:
-            break
-        await asyncio.sleep(0.05)
-    assert found[info["sessionID"]]["running"] is False
+        return found[info["sessionID"]]["running"] is False
+
+    await eventually_async(killed, 5, "the session still runs")
 
 
 @pytest.mark.parametrize("session_id", ["es-0000000000000000", "nope", "ps"])

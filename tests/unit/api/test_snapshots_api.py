@@ -3,7 +3,6 @@ routes over the process runtime: shapes, statuses, the async-wake 503, SSE event
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import pytest
 
 from corral.domain import Template
 from corral.errors import RuntimeFailure
+from tests.support.conditions import eventually_async
 from tests.unit.api.conftest import Api
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -78,15 +78,16 @@ async def test_hibernate_wake_keepalive_and_the_async_wake_503(api: Api) -> None
     )
     assert waking.status_code == 503 and waking.json()["waking"] is True and waking.json()["error"]
     assert waking.headers["retry-after"] == "1"
-    for _ in range(300):
-        again = await c.post(
-            f"/api/sandboxes/{sid}/exec/run",
-            json={"cmd": "echo", "args": ["up"]},
-            headers={"X-OSB-Async-Wake": "1"},
-        )
-        if again.status_code != 503:
-            break
-        await asyncio.sleep(0.02)
+
+    async def woken() -> bool:
+        return (await c.get(f"/api/sandboxes/{sid}")).json()["status"] == "running"
+
+    await eventually_async(woken, 10, "never woke")  # the wake goes on in the background
+    again = await c.post(
+        f"/api/sandboxes/{sid}/exec/run",
+        json={"cmd": "echo", "args": ["up"]},
+        headers={"X-OSB-Async-Wake": "1"},
+    )
     assert again.status_code == 200 and again.json()["stdout"] == "up\n"
     await c.post(f"/api/sandboxes/{sid}/hibernate")
     plain = await c.post(f"/api/sandboxes/{sid}/exec/run", json={"cmd": "true"})  # waits for the wake

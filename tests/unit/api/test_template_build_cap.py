@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from corral.domain import Template
+from tests.support.conditions import eventually_async
 from tests.unit.api.conftest import Api
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,9 +46,7 @@ async def test_an_org_runs_at_most_its_cap_of_builds_at_once(api: Api) -> None:
             )
             for i in range(2)
         ]
-        async with asyncio.timeout(10):
-            while held.started < 2:
-                await asyncio.sleep(0.01)
+        await eventually_async(lambda: held.started == 2, 10)
         third = await asyncio.wait_for(
             c.post("/api/templates", json={"name": "held2", "dockerfile": "FROM base"}), 5
         )

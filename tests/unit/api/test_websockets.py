@@ -111,9 +111,16 @@ async def test_disconnect_detaches_without_killing(box: Box) -> None:
     sid = await box.session("read line; echo got:$line")
     async with websockets.connect(box.exec_url(sid)) as ws:
         assert await ws.recv() == b"\x04"
-    await asyncio.sleep(0.2)
-    listed = {s["sessionID"]: s for s in (await box.http.get(f"/api/sandboxes/{box.sid}/exec")).json()}
-    assert listed[sid]["running"] is True
+
+    async def session() -> dict[str, Any]:
+        listed = {s["sessionID"]: s for s in (await box.http.get(f"/api/sandboxes/{box.sid}/exec")).json()}
+        return dict(listed[sid])
+
+    async def detached() -> bool:
+        return (await session())["attachedClients"] == 0
+
+    await eventually_async(detached, 5, "still attached")
+    assert (await session())["running"] is True
     async with websockets.connect(box.exec_url(sid)) as ws:  # still there to talk to
         assert await ws.recv() == b"\x04"
         await ws.send(b"\x00back\n")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from corral.cli.terminal import terminal_size
+from tests.support.conditions import eventually
 from tests.unit.cli.conftest import Stub
 
 
@@ -39,10 +40,7 @@ def read_until(master: int, needle: bytes, seen: bytearray, timeout: float = 10)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+    eventually(condition, timeout, "condition not met in time")
 
 
 def shell_argv(stub: Stub, sandbox_id: str) -> list[str]:

@@ -49,7 +49,12 @@ SCRIPT = b"""var x = new XMLHttpRequest();
 x.open("GET", "data.json", false);
 x.send();
 document.getElementById("out").textContent = "loaded:" + JSON.parse(x.responseText).value;"""
-STATE: dict[str, object] = {"last_close": None, "endless_body_ended": None, "hang_ended": None}
+STATE: dict[str, object] = {
+    "last_close": None,
+    "endless_body_ended": None,
+    "hang_ended": None,
+    "slow_headers_started": None,
+}
 NEXT_EVENT = asyncio.Event()
 
 
@@ -211,6 +216,7 @@ async def route(
             await writer.drain()
         return False
     elif path == "/slow-headers":
+        STATE["slow_headers_started"] = True
         writer.write(b"HTTP/1.1 200 OK\r\n")
         for _ in range(300):
             writer.write(b"X")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.app import KEY
+from tests.support.conditions import eventually_async
 from tests.unit.gateway.conftest import ALLOWED_ORIGIN, Gw
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -87,17 +88,15 @@ async def test_a_client_leaving_the_lane_frees_the_sandbox_side(gw: Gw) -> None:
     before = gw.gateway.fast_path.served
     writer.write(hello.replace(b"/hello", b"/hang"))
     await writer.drain()
-    async with asyncio.timeout(5):
-        while gw.gateway.fast_path.served != before + 1:  # the fast path took it and waits on the sandbox
-            await asyncio.sleep(0.02)
+    # the fast path took it and waits on the sandbox
+    await eventually_async(lambda: gw.gateway.fast_path.served == before + 1, 5)
     writer.close()
     async with httpx.AsyncClient(timeout=30, headers=headers) as client:
-        for _ in range(100):
-            if (await client.get(gw.url("/state"))).json()["hang_ended"]:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the sandbox's server never saw the client go")
+
+        async def client_gone() -> bool:
+            return (await client.get(gw.url("/state"))).json()["hang_ended"] is True
+
+        await eventually_async(client_gone, 5, "the sandbox's server never saw the client go")
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.app import KEY
+from tests.support.conditions import eventually_async
 from tests.support.sockets import refused_port
 from tests.unit.gateway.conftest import ALLOWED_ORIGIN, HEAD_TIMEOUT_S, Gw
 
@@ -143,9 +144,9 @@ async def test_an_endless_body_streams_in_bounded_memory_and_stops_with_the_clie
             if received > 150 * 1024 * 1024:
                 break
     assert peak - before < 64 * 1024 * 1024, f"RSS grew by {(peak - before) >> 20} MiB"
-    async with asyncio.timeout(5):  # the gateway closed the sandbox's side too
-        while not (await client.get(gw.path_url("/state"), headers=OWNER)).json()["endless_body_ended"]:
-            await asyncio.sleep(0.05)
+    await eventually_async(  # the gateway closed the sandbox's side too
+        lambda: sandbox_state(gw, client, "endless_body_ended"), 5, "the sandbox's side stayed open"
+    )
 
 
 async def test_a_client_giving_up_on_a_hung_server_frees_the_sandbox_side(
@@ -153,9 +154,9 @@ async def test_a_client_giving_up_on_a_hung_server_frees_the_sandbox_side(
 ) -> None:
     with pytest.raises(httpx.ReadTimeout):
         await client.get(gw.path_url("/hang"), headers=OWNER, timeout=0.5)
-    async with asyncio.timeout(3):  # the gateway noticed and closed its connection into the sandbox
-        while (await client.get(gw.path_url("/state"), headers=OWNER)).json()["hang_ended"] is not True:
-            await asyncio.sleep(0.05)
+    await eventually_async(  # the gateway noticed and closed its connection into the sandbox
+        lambda: sandbox_state(gw, client, "hang_ended"), 3, "the gateway kept its connection"
+    )
 
 
 async def test_head_requests(gw: Gw, client: httpx.AsyncClient) -> None:
@@ -248,7 +249,7 @@ async def test_a_slow_loris_server_is_cut_off_and_others_are_served(
 ) -> None:
     started = time.monotonic()
     slow = asyncio.create_task(client.get(gw.path_url("/slow-headers"), headers=OWNER))
-    await asyncio.sleep(0.2)
+    await eventually_async(lambda: sandbox_state(gw, client, "slow_headers_started"), 5)
     meanwhile = time.monotonic()
     assert (await client.get(gw.path_url("/hello"), headers=OWNER)).status_code == 200
     assert time.monotonic() - meanwhile < 0.5
@@ -314,3 +315,8 @@ async def test_sandbox_domain_names_a_working_preview_host(gw: Gw, client: httpx
     host = f"{gw.sid}-p{gw.port}.{domain}"
     response = await client.get(gw.url("/hello"), headers={**OWNER, "Host": host})
     assert (response.status_code, response.text) == (200, "hello from the sandbox")
+
+
+async def sandbox_state(gw: Gw, client: httpx.AsyncClient, key: str) -> bool:
+    """Whether the sandbox's server noticed ``key`` (its ``/state``)."""
+    return (await client.get(gw.path_url("/state"), headers=OWNER)).json()[key] is True

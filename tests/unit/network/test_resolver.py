@@ -17,6 +17,7 @@ from corral.network.message import Answer
 from corral.network.quota import QuotaLimits
 from corral.network.resolver import Resolver, Verdict, parse_upstream, system_upstreams
 from tests.support.clock import FakeClock
+from tests.support.conditions import eventually_async
 
 CLIENT = "127.0.0.1"
 ZONE = {"ok.test": "203.0.113.7", "other.test": "203.0.113.8"}
@@ -195,10 +196,7 @@ async def test_no_upstream_means_servfail() -> None:
 
 
 async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
-    end = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await eventually_async(condition, within, "condition not met in time")
 
 
 async def test_a_client_over_its_outstanding_queries_is_refused_at_once() -> None:
