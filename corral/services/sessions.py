@@ -125,6 +125,7 @@ class _Live:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     admitted: bool = False
+    task: asyncio.Task[None] | None = None  # its run
 
 
 def bounds_of(settings: Settings) -> LimitBounds:
@@ -205,7 +206,7 @@ class SessionService:
         live = self._live[session.id] = _Live(session)
         live.frames.add("phase", session.created_at, {"phase": Phase.PENDING})
         await self._record(live, principal, "session_created", language=req.language.value)
-        self._spawn(self._run(live, actor_of(principal), req.code), f"session-{session.id}")
+        live.task = self._spawn(self._run(live, actor_of(principal), req.code), f"session-{session.id}")
         return session
 
     async def _check_bindings(self, org_id: str, names: Sequence[str]) -> None:
@@ -274,10 +275,8 @@ class SessionService:
         if live is None:
             return session
         live.stop.set()
-        if not live.admitted:
-            for task in self._tasks:
-                if task.get_name() == f"session-{session.id}":
-                    task.cancel()
+        if not live.admitted and live.task is not None:
+            live.task.cancel()  # still waiting for a slot: it never starts
         await live.done.wait()
         return live.session
 
@@ -449,14 +448,13 @@ class SessionService:
     async def close(self) -> None:
         """Stop every session of this process and wait for their teardowns (a clean
         shutdown leaves no session sandbox behind)."""
-        for live in list(self._live.values()):
+        running = list(self._live.values())
+        for live in running:
             live.stop.set()
-        for task in list(self._tasks):
-            if task.get_name().startswith("session-"):
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+            if not live.admitted and live.task is not None:
+                live.task.cancel()  # never started
+        for live in running:
+            await live.done.wait()
 
     # ---- helpers ---------------------------------------------------------------------
 
@@ -521,13 +519,14 @@ class SessionService:
         yield Frame("phase", ended, {"phase": session.phase})
         yield Frame("end", ended, {"phase": session.outcome or session.phase})
 
-    def _spawn(self, work: Awaitable[None], name: str) -> None:
+    def _spawn(self, work: Awaitable[None], name: str) -> asyncio.Task[None]:
         async def run() -> None:
             await work
 
         task = asyncio.create_task(run(), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 class _Deleted(Exception):

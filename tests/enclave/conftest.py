@@ -10,12 +10,14 @@ orgs, ``alpha`` and ``beta``, each with an owner key; ``Org.key(role)`` mints mo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,24 @@ def _build(env: dict[str, str], log: Path, name: str) -> None:
 def enclave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if os.geteuid() != 0:
         pytest.skip("needs root (runc)")
+    with held(DATA_DIR):
+        yield from _serve(tmp_path_factory)
+
+
+@contextmanager
+def held(data_dir: Path) -> Iterator[None]:
+    """``data_dir`` for this test session alone: another one running these tests waits
+    here for it (a data dir has one server at a time, and the templates are built there once)."""
+    Path(RUN_DIR).mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{RUN_DIR}-{data_dir.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("enclave-server")
     seed = f"ek_enc{secrets.token_hex(6)}_{secrets.token_hex(24)}"
     secret = secrets.token_hex(32)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.enclave.conftest import held
 from tests.support import process
 from tests.support.conditions import eventually
 from tests.support.process import ServerLife
@@ -40,6 +41,11 @@ def _runc_ids() -> str:
 def test_a_crash_leaves_no_session_running_and_no_sandbox(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (runc)")
+    with held(DATA_DIR):
+        _crash_and_restart(tmp_path)
+
+
+def _crash_and_restart(tmp_path: Path) -> None:
     key = f"ek_crash{secrets.token_hex(6)}_{secrets.token_hex(24)}"
     env = {
         **os.environ,
