@@ -21,8 +21,9 @@ the secret goes to the binding's URL only. Proxy settings of the environment are
 used (``trust_env=False``).
 
 Bounds (``ForwarderConfig``, which also names the CAs an HTTPS upstream's certificate
-is checked against): connections in all and per address (beyond: closed at once), the
-request head (16 KiB, h11's bound), the request body (413), calls at once per sandbox
+is checked against): connections in all and per address (4 for an address without a
+grant; beyond: closed at once), the request head (16 KiB, h11's bound, and whole within
+the time to read it), the request body (413), calls at once per sandbox
 (429), the time to read a head and between requests, the time to connect upstream (504
 on expiry, 502 for other upstream failures, an unverified certificate among them) and
 a deadline over the whole call, streaming included (the answer is cut when it passes).
@@ -75,6 +76,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 MAX_PATH_RECORDED = 512
+UNGRANTED_CONNECTIONS = 4  # per address without a grant: it can only be refused
 READ_SIZE = 65536
 
 
@@ -88,8 +90,8 @@ class ForwarderConfig:
     calls_per_sandbox: int = 16  # calls of one sandbox at once
     connections_per_address: int = 64
     connections: int = 2048
-    head_timeout: float = 10.0  # to read a request's head, and a body's next chunk
-    idle_timeout: float = 30.0  # between requests on a connection
+    chunk_timeout: float = 10.0  # for a body's next chunk
+    idle_timeout: float = 30.0  # for the next request (its whole head) on a connection
     connect_timeout: float = 10.0
     deadline: float = 600.0  # a whole call, the answer's streaming included
     ca_file: str | None = None
@@ -186,11 +188,9 @@ class Forwarder:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername")[0])
         task = asyncio.current_task()
-        if (
-            task is None
-            or len(self._tasks) >= self.config.connections
-            or self._open.get(peer, 0) >= self.config.connections_per_address
-        ):
+        granted = any(g.address == peer for g in self._grants.values())
+        allowed = self.config.connections_per_address if granted else UNGRANTED_CONNECTIONS
+        if task is None or len(self._tasks) >= self.config.connections or self._open.get(peer, 0) >= allowed:
             writer.close()
             return
         self._tasks.add(task)
@@ -321,7 +321,7 @@ class Forwarder:
             headers = [(k, v) for k, v in headers if k != b"content-length"]
         body = self._body(conn, reader, writer) if chunked or length else None
         if body is None:
-            await _drain(conn, reader, self.config.head_timeout)
+            await _drain(conn, reader, self.config.chunk_timeout)
         url = binding.url + rest + (f"?{query}" if query else "")
         try:
             upstream = self._client.build_request(request.method.decode(), url, headers=headers, content=body)
@@ -357,7 +357,7 @@ class Forwarder:
         seen = 0
         while True:
             try:
-                event = await _next(conn, reader, self.config.head_timeout)
+                event = await _next(conn, reader, self.config.chunk_timeout)
             except TimeoutError:
                 raise _Refused(408, "the request body stalled") from None
             if isinstance(event, h11.Data):
@@ -372,14 +372,14 @@ class Forwarder:
 
 
 async def _next(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> object:
-    """The connection's next event, reading as needed (``timeout`` for each read)."""
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        async with asyncio.timeout(timeout):
-            data = await reader.read(READ_SIZE)
-        conn.receive_data(data)
+    """The connection's next event, reading as needed: whole within ``timeout`` (a
+    request head sent a byte at a time gets no more time than one sent at once)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            conn.receive_data(await reader.read(READ_SIZE))
 
 
 async def _drain(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> None:

@@ -187,3 +187,33 @@ async def test_an_https_upstream_is_checked_against_the_trusted_cas(tmp_path: Pa
         for server in (trusting, default):
             await server.close()
         upstream.stop()
+
+
+async def test_a_slow_head_and_idle_addresses_are_cut(upstream: Upstream) -> None:
+    server = Forwarder(config=ForwarderConfig(idle_timeout=0.5))
+    await server.start("127.0.0.1")
+    try:
+        server.grant("sb-aaaaaaaaaaaa", "127.0.0.1", [bound(upstream)])
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = b"GET /x HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 40 + b"\r\n\r\n"
+        sent = 0
+        for byte in head:  # a byte every 50 ms: the head would take ~4 s
+            if reader.at_eof():
+                break
+            writer.write(bytes([byte]))
+            sent += 1
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(reader.read(), 5) == b"" and sent < len(head)
+        writer.close()
+
+        # an address without a grant holds at most 4 connections; the 5th is closed at once
+        held = [
+            await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+            for _ in range(5)
+        ]
+        assert await asyncio.wait_for(held[4][0].read(), 5) == b""
+        assert not held[0][0].at_eof()
+        for _, each in held:
+            each.close()
+    finally:
+        await server.close()
