@@ -4,7 +4,7 @@
 Routes: ``/stream`` answers ``first\\n`` at once (chunked), then waits until
 ``/release`` is called (or 30 s pass), then ``second\\n``: a client that reads
 ``first`` before it calls ``/release`` shows that nothing buffered the answer.
-``/status/<n>`` answers status ``n``; ``/fail-once`` answers 503 the first time, 200
+``/status/<n>`` answers status ``n``; ``/bytes/<n>``, ``n`` bytes; ``/fail-once`` answers 503 the first time, 200
 after. Anything else answers 200 with JSON saying
 the method, path, query, body length and whether ``header`` held ``secret`` (the
 secret itself is never echoed).
@@ -77,6 +77,8 @@ class Upstream:
                 elif parts.path.endswith("/fail-once"):
                     first = sum(s.path == parts.path for s in upstream.seen) == 1
                     self._json(503 if first else 200, {"first": first})
+                elif "/bytes/" in parts.path:
+                    self._bytes(int(parts.path.rsplit("/", 1)[1]))
                 elif "/status/" in parts.path:
                     self._json(int(parts.path.rsplit("/", 1)[1]), {"status": True})
                 else:
@@ -112,6 +114,15 @@ class Upstream:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _bytes(self, count: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(count))
+                self.end_headers()
+                block = b"x" * 65536
+                while count > 0:
+                    self.wfile.write(block[: min(count, len(block))])
+                    count -= len(block)
 
             def _stream(self) -> None:
                 self.send_response(200)
