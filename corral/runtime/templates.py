@@ -55,7 +55,31 @@ log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 1
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-BASE_PACKAGES = ("python3", "bash", "coreutils", "procps", "ca-certificates", "curl")
+BASE_PACKAGES = (
+    *("python3", "bash", "coreutils", "procps", "ca-certificates", "passwd"),
+    *("curl", "wget", "git", "build-essential", "vim", "jq", "unzip"),
+)
+# Every template has the user xgen's commands run as, and their working directory.
+SANDBOX_USER = (
+    'chroot "$1" useradd --create-home --uid 1000 --user-group --shell /bin/bash sandbox',
+    'chroot "$1" install -d -o sandbox -g sandbox /home/sandbox/workspace',
+)
+# The desktop (services/desktop.py starts it): an X server, a window manager, a VNC
+# server and noVNC in front of it, Chromium, and xdotool to drive it all.
+DESKTOP_PACKAGES = (
+    *("xvfb", "xauth", "xfonts-base", "fonts-dejavu-core", "fluxbox", "xterm", "xdotool"),
+    *("x11vnc", "novnc", "websockify", "chromium"),
+)
+NOVNC_INDEX = (
+    '<!doctype html><meta http-equiv="refresh"'
+    ' content="0; url=vnc.html?autoconnect=true&amp;resize=scale&amp;reconnect=true">'
+)
+DESKTOP_HOOKS = (
+    # noVNC's page, connected to the desktop, at the root of its preview URL
+    f"echo '{NOVNC_INDEX}' > \"$1/usr/share/novnc/index.html\"",
+    # Chromium's own sandbox needs user namespaces, which a sandbox may not make
+    'echo \'export CHROMIUM_FLAGS="$CHROMIUM_FLAGS --no-sandbox"\' > "$1/etc/chromium.d/corral"',
+)
 # Sandboxes are for installing things: let pip install without --break-system-packages.
 PIP_UNLOCK = ("usr/lib/python3*/EXTERNALLY-MANAGED",)
 DEFAULT_MIRRORS = (
@@ -89,6 +113,7 @@ class Recipe:
     suite: str = "bookworm"
     variant: str = "minbase"
     remove: tuple[str, ...] = PIP_UNLOCK  # globs relative to the root, deleted after the build
+    hooks: tuple[str, ...] = ()  # shell commands run after the packages, the root as $1
     version: int = RECIPE_VERSION
 
     def digest(self, uid_base: int, uid_count: int) -> str:
@@ -103,9 +128,11 @@ class Recipe:
 
 
 RECIPES: Mapping[str, Recipe] = {
-    "base": Recipe(BASE_PACKAGES),
-    "python": Recipe((*BASE_PACKAGES, "python3-pip", "python3-venv")),
-    "nodejs": Recipe((*BASE_PACKAGES, "nodejs", "npm")),
+    "base": Recipe(BASE_PACKAGES, hooks=SANDBOX_USER),
+    "python": Recipe((*BASE_PACKAGES, "python3-pip", "python3-venv"), hooks=SANDBOX_USER),
+    "nodejs": Recipe((*BASE_PACKAGES, "nodejs", "npm"), hooks=SANDBOX_USER),
+    "go": Recipe((*BASE_PACKAGES, "golang"), hooks=SANDBOX_USER),
+    "gui": Recipe((*BASE_PACKAGES, *DESKTOP_PACKAGES), hooks=(*SANDBOX_USER, *DESKTOP_HOOKS)),
 }
 
 
@@ -194,6 +221,7 @@ class TemplateStore:
             f"--include={','.join(sorted(set(recipe.packages)))}",
             *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
             '--aptopt=Acquire::Retries "3"',
+            *(f"--customize-hook={hook}" for hook in recipe.hooks),
             recipe.suite,
             str(rootfs),
             *(mirror.format(suite=recipe.suite) for mirror in self._mirrors),

@@ -145,7 +145,9 @@ async def test_names_and_digests(settings: Settings) -> None:
     with pytest.raises(InvalidInput):
         await templates.get("../etc")
     default = TemplateStore(settings)
-    assert default.known() == ["base", "nodejs", "python"]
-    assert len({default.digest(name) for name in default.known()}) == 3
+    assert default.known() == ["base", "go", "gui", "nodejs", "python"]
+    assert len({default.digest(name) for name in default.known()}) == 5
+    hooked = Recipe(("python3",), hooks=('chroot "$1" true',))
+    assert hooked.digest(1, 2) != Recipe(("python3",)).digest(1, 2)  # a recipe's hooks make it
     shifted = TemplateStore(settings.model_copy(update={"uid_base": 200000}))
     assert shifted.digest("base") != default.digest("base")
