@@ -13,6 +13,8 @@ commands get their stores and templates here too (``local_stores``, ``local_temp
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -45,6 +47,7 @@ from corral.services.audit import AuditService
 from corral.services.bindings import BindingService, recorder
 from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
+from corral.services.desktop import DesktopBoot, DesktopService
 from corral.services.egress import EgressService
 from corral.services.files import FileService
 from corral.services.hub import Hub
@@ -115,6 +118,7 @@ class Core:
     webhooks: WebhookService
     sessions: SessionService
     workspace: WorkspaceService
+    desktop: DesktopService  # the desktop of gui sandboxes, for every surface
     hub: Hub  # what several parts must hear (services/hub.py)
     background: Background  # what runs in the background, stopped by close (corral/background.py)
     network: NodeNetwork | None = None
@@ -213,6 +217,7 @@ class Core:
             hub=hub,
             standby=standby,
             snapshotter=snapshotter,
+            boot_hooks=(DesktopBoot(runtime.agent),),
             clock=clock,
         )
         hub.sandbox_stopped.subscribe(sandboxes.forget_running)
@@ -237,7 +242,7 @@ class Core:
         bindings = BindingService(SqlBindingStore(db), runtime, audit, forwarder)
         webhooks = default_webhooks(settings, audit)
         background.adopt("the webhooks", webhooks.close)
-        previews = PreviewService(SqlPreviewStore(db), sandboxes, settings)
+        previews = PreviewService(SqlPreviewStore(db), sandboxes, settings, pass_key=_pass_key(secret))
         hub.sandbox_stopped.subscribe(previews.forget)
         commands = CommandService(sandboxes, output_budget(settings))
         background.adopt("following exec sessions", commands.session_ends.close)
@@ -291,6 +296,7 @@ class Core:
             webhooks=webhooks,
             sessions=sessions,
             workspace=WorkspaceService(sandboxes, commands),
+            desktop=DesktopService(sandboxes, previews),
             hub=hub,
             background=background,
             network=network,
@@ -510,3 +516,9 @@ def local_templates(settings: Settings) -> Templates:
 
     store: Templates = TemplateStore(settings)
     return store
+
+
+def _pass_key(secret: str) -> bytes:
+    """The key of preview passes (services/previews.py), derived from the server's
+    signing secret: passes outlive restarts, and nothing signed for tokens is a pass."""
+    return hmac.new(secret.encode(), b"corral preview passes", hashlib.sha256).digest()

@@ -20,7 +20,9 @@ Decisions, in order:
    token, of this sandbox) and the sandbox runs. Any port is allowed: the owner needs
    no preview URL (``session.fetch(port, path)`` of spec 000).
 3. A preview token: 401 unless it is the sandbox's current one; then 404 unless the
-   sandbox runs and the port has a preview URL.
+   sandbox runs and the port has a preview URL. A preview pass (``PreviewService.
+   browser_url``) in the token's place: the same for the one port it is of, with or
+   without a preview URL.
 4. Nothing: 401 (also for unknown sandboxes, so a 401 says nothing about what exists).
 
 All 404s carry the same body and do the same work (an unknown sandbox is a cached
@@ -186,10 +188,11 @@ class Access:
         token, source = _preview_token(creds, scope)
         if not token:
             raise Unauthenticated(MALFORMED if creds.authorization is not None else MISSING)
-        if not self.services.previews.token_matches(route, token):
+        passed = self.services.previews.pass_matches(route, target.port, token)
+        if not passed and not self.services.previews.token_matches(route, token):
             raise Unauthenticated("invalid preview token")
-        assert route is not None  # token_matches is False without a route
-        if not reachable or target.port not in route.previews:
+        assert route is not None  # both are False without a route
+        if not reachable or not (passed or target.port in route.previews):
             raise NotFound(NOT_FOUND)
         return self._allowed(route, Grant(route, source == "authorization", source == "query", token))
 

@@ -5,6 +5,7 @@ By host, under each gateway domain ``D`` (setting ``gateway_domain``, default
 
     {port}-{sandboxId}.D        e.g. 3000-sb-0123456789abcdef.localhost
     {sandboxId}-p{port}.D       the OpenComputer SDKs' form (spec 003)
+    sbx-{sandboxId}-{port}.D    xgen's form (spec 002; split at the last dash)
 
 Every path on such a host goes to the sandbox unchanged. By path, on any host:
 
@@ -30,6 +31,7 @@ _ID = r"sb-[a-z0-9]{8,32}"
 _HOST_FORMS = (
     re.compile(rf"^(?P<port>[0-9]{{1,5}})-(?P<id>{_ID})$"),
     re.compile(rf"^(?P<id>{_ID})-p(?P<port>[0-9]{{1,5}})$"),
+    re.compile(rf"^sbx-(?P<id>{_ID})-(?P<port>[0-9]{{1,5}})$"),
 )
 _PATH = re.compile(rb"^/preview/(?P<id>[^/]*)/(?P<port>[^/?]*)(?P<rest>/.*)?$", re.DOTALL)
 _VALID_ID = re.compile(rf"^{_ID}$")
@@ -68,7 +70,9 @@ class Router:
         if name.endswith(self.suffixes):
             for suffix in self.suffixes:
                 label = name[: -len(suffix)] if name.endswith(suffix) else "."
-                found = None if "." in label else (_HOST_FORMS[0].match(label) or _HOST_FORMS[1].match(label))
+                found = (
+                    None if "." in label else next(filter(None, (f.match(label) for f in _HOST_FORMS)), None)
+                )
                 if found:
                     path = scope.get("raw_path") or scope["path"].encode()
                     query = scope.get("query_string", b"")

@@ -188,6 +188,10 @@ class CheckpointService:
                     if await self.snapshots.has_disk(sandbox.id):
                         await self.lifecycle.mark_hibernated(sandbox, f"restore failed: {exc.message}")
                     raise
+            try:
+                await self.sandboxes.booted(sandbox.id, sandbox.template)
+            except CorralError as exc:  # it runs; what the hook starts does not
+                log.warning("booting %s again after a restore: %s", sandbox.id, exc.message)
             current = await self.sandboxes.store.find(sandbox.id) or sandbox
             restored = replace(
                 current, status=SandboxStatus.RUNNING, last_active_at=self.sandboxes.clock.now()
@@ -228,6 +232,7 @@ class CheckpointService:
             await self.snapshots.fork(sandbox_id, self.dirs.path(checkpoint.id))
             try:
                 await self.sandboxes.runtime.resume(spec, forked=True)
+                await self.sandboxes.booted(sandbox_id, config.template)
             except BaseException:
                 await asyncio.shield(self.sandboxes.runtime.destroy(sandbox_id))
                 raise

@@ -175,6 +175,10 @@ class LifecycleService:
                 raise Conflict(f"sandbox {sandbox_id} is {current.status.value}")
             async with self.sandboxes.admission.promise(0, current.limits.memory_mb):
                 await self.sandboxes.runtime.resume(await self.spec(current))
+            try:
+                await self.sandboxes.booted(sandbox_id, current.template)
+            except CorralError as exc:  # it runs; what the hook starts does not
+                log.warning("booting %s again: %s", sandbox_id, exc.message)
             latest = await self._find(sandbox_id)
             if latest.status is not SandboxStatus.HIBERNATED:  # killed while waking
                 await self.sandboxes.runtime.destroy(sandbox_id)

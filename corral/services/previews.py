@@ -21,6 +21,12 @@ Contracts:
   stopped one or one not on this node (its preview token still checks, so a holder of
   the token learns it stopped: 404, not 401). Answers are cached for ``gateway_cache_ttl_s`` (also the None ones, in a
   bounded table) and dropped on create/delete/rotate and when the sandbox stops.
+- ``browser_url`` is a link a browser can open without credentials of its own (noVNC's
+  ``vnc_url``, xgen's ``preview_urls``): xgen's host form ``sbx-{id}-{port}.{domain}``
+  with ``?token=`` a preview pass, an HMAC of the sandbox and the port under the server's
+  key (``pass_key``). The gateway takes a pass like a preview token (it becomes the
+  preview cookie) but for that one port only, needing no preview URL; it works while the
+  sandbox lives and, since it is derived rather than stored, is the same in every answer.
 - ``open_ports`` lists the TCP ports listening inside a running sandbox (the agent's
   ``ports`` op), each with its preview URL if it has one; the xgen ``/services`` route
   and the OpenComputer ``/ports`` extension both serve it.
@@ -29,6 +35,7 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import hashlib
 import hmac
@@ -97,8 +104,15 @@ def hash_token(token: str) -> str:
 
 
 class PreviewService:
-    def __init__(self, store: PreviewStore, sandboxes: SandboxService, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: PreviewStore,
+        sandboxes: SandboxService,
+        settings: Settings,
+        pass_key: bytes | None = None,
+    ) -> None:
         self.store = store
+        self._pass_key = pass_key or secrets.token_bytes(32)  # given: passes outlive restarts
         self.sandboxes = sandboxes
         self.settings = settings
         self._routes: dict[str, tuple[float, SandboxRoute | None]] = {}
@@ -173,6 +187,25 @@ class PreviewService:
         """Host name and URL of a port of a sandbox through the gateway."""
         hostname = f"{sandbox_id}-p{port}.{domain or self.settings.gateway_domain}"
         return hostname, f"{self._scheme}://{hostname}{self._port_suffix}/"
+
+    def browser_url(self, sandbox_id: str, port: int) -> str:
+        """The URL of ``port`` of the sandbox that admits a browser: xgen's host form,
+        a preview pass as ``?token=`` (see the module docstring). InvalidInput naming
+        ``port`` outside 1..65535."""
+        _check_port(port)
+        host = f"sbx-{sandbox_id}-{port}.{self.settings.gateway_domain}"
+        return f"{self._scheme}://{host}{self._port_suffix}/?token={self.pass_for(sandbox_id, port)}"
+
+    def pass_for(self, sandbox_id: str, port: int) -> str:
+        """The preview pass of one port of a sandbox (43 URL-safe characters)."""
+        mac = hmac.new(self._pass_key, f"{sandbox_id}:{port}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def pass_matches(self, route: SandboxRoute | None, port: int, token: str) -> bool:
+        """Constant-time check that ``token`` is the pass of ``port`` of the sandbox of
+        ``route``; the same work without a route."""
+        expected = self.pass_for(route.sandbox_id if route is not None else "", port)
+        return hmac.compare_digest(token.encode(), expected.encode()) and route is not None
 
     def _check_domain(self, domain: str | None) -> str | None:
         if domain is None or not domain.strip():

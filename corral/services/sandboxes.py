@@ -36,6 +36,7 @@ import builtins
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -73,6 +74,11 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_ENVS = 256
 MAX_METADATA = 64
 MAX_CPU_SECONDS = 30 * 24 * 3600
+
+
+# Called with (sandbox id, template name) each time a sandbox's processes start, before
+# it is reported running (services/desktop.py's DesktopBoot); an error undoes a create.
+BootHook = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,7 @@ class SandboxService:
         hub: Hub,
         standby: Standby | None = None,
         snapshotter: Snapshotter | None = None,
+        boot_hooks: Sequence[BootHook] = (),
         clock: Clock = SYSTEM,
     ) -> None:
         self.store = store
@@ -169,6 +176,7 @@ class SandboxService:
         self._activity: dict[str, datetime] = {}  # sandbox id -> wall time of last use
         self._reaper: asyncio.Task[None] | None = None
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
+        self.boot_hooks = tuple(boot_hooks)  # run by ``booted``
         self.standby = standby  # sandboxes started ahead (services/standby.py)
         self.snapshotter = snapshotter  # disks kept and parked, when the runtime can
         self.waker: Waker | None = None  # hibernation (LifecycleService sets itself here)
@@ -223,6 +231,11 @@ class SandboxService:
         if sandbox_id is None:
             sandbox_id = new_id("sb")
             await self.runtime.create(SandboxSpec(sandbox_id, template, limits, envs, req.egress))
+        try:
+            await self.booted(sandbox_id, name)
+        except BaseException:
+            await asyncio.shield(self.runtime.destroy(sandbox_id))
+            raise
         now = self.clock.now()
         sandbox = Sandbox(
             id=sandbox_id,
@@ -243,6 +256,13 @@ class SandboxService:
         self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, principal.org_id)
         log.info("created %s (template %s, org %s)", sandbox_id, name, principal.org_id)
         return sandbox
+
+    async def booted(self, sandbox_id: str, template: str) -> None:
+        """Run the boot hooks for a sandbox whose processes just started (create, wake,
+        fork, restore; its agent answers), before it is reported running. Their errors
+        propagate: the caller undoes the start."""
+        for hook in self.boot_hooks:
+            await hook(sandbox_id, template)
 
     async def add_started(self, sandbox: Sandbox) -> None:
         """Write the row of a sandbox the runtime has started; if that fails, the
