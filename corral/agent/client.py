@@ -155,6 +155,8 @@ class AgentClient:
         }
         if request.user is not None:
             message["user"] = request.user
+        if request.stdin is not None:
+            message["stdin"] = request.stdin.decode("utf-8", "surrogateescape")
         out, err = bytearray(), bytearray()
         truncated = False
         async with self._request(message) as (reader, _):

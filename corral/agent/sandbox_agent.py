@@ -948,12 +948,16 @@ def op_exec(agent: Agent, conn: Conn, req: Json) -> None:
     timeout = want_seconds(req, "timeout")
     user = want_str(req, "user", limit=256, optional=True)
     limit = None if req.get("outputLimit") is None else want_int(req, "outputLimit", 0, 1 << 40)
+    stdin = want_str(req, "stdin", limit=MAX_PAYLOAD, optional=True)
     try:
-        child = spawn(agent, cmd, args, envs, cwd, None, False, user)
+        child = spawn(agent, cmd, args, envs, cwd, None, stdin is not None, user)
     except LaunchError as exc:
         conn.send(T_STDERR, f"corral: {exc}\n".encode(errors="surrogateescape"))
         conn.answer({"ok": True, "exitCode": exc.status, "timedOut": False})
         return
+    if stdin is not None:
+        child.write_stdin(stdin.encode(errors="surrogateescape"))
+        child.close_stdin()
     conn.op = ExecOp(conn, child, timeout, limit)
 
 

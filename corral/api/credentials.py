@@ -11,8 +11,10 @@ A credential is told by its form, wherever it came: ``ek_<id>_<secret>`` is an A
 (``is_api_key``), a three-part JWT a worker or user token (``is_jwt``); anything else
 is a preview token where the gateway takes one, and refused elsewhere.
 
-``read(scope)`` takes them from an ASGI scope (HTTP or WebSocket) as sent, trimmed,
-the first of each header; it judges nothing and raises nothing. What a place accepts,
+``read(scope)`` takes them from an ASGI scope (HTTP or WebSocket) as sent, trimmed;
+it judges nothing, but a request that sends one of these headers twice is refused
+(InvalidInput naming the header: a 400), never decided by the first (a client may add
+its caller's ``authorization`` beside its own ``Authorization``). What a place accepts,
 and what its 401 says, is that place's: ``corral.api.<surface>.auth``,
 ``corral.gateway.access``. Both refuse ``X-API-Key: Bearer ...`` with
 ``BEARER_IN_API_KEY`` (``Credentials.require_bare_api_key``).
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from corral.errors import Unauthenticated
+from corral.errors import InvalidInput, Unauthenticated
 
 API_KEY_PREFIX = "ek_"
 JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
@@ -70,10 +72,14 @@ class Credentials:
 
 
 def read(scope: Any) -> Credentials:
-    """The credentials of the request of ASGI ``scope`` (HTTP or WebSocket)."""
+    """The credentials of the request of ASGI ``scope`` (HTTP or WebSocket);
+    InvalidInput if a credential header came twice."""
     found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name in HEADERS and name not in found:
+        if name in HEADERS:
+            if name in found:
+                header = name.decode().title()
+                raise InvalidInput(f"{header}: sent more than once; send one", field=header)
             found[name] = value.decode("latin-1").strip()
     authorization = found.get(b"authorization")
     scheme, _, rest = (authorization or "").partition(" ")

@@ -129,6 +129,7 @@ class Sandbox:
     hold_until: datetime | None = None  # keepalive/extend: not idled out before this
     checkpoint_id: str | None = None  # the checkpoint it was forked from
     patches: tuple[PatchRun, ...] = ()  # the checkpoint's patches, as run in it
+    deadline_at: datetime | None = None  # stopped and removed then, whatever its activity
 
     @property
     def live(self) -> bool:
@@ -165,6 +166,7 @@ class ExecRequest:
     cwd: str | None = None
     timeout_s: float | None = None
     user: str | None = None  # run as this user, not the sandbox's default (its image's USER)
+    stdin: bytes | None = None  # fed to the command, then its stdin is closed (None: no stdin)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,10 @@ class Access:
         hit = self._grants.get(memo_key)
         if hit is not None and hit[1] is route and hit[2] > now:
             return None if self.services.kill_switch.engaged(route.org_id) else hit[0]
-        creds = read(scope)
+        try:
+            creds = read(scope)
+        except CorralError:  # a credential header twice: ``check`` refuses it
+            return None
         principal, until = None, float("inf")
         if not _public(route, target):
             if creds.key:

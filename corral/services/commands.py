@@ -37,6 +37,7 @@ from corral.services.sandboxes import SandboxService, check_envs
 from corral.services.session_ends import SessionEnds
 
 MAX_TIMEOUT_S = 24 * 3600
+MAX_STDIN = 128 * 1024  # an exec's stdin travels in its request frame (JSON-escaped: 6x at worst)
 RESULT_TTL_S = 600.0
 MAX_RESULTS = 1000
 
@@ -282,6 +283,8 @@ def check_exec(req: ExecRequest) -> ExecRequest:
     _check_command(req.cmd, req.args, req.cwd, req.envs)
     if req.timeout_s is not None and not 0 < req.timeout_s <= MAX_TIMEOUT_S:
         raise InvalidInput(f"timeout must be between 1 and {MAX_TIMEOUT_S} seconds", field="timeout")
+    if req.stdin is not None and len(req.stdin) > MAX_STDIN:
+        raise InvalidInput(f"stdin: at most {MAX_STDIN} bytes", field="stdin")
     return req
 
 

@@ -27,6 +27,10 @@ Contracts:
   hibernated sandboxes; ``reconcile`` keeps hibernated sandboxes whose disk is here,
   thaws sandboxes a crash left frozen, and hibernates a live sandbox whose container
   is gone but whose disk is intact (its processes are lost, its files are not).
+- A deadline (``CreateSandbox.lifetime_s`` -> ``Sandbox.deadline_at``): the reaper stops
+  and removes the sandbox once it has passed (within ``reaper_interval_s``), whatever
+  its activity, with the reason ``deadline``; a sandbox with a deadline is never
+  hibernated for idleness (its idle timeout stops it), so no parked sandbox outlives it.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class CreateSandbox:
     disk_mb: int | None = None
     pids: int | None = None  # processes and threads at once (the pids cgroup)
     timeout_s: int | None = None
+    lifetime_s: int | None = None  # stopped and removed this long after the create; None: never
     cpu_seconds: float | None = None  # a CPU-time quota (Limits.cpu_seconds); None: none
     envs: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
@@ -222,6 +227,8 @@ class SandboxService:
         timeout_s = s.default_timeout_s if req.timeout_s is None else req.timeout_s
         if not 0 <= timeout_s <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
+        if req.lifetime_s is not None and not 1 <= req.lifetime_s <= 30 * 24 * 3600:
+            raise InvalidInput("lifetime must be between 1 and 2592000 seconds", field="lifetime")
         envs = check_envs(req.envs)
         metadata = _check_metadata(req.metadata)
         name = req.template or s.default_template
@@ -251,6 +258,7 @@ class SandboxService:
             preview_token_hash=req.preview_token_hash,
             egress=req.egress,
             template_digest=template.digest,
+            deadline_at=None if req.lifetime_s is None else now + timedelta(seconds=req.lifetime_s),
         )
         await self.add_started(sandbox)
         self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, principal.org_id)
@@ -453,18 +461,23 @@ class SandboxService:
         return True
 
     async def reap_idle(self) -> builtins.list[str]:
-        """Hibernate (without hibernation: stop) every running sandbox idle for longer
-        than its timeout and past its ``hold_until``; flush activity."""
+        """Stop every running sandbox past its deadline; hibernate (without hibernation,
+        or with a deadline: stop) every one idle for longer than its timeout and past its
+        ``hold_until``; flush activity."""
         now = self.clock.now()
         reaped: builtins.list[str] = []
         for sandbox in await self.store.list_all(live_only=True):
             seen = self._activity.pop(sandbox.id, None)
             if seen is not None:
                 await self.store.touch(sandbox.id, seen)
+            if sandbox.deadline_at is not None and sandbox.deadline_at <= now:
+                await self._stop(sandbox, reason="deadline")
+                reaped.append(sandbox.id)
+                continue
             last = max(seen, sandbox.last_active_at) if seen is not None else sandbox.last_active_at
             held = sandbox.hold_until is not None and sandbox.hold_until > now
             if sandbox.timeout_s > 0 and (now - last).total_seconds() > sandbox.timeout_s and not held:
-                if self.waker is not None:
+                if self.waker is not None and sandbox.deadline_at is None:
                     await self.waker.idle_out(sandbox)
                 else:
                     await self._stop(sandbox, reason="idle timeout")

@@ -69,6 +69,7 @@ class SandboxRow(Base):
     hold_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     checkpoint_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     patches: Mapped[list[dict[str, object]] | None] = mapped_column(JSON, nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # 0010
 
 
 class EventRow(Base):

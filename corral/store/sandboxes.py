@@ -121,6 +121,7 @@ def _row(sb: Sandbox) -> SandboxRow:
         hold_until=sb.hold_until,
         checkpoint_id=sb.checkpoint_id,
         patches=[asdict(run) for run in sb.patches] or None,
+        deadline_at=sb.deadline_at,
     )
 
 
@@ -144,6 +145,7 @@ def _sandbox(r: SandboxRow) -> Sandbox:
         hold_until=utc(r.hold_until) if r.hold_until else None,
         checkpoint_id=r.checkpoint_id,
         patches=tuple(_patch_run(run) for run in r.patches or ()),
+        deadline_at=utc(r.deadline_at) if r.deadline_at else None,
     )
 
 

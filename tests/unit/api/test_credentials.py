@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from corral.api.credentials import Credentials, is_api_key, is_jwt, read
-from corral.errors import Unauthenticated
+from corral.errors import InvalidInput, Unauthenticated
 
 
 def scope(*headers: tuple[bytes, bytes], query: bytes = b"") -> dict[str, object]:
@@ -28,9 +28,11 @@ def test_other_schemes_are_kept_but_not_a_bearer() -> None:
     assert read(scope()).authorization is None
 
 
-def test_the_first_header_counts() -> None:
-    creds = read(scope((b"x-oc-preview-token", b"one"), (b"x-oc-preview-token", b"two")))
-    assert creds.preview_token == "one"
+@pytest.mark.parametrize("name", [b"authorization", b"x-api-key", b"x-oc-preview-token"])
+def test_a_credential_header_twice_is_refused_not_decided_by_the_first(name: bytes) -> None:
+    with pytest.raises(InvalidInput, match="sent more than once") as refused:
+        read(scope((name, b"Bearer one"), (b"accept", b"*/*"), (name, b"Bearer two")))
+    assert refused.value.field == name.decode().title()
 
 
 def test_query() -> None:
