@@ -18,7 +18,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from sqlalchemy import text
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
 from corral.store.sandboxes import SqlSandboxStore
+from tests.support.conditions import eventually
 from tests.unit.test_audit_store import (  # noqa: F401  (collected here, on PostgreSQL)
     test_pages_follow_the_cursor_both_ways_and_stay_in_their_org,
     test_sql_cannot_change_or_remove_audit_rows,
@@ -72,14 +72,15 @@ def postgres() -> Iterator[Path]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + START_S
         ready = [pg / "pg_isready", "-q", "-h", str(base), "-p", str(PORT), "-U", "corral", "-d", "postgres"]
         # the socket file appears before the server accepts ("the database system is
         # starting up"): wait until pg_isready says it accepts connections
-        while subprocess.run(ready, check=False).returncode != 0:
+
+        def accepts() -> bool:
             assert server.poll() is None, "postgres exited at start"
-            assert time.monotonic() < deadline, "postgres did not start"
-            time.sleep(0.05)
+            return subprocess.run(ready, check=False).returncode == 0
+
+        eventually(accepts, START_S, "postgres did not start")
         yield base
     finally:
         server.terminate()

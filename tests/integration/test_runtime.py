@@ -169,11 +169,11 @@ async def test_dead_init_reads_as_stopped(runtime: RuncRuntime, sandboxes: Creat
     pid = await runtime.init_pid(sandbox_id)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        if await runtime.state(sandbox_id) == RuntimeState.STOPPED:
-            break
-        await asyncio.sleep(0.02)
-    assert await runtime.state(sandbox_id) == RuntimeState.STOPPED
+
+    async def stopped() -> bool:
+        return await runtime.state(sandbox_id) == RuntimeState.STOPPED
+
+    await eventually_async(stopped, 5)
 
 
 async def test_failed_creates_leave_nothing(

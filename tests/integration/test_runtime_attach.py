@@ -4,6 +4,7 @@ failure on either side leaves nothing of the other (root, real runc)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -20,19 +21,22 @@ pytestmark = pytest.mark.integration
 
 
 class SlowNetwork(LoopbackNetwork):
-    """Attaches after a while, or fails after a while."""
+    """Attaches (or fails to) once ``go`` is set; ``done`` once it attached."""
 
     def __init__(self, *, fail: bool = False) -> None:
         super().__init__()
         self.fail = fail
         self.attached: list[str] = []
+        self.go = asyncio.Event()
+        self.done = asyncio.Event()
 
     async def attach(self, sandbox_id: str, policy: EgressPolicy) -> NetInfo:
-        await asyncio.sleep(0.2)
+        await self.go.wait()
         if self.fail:
             raise RuntimeFailure("no network today")
         info = await super().attach(sandbox_id, policy)
         self.attached.append(sandbox_id)
+        self.done.set()
         return info
 
 
@@ -40,10 +44,11 @@ async def test_a_failed_disk_step_detaches_the_network(
     settings: Settings, base_template: Template, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     network = SlowNetwork()
+    network.go.set()
     runtime = RuncRuntime(settings, network=network)
 
     async def broken(*_args: object) -> None:
-        await asyncio.sleep(0.4)  # the attach is done by now
+        await network.done.wait()  # the attach is done
         raise OSError("no loop device")
 
     monkeypatch.setattr(runtime._disks, "mount", broken)
@@ -66,16 +71,25 @@ async def test_a_disk_step_failing_first_stops_the_attach(
 
     monkeypatch.setattr(runtime._disks, "mount", broken)
     sandbox_id = new_id()
-    with pytest.raises(RuntimeFailure):
+    with pytest.raises(RuntimeFailure):  # the attach waits on go, never set: cancelled
         await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
-    await asyncio.sleep(0.3)
     assert network.attached == [], "cancelled before it attached"
     assert not (NETNS_DIR / network.name(sandbox_id)).exists()
     assert traces(settings, sandbox_id) == []
 
 
-async def test_a_failed_attach_leaves_no_disk(settings: Settings, base_template: Template) -> None:
-    runtime = RuncRuntime(settings, network=SlowNetwork(fail=True))
+async def test_a_failed_attach_leaves_no_disk(
+    settings: Settings, base_template: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network = SlowNetwork(fail=True)
+    runtime = RuncRuntime(settings, network=network)
+    mount = runtime._disks.mount
+
+    async def mounted(*args: Path) -> None:
+        await mount(*args)
+        network.go.set()  # the attach fails once the disk is mounted
+
+    monkeypatch.setattr(runtime._disks, "mount", mounted)
     sandbox_id = new_id()
     with pytest.raises(RuntimeFailure, match="no network today"):
         await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))

@@ -17,6 +17,7 @@ import pytest
 from corral.errors import InvalidInput, NotFound, RuntimeFailure
 from corral.runtime.templates import Recipe, TemplateStore
 from corral.settings import Settings
+from tests.support.conditions import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -108,10 +109,7 @@ async def test_cancelled_build_stops_the_builder_and_cleans_up(
     monkeypatch.setenv("FAKE_MMDEBSTRAP_SLEEP", "30")
     task = asyncio.create_task(store(settings).build("fake"))
     pidfile = tmp_path / "builder.pid"
-    for _ in range(200):
-        if pidfile.exists() and pidfile.read_text():
-            break
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: pidfile.exists() and pidfile.read_text(), 10, "the builder never started")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

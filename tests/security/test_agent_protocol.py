@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests.security.conftest import SecurityServer, Tenant
+from tests.support.conditions import eventually
 
 _FAKE_AGENT = r"""
 import json, socket, struct, time
@@ -181,11 +182,13 @@ def test_fake_agent_sandbox_is_killed_cleanly(
         assert http.post(f"/sandboxes/{sandbox}/exec/run", json={"cmd": "id"}).status_code == 502
         assert http.delete(f"/sandboxes/{sandbox}").status_code == 204
         assert http.get(f"/sandboxes/{sandbox}").status_code in (404, 200)
-    deadline = time.monotonic() + 20
     root = security_server.data_dir / "sandboxes" / sandbox
-    while root.exists() or sandbox in Path("/proc/self/mountinfo").read_text():
-        assert time.monotonic() < deadline, "the impostor's sandbox left traces"
-        time.sleep(0.2)
+    eventually(
+        lambda: not root.exists() and sandbox not in Path("/proc/self/mountinfo").read_text(),
+        20,
+        "the impostor's sandbox left traces",
+        0.2,
+    )
     unnoticed()
 
 
@@ -239,10 +242,7 @@ def test_a_sandbox_that_stops_its_own_agent_stops_cleanly(
         assert after.status_code in (409, 502, 503), after.text
         assert http.delete(f"/sandboxes/{sandbox}").status_code in (204, 404)
     root = security_server.data_dir / "sandboxes" / sandbox
-    deadline = time.monotonic() + 20
-    while root.exists():
-        assert time.monotonic() < deadline, "the stopped sandbox left its dir"
-        time.sleep(0.2)
+    eventually(lambda: not root.exists(), 20, "the stopped sandbox left its dir", 0.2)
     unnoticed()
 
 

@@ -25,6 +25,7 @@ import pytest
 from corral.errors import InvalidInput
 from corral.runtime.builder import _settle
 from tests.security.conftest import Tenant
+from tests.support.conditions import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +55,13 @@ def checkpoint(tenant: Tenant, sandbox_id: str, name: str) -> str:
     with tenant.http() as http:
         made = http.post(f"/sandboxes/{sandbox_id}/checkpoints", json={"name": name})
         assert made.status_code == 201, made.text
-        for _ in range(300):
+
+        def status() -> str:
             listed = {c["id"]: c for c in http.get(f"/sandboxes/{sandbox_id}/checkpoints").json()}
-            if listed[made.json()["id"]]["status"] != "processing":
-                break
-            time.sleep(0.1)
-    assert listed[made.json()["id"]]["status"] == "ready", listed
+            return str(listed[made.json()["id"]]["status"])
+
+        eventually(lambda: status() != "processing", 30, "the checkpoint stayed processing", 0.1)
+        assert status() == "ready"
     return str(made.json()["id"])
 
 

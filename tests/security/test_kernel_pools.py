@@ -19,7 +19,6 @@ import resource
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.security.conftest import Tenant
+from tests.support.conditions import eventually
 
 MSGQUEUE_BYTES = 819_200  # the server's CORRAL_SANDBOX_MSGQUEUE_BYTES: the default
 QUEUE = (10, 8192)  # each queue: maxmsg x msgsize, the kernel's default and maximum
@@ -157,14 +157,17 @@ def pool_hog(alpha: Tenant) -> Iterator[dict[str, Any]]:
             sandbox_id, "setsid python3 /tmp/hold.py </dev/null >/tmp/hold.log 2>&1 & echo started"
         )
         assert started["stdout"].strip() == "started", started
-        deadline = time.monotonic() + 30
-        report = ""
-        while not report and time.monotonic() < deadline:
-            report = alpha.run(sandbox_id, "cat /tmp/pools 2>/dev/null")["stdout"]
-            time.sleep(0.2)
-        log = alpha.run(sandbox_id, "cat /tmp/hold.log")["stdout"]
-        assert report, f"the holder wrote no report: {log}"
-        yield json.loads(report)
+
+        def report() -> str:
+            return str(alpha.run(sandbox_id, "cat /tmp/pools 2>/dev/null")["stdout"])
+
+        eventually(
+            report,
+            30,
+            lambda: f"the holder wrote no report: {alpha.run(sandbox_id, 'cat /tmp/hold.log')['stdout']}",
+            0.2,
+        )
+        yield json.loads(report())
     finally:
         alpha.kill(sandbox_id)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.security.conftest import Tenant
+from tests.support.conditions import eventually
 
 PTY_MAX = 256  # the server's setting: the default
 
@@ -48,13 +48,12 @@ def pty_hog(alpha: Tenant) -> Iterator[tuple[str, str]]:
             sandbox_id, "setsid python3 /tmp/hold.py </dev/null >/dev/null 2>&1 & echo started"
         )
         assert started["stdout"].strip() == "started", started
-        deadline = time.monotonic() + 30
-        while True:
-            report = alpha.run(sandbox_id, "cat /tmp/ptys 2>/dev/null")["stdout"]
-            if report or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        yield sandbox_id, report
+
+        def report() -> str:
+            return str(alpha.run(sandbox_id, "cat /tmp/ptys 2>/dev/null")["stdout"])
+
+        eventually(report, 30, "the holder wrote no report", 0.2)
+        yield sandbox_id, report()
     finally:
         alpha.kill(sandbox_id)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import websockets
 import websockets.sync.client
 
 from tests.security.conftest import SecurityServer, Tenant
+from tests.support.conditions import eventually
 
 
 def test_another_orgs_sandbox_is_not_found_on_every_route(
@@ -72,10 +72,12 @@ def things(beta: Tenant, bystander_box: str) -> Iterator[Beta]:
             r.text for r in (session, pty, run, preview, checkpoint)
         ]
         cp = checkpoint.json()["id"]
-        deadline = time.monotonic() + 30
-        while http.get(f"{sandbox}/checkpoints").json()[-1]["status"] != "ready":
-            assert time.monotonic() < deadline, "beta's checkpoint never got ready"
-            time.sleep(0.1)
+        eventually(
+            lambda: http.get(f"{sandbox}/checkpoints").json()[-1]["status"] == "ready",
+            30,
+            "beta's checkpoint never got ready",
+            0.1,
+        )
         patch = http.post(f"/sandboxes/checkpoints/{cp}/patches", json={"script": "true"})
         assert patch.status_code == 201, patch.text
         hostname = http.get(f"{sandbox}/files", params={"path": "/etc/hostname"}).text

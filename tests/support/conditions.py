@@ -29,7 +29,10 @@ def eventually(
 
 
 async def eventually_async(
-    predicate: Callable[[], object], timeout: float, message: str = "", interval: float = 0.02
+    predicate: Callable[[], object],
+    timeout: float,
+    message: str | Callable[[], str] = "",
+    interval: float = 0.02,
 ) -> None:
     """``eventually`` without blocking the loop; ``predicate`` may be a coroutine
     function (its result awaited)."""
@@ -41,7 +44,7 @@ async def eventually_async(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(message or f"not true in {timeout}s")
+            raise AssertionError((message() if callable(message) else message) or f"not true in {timeout}s")
         await asyncio.sleep(interval)
 
 

@@ -18,6 +18,7 @@ import pytest
 from corral.domain import EgressPolicy
 from corral.network import NodeNetwork, namespace
 from corral.ports import NetInfo
+from tests.support.conditions import eventually_async
 from tests.support.network_world import PEER, World, made_world
 
 
@@ -118,20 +119,25 @@ class Harness:
         """Wait (up to 10 s) until ``count`` ready namespaces are there."""
         network = network or self.network
         await network.start()
-        for _ in range(200):
-            if network.status()["ready_namespaces"] == count:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"ready namespaces: {network.status()['ready_namespaces']}, wanted {count}")
+        await eventually_async(
+            lambda: network.status()["ready_namespaces"] == count,
+            10,
+            lambda: f"ready namespaces: {network.status()['ready_namespaces']}, wanted {count}",
+        )
 
     async def denial(self, sid: str, **match: object) -> dict[str, object]:
         """The first event for ``sid`` whose fields include ``match`` (waits up to 3 s)."""
-        for _ in range(60):
-            for got_sid, event in self.events:
-                if got_sid == sid and all(event.get(k) == v for k, v in match.items()):
-                    return event
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no denial {match} for {sid}; got {self.events}")
+
+        def found() -> dict[str, object] | None:
+            return next(
+                (e for got, e in self.events if got == sid and all(e.get(k) == v for k, v in match.items())),
+                None,
+            )
+
+        await eventually_async(found, 3, lambda: f"no denial {match} for {sid}; got {self.events}")
+        event = found()
+        assert event is not None
+        return event
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from corral.domain import EgressMode, EgressPolicy
 from corral.errors import Conflict, InvalidInput, NotFound, RuntimeFailure
 from corral.network import namespace, nftlib
+from tests.support.conditions import eventually_async
 
 from .conftest import Harness
 
@@ -174,11 +175,11 @@ async def test_allow_all_with_a_denied_name_blocks_its_addresses(harness: Harnes
     box = await harness.box(EgressPolicy(deny=("other.test",)))
     assert (await box.inside.resolve("other.test", box.info.gateway))["rcode"] == 3
     # the node looked the name up itself and closed its address, even when hardcoded
-    for _ in range(40):
-        if not await box.inside.reaches(w.out2):
-            break
-        await asyncio.sleep(0.05)
-    assert not await box.inside.reaches(w.out2)
+
+    async def closed() -> bool:
+        return not await box.inside.reaches(w.out2)
+
+    await eventually_async(closed, 2, "its address stayed open")
     assert await box.inside.reaches(w.out1)
     assert (await harness.denial(box.id, dst=w.out2))["host"] == "other.test"
 

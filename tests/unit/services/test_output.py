@@ -4,7 +4,6 @@ floor every command keeps, one budget for all, finished results reclaimed first.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from corral.services.output import OutputBudget
 from corral.services.sandboxes import CreateSandbox
 from corral.settings import Settings
 from tests.support.agent import RunningAgent, running_agent
+from tests.support.conditions import eventually_async
 
 
 @pytest.fixture
@@ -135,8 +135,12 @@ async def test_finished_async_results_give_their_output_back_first(tmp_path: Pat
         me = await core.auth.authenticate_key(core.bootstrap_key)
         box = await core.sandboxes.create(me, CreateSandbox())
         first = await core.commands.run_async(me, box.id, sh("head -c 200000 /dev/zero; exit 7"))
-        while (state := await core.commands.result(me, box.id, first)).running:
-            await asyncio.sleep(0.02)
+
+        async def ended() -> bool:
+            return not (await core.commands.result(me, box.id, first)).running
+
+        await eventually_async(ended, 10)
+        state = await core.commands.result(me, box.id, first)
         assert state.result is not None and len(state.result.stdout) == 200_000
         held = await core.commands.run_held(me, box.id, sh("head -c 250000 /dev/zero"))
         assert len(held.result.stdout) == 250_000 and not held.result.truncated
