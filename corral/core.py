@@ -47,6 +47,7 @@ from corral.services.audit import AuditService
 from corral.services.bindings import BindingService, recorder
 from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
+from corral.services.compute import ComputeService
 from corral.services.desktop import DesktopBoot, DesktopService
 from corral.services.egress import EgressService
 from corral.services.files import FileService
@@ -118,6 +119,7 @@ class Core:
     webhooks: WebhookService
     sessions: SessionService
     workspace: WorkspaceService
+    compute: ComputeService  # Copass compute sessions (corral/api/copass)
     desktop: DesktopService  # the desktop of gui sandboxes, for every surface
     hub: Hub  # what several parts must hear (services/hub.py)
     background: Background  # what runs in the background, stopped by close (corral/background.py)
@@ -296,6 +298,7 @@ class Core:
             webhooks=webhooks,
             sessions=sessions,
             workspace=WorkspaceService(sandboxes, commands),
+            compute=ComputeService(sandboxes, commands, kill_switch, settings.compute_sessions_per_user),
             desktop=DesktopService(sandboxes, previews),
             hub=hub,
             background=background,

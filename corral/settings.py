@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     rate_limit_xgen: Annotated[int, Field(ge=0)] = 120
     rate_limit_runs: Annotated[int, Field(ge=0)] = 60
     rate_limit_enclave: Annotated[int, Field(ge=0)] = 600  # /sessions (spec 001)
+    rate_limit_copass: Annotated[int, Field(ge=0)] = 600  # /api/v1/storage/sandboxes (Copass compute)
+    # Copass compute sessions (corral/api/copass) one user (API key or user) holds live at
+    # once, over all its namespaces; a create beyond it is 409; 0: no cap
+    compute_sessions_per_user: Annotated[int, Field(ge=0)] = 10
     # code sessions (/sessions, spec 001) holding a slot at once: on this node, and of one
     # org; those over a ceiling wait in "pending", first in first out; 0: no ceiling
     max_concurrent_sessions: Annotated[int, Field(ge=0)] = 16

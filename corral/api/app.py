@@ -7,7 +7,8 @@ generated admin key is printed once to stderr (it is also saved, mode 0600, at
 ``<data dir>/admin-key``).
 
 Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at the
-root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
+root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the Copass compute
+surface at ``/api/v1/storage/sandboxes`` (mounted first), the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
 and OpenAPI at ``/api/v1/openapi.json``), ``GET /healthz`` and ``GET /metrics`` (no
 auth), OpenAPI at ``/openapi.json`` and ``/docs``. Middleware: ``RequestMetrics``
 (``corral.api.telemetry``), ``RateLimitHeaders`` (``corral.api.guard``) and
@@ -43,6 +44,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from corral.api.bodies import JsonBodies
+from corral.api.copass.app import MOUNT as COPASS_MOUNT
+from corral.api.copass.app import create_surface as copass_surface
 from corral.api.enclave.routes import router as enclave_router
 from corral.api.guard import RateLimitHeaders
 from corral.api.opencomputer import errors
@@ -143,6 +146,7 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.add_middleware(JsonBodies)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"], response_model=HealthOut)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.mount(COPASS_MOUNT, copass_surface(app.state, corral_version()))  # before /api/v1: not shadowed
     app.mount("/api/v1", xgen_surface(app.state, corral_version()))
     app.include_router(enclave_router)  # /sessions, in its own envelope (api/enclave/errors.py)
     app.include_router(opencomputer_router(CONTROL), prefix="/api")

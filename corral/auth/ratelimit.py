@@ -25,6 +25,7 @@ from corral.settings import Settings
 WINDOW_S = 60.0
 API, XGEN, RUNS = "api", "xgen", "runs"  # /api and worker routes; /api/v1; /api/sessions
 ENCLAVE = "enclave"  # /sessions
+COPASS = "copass"  # /api/v1/storage/sandboxes (Copass compute)
 _SWEEP_EVERY = 4096  # takes between sweeps of idle buckets
 
 
@@ -88,4 +89,5 @@ def surface_limits(settings: Settings) -> dict[str, int]:
         XGEN: settings.rate_limit_xgen,
         RUNS: settings.rate_limit_runs,
         ENCLAVE: settings.rate_limit_enclave,
+        COPASS: settings.rate_limit_copass,
     }

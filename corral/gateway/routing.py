@@ -10,6 +10,8 @@ By host, under each gateway domain ``D`` (setting ``gateway_domain``, default
 Every path on such a host goes to the sandbox unchanged. By path, on any host:
 
     /preview/{sandboxId}/{port}/{rest}     →  /{rest} (the query string kept)
+    /compute/{sandboxId}/p/{port}{path}    →  {path}, "/" when empty (Copass's url_template,
+                                              corral/api/copass: a session id is its sandbox's)
 
 ``/preview/{sandboxId}/{port}`` without the slash is redirected (308) to the slash
 form, so relative links of the page resolve under the prefix. Path routing is for
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PREFIX = b"/preview/"
+COMPUTE = re.compile(rb"^/compute/(?P<id>[^/]*)/p/(?P<port>[^/?]*)(?P<rest>/.*)?$", re.DOTALL)
 _ID = r"sb-[a-z0-9]{8,32}"
 _HOST_FORMS = (
     re.compile(rf"^(?P<port>[0-9]{{1,5}})-(?P<id>{_ID})$"),
@@ -78,6 +81,8 @@ class Router:
                     query = scope.get("query_string", b"")
                     return Target(found["id"], _port(found["port"]), _with_query(path, query), "", host)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if raw_path.startswith(b"/compute/"):
+            return _compute(raw_path, scope.get("query_string", b""), host)
         if not raw_path.startswith(PREFIX):
             return None
         found_path = _PATH.match(raw_path)
@@ -95,6 +100,18 @@ class Router:
                 return Target(sandbox_id, 0, b"/", prefix, host)
             return Redirect(prefix + "/" + ("?" + query.decode("latin-1") if query else ""))
         return Target(sandbox_id, port, _with_query(rest, query), prefix, host)
+
+
+def _compute(raw_path: bytes, query: bytes, host: str) -> Target:
+    """A Copass gateway path; the bare per-port URL (no path) is the server's root, with
+    no redirect (``session.fetch(port, "")`` follows none)."""
+    found = COMPUTE.match(raw_path)
+    if found is None:
+        return Target("", 0, b"/", "/compute", host)
+    sandbox_id = found["id"].decode("latin-1")
+    port = _port(found["port"].decode("latin-1")) if _VALID_ID.match(sandbox_id) else 0
+    prefix = f"/compute/{sandbox_id}/p/{found['port'].decode('latin-1')}"
+    return Target(sandbox_id, port, _with_query(found["rest"] or b"/", query), prefix, host)
 
 
 def _host(scope: Any) -> str:

@@ -10,7 +10,7 @@ from tests.unit.api.harness import new_key, serving
 
 
 def test_the_defaults_per_surface() -> None:
-    assert surface_limits(Settings()) == {"api": 600, "xgen": 120, "runs": 60, "enclave": 600}
+    assert surface_limits(Settings()) == {"api": 600, "xgen": 120, "runs": 60, "enclave": 600, "copass": 600}
 
 
 async def test_a_burst_gets_429_with_retry_after_and_other_callers_are_unaffected(tmp_path: Path) -> None:
