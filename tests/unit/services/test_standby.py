@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from corral.core import Core
-from corral.domain import EgressMode, EgressPolicy, ExecRequest
+from corral.domain import EgressMode, EgressPolicy, ExecRequest, Limits
 from corral.runtime.memory import FakeRuntime
+from corral.runtime.static_templates import StaticTemplates
 from corral.services.sandboxes import CreateSandbox
 from corral.services.standby import Standby
 from tests.support.conditions import eventually_async
@@ -15,8 +16,12 @@ from tests.unit.services.conftest import close_core, open_core, owner
 
 
 async def filled(standby: Standby, count: int) -> None:
-    """Once the background refill has ``count`` standing by."""
-    await eventually_async(lambda: standby.ready == count, 10, f"{standby.ready} standing by, not {count}")
+    """Once the background refill has ``count`` standing by of each template."""
+    await eventually_async(
+        lambda: standby.ready == count * len(standby.names),
+        10,
+        f"{standby.ready} standing by, not {count} each",
+    )
 
 
 async def env(core: Core, sandbox_id: str, **envs: str) -> str:
@@ -24,8 +29,8 @@ async def env(core: Core, sandbox_id: str, **envs: str) -> str:
     return (await core.commands.run(me, sandbox_id, ExecRequest("env", envs=envs))).stdout.decode()
 
 
-def standing_by(standby: Standby) -> list[str]:
-    return [entry.id for entry in standby._ready]
+def standing_by(standby: Standby, template: str = "base") -> list[str]:
+    return [entry.id for entry in standby._ready[template]]
 
 
 async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_path: Path) -> None:
@@ -35,7 +40,7 @@ async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_p
         standby = core.sandboxes.standby
         assert standby is not None
         await filled(standby, 2)
-        assert b"\ncorral_sandboxes_standby 2.0\n" in core.metrics.render()
+        assert f"\ncorral_sandboxes_standby {2 * len(standby.names)}.0\n".encode() in core.metrics.render()
         ahead = standing_by(standby)
         me = await owner(core)
         sandbox = await core.sandboxes.create(me, CreateSandbox(metadata={"k": "v"}, timeout_s=60))
@@ -54,13 +59,20 @@ async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_p
         assert "A=1\nB=2\n" in await env(core, with_envs.id)
         assert "A=x\nB=2\n" in await env(core, with_envs.id, A="x")
 
+        # another egress policy is applied to the one taken before it is handed out
+        await filled(standby, 2)
+        nxt = standing_by(standby)[0]
+        deny = EgressPolicy(EgressMode.DENY_ALL, audit_allowed=True)
+        denied = await core.sandboxes.create(me, CreateSandbox(egress=deny))
+        assert denied.id == nxt and runtime.sandboxes[nxt].egress == deny
+
         # what a started sandbox cannot take afterwards starts one as before
         await filled(standby, 2)
         taken = set(standing_by(standby))
-        for req in [CreateSandbox(memory_mb=256), CreateSandbox(egress=EgressPolicy(EgressMode.DENY_ALL))]:
+        for req in [CreateSandbox(memory_mb=256), CreateSandbox(cpu_seconds=5.0)]:
             made = await core.sandboxes.create(me, req)
             assert made.id not in taken
-        left = standing_by(standby)
+        left = [entry.id for ready in standby._ready.values() for entry in ready]
         assert left and all(sid in runtime.sandboxes for sid in left)
     finally:
         await close_core(core)
@@ -90,3 +102,30 @@ async def test_none_by_default_but_on_runc(tmp_path: Path) -> None:
         assert core.sandboxes.standby is None
     finally:
         await close_core(core)
+
+
+async def test_each_template_stands_by_and_one_not_built_is_left_alone() -> None:
+    runtime = FakeRuntime()
+    limits = Limits(1, 512, 2048, 512)
+    templates = StaticTemplates(("base", "nodejs"))
+    standby = Standby(runtime, templates, "base", limits, 2, also=("nodejs", "python"))
+    standby.start()
+    try:
+        await eventually_async(lambda: standby.ready == 4, 10, f"{standby.ready} standing by, not 4")
+        assert standing_by(standby, "python") == []  # not built: never built from here
+        node = standing_by(standby, "nodejs")
+        taken = await standby.take(await templates.get("nodejs"), limits, {}, EgressPolicy())
+        assert taken == node[0]
+        spec = runtime.sandboxes[taken].spec
+        assert spec is not None and spec.template.name == "nodejs"
+        # another template, or other limits, take none
+        assert await standby.take(await StaticTemplates().get("python"), limits, {}, EgressPolicy()) is None
+        assert (
+            await standby.take(await templates.get("base"), Limits(2, 512, 2048, 512), {}, EgressPolicy())
+            is None
+        )
+        await eventually_async(lambda: len(standing_by(standby, "nodejs")) == 2, 10, "nodejs not refilled")
+        left = standing_by(standby) + standing_by(standby, "nodejs")
+    finally:
+        await standby.close()
+    assert left and not any(sid in runtime.sandboxes for sid in left)
