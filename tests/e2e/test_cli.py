@@ -15,6 +15,7 @@ import pytest
 
 from corral.auth.service import KEY_FORMAT
 from tests.e2e.conftest import Server
+from tests.support.conditions import eventually
 from tests.support.process import CORRAL
 
 pytestmark = pytest.mark.e2e
@@ -69,10 +70,11 @@ def test_create_exec_ls_shell_rm(server: Server) -> None:
         shell = open_shell(server, sandbox_id, slave)
         seen = bytearray()
         try:
-            deadline = time.monotonic() + 30
-            while termios.tcgetattr(slave)[3] & termios.ECHO:  # until the CLI made the tty raw
-                assert time.monotonic() < deadline, "the CLI never put the terminal in raw mode"
-                time.sleep(0.05)
+            eventually(  # until the CLI made the tty raw
+                lambda: not termios.tcgetattr(slave)[3] & termios.ECHO,
+                30,
+                "the CLI never put the terminal in raw mode",
+            )
             os.write(master, b"echo $((6*7))\r")
             read_until(master, b"42\r\n", seen)
             os.write(master, b"exit\r")

@@ -16,6 +16,7 @@ import pytest
 from opencomputer import Sandbox
 
 from tests.e2e.conftest import Server
+from tests.support.conditions import eventually_async
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +24,7 @@ WAIT_S = 30
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    await eventually_async(condition, timeout, f"timed out waiting for {what}")
 
 
 async def test_exec_run_returns_output_exit_code_env_and_cwd(sandbox: Sandbox) -> None:

@@ -13,6 +13,7 @@ from opencomputer import Sandbox, Template
 from opencomputer.sse import parse_sse_stream
 
 from tests.e2e.conftest import Server
+from tests.support.conditions import eventually_async
 
 pytestmark = pytest.mark.e2e
 
@@ -37,12 +38,14 @@ USER alice
 
 
 async def ready(sb: Sandbox, checkpoint_id: str) -> dict[str, Any]:
-    for _ in range(300):
-        found = {c["id"]: c for c in await sb.list_checkpoints()}[checkpoint_id]
-        if found["status"] != "processing":
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError("checkpoint stayed processing")
+    async def found() -> dict[str, Any]:
+        return dict({c["id"]: c for c in await sb.list_checkpoints()}[checkpoint_id])
+
+    async def done() -> bool:
+        return (await found())["status"] != "processing"
+
+    await eventually_async(done, 10, "checkpoint stayed processing")
+    return await found()
 
 
 async def run(sb: Sandbox, script: str) -> str:
@@ -129,11 +132,12 @@ async def test_hibernate_wake_and_requests_that_wake(server: Server, sandbox: Sa
     async with httpx.AsyncClient(headers=headers, timeout=30) as http:
         first = await http.get(url, params={"path": "/root/kept.txt"})
         assert first.status_code == 503 and first.json()["waking"] is True
-        for _ in range(200):
-            again = await http.get(url, params={"path": "/root/kept.txt"})
-            if again.status_code != 503:
-                break
-            await asyncio.sleep(0.05)
+
+        async def woken() -> bool:
+            return (await http.get(url, params={"path": "/root/kept.txt"})).status_code != 503
+
+        await eventually_async(woken, 10, "never woke")  # the wake goes on in the background
+        again = await http.get(url, params={"path": "/root/kept.txt"})
     assert again.status_code == 200 and again.text == "still here"
 
 
