@@ -1556,9 +1556,14 @@ class WatchOp(Op):
             raise os_error(OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno())), path)
         self.dirs[wd] = path
 
-    def add_tree(self, root: str) -> None:
+    def add_tree(self, root: str, found: list[str] | None = None) -> None:
+        """Watch ``root`` and the directories under it; with ``found``, the paths
+        already in it are added there (a new directory's entries made before its watch
+        was: they are reported as created)."""
         self.add(root)
-        for top, dirs, _files in os.walk(root):
+        for top, dirs, files in os.walk(root):
+            if found is not None:
+                found += (os.path.join(top, name) for name in (*dirs, *files) if not is_temp(name))
             for name in dirs:
                 try:
                     self.add(os.path.join(top, name))
@@ -1583,15 +1588,18 @@ class WatchOp(Op):
             if top is None or not name or mask & IN_Q_OVERFLOW or is_temp(name):
                 continue
             path = os.path.join(top, name)
+            found: list[str] = []
             if mask & (IN_CREATE | IN_MOVED_TO) and mask & IN_ISDIR:
                 try:
-                    self.add_tree(path)
+                    self.add_tree(path, found)
                 except OpError:
                     pass
             for bits, kind in WATCH_EVENT_KINDS:
                 if mask & bits:
                     self.emit(path, kind)
                     break
+            for inside in found:  # made before the new directory's watch: never seen
+                self.emit(inside, "created")
 
     def emit(self, path: str, kind: str) -> None:
         if self.conn.buffered() >= HIGH_WATER:

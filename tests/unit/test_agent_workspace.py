@@ -60,6 +60,18 @@ async def test_watch_reports_a_tree_as_it_changes(agent: RunningAgent, workspace
     assert "internal error" not in agent.log_text()
 
 
+async def test_watch_sees_what_a_new_directory_held_before_its_watch(
+    agent: RunningAgent, workspace: Path
+) -> None:
+    async with agent.client().watch(str(workspace)) as changes:
+        made = await asyncio.create_subprocess_exec(
+            "sh", "-c", f"mkdir -p {workspace}/d/e && echo x > {workspace}/d/e/f"
+        )
+        assert await made.wait() == 0
+        seen = await changes_until(changes, (str(workspace / "d" / "e" / "f"), "created"))
+    assert (str(workspace / "d"), "created") in seen
+
+
 async def test_watch_of_what_is_not_a_directory(agent: RunningAgent, workspace: Path) -> None:
     (workspace / "file").write_text("x")
     client = agent.client()

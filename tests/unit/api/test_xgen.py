@@ -31,7 +31,7 @@ async def test_errors_use_the_xgen_envelope(tmp_path: Path) -> None:
         cases = [
             ({"json": {}}, 401, "UNAUTHORIZED"),
             ({"json": {"api_key": KEY[:-1] + "Z"}}, 401, "UNAUTHORIZED"),
-            ({"json": {"api_key": 12}}, 400, "INVALID_REQUEST"),
+            ({"json": {"api_key": 12}}, 400, "INVALID_PARAMETER"),  # a field of the wrong type
             (
                 {"content": b"{not json", "headers": {"content-type": "application/json"}},
                 400,
@@ -42,7 +42,9 @@ async def test_errors_use_the_xgen_envelope(tmp_path: Path) -> None:
             r = await client.post("/api/v1/auth/token", **kwargs)  # type: ignore[arg-type]
             assert (r.status_code, r.json()["code"]) == (status, code), r.text
             assert set(r.json()) == {"error", "code", "details"} and r.json()["error"]
-        unknown = await client.get("/api/v1/sandboxes")
+        unknown = await client.get("/api/v1/nothing-here")
         assert (unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
+        anonymous = await client.get("/api/v1/sandboxes")
+        assert (anonymous.status_code, anonymous.json()["code"]) == (401, "UNAUTHORIZED")
         assert "/auth/token" in (await client.get("/api/v1/openapi.json")).json()["paths"]
         assert "error" in (await client.get("/api/nope")).json()  # the OpenComputer envelope stays its own

@@ -1,0 +1,158 @@
+"""The xgen surface (``/api/v1``, spec 002) tested through a real ``corral serve`` on
+runc with the protocol's client (``tests/support/xgen_client.py``): the fixtures.
+
+The server runs apart from the other test servers: its own data dir
+(``/var/tmp/corral-xgen``, kept between runs so the ``base`` template is built once),
+runc root, bridge, address pool, NFLOG group and store. Its JWT secret is the test's,
+so tests can sign tokens (expired, forged). Two orgs, ``alpha`` and ``beta``, each with
+an owner key; ``Org.key_of(role)`` mints more.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.support import process
+from tests.support.process import CORRAL, tail
+from tests.support.template import BUILD_TIMEOUT_S
+from tests.support.xgen_client import XgenClient
+
+DATA_DIR = Path(os.environ.get("CORRAL_XGEN_DATA_DIR", "/var/tmp/corral-xgen"))
+RUN_DIR = "/run/corral-xgen"
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Org:
+    name: str
+    key: str
+    server: Server
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def key_of(self, role: str) -> str:
+        """An API key of this org with ``role`` (made once per role)."""
+        if role not in self.keys:
+            out = self.server.cli("keys", "create", "--role", role, "--org", self.name)
+            self.keys[role] = out.splitlines()[-1].strip()
+        return self.keys[role]
+
+    def client(self, role: str = "owner") -> XgenClient:
+        return XgenClient(self.server.url, self.key_of(role))
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    database_url: str
+    log: Path
+    env: dict[str, str]
+    jwt_secret: str
+    orgs: dict[str, Org] = field(default_factory=dict)
+
+    def cli(self, *args: str) -> str:
+        proc = subprocess.run(
+            [CORRAL, *args, "--data-dir", str(self.data_dir), "--database-url", self.database_url],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, f"corral {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+    def resigned(self, token: str, *, expires_in: int = 600, secret: str | None = None) -> str:
+        """``token``'s claims signed again: expiring ``expires_in`` seconds from now
+        (negative: already expired), with the server's secret or ``secret``."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        claims["exp"] = int(time.time()) + expires_in
+        return jwt.encode(claims, secret or self.jwt_secret, algorithm="HS256")
+
+
+def _build(env: dict[str, str], log: Path, name: str) -> None:
+    with log.open("ab") as out:
+        proc = subprocess.run(
+            [CORRAL, "template", "build", name, "--data-dir", str(DATA_DIR)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    if proc.returncode != 0:
+        pytest.fail(f"corral template build {name} failed:\n{tail(log)}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (runc)")
+    work = tmp_path_factory.mktemp("xgen-server")
+    seed = f"ek_xg{secrets.token_hex(6)}_{secrets.token_hex(24)}"
+    secret = secrets.token_hex(32)
+    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
+    env = {
+        **os.environ,
+        "CORRAL_RUNTIME": "runc",
+        "CORRAL_RUNC_ROOT": f"{RUN_DIR}/runc",
+        "CORRAL_NETWORK_BRIDGE": "corralxg0",
+        "CORRAL_NETWORK_POOL": "10.216.0.0/16",
+        "CORRAL_NETWORK_NFLOG_GROUP": "216",
+        "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
+        "CORRAL_API_KEY": seed,
+        "CORRAL_JWT_SECRET": secret,
+        "CORRAL_STANDBY_SANDBOXES": "0",
+    }
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    _build(env, work / "template-build.log", "base")
+    log = work / "server.log"
+    proc, url = process.start(["--data-dir", str(DATA_DIR), "--database-url", database_url], env, log)
+    server = Server(url, DATA_DIR, database_url, log, env, secret)
+    try:
+        process.wait_healthy(url, proc, log)
+        for name in ("alpha", "beta"):
+            server.cli("org", "create", name)
+            org = Org(name, "", server)
+            org.key = org.key_of("owner")
+            server.orgs[name] = org
+        yield server
+    finally:
+        process.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def alpha(xgen: Server) -> Org:
+    return xgen.orgs["alpha"]
+
+
+@pytest.fixture(scope="session")
+def beta(xgen: Server) -> Org:
+    return xgen.orgs["beta"]
+
+
+@pytest.fixture
+async def client(alpha: Org) -> AsyncIterator[XgenClient]:
+    async with alpha.client() as c:
+        yield c
+
+
+@pytest.fixture
+async def sandbox(client: XgenClient) -> AsyncIterator[str]:
+    """A running base sandbox of alpha, deleted afterwards."""
+    created = await client.create("base")
+    try:
+        yield created["id"]
+    finally:
+        await client.delete(created["id"])
