@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -101,9 +102,11 @@ class NodeNetwork:
         on_binding_call: BindingCallFn | None = None,
         on_allowed: AllowedFn | None = None,
         org_of: OrgOf | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``forwarder_port``: the service-binding forwarder's (0: a free one; None: no
-        forwarder), which reports each call to ``on_binding_call``."""
+        forwarder), which reports each call to ``on_binding_call``. ``clock`` (monotonic
+        seconds) times the bounds of the denial and allowed events (tests advance a fake)."""
         self._pool = AddressPool(pool)
         if not 0 <= nflog_group <= 0xFFFF:
             raise CorralError(f"NFLOG group {nflog_group} is out of range (0-65535)")
@@ -139,6 +142,7 @@ class NodeNetwork:
             self._gate.hostname_of,
             rate=denial_rate,
             burst=denial_burst,
+            clock=clock,
             on_allowed=on_allowed,
         )
         self._spares = Spares(

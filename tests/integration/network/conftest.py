@@ -18,6 +18,7 @@ import pytest
 from corral.domain import EgressPolicy
 from corral.network import NodeNetwork, namespace
 from corral.ports import NetInfo
+from tests.support.clock import FakeClock
 from tests.support.conditions import eventually_async
 from tests.support.network_world import PEER, World, made_world
 
@@ -79,6 +80,7 @@ class Harness:
     events: list[tuple[str, dict[str, object]]]  # denials
     allowed: list[tuple[str, dict[str, object]]] = field(default_factory=list)  # audited allowed ones
     insides: list[Inside] = field(default_factory=list)
+    clock: FakeClock = field(default_factory=FakeClock)  # times the events' bounds
 
     def make(self, **kwargs: Any) -> NodeNetwork:
         """Another NodeNetwork on the same world and state (a restarted node)."""
@@ -97,6 +99,7 @@ class Harness:
             "netns_prefix": self.world.prefix,
             "nflog_group": self.world.group,
             "pin_private": True,
+            "clock": self.clock.monotonic,
         }
         return NodeNetwork(self.state_dir, on_denied, on_allowed=on_allowed, **(options | kwargs))
 
