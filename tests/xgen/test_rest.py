@@ -58,7 +58,7 @@ async def test_create_poll_get_list_keepalive_services_delete(client: XgenClient
         assert created["template"] == "base"
         assert created["ws_url"].endswith(f"/api/v1/sandboxes/{sandbox_id}/ws")
         assert set(created["preview_urls"]) == {"3000", "8080"}
-        assert sandbox_id in created["preview_urls"]["3000"] and "3000" in created["preview_urls"]["3000"]
+        assert f"sbx-{sandbox_id}-3000." in created["preview_urls"]["3000"]
         assert created["metadata"] == {"user": "alice"}
         assert "vnc_url" not in created
         lifetime = (moment(created["expires_at"]) - moment(created["created_at"])).total_seconds()
@@ -85,7 +85,7 @@ async def test_create_poll_get_list_keepalive_services_delete(client: XgenClient
 
         services = {s["port"]: s["preview_url"] for s in await client.services(sandbox_id)}
         assert {3000, 8080} <= set(services)
-        assert sandbox_id in services[8080] and "8080" in services[8080]
+        assert f"sbx-{sandbox_id}-8080." in services[8080]
     finally:
         await client.delete(sandbox_id)
     gone = await client.get(sandbox_id)
@@ -124,6 +124,7 @@ async def test_unknown_other_org_and_viewer(client: XgenClient, alpha: Org, beta
     ("body", "field"),
     [
         ({"template": "cobol"}, "template"),
+        ({"template": "nodejs", "gui": True}, "gui"),  # the desktop comes with base and gui
         ({"ports": [0]}, "ports"),
         ({"ports": [70000]}, "ports"),
         ({"ports": [3000, 3000]}, "ports"),

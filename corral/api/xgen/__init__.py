@@ -49,14 +49,17 @@ Decisions where the spec is vague:
 - Create answers 201 with ``running``: corral's create returns once the sandbox runs,
   the workspace is prepared and the ports given have preview URLs (a failure of those
   removes the sandbox again). ``template`` is one of base, nodejs, python, go, gui;
-  ``gui: true`` or the ``browser`` capability give the desktop: the ``gui`` template
-  (asked with base or gui; another template with a desktop is 400 naming ``gui``).
-  ``vnc_url`` is left out until the desktop's service gives it. ``resources.cpu`` is cores
+  ``gui: true`` or the ``browser`` capability give the desktop
+  (``DesktopService.template_for``: the ``gui`` template, asked with base or gui;
+  another template with a desktop is 400 naming ``gui``), running before create
+  answers; ``vnc_url`` is ``DesktopService.vnc_url``. ``resources.cpu`` is cores
   (a number or ``"500m"``, rounded up to whole cores), ``memory`` and ``disk`` MiB or a
   quantity (``"512Mi"``, ``"2Gi"``, ``"1G"``), within corral's maxima. ``metadata``:
   at most 20 entries, keys 1-63 characters, values at most 256. ``ports``: 1-65535, no
-  repeats, at most 20; each gets a preview URL (``PreviewService``), kept with the
-  sandbox, so ``preview_urls`` and ``services`` list it later. Capabilities:
+  repeats, at most 20; each gets a preview (kept with the sandbox, so
+  ``preview_urls`` and ``services`` list it later) whose URL is of xgen's host form
+  ``sbx-{id}-{port}.{domain}`` and carries the pass a browser needs
+  (``PreviewService.browser_url``). Capabilities:
   ``sudo`` adds a sudoers entry for the user ``sandbox`` where the template has sudo;
   ``git-ssh`` is accepted and changes nothing yet; ``browser`` implies the desktop.
 - Lifetime: ``timeout_seconds`` (1-86400, default 3600) is corral's timeout: the

@@ -140,16 +140,13 @@ def create_request(body: CreateBody, template: str) -> CreateSandbox:
     )
 
 
-def template_of(body: CreateBody, *, desktop: bool) -> str:
-    """The template a create gets: ``gui`` (the desktop) for ``desktop`` on base or gui."""
+def template_of(body: CreateBody) -> str:
     template = body.template or "base"
     if template not in TEMPLATES:
         raise InvalidInput(
             f"unknown template {template[:64]!r}: one of {', '.join(TEMPLATES)}", field="template"
         )
-    if desktop and template not in ("base", "gui"):
-        raise InvalidInput(f"a desktop comes with the templates base and gui, not {template!r}", field="gui")
-    return "gui" if desktop else template
+    return template
 
 
 def sandbox_out(

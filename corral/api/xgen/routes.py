@@ -63,14 +63,12 @@ async def exchange_token(request: Request, core: CoreDep, body: TokenBody | None
     )
 
 
-def preview_url(core: Core, sandbox_id: str, port: int) -> str:
-    return core.previews.address_of(sandbox_id, port)[1]
-
-
 async def sandbox_out(core: Core, principal: Principal, sandbox: Sandbox) -> SandboxOut:
     links = await core.previews.list(principal, sandbox.id)
-    urls = {str(link.preview.port): preview_url(core, sandbox.id, link.preview.port) for link in links}
-    return mapping.sandbox_out(sandbox, core.settings.base_url, urls, None)
+    urls = {
+        str(link.preview.port): core.previews.browser_url(sandbox.id, link.preview.port) for link in links
+    }
+    return mapping.sandbox_out(sandbox, core.settings.base_url, urls, core.desktop.vnc_url(sandbox))
 
 
 @sandboxes.post("", status_code=201, response_model_exclude_none=True, summary="Create a sandbox")
@@ -80,7 +78,8 @@ async def create_sandbox(
     body = body or CreateBody()
     caps = mapping.capabilities(body.capabilities)
     ports = mapping.ports(body.ports)
-    template = mapping.template_of(body, desktop=bool(body.gui) or "browser" in caps)
+    desktop = bool(body.gui) or "browser" in caps
+    template = core.desktop.template_for(mapping.template_of(body), desktop=desktop) or "base"
     sandbox = await core.sandboxes.create(principal, mapping.create_request(body, template))
     try:
         await core.workspace.prepare(principal, sandbox.id, sudo="sudo" in caps)
@@ -130,7 +129,8 @@ async def list_services(core: CoreDep, principal: PrincipalDep, sandbox_id: str)
     given = {link.preview.port for link in await core.previews.list(principal, sandbox_id)}
     listening = set(await core.workspace.ports(principal, sandbox_id))
     return [
-        ServiceOut(port=p, preview_url=preview_url(core, sandbox_id, p)) for p in sorted(given | listening)
+        ServiceOut(port=p, preview_url=core.previews.browser_url(sandbox_id, p))
+        for p in sorted(given | listening)
     ]
 
 
