@@ -216,3 +216,14 @@ async def test_websocket_auth(client: XgenClient, alpha: Org, beta: Org, sandbox
             async with forger.connect(sandbox):
                 pass
     assert forged.value.response.status_code == 401
+
+
+async def test_a_read_over_the_limit_is_an_error_naming_it(client: XgenClient, sandbox: str) -> None:
+    made = await client.exec(sandbox, "head -c 17M /dev/zero > huge.bin")
+    assert made["exit_code"] == 0
+    async with client.connect(sandbox) as ws:
+        with pytest.raises(XgenError) as refused:
+            await ws.read("huge.bin")
+        assert refused.value.code == "fs_error"
+        assert str(16 << 20) in refused.value.message
+        await ws.ping()

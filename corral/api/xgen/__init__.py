@@ -77,6 +77,6 @@ Decisions where the spec is vague:
 - WebSocket: see ``connection.py`` and ``channels.py``. A process killed by a signal
   this connection sent reports -1 (the agent reports 128+n, as a shell does); an
   ExecStdin with nothing after its 4-byte prefix closes the process's stdin; processes
-  a connection started are killed when it closes. FsRead answers at most 64 MiB.
+  a connection started are killed when it closes. FsRead answers at most 16 MiB.
   FsEvent paths are relative to the workspace, on the channel and id of the FsWatch.
 """

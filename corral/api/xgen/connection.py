@@ -14,12 +14,15 @@ Order and contracts:
   unknown type, not MessagePack, a field missing) likewise. The connection stays up.
 - Files (channel 0, client-chosen ids; paths under the workspace, ``WorkspaceService``):
   FsRead is answered with a FsRead frame whose payload is the file's raw bytes (at most
-  ``READ_MAX``: beyond it, Error fs_error naming the limit); FsList with a FsList
+  ``READ_MAX``: beyond it, Error fs_error naming the limit; ``READS`` at a time, so a
+  connection holds at most that many files in memory); FsList with a FsList
   frame holding a MessagePack array of ``{name, size, isDir, is_dir, modTime,
   mod_time}``; FsWrite (content bin or str, parents made) and FsRemove with an empty
   Ack. FsWatch ``{path}`` is acked, then FsEvent ``{path, type}`` (relative to the
   workspace) on the watch request's channel and id; ``{path, unwatch: true}`` ends it.
-- Everything sent goes through the connection's ``Outbox`` (bounded).
+- Everything sent goes through the connection's ``Outbox`` (bounded). A message the
+  client sends is at most 16 MiB (uvicorn's ``ws_max_size``: a larger one closes the
+  connection with 1009).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ log = logging.getLogger("corral.api.xgen")
 PORT_POLL_S = 1.0
 STATS_INTERVAL_S = 2.0
 CONCURRENT = 16
-READ_MAX = 64 << 20
+READ_MAX = 16 << 20
+READS = 2  # FsReads held in memory at once per connection
 MAX_WATCHES = 64
 
 
@@ -57,6 +61,7 @@ class Connection:
         self.channels = Channels(core, principal, sandbox_id, self.outbox, self.fail)
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.slots = asyncio.Semaphore(CONCURRENT)
+        self.reads = asyncio.Semaphore(READS)
         self.tasks: set[asyncio.Task[None]] = set()
         self.handlers: dict[Kind, Callable[[Frame], Awaitable[None]]] = {
             Kind.EXEC_START: self.channels.start,
@@ -161,6 +166,10 @@ class Connection:
         return value
 
     async def fs_read(self, frame: Frame) -> None:
+        async with self.reads:
+            await self._read_file(frame)
+
+    async def _read_file(self, frame: Frame) -> None:
         opened = await self.core.workspace.read(self.principal, self.sandbox_id, self._path(frame))
         async with opened as chunks:
             if chunks.length is not None and chunks.length > READ_MAX:
