@@ -10,7 +10,9 @@ removing are recorded in the org's audit trail (name, url, header; never the sec
 No answer of this service's callers needs the secret: surfaces render bindings with
 ``view`` fields only.
 
-Using (a surface's session service, for one sandbox): ``open_for(org_id,
+Using (a surface's session service, for one sandbox): ``check(org_id, names)``
+answers before anything is started whether ``open_for`` could open them (the same
+InvalidInput; ``serviceBindings`` names the field). ``open_for(org_id,
 sandbox_id, names)`` grants the sandbox the named bindings of its org at the
 forwarder and returns each name -> the base URL the sandbox calls it at (a URL of the
 bridge, holding a token of that sandbox's: it is the sandbox's credential, not the
@@ -24,6 +26,7 @@ given to it when it is made).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -71,7 +74,9 @@ class BindingService:
 
     # -- using -------------------------------------------------------------------------
 
-    async def open_for(self, org_id: str, sandbox_id: str, names: Sequence[str]) -> dict[str, str]:
+    async def check(self, org_id: str, names: Sequence[str]) -> builtins.list[Binding]:
+        """The org's bindings of these names, each once, in order; InvalidInput naming
+        ``serviceBindings`` for a malformed name, one the org does not have, or too many."""
         wanted = list(dict.fromkeys(check_name(name, FIELD) for name in names))
         if len(wanted) > MAX_OPEN:
             raise InvalidInput(f"at most {MAX_OPEN} service bindings per sandbox", field=FIELD)
@@ -81,6 +86,10 @@ class BindingService:
             if held is None:
                 raise InvalidInput(f"no service binding named {name}", field=FIELD)
             found.append(held)
+        return found
+
+    async def open_for(self, org_id: str, sandbox_id: str, names: Sequence[str]) -> dict[str, str]:
+        found = await self.check(org_id, names)
         if not found:
             return {}
         if self.forwarder is None:

@@ -10,7 +10,10 @@ Contracts:
   fails, while a ceiling is reached), a sandbox of the language's template with the
   session's limits and egress policy (``deny_all`` by default), the program
   (``runner.py``), the result, then the teardown: the sandbox killed, its bindings
-  closed, ``torn_down`` last. The sandbox is marked with the session's id
+  closed, ``torn_down`` last. With the default limits the sandbox is a standby one
+  (``bounds_of``, ``quota_of``; services/standby.py), its egress policy applied when
+  taken; while a session runs, background work steps aside (``priority.serving``).
+  The sandbox is marked with the session's id
   (``SESSION_MARK`` in its metadata), so a crash leaves nothing ``reconcile`` cannot
   find.
 - Every step is in the audit trail under the session's id, in order:
@@ -44,6 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from corral import priority
 from corral.auth.principal import Principal, Role
 from corral.auth.scopes import Scope, require
 from corral.clock import SYSTEM, Clock
@@ -54,6 +58,7 @@ from corral.domain.sessions import (
     Frame,
     LimitBounds,
     Phase,
+    SessionLimits,
     SessionRequest,
     SessionResult,
 )
@@ -92,16 +97,11 @@ class SessionStore(Protocol):
         """Sessions of every org not yet torn down."""
 
 
-class _BindingLookup(Protocol):
-    async def get(self, org_id: str, name: str) -> object | None: ...
-
-
 class Bindings(Protocol):
-    """Service bindings of a sandbox (``corral.services.bindings.BindingService``; its
-    ``store`` answers whether an org has a binding, so an unknown name is a 400)."""
+    """Service bindings of a sandbox (``corral.services.bindings.BindingService``)."""
 
-    @property
-    def store(self) -> _BindingLookup: ...
+    async def check(self, org_id: str, names: Sequence[str]) -> Sequence[object]:
+        """InvalidInput naming ``serviceBindings`` for a name ``open_for`` would refuse."""
 
     async def open_for(self, org_id: str, sandbox_id: str, names: Sequence[str]) -> dict[str, str]: ...
 
@@ -129,13 +129,25 @@ class _Live:
 
 
 def bounds_of(settings: Settings) -> LimitBounds:
-    """What a session's limits may ask for on this server."""
+    """What a session's limits may ask for on this server. Its default memory and pids
+    are a sandbox's (``default_memory_mb``, ``pids_limit``), as its default CPU count is,
+    so a session asking for no limits takes a standby sandbox (services/standby.py)."""
     return LimitBounds(
         max_memory_mib=settings.max_memory_mb,
         max_cpus=settings.max_cpu_count,
         max_pids=settings.pids_limit,
         max_wall_clock_s=settings.session_max_wall_clock_s,
+        default_memory_mib=settings.default_memory_mb,
+        default_pids=settings.pids_limit,
     )
+
+
+def quota_of(limits: SessionLimits) -> float | None:
+    """The CPU-time quota the runtime is given: none when ``cpu_seconds`` is at least the
+    wall clock times the CPUs (the default), which the program cannot use up before its
+    wall clock ends it (the runner still watches it); a sandbox with no quota may be a
+    standby one."""
+    return limits.cpu_seconds if limits.cpu_seconds < limits.wall_clock_s * limits.cpus else None
 
 
 def actor_of(principal: Principal) -> Principal:
@@ -214,9 +226,7 @@ class SessionService:
             return
         if self.bindings is None:
             raise InvalidInput("this server has no service bindings", field="serviceBindings")
-        for name in names:
-            if await self.bindings.store.get(org_id, name) is None:
-                raise InvalidInput(f"no service binding named {name!r}", field="serviceBindings")
+        await self.bindings.check(org_id, names)
 
     async def list(
         self, principal: Principal, limit: int = 20, cursor: str | None = None
@@ -286,7 +296,8 @@ class SessionService:
         try:
             async with self.queue.slot(live.session.org_id):
                 live.admitted = True
-                await self._execute(live, actor, code)
+                with priority.serving():  # a client waits for it: background work steps aside
+                    await self._execute(live, actor, code)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if live.admitted or task is None:
@@ -312,7 +323,7 @@ class SessionService:
                     cpu_count=limits.cpus,
                     memory_mb=limits.memory_mib,
                     pids=limits.pids,
-                    cpu_seconds=limits.cpu_seconds,
+                    cpu_seconds=quota_of(limits),
                     timeout_s=limits.wall_clock_s + SANDBOX_GRACE_S,
                     metadata={SESSION_MARK: session.id},
                     egress=session.egress,

@@ -174,7 +174,9 @@ def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
         "CORRAL_API_KEY": seed,
         "CORRAL_JWT_SECRET": secret,
-        "CORRAL_STANDBY_SANDBOXES": "0",
+        # one base and one nodejs sandbox standing by: sessions with the default limits
+        # take them, their egress policy applied then (services/standby.py)
+        "CORRAL_STANDBY_SANDBOXES": "1",
         "CORRAL_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receiver is on loopback
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -58,11 +58,11 @@ def test_a_python_session_runs_and_every_route_tells_of_it(alpha: Org) -> None:
     assert session["phase"] == "torn_down" and session["outcome"] == "succeeded"
     assert session["language"] == "python" and session["backend"] == "runc"
     assert session["limits"] == {
-        "memoryMiB": 256,
+        "memoryMiB": 512,  # a sandbox's defaults (settings), so a standby sandbox serves it
         "wallClockSeconds": 30,
         "cpuMillicores": 1000,
         "cpuSeconds": 30.0,
-        "pids": 128,
+        "pids": 512,
     }
     assert session["egress"] == {"mode": "deny_all", "allow": []}
     assert session["startedAt"] and session["finishedAt"]
