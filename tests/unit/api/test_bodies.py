@@ -77,5 +77,6 @@ async def test_text_with_a_lone_surrogate_is_a_400_naming_its_field(tmp_path: Pa
         listed = await client.get("/api/sandboxes")
         assert listed.status_code == 200 and len(listed.json()) == before + 1
         token = await client.post("/api/v1/auth/token", content=b'{"api_key": "\\ud800"}', headers=json_type)
-        assert token.status_code == 400 and token.json()["code"] == "INVALID_REQUEST"
+        assert token.status_code == 400 and token.json()["code"] == "INVALID_PARAMETER"
+        assert token.json()["details"] == "api_key"
         assert token.json()["error"].startswith("api_key: must be text")
