@@ -4,8 +4,10 @@ Inside the sandbox a ``python`` program runs with Debian's ``python3`` (template
 ``base``), a ``node`` program with Debian's ``nodejs`` (template ``nodejs``). A short
 prelude, given on the interpreter's command line, defines a global ``enclave`` (no
 import needed) whose ``enclave.result(value)`` writes ``value`` as JSON to a file of
-its own (``RESULT_PATH``: written aside, then renamed; the last call wins), then runs
-the program from ``CODE_PATH`` as the main module. After the program exits, corral
+its own (``Place.result``: written aside, then renamed; the last call wins), then runs
+the program from ``Place.code`` as the main module (python: in a fresh ``__main__``
+module, as ``runpy.run_path`` would, without importing runpy or json first: they
+doubled python's start-up). After the program exits, corral
 reads that file through the agent: what a program prints never reaches the result,
 and it is passed through untouched (no marker lines). No file: the result is null.
 
@@ -46,41 +48,63 @@ from corral.services.files import FileService
 
 POLL_S = 0.1
 EXIT_GRACE_S = 10.0  # for the process to be reaped once killed
-WORK_DIR = "/tmp/.enclave"
-RESULT_PATH = f"{WORK_DIR}/result.json"
+WORK_DIR = "/tmp/.enclave"  # a run's files are in WORK_DIR/<sandbox id> (see ``Place``)
 TEMPLATES = {Language.PYTHON: "base", Language.NODE: "nodejs"}
-CODE_PATH = {Language.PYTHON: f"{WORK_DIR}/main.py", Language.NODE: f"{WORK_DIR}/main.js"}
+SOURCE = {Language.PYTHON: "main.py", Language.NODE: "main.js"}
 
-PYTHON_PRELUDE = f"""\
-import builtins, json, os, runpy, sys
+PYTHON_PRELUDE = """\
+import builtins, os, sys
 class Enclave:
     __slots__ = ()
     def result(self, value):
+        import json
         data = json.dumps(value)
-        with open({RESULT_PATH!r} + ".part", "w") as out:
+        with open({result!r} + ".part", "w") as out:
             out.write(data)
-        os.replace({RESULT_PATH!r} + ".part", {RESULT_PATH!r})
+        os.replace({result!r} + ".part", {result!r})
 builtins.enclave = Enclave()
 del Enclave
 sys.stdout.reconfigure(line_buffering=True)
 sys.stderr.reconfigure(line_buffering=True)
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+with open(sys.argv[0], "rb") as source:
+    code = compile(source.read(), sys.argv[0], "exec")
+main = sys.modules["__main__"] = type(sys)("__main__")
+main.__file__ = sys.argv[0]
+exec(code, main.__dict__)
 """
 
-NODE_PRELUDE = f"""\
+NODE_PRELUDE = """\
 const fs = require("fs");
 Object.defineProperty(globalThis, "enclave", {{
   value: Object.freeze({{
     result(value) {{
       const data = JSON.stringify(value === undefined ? null : value);
-      fs.writeFileSync({json.dumps(RESULT_PATH + ".part")}, data);
-      fs.renameSync({json.dumps(RESULT_PATH + ".part")}, {json.dumps(RESULT_PATH)});
+      fs.writeFileSync({part}, data);
+      fs.renameSync({part}, {result});
     }},
   }}),
 }});
 require(process.argv[1]);
 """
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a run's files are in its sandbox: a directory of its own under
+    ``WORK_DIR`` (the process runtime's sandboxes share the host's /tmp), holding the
+    program (``code``, also the working directory's) and what ``enclave.result`` wrote
+    (``result``)."""
+
+    dir: str
+    code: str
+    result: str
+
+    @classmethod
+    def of(cls, sandbox_id: str, language: Language) -> Place:
+        work = f"{WORK_DIR}/{sandbox_id}"
+        return cls(work, f"{work}/{SOURCE[language]}", f"{work}/result.json")
+
 
 UsageFn = Callable[[Principal, str], Awaitable[Usage]]  # SandboxService.usage
 OutputFn = Callable[[str, str], None]  # (stream name, text)
@@ -99,10 +123,11 @@ class RunOutcome:
     stopped: bool = False  # ended by a stop request
 
 
-def command_of(language: Language) -> tuple[str, tuple[str, ...]]:
+def command_of(language: Language, place: Place) -> tuple[str, tuple[str, ...]]:
     if language is Language.NODE:
-        return "/usr/bin/node", ("-e", NODE_PRELUDE, CODE_PATH[language])
-    return "/usr/bin/python3", ("-I", "-c", PYTHON_PRELUDE, CODE_PATH[language])
+        part, result = json.dumps(place.result + ".part"), json.dumps(place.result)
+        return "/usr/bin/node", ("-e", NODE_PRELUDE.format(part=part, result=result), place.code)
+    return "/usr/bin/python3", ("-I", "-c", PYTHON_PRELUDE.format(result=place.result), place.code)
 
 
 class _Output:
@@ -148,9 +173,10 @@ class Runner:
         async def chunks() -> AsyncIterator[bytes]:
             yield code.encode()
 
-        await self.files.write(actor, sandbox_id, CODE_PATH[language], chunks())
-        cmd, args = command_of(language)
-        spec = SessionSpec(cmd=cmd, args=args, envs=envs, cwd=WORK_DIR)
+        place = Place.of(sandbox_id, language)
+        await self.files.write(actor, sandbox_id, place.code, chunks())
+        cmd, args = command_of(language, place)
+        spec = SessionSpec(cmd=cmd, args=args, envs=envs, cwd=place.dir)
         started = time.monotonic()
         info = await self.commands.start_session(actor, sandbox_id, spec)
         streams = {"stdout": _Output(), "stderr": _Output()}
@@ -172,7 +198,7 @@ class Runner:
         return RunOutcome(
             exit_code=exit_code,
             kill_reason=reason,
-            result=await self._result(actor, sandbox_id),
+            result=await self._result(actor, sandbox_id, place.result),
             stdout=streams["stdout"].kept.decode(errors="replace"),
             stderr=streams["stderr"].kept.decode(errors="replace"),
             stdout_truncated=streams["stdout"].truncated,
@@ -255,12 +281,12 @@ class Runner:
         except CorralError:
             pass  # exited meanwhile, or the sandbox is gone: the teardown removes the rest
 
-    async def _result(self, actor: Principal, sandbox_id: str) -> Any:
+    async def _result(self, actor: Principal, sandbox_id: str, path: str) -> Any:
         """The JSON value the program passed to ``enclave.result`` last; None when it did
         not, or what it left there is not JSON of at most ``RESULT_KEPT`` bytes."""
         data = bytearray()
         try:
-            async with await self.files.read(actor, sandbox_id, RESULT_PATH) as chunks:
+            async with await self.files.read(actor, sandbox_id, path) as chunks:
                 async for chunk in chunks:
                     data += chunk
                     if len(data) > RESULT_KEPT:

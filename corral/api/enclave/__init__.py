@@ -24,4 +24,8 @@ Decisions where the spec is vague:
   rate limited per principal (setting ``rate_limit_enclave``).
 - The limits' CPU and pids names, unpublished: ``cpuMillicores`` (or ``cpus``),
   ``cpuSeconds`` (CPU time in all; default: the wall clock times the CPUs) and ``pids``.
+  The defaults of memory, CPUs and pids are a sandbox's (settings ``default_memory_mb``,
+  one CPU, ``pids_limit``), so a session asking for none starts on a standby sandbox.
+- A wrong method or an unknown path under ``/sessions`` is a 405 (with ``Allow``) or a
+  404 in this surface's envelope, naming the method or the path.
 """

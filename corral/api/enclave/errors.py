@@ -12,12 +12,15 @@ the log.
 ``EnclaveRoute`` is the route class of this surface's router: it renders every error
 its routes raise (their dependencies and request validation included) here, so the
 routes live in the main application beside the others with an envelope of their own.
+A request under ``/sessions`` that no route takes is answered by ``unrouted`` here too:
+405 naming the method (with ``Allow``) when the path is one of this surface's, else 404
+naming the path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +30,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 
 from corral.api.status import message_of, status_of
 from corral.errors import CorralError
@@ -34,8 +38,11 @@ from corral.errors import CorralError
 log = logging.getLogger("corral.api.enclave")
 
 
-def envelope(status: int, message: str, field: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if status == 401 else None
+def envelope(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="corral"'}
     body = {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message, "field": field}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -73,3 +80,18 @@ class EnclaveRoute(APIRoute):
                 return render(request, exc)
 
         return handle
+
+
+def unrouted(request: Request, routes: Sequence[BaseRoute]) -> JSONResponse:
+    """The answer to a request that none of ``routes`` takes (see the module docstring)."""
+    allowed: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.PARTIAL and isinstance(route, APIRoute):
+            allowed |= route.methods or set()
+    path = request.url.path
+    if allowed:
+        methods = ", ".join(sorted(allowed))
+        message = f"method {request.method} is not allowed on {path} (allowed: {methods})"
+        return envelope(405, message, headers={"Allow": methods})
+    return envelope(404, f"no route {request.method} {path}")

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query
-from starlette.responses import StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
 from corral.api.enclave.auth import CoreDep, PrincipalDep
-from corral.api.enclave.errors import EnclaveRoute
+from corral.api.enclave.errors import EnclaveRoute, unrouted
 from corral.api.enclave.mapping import event_out, request_of, result_out, session_out, sse
 from corral.api.enclave.schemas import (
     AuditOut,
@@ -90,3 +91,13 @@ async def _events(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
 @router.delete("/{session_id}", summary="Tear the session down, at any phase")
 async def delete(session_id: str, principal: PrincipalDep, core: CoreDep) -> SessionOut:
     return session_out(await core.sessions.delete(principal, session_id), core.runtime.name)
+
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@router.api_route("", methods=METHODS, include_in_schema=False)
+@router.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
+async def elsewhere(request: Request) -> Response:
+    """Last: what no route above takes, in this surface's envelope (405 or 404)."""
+    return unrouted(request, [r for r in router.routes if getattr(r, "endpoint", None) is not elsewhere])
