@@ -62,24 +62,28 @@ async def node(settings: Settings, base_template: Template, tmp_path: Path) -> A
         network_ready_namespaces=0,
         network_dns_upstreams=[],
     )
-    core = await Core.open(own, reconcile=False)
-    org = await core.auth.keys.add_org(new_id("org"), f"bindings-{secrets.token_hex(4)}")
     try:
-        me = await core.auth.authenticate_key((await core.auth.create_key(org.id, "owner")).raw)
-        yield Node(core, me)
-    finally:
-        for sandbox in await core.sandboxes.store.list_all(live_only=True):
-            if sandbox.org_id == org.id:
-                await core.runtime.destroy(sandbox.id)
-        await core.runtime.settle()
-        assert core.network is not None
-        await core.network.drain()
-        await core.network.firewall.remove_all()
-        await core.close()
-        removing = await asyncio.create_subprocess_exec(
-            "ip", "link", "del", bridge, stderr=asyncio.subprocess.DEVNULL
-        )
-        await removing.wait()
+        core = await Core.open(own, reconcile=False)
+        org = await core.auth.keys.add_org(new_id("org"), f"bindings-{secrets.token_hex(4)}")
+        try:
+            me = await core.auth.authenticate_key((await core.auth.create_key(org.id, "owner")).raw)
+            yield Node(core, me)
+        finally:
+            for sandbox in await core.sandboxes.store.list_all(live_only=True):
+                if sandbox.org_id == org.id:
+                    await core.runtime.destroy(sandbox.id)
+            await core.runtime.settle()
+            assert core.network is not None
+            await core.network.drain()
+            await core.close()
+    finally:  # the bridge and tables, even when the core did not open
+        for command in (
+            ["nft", "delete", "table", "inet", bridge],
+            ["nft", "delete", "table", "bridge", bridge],
+            ["ip", "link", "del", bridge],
+        ):
+            done = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.DEVNULL)
+            await done.wait()
 
 
 @dataclass
