@@ -219,12 +219,20 @@ class XgenSocket:
         self.stats: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.errors: asyncio.Queue[Frame] = asyncio.Queue()  # Error frames no request waits for
         self.pongs: asyncio.Queue[Frame] = asyncio.Queue()
+        self.sandbox_errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed = asyncio.Event()  # the server closed the connection
         self._last_channel = 0
 
     async def send(self, data: bytes) -> None:
         await self.ws.send(data)
 
     async def _read(self) -> None:
+        try:
+            await self._frames()
+        finally:
+            self.closed.set()
+
+    async def _frames(self) -> None:
         async for message in self.ws:
             assert isinstance(message, bytes), "the server sends binary frames only"
             frame = parse(message)
@@ -249,6 +257,8 @@ class XgenSocket:
                 self.ports.put_nowait(("open" if frame.kind == PORT_OPEN else "close", frame.body()["port"]))
             elif frame.kind == SANDBOX_STATS:
                 self.stats.put_nowait(frame.body())
+            elif frame.kind == SANDBOX_ERROR:
+                self.sandbox_errors.put_nowait(frame.body())
             elif (frame.channel, frame.id) in self._waiting():
                 self.pending.pop(self._key(frame)).set_result(frame)
             elif frame.kind == ERROR:

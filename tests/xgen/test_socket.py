@@ -227,3 +227,12 @@ async def test_a_read_over_the_limit_is_an_error_naming_it(client: XgenClient, s
         assert refused.value.code == "fs_error"
         assert str(16 << 20) in refused.value.message
         await ws.ping()
+
+
+async def test_a_deleted_sandbox_ends_the_connection_with_sandbox_error(client: XgenClient) -> None:
+    sandbox_id = (await client.create("base"))["id"]
+    async with client.connect(sandbox_id) as ws:
+        await client.delete(sandbox_id)
+        error = await asyncio.wait_for(ws.sandbox_errors.get(), 15)
+        assert error == {"code": "sandbox_stopped", "message": "the sandbox is stopped"}
+        await asyncio.wait_for(ws.closed.wait(), 15)

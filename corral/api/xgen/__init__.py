@@ -78,5 +78,7 @@ Decisions where the spec is vague:
   this connection sent reports -1 (the agent reports 128+n, as a shell does); an
   ExecStdin with nothing after its 4-byte prefix closes the process's stdin; processes
   a connection started are killed when it closes. FsRead answers at most 16 MiB.
+  An open connection is no use of the sandbox (its polls never wake one): when the
+  sandbox stops, SandboxError ``{code: "sandbox_stopped"}`` is sent and it closes.
   FsEvent paths are relative to the workspace, on the channel and id of the FsWatch.
 """

@@ -219,10 +219,11 @@ class Channels:
         process.signalled = True
         await self.core.commands.kill_session(self.principal, self.sandbox_id, process.session_id, number)
 
-    async def close(self) -> None:
-        """Kill what this connection started and still runs, and stop forwarding."""
+    async def close(self, *, kill: bool = True) -> None:
+        """Kill what this connection started and still runs (unless not ``kill``: the
+        sandbox has stopped), and stop forwarding."""
         for process in list(self.running.values()):
-            if process.session_id:
+            if process.session_id and kill:
                 try:
                     await self.core.commands.kill_session(
                         self.principal, self.sandbox_id, process.session_id, 9

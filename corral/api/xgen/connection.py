@@ -20,6 +20,9 @@ Order and contracts:
   mod_time}``; FsWrite (content bin or str, parents made) and FsRemove with an empty
   Ack. FsWatch ``{path}`` is acked, then FsEvent ``{path, type}`` (relative to the
   workspace) on the watch request's channel and id; ``{path, unwatch: true}`` ends it.
+- When the sandbox stops (deleted, or its timeout passed unused: the connection itself
+  is no use of it), SandboxError ``{code: "sandbox_stopped", message}`` is sent and the
+  connection closes (1000). The ports poll looks first, and never wakes a sandbox.
 - Everything sent goes through the connection's ``Outbox`` (bounded). A message the
   client sends is at most 16 MiB (uvicorn's ``ws_max_size``: a larger one closes the
   connection with 1009).
@@ -28,6 +31,7 @@ Order and contracts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,12 +39,13 @@ from contextlib import AbstractAsyncContextManager
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from corral.api.xgen import mapping
 from corral.api.xgen.channels import Channels
 from corral.api.xgen.frames import BadFrame, Code, Frame, Kind, decode, encode
 from corral.api.xgen.outbox import Outbox
 from corral.auth.principal import Principal
 from corral.core import Core
-from corral.domain import FileChange
+from corral.domain import FileChange, SandboxStatus
 from corral.errors import CorralError, Forbidden, NotFound
 from corral.services import workspace
 
@@ -51,6 +56,8 @@ STATS_INTERVAL_S = 2.0
 CONCURRENT = 16
 READ_MAX = 16 << 20
 READS = 2  # FsReads held in memory at once per connection
+CLOSE_FLUSH_S = 5.0
+LIVE = frozenset({SandboxStatus.STARTING, SandboxStatus.RUNNING})
 MAX_WATCHES = 64
 
 
@@ -76,23 +83,27 @@ class Connection:
         }
 
     async def serve(self) -> None:
-        """Run until the client goes; the socket must be accepted."""
+        """Run until the client goes or the sandbox stops; the socket must be accepted."""
         self.outbox.offer(encode(Kind.SANDBOX_READY))
-        background = [
-            asyncio.create_task(self.outbox.run(), name="xgen-writer"),
-            asyncio.create_task(self._ports(), name="xgen-ports"),
-            asyncio.create_task(self._stats(), name="xgen-stats"),
-        ]
+        writer = asyncio.create_task(self.outbox.run(), name="xgen-writer")
+        ports = asyncio.create_task(self._ports(), name="xgen-ports")
+        stats = asyncio.create_task(self._stats(), name="xgen-stats")
         reader = asyncio.create_task(self._read(), name="xgen-reader")
+        stopped = False
         try:
-            await asyncio.wait([reader, background[0]], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([reader, writer, ports], return_when=asyncio.FIRST_COMPLETED)
+            stopped = ports.done() and not ports.cancelled() and ports.exception() is None
+            if stopped:  # the sandbox stopped: its SandboxError goes out first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox.drained(), CLOSE_FLUSH_S)
+                with contextlib.suppress(RuntimeError, OSError):
+                    await self.ws.close(1000)
         finally:
-            for task in [reader, *background, *self.tasks, *self.watches.values()]:
+            tasks = [reader, writer, ports, stats, *self.tasks, *self.watches.values()]
+            for task in tasks:
                 task.cancel()
-            await self.channels.close()
-            await asyncio.gather(
-                reader, *background, *self.tasks, *self.watches.values(), return_exceptions=True
-            )
+            await self.channels.close(kill=not stopped)  # a stopped sandbox is not woken
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -281,13 +292,21 @@ class Connection:
     # ---- ports and stats -------------------------------------------------------------
 
     async def _ports(self) -> None:
+        """Announce ports until the sandbox stops (then SandboxError, and return)."""
         known: set[int] = set()
         while True:
             try:
-                now = set(await self.core.workspace.ports(self.principal, self.sandbox_id))
+                sandbox = await self.core.sandboxes.get(self.principal, self.sandbox_id)
             except NotFound:
+                sandbox = None
+            if sandbox is None or sandbox.status not in LIVE:
+                state = mapping.STATUS.get(sandbox.status, "error") if sandbox else "deleted"
+                message = {"code": "sandbox_stopped", "message": f"the sandbox is {state}"}
+                await self.outbox.put(encode(Kind.SANDBOX_ERROR, 0, 0, message))
                 return
-            except CorralError as exc:
+            try:
+                now = set(await self.core.workspace.ports(self.principal, self.sandbox_id))
+            except CorralError as exc:  # stopped since: the next round says so
                 log.debug("ports of %s: %s", self.sandbox_id, exc.message)
                 now = known
             for port in sorted(now - known):
@@ -301,6 +320,8 @@ class Connection:
         last: tuple[float, float] | None = None
         while True:
             try:
+                if (await self.core.sandboxes.get(self.principal, self.sandbox_id)).status not in LIVE:
+                    return  # never woken for its stats; the ports poll ends the connection
                 usage, disk = await self.core.workspace.usage(self.principal, self.sandbox_id)
             except NotFound:
                 return

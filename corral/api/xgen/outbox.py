@@ -46,6 +46,12 @@ class Outbox:
         self._size += len(frame)
         self._waiting.set()
 
+    async def drained(self) -> None:
+        """Return once everything queued so far has been sent."""
+        while self._size:
+            self._room.clear()
+            await self._room.wait()
+
     async def run(self) -> None:
         """Send frames in order until the client goes (the socket raises)."""
         while True:
