@@ -91,6 +91,11 @@ async def test_a_sandbox_calls_its_binding_through_the_forwarder(tmp_path: Path,
         assert (await client.post("/api/bindings", json=body(upstream))).status_code == 201
         sid = (await client.post("/api/sandboxes", json={})).json()["sandboxID"]
         org = (await core.sandboxes.store.find(sid)).org_id  # type: ignore[union-attr]
+        checked = await core.bindings.check(org, ["model", "model"])
+        assert [b.name for b in checked] == ["model"]  # each once
+        with pytest.raises(InvalidInput) as missing:
+            await core.bindings.check(org, ["missing"])
+        assert missing.value.field == "serviceBindings"
         with pytest.raises(InvalidInput) as unknown:
             await core.bindings.open_for(org, sid, ["model", "missing"])
         assert unknown.value.field == "serviceBindings"
