@@ -58,7 +58,7 @@ from corral.services.lifecycle import LifecycleService
 from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
-from corral.services.runner import Runner
+from corral.services.runner import TEMPLATES, Runner
 from corral.services.sandboxes import SandboxService, default_limits
 from corral.services.session_queue import SessionQueue
 from corral.services.sessions import SessionService, bounds_of
@@ -318,15 +318,24 @@ class Core:
 def default_standby(
     settings: Settings, runtime: Runtime, templates: Templates, metrics: Metrics
 ) -> Standby | None:
-    """Sandboxes started ahead (services/standby.py): ``standby_sandboxes`` of them, or
-    ``STANDBY_WITH_RUNC`` with the runc runtime when the setting says nothing."""
+    """Sandboxes started ahead (services/standby.py): ``standby_sandboxes`` of the
+    default template and of each code-session template, or ``STANDBY_WITH_RUNC`` with the
+    runc runtime when the setting says nothing."""
     size = settings.standby_sandboxes
     if size is None:
         size = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
     if not size:
         return None
     limits = default_limits(settings)
-    return Standby(runtime, templates, settings.default_template, limits, size, metrics.sandboxes_standby)
+    return Standby(
+        runtime,
+        templates,
+        settings.default_template,
+        limits,
+        size,
+        metrics.sandboxes_standby,
+        also=tuple(TEMPLATES.values()),
+    )
 
 
 def output_budget(settings: Settings) -> OutputBudget:

@@ -40,6 +40,7 @@ async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_p
         standby = core.sandboxes.standby
         assert standby is not None
         await filled(standby, 2)
+        assert standby.names == ("base", "nodejs")  # the default template and the sessions' node one
         assert f"\ncorral_sandboxes_standby {2 * len(standby.names)}.0\n".encode() in core.metrics.render()
         ahead = standing_by(standby)
         me = await owner(core)
