@@ -24,6 +24,7 @@ import pytest
 
 from tests.security.conftest import SecurityServer, Tenant
 from tests.security.dns_upstream import DnsUpstream
+from tests.support.conditions import eventually
 
 TCP_PORT = 8000
 UDP_PORT = 9999
@@ -162,11 +163,16 @@ def net(
             f"/sandboxes/{neighbour_box}/exec", json={"cmd": "python3", "args": ["-c", _LISTENER]}
         )
         assert neighbour_listener.status_code == 201, neighbour_listener.text
-    time.sleep(0.5)
-    # the controls: each sandbox reaches its own listener (so the path carries traffic)
+    # the controls: each sandbox reaches its own listener once it listens (so the path
+    # carries traffic)
     for tenant, box, own in ((beta, bystander_box, bystander), (alpha, neighbour_box, neighbour)):
-        control = tenant.python(box, _PROBE + f"print(tcp({own!r}, {TCP_PORT}))")
-        assert control["stdout"].strip() == "connected", control
+        probe = _PROBE + f"print(tcp({own!r}, {TCP_PORT}))"
+        eventually(
+            lambda t=tenant, b=box, p=probe: t.python(b, p)["stdout"].strip() == "connected",
+            10,
+            f"{box} never reached its own listener",
+            0.1,
+        )
     yield Net(bridge, attacker, bystander, neighbour, pool)
     with beta.http() as http:
         http.post(f"/sandboxes/{bystander_box}/exec/{listener.json()['sessionID']}/kill", json={"signal": 9})
