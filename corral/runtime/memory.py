@@ -52,7 +52,7 @@ from corral.domain import (
 from corral.domain.usage import Usage
 from corral.errors import AgentError, Conflict, Forbidden, InvalidInput, NotFound
 from corral.pausepoints import pause
-from corral.ports import Agent, FilePage, OutputKeeper
+from corral.ports import Agent, FilePage, OutputKeeper, Runtime, Snapshotter
 from corral.runtime.layout import valid_id
 from corral.runtime.locks import Locks
 
@@ -583,3 +583,7 @@ def _entry(sandbox: FakeSandbox, path: str) -> FileEntry:
     if path in sandbox.dirs:
         return FileEntry(name, path, True, 0, 0o40755, time.time())
     return FileEntry(name, path, False, len(sandbox.files[path]), 0o100644, time.time())
+
+
+# mypy holds the fakes to the ports they stand for (a port that grows fails here)
+_PORTS: tuple[type[Runtime], type[Snapshotter], type[Agent]] = (FakeRuntime, FakeSnapshots, FakeAgent)
