@@ -42,6 +42,7 @@ from corral.ports import (
 )
 from corral.runtime.capacity import node_capacity
 from corral.runtime.checkpoint_dirs import CheckpointDirs
+from corral.services.activity import Activity
 from corral.services.admission import Admission
 from corral.services.audit import AuditService
 from corral.services.bindings import BindingService, recorder
@@ -51,6 +52,7 @@ from corral.services.compute import ComputeService
 from corral.services.desktop import DesktopBoot, DesktopService
 from corral.services.egress import EgressService
 from corral.services.files import FileService
+from corral.services.hibernator import Hibernator
 from corral.services.hub import Hub
 from corral.services.keys import KeyService
 from corral.services.kill_switch import KillSwitch
@@ -64,6 +66,7 @@ from corral.services.session_queue import SessionQueue
 from corral.services.sessions import SessionService, bounds_of
 from corral.services.standby import Standby
 from corral.services.stored_switches import StoredSwitches
+from corral.services.template_names import TemplateNames
 from corral.services.templates import TemplateService
 from corral.services.webhooks import WebhookService
 from corral.services.workspace import WorkspaceService
@@ -207,6 +210,20 @@ class Core:
         )
         template_build_store = SqlTemplateBuildStore(db)
         snapshotter = default_snapshotter(runtime, settings)
+        activity = Activity(clock)
+        boot_hooks = (DesktopBoot(runtime.agent),)  # run in every sandbox started (services/desktop.py)
+        hibernator = Hibernator(
+            sandbox_store,
+            runtime,
+            admission=admission,
+            names=TemplateNames(templates, template_build_store),
+            activity=activity,
+            audit=audit,
+            metrics=metrics,
+            hub=hub,
+            boot_hooks=boot_hooks,
+            clock=clock,
+        )
         sandboxes = SandboxService(
             sandbox_store,
             runtime,
@@ -217,13 +234,15 @@ class Core:
             admission=admission,
             builds=template_build_store,
             hub=hub,
+            activity=activity,
+            waker=hibernator,
             standby=standby,
             snapshotter=snapshotter,
-            boot_hooks=(DesktopBoot(runtime.agent),),
+            boot_hooks=boot_hooks,
             clock=clock,
         )
         hub.sandbox_stopped.subscribe(sandboxes.forget_running)
-        lifecycle = LifecycleService(sandboxes, snapshotter)
+        lifecycle = LifecycleService(sandboxes, hibernator, snapshotter)
         checkpoint_store = SqlCheckpointStore(db)
         patches = PatchService(checkpoint_store, sandboxes)
         checkpoints = CheckpointService(

@@ -163,7 +163,7 @@ def gateway_services(core: Core) -> GatewayServices:
         kill_switch=core.kill_switch,
         previews=core.previews,
         sandboxes=core.sandboxes,
-        lifecycle=core.lifecycle,
+        hibernator=core.lifecycle.hibernator,
     )
 
 

@@ -215,7 +215,7 @@ class Access:
         """The hibernated sandbox of ``route`` woken (waiting for it), and its new route."""
         sandbox = await self.services.sandboxes.store.find(route.sandbox_id)
         if sandbox is not None:
-            await self.services.lifecycle.awake(sandbox)
+            await self.services.hibernator.awake(sandbox)
         self.services.previews.forget(route.sandbox_id)
         return await self.services.previews.route(route.sandbox_id) or route
 

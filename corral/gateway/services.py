@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from corral.auth.service import AuthService
 from corral.metrics import Metrics
+from corral.services.hibernator import Hibernator
 from corral.services.kill_switch import KillSwitch
-from corral.services.lifecycle import LifecycleService
 from corral.services.previews import PreviewService
 from corral.services.sandboxes import SandboxService
 from corral.settings import Settings
@@ -22,4 +22,4 @@ class GatewayServices:
     kill_switch: KillSwitch
     previews: PreviewService  # routes of sandboxes, preview tokens
     sandboxes: SandboxService  # activity (touch), the row of a sandbox to wake
-    lifecycle: LifecycleService  # wakes (awake)
+    hibernator: Hibernator  # wakes (awake)

@@ -71,6 +71,7 @@ class CheckpointService:
         self.lifecycle = lifecycle
         self.sandboxes = lifecycle.sandboxes
         self.snapshots: Snapshotter = lifecycle.snapshots
+        self.hibernator = lifecycle.hibernator  # its lock, and how to start a sandbox again
         self.patches = patches
         self._persisting: dict[str, asyncio.Task[Checkpoint]] = {}
         self._creating: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -97,7 +98,7 @@ class CheckpointService:
                 raise Conflict(
                     f"sandbox {sandbox.id} has {len(kept)} checkpoints, the most allowed; delete one first"
                 )
-            async with self.lifecycle.lock(sandbox.id):
+            async with self.hibernator.lock(sandbox.id):
                 current = await self.sandboxes.visible(principal, sandbox.id)
                 if not current.live and current.status is not SandboxStatus.HIBERNATED:
                     raise Conflict(f"sandbox {sandbox.id} is {current.status.value}")
@@ -173,11 +174,11 @@ class CheckpointService:
     async def restore(self, principal: Principal, sandbox_id: str, checkpoint_id: str) -> Sandbox:
         require(principal, Scope.SANDBOX_WRITE)
         checkpoint = await self._ready(await self._of_sandbox(principal, sandbox_id, checkpoint_id))
-        async with self.lifecycle.lock(checkpoint.sandbox_id):
+        async with self.hibernator.lock(checkpoint.sandbox_id):
             sandbox = await self.sandboxes.visible(principal, sandbox_id)
             if not sandbox.live and sandbox.status is not SandboxStatus.HIBERNATED:
                 raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
-            spec = await self.lifecycle.spec(sandbox)
+            spec = await self.hibernator.spec(sandbox)
             waking = sandbox.status is SandboxStatus.HIBERNATED  # its memory is promised again
             async with self.sandboxes.admission.promise(0, sandbox.limits.memory_mb if waking else 0):
                 try:
@@ -186,7 +187,7 @@ class CheckpointService:
                     await self.sandboxes.runtime.resume(spec)
                 except CorralError as exc:
                     if await self.snapshots.has_disk(sandbox.id):
-                        await self.lifecycle.mark_hibernated(sandbox, f"restore failed: {exc.message}")
+                        await self.hibernator.mark_hibernated(sandbox, f"restore failed: {exc.message}")
                     raise
             try:
                 await self.sandboxes.booted(sandbox.id, sandbox.template)

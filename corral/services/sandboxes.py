@@ -19,7 +19,7 @@ Contracts:
 - The id of each sandbox that stops (kill, idle timeout, reconcile) is published on
   ``hub.sandbox_stopped`` after it stopped; caches drop it there (``forget_running``
   is this service's own).
-- Hibernation (``services/lifecycle.py``, wired in as ``waker``; ``snapshotter``):
+- Hibernation (``services/hibernator.py``, given as ``waker``; ``snapshotter``):
   ``agent_for`` wakes a hibernated sandbox first (waiting for it, or raising
   SandboxWaking when the request asked for a background wake); the idle timeout
   hibernates instead of stopping (never before ``hold_until``: keepalive, extend);
@@ -63,6 +63,7 @@ from corral.ports import (
     TemplateBuildStore,
     Templates,
 )
+from corral.services.activity import Activity
 from corral.services.admission import Admission
 from corral.services.audit import AuditKind, AuditService
 from corral.services.hub import Hub
@@ -112,13 +113,13 @@ class ReconcileReport:
 
 
 class Waker(Protocol):
-    """What the sandbox service needs of hibernation (``services/lifecycle.py``)."""
+    """What the sandbox service needs of hibernation (``services/hibernator.py``)."""
 
     async def awake(self, sandbox: Sandbox) -> Sandbox:
         """``sandbox`` running: woken first if it is hibernated (see ``agent_for``)."""
 
-    async def idle_out(self, sandbox: Sandbox) -> None:
-        """Hibernate a sandbox whose idle timeout passed."""
+    async def idle_out(self, sandbox: Sandbox) -> str | None:
+        """Hibernate a sandbox whose idle timeout passed; why that failed, if it did."""
 
     async def mark_hibernated(self, sandbox: Sandbox, reason: str) -> None:
         """Record a sandbox found parked (by reconcile) as hibernated."""
@@ -163,6 +164,8 @@ class SandboxService:
         admission: Admission,
         builds: TemplateBuildStore,
         hub: Hub,
+        activity: Activity,
+        waker: Waker | None = None,
         standby: Standby | None = None,
         snapshotter: Snapshotter | None = None,
         boot_hooks: Sequence[BootHook] = (),
@@ -178,13 +181,13 @@ class SandboxService:
         self.admission = admission
         self.hub = hub
         self.clock = clock  # every reading of the time here and in lifecycle, checkpoints
-        self._activity: dict[str, datetime] = {}  # sandbox id -> wall time of last use
+        self.activity = activity  # last uses not yet written (services/activity.py)
         self._reaper: asyncio.Task[None] | None = None
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
         self.boot_hooks = tuple(boot_hooks)  # run by ``booted``
         self.standby = standby  # sandboxes started ahead (services/standby.py)
         self.snapshotter = snapshotter  # disks kept and parked, when the runtime can
-        self.waker: Waker | None = None  # hibernation (LifecycleService sets itself here)
+        self.waker = waker  # hibernation, when the runtime keeps disks
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -290,14 +293,14 @@ class SandboxService:
         scope: for services that required their own."""
         if not is_valid(sandbox_id, "sb") or not principal.may_see(sandbox_id):
             raise NotFound(f"sandbox {sandbox_id} not found")
-        return self._with_activity(await self.store.get(principal.org_id, sandbox_id))
+        return self.activity.applied(await self.store.get(principal.org_id, sandbox_id))
 
     async def list(self, principal: Principal, *, live_only: bool = True) -> list[Sandbox]:
         require(principal, Scope.SANDBOX_READ)
         found = await self.store.list(principal.org_id, live_only=False)
         if live_only:  # live, and hibernated: they keep their id and wake on use
             found = [sb for sb in found if sb.live or sb.status is SandboxStatus.HIBERNATED]
-        return [self._with_activity(sb) for sb in found if principal.may_see(sb.id)]
+        return [self.activity.applied(sb) for sb in found if principal.may_see(sb.id)]
 
     async def kill(self, principal: Principal, sandbox_id: str) -> None:
         require(principal, Scope.SANDBOX_DELETE)
@@ -315,7 +318,7 @@ class SandboxService:
             raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
         updated = replace(sandbox, timeout_s=timeout_s, last_active_at=self.clock.now(), hold_until=None)
         await self.store.update(updated)
-        self._activity.pop(sandbox_id, None)
+        self.activity.forget(sandbox_id)
         return updated
 
     async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
@@ -331,7 +334,7 @@ class SandboxService:
             self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, sandbox.org_id)
         elif not principal.may_see(sandbox_id):
             raise NotFound(f"sandbox {sandbox_id} not found")
-        self._activity[sandbox_id] = self.clock.now()
+        self.activity.touch(sandbox_id)
         return self.runtime.agent(sandbox_id)
 
     async def processes_of(self, principal: Principal, sandbox_id: str) -> Processes:
@@ -355,7 +358,7 @@ class SandboxService:
 
     def touch(self, sandbox_id: str) -> None:
         """Record activity of a sandbox the caller already knows to be running."""
-        self._activity[sandbox_id] = self.clock.now()
+        self.activity.touch(sandbox_id)
 
     async def running(self, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await self.visible(principal, sandbox_id)
@@ -368,7 +371,7 @@ class SandboxService:
         # Returns once its processes are dead; the runtime finishes the teardown in the
         # background (reconcile's reclaim does, should corral stop first).
         await self.runtime.discard(sandbox.id)
-        self._activity.pop(sandbox.id, None)
+        self.activity.forget(sandbox.id)
         await self.store.mark_stopped(sandbox.id, self.clock.now(), reason)
         log.info("stopped %s%s", sandbox.id, f" ({reason})" if reason else "")
         self.metrics.sandbox_stopped()
@@ -386,19 +389,6 @@ class SandboxService:
     async def stop(self, sandbox: Sandbox, reason: str) -> None:
         """Stop ``sandbox`` for a reason of corral's own (another service decided it)."""
         await self._stop(sandbox, reason)
-
-    def settle(self, sandbox: Sandbox) -> Sandbox:
-        """``sandbox`` with its activity not yet flushed applied, and forgotten: for a
-        service about to write the row itself (hibernation)."""
-        settled = self._with_activity(sandbox)
-        self._activity.pop(sandbox.id, None)
-        return settled
-
-    def _with_activity(self, sandbox: Sandbox) -> Sandbox:
-        seen = self._activity.get(sandbox.id)
-        if seen is None:
-            return sandbox
-        return replace(sandbox, last_active_at=max(seen, sandbox.last_active_at))
 
     # ---- background work -------------------------------------------------------------
 
@@ -467,7 +457,7 @@ class SandboxService:
         now = self.clock.now()
         reaped: builtins.list[str] = []
         for sandbox in await self.store.list_all(live_only=True):
-            seen = self._activity.pop(sandbox.id, None)
+            seen = self.activity.forget(sandbox.id)
             if seen is not None:
                 await self.store.touch(sandbox.id, seen)
             if sandbox.deadline_at is not None and sandbox.deadline_at <= now:
@@ -477,12 +467,20 @@ class SandboxService:
             last = max(seen, sandbox.last_active_at) if seen is not None else sandbox.last_active_at
             held = sandbox.hold_until is not None and sandbox.hold_until > now
             if sandbox.timeout_s > 0 and (now - last).total_seconds() > sandbox.timeout_s and not held:
-                if self.waker is not None and sandbox.deadline_at is None:
-                    await self.waker.idle_out(sandbox)
-                else:
-                    await self._stop(sandbox, reason="idle timeout")
+                await self._idle_out(sandbox)
                 reaped.append(sandbox.id)
         return reaped
+
+    async def _idle_out(self, sandbox: Sandbox) -> None:
+        """Hibernate ``sandbox``, whose idle timeout passed; stop it without hibernation,
+        or when hibernating fails."""
+        if self.waker is None or sandbox.deadline_at is not None:  # a deadline: stopped, never kept
+            await self._stop(sandbox, reason="idle timeout")
+            return
+        failed = await self.waker.idle_out(sandbox)
+        if failed is not None:
+            current = await self.store.find(sandbox.id) or sandbox
+            await self._stop(current, f"idle timeout; hibernating failed: {failed}")
 
     def start_reaper(self) -> None:
         async def loop() -> None:
@@ -503,9 +501,8 @@ class SandboxService:
             except asyncio.CancelledError:
                 pass
             self._reaper = None
-        for sandbox_id, seen in list(self._activity.items()):
+        for sandbox_id, seen in self.activity.drain():
             await self.store.touch(sandbox_id, seen)
-        self._activity.clear()
 
 
 def _bounded(value: int | None, maximum: int, default: int, minimum: int, name: str) -> int:
