@@ -321,6 +321,23 @@ class SandboxService:
         self.activity.forget(sandbox_id)
         return updated
 
+    async def postpone_deadline(self, principal: Principal, sandbox_id: str, seconds: int) -> Sandbox:
+        """Move a running sandbox's deadline to ``seconds`` from now, never earlier than
+        it was (a sandbox without one gets one). Forbidden without ``sandbox:write``;
+        Conflict unless it is live; InvalidInput naming ``seconds`` out of 1 s - 30 days."""
+        require(principal, Scope.SANDBOX_WRITE)
+        if not 1 <= seconds <= 30 * 24 * 3600:
+            raise InvalidInput("seconds must be between 1 and 2592000", field="seconds")
+        sandbox = await self.visible(principal, sandbox_id)
+        if not sandbox.live:
+            raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        deadline = self.clock.now() + timedelta(seconds=seconds)
+        if sandbox.deadline_at is not None:
+            deadline = max(deadline, sandbox.deadline_at)
+        updated = replace(sandbox, deadline_at=deadline)
+        await self.store.update(updated)
+        return updated
+
     async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
         seen = self._running.get(sandbox_id)
         if seen is None or seen[0] < self.clock.monotonic() or seen[1] != principal.org_id:

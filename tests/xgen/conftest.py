@@ -114,6 +114,7 @@ def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_API_KEY": seed,
         "CORRAL_JWT_SECRET": secret,
         "CORRAL_STANDBY_SANDBOXES": "0",
+        "CORRAL_REAPER_INTERVAL_S": "0.5",  # lifetimes end within half a second of their deadline
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     _build(env, work / "template-build.log", "base")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 import httpx
@@ -92,6 +94,22 @@ async def test_create_poll_get_list_keepalive_services_delete(client: XgenClient
     assert gone["status"] == "stopped"
     assert sandbox_id not in [sb["id"] for sb in await client.list()]
     await client.delete(sandbox_id)  # 204 again
+
+
+async def test_the_lifetime_ends_the_sandbox_whatever_its_use(alpha: Org) -> None:
+    async with alpha.client("admin") as client:  # its own rate-limit bucket
+        created = await client.create("base", timeout_seconds=3)
+        sandbox_id = created["id"]
+        lifetime = (moment(created["expires_at"]) - moment(created["created_at"])).total_seconds()
+        assert 2 <= lifetime <= 4
+        deadline = time.monotonic() + 30
+        while (await client.get(sandbox_id))["status"] == "running":  # kept in use meanwhile
+            assert (await client.exec(sandbox_id, "true"))["exit_code"] == 0
+            assert time.monotonic() < deadline, "still running 30 s after a 3 s lifetime"
+            await asyncio.sleep(0.5)  # the SDKs' poll, at twice their pace
+        with pytest.raises(XgenError) as over:
+            await client.exec(sandbox_id, "true")
+        assert (over.value.status, over.value.code) == (409, "SANDBOX_NOT_READY")
 
 
 async def test_unknown_other_org_and_viewer(client: XgenClient, alpha: Org, beta: Org, sandbox: str) -> None:

@@ -62,12 +62,12 @@ Decisions where the spec is vague:
   (``PreviewService.browser_url``). Capabilities:
   ``sudo`` adds a sudoers entry for the user ``sandbox`` where the template has sudo;
   ``git-ssh`` is accepted and changes nothing yet; ``browser`` implies the desktop.
-- Lifetime: ``timeout_seconds`` (1-86400, default 3600) is corral's timeout: the
-  sandbox stops (it is hibernated, so its disk is kept) once it has been unused that
-  long, and ``expires_at`` is when that happens if nothing uses it; using it (an exec,
-  a file op) moves ``expires_at``. ``keepalive`` holds it until now plus 3600 s at
-  least. A hibernated sandbox reads ``stopped``; it wakes on its next use. There is
-  no observable ``stopping``: a delete returns once the sandbox's processes are dead.
+- Lifetime: ``timeout_seconds`` (1-86400, default 3600) is the sandbox's deadline
+  (``CreateSandbox.lifetime_s``): the reaper stops and removes it then, whatever its
+  use, and ``expires_at`` says when; there is no idle timeout besides. ``keepalive``
+  moves the deadline to now plus 3600 s, never earlier than it was
+  (``SandboxService.postpone_deadline``). There is no observable ``stopping``: a
+  delete returns once the sandbox's processes are dead.
   ``DELETE`` answers 204 for an unknown id too (and for another org's), 403 without
   ``sandbox:delete``.
 - Exec (REST): ``timeout_seconds`` 1-3600, default 30; on expiry the command is killed

@@ -20,8 +20,8 @@ Order and contracts:
   mod_time}``; FsWrite (content bin or str, parents made) and FsRemove with an empty
   Ack. FsWatch ``{path}`` is acked, then FsEvent ``{path, type}`` (relative to the
   workspace) on the watch request's channel and id; ``{path, unwatch: true}`` ends it.
-- When the sandbox stops (deleted, or its timeout passed unused: the connection itself
-  is no use of it), SandboxError ``{code: "sandbox_stopped", message}`` is sent and the
+- When the sandbox stops (deleted, its lifetime over, or hibernated through another
+  surface: the connection itself is no use of it), SandboxError ``{code: "sandbox_stopped", message}`` is sent and the
   connection closes (1000). The ports poll looks first, and never wakes a sandbox.
 - Everything sent goes through the connection's ``Outbox`` (bounded). A message the
   client sends is at most 16 MiB (uvicorn's ``ws_max_size``: a larger one closes the

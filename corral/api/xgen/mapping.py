@@ -27,7 +27,7 @@ MAX_EXEC_TIMEOUT_S = 3600
 STATUS = {
     SandboxStatus.STARTING: "starting",
     SandboxStatus.RUNNING: "running",
-    SandboxStatus.HIBERNATED: "stopped",  # its lifetime passed unused; it wakes on use
+    SandboxStatus.HIBERNATED: "stopped",  # hibernated through another surface; it wakes on use
     SandboxStatus.STOPPED: "stopped",
     SandboxStatus.ERROR: "error",
 }
@@ -134,7 +134,8 @@ def create_request(body: CreateBody, template: str) -> CreateSandbox:
         cpu_count=cores(resources.cpu),
         memory_mb=mib(resources.memory, "resources.memory"),
         disk_mb=mib(resources.disk, "resources.disk"),
-        timeout_s=lifetime,
+        timeout_s=0,  # no idle timeout: the lifetime alone ends it
+        lifetime_s=lifetime,
         envs=dict(body.env or {}),
         metadata=metadata(body.metadata),
     )
@@ -152,7 +153,7 @@ def template_of(body: CreateBody) -> str:
 def sandbox_out(
     sandbox: Sandbox, base_url: str, preview_urls: dict[str, str], vnc_url: str | None
 ) -> SandboxOut:
-    expires = end_at(sandbox) or sandbox.ended_at or sandbox.last_active_at
+    expires = sandbox.deadline_at or end_at(sandbox) or sandbox.ended_at or sandbox.last_active_at
     return SandboxOut(
         id=sandbox.id,
         status=STATUS.get(sandbox.status, "error"),

@@ -113,7 +113,7 @@ async def delete_sandbox(core: CoreDep, principal: PrincipalDep, sandbox_id: str
 
 @sandboxes.post("/{sandbox_id}/keepalive", status_code=204, summary="Expire one lifetime from now")
 async def keepalive(core: CoreDep, principal: PrincipalDep, sandbox_id: str) -> Response:
-    await core.lifecycle.keepalive(principal, sandbox_id, KEEPALIVE_S)
+    await core.sandboxes.postpone_deadline(principal, sandbox_id, KEEPALIVE_S)
     return Response(status_code=204)
 
 
