@@ -209,6 +209,9 @@ def test_credentials(server: Served) -> None:
         timeout=30,
     )
     assert twice.status_code == 400 and twice.json()["field"] == "Authorization"
+    token = httpx.post(f"{server.url}/api/v1/auth/token", json={"api_key": KEY}, timeout=30).json()["token"]
+    as_user = httpx.get(server.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert as_user.status_code == 200 and "sessions" in as_user.json()  # a user JWT works as well
 
 
 def test_neither_surface_shadows_the_other(server: Served) -> None:
