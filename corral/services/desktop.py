@@ -59,8 +59,7 @@ done
 
 # The supervisor, as the user sandbox: every part started again whenever it exits.
 SUPERVISE = r"""
-mkdir -p ~/.fluxbox  # a plain background: the default style's wallpaper tool is not installed
-[ -e ~/.fluxbox/overlay ] || echo "background: none" > ~/.fluxbox/overlay
+mkdir -p ~/.fluxbox  # a plain background (fbsetroot comes with fluxbox)
 [ -e ~/.fluxbox/init ] || echo "session.screen0.rootCommand: fbsetroot -solid '#2e3440'" > ~/.fluxbox/init
 keep() { while :; do "$@" >/dev/null 2>&1; sleep 0.2; done; }
 keep Xvfb :99 -screen 0 1280x720x24 -nolisten tcp &
