@@ -7,7 +7,7 @@ holds. Agent error codes become ``corral.errors`` types in ``raise_for_answer``.
 
 The agent itself (``sandbox_agent.py``) is standalone and keeps its own copy of the
 few constants it needs (frame types, ``MAX_PAYLOAD``, its error codes);
-tests/unit/test_agent_constants.py fails when the two disagree.
+tests/unit/agent/test_constants.py fails when the two disagree.
 """
 
 from __future__ import annotations

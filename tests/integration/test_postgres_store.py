@@ -1,5 +1,5 @@
-"""The store on PostgreSQL: the same tests as on SQLite (``tests/unit/test_store.py``,
-``tests/unit/test_audit_store.py``, collected here again with this module's ``db``),
+"""The store on PostgreSQL: the same tests as on SQLite (``tests/unit/store/test_store.py``,
+``tests/unit/store/test_audit_store.py``, collected here again with this module's ``db``),
 plus migrations run twice and the append-only trigger function of migration 0003.
 
 A throwaway server: ``initdb`` into a temp dir as the ``postgres`` user (initdb refuses
@@ -29,12 +29,12 @@ from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
 from corral.store.sandboxes import SqlSandboxStore
 from tests.support.conditions import eventually
-from tests.unit.test_audit_store import (  # noqa: F401  (collected here, on PostgreSQL)
+from tests.unit.store.test_audit_store import (  # noqa: F401  (collected here, on PostgreSQL)
     test_pages_follow_the_cursor_both_ways_and_stay_in_their_org,
     test_sql_cannot_change_or_remove_audit_rows,
 )
-from tests.unit.test_store import sandbox as a_sandbox
-from tests.unit.test_store import (  # noqa: F401  (collected here, on PostgreSQL)
+from tests.unit.store.test_store import sandbox as a_sandbox
+from tests.unit.store.test_store import (  # noqa: F401  (collected here, on PostgreSQL)
     test_a_stale_write_cannot_bring_a_killed_sandbox_back,
     test_adding_an_id_twice_is_a_conflict,
     test_live_only_and_update,
