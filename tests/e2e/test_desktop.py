@@ -1,6 +1,7 @@
-"""The desktop of a ``gui`` sandbox, on runc through the real server: ready when its
-create returns, seen in a real browser (headless Chromium) through the gateway by
-noVNC's page and its WebSocket, driven by xdotool, and kept up by its supervisor.
+"""The desktop of a sandbox (xgen's ``gui: true``), on runc through the real server:
+ready when its create returns, its ``vnc_url`` opened in a real browser (headless
+Chromium, no credential but the URL's) through the gateway, noVNC's page and its
+WebSocket, driven by xdotool, and kept up by its supervisor.
 
 Every check is on the pixels of Chromium's screenshots of noVNC's page: a full-screen
 xterm of a color nothing else on the desktop has, and green text typed into it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -37,7 +39,7 @@ XTERM = (
 class Desktop:
     api: httpx.AsyncClient
     sid: str
-    url: str  # noVNC's page, with the preview token
+    url: str  # vnc_url: noVNC's page, with the preview pass that admits a browser
     create_s: float
 
     async def listening(self) -> bool:
@@ -70,21 +72,31 @@ def gui_template(server: Server, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def desktop(server: Server, gui_template: None) -> AsyncIterator[Desktop]:
-    async with httpx.AsyncClient(
-        base_url=f"{server.url}/api", headers={"X-API-Key": server.key}, timeout=120
-    ) as api:
+    """A sandbox with a desktop, created through the xgen surface (``gui: true``); its
+    commands and ports through the OpenComputer surface (one core, one org)."""
+    async with (
+        httpx.AsyncClient(
+            base_url=f"{server.url}/api", headers={"X-API-Key": server.key}, timeout=120
+        ) as api,
+        httpx.AsyncClient(
+            base_url=f"{server.url}/api/v1", headers={"Authorization": f"ApiKey {server.key}"}, timeout=120
+        ) as xgen,
+    ):
         started = time.perf_counter()
-        created = await api.post("/sandboxes", json={"templateID": "gui", "previewAuth": {"token": "auto"}})
+        created = await xgen.post("/sandboxes", json={"template": "base", "gui": True})
         create_s = time.perf_counter() - started
         assert created.status_code == 201, created.text
-        sid, token = created.json()["sandboxID"], created.json()["previewAuthToken"]
+        body = created.json()
+        sid = body["id"]
         try:
-            preview = await api.post(f"/sandboxes/{sid}/preview", json={"port": 6080})
-            assert preview.status_code == 201, preview.text
-            port = server.url.rpartition(":")[2]
-            yield Desktop(api, sid, f"http://{sid}-p6080.localhost:{port}/?token={token}", create_s)
+            assert (body["status"], body["template"]) == ("running", "gui")
+            vnc = urlsplit(body["vnc_url"])
+            assert vnc.hostname == f"sbx-{sid}-6080.localhost" and vnc.query.startswith("token="), body
+            # the server's base URL is its default; the test's server listens on a port of its own
+            url = urlunsplit(vnc._replace(netloc=f"{vnc.hostname}:{urlsplit(server.url).port}"))
+            yield Desktop(api, sid, url, create_s)
         finally:
-            await api.delete(f"/sandboxes/{sid}")
+            await xgen.delete(f"/sandboxes/{sid}")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -114,7 +126,17 @@ async def test_the_desktop_is_ready_when_the_create_returns(desktop: Desktop) ->
     assert await desktop.listening()
     running = await desktop.run("pgrep -x Xvfb && pgrep -x x11vnc && pgrep -x fluxbox && pgrep -x websockify")
     assert len(running.split()) >= 4
-    print(f"\ngui create (desktop ready) took {desktop.create_s:.2f}s")
+    print(f"\nxgen create with gui: true (desktop ready) took {desktop.create_s:.2f}s")
+
+
+async def test_vnc_url_without_its_pass_is_refused(server: Server, desktop: Desktop) -> None:
+    parts = urlsplit(desktop.url)
+    async with httpx.AsyncClient(timeout=30) as client:
+        bare = await client.get(f"{server.url}/", headers={"Host": parts.netloc})
+        assert bare.status_code == 401  # nobody without the pass (the port is not public)
+        passed = await client.get(f"{server.url}/?{parts.query}", headers={"Host": parts.netloc})
+        assert passed.status_code == 200 and "vnc.html" in passed.text
+        assert "corral_preview_token=" in passed.headers["set-cookie"]
 
 
 async def test_chromium_shows_the_desktop_through_the_gateway(page: Page) -> None:
