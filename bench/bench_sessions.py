@@ -7,6 +7,7 @@ Run as root from the repository root:
 
     .venv/bin/python bench/bench_sessions.py
     .venv/bin/python bench/bench_sessions.py --iterations 50 --concurrency 20 --json out.json
+    .venv/bin/python bench/bench_sessions.py --standby 0   # no sandbox standing by
 
 It starts its own ``corral serve`` (runc, a throwaway data dir whose templates are
 linked from ``--templates``, default ``/var/tmp/corral-enclave/templates``, which
@@ -17,7 +18,9 @@ its own). Each system runs ``print(1)`` with python3:
   limits), then ``GET /sessions/:id/stream`` read to its ``end`` frame: the sandbox
   made, the program run, its result collected, the sandbox torn down;
 * ``podman``: ``podman run --rm --network none <ulimits> <the same root, imported> python3 -c 'print(1)'``;
-* ``host``: ``python3 -c 'print(1)'`` on the host, no isolation (the floor).
+* ``host``: ``python3 -c 'print(1)'`` on the host, no isolation (the floor);
+* ``root``: ``chroot <the same root> python3 -c 'print(1)'``: the sandbox's own python
+  (its root's site-packages, not the host's), no isolation: the floor for that python.
 
 Sequential (``--iterations``, the systems taking turns) and ``--concurrency`` at once
 (``--rounds`` times): p50 and p95 of the time per session. Everything it made is
@@ -67,9 +70,10 @@ async def podman_run(image: str) -> float:
     return time.perf_counter() - started
 
 
-async def host_python() -> float:
+async def host_python(root: Path | None = None) -> float:
     started = time.perf_counter()
-    (await run(["python3", "-c", CODE], timeout=60)).check()
+    chroot = ["chroot", str(root)] if root is not None else []
+    (await run([*chroot, "python3", "-c", CODE], timeout=60)).check()
     return time.perf_counter() - started
 
 
@@ -94,13 +98,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         CORRAL_NETWORK_POOL="10.211.0.0/16",
         CORRAL_NETWORK_NFLOG_GROUP="211",
         CORRAL_NETWORK_STATE_DIR=f"/run/corral-bench-sessions-{os.getpid()}/network",
-        CORRAL_STANDBY_SANDBOXES="0",
+        CORRAL_STANDBY_SANDBOXES=str(args.standby),
         CORRAL_MAX_CONCURRENT_SESSIONS=str(max(args.concurrency, 1)),
         CORRAL_MAX_CONCURRENT_SESSIONS_PER_ORG=str(max(args.concurrency, 1)),
     )
     podman = Podman(roots[0], f"corral-bench-sessions-{secrets.token_hex(4)}")
     results: dict[str, dict[str, list[float]]] = {
-        name: {"sequential": [], "concurrent": []} for name in ("corral", "podman", "host")
+        name: {"sequential": [], "concurrent": []} for name in ("corral", "podman", "host", "root")
     }
     try:
         await server.start()
@@ -114,12 +118,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 "corral": lambda: corral_session(client),
                 "podman": lambda: podman_run(podman.image),
                 "host": host_python,
+                "root": lambda: host_python(roots[0]),
             }
             for one in systems.values():  # warm-up, not counted
                 await one()
             names = list(systems)
             for i in range(args.iterations):
-                for name in names[i % 3 :] + names[: i % 3]:
+                for name in names[i % len(names) :] + names[: i % len(names)]:
                     results[name]["sequential"].append(await systems[name]())
             for _ in range(args.rounds):
                 for name, one in systems.items():
@@ -150,6 +155,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--standby", type=int, default=2, help="sandboxes standing by per template (runc's default: 2)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if os.geteuid() != 0:
