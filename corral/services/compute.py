@@ -17,8 +17,9 @@ Contracts:
   nothing that can fail follows it: a create that answers an error made nothing, so a
   client may repeat it.
 - ``exec``: argv (non-empty), ``stdin``, a timeout (default ``EXEC_DEFAULT_S``, at most
-  ``MAX_LIFETIME_S``) cut to what is left of the session's life; a timeout is a result
-  (exit code 124). Output is capped at ``OUTPUT_CAP`` bytes combined, stdout first
+  ``MAX_LIFETIME_S``) cut to what is left of the session's life but ``DEADLINE_MARGIN_S``
+  (so the command is ended, and answered, before its sandbox is; with less left than
+  that: Conflict); a timeout is a result (exit code 124). Output is capped at ``OUTPUT_CAP`` bytes combined, stdout first
   (``truncated``); ``elapsed_ms`` is measured around the command. Activity is recorded
   (``last_active_at``), as the gateway records its traffic.
 - ``stop`` is idempotent: a stopped session stays stopped.
@@ -43,6 +44,7 @@ RESERVED = frozenset({"user_id", "sandbox_id", "agent_id", "run_id"})
 DEFAULT_LIFETIME_S = 300
 MAX_LIFETIME_S = 3600
 EXEC_DEFAULT_S = 60
+DEADLINE_MARGIN_S = 1.0  # an exec ends this long before its session's deadline at the latest
 OUTPUT_CAP = 10 * 1024 * 1024  # stdout and stderr together
 MAX_NAMESPACE = 256
 
@@ -160,10 +162,12 @@ class ComputeService:
         left = (sandbox.deadline_at - clock.now()).total_seconds() if sandbox.deadline_at else float(asked)
         if sandbox.status is not SandboxStatus.RUNNING or left <= 0:
             raise Conflict(f"session {session_id} is {_ended(sandbox)}")
+        if left <= DEADLINE_MARGIN_S:
+            raise Conflict(f"session {session_id} stops in less than {DEADLINE_MARGIN_S:g} s")
         request = ExecRequest(
             cmd=command.argv[0],
             args=command.argv[1:],
-            timeout_s=min(float(asked), left),
+            timeout_s=min(float(asked), left - DEADLINE_MARGIN_S),
             stdin=None if command.stdin is None else command.stdin.encode("utf-8", "surrogateescape"),
         )
         started = clock.monotonic()

@@ -28,7 +28,8 @@ Contracts:
   thaws sandboxes a crash left frozen, and hibernates a live sandbox whose container
   is gone but whose disk is intact (its processes are lost, its files are not).
 - A deadline (``CreateSandbox.lifetime_s`` -> ``Sandbox.deadline_at``): the reaper stops
-  and removes the sandbox once it has passed (within ``reaper_interval_s``), whatever
+  and removes the sandbox once it has passed (its next pass comes at the earliest
+  deadline of a live sandbox, if that is before ``reaper_interval_s``), whatever
   its activity, with the reason ``deadline``; a sandbox with a deadline is never
   hibernated for idleness (its idle timeout stops it), so no parked sandbox outlives it.
 """
@@ -183,6 +184,8 @@ class SandboxService:
         self.clock = clock  # every reading of the time here and in lifecycle, checkpoints
         self.activity = activity  # last uses not yet written (services/activity.py)
         self._reaper: asyncio.Task[None] | None = None
+        self._next_deadline: datetime | None = None  # the earliest deadline of a live sandbox
+        self._deadline_set = asyncio.Event()  # wakes the reaper to count its sleep again
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
         self.boot_hooks = tuple(boot_hooks)  # run by ``booted``
         self.standby = standby  # sandboxes started ahead (services/standby.py)
@@ -263,6 +266,8 @@ class SandboxService:
             template_digest=template.digest,
             deadline_at=None if req.lifetime_s is None else now + timedelta(seconds=req.lifetime_s),
         )
+        if sandbox.deadline_at is not None:
+            self._deadline_at(sandbox.deadline_at)
         await self.add_started(sandbox)
         self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, principal.org_id)
         log.info("created %s (template %s, org %s)", sandbox_id, name, principal.org_id)
@@ -473,6 +478,7 @@ class SandboxService:
         ``hold_until``; flush activity."""
         now = self.clock.now()
         reaped: builtins.list[str] = []
+        self._next_deadline = None  # counted again below (and by creates meanwhile)
         for sandbox in await self.store.list_all(live_only=True):
             seen = self.activity.forget(sandbox.id)
             if seen is not None:
@@ -481,6 +487,8 @@ class SandboxService:
                 await self._stop(sandbox, reason="deadline")
                 reaped.append(sandbox.id)
                 continue
+            if sandbox.deadline_at is not None:
+                self._deadline_at(sandbox.deadline_at)
             last = max(seen, sandbox.last_active_at) if seen is not None else sandbox.last_active_at
             held = sandbox.hold_until is not None and sandbox.hold_until > now
             if sandbox.timeout_s > 0 and (now - last).total_seconds() > sandbox.timeout_s and not held:
@@ -499,10 +507,32 @@ class SandboxService:
             current = await self.store.find(sandbox.id) or sandbox
             await self._stop(current, f"idle timeout; hibernating failed: {failed}")
 
+    def _deadline_at(self, deadline: datetime) -> None:
+        """A live sandbox's deadline: the reaper passes then at the latest."""
+        if self._next_deadline is None or deadline < self._next_deadline:
+            self._next_deadline = deadline
+            self._deadline_set.set()
+
+    async def _until_next_pass(self) -> None:
+        """Sleeps ``reaper_interval_s``, or until the earliest deadline of a live sandbox
+        if that comes first (one set meanwhile wakes it to count again)."""
+        due = self.clock.monotonic() + self.settings.reaper_interval_s
+        while True:
+            wait = due - self.clock.monotonic()
+            if self._next_deadline is not None:
+                wait = min(wait, (self._next_deadline - self.clock.now()).total_seconds())
+            if wait <= 0:
+                return
+            self._deadline_set.clear()
+            try:
+                await asyncio.wait_for(self._deadline_set.wait(), wait)
+            except TimeoutError:
+                return
+
     def start_reaper(self) -> None:
         async def loop() -> None:
             while True:
-                await asyncio.sleep(self.settings.reaper_interval_s)
+                await self._until_next_pass()
                 try:
                     await self.reap_idle()
                 except Exception:  # keep reaping whatever one sandbox did

@@ -13,14 +13,15 @@ Decisions where the spec is vague or silent:
   caller's metadata without these labels. Metadata keys ``user_id``, ``sandbox_id``,
   ``agent_id``, ``run_id`` and ``copass.*`` are refused (400 naming ``metadata``).
 - Session ``timeout_seconds``: 1 to 3600 (the spec gives no minimum), default 300; the
-  sandbox's deadline, kept by the core (``Sandbox.deadline_at``), which stops and removes
-  it within ``reaper_interval_s`` after; a session has no idle timeout.
+  sandbox's deadline, kept by the core (``Sandbox.deadline_at``), whose reaper stops and
+  removes it then; a session has no idle timeout.
 - ``status``: running (``running``), stopped (``stopped``: by the caller or its
   deadline), failed (``failed``); ``health``: ``ready``, ``stopped``, ``errored``.
   ``last_activity_at`` moves with exec and with gateway traffic (``SandboxService.touch``).
-- Exec ``timeout_seconds``: 1 to 3600, default 60, cut to the session's remaining life;
-  a command past it is killed and answers ``exit_code`` 124 (copass-core has no
-  timed-out field). Output: 10 MiB (10,485,760 bytes) in all, stdout first, then
+- Exec ``timeout_seconds``: 1 to 3600, default 60, cut to the session's remaining life
+  less one second (so the command is ended and answered before the deadline stops its
+  sandbox; with less than that left, 409); a command past it is killed and answers
+  ``exit_code`` 124 (copass-core has no timed-out field). Output: 10 MiB (10,485,760 bytes) in all, stdout first, then
   ``truncated``; bytes that are not UTF-8 become U+FFFD. ``stdin``: at most 128 KiB.
   An exec on a stopped session is 409.
 - The kill switch refuses a create with 403 (copass-core documents 403 for it, and

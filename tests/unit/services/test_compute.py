@@ -23,6 +23,7 @@ from corral.services.compute import (
 )
 from corral.services.sandboxes import CreateSandbox
 from tests.support.clock import FakeClock
+from tests.support.conditions import eventually_async
 from tests.unit.services.conftest import owner
 
 SESSION = NewSession("base", {"GREETING": "hi"}, {"team": "a"}, 60)
@@ -57,6 +58,23 @@ async def test_a_sandbox_with_a_deadline_is_stopped_not_hibernated_when_idle(
     clock.advance(2)
     assert await core.sandboxes.reap_idle() == [idle.id]
     assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.STOPPED
+
+
+async def test_the_reaper_passes_at_a_deadline_before_its_interval(core: Core) -> None:
+    """The core's reaper passes every hour here (``reaper_interval_s``): a sandbox with a
+    1 s lifetime is stopped once that second has passed all the same, as is one created
+    while the reaper already sleeps towards a later deadline."""
+    me = await owner(core)
+    later = await core.sandboxes.create(me, CreateSandbox(timeout_s=0, lifetime_s=3))
+    sooner = await core.sandboxes.create(me, CreateSandbox(timeout_s=0, lifetime_s=1))
+
+    async def stopped(sandbox_id: str) -> bool:
+        return (await core.sandboxes.get(me, sandbox_id)).status is SandboxStatus.STOPPED
+
+    await eventually_async(lambda: stopped(sooner.id), 10, "not stopped at its deadline")
+    assert not await stopped(later.id)
+    await eventually_async(lambda: stopped(later.id), 10, "not stopped at its deadline")
+    assert (await core.sandboxes.get(me, later.id)).error == "deadline"
 
 
 @pytest.mark.parametrize("lifetime", [0, 30 * 24 * 3600 + 1])
@@ -177,7 +195,7 @@ def test_output_is_capped_in_all_stdout_first() -> None:
 async def test_exec_feeds_stdin_and_cuts_its_timeout_to_the_life_left(process_core: Core) -> None:
     core = process_core
     me = await owner(core)
-    session = await core.compute.create(me, "ns", replace(SESSION, lifetime_s=2))
+    session = await core.compute.create(me, "ns", replace(SESSION, lifetime_s=3))
     fed = await core.compute.exec(
         me, "ns", session.id, Command(("sh", "-c", "tr a-z A-Z; echo $GREETING >&2"), "hello\n")
     )
@@ -187,4 +205,6 @@ async def test_exec_feeds_stdin_and_cuts_its_timeout_to_the_life_left(process_co
     assert (no_stdin.result.exit_code, no_stdin.result.stdout) == (0, b"")
     cut = await core.compute.exec(me, "ns", session.id, Command(("sleep", "30"), timeout_s=600))
     assert (cut.result.exit_code, cut.result.timed_out) == (124, True)
-    assert cut.elapsed_ms < 10_000  # the 2 s left of the session, not the 600 asked
+    assert cut.elapsed_ms < 10_000  # the ~2 s left of the session (3 s, less the margin), not the 600 asked
+    with pytest.raises(Conflict, match="stop"):  # less than the margin left, or stopped
+        await core.compute.exec(me, "ns", session.id, Command(("true",)))
