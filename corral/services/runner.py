@@ -93,8 +93,8 @@ require(process.argv[1]);
 class Place:
     """Where a run's files are in its sandbox: a directory of its own under
     ``WORK_DIR`` (the process runtime's sandboxes share the host's /tmp), holding the
-    program (``code``, also the working directory's) and what ``enclave.result`` wrote
-    (``result``)."""
+    program (``code``; the directory is the working directory) and what
+    ``enclave.result`` wrote (``result``); removed once the result is read."""
 
     dir: str
     code: str
@@ -195,10 +195,12 @@ class Runner:
         duration_ms = round((time.monotonic() - started) * 1000)
         if reason is None and not stopped:
             reason = await self._reason_after(actor, sandbox_id, exit_code)
+        result = await self._result(actor, sandbox_id, place.result)
+        await self._clear(actor, sandbox_id, place)
         return RunOutcome(
             exit_code=exit_code,
             kill_reason=reason,
-            result=await self._result(actor, sandbox_id, place.result),
+            result=result,
             stdout=streams["stdout"].kept.decode(errors="replace"),
             stderr=streams["stderr"].kept.decode(errors="replace"),
             stdout_truncated=streams["stdout"].truncated,
@@ -280,6 +282,14 @@ class Runner:
             await self.commands.kill_session(actor, sandbox_id, session_id, signal.SIGKILL)
         except CorralError:
             pass  # exited meanwhile, or the sandbox is gone: the teardown removes the rest
+
+    async def _clear(self, actor: Principal, sandbox_id: str, place: Place) -> None:
+        """Remove the run's place (a sandbox of the process runtime would leave it in the
+        host's /tmp); whatever fails, the teardown follows."""
+        try:
+            await self.files.remove(actor, sandbox_id, place.dir)
+        except CorralError:
+            pass
 
     async def _result(self, actor: Principal, sandbox_id: str, path: str) -> Any:
         """The JSON value the program passed to ``enclave.result`` last; None when it did

@@ -1,7 +1,7 @@
 """The Enclave surface's edges through the app (process runtime): a wrong method or an
 unknown path under ``/sessions`` in the surface's own envelope, an unknown service
 binding refused before anything starts, and two sessions at once each with a place of
-its own (the process runtime's sandboxes share the host's /tmp)."""
+its own (the process runtime's sandboxes share the host's /tmp), removed at its end."""
 
 from __future__ import annotations
 
@@ -70,6 +70,9 @@ async def test_sessions_at_once_have_places_of_their_own(client: httpx.AsyncClie
         return bool((await client.get(f"/sessions/{sid}")).json()["phase"] == phase)
 
     await eventually_async(lambda: in_phase(first, "running"), 30, "the first session never ran")
+    trail = (await client.get(f"/sessions/{first}/audit")).json()["events"]
+    place = Path("/tmp/.enclave") / next(e["sandbox"] for e in trail if e["type"] == "sandbox_started")
+    assert (place / "main.py").is_file()  # the process runtime's sandboxes share the host's /tmp
     second = (await client.post("/sessions", json={"code": "enclave.result('second')"})).json()["id"]
     await eventually_async(lambda: in_phase(second, "torn_down"), 30, "the second session never ended")
     assert (await client.get(f"/sessions/{second}/result")).json()["result"] == "second"
@@ -77,3 +80,4 @@ async def test_sessions_at_once_have_places_of_their_own(client: httpx.AsyncClie
     await eventually_async(lambda: in_phase(first, "torn_down"), 30, "the first session never ended")
     result = (await client.get(f"/sessions/{first}/result")).json()
     assert result["stdout"] == "done\n" and result["result"] is None  # not the other's
+    assert not place.exists()  # removed once its result was read
