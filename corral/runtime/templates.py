@@ -69,6 +69,7 @@ SANDBOX_USER = (
 DESKTOP_PACKAGES = (
     *("xvfb", "xauth", "xfonts-base", "fonts-dejavu-core", "fluxbox", "xterm", "xdotool"),
     *("x11vnc", "novnc", "websockify", "chromium"),
+    "hsetroot",  # a wallpaper setter for fluxbox's fbsetbg (without one it opens an xmessage)
 )
 NOVNC_INDEX = (
     '<!doctype html><meta http-equiv="refresh"'
