@@ -6,6 +6,7 @@ Run from the repository root:
 
     .venv/bin/python bench/bench_gateway.py
     .venv/bin/python bench/bench_gateway.py --duration 10 --connections 32 --json out.json
+    .venv/bin/python bench/bench_gateway.py --baseline 828f089   # and that commit's gateway
 
 It starts its own ``corral serve`` equivalent (the process runtime, on a free loopback
 port, a temporary data dir), creates a sandbox and runs two servers in it:
@@ -30,6 +31,13 @@ the ``bench`` extra): requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
 Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
 the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
+
+With ``--baseline REV``, REV's corral is started too (``bench/baseline.py``: a worktree
+of REV, removed at the end; its own data dir, and on runc its own network), with a
+sandbox of its own running the same servers, and its gateway routes (``path@<rev>``,
+``host@<rev>``, and the WebSocket echo) are measured in the same loop right after this
+tree's, the same duration and connections; a last table gives this tree's gateway
+against REV's (requests/s and p50, as ratios).
 
 Only loopback addresses are contacted. Every phase is bounded by ``--duration``; at
 the end the sandbox is killed and the server stopped (by its pid), the temp dir removed.
@@ -57,10 +65,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import websockets
-from corral_target import CorralServer, ensure_template_cache
+from baseline import Worktree
+from corral_target import DEFAULT_CACHE, HEAD, Code, CorralServer, Network, template_root
 from nginx import Nginx, binary
 from relay import Relay
-from stats import Summary, fmt_ms, render_table
+from stats import Summary, fmt_ms, fmt_ratio, render_table
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -81,6 +90,9 @@ NODE_SERVER = (
     "}).listen(+process.argv[1], process.argv[2])"
 )
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+# On runc, each server's own network, apart from any other corral on the machine.
+NETWORK = Network("cgate0", "10.243.0.0/16", 243)
+BASELINE_NETWORK = Network("cgbase0", "10.244.0.0/16", 244)
 
 
 @dataclass
@@ -101,16 +113,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, granian_port: int, data_dir: str) -> None:
+def serve(port: int, granian_port: int, data_dir: str, code: Path) -> None:
     """``--serve``: corral on the process runtime, with the options ``corral serve`` uses;
     the same app also on Granian on ``granian_port`` (0: not), in the same process and
     event loop, so both serve the same core and gateway (a second process could not:
     the data dir is held by one). uvicorn runs the app's lifespan, Granian serves the app
-    as a plain ASGI app without it (``asginl``)."""
-    sys.path.insert(0, str(ROOT))
+    as a plain ASGI app without it (``asginl``). ``code``: the checkout whose ``corral``
+    is imported (this tree's, or a baseline's worktree); exits when another is."""
+    sys.path.insert(0, str(code))
     import uvicorn
     import uvloop
 
+    import corral
+
+    if not Path(corral.__file__).resolve().is_relative_to(code.resolve()):
+        raise SystemExit(f"--serve imported corral from {corral.__file__}, not from {code}")
     from corral.api.app import create_app
     from corral.api.server import config
     from corral.runtime.process import ProcessRuntime
@@ -174,7 +191,13 @@ async def wrk(
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     proc = await asyncio.create_subprocess_exec(*argv, url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = (await asyncio.wait_for(proc.communicate(), duration + 30))[0].decode()
+    try:
+        out = (await asyncio.wait_for(proc.communicate(), duration + 30))[0].decode()
+    except BaseException:  # cancelled (Ctrl-C) or too slow: no wrk outlives the run
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pcts = {
         int(p): float(v) * _UNITS[u]
@@ -320,57 +343,115 @@ async def start_servers(api: httpx.AsyncClient, base: str, sid: str, where: Sand
     return ports
 
 
-async def run(
-    args: argparse.Namespace, base: str, key: str, granian: str | None, tmp: Path
-) -> dict[str, object]:
-    owner = {"X-API-Key": key}
-    async with httpx.AsyncClient(base_url=f"{base}/api", headers=owner, timeout=30) as api:
-        sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
-        try:
+@dataclass
+class Gateway:
+    """A corral serving for the run: ``name`` (``corral``, or ``corral@<rev>``), its URL,
+    an owner's key, its app on Granian (or None); once ``placed``, the sandbox the
+    servers run in, their address and ports."""
+
+    name: str
+    base: str
+    key: str
+    granian: str | None = None
+    sid: str = ""
+    address: str = ""
+    ports: dict[str, int] | None = None
+
+    @property
+    def suffix(self) -> str:
+        """What its routes' names end with: nothing for this tree's, ``@<rev>`` else."""
+        return self.name.removeprefix("corral")
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
+
+    def api(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=f"{self.base}/api", headers=self.owner, timeout=30)
+
+    async def place(self, args: argparse.Namespace, tmp: Path) -> None:
+        """A sandbox with the servers running in it."""
+        async with self.api() as api:
+            self.sid = (await api.post("/sandboxes", json={})).json()["sandboxID"]
             if args.runtime == "runc":
                 where = Sandbox("python3", "0.0.0.0", "/tmp", None)
-                address = await sandbox_address(api, sid, where.python)
+                self.address = await sandbox_address(api, self.sid, where.python)
             else:
-                where = Sandbox(sys.executable, "127.0.0.1", str(tmp), NODE)
-                address = "127.0.0.1"
-            ports = await start_servers(api, base, sid, where)
-            gw_port = int(base.rsplit(":", 1)[1])
-            proxied = {free_port(): port for port in ports.values()}
-            reference = (
-                Nginx(args.nginx, tmp / "nginx", proxied, address) if args.nginx else contextlib.nullcontext()
-            )
-            by_upstream = {up: listen for listen, up in proxied.items()}
-            relayed = {free_port(): port for port in ports.values()}
-            relay_of = {up: listen for listen, up in relayed.items()}
-            parsed = {free_port(): port for port in ports.values()}
-            parsing_of = {up: listen for listen, up in parsed.items()}
-            loads: list[Load] = []
-            with reference, Relay(relayed, address), Relay(parsed, address, http=True):
-                for target, port in ports.items():
-                    routes = {
-                        "direct": (f"http://{address}:{port}/hello", {}),
-                        "path": (f"{base}/preview/{sid}/{port}/hello", owner),
-                        "host": (f"{base}/hello", {**owner, "Host": f"{port}-{sid}.localhost:{gw_port}"}),
-                    }
-                    if granian:  # right after the fast path's routes: the pair the decision compares
-                        routes["granian"] = (f"{granian}/preview/{sid}/{port}/hello", owner)
-                    if args.nginx:
-                        routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
-                    routes["relay"] = (f"http://127.0.0.1:{relay_of[port]}/hello", {})
-                    routes["pyhttp"] = (f"http://127.0.0.1:{parsing_of[port]}/hello", {})
-                    for conns in (args.connections, 1):
-                        for route, (url, headers) in routes.items():
-                            load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
-                            loads.append(load)
-            ws_port = ports["keepalive"]
-            ws = {
-                "direct": await ws_round_trips(f"ws://{address}:{ws_port}/ws", {}, args.ws_messages),
-                "gateway": await ws_round_trips(
-                    f"ws://{base.removeprefix('http://')}/preview/{sid}/{ws_port}/ws", owner, args.ws_messages
-                ),
-            }
-        finally:
-            await api.delete(f"/sandboxes/{sid}")
+                (tmp / self.name).mkdir()
+                where = Sandbox(sys.executable, "127.0.0.1", str(tmp / self.name), NODE)
+                self.address = "127.0.0.1"
+            self.ports = await start_servers(api, self.base, self.sid, where)
+
+    async def remove(self) -> None:
+        if self.sid:
+            async with self.api() as api:
+                try:
+                    await api.delete(f"/sandboxes/{self.sid}")
+                except httpx.HTTPError as exc:  # the server's stop removes what is left
+                    print(f"  ! {self.name}: deleting {self.sid}: {exc}", file=sys.stderr)
+
+    def routes(self, target: str) -> dict[str, tuple[str, dict[str, str]]]:
+        """Its gateway's routes to server ``target``: by path, by host, on Granian."""
+        assert self.ports is not None
+        port, gw_port = self.ports[target], int(self.base.rsplit(":", 1)[1])
+        routes = {
+            f"path{self.suffix}": (f"{self.base}/preview/{self.sid}/{port}/hello", self.owner),
+            f"host{self.suffix}": (
+                f"{self.base}/hello",
+                {**self.owner, "Host": f"{port}-{self.sid}.localhost:{gw_port}"},
+            ),
+        }
+        if self.granian:  # right after the fast path's routes: the pair the decision compares
+            routes[f"granian{self.suffix}"] = (f"{self.granian}/preview/{self.sid}/{port}/hello", self.owner)
+        return routes
+
+    async def ws(self, count: int) -> Summary:
+        assert self.ports is not None
+        host = self.base.removeprefix("http://")
+        url = f"ws://{host}/preview/{self.sid}/{self.ports['keepalive']}/ws"
+        return await ws_round_trips(url, self.owner, count)
+
+
+async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> dict[str, object]:
+    """Every route of every server, each gateway's right after this tree's: the servers
+    in this tree's sandbox are the ones reached directly and through the references."""
+    head = gateways[0]
+    try:
+        for gateway in gateways:
+            await gateway.place(args, tmp)
+        address, ports = head.address, head.ports
+        assert ports is not None
+        proxied = {free_port(): port for port in ports.values()}
+        reference = (
+            Nginx(args.nginx, tmp / "nginx", proxied, address) if args.nginx else contextlib.nullcontext()
+        )
+        by_upstream = {up: listen for listen, up in proxied.items()}
+        relayed = {free_port(): port for port in ports.values()}
+        relay_of = {up: listen for listen, up in relayed.items()}
+        parsed = {free_port(): port for port in ports.values()}
+        parsing_of = {up: listen for listen, up in parsed.items()}
+        loads: list[Load] = []
+        with reference, Relay(relayed, address), Relay(parsed, address, http=True):
+            for target, port in ports.items():
+                routes: dict[str, tuple[str, dict[str, str]]] = {
+                    "direct": (f"http://{address}:{port}/hello", {})
+                }
+                for gateway in gateways:
+                    routes.update(gateway.routes(target))
+                if args.nginx:
+                    routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
+                routes["relay"] = (f"http://127.0.0.1:{relay_of[port]}/hello", {})
+                routes["pyhttp"] = (f"http://127.0.0.1:{parsing_of[port]}/hello", {})
+                for conns in (args.connections, 1):
+                    for route, (url, headers) in routes.items():
+                        load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
+                        loads.append(load)
+        ws = {"direct": await ws_round_trips(f"ws://{address}:{ports['keepalive']}/ws", {}, args.ws_messages)}
+        for gateway in gateways:
+            ws[f"gateway{gateway.suffix}"] = await gateway.ws(args.ws_messages)
+    finally:
+        for gateway in gateways:
+            await gateway.remove()
     return {"loads": loads, "ws": ws}
 
 
@@ -417,7 +498,46 @@ def report(result: dict[str, object], markdown: bool, use_wrk: bool) -> str:
     added = (ws["gateway"].p50 - ws["direct"].p50) * 1000
     out += ["", f"WebSocket echo round trip (32 B text; added p50 {added:+.3f} ms)"]
     out.append(render_table(["route", "messages", "p50 ms", "p90 ms", "p99 ms"], ws_rows, markdown))
+    baselines = sorted({x.route.partition("@")[2] for x in loads if "@" in x.route})
+    for rev in baselines:
+        out += ["", against(loads, ws, rev, markdown)]
     return "\n".join(out)
+
+
+def against(loads: list[Load], ws: dict[str, Summary], rev: str, markdown: bool) -> str:
+    """This tree's gateway routes beside the same routes of ``corral@rev``: requests/s
+    and p50, and their ratios (req/s above 1 and p50 below 1: this tree is faster)."""
+    by = {(x.target, x.route, x.connections): x for x in loads}
+    rows = []
+    for x in loads:
+        old = by.get((x.target, f"{x.route}@{rev}", x.connections))
+        if old is None:
+            continue
+        rows.append(
+            [
+                x.target,
+                x.route,
+                str(x.connections),
+                f"{x.requests_per_s:,.0f}",
+                f"{old.requests_per_s:,.0f}",
+                f"{x.requests_per_s / old.requests_per_s:.2f}x" if old.requests_per_s else "-",
+                fmt_ms(x.p50),
+                fmt_ms(old.p50),
+                fmt_ratio(x.p50, old.p50),
+            ]
+        )
+    old_ws = ws.get(f"gateway@{rev}")
+    if old_ws is not None:
+        new_ws = ws["gateway"]
+        rows.append(
+            ["keepalive", "WebSocket echo", "1", "", "", "", fmt_ms(new_ws.p50), fmt_ms(old_ws.p50)]
+            + [fmt_ratio(new_ws.p50, old_ws.p50)]
+        )
+    header = ["server", "route", "conns", "req/s", f"req/s @{rev}", "req/s ratio", "p50 ms", f"p50 @{rev}"]
+    header.append("p50 ratio")
+    return f"corral against corral@{rev} (the same routes, in the same run)\n" + render_table(
+        header, rows, markdown, left=2
+    )
 
 
 def main() -> None:
@@ -437,21 +557,44 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--no-granian", action="store_true", help="skip corral's ASGI app on Granian")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also start REV's corral (a git worktree) and measure its gateway routes beside this tree's",
+    )
+    parser.add_argument(
         "--serve", nargs=3, metavar=("PORT", "GRANIAN_PORT", "DATA_DIR"), help=argparse.SUPPRESS
     )
+    parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), int(args.serve[1]), args.serve[2])
+        serve(int(args.serve[0]), int(args.serve[1]), args.serve[2], args.code)
         return
     if args.load == "wrk" and WRK is None:
         raise SystemExit("wrk is not installed (Debian package wrk)")
     args.wrk = WRK is not None and args.load != "python"
     args.nginx = None if args.no_nginx else binary()
     args.granian = not args.no_granian and args.runtime == "process" and has_granian()
+    # Ctrl-C and SIGTERM end the run through its clean-up (even when started with SIGINT
+    # ignored, as a background job is): asyncio.run cancels the run on SIGINT, and either
+    # raises KeyboardInterrupt through the servers' contexts below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-gateway-"))
+    worktree = Worktree(args.baseline) if args.baseline else None
     try:
-        with corral(args.runtime, tmp, args.granian) as (base, key, granian):
-            result = asyncio.run(run(args, base, key, granian, tmp))
+        with contextlib.ExitStack() as stack:
+            gateways = [stack.enter_context(corral(args.runtime, tmp, args.granian, HEAD, NETWORK))]
+            if worktree is not None:
+                stack.callback(worktree.remove)
+                code = worktree.add()
+                gateways.append(stack.enter_context(corral(args.runtime, tmp, False, code, BASELINE_NETWORK)))
+            print(
+                f"load: {'wrk' if args.wrk else 'asyncio'}; corral at {', '.join(g.base for g in gateways)}"
+            )
+            result = asyncio.run(run(args, gateways, tmp))
+        load_end = os.getloadavg()
+        print(f"load average at start {fmt_load(load_start)}, at end {fmt_load(load_end)}")
         print(report(result, args.markdown, args.wrk))
         if args.json:
             loads = [asdict(x) for x in result["loads"]]  # type: ignore[attr-defined]
@@ -465,6 +608,10 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
+
+
 def has_granian() -> bool:
     try:
         import granian  # noqa: F401
@@ -474,22 +621,35 @@ def has_granian() -> bool:
 
 
 @contextlib.contextmanager
-def corral(runtime: str, tmp: Path, granian: bool) -> Iterator[tuple[str, str, str | None]]:
-    """corral serving on a free loopback port: its URL, an owner's API key, and the URL
-    of the same app on Granian (process runtime and ``granian`` only, else None)."""
+def corral(runtime: str, tmp: Path, granian: bool, code: Code, network: Network) -> Iterator[Gateway]:
+    """``code``'s corral serving on a free loopback port, as a ``Gateway``: its URL, an
+    owner's API key, and the URL of the same app on Granian (process runtime and
+    ``granian`` only, else None). On runc, with ``network`` and ``code``'s own base
+    template; on the process runtime, ``--serve`` in a child importing ``code``'s corral."""
     if runtime == "runc":
-        server = CorralServer(ensure_template_cache())
+        template_root(DEFAULT_CACHE, code)
+        server = CorralServer(DEFAULT_CACHE / "templates", code=code, network=network)
         server.extra_env["CORRAL_STANDBY_SANDBOXES"] = "0"
         try:
             asyncio.run(server.start())
-            yield server.url, server.api_key, None
+            yield Gateway(code.name, server.url, server.api_key)
         finally:
             server.stop()
         return
     port = free_port()
     granian_port = free_port() if granian else 0
+    data = tmp / f"data-{code.name}"
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), str(granian_port), str(tmp / "data")]
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            str(port),
+            str(granian_port),
+            str(data),
+            "--code",
+            str(code.root or ROOT),
+        ]
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -505,7 +665,7 @@ def corral(runtime: str, tmp: Path, granian: bool) -> Iterator[tuple[str, str, s
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise SystemExit("corral did not start")
                 time.sleep(0.1)
-        yield base, KEY, on_granian
+        yield Gateway(code.name, base, KEY, on_granian)
     finally:
         os.kill(process.pid, signal.SIGTERM)
         try:
@@ -515,4 +675,8 @@ def corral(runtime: str, tmp: Path, granian: bool) -> Iterator[tuple[str, str, s
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted; cleaned up", file=sys.stderr)
+        sys.exit(130)

@@ -5,8 +5,15 @@ Run as root from the repository root:
 
     .venv/bin/python bench/bench_lifecycle.py                 # starts its own corral serve
     .venv/bin/python bench/bench_lifecycle.py --url http://127.0.0.1:8080 --api-key ek_...
+    .venv/bin/python bench/bench_lifecycle.py --baseline 828f089     # and that commit's corral
 
-For each system, on the same base root filesystem:
+With ``--baseline REV`` the run also starts REV's ``corral serve`` (``bench/baseline.py``:
+a worktree of REV, removed at the end), with its own data dir, network and base template
+built by REV's code, as one more system (``corral@<rev>``) taking its turns like the
+others; the summary gives corral's ratio to it as to every reference.
+
+For each system, on the same base root filesystem (corral's own base template, also
+for the references; a baseline uses its own revision's):
 
 * sequential lifecycle, ``--iterations`` times: create, first exec of ``true``, kill;
 * ``--concurrency`` at once, ``--rounds`` times: all creates together, then every
@@ -22,7 +29,8 @@ were, to judge how much such load there was.
 
 Every run is bounded (``--max-seconds``, a deadline per operation) and removes
 everything it made: sandboxes, containers, bundles, mounts, cgroups, the imported
-podman image, the temporary corral data dir. ``docs/benchmarks.md`` has results and
+podman image, the temporary corral data dirs, the servers' networks (bridge, nftables
+tables, namespaces), the baseline's worktree. ``docs/benchmarks.md`` has results and
 what they mean; ``bench/profile_create.py`` breaks corral's time down by step.
 """
 
@@ -45,7 +53,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from corral_target import DEFAULT_CACHE, CorralServer, CorralTarget, ensure_template_cache, template_roots
+from baseline import Worktree
+from corral_target import (
+    DEFAULT_CACHE,
+    HEAD,
+    CorralServer,
+    CorralTarget,
+    Network,
+    template_root,
+    template_roots,
+)
 from memory import MemoryReport, host_used, meminfo, mib
 from proc import run_sync
 from reference import SECCOMP_CHOICES, Podman, RawRunc
@@ -55,6 +72,9 @@ from target import Target
 T = TypeVar("T")
 OP_TIMEOUT = 120.0
 EXEC_BATCH = 20
+# Each started server's own network, apart from any other corral on the machine.
+NETWORK = Network("cbench0", "10.241.0.0/16", 241)
+BASELINE_NETWORK = Network("cbase0", "10.242.0.0/16", 242)
 
 # Targets from the issue, on a 2-core machine.
 TARGET_CREATE_P50 = 0.060
@@ -419,6 +439,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-sandboxes", type=int, default=10, help="idle sandboxes for memory (10)")
     p.add_argument("--settle", type=float, default=2.0, help="seconds idle before memory is read (2)")
     p.add_argument("--url", help="a running corral server (default: start one for this run)")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also start REV's corral serve (a git worktree) and measure it beside this tree's",
+    )
     p.add_argument("--api-key", default=os.environ.get("CORRAL_API_KEY"), help="API key for --url")
     p.add_argument(
         "--runc-root",
@@ -451,13 +476,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_templates(args: argparse.Namespace) -> Path | None:
+def resolve_templates(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """The templates dir the servers use, and this tree's base root in it when a server
+    is started for the run (built if it is not: the cache keeps a build per digest, so
+    it may hold a baseline's beside it)."""
     if args.template_cache is not None:
-        return Path(args.template_cache)
-    if args.skip_corral or args.url:
+        return Path(args.template_cache), None
+    if (args.skip_corral or args.url) and not args.baseline:
         cache = DEFAULT_CACHE / "templates"
-        return cache if cache.exists() else None
-    return ensure_template_cache()
+        return (cache if cache.exists() else None), None
+    return DEFAULT_CACHE / "templates", template_root(DEFAULT_CACHE, HEAD)
+
+
+async def start_server(server: CorralServer, servers: list[CorralServer], targets: list[Target]) -> None:
+    """Start ``server`` (listed first, so it is stopped whatever happens) and add its target."""
+    servers.append(server)
+    print(f"starting {server.code.name} serve on {server.url} (data dir {server.data_dir})", flush=True)
+    await server.start()
+    targets.append(
+        CorralTarget(
+            server.url, server.api_key, server.runc_root, server_pid=server.pid, name=server.code.name
+        )
+    )
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -466,8 +506,8 @@ async def main_async(args: argparse.Namespace) -> int:
         return 2
     budget = Budget(args.max_seconds)
     token = f"cb{secrets.token_hex(3)}"
-    templates = resolve_templates(args)
-    rootfs: Path | None = args.rootfs
+    templates, head_root = resolve_templates(args)
+    rootfs: Path | None = args.rootfs or head_root
     if rootfs is None and templates is not None and template_roots(templates):
         rootfs = template_roots(templates)[0]
     if rootfs is None and not (args.skip_runc and args.skip_podman):
@@ -484,7 +524,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if rootfs is not None:
         print(f"root filesystem: {rootfs}", flush=True)
 
-    server: CorralServer | None = None
+    servers: list[CorralServer] = []
+    worktree = Worktree(args.baseline, args.workdir) if args.baseline else None
     targets: list[Target] = []
     results: list[Result] = []
     try:
@@ -496,12 +537,13 @@ async def main_async(args: argparse.Namespace) -> int:
                 targets.append(CorralTarget(args.url, args.api_key, args.runc_root))
             else:
                 assert templates is not None
-                server = CorralServer(templates, args.workdir)
-                print(f"starting corral serve on {server.url} (data dir {server.data_dir})", flush=True)
-                await server.start()
-                targets.append(
-                    CorralTarget(server.url, server.api_key, server.runc_root, server_pid=server.pid)
-                )
+                await start_server(CorralServer(templates, args.workdir, network=NETWORK), servers, targets)
+        if worktree is not None:
+            assert templates is not None
+            code = worktree.add()
+            print(f"{code.name}: its own base root {template_root(templates.parent, code)}", flush=True)
+            baseline = CorralServer(templates, args.workdir, code=code, network=BASELINE_NETWORK)
+            await start_server(baseline, servers, targets)
         if not args.skip_runc:
             assert rootfs is not None
             targets.append(RawRunc(rootfs, token, seccomp=args.ref_seccomp))
@@ -563,8 +605,16 @@ async def main_async(args: argparse.Namespace) -> int:
                 await t.close()
             except Exception as exc:  # noqa: BLE001
                 print(f"  ! cleanup of {t.name}: {exc}", file=sys.stderr)
-        if server is not None:
-            server.stop(keep_log=args.server_log)
+        for server in servers:
+            keep = args.server_log
+            if keep is not None and server.code is not HEAD:
+                keep = keep.with_name(f"{keep.stem}-{server.code.name.replace('@', '-')}{keep.suffix}")
+            try:
+                server.stop(keep_log=keep)
+            except Exception as exc:  # noqa: BLE001 - the others are still to be removed
+                print(f"  ! stopping {server.code.name}: {exc}", file=sys.stderr)
+        if worktree is not None:
+            worktree.remove()
 
     info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     busy_end = cpu_times()

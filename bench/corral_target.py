@@ -4,7 +4,9 @@
 dir whose ``templates/`` is a symlink to a template cache, so a run never rebuilds the
 base root. Its runc state lives in the temporary dir too, so nothing it makes is
 confused with another server's sandboxes. ``stop`` ends the server it started (by
-pid) and removes whatever the server left behind.
+pid) and removes whatever the server left behind. ``Code`` says which corral it runs
+(this tree's, or an earlier revision's checked out by ``baseline.Worktree``);
+``Network`` gives it a sandbox network of its own, removed by ``stop``.
 
 ``CorralTarget`` drives the OpenComputer surface with an API key:
 ``POST /api/sandboxes``, ``POST /api/sandboxes/{id}/exec/run``, ``DELETE
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -49,6 +53,65 @@ def corral_command() -> list[str]:
     return [sys.executable, "-m", "corral.cli.main"]
 
 
+@dataclass(frozen=True)
+class Code:
+    """Which corral a process runs. ``root`` None: this tree's, through its installed
+    ``corral`` command. Else a checkout of another revision (``baseline.Worktree``): this
+    virtualenv's python runs ``-m corral.cli.main`` from ``root`` with ``PYTHONPATH`` at
+    ``root`` (``-m`` puts the working directory first on ``sys.path``), so ``import
+    corral`` finds that checkout's package; ``Worktree.add`` checks that it does."""
+
+    name: str = "corral"
+    root: Path | None = None
+
+    def command(self, *args: str) -> list[str]:
+        if self.root is None:
+            return [*corral_command(), *args]
+        return [sys.executable, "-m", "corral.cli.main", *args]
+
+    def env(self) -> dict[str, str]:
+        return {} if self.root is None else {"PYTHONPATH": str(self.root)}
+
+
+HEAD = Code()
+
+
+@dataclass(frozen=True)
+class Network:
+    """A server's own sandbox network: its bridge (which also names its nftables tables
+    and prefixes its namespaces), address pool and NFLOG group; its state dir is given
+    by the server. ``remove`` deletes what a stopped server leaves of it (a node keeps
+    them between starts): veths on the bridge, its namespaces, both tables, the bridge."""
+
+    bridge: str
+    pool: str
+    nflog_group: int
+
+    def env(self, state_dir: Path) -> dict[str, str]:
+        return {
+            "CORRAL_NETWORK_BRIDGE": self.bridge,
+            "CORRAL_NETWORK_POOL": self.pool,
+            "CORRAL_NETWORK_NFLOG_GROUP": str(self.nflog_group),
+            "CORRAL_NETWORK_STATE_DIR": str(state_dir),
+        }
+
+    def exists(self) -> bool:
+        return Path("/sys/class/net", self.bridge).exists()
+
+    def remove(self) -> None:
+        listed = run_sync(["ip", "-j", "link", "show", "master", self.bridge])
+        for link in json.loads(listed.stdout or b"[]") if listed.returncode == 0 else []:
+            run_sync(["ip", "link", "del", str(link["ifname"])])
+        netns = Path("/run/netns")
+        for name in sorted(os.listdir(netns)) if netns.is_dir() else []:
+            if name.startswith(f"{self.bridge}-"):
+                run_sync(["ip", "netns", "del", name])
+        for family in ("inet", "bridge"):
+            run_sync(["nft", "delete", "table", family, self.bridge])
+        if self.exists():
+            run_sync(["ip", "link", "del", self.bridge])
+
+
 def template_roots(templates_dir: Path, name: str = "base") -> list[Path]:
     """Finished roots of template ``name`` under a templates dir, newest first."""
     roots = [p for p in (templates_dir / name).glob("*/rootfs") if p.is_dir()]
@@ -66,6 +129,36 @@ def ensure_template_cache(cache_data_dir: Path = DEFAULT_CACHE, name: str = "bas
     return templates
 
 
+def template_root(cache_data_dir: Path, code: Code, name: str = "base") -> Path:
+    """The root of ``code``'s own build of ``name`` in the cache data dir, built if it is
+    not (``corral template build`` of that code: a no-op when its recipe's digest is
+    built). The cache keeps builds by digest, so revisions whose recipes differ share it
+    without replacing each other's."""
+    cache_data_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"template {name!r} of {code.name} in {cache_data_dir} (built once; reused by later runs)", flush=True
+    )
+    built = subprocess.run(
+        code.command("template", "build", name, "--data-dir", str(cache_data_dir)),
+        env={**os.environ, "COLUMNS": "200", **code.env()},
+        cwd=code.root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=1800,
+        check=False,
+    )
+    output = built.stdout.decode(errors="replace")
+    found = re.search(rf"template {re.escape(name)}: ([0-9a-f]{{12}})", output)
+    if built.returncode != 0 or found is None:
+        raise CommandFailed(
+            f"{code.name}: template build {name} failed: {(output + built.stderr.decode())[-800:]}"
+        )
+    roots = list((cache_data_dir / "templates" / name).glob(f"{found.group(1)}*/rootfs"))
+    if len(roots) != 1:
+        raise CommandFailed(f"{code.name}: no single build {found.group(1)} of {name} in {cache_data_dir}")
+    return roots[0]
+
+
 def build_template_cache(cache_data_dir: Path, name: str = "base") -> None:
     """``corral template build`` into a data dir kept between runs (not timed)."""
     cache_data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,10 +174,17 @@ class CorralServer:
     """A ``corral serve`` child process with a throwaway data dir."""
 
     def __init__(
-        self, templates: Path, workdir: Path | None = None, command: list[str] | None = None
+        self,
+        templates: Path,
+        workdir: Path | None = None,
+        command: list[str] | None = None,
+        code: Code = HEAD,
+        network: Network | None = None,
     ) -> None:
         self.templates = templates
-        self.command = command or [*corral_command(), "serve"]
+        self.code = code
+        self.network = network
+        self.command = command or code.command("serve")
         self.extra_env: dict[str, str] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -94,6 +194,7 @@ class CorralServer:
         self.runc_root = self.data_dir / "runc"
         self.log_path = self.data_dir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.owns_network = False  # set once launch found the bridge not there
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -104,10 +205,19 @@ class CorralServer:
             CORRAL_API_KEY=self.api_key,
             CORRAL_RUNC_ROOT=str(self.runc_root),
         )
+        env.update(self.code.env())
+        if self.network is not None:
+            env.update(self.network.env(self.data_dir / "network"))
         env.update(self.extra_env)
         return env
 
     def launch(self) -> None:
+        if self.network is not None and self.network.exists():
+            raise CommandFailed(
+                f"bridge {self.network.bridge} exists: another benchmark's, or left by one "
+                f"(ip link del {self.network.bridge}; nft delete table inet {self.network.bridge})"
+            )
+        self.owns_network = self.network is not None
         (self.data_dir / "templates").symlink_to(self.templates.resolve(), target_is_directory=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -117,6 +227,7 @@ class CorralServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=self.code.root,
             )
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -150,7 +261,7 @@ class CorralServer:
     def stop(self, keep_log: Path | None = None) -> None:
         """End the server we started, then remove what it left: containers in our runc
         root, mounts under the data dir, the data dir (the template cache is only
-        linked, never removed)."""
+        linked, never removed), and its network when it was given one."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -166,6 +277,8 @@ class CorralServer:
                 run_sync(["runc", "--root", str(self.runc_root), "delete", "-f", cid])
         for point in mounted_under(self.data_dir):
             unmount(point)
+        if self.network is not None and self.owns_network:
+            self.network.remove()
         templates = self.data_dir / "templates"
         if templates.is_symlink():
             templates.unlink()
@@ -173,13 +286,19 @@ class CorralServer:
 
 
 class CorralTarget:
-    """corral through its HTTP API."""
-
-    name = "corral"
+    """corral through its HTTP API (``name``: ``corral``, or ``corral@<rev>`` for an
+    earlier revision's server)."""
 
     def __init__(
-        self, url: str, api_key: str, runc_root: Path, template: str = "base", server_pid: int | None = None
+        self,
+        url: str,
+        api_key: str,
+        runc_root: Path,
+        template: str = "base",
+        server_pid: int | None = None,
+        name: str = "corral",
     ) -> None:
+        self.name = name
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.runc_root = runc_root
