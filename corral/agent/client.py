@@ -202,6 +202,8 @@ class AgentClient:
         }
         if spec.user is not None:
             message["user"] = spec.user
+        if spec.hold_output:
+            message["holdOutput"] = True
         return parse(OneSession, await self._call(message)).session.info()
 
     async def list_sessions(self) -> list[SessionInfo]:

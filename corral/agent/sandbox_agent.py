@@ -1022,6 +1022,7 @@ class Session(Owner):
         self.timers: list[Timer] = []
         self.idle_limit: float | None = None
         self.idle_timer: Timer | None = None
+        self.held = False  # holdOutput: paused, not dropped, until the first attach
 
     def info(self, args_budget: int = 256 << 10) -> Json:
         return {
@@ -1060,6 +1061,7 @@ class Session(Owner):
 
     # ---- clients
     def attach(self, conn: Conn) -> None:
+        self.held = False
         if self.exit_code is not None:
             conn.send_json({"ok": True, "session": self.info()})
             self.scrollback.replay(conn)
@@ -1076,6 +1078,8 @@ class Session(Owner):
         self.check_idle()
         if conn.buffered() >= HIGH_WATER and self.child is not None:
             self.child.pause()
+        else:
+            self.maybe_resume()  # a held session's output flows again
 
     def detach(self, conn: Conn) -> None:
         if conn in self.clients:
@@ -1094,7 +1098,7 @@ class Session(Owner):
     # ---- Owner
     def output(self, stream: int, data: bytes) -> None:
         self.scrollback.add(stream, data)
-        full = False
+        full = self.held and self.scrollback.size >= SCROLLBACK - 2 * READ_CHUNK  # none dropped yet
         for conn in self.clients:
             conn.send(stream, data)
             full = full or conn.buffered() >= HIGH_WATER
@@ -1182,6 +1186,7 @@ def op_session_start(agent: Agent, conn: Conn, req: Json) -> None:
     if sid in agent.sessions:
         raise OpError("exists", f"session {sid!r} exists")
     session = Session(agent, sid, cmd, args, pty is not None)
+    session.held = req.get("holdOutput") is True
     agent.sessions[sid] = session
     try:
         child = spawn(agent, cmd, args, envs, cwd, pty, True, user)

@@ -196,6 +196,7 @@ class SessionSpec:
     max_run_after_disconnect_s: float | None = None
     pty: PtySize | None = None
     user: str | None = None  # run as this user, not the sandbox's default (its image's USER)
+    hold_output: bool = False  # output waits (the process with it) for the first attach
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,7 @@ class WorkspaceService:
             spec.max_run_after_disconnect_s,
             spec.pty,
             str(UID),
+            hold_output=True,  # attached right after: none of its output is lost before
         )
         return await self.commands.start_session(principal, sandbox_id, as_user)
 

@@ -134,3 +134,23 @@ async def test_disk_says_total_and_used(agent: RunningAgent) -> None:
     st = os.statvfs("/")
     assert disk.total == st.f_blocks * st.f_frsize
     assert 0 < disk.used <= disk.total
+
+
+async def test_held_output_waits_for_the_first_attach(agent: RunningAgent) -> None:
+    client = agent.client()
+    script = ("-c", "head -c 4194304 /dev/zero; echo end")
+    await client.start_session("es-loose", SessionSpec("sh", script))
+    await client.start_session("es-held", SessionSpec("sh", script, hold_output=True))
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await client.session("es-loose")).running:  # its output went to the scrollback and on
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert (await client.session("es-held")).running  # 4 MiB cannot pass a 1 MiB scrollback
+    received = 0
+    async with client.attach("es-held") as attachment:
+        async for event in attachment:
+            if event.stream in (Stream.STDOUT, Stream.STDERR):
+                received += len(event.data)
+            if event.stream == Stream.EXIT:
+                assert event.exit_code == 0
+    assert received == 4194304 + len(b"end\n")
