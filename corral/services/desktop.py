@@ -8,9 +8,10 @@ ask for that template (``template_for``); OpenComputer's ``templateID: "gui"`` i
 
 Contracts:
 - The desktop is ``Xvfb :99 -screen 0 1280x720x24``, fluxbox, ``x11vnc -display :99
-  -forever -shared -rfbport 5900`` (on the sandbox's loopback only) and ``websockify
-  --web /usr/share/novnc 6080 127.0.0.1:5900``, all run as the user ``sandbox`` (uid
-  1000, HOME /home/sandbox) with ``DISPLAY=:99``. Each runs under a supervisor inside
+  -forever -shared -rfbport 5900`` (on the sandbox's loopback only, started once X
+  answers, without host name lookups: the sandbox's own name resolves nowhere) and
+  ``websockify --web /usr/share/novnc 6080 127.0.0.1:5900``, all run as the user
+  ``sandbox`` (uid 1000, HOME /home/sandbox) with ``DISPLAY=:99``. Each runs under a supervisor inside
   the sandbox that starts it again whenever it exits (a crashed x11vnc or websockify
   comes back within a second). Starting is idempotent: a second start finds the
   supervisor alive (it holds a lock) and only waits for readiness.
@@ -64,8 +65,8 @@ mkdir -p ~/.fluxbox  # a plain background (fbsetroot comes with fluxbox)
 keep() { while :; do "$@" >/dev/null 2>&1; sleep 0.2; done; }
 keep Xvfb :99 -screen 0 1280x720x24 -nolisten tcp &
 keep websockify --web /usr/share/novnc 6080 127.0.0.1:5900 &
-until [ -S /tmp/.X11-unix/X99 ]; do sleep 0.02; done
-keep x11vnc -display :99 -forever -shared -rfbport 5900 -localhost -nopw -quiet &
+until xdotool getdisplaygeometry >/dev/null 2>&1; do sleep 0.02; done  # X answers (x11vnc gives up)
+keep x11vnc -display :99 -forever -shared -rfbport 5900 -localhost -nopw -quiet -nolookup &
 keep fluxbox &
 wait
 """

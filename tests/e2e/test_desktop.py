@@ -139,15 +139,15 @@ async def test_vnc_url_without_its_pass_is_refused(server: Server, desktop: Desk
         assert "corral_preview_token=" in passed.headers["set-cookie"]
 
 
-async def test_chromium_shows_the_desktop_through_the_gateway(page: Page) -> None:
+async def test_chromium_shows_the_desktop_through_the_gateway(desktop: Desktop, page: Page) -> None:
     # noVNC draws the desktop: the xterm covers most of it
-    await eventually_async(lambda: _magenta_shown(page), 60, "noVNC never showed the xterm", interval=0.5)
+    await shown(page, desktop.url)
     title = await page.evaluate("document.title")
     assert "noVNC" in title or "VNC" in title, title
 
 
 async def test_xdotool_types_into_the_xterm_and_the_text_shows(desktop: Desktop, page: Page) -> None:
-    await eventually_async(lambda: _magenta_shown(page), 60, "the desktop is not shown", interval=0.5)
+    await shown(page, desktop.url)
     _, before = await shares(page)
     await desktop.run(
         "xdotool search --sync --classname corralterm windowfocus --sync type --delay 5 "
@@ -173,7 +173,19 @@ async def test_a_crashed_vnc_server_or_websockify_comes_back(desktop: Desktop, p
 
     await eventually_async(back, 20, "x11vnc and websockify were not started again", interval=0.2)
     await open_novnc(page, desktop.url)  # noVNC connects again, through the new websockify
-    await eventually_async(lambda: _magenta_shown(page), 60, "the desktop did not come back", interval=0.5)
+    await shown(page, desktop.url)
+
+
+async def shown(page: Page, url: str) -> None:
+    """Waits until noVNC shows the desktop's xterm. noVNC retries a connection that
+    broke but not one that failed at first (its page then offers a Connect button): on
+    a machine this loaded that happened once in ten runs, so the page is opened once
+    more (as a user would click Connect) before failing."""
+    try:
+        await eventually_async(lambda: _magenta_shown(page), 30, "noVNC did not show the xterm", interval=0.5)
+    except AssertionError:
+        await open_novnc(page, url)
+        await eventually_async(lambda: _magenta_shown(page), 60, "noVNC never showed the xterm", interval=0.5)
 
 
 async def _magenta_shown(page: Page) -> bool:
