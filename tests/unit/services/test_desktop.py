@@ -1,6 +1,7 @@
 """DesktopService over the in-memory runtime: which template a desktop asks for, the
 desktop started in every gui sandbox before its create returns (and not in others),
-a create whose desktop fails leaves nothing, vnc_url and the scope start needs. The
+a create whose desktop fails leaves nothing, a wake starts it again, vnc_url and the
+scope start needs. The
 desktop itself (Xvfb, noVNC in a browser) is tests/e2e/test_desktop.py's, on runc."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from corral.auth.principal import Principal, Role
 from corral.core import Core
-from corral.domain import ExecRequest, ExecResult
+from corral.domain import ExecRequest, ExecResult, SandboxStatus
 from corral.errors import Forbidden, InvalidInput, RuntimeFailure
 from corral.runtime.memory import FakeRuntime, FakeSandbox
 from corral.runtime.static_templates import StaticTemplates
@@ -102,3 +103,16 @@ async def test_starting_a_desktop_needs_exec(core: Core, desktops: Desktops) -> 
     with pytest.raises(Forbidden):
         await core.desktop.start(Principal(me.org_id, Role.VIEWER), sandbox.id)
     assert len(desktops.started) == 1
+
+
+async def test_a_woken_gui_sandbox_has_its_desktop_again(core: Core, desktops: Desktops) -> None:
+    me = await owner(core)
+    sandbox = await core.sandboxes.create(me, CreateSandbox(template="gui"))
+    await core.lifecycle.hibernate(me, sandbox.id)
+    assert len(desktops.started) == 1
+    await core.lifecycle.wake(me, sandbox.id)
+    assert len(desktops.started) == 2  # its processes were gone: the desktop is started again
+    desktops.code = 1
+    await core.lifecycle.hibernate(me, sandbox.id)
+    woken = await core.lifecycle.wake(me, sandbox.id)  # a desktop that fails on a wake is logged
+    assert woken.status is SandboxStatus.RUNNING and len(desktops.started) == 3
