@@ -1,8 +1,8 @@
 """DesktopService over the in-memory runtime: which template a desktop asks for, the
 desktop started in every gui sandbox before its create returns (and not in others),
 a create whose desktop fails leaves nothing, a wake starts it again, vnc_url and the
-scope start needs. The
-desktop itself (Xvfb, noVNC in a browser) is tests/e2e/test_desktop.py's, on runc."""
+scope start needs. The desktop itself (Xvfb, noVNC in a browser) is
+tests/e2e/test_desktop.py's, on runc."""
 
 from __future__ import annotations
 
