@@ -129,6 +129,20 @@ async def test_the_desktop_is_ready_when_the_create_returns(desktop: Desktop) ->
     print(f"\nxgen create with gui: true (desktop ready) took {desktop.create_s:.2f}s")
 
 
+async def test_opencomputers_gui_template_has_the_desktop_too(server: Server, gui_template: None) -> None:
+    async with httpx.AsyncClient(
+        base_url=f"{server.url}/api", headers={"X-API-Key": server.key}, timeout=120
+    ) as api:
+        created = await api.post("/sandboxes", json={"templateID": "gui"})
+        assert created.status_code == 201, created.text
+        sid = created.json()["sandboxID"]
+        try:
+            listening = await api.get(f"/sandboxes/{sid}/ports")
+            assert 6080 in {entry["port"] for entry in listening.json()}  # when the create answers
+        finally:
+            await api.delete(f"/sandboxes/{sid}")
+
+
 async def test_vnc_url_without_its_pass_is_refused(server: Server, desktop: Desktop) -> None:
     parts = urlsplit(desktop.url)
     async with httpx.AsyncClient(timeout=30) as client:
