@@ -57,7 +57,15 @@ class Server:
     log: Path
     env: dict[str, str]
     jwt_secret: str
+    pid: int = 0
     orgs: dict[str, Org] = field(default_factory=dict)
+
+    def rss(self) -> int:
+        """The server's resident memory, in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def cli(self, *args: str) -> str:
         proc = subprocess.run(
@@ -120,7 +128,7 @@ def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     _build(env, work / "template-build.log", "base")
     log = work / "server.log"
     proc, url = process.start(["--data-dir", str(DATA_DIR), "--database-url", database_url], env, log)
-    server = Server(url, DATA_DIR, database_url, log, env, secret)
+    server = Server(url, DATA_DIR, database_url, log, env, secret, proc.pid)
     try:
         process.wait_healthy(url, proc, log)
         for name in ("alpha", "beta"):

@@ -7,12 +7,15 @@ import os
 import struct
 
 import pytest
+import websockets
 from websockets.exceptions import InvalidStatus
 
 from tests.support.xgen_client import (
     ACK,
     ERROR,
+    EXEC_EXIT,
     EXEC_START,
+    EXEC_STDOUT,
     FS_READ,
     FS_WRITE,
     PING,
@@ -22,7 +25,7 @@ from tests.support.xgen_client import (
     XgenSocket,
     pack,
 )
-from tests.xgen.conftest import Org
+from tests.xgen.conftest import Org, Server
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +239,48 @@ async def test_a_deleted_sandbox_ends_the_connection_with_sandbox_error(client: 
         error = await asyncio.wait_for(ws.sandbox_errors.get(), 15)
         assert error == {"code": "sandbox_stopped", "message": "the sandbox is stopped"}
         await asyncio.wait_for(ws.closed.wait(), 15)
+
+
+async def test_a_client_that_does_not_read_is_not_buffered_for(
+    xgen: Server, client: XgenClient, sandbox: str
+) -> None:
+    """64 MiB of output for a client that reads nothing: corral holds a few MiB and the
+    process waits (its writes stall), then everything arrives once the client reads."""
+    total = 64 << 20
+    url = xgen.url.replace("http", "ws", 1) + f"/api/v1/sandboxes/{sandbox}/ws?token={await client.token()}"
+    async with websockets.connect(url, max_queue=1, max_size=1 << 20, compression=None) as ws:
+        assert (await ws.recv())[0] == SANDBOX_READY
+        before = xgen.rss()
+        await ws.send(
+            pack(EXEC_START, 7, 1, {"command": "sh", "args": ["-c", f"head -c {total} /dev/zero; echo end"]})
+        )
+        written = await stalled_writes(client, sandbox)  # the producer waits for the client
+        assert written < total // 2, written
+        assert xgen.rss() - before < 48 << 20, (before, xgen.rss())
+        received = 0
+        while True:  # the client reads: all of it comes, then the exit
+            data = await asyncio.wait_for(ws.recv(), 30)
+            assert isinstance(data, bytes)
+            kind, channel = data[0], struct.unpack(">I", data[1:5])[0]
+            if channel == 7 and kind == EXEC_STDOUT:
+                received += len(data) - 9
+            if channel == 7 and kind == EXEC_EXIT:
+                break
+        assert received == total + len(b"end\n")
+
+
+async def stalled_writes(client: XgenClient, sandbox: str) -> int:
+    """What ``head`` has written once two readings of its write count, 0.5 s apart, agree."""
+    script = "cat /proc/$(pgrep -x head)/io 2>&1 | awk '/^wchar/ {print $2}'; pgrep -a head"
+    readings: list[str] = []
+    last = -1
+    for _ in range(60):
+        out = (await client.exec(sandbox, script))["stdout"].strip()
+        readings.append(out)
+        first = out.split("\n")[0]
+        now = int(first) if first.isdigit() else -1
+        if now > 0 and now == last:
+            return now
+        last = now
+        await asyncio.sleep(0.5)  # how long a writer must be still to be called stalled
+    raise AssertionError(f"head never stalled: {readings}")
