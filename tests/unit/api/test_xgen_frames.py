@@ -62,8 +62,9 @@ def test_create_request() -> None:
         timeout_seconds=60, resources=Resources(cpu=2, memory="1Gi", disk="4Gi"), env={"A": "b"}
     )
     request = mapping.create_request(body, "base")
-    assert (request.cpu_count, request.memory_mb, request.disk_mb, request.timeout_s) == (2, 1024, 4096, 60)
+    assert (request.cpu_count, request.memory_mb, request.disk_mb) == (2, 1024, 4096)
+    assert (request.lifetime_s, request.timeout_s) == (60, 0)  # a lifetime, no idle timeout besides
     assert request.envs == {"A": "b"}
-    assert mapping.create_request(CreateBody(), "base").timeout_s == 3600
+    assert mapping.create_request(CreateBody(), "base").lifetime_s == 3600
     assert mapping.capabilities(["sudo", "browser"]) == {"sudo", "browser"}
     assert mapping.ports([3000, 8080]) == [3000, 8080]
