@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -75,7 +74,12 @@ for pid in pids:
         )
         assert started.status_code == 201, started.text
         exec_id = started.json()["execId"]
-        time.sleep(1.5)  # the bomb is at its limit now, its children alive
+        eventually(  # it says so at its limit, its children alive (for 3 s more)
+            lambda: "forked" in http.get(f"/sandboxes/{victim}/exec/{exec_id}/result").json()["stdout"],
+            30,
+            "the bomb never reached its limit",
+            0.1,
+        )
         unnoticed()
         eventually(
             lambda: not http.get(f"/sandboxes/{victim}/exec/{exec_id}/result").json()["running"],
