@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 
 import httpx
-from corral_target import DEFAULT_CACHE, CorralServer, CorralTarget, ensure_template_cache
+from corral_target import DEFAULT_CACHE, CorralServer, CorralTarget, Network, ensure_template_cache
 from memory import mib
 from stats import Summary, fmt_ms, render_table
 
 TARGET_READY_P50 = 1.5
+NETWORK = Network("cdesk0", "10.245.0.0/16", 245)  # its own, apart from any other corral here
 
 
 async def desktop_ready(gui: CorralTarget, gateway: httpx.AsyncClient) -> tuple[str, float, float]:
@@ -57,13 +58,7 @@ async def run(args: argparse.Namespace) -> int:
     templates = args.templates or ensure_template_cache(DEFAULT_CACHE, "base")
     if args.templates is None:
         ensure_template_cache(DEFAULT_CACHE, "gui")
-    server = CorralServer(templates, workdir=args.workdir)
-    server.extra_env.update(  # a network of its own, apart from any other corral here
-        CORRAL_NETWORK_BRIDGE="corraldsk1",
-        CORRAL_NETWORK_POOL="10.231.0.0/16",
-        CORRAL_NETWORK_NFLOG_GROUP="231",
-        CORRAL_NETWORK_STATE_DIR="/run/corral-bench-desktop/network",
-    )
+    server = CorralServer(templates, workdir=args.workdir, network=NETWORK)
     await server.start()
     gui = CorralTarget(server.url, server.api_key, server.runc_root, template="gui", server_pid=server.pid)
     base = CorralTarget(server.url, server.api_key, server.runc_root, template="base")
