@@ -7,7 +7,8 @@ generated admin key is printed once to stderr (it is also saved, mode 0600, at
 ``<data dir>/admin-key``).
 
 Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at the
-root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the Copass compute
+root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the MCP server
+at ``/mcp`` (Streamable HTTP, ``corral.api.mcp``), the Copass compute
 surface at ``/api/v1/storage/sandboxes`` (mounted first), the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
 and OpenAPI at ``/api/v1/openapi.json``), ``GET /healthz`` and ``GET /metrics`` (no
 auth), OpenAPI at ``/openapi.json`` and ``/docs``. Middleware: ``RequestMetrics``
@@ -42,12 +43,15 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.routing import Route
 
 from corral.api.bodies import JsonBodies
 from corral.api.copass.app import MOUNT as COPASS_MOUNT
 from corral.api.copass.app import create_surface as copass_surface
 from corral.api.enclave.routes import router as enclave_router
 from corral.api.guard import RateLimitHeaders
+from corral.api.mcp.endpoint import PATH as MCP_PATH
+from corral.api.mcp.endpoint import McpEndpoint
 from corral.api.opencomputer import errors
 from corral.api.opencomputer.auth import CONTROL, WORKER
 from corral.api.opencomputer.routes import router as opencomputer_router
@@ -122,7 +126,8 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
                 flush=True,
             )
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             if isinstance(app, CorralApp):
                 app.gateway = None
@@ -148,6 +153,8 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.mount(COPASS_MOUNT, copass_surface(app.state, corral_version()))  # before /api/v1: not shadowed
     app.mount("/api/v1", xgen_surface(app.state, corral_version()))
+    mcp = McpEndpoint(app, corral_version())  # its tools call this app with the caller's credential
+    app.router.routes.append(Route(MCP_PATH, mcp, include_in_schema=False))  # an ASGI app: every method
     app.include_router(enclave_router)  # /sessions, in its own envelope (api/enclave/errors.py)
     app.include_router(opencomputer_router(CONTROL), prefix="/api")
     app.include_router(opencomputer_router(WORKER))

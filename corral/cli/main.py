@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import audit, bindings, keys, killswitch, orgs, sandbox, template, users
+from corral.cli import audit, bindings, keys, killswitch, mcp, orgs, sandbox, template, users
 from corral.cli.console import CliError, reported
 from corral.cli.local import DatabaseOption, DataDirOption, local_settings
 from corral.datadir import claim
@@ -42,6 +42,7 @@ app.add_typer(orgs.app, name="org")
 app.add_typer(users.app, name="users")
 app.add_typer(killswitch.app, name="killswitch")
 app.command("audit")(audit.audit)
+app.command("mcp")(mcp.mcp)
 
 
 @app.command()
