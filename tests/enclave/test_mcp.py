@@ -127,6 +127,8 @@ async def test_a_sandbox_worked_in_over_http(enclave: Server, alpha: Org) -> Non
                 text(await client.call_tool("read_file", {"sandbox_id": sid, "path": "/tmp/site/index.html"}))
                 == page
             )
+            late = await client.call_tool("exec", {"sandbox_id": sid, "command": "sleep 30", "timeout": 1})
+            assert late.is_error and "ran past its timeout (1 s)" in text(late)
             listed = await call(client, "list_files", sandbox_id=sid, path="/tmp/site")
             assert [e["name"] for e in listed["entries"]] == ["index.html"]
             resource = await client.read_resource(f"sandbox://{sid}/tmp/site/index.html")

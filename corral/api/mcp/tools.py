@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -30,6 +31,8 @@ from corral.api.mcp.api import Api, segment
 
 MAX_TEXT = 20_000
 """The most characters of one output, file or stream a tool returns."""
+EXEC_TIMEOUT_S = 60  # exec/run's default timeout
+TIMED_OUT = 124  # the exit code of a command killed at its timeout (as coreutils' timeout)
 
 Connect = Callable[[Context], AbstractAsyncContextManager[Api]]
 
@@ -190,11 +193,19 @@ def build(connect: Connect, *, version: str = "") -> MCPServer:
             int | None, Field(description="Seconds before the command is killed (default 60).", ge=1)
         ] = None,
     ) -> dict[str, Any]:
-        """Run a shell command in a sandbox and wait for it: exitCode, stdout, stderr."""
+        """Run a shell command in a sandbox and wait for it: exitCode, stdout, stderr.
+        A command still running at its timeout is killed: an error saying so."""
         body = _given(cmd="/bin/sh", args=["-c", command], cwd=cwd, timeout=timeout)
         async with connect(ctx) as api:
             answer = await api.call("POST", f"/api/sandboxes/{segment(sandbox_id)}/exec/run", json=body)
-        return bounded_output(answer)
+        answer = bounded_output(answer)
+        if answer.get("exitCode") == TIMED_OUT:
+            raise ToolError(
+                f"exit code {TIMED_OUT}: the command ran past its timeout "
+                f"({timeout or EXEC_TIMEOUT_S} s) and was killed (or exited {TIMED_OUT} itself); "
+                f"stdout: {answer.get('stdout')!r}, stderr: {answer.get('stderr')!r}"
+            )
+        return answer
 
     @server.tool(annotations=READ)
     async def read_file(ctx: Context, sandbox_id: SandboxId, path: Path) -> str:
