@@ -33,9 +33,12 @@ TOOLS = {
 
 
 @asynccontextmanager
-async def over_http(server: Server, credential: str | None) -> AsyncIterator[Client]:
-    """A client of ``/mcp`` sending ``credential`` as ``Authorization: Bearer``."""
-    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+async def over_http(
+    server: Server, credential: str | None, header: str = "Authorization"
+) -> AsyncIterator[Client]:
+    """A client of ``/mcp`` sending ``credential`` as ``Authorization: Bearer`` (or as ``header``)."""
+    value = f"Bearer {credential}" if header == "Authorization" else credential
+    headers = {header: value} if credential else {}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=120) as http,
         Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client,
@@ -191,3 +194,17 @@ async def test_mcp_without_a_credential_is_401_and_a_bad_one_a_tool_error(enclav
     async with over_http(enclave, "ek_nobody_" + "x" * 48) as client:
         refused = await client.call_tool("list_sandboxes", {})
         assert refused.is_error and "401: invalid API key" in text(refused), text(refused)
+
+
+async def test_mcp_takes_a_user_jwt_and_the_x_api_key_header(enclave: Server, alpha: Org, beta: Org) -> None:
+    """A JWT is judged as on the API: the org it names is the caller's."""
+    theirs = beta.http().post("/api/sandboxes", json={}).json()["sandboxID"]
+    try:
+        async with over_http(enclave, enclave.token(beta.key)) as client:
+            assert theirs in json.dumps(await call(client, "list_sandboxes"))
+        async with over_http(enclave, alpha.key, header="X-API-Key") as client:
+            assert theirs not in json.dumps(await call(client, "list_sandboxes"))
+            other = await client.call_tool("kill_sandbox", {"sandbox_id": theirs})
+            assert other.is_error and "404" in text(other)
+    finally:
+        beta.http().delete(f"/api/sandboxes/{theirs}")
