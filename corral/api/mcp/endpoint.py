@@ -3,9 +3,9 @@ POST stands alone, so every call carries, and is judged by, its own credential).
 
 A request without a credential (``X-API-Key`` or ``Authorization: Bearer``: an API key
 or a JWT) is refused with a 401 before the MCP SDK sees it. A tool calls the app in
-process (httpx over ASGI) with the request's credential headers, so the caller's
-org, role and scopes apply as on the HTTP API, and a bad credential is refused there
-(a tool error with the API's message). The SDK's session manager runs while
+process (httpx over ASGI) with the request's credential headers (and X-Client-Id) and
+client address, so the caller's org, role and scopes apply as on the HTTP API, and a bad
+credential is refused there (a tool error with the API's message). The SDK's session manager runs while
 ``running()`` is entered: the app's lifespan enters it (each time the app starts).
 """
 
@@ -27,6 +27,8 @@ from corral.api.mcp.tools import build
 from corral.errors import CorralError
 
 PATH = "/mcp"
+FORWARDED = (*CREDENTIAL_HEADERS, "x-client-id")
+"""The request headers a tool's calls carry on (X-Client-Id: into the audit trail)."""
 INTERNAL_BASE_URL = "http://127.0.0.1"  # the app called in process: no network
 
 
@@ -89,8 +91,12 @@ class McpEndpoint:
     async def connect(self, ctx: Context) -> AsyncIterator[Api]:
         """The API as the caller of ``ctx``'s request: the app, with its credential headers."""
         sent = ctx.headers or {}
-        headers = {name: sent[name] for name in CREDENTIAL_HEADERS if name in sent}
-        transport = httpx.ASGITransport(app=self.app)
+        headers = {name: sent[name] for name in FORWARDED if name in sent}
+        # the caller's address too: a failed credential is rate limited per address
+        request = ctx.request_context.request
+        peer = getattr(request, "client", None)
+        address = (peer.host, peer.port) if peer is not None else ("127.0.0.1", 0)
+        transport = httpx.ASGITransport(app=self.app, client=address)
         async with httpx.AsyncClient(
             transport=transport, base_url=INTERNAL_BASE_URL, headers=headers, timeout=TIMEOUT
         ) as client:
