@@ -5,7 +5,9 @@ A request without a credential (``X-API-Key`` or ``Authorization: Bearer``: an A
 or a JWT) is refused with a 401 before the MCP SDK sees it. A tool calls the app in
 process (httpx over ASGI) with the request's credential headers (and X-Client-Id) and
 client address, so the caller's org, role and scopes apply as on the HTTP API, and a bad
-credential is refused there (a tool error with the API's message). The SDK's session manager runs while
+credential is refused there (a tool error with the API's message). httpx's ASGI
+transport reads an answer whole, so run_code's progress (its session's stream) arrives
+all at its end here; over stdio it arrives as the program runs. The SDK's session manager runs while
 ``running()`` is entered: the app's lifespan enters it (each time the app starts).
 """
 
