@@ -76,7 +76,25 @@ def serve(settings: Settings, sock: socket.socket | None = None, **overrides: An
     """Serve corral until interrupted, on ``sock`` (a listening socket, which the server
     then owns and closes) or else on the settings' host and port. ``overrides`` go to
     ``create_app``."""
+    configure_logging()
     uvicorn.Server(config(settings, create_app(settings, **overrides))).run(sockets=[sock] if sock else None)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """corral's log: one line per record on stderr, INFO and above, set before the app
+    is built, so a library that configures logging only when nobody has (the mcp SDK's
+    server does, with a console handler that wraps lines) leaves it as it is. A process
+    that set up its root logger already (a test run) keeps its own."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def fast_path_of(app: FastAPI) -> FastPathSource:
