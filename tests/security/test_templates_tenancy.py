@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from corral.runtime.templates import RECIPES
 from tests.security.conftest import SecurityServer, Tenant
 
 SECRET = "alpha-template-secret-3f9c"
@@ -63,7 +64,7 @@ def test_another_orgs_template_is_not_found_on_every_route(
             nobody = http.post("/sandboxes", json={"templateID": "nobody-has-this"})
             assert answers[2].json()["error"] == nobody.json()["error"].replace("nobody-has-this", name)
         listed = http.get("/templates").json()
-    assert {t["name"] for t in listed} == {"base", "python", "nodejs"}  # the built-ins alone
+    assert {t["name"] for t in listed} == set(RECIPES)  # the built-ins alone
     # the victim noticed nothing: its template is listed, gets, and makes sandboxes with its secret
     with alpha.http() as http:
         assert http.get("/templates/app").json()["templateID"] == alpha_app.id
