@@ -55,6 +55,12 @@ class Conflict(CorralError):
     code = "conflict"
 
 
+class NoRoom(Conflict):
+    """The node may not promise one more sandbox's disk or memory now, or its org has
+    all the live sandboxes it may: one that ends makes room (a 409 to an API caller; a
+    code session waits for it)."""
+
+
 class LimitExceeded(CorralError):
     code = "limit"
 

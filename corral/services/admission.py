@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from corral.domain import Capacity, Limits
-from corral.errors import Conflict, Unavailable
+from corral.errors import NoRoom, Unavailable
 from corral.ports import SandboxStore
 from corral.services.kill_switch import KillSwitch
 
@@ -68,7 +68,7 @@ class Admission:
                 pending = self._pending[org_id]  # before the read: see ``promise``
                 live = await self.store.count_live(org_id)
                 if live + pending > cap:
-                    raise Conflict(
+                    raise NoRoom(
                         f"this org has {live} live sandboxes and at most {cap} are allowed "
                         "(setting max_live_sandboxes_per_org); kill one before creating another"
                     )
@@ -106,7 +106,7 @@ class Admission:
 def _check(what: str, asked: int, total: int, limit: int) -> None:
     """Conflict when ``total`` (``asked`` included) is over ``limit``."""
     if asked and limit and total > limit:
-        raise Conflict(
+        raise NoRoom(
             f"this node cannot promise {asked} MiB more {what}: its sandboxes hold "
             f"{total - asked} MiB of the {limit} MiB it may promise (setting "
             f"max_promised_{what}_mb); ask for less, or kill a sandbox"

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -51,7 +52,7 @@ from corral import priority
 from corral.auth.principal import Principal, Role
 from corral.auth.scopes import Scope, require
 from corral.clock import SYSTEM, Clock
-from corral.domain import Event, SandboxStatus
+from corral.domain import Event, Sandbox, SandboxStatus
 from corral.domain.session_json import result_json, session_json
 from corral.domain.sessions import (
     CodeSession,
@@ -62,7 +63,7 @@ from corral.domain.sessions import (
     SessionRequest,
     SessionResult,
 )
-from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+from corral.errors import Conflict, CorralError, InvalidInput, NoRoom, NotFound
 from corral.ids import is_valid, new_id
 from corral.services.audit import AuditService
 from corral.services.runner import TEMPLATES, Runner, RunOutcome
@@ -78,6 +79,8 @@ KEEP_ENDED = 32  # ended sessions whose frames stay in memory
 MAX_PAGE = 100
 COPIED = frozenset({"egress_allowed", "egress_denied", "binding_invoked"})
 SANDBOX_GRACE_S = 300  # the sandbox's idle timeout beyond the wall clock: a backstop only
+ROOM_WAIT_S = 600.0  # longest a session waits for the node to have room for its sandbox
+ROOM_RETRY_S = 1.0  # and how often it looks again meanwhile (other sandboxes end too)
 
 
 class SessionStore(Protocol):
@@ -190,6 +193,7 @@ class SessionService:
         self._of_sandbox: dict[str, str] = {}  # sandbox id -> session id, while it runs
         self._ended: OrderedDict[str, FrameLog] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()  # set (and replaced) each time a session is torn down
         audit.listeners.append(self._on_record)
 
     # ---- the API ---------------------------------------------------------------------
@@ -316,7 +320,8 @@ class SessionService:
             if live.stop.is_set():
                 raise _Deleted()
             limits = session.limits
-            sandbox = await self.sandboxes.create(
+            sandbox = await self._create_when_room(
+                live,
                 actor,
                 CreateSandbox(
                     template=TEMPLATES[session.language],
@@ -360,6 +365,25 @@ class SessionService:
         phase, result = await self._outcome(live, outcome, error)
         await asyncio.shield(self._finish(live, actor, phase, result, error=error or _stopped(outcome)))
 
+    async def _create_when_room(self, live: _Live, actor: Principal, request: CreateSandbox) -> Sandbox:
+        """The session's sandbox; while the node (or the org) has no room for it, the
+        session waits, still ``pending``, and tries again when another session is torn
+        down (or every ``ROOM_RETRY_S``: other sandboxes end too), at most
+        ``ROOM_WAIT_S``: a burst of sessions over what the node may promise waits
+        instead of failing."""
+        deadline = self.clock.monotonic() + ROOM_WAIT_S
+        while True:
+            room = self._room
+            try:
+                return await self.sandboxes.create(actor, request)
+            except NoRoom:
+                if live.stop.is_set() or self.clock.monotonic() >= deadline:
+                    raise
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(room.wait(), ROOM_RETRY_S)
+            if live.stop.is_set():
+                raise _Deleted()
+
     async def _outcome(
         self, live: _Live, outcome: RunOutcome | None, error: str | None
     ) -> tuple[Phase, SessionResult | None]:
@@ -396,6 +420,8 @@ class SessionService:
             live, phase, outcome=phase, result=result, kill_reason=reason, error=error, finished_at=now
         )
         await self._teardown(actor, live.session.sandbox_id)
+        self._room.set()  # sessions waiting for room try again
+        self._room = asyncio.Event()
         await self._record(live, None, "session_torn_down")
         await self._phase(live, Phase.TORN_DOWN)
         live.frames.add("end", self.clock.now(), {"phase": phase})
