@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.support import process
-from tests.support.process import CORRAL
+from tests.support import surface
 from tests.support.template import build_base
 
 DATA_DIR = Path(os.environ.get("CORRAL_COPASS_DATA_DIR", "/var/tmp/corral-copass"))
@@ -56,17 +54,7 @@ class Server:
     orgs: dict[str, Org] = field(default_factory=dict)
 
     def cli(self, *args: str) -> str:
-        proc = subprocess.run(
-            [CORRAL, *args, "--data-dir", str(self.data_dir), "--database-url", self.database_url],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, f"corral {' '.join(args)}: {proc.stdout}{proc.stderr}"
-        return proc.stdout
+        return surface.cli(self.env, self.data_dir, self.database_url, *args)
 
 
 @pytest.fixture(scope="session")
@@ -92,18 +80,14 @@ def copass_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     build_base(env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    proc, url = process.start(["--data-dir", str(DATA_DIR), "--database-url", database_url], env, log)
-    server = Server(url, DATA_DIR, database_url, log, env)
-    try:
-        process.wait_healthy(url, proc, log)
-        for name in ("alpha", "beta"):
+    with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
+        server = Server(url, DATA_DIR, database_url, log, env)
+        for name in surface.ORGS:
             server.cli("org", "create", name)
             org = Org(name, "", server)
             org.key = org.key_of("owner")
             server.orgs[name] = org
         yield server
-    finally:
-        process.stop(proc)
 
 
 @pytest.fixture(scope="session")

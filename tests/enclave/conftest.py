@@ -14,8 +14,6 @@ import fcntl
 import json
 import os
 import secrets
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
-from tests.support import process
-from tests.support.process import CORRAL, tail
-from tests.support.template import BUILD_TIMEOUT_S
+from tests.support import surface
+from tests.support.template import build_template
 
 DATA_DIR = Path(os.environ.get("CORRAL_ENCLAVE_DATA_DIR", "/var/tmp/corral-enclave"))
 RUN_DIR = "/run/corral-enclave"
@@ -81,17 +77,7 @@ class Server:
     orgs: dict[str, Org] = field(default_factory=dict)
 
     def cli(self, *args: str) -> str:
-        proc = subprocess.run(
-            [CORRAL, *args, "--data-dir", str(self.data_dir), "--database-url", self.database_url],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, f"corral {' '.join(args)}: {proc.stdout}{proc.stderr}"
-        return proc.stdout
+        return surface.cli(self.env, self.data_dir, self.database_url, *args)
 
     def token(self, key: str) -> str:
         """A user JWT for ``key``, from the server's token exchange (spec 002's)."""
@@ -102,9 +88,7 @@ class Server:
     def resigned(self, token: str, *, expires_in: int = 600, secret: str | None = None) -> str:
         """``token``'s claims signed again: expiring ``expires_in`` seconds from now
         (negative: already expired), with the server's secret or ``secret``."""
-        claims = jwt.decode(token, options={"verify_signature": False})
-        claims["exp"] = int(time.time()) + expires_in
-        return jwt.encode(claims, secret or self.jwt_secret, algorithm="HS256")
+        return surface.resigned(token, secret or self.jwt_secret, expires_in)
 
 
 def stream(http: httpx.Client, session_id: str) -> list[dict[str, Any]]:
@@ -121,21 +105,6 @@ def stream(http: httpx.Client, session_id: str) -> list[dict[str, Any]]:
                 assert event == "message"
                 frames.append(json.loads(line.removeprefix("data: ")))
     return frames
-
-
-def _build(env: dict[str, str], log: Path, name: str) -> None:
-    with log.open("ab") as out:
-        proc = subprocess.run(
-            [CORRAL, "template", "build", name, "--data-dir", str(DATA_DIR)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    if proc.returncode != 0:
-        pytest.fail(f"corral template build {name} failed:\n{tail(log)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -181,20 +150,16 @@ def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("base", "nodejs"):
-        _build(env, work / "template-build.log", name)
+        build_template(name, env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    proc, url = process.start(["--data-dir", str(DATA_DIR), "--database-url", database_url], env, log)
-    server = Server(url, DATA_DIR, database_url, log, env, secret)
-    try:
-        process.wait_healthy(url, proc, log)
-        for name in ("alpha", "beta"):
+    with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
+        server = Server(url, DATA_DIR, database_url, log, env, secret)
+        for name in surface.ORGS:
             server.cli("org", "create", name)
             org = Org(name, "", server)
             org.key = org.key_of("owner")
             server.orgs[name] = org
         yield server
-    finally:
-        process.stop(proc)
 
 
 @pytest.fixture(scope="session")

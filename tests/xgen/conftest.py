@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jwt
 import pytest
 
-from tests.support import process
-from tests.support.process import CORRAL, tail
-from tests.support.template import BUILD_TIMEOUT_S
+from tests.support import surface
+from tests.support.template import build_template
 from tests.support.xgen_client import XgenClient
 
 DATA_DIR = Path(os.environ.get("CORRAL_XGEN_DATA_DIR", "/var/tmp/corral-xgen"))
@@ -68,39 +64,12 @@ class Server:
         raise AssertionError("no VmRSS")
 
     def cli(self, *args: str) -> str:
-        proc = subprocess.run(
-            [CORRAL, *args, "--data-dir", str(self.data_dir), "--database-url", self.database_url],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, f"corral {' '.join(args)}: {proc.stdout}{proc.stderr}"
-        return proc.stdout
+        return surface.cli(self.env, self.data_dir, self.database_url, *args)
 
     def resigned(self, token: str, *, expires_in: int = 600, secret: str | None = None) -> str:
         """``token``'s claims signed again: expiring ``expires_in`` seconds from now
         (negative: already expired), with the server's secret or ``secret``."""
-        claims = jwt.decode(token, options={"verify_signature": False})
-        claims["exp"] = int(time.time()) + expires_in
-        return jwt.encode(claims, secret or self.jwt_secret, algorithm="HS256")
-
-
-def _build(env: dict[str, str], log: Path, name: str) -> None:
-    with log.open("ab") as out:
-        proc = subprocess.run(
-            [CORRAL, "template", "build", name, "--data-dir", str(DATA_DIR)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-    if proc.returncode != 0:
-        pytest.fail(f"corral template build {name} failed:\n{tail(log)}", pytrace=False)
+        return surface.resigned(token, secret or self.jwt_secret, expires_in)
 
 
 @pytest.fixture(scope="session")
@@ -125,20 +94,16 @@ def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_REAPER_INTERVAL_S": "0.5",  # lifetimes end within half a second of their deadline
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _build(env, work / "template-build.log", "base")
+    build_template("base", env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    proc, url = process.start(["--data-dir", str(DATA_DIR), "--database-url", database_url], env, log)
-    server = Server(url, DATA_DIR, database_url, log, env, secret, proc.pid)
-    try:
-        process.wait_healthy(url, proc, log)
-        for name in ("alpha", "beta"):
+    with surface.served(DATA_DIR, database_url, env, log) as (proc, url):
+        server = Server(url, DATA_DIR, database_url, log, env, secret, proc.pid)
+        for name in surface.ORGS:
             server.cli("org", "create", name)
             org = Org(name, "", server)
             org.key = org.key_of("owner")
             server.orgs[name] = org
         yield server
-    finally:
-        process.stop(proc)
 
 
 @pytest.fixture(scope="session")
