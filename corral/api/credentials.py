@@ -6,6 +6,10 @@ them, for every surface (through its auth module) and for the gateway.
     X-OC-Preview-Token: <preview token>    the gateway's
     ?token=<t>, ?api_key=<t>               where headers cannot be set (browsers: WebSockets,
                                            preview links)
+    Sec-WebSocket-Protocol: corral, corral.credential.<credential>
+                                           a browser's WebSocket (``protocol``), so that a
+                                           credential need not be put in a URL (the console);
+                                           the server accepts with ``corral`` (``SUBPROTOCOL``)
 
 A credential is told by its form, wherever it came: ``ek_<id>_<secret>`` is an API key
 (``is_api_key``), a three-part JWT a worker or user token (``is_jwt``); anything else
@@ -33,6 +37,10 @@ API_KEY_PREFIX = "ek_"
 JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 HEADERS = frozenset({b"authorization", b"x-api-key", b"x-oc-preview-token"})
 """The request headers that carry credentials (lower case, as in an ASGI scope)."""
+SUBPROTOCOL = "corral"
+"""The WebSocket subprotocol a server accepts a handshake with that offered a credential."""
+CREDENTIAL_PROTOCOL = "corral.credential."
+"""Prefix of the offered subprotocol that carries a credential (its rest)."""
 BEARER_IN_API_KEY = "X-API-Key takes the bare API key (ek_<id>_<secret>), without 'Bearer '"
 
 
@@ -54,6 +62,7 @@ class Credentials:
     bearer: str  # the credential of ``Authorization: Bearer <credential>``
     api_key: str  # X-API-Key
     preview_token: str  # X-OC-Preview-Token
+    protocol: str  # the credential of an offered subprotocol corral.credential.<credential>
     query_string: bytes  # as sent, for ``query``
 
     @property
@@ -75,8 +84,11 @@ def read(scope: Any) -> Credentials:
     """The credentials of the request of ASGI ``scope`` (HTTP or WebSocket);
     InvalidInput if a credential header came twice."""
     found: dict[bytes, str] = {}
+    protocol = ""
     for name, value in scope["headers"]:
-        if name in HEADERS:
+        if name == b"sec-websocket-protocol":
+            protocol = protocol or _protocol_credential(value.decode("latin-1"))
+        elif name in HEADERS:
             if name in found:
                 header = name.decode().title()
                 raise InvalidInput(f"{header}: sent more than once; send one", field=header)
@@ -88,8 +100,18 @@ def read(scope: Any) -> Credentials:
         bearer=rest.strip() if scheme.lower() == "bearer" else "",
         api_key=found.get(b"x-api-key", ""),
         preview_token=found.get(b"x-oc-preview-token", ""),
+        protocol=protocol,
         query_string=scope.get("query_string", b""),
     )
+
+
+def _protocol_credential(offered: str) -> str:
+    """The credential of ``corral.credential.<credential>`` among the offered subprotocols."""
+    for item in offered.split(","):
+        item = item.strip()
+        if item.startswith(CREDENTIAL_PROTOCOL):
+            return item[len(CREDENTIAL_PROTOCOL) :]
+    return ""
 
 
 def query_param(query: bytes, name: str) -> str:

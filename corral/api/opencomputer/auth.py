@@ -6,6 +6,8 @@ Where a credential may be (first found wins):
     Authorization: Bearer <credential>     both surfaces
     X-API-Key: <credential>                both surfaces
     ?token=<credential>, ?api_key=<...>    WebSockets only (browsers cannot set headers)
+    Sec-WebSocket-Protocol: corral, corral.credential.<credential>
+                                           WebSockets only, kept out of URLs (the console)
 
 A credential is recognised by its form, wherever it is sent: ``ek_...`` is an API key,
 a three-part JWT is a worker token. The spec puts API keys on the control plane and
@@ -64,6 +66,8 @@ def _credential(conn: HTTPConnection, missing: str) -> str:
         creds.require_bare_api_key()
         return creds.api_key
     if conn.scope["type"] == "websocket":
+        if creds.protocol:
+            return creds.protocol
         for name in ("token", "api_key"):
             value = creds.query(name)
             if value:

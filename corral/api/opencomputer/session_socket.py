@@ -10,6 +10,8 @@ Contracts:
 - Two tasks per socket: output to the client, input to the session. Whichever ends
   first cancels the other.
 - A client that disconnects only detaches: the session keeps running in the agent.
+- A client that offered the subprotocol ``corral`` (with its credential beside it,
+  ``corral.api.credentials``) is accepted with it.
 - If the agent's stream ends without an exit, or fails, the socket is closed with 1011
   (the SDKs then report exit code -1).
 """
@@ -22,6 +24,7 @@ import struct
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from corral.api.credentials import SUBPROTOCOL
 from corral.api.opencomputer import mapping
 from corral.auth.principal import Principal
 from corral.core import Core
@@ -52,7 +55,7 @@ async def attach(
     session_id = mapping.path_id(session_id, ids, noun)
     attachment = await core.commands.attach(principal, sandbox_id, session_id)
     async with attachment as att:
-        await ws.accept()
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in ws.scope.get("subprotocols", ()) else None)
         await pump(ws, att, framed=framed)
 
 

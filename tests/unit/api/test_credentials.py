@@ -50,3 +50,10 @@ def test_forms() -> None:
     assert is_api_key("ek_a_b") and not is_api_key("a.b.c")
     assert is_jwt("aa.bb.cc") and is_jwt("aa.bb.") and not is_jwt("ek_a_b") and not is_jwt("a.b")
     assert isinstance(read(scope()), Credentials)
+
+
+def test_a_websocket_credential_in_an_offered_subprotocol() -> None:
+    offered = (b"sec-websocket-protocol", b"corral, corral.credential.ek_a_b-c")
+    assert read(scope(offered)).protocol == "ek_a_b-c"
+    assert read(scope((b"sec-websocket-protocol", b"chat, superchat"))).protocol == ""
+    assert read(scope()).protocol == ""

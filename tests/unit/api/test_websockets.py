@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
 from tests.support.app import KEY
 from tests.support.conditions import eventually_async
@@ -126,6 +127,22 @@ async def test_disconnect_detaches_without_killing(box: Box) -> None:
         await ws.send(b"\x00back\n")
         got = await frames(ws)
     assert stream(got, 0x01) == b"got:back\n" and got[-1] == b"\x03\x00\x00\x00\x00"
+
+
+async def test_a_browser_sends_its_credential_in_a_subprotocol_not_the_url(box: Box) -> None:
+    sid = await box.session("read line; echo got:$line")
+    url = f"{box.live.ws_url}/api/sandboxes/{box.sid}/exec/{sid}"
+    async with websockets.connect(
+        url, subprotocols=[Subprotocol("corral"), Subprotocol(f"corral.credential.{KEY}")]
+    ) as ws:
+        assert ws.subprotocol == "corral"  # a browser drops a handshake that accepts none it offered
+        await ws.send(b"\x00browser\n")
+        got = await frames(ws)
+    assert stream(got, 0x01) == b"got:browser\n"
+    status, _ = await refused(
+        url, subprotocols=[Subprotocol("corral"), Subprotocol("corral.credential.ek_x_y")]
+    )
+    assert status == 401
 
 
 async def test_no_permessage_deflate_is_negotiated(box: Box) -> None:
