@@ -57,6 +57,7 @@ from corral.services.hub import Hub
 from corral.services.keys import KeyService
 from corral.services.kill_switch import KillSwitch
 from corral.services.lifecycle import LifecycleService
+from corral.services.models import ModelService
 from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
@@ -124,6 +125,7 @@ class Core:
     workspace: WorkspaceService
     compute: ComputeService  # Copass compute sessions (corral/api/copass)
     desktop: DesktopService  # the desktop of gui sandboxes, for every surface
+    models: ModelService  # the Anthropic Messages API, with the key only the host holds
     hub: Hub  # what several parts must hear (services/hub.py)
     background: Background  # what runs in the background, stopped by close (corral/background.py)
     network: NodeNetwork | None = None
@@ -187,6 +189,8 @@ class Core:
             batch_size=settings.audit_batch_size,
         )
         await background.start("the audit writer", audit.start, audit.close)  # stopped after all who record
+        models = default_models(settings, audit, metrics)
+        background.adopt("the model API client", models.close)
         network = None
         if runtime is None:
             network = default_network(settings, audit, _org_of(sandbox_store))
@@ -319,6 +323,7 @@ class Core:
             workspace=WorkspaceService(sandboxes, commands),
             compute=ComputeService(sandboxes, commands, kill_switch, settings.compute_sessions_per_user),
             desktop=DesktopService(sandboxes, previews),
+            models=models,
             hub=hub,
             background=background,
             network=network,
@@ -355,6 +360,21 @@ def default_standby(
         metrics.sandboxes_standby,
         also=tuple(TEMPLATES.values()),
     )
+
+
+def default_models(settings: Settings, audit: AuditService, metrics: Metrics) -> ModelService:
+    """Model access over the Anthropic API at ``anthropic_base_url`` with
+    ``anthropic_api_key`` (none set: a service that says ModelUnavailable)."""
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else ""
+    if not key:
+        return ModelService(None, audit, metrics)
+    from corral.network.anthropic import AnthropicClient
+
+    ca_file = str(settings.bindings_ca_file) if settings.bindings_ca_file else None
+    client = AnthropicClient(
+        settings.anthropic_base_url, key, timeout=settings.anthropic_timeout_s, ca_file=ca_file
+    )
+    return ModelService(client, audit, metrics, key)
 
 
 def output_budget(settings: Settings) -> OutputBudget:

@@ -14,7 +14,8 @@ their boundary with ``raise CorralError(...) from exc``.
     │   └── InsufficientStorage      "storage"       the sandbox's disk is full (ENOSPC, EDQUOT):
     │                                                 the request was fine, a retry won't help
     ├── Unavailable                  "unavailable"   a dependency is down or switched off
-    │   └── SandboxWaking            "waking"        hibernated, being woken: retry shortly
+    │   ├── SandboxWaking            "waking"        hibernated, being woken: retry shortly
+    │   └── ModelUnavailable         "model_unavailable"  no model API key is set (503)
     └── SandboxError                 "sandbox"       the sandbox or its runtime failed
         ├── RuntimeFailure           "runtime"       runc, mounts, cgroups
         ├── AgentError               "agent"         the in-sandbox agent failed or lied
@@ -81,6 +82,17 @@ class SandboxWaking(Unavailable):
     succeeds once it runs (the caller asked not to wait for the wake)."""
 
     code = "waking"
+
+
+class ModelUnavailable(Unavailable):
+    """Model access is not configured on this node: the message says what to set."""
+
+    code = "model_unavailable"
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(
+            message or "model access is not configured: set CORRAL_ANTHROPIC_API_KEY", field=field
+        )
 
 
 class SandboxError(CorralError):

@@ -20,6 +20,9 @@ serves it at ``GET /metrics`` (no auth).
     corral_audit_records_total               counter    outcome                 audit records written / failed
     corral_audit_queue_depth                 gauge                              records waiting to be written
     corral_sandboxes_standby                 gauge                              sandboxes started ahead, not yet taken
+    corral_model_requests_total              counter    org, via, status        Messages API calls (via host or sandbox)
+    corral_model_input_tokens_total          counter    org, via                tokens in, from the answers
+    corral_model_output_tokens_total         counter    org, via                tokens out, from the answers
 
 ``path`` is the route template (``/api/sandboxes/{sandbox_id}``), never the raw path,
 so ids do not explode the label set; requests no route matched are ``<unmatched>``.
@@ -78,6 +81,15 @@ class Metrics:
         self.sandboxes_standby = Gauge(
             "corral_sandboxes_standby", "Sandboxes started ahead, not yet taken by a create", registry=r
         )
+        self.model_requests = Counter(
+            "corral_model_requests_total", "Model API calls", ["org", "via", "status"], registry=r
+        )
+        self.model_input_tokens = Counter(
+            "corral_model_input_tokens_total", "Model input tokens", ["org", "via"], registry=r
+        )
+        self.model_output_tokens = Counter(
+            "corral_model_output_tokens_total", "Model output tokens", ["org", "via"], registry=r
+        )
 
     # ---- what the services and the gateway call ------------------------------------------
 
@@ -100,6 +112,12 @@ class Metrics:
         traffic.requests[status] = traffic.requests.get(status, 0) + 1
         traffic.bytes_in += bytes_in
         traffic.bytes_out += bytes_out
+
+    def model_call(self, org_id: str, via: str, status: int, input_tokens: int, output_tokens: int) -> None:
+        """One call of the model API by an org (``via``: host or sandbox) and what it used."""
+        self.model_requests.labels(org_id, via, str(status)).inc()
+        self.model_input_tokens.labels(org_id, via).inc(input_tokens)
+        self.model_output_tokens.labels(org_id, via).inc(output_tokens)
 
     def http_request(self, method: str, path: str, status: int, seconds: float) -> None:
         self.http_requests.labels(method, path, str(status)).inc()

@@ -640,3 +640,16 @@ class WebhookPoster(Protocol):
         """POST ``body`` (JSON) to ``url`` within ``timeout`` seconds; the answer's
         status. Unavailable when it could not be sent or answered (a refused
         destination, connection, TLS, timeout)."""
+
+
+class MessagesApi(Protocol):
+    """The Anthropic Messages API, called from corral's host with corral's key
+    (``corral.network.anthropic``)."""
+
+    async def create(self, body: Mapping[str, object]) -> tuple[int, object]:
+        """POST ``body`` to ``/v1/messages`` (not streamed); the answer's status and its
+        JSON (None when it was not JSON). Unavailable when there was no answer (a
+        connection, TLS or timeout failure); the message never holds the key."""
+
+    async def close(self) -> None:
+        """Release its connections. Idempotent."""

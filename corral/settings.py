@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     bindings_calls_per_sandbox: Annotated[int, Field(ge=1)] = 16  # calls of one sandbox at once
     bindings_deadline_s: Annotated[float, Field(gt=0)] = 600.0  # one call, its streamed answer included
     bindings_ca_file: Path | None = None  # PEM: the CAs HTTPS upstreams are checked against (None: certifi's)
+    # model access (corral.services.models): the Anthropic Messages API, called from this
+    # host with this key, and by sandboxes through a binding that adds it outside them
+    # (None: agent sessions and runs answer 503 saying to set CORRAL_ANTHROPIC_API_KEY)
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_timeout_s: Annotated[float, Field(gt=0)] = 600.0  # one host-side call
     # webhooks (corral.services.webhooks): POSTed from this host to a tenant's URL
     webhook_allow_private: bool = False  # let them reach loopback, private and link-local addresses
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0  # one attempt
