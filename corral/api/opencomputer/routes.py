@@ -9,7 +9,7 @@ served on both although the spec calls it worker-only: the Python SDK posts it t
 its control-plane client.
 
 The control plane also serves corral's own audit trail (``routes_audit``), API key
-(``routes_keys``) and service binding (``routes_bindings``) routes, and spec 003's checkpoints, forks and patches
+(``routes_keys``), caller and node (``routes_node``: /me, /node) and service binding (``routes_bindings``) routes, and spec 003's checkpoints, forks and patches
 (``routes_checkpoints``), hibernate and wake (``routes_lifecycle``, which also has the
 keepalive route of both mounts and the ``X-OSB-Async-Wake`` header every route reads)
 and Dockerfile templates (``routes_templates``). Which role may call what is decided in the services
@@ -34,6 +34,7 @@ from corral.api.opencomputer import (
     routes_keys,
     routes_lifecycle,
     routes_network,
+    routes_node,
     routes_preview,
     routes_pty,
     routes_templates,
@@ -80,6 +81,7 @@ def router(surface: Surface) -> APIRouter:
     if surface.control:
         top.include_router(routes_audit.router(surface))
         top.include_router(routes_keys.router(surface))
+        top.include_router(routes_node.router(surface))
         top.include_router(routes_bindings.router(surface))
         top.include_router(routes_templates.router(surface))
     return top

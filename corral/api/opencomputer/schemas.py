@@ -265,6 +265,28 @@ class CreatedKeyOut(KeyOut):
     key: str  # ek_<id>_<secret>, shown only in this answer
 
 
+class IdentityOut(_Out):
+    orgID: str
+    orgName: str
+    role: str
+    scopes: list[str]
+    keyID: str | None
+    userID: str | None
+    email: str | None
+    sandboxID: str | None
+
+
+class NodeStatsOut(_Out):
+    at: float
+    liveSandboxes: int
+    creates: int
+    createSecondsSum: float
+    createSecondsCount: int
+    memoryTotalMB: int
+    memoryAvailableMB: int
+    memoryPromisedMB: int
+
+
 class CreateBindingBody(_Body):
     name: str
     url: str

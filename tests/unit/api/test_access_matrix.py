@@ -100,6 +100,8 @@ ROUTES: list[Row] = [
     Row("POST", "/api/keys", KEYS, (201,), bound=False, body={"role": "viewer"}),
     Row("GET", "/api/keys", KEYS, (200,), bound=False),
     Row("DELETE", "/api/keys/{key}", KEYS, (204,), fresh=("key",)),
+    Row("GET", "/api/me", READ, (200,), bound=False),  # no scope needed: every principal here has read
+    Row("GET", "/api/node", READ, (200,), bound=False),
     # service bindings: the first add of the name is a 201, the next ones a 409
     Row("POST", "/api/bindings", BINDINGS, (201, 409), bound=False, body={"name": "m", **BINDING}),
     Row("GET", "/api/bindings", BINDINGS, (200,), bound=False),
