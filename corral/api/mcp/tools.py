@@ -18,6 +18,7 @@ corral's is a tool error with corral's message (``api.Api.call``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Literal
@@ -74,9 +75,22 @@ def _given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _quietly_built(version: str) -> MCPServer:
+    """A bare ``MCPServer``, leaving the process's logging as it was: building one
+    configures the root logger (``logging.basicConfig`` at INFO with a Rich handler)
+    when nothing has yet, and logging is the embedding program's to set (``corral serve``
+    sets its own; a test or a bench creating the app keeps Python's default)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    server: MCPServer = MCPServer("corral", version=version, instructions=INSTRUCTIONS)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return server
+
+
 def build(connect: Connect, *, version: str = "") -> MCPServer:
     """The MCP server with every tool and resource, each calling the API through ``connect``."""
-    server: MCPServer = MCPServer("corral", version=version, instructions=INSTRUCTIONS)
+    server = _quietly_built(version)
 
     # ---- Enclave: code sessions (/sessions) -----------------------------------------
 

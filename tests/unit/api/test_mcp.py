@@ -4,6 +4,7 @@ same tools on runc, over both transports: tests/enclave/test_mcp.py."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 
 from corral.api.mcp.api import Api
-from corral.api.mcp.tools import MAX_TEXT, bounded
+from corral.api.mcp.tools import MAX_TEXT, bounded, build
 from tests.support.app import KEY
 from tests.unit.api.harness import new_key, serving
 
@@ -108,3 +109,15 @@ async def test_an_unreachable_server_is_a_tool_error_saying_so() -> None:
 def test_long_text_is_cut_and_says_so() -> None:
     assert bounded("abc") == "abc"
     assert bounded("x" * (MAX_TEXT + 5)) == "x" * MAX_TEXT + "\n[... 5 more characters not shown]"
+
+
+def test_building_the_server_leaves_the_process_logging_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's server configures the root logger on construction when none is set;
+    an app created by a test, a bench or an embedding program must not get Rich
+    handlers at INFO from it."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    build(lambda *_a, **_k: None)  # type: ignore[arg-type]
+    assert root.handlers == []
+    assert root.level == logging.WARNING
