@@ -41,6 +41,7 @@ from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
 from corral.runtime import bundle, cgroups, cpu_quota, loopdev, mounts, overlay, treework
+from corral.runtime import userns as owners
 from corral.runtime.agentfile import AgentFiles
 from corral.runtime.blocking import finish
 from corral.runtime.disk import DiskImages
@@ -571,4 +572,5 @@ def _remove_host_state(paths: SandboxPaths) -> None:
     if not loopdev.wait_released(paths.disk_image):
         log.warning("a loop device of %s is still bound; the kernel frees it later", paths.id)
     cgroups.remove(CGROUP_PARENT, paths.id)
+    owners.release(paths)
     bundle.remove_tree(paths.dir)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from corral.errors import RuntimeFailure
+from corral.runtime import userns
 from corral.runtime.layout import SandboxPaths
-from corral.runtime.userns import OWNER_FILE, UserNamespace, owner_uid
+from corral.runtime.userns import OWNER_FILE, UserNamespace, owner_uid, release
 from corral.settings import Settings
 
 BASE = 1 << 30
@@ -72,3 +73,38 @@ async def test_a_namespace_is_owned_by_its_owner_and_mapped() -> None:
         await made.close()
     assert made.helper.returncode == 0
     await made.close()  # idempotent
+
+
+def test_an_owner_is_found_in_constant_reads_however_many_sandboxes_hold_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(300):
+        owner_uid(sandbox(tmp_path, f"sb-{n:08d}"), BASE, 1 << 20)
+    reads: list[Path] = []
+    real = userns._read_owner
+
+    def counted(directory: Path) -> int | None:
+        reads.append(directory)
+        return real(directory)
+
+    monkeypatch.setattr(userns, "_read_owner", counted)
+    owner = owner_uid(sandbox(tmp_path, "sb-new00000"), BASE, 1 << 20)
+    assert len(reads) <= 2  # its own dir (and a holder's, on a hash collision): not 300
+    assert owner not in {int((tmp_path / f"sb-{n:08d}" / OWNER_FILE).read_text()) for n in range(300)}
+
+
+def test_a_released_owner_is_free_again_and_a_stale_claim_is_taken_over(tmp_path: Path) -> None:
+    first = sandbox(tmp_path, "sb-aaaaaaaa")
+    assert owner_uid(first, BASE, 1) == BASE
+    with pytest.raises(RuntimeFailure, match="owner uids are taken"):
+        owner_uid(sandbox(tmp_path, "sb-bbbbbbbb"), BASE, 1)
+    release(first)
+    assert owner_uid(sandbox(tmp_path, "sb-cccccccc"), BASE, 1) == BASE
+    (tmp_path / "sb-cccccccc" / OWNER_FILE).unlink()  # its dir no longer records it: a crash
+    assert owner_uid(sandbox(tmp_path, "sb-dddddddd"), BASE, 1) == BASE
+
+
+def test_dirs_made_before_the_registry_keep_their_owners(tmp_path: Path) -> None:
+    old = sandbox(tmp_path, "sb-oldoldold")
+    (old.dir / OWNER_FILE).write_text(f"{BASE}\n")
+    assert owner_uid(sandbox(tmp_path, "sb-newnewnew"), BASE, 2) == BASE + 1
