@@ -33,6 +33,7 @@ from corral.domain import (
     ExecResult,
     FileChange,
     FileEntry,
+    Limits,
     Org,
     Patch,
     Preview,
@@ -266,6 +267,11 @@ class Runtime(Protocol):
 
     async def set_egress(self, sandbox_id: str, policy: EgressPolicy) -> None:
         """Apply a new egress policy to a running sandbox at once."""
+
+    async def set_limits(self, sandbox_id: str, limits: Limits) -> None:
+        """Change a running sandbox's limits in place, at once: CPUs, memory, pids, the
+        CPU-time quota, and its disk up to the size it was made with
+        (``SandboxSpec.disk_room_mb``; Conflict beyond). NotFound if it is not here."""
 
     async def usage(self, sandbox_id: str) -> Usage:
         """What the sandbox used and which limits it hit, as the host's kernel counted

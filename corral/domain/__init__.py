@@ -98,13 +98,16 @@ class EgressPolicy:
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """What the runtime needs to start a sandbox."""
+    """What the runtime needs to start a sandbox. ``disk_room_mb``: the size of the disk
+    made for it when larger than ``limits.disk_mb`` (a standby's, so a claim can give it
+    more disk in place, ``Runtime.set_limits``); it may use ``limits.disk_mb`` of it."""
 
     id: str
     template: Template
     limits: Limits
     envs: dict[str, str] = field(default_factory=dict)
     egress: EgressPolicy = EgressPolicy()
+    disk_room_mb: int | None = None
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,6 @@ def oci_config(
     soft, hard = nofile_limits(nofile_hard)
     caps = list(CAPABILITIES)
     ids = [{"containerID": 0, "hostID": uid_base, "size": uid_count}]
-    memory = limits.memory_mb * _MIB
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -242,10 +241,7 @@ def oci_config(
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id,
         "mounts": _mounts(agent_path, max(1, limits.memory_mb // 2), sysfs_path, pty_max),
-        "annotations": {
-            "org.corral.sandbox": sandbox_id,
-            **({ANNOTATION: repr(limits.cpu_seconds)} if limits.cpu_seconds is not None else {}),
-        },
+        "annotations": {"org.corral.sandbox": sandbox_id, **_quota_annotation(limits)},
         "linux": {
             "uidMappings": ids,
             "gidMappings": ids,
@@ -256,12 +252,7 @@ def oci_config(
                 **({} if netns_path else {"net.ipv4.ping_group_range": f"0 {uid_count - 1}"}),
             },
             "cgroupsPath": f"/corral/{sandbox_id}",
-            "resources": {
-                "devices": [{"allow": False, "access": "rwm"}],
-                "memory": {"limit": memory, "swap": memory},
-                "cpu": {"quota": limits.cpu_count * CPU_PERIOD_US, "period": CPU_PERIOD_US},
-                "pids": {"limit": limits.pids},
-            },
+            "resources": {"devices": [{"allow": False, "access": "rwm"}], **resources(limits)},
             "namespaces": [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "cgroup")]
             + [{"type": "user", "path": userns_path} if userns_path else {"type": "user"}]
             + _network_namespace(netns_path, userns_path),
@@ -270,6 +261,35 @@ def oci_config(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def resources(limits: Limits) -> dict[str, Any]:
+    """The cgroup limits of ``limits`` (OCI ``linux.resources`` but for devices)."""
+    memory = limits.memory_mb * _MIB
+    return {
+        "memory": {"limit": memory, "swap": memory},
+        "cpu": {"quota": limits.cpu_count * CPU_PERIOD_US, "period": CPU_PERIOD_US},
+        "pids": {"limit": limits.pids},
+    }
+
+
+def _quota_annotation(limits: Limits) -> dict[str, str]:
+    return {ANNOTATION: repr(limits.cpu_seconds)} if limits.cpu_seconds is not None else {}
+
+
+def update(paths: SandboxPaths, limits: Limits) -> None:
+    """Rewrite config.json (atomically) with ``limits``: its cgroup resources and CPU-time
+    quota, as a create with them would have written it (a restarted corral reads the
+    quota there; ``/dev/shm``'s size stays as it was mounted)."""
+    config = json.loads(paths.config.read_text())
+    config["linux"]["resources"].update(resources(limits))
+    annotations = {k: v for k, v in config.get("annotations", {}).items() if k != ANNOTATION}
+    config["annotations"] = {**annotations, **_quota_annotation(limits)}
+    tmp = paths.config.with_name(".config.json.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+    os.replace(tmp, paths.config)
 
 
 def _network_namespace(netns_path: str | None, userns_path: str | None) -> list[dict[str, str]]:

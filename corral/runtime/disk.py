@@ -15,6 +15,14 @@ with any thin pool: what a node may promise in all is bounded by
 ``max_promised_disk_mb`` (``corral.runtime.capacity``), and the disk is mounted with
 ``discard``, so blocks freed inside a sandbox become holes in its image again (the
 loop device punches them) and the space goes back to the host at once.
+
+A disk larger than its sandbox's limit (a standby's, made large so that a claim can
+give it more disk in place): the rest of it is its filesystem's reserve
+(``/sys/fs/ext4/<device>/reserved_clusters``, blocks no write gets, root's neither, so
+a full disk is ENOSPC as on a disk of that size). The reserve is the kernel's, not on
+the disk: every mount sets it again (``mount``'s ``limit_mb``), and ``limit`` changes it
+on a mounted disk. (Growing the filesystem online instead needs CAP_SYS_RESOURCE, which
+corral's host may not have.)
 """
 
 from __future__ import annotations
@@ -66,10 +74,17 @@ class DiskImages:
         formatted = await self._formatted(size_mb)
         await finish(sparse_copy, formatted, image)
 
-    async def mount(self, image: Path, target: Path) -> None:
-        """Mount ``image`` at ``target`` (an existing dir). All or nothing: on failure no
-        loop device stays bound. Raises OSError."""
-        await finish(_mount, image, target)
+    async def mount(self, image: Path, target: Path, limit_mb: int | None = None) -> None:
+        """Mount ``image`` at ``target`` (an existing dir), with ``limit_mb`` MiB of it
+        usable when the image is larger (``limit``). All or nothing: on failure no loop
+        device stays bound. Raises OSError."""
+        await finish(_mount, image, target, limit_mb)
+
+    async def limit(self, target: Path, size_mb: int) -> None:
+        """Let the files on the disk mounted at ``target`` take ``size_mb`` MiB of it in
+        all (what they hold already included), the rest being its reserve; never less
+        reserve than the kernel's own (at most 16 MiB). Raises OSError."""
+        await asyncio.to_thread(_limit, target, size_mb)
 
     async def unmount(self, target: Path) -> None:
         """Unmount whatever is mounted at ``target``; idempotent."""
@@ -142,7 +157,7 @@ def sparse_copy(source: Path, target: Path) -> None:
         os.close(src)
 
 
-def _mount(image: Path, target: Path) -> None:
+def _mount(image: Path, target: Path, limit_mb: int | None) -> None:
     device, fd = loopdev.attach(image)
     try:
         mounts.mount(device, target, "ext4", 0, MOUNT_OPTIONS)
@@ -151,3 +166,31 @@ def _mount(image: Path, target: Path) -> None:
         loopdev.detach(device)
         raise
     os.close(fd)  # the mount holds the device now; autoclear frees it on unmount
+    if limit_mb is not None and limit_mb * MIB < os.stat(image).st_size:
+        try:
+            _limit(target, limit_mb)
+        except BaseException:
+            mounts.umount(target)
+            raise
+
+
+MIB = 1024 * 1024
+KERNEL_RESERVE = 4096  # clusters at most: ext4's own reserve is 2% of them, at most this
+
+
+def _limit(target: Path, size_mb: int) -> None:
+    fs = os.statvfs(target)
+    blocks, wanted = fs.f_blocks, size_mb * MIB // fs.f_frsize
+    reserve = max(min(blocks // 50, KERNEL_RESERVE), blocks - wanted)
+    (Path("/sys/fs/ext4") / _device_name(os.stat(target).st_dev) / "reserved_clusters").write_text(
+        f"{reserve}\n"
+    )
+
+
+def _device_name(dev: int) -> str:
+    """The kernel's name of the block device ``dev`` (``loop7``)."""
+    uevent = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/uevent").read_text()
+    for line in uevent.splitlines():
+        if line.startswith("DEVNAME="):
+            return line.removeprefix("DEVNAME=")
+    raise OSError(errno.ENODEV, "no such block device", f"{os.major(dev)}:{os.minor(dev)}")

@@ -42,6 +42,7 @@ from corral.domain import (
     ExecResult,
     FileChange,
     FileEntry,
+    Limits,
     RuntimeState,
     SandboxSpec,
     SessionEvent,
@@ -233,6 +234,17 @@ class FakeRuntime:
 
     async def set_egress(self, sandbox_id: str, policy: EgressPolicy) -> None:
         self._found(sandbox_id).egress = policy
+
+    async def set_limits(self, sandbox_id: str, limits: Limits) -> None:
+        """Its spec's limits become ``limits``; Conflict for more disk than it was made
+        with (as on runc)."""
+        sandbox = self._found(sandbox_id)
+        if not sandbox.running or sandbox.spec is None:
+            raise NotFound(f"sandbox {sandbox_id} is not running on this node")
+        room = sandbox.spec.disk_room_mb or sandbox.spec.limits.disk_mb
+        if limits.disk_mb > room:
+            raise Conflict(f"sandbox {sandbox_id} has a disk of {room} MiB; it cannot get {limits.disk_mb}")
+        sandbox.spec = replace(sandbox.spec, limits=limits)
 
     async def usage(self, sandbox_id: str) -> Usage:
         """Its ``cpu_seconds`` and its quota; NotFound when it does not run."""

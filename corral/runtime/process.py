@@ -25,7 +25,7 @@ from pathlib import Path
 
 from corral.agent.client import AgentClient
 from corral.agent.wire import AGENT_FILE, agent_argv
-from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
+from corral.domain import EgressPolicy, Limits, RuntimeState, SandboxSpec
 from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, RuntimeFailure
 from corral.ports import Agent
@@ -235,6 +235,11 @@ class ProcessRuntime:
 
     async def set_egress(self, sandbox_id: str, policy: EgressPolicy) -> None:
         """Accepted and ignored: a process sandbox has the host's network."""
+        if not self._dir(sandbox_id).exists():
+            raise NotFound(f"sandbox {sandbox_id} is not on this node")
+
+    async def set_limits(self, sandbox_id: str, limits: Limits) -> None:
+        """Accepted and ignored: a process sandbox has no limits."""
         if not self._dir(sandbox_id).exists():
             raise NotFound(f"sandbox {sandbox_id} is not on this node")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from corral import priority
-from corral.domain import EgressPolicy, RuntimeState, SandboxSpec
+from corral.domain import EgressPolicy, Limits, RuntimeState, SandboxSpec
 from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
@@ -227,6 +227,29 @@ class RuncRuntime:
             raise Unavailable("sandbox networking is not configured on this node")
         await self._network.set_policy(self.paths(sandbox_id).id, policy)
 
+    async def set_limits(self, sandbox_id: str, limits: Limits) -> None:
+        """``runc update`` of its cgroups (memory, CPUs, pids), its disk's reserve
+        (``disk.py``), its config rewritten (``bundle.update``) and its CPU-time quota
+        watched anew. NotFound without a disk here; Conflict for more disk than its image
+        holds; RuntimeFailure otherwise (what was changed by then stays changed)."""
+        paths = self.paths(sandbox_id)
+        async with self.locks.of(paths.id):
+            try:
+                room = await asyncio.to_thread(os.path.getsize, paths.disk_image)
+            except FileNotFoundError:
+                raise NotFound(f"sandbox {sandbox_id} has no disk on this node") from None
+            if limits.disk_mb * 1024 * 1024 > room:
+                raise Conflict(f"sandbox {sandbox_id} has a disk of {room >> 20} MiB, not {limits.disk_mb}")
+            try:
+                await self._runc.update(paths.id, bundle.resources(limits))
+                await self._disks.limit(paths.disk, limits.disk_mb)
+                await finish(bundle.update, paths, limits)
+            except OSError as exc:
+                raise RuntimeFailure(f"limits of {sandbox_id}: {exc}") from exc
+            self.quotas.disarm(paths.id)
+            if limits.cpu_seconds is not None:
+                self.quotas.arm(paths.id, limits.cpu_seconds, limits.cpu_count)
+
     async def usage(self, sandbox_id: str) -> Usage:
         """Read from the sandbox's cgroups (``cgroups.usage``; they outlive its
         processes until the teardown) and its CPU-time quota from its config.
@@ -363,8 +386,8 @@ class RuncRuntime:
             undo.push_async_callback(self._quietly, "detach network", self._drop_network, spec.id, attaching)
 
         if not kept_disk:
-            await self._disks.create(paths.disk_image, spec.limits.disk_mb)
-        await self._disks.mount(paths.disk_image, paths.disk)
+            await self._disks.create(paths.disk_image, max(spec.disk_room_mb or 0, spec.limits.disk_mb))
+        await self._disks.mount(paths.disk_image, paths.disk, spec.limits.disk_mb)
         undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
 
         if attaching is not None:

@@ -134,6 +134,23 @@ class RuncBinary:
             return False
         raise RuntimeFailure(f"{self.binary} delete {sandbox_id}: {err}")
 
+    async def update(self, sandbox_id: str, resources: dict[str, Any]) -> None:
+        """``update``: the container's cgroups get ``resources`` (``bundle.resources``'s
+        memory, cpu and pids) at once. RuntimeFailure if runc refuses (NotFound-like
+        errors included: the caller holds the sandbox's lock)."""
+        memory, cpu = resources["memory"], resources["cpu"]
+        code, _, err = await self._call(
+            "update",
+            f"--memory={memory['limit']}",
+            f"--memory-swap={memory['swap']}",
+            f"--cpu-quota={cpu['quota']}",
+            f"--cpu-period={cpu['period']}",
+            f"--pids-limit={resources['pids']['limit']}",
+            sandbox_id,
+        )
+        if code != 0:
+            raise RuntimeFailure(f"{self.binary} update {sandbox_id}: {err}")
+
     async def version(self) -> str:
         """First line of ``--version``; RuntimeFailure if it does not run."""
         code, out, err = await self._call("--version", root=False)
