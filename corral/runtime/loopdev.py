@@ -13,6 +13,7 @@ import fcntl
 import os
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 LOOP_CTL_GET_FREE = 0x4C82
@@ -97,16 +98,18 @@ def detach(device: str) -> None:
         os.close(fd)
 
 
-def detach_backing(image: str | Path) -> list[str]:
+def detach_backing(image: str | Path, devices: Sequence[str] | None = None) -> list[str]:
     """Detach every loop device still bound to ``image`` (matched by device and inode,
-    not by name, so a device just reused for another file is left alone). A missing
-    image is a no-op. Returns the devices detached."""
+    not by name, so a device just reused for another file is left alone); among
+    ``devices`` only when given (``mounted_device``: O(1), where a scan of every
+    device is O(n) in the sandboxes). A missing image is a no-op. Returns the devices
+    detached."""
     try:
         st = os.stat(image)
     except FileNotFoundError:
         return []
     detached = []
-    for device, backing in backing_files().items():
+    for device, backing in backing_files(devices).items():
         if backing.removesuffix(" (deleted)") != str(image):
             continue
         try:
@@ -127,26 +130,47 @@ def detach_backing(image: str | Path) -> list[str]:
     return detached
 
 
-def wait_released(image: str | Path, timeout: float = 2.0) -> bool:
-    """Wait until no loop device is bound to ``image`` (by path). An autoclear device
-    whose filesystem was detached lazily is freed by the kernel a little later, after
-    its last user lets go: a teardown that waits here leaves no device behind it.
-    False if one is still bound after ``timeout`` seconds (the kernel frees it later)."""
+def wait_released(image: str | Path, timeout: float = 2.0, devices: Sequence[str] | None = None) -> bool:
+    """Wait until no loop device (among ``devices`` when given) is bound to ``image``
+    (by path). An autoclear device whose filesystem was detached lazily is freed by the
+    kernel a little later, after its last user lets go: a teardown that waits here
+    leaves no device behind it. False if one is still bound after ``timeout`` seconds
+    (the kernel frees it later)."""
     name = str(image)
     deadline = time.monotonic() + timeout
-    while any(b.removesuffix(" (deleted)") == name for b in backing_files().values()):
+    while any(b.removesuffix(" (deleted)") == name for b in backing_files(devices).values()):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
     return True
 
 
-def backing_files() -> dict[str, str]:
-    """Bound loop devices and their backing file paths (as the kernel reports them; a
-    deleted file ends in `` (deleted)``)."""
+def mounted_device(mount_point: str | Path) -> str | None:
+    """The loop device whose filesystem is mounted at ``mount_point`` (found by the
+    mount's device number, no scan), or None when nothing, or no loop device, is
+    mounted there."""
+    try:
+        here = os.lstat(mount_point)
+        parent = os.lstat(os.path.dirname(os.path.normpath(str(mount_point))))
+    except OSError:
+        return None
+    if here.st_dev == parent.st_dev:
+        return None  # not a mount point
+    try:
+        name = os.path.basename(
+            os.readlink(f"/sys/dev/block/{os.major(here.st_dev)}:{os.minor(here.st_dev)}")
+        )
+    except OSError:
+        return None
+    return f"/dev/{name}" if name.startswith("loop") else None
+
+
+def backing_files(devices: Sequence[str] | None = None) -> dict[str, str]:
+    """Bound loop devices (every one, or those of ``devices``) and their backing file
+    paths (as the kernel reports them; a deleted file ends in `` (deleted)``)."""
     found: dict[str, str] = {}
     try:
-        names = os.listdir(_SYS_BLOCK)
+        names = os.listdir(_SYS_BLOCK) if devices is None else [os.path.basename(d) for d in devices]
     except FileNotFoundError:
         return found
     for name in names:
