@@ -10,6 +10,8 @@ PYTHON := $(VENV)/bin/python
 CORRAL := $(VENV)/bin/corral
 TS_DIR := tests/e2e/ts
 TS_SDK := $(TS_DIR)/node_modules/@opencomputer/sdk/package.json
+CONSOLE_DIR := corral/api/console/web
+CONSOLE_PKGS := $(CONSOLE_DIR)/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
 .PHONY: help install deps run test unit integration e2e lint fmt constraints clean
@@ -17,12 +19,12 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run          install, build the base template if needed, run corral serve (CORRAL_* env)"
 	@echo "make test         install, run the whole test suite (unit, integration, e2e)"
-	@echo "make install      Debian packages, Python package in $(VENV), TypeScript SDK for e2e"
+	@echo "make install      Debian packages, Python package in $(VENV), TypeScript SDK for e2e, console packages"
 	@echo "make unit | integration | e2e   one part of the suite"
 	@echo "make lint         ruff, mypy and the layer contract (tests/unit/test_layers.py)"
 	@echo "make constraints  constraints.txt from $(VENV) (after testing new versions)"
 
-install: deps $(VENV)/.installed $(TS_SDK)
+install: deps $(VENV)/.installed $(TS_SDK) $(CONSOLE_PKGS)
 
 deps:
 	@scripts/install-deps.sh
@@ -37,6 +39,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(PYTHON)
 
 $(TS_SDK): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json | deps
 	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# the web console's front-end packages (served by corral serve at /console/vendor)
+$(CONSOLE_PKGS): $(CONSOLE_DIR)/package.json $(CONSOLE_DIR)/package-lock.json | deps
+	cd $(CONSOLE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 run: install
@@ -71,4 +78,4 @@ constraints: | $(PYTHON)
 	  $(PYTHON) -m pip freeze --disable-pip-version-check --exclude-editable; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(TS_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(TS_DIR)/node_modules $(CONSOLE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info

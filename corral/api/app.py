@@ -8,7 +8,8 @@ generated admin key is printed once to stderr (it is also saved, mode 0600, at
 
 Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at the
 root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the MCP server
-at ``/mcp`` (Streamable HTTP, ``corral.api.mcp``), the Copass compute
+at ``/mcp`` (Streamable HTTP, ``corral.api.mcp``), the web console at ``/console``
+(``corral.api.console``: a page and its modules, a client of these routes), the Copass compute
 surface at ``/api/v1/storage/sandboxes`` (mounted first), the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
 and OpenAPI at ``/api/v1/openapi.json``), ``GET /healthz`` and ``GET /metrics`` (no
 auth), OpenAPI at ``/openapi.json`` and ``/docs``. Middleware: ``RequestMetrics``
@@ -46,6 +47,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from corral.api.bodies import JsonBodies
+from corral.api.console.routes import router as console_router
 from corral.api.copass.app import MOUNT as COPASS_MOUNT
 from corral.api.copass.app import create_surface as copass_surface
 from corral.api.enclave.routes import router as enclave_router
@@ -55,6 +57,8 @@ from corral.api.mcp.endpoint import McpEndpoint
 from corral.api.opencomputer import errors
 from corral.api.opencomputer.auth import CONTROL, WORKER
 from corral.api.opencomputer.routes import router as opencomputer_router
+from corral.api.runs.routes import sandbox as runs_sandbox_router
+from corral.api.runs.routes import sessions as runs_router
 from corral.api.telemetry import RequestMetrics, metrics_endpoint
 from corral.api.xgen.app import create_surface as xgen_surface
 from corral.core import Core
@@ -155,7 +159,10 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
     app.mount("/api/v1", xgen_surface(app.state, corral_version()))
     mcp = McpEndpoint(app, corral_version())  # its tools call this app with the caller's credential
     app.router.routes.append(Route(MCP_PATH, mcp, include_in_schema=False))  # an ASGI app: every method
+    app.include_router(console_router())  # /console: the web console, a client of the routes here
     app.include_router(enclave_router)  # /sessions, in its own envelope (api/enclave/errors.py)
+    app.include_router(runs_router)  # /api/sessions (spec 004), before /api: its own envelope
+    app.include_router(runs_sandbox_router)  # /api/sandbox/extend
     app.include_router(opencomputer_router(CONTROL), prefix="/api")
     app.include_router(opencomputer_router(WORKER))
     return app

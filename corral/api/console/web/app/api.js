@@ -1,0 +1,118 @@
+// The console's one client of corral's public API. The credential (an API key or a
+// user token) lives in this tab's sessionStorage only: sent as a header (Authorization: Bearer) to the API and
+// as an offered WebSocket subprotocol, never in a URL, never in a cookie.
+
+const STORE = "corral.credential";
+const signedOutListeners = new Set();
+
+export const session = {
+  get credential() {
+    return sessionStorage.getItem(STORE);
+  },
+  save(credential) {
+    sessionStorage.setItem(STORE, credential);
+  },
+  clear() {
+    sessionStorage.removeItem(STORE);
+  },
+};
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Calls fn(message) when the API refuses the stored credential (expired, revoked). */
+export function onSignedOut(fn) {
+  signedOutListeners.add(fn);
+  return () => signedOutListeners.delete(fn);
+}
+
+export function authHeaders(credential) {
+  return { Authorization: `Bearer ${credential}` }; // a key or a token: every surface takes both
+}
+
+async function messageOf(response) {
+  try {
+    const body = await response.json();
+    if (typeof body.error === "string") return body.error;
+    return body.error?.message ?? body.message ?? `${response.status} ${response.statusText}`;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+/** fetch() with the credential; ApiError (the API's own message) for any non-2xx. */
+export async function call(method, path, { body, raw, credential, headers = {}, signal } = {}) {
+  const using = credential ?? session.credential;
+  if (!using) throw new ApiError(401, "Sign in first.");
+  const sent = { ...authHeaders(using), ...headers };
+  let payload = raw;
+  if (body !== undefined) {
+    sent["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, { method, headers: sent, body: payload, signal, credentials: "omit" });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "corral cannot be reached: is `corral serve` running? Retrying…");
+  }
+  if (!response.ok) {
+    const message = await messageOf(response);
+    if (response.status === 401 && credential === undefined) {
+      session.clear();
+      for (const fn of signedOutListeners) fn(`Signed out: ${message}`);
+    }
+    throw new ApiError(response.status, message);
+  }
+  return response;
+}
+
+async function json(response) {
+  return response.status === 204 ? null : response.json();
+}
+
+export const api = {
+  get: async (path, options) => json(await call("GET", path, options)),
+  post: async (path, body = {}) => json(await call("POST", path, { body })),
+  put: async (path, body) => json(await call("PUT", path, { body })),
+  del: async (path) => json(await call("DELETE", path)),
+};
+
+/** Reads a server-sent event stream over fetch (so the credential is a header):
+ * onEvent(name, data) for each event; resolves at its end. */
+export async function stream(path, { method = "GET", body, signal, onEvent }) {
+  const response = await call(method, path, { body, signal, headers: { Accept: "text/event-stream" } });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+      }
+      if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+/** A WebSocket to an API path, its credential offered as a subprotocol. */
+export function socket(path) {
+  const url = new URL(path, location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url, ["corral", `corral.credential.${session.credential}`]);
+  ws.binaryType = "arraybuffer";
+  return ws;
+}
