@@ -49,6 +49,7 @@ from corral.services.bindings import BindingService, recorder
 from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
 from corral.services.compute import ComputeService
+from corral.services.create_queue import CreateQueue
 from corral.services.desktop import DesktopBoot, DesktopService
 from corral.services.egress import EgressService
 from corral.services.files import FileService
@@ -211,6 +212,7 @@ class Core:
             settings.max_live_sandboxes_per_org,
             capacity,
             standing=standby.holds() if standby is not None else None,
+            queue=CreateQueue(settings.max_concurrent_creates, settings.max_queued_creates),
         )
         template_build_store = SqlTemplateBuildStore(db)
         snapshotter = default_snapshotter(runtime, settings)

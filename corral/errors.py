@@ -11,6 +11,8 @@ their boundary with ``raise CorralError(...) from exc``.
     ├── NotFound                     "not_found"     unknown, or not visible to this org
     ├── Conflict                     "conflict"      duplicate, or wrong state for the action
     ├── LimitExceeded                "limit"         a quota or rate limit
+    │   ├── Busy                     "busy"          the node's create queue is full: retry after
+    │   │                                             ``retry_after_s`` (Retry-After)
     │   └── InsufficientStorage      "storage"       the sandbox's disk is full (ENOSPC, EDQUOT):
     │                                                 the request was fine, a retry won't help
     ├── Unavailable                  "unavailable"   a dependency is down or switched off
@@ -64,6 +66,17 @@ class NoRoom(Conflict):
 
 class LimitExceeded(CorralError):
     code = "limit"
+
+
+class Busy(LimitExceeded):
+    """This node queues no more creates now (``services/create_queue.py``): the same
+    request succeeds later; ``retry_after_s`` says when to try again (Retry-After)."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
 
 
 class InsufficientStorage(LimitExceeded):

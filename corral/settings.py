@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     max_concurrent_sessions_per_org: Annotated[int, Field(ge=0)] = 8
     session_max_wall_clock_s: Annotated[int, Field(ge=1)] = 3600  # wallClockSeconds allowed
     max_live_sandboxes_per_org: Annotated[int, Field(ge=0)] = 50  # 0: no cap
+    # creates (and forks, restores, wakes) this node works on at once; the others wait in
+    # a queue, orgs taking turns (corral.services.create_queue), at most max_queued_creates
+    # of them: one more is 429 with Retry-After. 0: no bound, no queue
+    max_concurrent_creates: Annotated[int, Field(ge=0)] = 6
+    max_queued_creates: Annotated[int, Field(ge=0)] = 256
     # what this node may promise its sandboxes in all (corral.runtime.capacity): MiB of disk
     # (diskMB of live and hibernated sandboxes and standbys) and of memory (memoryMB of live
     # ones); a create, fork, restore or wake beyond it is 409 naming the setting.

@@ -11,6 +11,10 @@ create or fork):
   the creates in flight at once.
 - Conflict (409) naming the setting when ``limits`` would take the node past what it
   may promise (``promise``).
+- Then the create waits for its turn in ``queue`` (``create_queue.py``: a bounded number
+  at once, orgs taking turns; Busy, 429 with a retry time, when the queue is full),
+  holding its place in the counts above while it waits, so what it was promised stays
+  promised.
 - The slot is released when the block exits, whether the create succeeded or not.
 
 Contracts of ``Admission.promise(disk_mb, memory_mb)`` (around anything that makes a
@@ -36,6 +40,7 @@ from contextlib import asynccontextmanager
 from corral.domain import Capacity, Limits
 from corral.errors import NoRoom, Unavailable
 from corral.ports import SandboxStore
+from corral.services.create_queue import CreateQueue
 from corral.services.kill_switch import KillSwitch
 
 
@@ -47,12 +52,14 @@ class Admission:
         max_live_per_org: int,
         capacity: Capacity | None = None,
         standing: Capacity | None = None,
+        queue: CreateQueue | None = None,
     ) -> None:
         self.store = store
         self.kill_switch = kill_switch
         self.max_live_per_org = max_live_per_org
         self.capacity = capacity or Capacity()
         self.standing = standing or Capacity()  # what the standbys hold (services/standby.py)
+        self.queue = queue or CreateQueue(0, 0)  # no bound unless given
         self._pending: dict[str, int] = {}  # org id -> creates in progress
         self._disk_mb = 0  # promises in progress
         self._memory_mb = 0
@@ -73,9 +80,10 @@ class Admission:
                         "(setting max_live_sandboxes_per_org); kill one before creating another"
                     )
             if limits is None:
-                yield
+                async with self.queue.turn(org_id):
+                    yield
             else:
-                async with self.promise(limits.disk_mb, limits.memory_mb):
+                async with self.promise(limits.disk_mb, limits.memory_mb), self.queue.turn(org_id):
                     yield
         finally:
             left = self._pending[org_id] - 1

@@ -8,6 +8,8 @@ Statuses (the spec's table, made precise where it is silent):
     NotFound (and malformed path ids)      404
     Conflict (e.g. sandbox not running)    409
     LimitExceeded                          429   a quota or rate: the SDKs retry it later
+    Busy                                   429   the node's create queue is full, with
+                                                 Retry-After: the seconds its estimate says
     InsufficientStorage                    507   the sandbox's disk is full (ENOSPC, EDQUOT);
                                                  as in WebDAV, the request was fine but the
                                                  server cannot store it, so a retry won't help
@@ -44,6 +46,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from corral.api.status import message_of, status_of
 from corral.errors import (
+    Busy,
     CorralError,
     SandboxWaking,
 )
@@ -115,6 +118,9 @@ async def on_corral_error(conn: HTTPConnection, exc: Exception) -> Response | No
     if isinstance(exc, SandboxWaking) and not isinstance(conn, WebSocket):
         body = {"error": exc.message, "waking": True}
         return JSONResponse(body, status_code=status, headers={"Retry-After": "1"})
+    if isinstance(exc, Busy) and not isinstance(conn, WebSocket):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse({"error": message_of(exc)}, status_code=status, headers=headers)
     if status >= 500:
         log.error("%s %s: %s: %s", _method(conn), conn.url.path, type(exc).__name__, exc.message)
     return await render(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))
