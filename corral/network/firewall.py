@@ -43,7 +43,11 @@ another's address, so the source address identifies the sandbox below.
   change cuts flows it no longer allows at once (TCP gets a reset): no conntrack
   flush is needed. Traffic to a pinned address keeps it in ``<id>-live`` until 30 min
   after its last packet, so a long download outlives the DNS answer that opened it;
-  a new connection still needs an unexpired pin.
+  a new connection still needs an unexpired pin. ``<id>-live`` holds at most
+  ``LIVE_SIZE`` addresses (the kernel sizes a set's hash table by its ``size`` up
+  front: 65535 cost 2 MiB of kernel memory per sandbox, 4096 costs 0.12 MiB); when it
+  is full, traffic to a pinned address still passes (its update is a rule of its own),
+  only its outliving the pin is lost.
 * ``postrouting``: masquerade traffic from the pool leaving through any other
   interface.
 * ``deny_host``, ``deny_reserved``, ``deny_policy``: log the first packet of each
@@ -80,6 +84,7 @@ RESERVED = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.
 REASONS = ("host", "reserved", "policy")
 ALLOWED = "allowed"  # the chain and NFLOG prefix of logged accepts (``audit_allowed``)
 LIVE_TIMEOUT = "30m"
+LIVE_SIZE = 4096  # addresses a sandbox keeps in use beyond their pins (see the docstring)
 LOG_RATE = "limit rate 20/second burst 50 packets"
 
 Pins = Sequence[tuple[str, int]]  # (address, timeout in seconds)
@@ -242,7 +247,7 @@ class Firewall:
             f"add chain {t} {sid}",
             f"add set {t} {sid}-pin {{ type ipv4_addr; flags timeout; }}",
             f"add set {t} {sid}-block {{ type ipv4_addr; flags timeout; }}",
-            f"add set {t} {sid}-live {{ type ipv4_addr; flags dynamic,timeout; size 65535; }}",
+            f"add set {t} {sid}-live {{ type ipv4_addr; flags dynamic,timeout; size {LIVE_SIZE}; }}",
         ]
 
     def _policy(self, sid: str, rules: Rules) -> list[str]:
@@ -259,7 +264,8 @@ class Firewall:
         live = f"update @{sid}-live {{ ip daddr timeout {LIVE_TIMEOUT} }}"
         return [
             *script,
-            f"{rule} ip daddr @{sid}-pin {live} {accept}",
+            f"{rule} ip daddr @{sid}-pin {live}",  # apart: a full set must not deny
+            f"{rule} ip daddr @{sid}-pin {accept}",
             f"{rule} ct state established,related ip daddr @{sid}-live {live} accept",
             f"{rule} goto deny_policy",
         ]
