@@ -258,6 +258,16 @@ class Runtime(Protocol):
         ``spec.id``'s. NotFound without a disk; on failure the sandbox is left
         hibernated, its disk kept (RuntimeFailure)."""
 
+    async def freeze(self, sandbox_id: str) -> None:
+        """Freeze every process of the running sandbox where it is (the cgroup freezer):
+        they keep their memory and use no CPU until ``thaw``; its agent does not answer
+        meanwhile. Returns once all are frozen. Idempotent; NotFound when it does not
+        run here; RuntimeFailure when they did not freeze (then they run)."""
+
+    async def thaw(self, sandbox_id: str) -> None:
+        """Let the processes ``freeze`` froze run again. Idempotent (a sandbox not
+        frozen, or not here, is a no-op); RuntimeFailure."""
+
     def agent(self, sandbox_id: str) -> Agent:
         """A client for the sandbox's agent (cheap; no I/O until used)."""
 

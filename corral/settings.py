@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     sandbox_msgqueue_bytes: Annotated[int, Field(ge=0)] = 819_200
 
     default_template: str = "base"
+    # a sandbox idle for its timeout (default_timeout_s unless its create says) is paused
+    # (frozen, memory kept); idle paused_idle_s more, it is hibernated (memory freed, disk
+    # kept). paused_idle_s 0: the idle timeout hibernates it at once, never pausing it.
     default_timeout_s: Annotated[int, Field(ge=0, le=30 * 24 * 3600)] = 300
+    paused_idle_s: Annotated[int, Field(ge=0, le=30 * 24 * 3600)] = 1800
     max_cpu_count: Annotated[int, Field(ge=1)] = 4
     max_memory_mb: Annotated[int, Field(ge=64)] = 2048
     default_memory_mb: Annotated[int, Field(ge=64)] = 512  # at most max_memory_mb

@@ -31,6 +31,11 @@ class SandboxStatus(enum.StrEnum):
     STOPPED = "stopped"
     ERROR = "error"
     HIBERNATED = "hibernated"  # no processes, cgroups or network; its disk is kept
+    PAUSED = "paused"  # its processes frozen (cgroup freezer), their memory kept; resumes on use
+
+
+# Statuses whose processes exist and hold their memory (``Sandbox.live``).
+LIVE_STATUSES = frozenset({SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED})
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,9 @@ class Sandbox:
 
     @property
     def live(self) -> bool:
-        return self.status in (SandboxStatus.STARTING, SandboxStatus.RUNNING)
+        """Its processes exist and hold their memory: starting, running or paused (a
+        paused sandbox's are frozen; whatever uses it resumes it first)."""
+        return self.status in LIVE_STATUSES
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ the image file holds exactly what the sandbox sees, and the copy is one instant 
 periods); ``freeze_fs``/``thaw_fs`` remain for tools, and ``thaw_all`` undoes both.
 
 A frozen cgroup blocks the agent, so ``thaw_all`` is cheap, idempotent and called at
-start-up for every sandbox: a crash between freeze and thaw leaves nothing stuck.
+start-up for every sandbox that is not paused: a crash between freeze and thaw leaves
+nothing stuck. A paused sandbox (``RuncRuntime.freeze``) is frozen with the same
+``freeze_cgroup`` and stays frozen: ``frozen`` leaves a cgroup frozen that it found so.
 Blocking (a freeze waits for the tasks to stop, ``syncfs`` for the writes): use
 ``asyncio.to_thread``. Errors are ``OSError``.
 """
@@ -46,6 +48,19 @@ def _freezer(parent: str, sandbox_id: str, root: Path) -> tuple[Path, str, str, 
     if v1.exists():
         return v1, "FROZEN", "THAWED", "FROZEN"
     return None
+
+
+def is_frozen(parent: str, sandbox_id: str, root: Path = ROOT) -> bool:
+    """Whether the sandbox's cgroup is frozen (asked to be: a freeze in progress counts);
+    False without a cgroup."""
+    found = _freezer(parent, sandbox_id, root)
+    if found is None:
+        return False
+    control, frozen, _thawed, _done = found
+    try:
+        return control.read_text().strip() in (frozen, "FREEZING")
+    except FileNotFoundError:
+        return False
 
 
 def freeze_cgroup(parent: str, sandbox_id: str, root: Path = ROOT) -> bool:
@@ -122,8 +137,9 @@ def sync_fs(mountpoint: Path) -> bool:
 @contextlib.contextmanager
 def frozen(parent: str, sandbox_id: str, mountpoint: Path, root: Path = ROOT) -> Iterator[None]:
     """The sandbox's processes frozen and its filesystem at ``mountpoint`` synced for
-    the block; thawed on exit whatever happens."""
-    froze = freeze_cgroup(parent, sandbox_id, root)
+    the block; thawed on exit whatever happens, unless they were frozen before (paused)."""
+    paused = is_frozen(parent, sandbox_id, root)
+    froze = freeze_cgroup(parent, sandbox_id, root) and not paused
     try:
         sync_fs(mountpoint)
         yield

@@ -6,7 +6,8 @@ JSON file in the directory the caller gives (a checkpoint's, under the data dir)
 A sandbox is a ``FakeSandbox``: its files (absolute paths -> bytes; directories), the
 envs commands get, its sessions while it runs, the ports tests say it listens on. Its
 "disk" is its files: ``hibernate`` ends its sessions and keeps them, ``resume`` starts
-it again with none.
+it again with none. ``freeze`` marks it frozen (its sessions kept; ``frozen`` is open to
+tests) and its agent answers nothing (AgentError) until ``thaw``.
 
 Commands are ``programs``: a name -> a function of the request and the sandbox giving
 the result. The defaults are ``true``, ``false``, ``exit CODE``, ``echo ARGS...``,
@@ -98,6 +99,7 @@ class FakeSandbox:
     watchers: list[asyncio.Queue[FileChange]] = field(default_factory=list)
     egress: EgressPolicy = field(default_factory=EgressPolicy)
     cpu_seconds: float = 0.0  # what ``usage`` says it used: tests set it
+    frozen: bool = False  # Runtime.freeze: its agent does not answer
 
     def start(self, spec: SandboxSpec) -> None:
         self.spec, self.running, self.envs, self.egress = spec, True, dict(spec.envs), spec.egress
@@ -106,7 +108,7 @@ class FakeSandbox:
         """Its processes end; its files stay."""
         for session in self.sessions.values():
             session.end(137)
-        self.running, self.sessions, self.listening = False, {}, set()
+        self.running, self.sessions, self.listening, self.frozen = False, {}, set(), False
 
     def size(self) -> int:
         return sum(len(data) for data in self.files.values())
@@ -256,6 +258,17 @@ class FakeRuntime:
     async def health(self) -> dict[str, object]:
         return {"runtime": self.name, "ok": True}
 
+    async def freeze(self, sandbox_id: str) -> None:
+        sandbox = self._found(sandbox_id)
+        if not sandbox.running:
+            raise NotFound(f"sandbox {sandbox_id} is not running on this node")
+        sandbox.frozen = True
+
+    async def thaw(self, sandbox_id: str) -> None:
+        sandbox = self.sandboxes.get(self._checked(sandbox_id))
+        if sandbox is not None:
+            sandbox.frozen = False
+
     async def hibernate(self, sandbox_id: str) -> int:
         async with self.locks.of(self._checked(sandbox_id)):
             sandbox = self._found(sandbox_id)
@@ -323,6 +336,8 @@ class FakeAgent:
         sandbox = self._rt.sandboxes.get(self.sandbox_id)
         if sandbox is None or not sandbox.running:
             raise AgentError(f"the agent of {self.sandbox_id} does not answer: it is not running")
+        if sandbox.frozen:
+            raise AgentError(f"the agent of {self.sandbox_id} does not answer: it is frozen")
         return sandbox
 
     # -- processes

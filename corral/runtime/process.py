@@ -111,6 +111,34 @@ class ProcessRuntime:
                 raise RuntimeFailure(f"agent did not start within {START_TIMEOUT:g} s")
             await asyncio.sleep(0.002)
 
+    async def freeze(self, sandbox_id: str) -> None:
+        """SIGSTOP the agent's process group (its commands, unless they made groups of
+        their own: no cgroup here) and wait until the agent is stopped. NotFound when the
+        agent does not run; RuntimeFailure when it does not stop within STOP_TIMEOUT."""
+        pid = self._signal_group(sandbox_id, signal.SIGSTOP)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _state(pid) not in ("T", None):
+            if time.monotonic() > deadline:
+                self._signal_group(sandbox_id, signal.SIGCONT)
+                raise RuntimeFailure(f"the agent of {sandbox_id} did not stop")
+            await asyncio.sleep(0.001)
+
+    async def thaw(self, sandbox_id: str) -> None:
+        """SIGCONT the agent's process group; a no-op when it does not run."""
+        with contextlib.suppress(NotFound):
+            self._signal_group(sandbox_id, signal.SIGCONT)
+
+    def _signal_group(self, sandbox_id: str, signum: signal.Signals) -> int:
+        """Send ``signum`` to the agent's process group; the agent's pid. NotFound."""
+        pid = self._running_pid(sandbox_id) if self._dir(sandbox_id).exists() else None
+        try:
+            if pid is None:
+                raise ProcessLookupError(sandbox_id)
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            raise NotFound(f"sandbox {sandbox_id} is not running on this node") from None
+        return pid
+
     async def destroy(self, sandbox_id: str) -> None:
         directory = self._dir(sandbox_id)
         async with self.locks.of(sandbox_id):
@@ -166,6 +194,8 @@ class ProcessRuntime:
     async def _stop_agent(self, sandbox_id: str, directory: Path) -> None:
         pid = self._running_pid(sandbox_id)
         if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)  # a paused agent answers the shutdown
             with contextlib.suppress(CorralError):
                 await AgentClient(directory / "agent.sock", connect_timeout=0.5, op_timeout=1.0).shutdown()
             if not await self._exited(sandbox_id, pid, STOP_TIMEOUT):
@@ -263,11 +293,16 @@ class ProcessRuntime:
 
 def _alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
+    return _state(pid) not in ("Z", None)
+
+
+def _state(pid: int) -> str | None:
+    """The state letter of ``pid`` in /proc (R, S, T, Z, ...); None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return None
+    return stat.rpartition(")")[2].split()[0]
 
 
 def tree_size(root: Path) -> int:

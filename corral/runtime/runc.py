@@ -40,7 +40,7 @@ from corral.domain import EgressPolicy, Limits, RuntimeState, SandboxSpec
 from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, NotFound, RuntimeFailure, Unavailable
 from corral.ports import Agent, NetInfo, Network
-from corral.runtime import bundle, cgroups, cpu_quota, loopdev, mounts, overlay, treework
+from corral.runtime import bundle, cgroups, cpu_quota, freeze, loopdev, mounts, overlay, treework
 from corral.runtime import userns as owners
 from corral.runtime.agentfile import AgentFiles
 from corral.runtime.blocking import finish
@@ -279,6 +279,25 @@ class RuncRuntime:
         except RuntimeFailure as exc:
             report.update(ok=False, version=None, error=exc.message)
         return report
+
+    async def freeze(self, sandbox_id: str) -> None:
+        """Freeze the sandbox's cgroup (``freeze.freeze_cgroup``; not ``runc pause``, a
+        process start-up more). NotFound without a cgroup; RuntimeFailure (thawed)."""
+        paths = self.paths(sandbox_id)
+        try:
+            froze = await asyncio.to_thread(freeze.freeze_cgroup, CGROUP_PARENT, paths.id)
+        except OSError as exc:
+            raise RuntimeFailure(f"freeze {sandbox_id}: {exc}") from exc
+        if not froze:
+            raise NotFound(f"sandbox {sandbox_id} is not running on this node")
+
+    async def thaw(self, sandbox_id: str) -> None:
+        """Thaw the sandbox's cgroup (one write: done on the event loop)."""
+        paths = self.paths(sandbox_id)
+        try:
+            freeze.thaw_cgroup(CGROUP_PARENT, paths.id)
+        except OSError as exc:
+            raise RuntimeFailure(f"thaw {sandbox_id}: {exc}") from exc
 
     # -- beyond the port -----------------------------------------------------------
 

@@ -64,6 +64,8 @@ class AuditKind(enum.StrEnum):
     CHECKPOINT = "sandbox_checkpoint"
     HIBERNATED = "sandbox_hibernated"
     WOKEN = "sandbox_woken"
+    PAUSED = "sandbox_paused"
+    RESUMED = "sandbox_resumed"  # a paused sandbox, explicitly (uses resume it silently)
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
 

@@ -1,6 +1,7 @@
-"""Hibernation: a sandbox parked on its disk and started again on it, for every part
-that needs it (the sandbox service's ``agent_for``, idle reaper and reconcile; the
-lifecycle routes; checkpoints' restores; the gateway's wakes).
+"""Hibernation and pause: a sandbox parked on its disk and started again on it, or
+frozen where it is and thawed, for every part that needs it (the sandbox service's
+``agent_for``, idle reaper and reconcile; the lifecycle routes; checkpoints' restores;
+the gateway's wakes).
 
 Parking a sandbox stops its processes and frees its memory, cgroups, mounts and network,
 and keeps its disk (``Runtime.hibernate``); starting it again (``Runtime.resume``) gives
@@ -9,17 +10,29 @@ the same files and fresh processes (process memory is not kept: no CRIU on this 
 Contracts:
 - ``hibernate`` parks a running sandbox and records it hibernated; for one already
   hibernated it answers the same (the kept disk's size); Conflict otherwise.
-- ``awake`` wakes a hibernated sandbox. Wakes are single-flight per sandbox: concurrent
+- ``pause`` freezes a running sandbox (``Runtime.freeze``: its processes keep their
+  memory and use no CPU) and records it paused; for one already paused it answers the
+  same; Conflict naming the state otherwise. The row is written first, then the
+  processes frozen (a crash in between leaves a paused row on running processes, which
+  reconcile freezes); ``hub.sandbox_stopped`` drops the caches that took it for running.
+- ``unpause`` thaws a paused sandbox and records it running (thawed first: a crash in
+  between leaves a paused row on thawed processes, frozen again by reconcile); any other
+  sandbox is answered as it is. It is what every use of a paused sandbox goes through
+  (``awake``): one write to the cgroup and one to the store.
+- ``awake`` resumes a paused sandbox and wakes a hibernated one (a paused sandbox
+  hibernated meanwhile is woken). Wakes are single-flight per sandbox: concurrent
   requests share one wake, which runs as its own task (a client that disconnects does
   not cancel it). When ``wake_in_background`` is set for the current request (the
   OpenComputer surface sets it for ``X-OSB-Async-Wake: 1``), it starts the wake and
   raises SandboxWaking at once instead of waiting.
-- Hibernate, wake, restore (``services/checkpoints.py``) and reconcile's parking of a
-  sandbox are serialised per sandbox by ``lock``.
+- Pause, unpause, hibernate (of a paused sandbox too: its processes are killed frozen),
+  wake, restore (``services/checkpoints.py``) and reconcile's parking of a sandbox are
+  serialised per sandbox by ``lock``.
 - ``mark_hibernated`` writes the row (with the activity not yet written, ``Activity``)
   and publishes ``hub.sandbox_stopped``.
-- ``idle_out`` is the idle reaper's hibernate: a failure is logged and returned, and
-  the caller stops the sandbox instead.
+- ``idle_pause`` and ``idle_out`` are the idle reaper's pause and hibernate: a failure
+  is logged and returned, and the caller hibernates (a pause failed) or stops (a
+  hibernate failed) the sandbox instead.
 """
 
 from __future__ import annotations
@@ -85,6 +98,56 @@ class Hibernator:
             self._locks[sandbox_id] = lock
         return lock
 
+    # ---- pause -----------------------------------------------------------------------
+
+    async def pause(self, sandbox_id: str) -> Sandbox:
+        """Freeze ``sandbox_id`` where it is (see the module docstring); the sandbox."""
+        async with self.lock(sandbox_id):
+            current = await self._find(sandbox_id)
+            if current.status is SandboxStatus.PAUSED:
+                return current
+            if current.status is not SandboxStatus.RUNNING:
+                raise Conflict(
+                    f"sandbox {sandbox_id} is {current.status.value}; only a running one can be paused"
+                )
+            touched = self.activity.settle(current)
+            paused = replace(touched, status=SandboxStatus.PAUSED)
+            await self.store.update(paused)
+            self.hub.sandbox_stopped.publish(sandbox_id)  # it no longer runs: caches drop it
+            try:
+                await self.runtime.freeze(sandbox_id)
+            except BaseException:
+                await asyncio.shield(self.store.update(touched))  # it runs: freeze thawed it
+                raise
+            log.info("paused %s", sandbox_id)
+            return paused
+
+    async def unpause(self, sandbox_id: str) -> Sandbox:
+        """Thaw ``sandbox_id`` if it is paused (see the module docstring); the sandbox."""
+        async with self.lock(sandbox_id):
+            current = await self._find(sandbox_id)
+            if current.status is not SandboxStatus.PAUSED:
+                return current
+            await self.runtime.thaw(sandbox_id)
+            resumed = replace(current, status=SandboxStatus.RUNNING, last_active_at=self.clock.now())
+            await self.store.update(resumed)
+            return resumed
+
+    async def idle_pause(self, sandbox: Sandbox) -> str | None:
+        """The reaper's pause; why it failed (logged: hibernate the sandbox instead), or
+        None (paused, or no longer running)."""
+        try:
+            await self.pause(sandbox.id)
+        except Conflict:
+            return None  # it stopped, or was paused or hibernated, meanwhile
+        except CorralError as exc:
+            log.warning("idle pause of %s failed (%s); hibernating it", sandbox.id, exc.message)
+            return exc.message
+        await self.audit.record(
+            AuditKind.PAUSED, org_id=sandbox.org_id, sandbox_id=sandbox.id, data={"reason": "idle timeout"}
+        )
+        return None
+
     # ---- hibernate -------------------------------------------------------------------
 
     async def hibernate(self, sandbox_id: str) -> int:
@@ -130,6 +193,8 @@ class Hibernator:
 
     async def awake(self, sandbox: Sandbox) -> Sandbox:
         """See the module docstring (single-flight; SandboxWaking in background mode)."""
+        if sandbox.status is SandboxStatus.PAUSED:
+            sandbox = await asyncio.shield(self.unpause(sandbox.id))
         if sandbox.status is not SandboxStatus.HIBERNATED:
             return sandbox
         task = self.wake_task(sandbox.id)
@@ -154,7 +219,7 @@ class Hibernator:
     async def _wake(self, sandbox_id: str) -> Sandbox:
         async with self.lock(sandbox_id):
             current = await self._find(sandbox_id)
-            if current.live:
+            if current.status in (SandboxStatus.STARTING, SandboxStatus.RUNNING):
                 return current
             if current.status is not SandboxStatus.HIBERNATED:
                 raise Conflict(f"sandbox {sandbox_id} is {current.status.value}")

@@ -1,4 +1,9 @@
-"""Hibernate and wake on request, and the deadline: keepalive and extend.
+"""Pause and resume, hibernate and wake on request, and the deadline: keepalive and extend.
+
+Pausing a sandbox freezes its processes where they are (the cgroup freezer): they keep
+their memory and use no CPU, and it shows ``paused``; resuming it thaws them, in a
+millisecond or two. Any use of a paused sandbox (exec, files, PTY, the gateway) resumes
+it first, as it wakes a hibernated one.
 
 Hibernating a sandbox stops its processes and frees its memory, cgroups, mounts and
 network, and keeps its disk; it keeps its id and shows ``hibernated``. Waking starts it
@@ -7,11 +12,16 @@ processes. How: ``services/hibernator.py``, shared with the sandbox service, che
 and the gateway.
 
 Contracts:
+- ``pause`` needs ``sandbox:write``; Conflict naming the state unless the sandbox runs
+  or is already paused (then it is a no-op answering the same).
+- ``resume`` needs ``sandbox:write``; a paused sandbox is thawed, a hibernated one woken
+  (the idle timeout hibernates a sandbox left paused long enough: its processes are then
+  started anew); Conflict naming the state for a running or stopped one.
 - ``hibernate`` needs ``sandbox:write``; Conflict unless the sandbox runs or is already
   hibernated (then it is a no-op answering the same). Returns the kept disk's key and
   size.
 - ``wake`` needs ``sandbox:write``; Conflict for a stopped sandbox; a running one is a
-  no-op. ``timeout`` (optional) becomes its idle timeout. Wakes are single-flight
+  no-op, a paused one is resumed. ``timeout`` (optional) becomes its idle timeout. Wakes are single-flight
   (``Hibernator.awake``).
 - ``keepalive`` (spec 002's keepalive: at least ``seconds`` more from now, default an
   hour) and ``extend`` (spec 004's extend: ``seconds`` more, default 15 minutes, on top
@@ -57,6 +67,33 @@ class LifecycleService:
         self.hibernator = hibernator
         self.snapshots = snapshots  # the disks' snapshots (checkpoints use them through here)
 
+    # ---- pause and resume ------------------------------------------------------------
+
+    async def pause(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        require(principal, Scope.SANDBOX_WRITE)
+        sandbox = await self.sandboxes.visible(principal, sandbox_id)
+        if sandbox.status is SandboxStatus.PAUSED:
+            return sandbox
+        paused = await self.hibernator.pause(sandbox.id)
+        await self.sandboxes.audit.record_for(principal, AuditKind.PAUSED, sandbox_id)
+        return paused
+
+    async def resume(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        require(principal, Scope.SANDBOX_WRITE)
+        sandbox = await self.sandboxes.visible(principal, sandbox_id)
+        if sandbox.status not in (SandboxStatus.PAUSED, SandboxStatus.HIBERNATED):
+            raise Conflict(
+                f"sandbox {sandbox_id} is {sandbox.status.value}; only a paused one can be resumed"
+            )
+        if sandbox.status is SandboxStatus.PAUSED:
+            sandbox = await asyncio.shield(self.hibernator.unpause(sandbox.id))
+        if sandbox.status is SandboxStatus.HIBERNATED:  # hibernated, maybe after it was paused
+            sandbox = await asyncio.shield(self.hibernator.wake_task(sandbox.id))
+        if not sandbox.live:
+            raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
+        await self.sandboxes.audit.record_for(principal, AuditKind.RESUMED, sandbox_id)
+        return sandbox
+
     # ---- hibernate -------------------------------------------------------------------
 
     async def hibernate(self, principal: Principal, sandbox_id: str) -> Hibernation:
@@ -73,6 +110,8 @@ class LifecycleService:
         if timeout_s is not None and not 0 <= timeout_s <= 30 * 24 * 3600:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
         sandbox = await self.sandboxes.visible(principal, sandbox_id)
+        if sandbox.status is SandboxStatus.PAUSED:
+            sandbox = await asyncio.shield(self.hibernator.unpause(sandbox.id))
         if sandbox.status is SandboxStatus.HIBERNATED:
             sandbox = await asyncio.shield(self.hibernator.wake_task(sandbox.id))
             await self.sandboxes.audit.record_for(principal, AuditKind.WOKEN, sandbox_id)

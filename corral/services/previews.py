@@ -96,7 +96,7 @@ class SandboxRoute:
     token_hash: str | None  # preview auth is on when set
     previews: frozenset[int]  # ports with a preview URL
     public: frozenset[int]  # ports whose preview needs no credential
-    hibernated: bool = False  # an allowed request wakes it (corral.gateway.access)
+    hibernated: bool = False  # hibernated or paused: an allowed request wakes it (corral.gateway.access)
 
 
 def hash_token(token: str) -> str:
@@ -320,7 +320,8 @@ class PreviewService:
         if sandbox is None:
             return None
         address = ""
-        if sandbox.live:
+        asleep = sandbox.status in (SandboxStatus.HIBERNATED, SandboxStatus.PAUSED)
+        if sandbox.live and not asleep:
             try:
                 address = await self.sandboxes.runtime.address(sandbox_id)
             except NotFound:
@@ -334,7 +335,7 @@ class PreviewService:
             token_hash=sandbox.preview_token_hash,
             previews=frozenset(p.port for p in previews),
             public=frozenset(p.port for p in previews if p.public),
-            hibernated=sandbox.status is SandboxStatus.HIBERNATED,
+            hibernated=asleep,
         )
 
     def _evict(self, now: float) -> None:

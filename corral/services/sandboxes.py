@@ -19,14 +19,18 @@ Contracts:
 - The id of each sandbox that stops (kill, idle timeout, reconcile) is published on
   ``hub.sandbox_stopped`` after it stopped; caches drop it there (``forget_running``
   is this service's own).
-- Hibernation (``services/hibernator.py``, given as ``waker``; ``snapshotter``):
-  ``agent_for`` wakes a hibernated sandbox first (waiting for it, or raising
-  SandboxWaking when the request asked for a background wake); the idle timeout
-  hibernates instead of stopping (never before ``hold_until``: keepalive, extend);
+- Pause and hibernation (``services/hibernator.py``, given as ``waker``;
+  ``snapshotter``): ``agent_for`` resumes a paused sandbox and wakes a hibernated one
+  first (waiting for it, or raising SandboxWaking when the request asked for a
+  background wake); the idle timeout pauses instead of stopping, and hibernates a
+  paused sandbox idle ``settings.paused_idle_s`` longer (with ``paused_idle_s`` 0, or
+  when the pause fails, it hibernates at once; never before ``hold_until``: keepalive,
+  extend);
   ``kill`` of a hibernated sandbox removes its disk; ``list`` shows running and
   hibernated sandboxes; ``reconcile`` keeps hibernated sandboxes whose disk is here,
-  thaws sandboxes a crash left frozen, and hibernates a live sandbox whose container
-  is gone but whose disk is intact (its processes are lost, its files are not).
+  keeps paused sandboxes paused (frozen again, should a crash have thawed them), thaws
+  the others a crash left frozen, and hibernates a live sandbox whose container is
+  gone but whose disk is intact (its processes are lost, its files are not).
 - A deadline (``CreateSandbox.lifetime_s`` -> ``Sandbox.deadline_at``): the reaper stops
   and removes the sandbox once it has passed (its next pass comes at the earliest
   deadline of a live sandbox, if that is before ``reaper_interval_s``), whatever
@@ -76,6 +80,7 @@ log = logging.getLogger("corral.sandboxes")
 
 RUNNING_CACHE_S = 5.0
 _MAX_RUNNING_CACHED = 10_000
+ASLEEP = (SandboxStatus.PAUSED, SandboxStatus.HIBERNATED)  # whatever uses them wakes them first
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_ENVS = 256
 MAX_METADATA = 64
@@ -111,13 +116,18 @@ class ReconcileReport:
     marked_stopped: list[str]
     reclaimed: list[str]
     hibernated: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
 
 
 class Waker(Protocol):
-    """What the sandbox service needs of hibernation (``services/hibernator.py``)."""
+    """What the sandbox service needs of pause and hibernation (``services/hibernator.py``)."""
 
     async def awake(self, sandbox: Sandbox) -> Sandbox:
-        """``sandbox`` running: woken first if it is hibernated (see ``agent_for``)."""
+        """``sandbox`` running: resumed or woken first if it is paused or hibernated
+        (see ``agent_for``)."""
+
+    async def idle_pause(self, sandbox: Sandbox) -> str | None:
+        """Pause a sandbox whose idle timeout passed; why that failed, if it did."""
 
     async def idle_out(self, sandbox: Sandbox) -> str | None:
         """Hibernate a sandbox whose idle timeout passed; why that failed, if it did."""
@@ -347,7 +357,7 @@ class SandboxService:
         seen = self._running.get(sandbox_id)
         if seen is None or seen[0] < self.clock.monotonic() or seen[1] != principal.org_id:
             sandbox = await self.visible(principal, sandbox_id)
-            if sandbox.status is SandboxStatus.HIBERNATED and self.waker is not None:
+            if sandbox.status in ASLEEP and self.waker is not None:
                 sandbox = await self.waker.awake(sandbox)
             if not sandbox.live:
                 raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
@@ -417,12 +427,14 @@ class SandboxService:
     async def reconcile(self) -> ReconcileReport:
         """Make the store and this node agree, at start-up.
 
-        Live rows whose sandbox runs and answers stay running; the others are marked
-        stopped. Everything on the node that no live row owns is removed.
+        Live rows whose sandbox runs and answers stay running, paused rows whose
+        container is here stay paused (frozen); the others are hibernated (their disk
+        intact) or marked stopped. Everything on the node that no live row owns is removed.
         """
         running: builtins.list[str] = []
         stopped: builtins.list[str] = []
         hibernated: builtins.list[str] = []
+        paused: builtins.list[str] = []
         snapshots = self.snapshotter
         for sandbox in await self.store.list_all():
             if sandbox.status is SandboxStatus.HIBERNATED:
@@ -434,29 +446,51 @@ class SandboxService:
                 continue
             if not sandbox.live:
                 continue
-            if snapshots is not None:
-                try:  # a crash in the middle of a checkpoint leaves it frozen
-                    await snapshots.recover(sandbox.id)
-                except CorralError as exc:
-                    log.warning("reconcile: could not thaw %s: %s", sandbox.id, exc.message)
-            ok = await self.runtime.state(sandbox.id) == RuntimeState.RUNNING
-            if ok:
-                try:
-                    await asyncio.wait_for(self.runtime.agent(sandbox.id).ping(), 5)
-                except (CorralError, TimeoutError):
-                    ok = False
-            if ok:
+            if sandbox.status is SandboxStatus.PAUSED:
+                if await self._frozen_again(sandbox):
+                    paused.append(sandbox.id)
+                    continue
+            elif await self._answers(sandbox):
                 running.append(sandbox.id)
-            elif await self._park_lost(sandbox):
+                continue
+            if await self._park_lost(sandbox):
                 hibernated.append(sandbox.id)
             else:
                 await self._stop(sandbox, reason="sandbox was lost while corral was down")
                 stopped.append(sandbox.id)
-        reclaimed = await self.runtime.reclaim({*running, *hibernated})
-        self.metrics.sandboxes_active.set(len(running))
+        reclaimed = await self.runtime.reclaim({*running, *hibernated, *paused})
+        self.metrics.sandboxes_active.set(len(running) + len(paused))
         if stopped or reclaimed:
             log.warning("reconcile: marked stopped %s, reclaimed %s", stopped, reclaimed)
-        return ReconcileReport(running, stopped, reclaimed, hibernated)
+        return ReconcileReport(running, stopped, reclaimed, hibernated, paused)
+
+    async def _answers(self, sandbox: Sandbox) -> bool:
+        """Whether a running sandbox's container runs and its agent answers (thawed
+        first: a crash in the middle of a checkpoint leaves it frozen)."""
+        if self.snapshotter is not None:
+            try:
+                await self.snapshotter.recover(sandbox.id)
+            except CorralError as exc:
+                log.warning("reconcile: could not thaw %s: %s", sandbox.id, exc.message)
+        if await self.runtime.state(sandbox.id) != RuntimeState.RUNNING:
+            return False
+        try:
+            await asyncio.wait_for(self.runtime.agent(sandbox.id).ping(), 5)
+        except (CorralError, TimeoutError):
+            return False
+        return True
+
+    async def _frozen_again(self, sandbox: Sandbox) -> bool:
+        """Whether a paused sandbox's container is still here, frozen (again: a crash
+        between a thaw and its row's update leaves it thawed). Its agent is not asked."""
+        if await self.runtime.state(sandbox.id) != RuntimeState.RUNNING:
+            return False
+        try:
+            await self.runtime.freeze(sandbox.id)
+        except CorralError as exc:
+            log.warning("reconcile: could not freeze paused %s: %s", sandbox.id, exc.message)
+            return False
+        return True
 
     async def _park_lost(self, sandbox: Sandbox) -> bool:
         """A live sandbox whose processes are gone: hibernated if its disk is intact."""
@@ -473,9 +507,10 @@ class SandboxService:
         return True
 
     async def reap_idle(self) -> builtins.list[str]:
-        """Stop every running sandbox past its deadline; hibernate (without hibernation,
-        or with a deadline: stop) every one idle for longer than its timeout and past its
-        ``hold_until``; flush activity."""
+        """Stop every live sandbox past its deadline; pause every running one idle for
+        longer than its timeout and past its ``hold_until`` and hibernate every paused one
+        idle for ``paused_idle_s`` longer still (without hibernation, or with a deadline:
+        stop it at its timeout); flush activity."""
         now = self.clock.now()
         reaped: builtins.list[str] = []
         self._next_deadline = None  # counted again below (and by creates meanwhile)
@@ -491,16 +526,23 @@ class SandboxService:
                 self._deadline_at(sandbox.deadline_at)
             last = max(seen, sandbox.last_active_at) if seen is not None else sandbox.last_active_at
             held = sandbox.hold_until is not None and sandbox.hold_until > now
-            if sandbox.timeout_s > 0 and (now - last).total_seconds() > sandbox.timeout_s and not held:
+            idle_s = sandbox.timeout_s
+            if sandbox.status is SandboxStatus.PAUSED:
+                idle_s += self.settings.paused_idle_s
+            if sandbox.timeout_s > 0 and (now - last).total_seconds() > idle_s and not held:
                 await self._idle_out(sandbox)
                 reaped.append(sandbox.id)
         return reaped
 
     async def _idle_out(self, sandbox: Sandbox) -> None:
-        """Hibernate ``sandbox``, whose idle timeout passed; stop it without hibernation,
-        or when hibernating fails."""
+        """Pause ``sandbox``, whose idle timeout passed, or hibernate it (paused already,
+        ``paused_idle_s`` 0, or the pause failed); stop it without hibernation, or when
+        hibernating fails."""
         if self.waker is None or sandbox.deadline_at is not None:  # a deadline: stopped, never kept
             await self._stop(sandbox, reason="idle timeout")
+            return
+        pausing = sandbox.status is SandboxStatus.RUNNING and self.settings.paused_idle_s > 0
+        if pausing and await self.waker.idle_pause(sandbox) is None:
             return
         failed = await self.waker.idle_out(sandbox)
         if failed is not None:

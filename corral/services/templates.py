@@ -49,7 +49,7 @@ from corral.services.template_names import NAME
 
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 TEARDOWN_WAIT_S = 10.0
-IN_USE = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.HIBERNATED)
+IN_USE = (SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED, SandboxStatus.HIBERNATED)
 
 
 @dataclass(frozen=True)

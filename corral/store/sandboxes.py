@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from corral.domain import Limits, PatchRun, Sandbox, SandboxStatus
+from corral.domain import LIVE_STATUSES, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.domain.config_json import egress_from, egress_json
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import SandboxRow
 
-LIVE = (SandboxStatus.STARTING.value, SandboxStatus.RUNNING.value)
+LIVE = tuple(sorted(status.value for status in LIVE_STATUSES))  # they hold memory: counted, promised
 HOLDING_DISK = (*LIVE, SandboxStatus.HIBERNATED.value)  # a hibernated sandbox keeps its disk
 
 

@@ -23,6 +23,7 @@ _STATUS = {
     SandboxStatus.STARTING: "provisioning",
     SandboxStatus.RUNNING: "running",
     SandboxStatus.HIBERNATED: "idle",
+    SandboxStatus.PAUSED: "idle",  # frozen, memory kept; resumed on use
     SandboxStatus.STOPPED: "stopped",
     SandboxStatus.ERROR: "failed",
 }
@@ -30,6 +31,7 @@ _HEALTH = {
     SandboxStatus.STARTING: "starting",
     SandboxStatus.RUNNING: "ready",
     SandboxStatus.HIBERNATED: "starting",
+    SandboxStatus.PAUSED: "ready",  # resumed in a millisecond by the next use
     SandboxStatus.STOPPED: "stopped",
     SandboxStatus.ERROR: "errored",
 }

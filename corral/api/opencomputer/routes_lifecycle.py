@@ -1,5 +1,7 @@
-"""Hibernate, wake and keepalive, and how requests wake hibernated sandboxes.
+"""Pause, resume, hibernate, wake and keepalive, and how requests wake sandboxes.
 
+    POST /sandboxes/{id}/pause        control plane  the sandbox, paused (corral's own)
+    POST /sandboxes/{id}/resume       control plane  the sandbox, running (corral's own)
     POST /sandboxes/{id}/hibernate    control plane  {sandboxID, hibernationKey, sizeBytes, status}
     POST /sandboxes/{id}/wake         control plane  {timeout?}  the sandbox, running
     POST /sandboxes/{id}/keepalive    both           204: not idled out for another hour
@@ -10,8 +12,14 @@ network; ``hibernationKey`` names the kept disk (``sandboxes/<id>/disk``) and
 ``sizeBytes`` is what it occupies. Running processes are not kept: a woken sandbox has
 its files, configuration and egress policy, and fresh processes.
 
-Any request that needs a running sandbox (exec, files, PTY, ports) wakes a hibernated
-one first and waits for it. With ``X-OSB-Async-Wake: 1`` (the TypeScript SDK sends it)
+A pause freezes the sandbox's processes where they are (the cgroup freezer): they keep
+their memory and use no CPU; a resume thaws them. Pausing a sandbox that is not running
+(hibernated, stopped) and resuming a running or stopped one are 409, naming its state;
+resuming a hibernated one wakes it (the idle timeout hibernates a sandbox paused long
+enough).
+
+Any request that needs a running sandbox (exec, files, PTY, ports) resumes a paused
+one and wakes a hibernated one first, and waits for it. With ``X-OSB-Async-Wake: 1`` (the TypeScript SDK sends it)
 the request answers ``503 {"waking": true, "error": ...}`` at once instead, the wake
 goes on in the background, and the client retries: ``wake_preference`` is the
 dependency of every route of this surface that reads the header.
@@ -26,6 +34,8 @@ from corral.api.opencomputer import mapping
 from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.schemas import HibernateOut, SandboxOut, WakeBody
 from corral.auth.principal import Principal
+from corral.core import Core
+from corral.domain import Sandbox
 from corral.services.lifecycle import wake_in_background
 
 ASYNC_WAKE_HEADER = "x-osb-async-wake"
@@ -41,6 +51,25 @@ def router(surface: Surface) -> APIRouter:
     caller = Depends(surface.principal)
 
     if surface.control:
+
+        @r.post(
+            "/pause",
+            summary="Pause a sandbox",
+            description="Freezes its processes where they are: they keep their memory and use no CPU. "
+            "Status `paused`; any request that needs it resumes it. 409 unless it is running (a paused "
+            "one is a no-op).",
+        )
+        async def pause(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> SandboxOut:
+            return _out(core, principal, await core.lifecycle.pause(principal, sandbox_id))
+
+        @r.post(
+            "/resume",
+            summary="Resume a paused sandbox",
+            description="Thaws its processes, with their memory as it was. A hibernated sandbox is "
+            "woken (fresh processes). 409 for a running or stopped one.",
+        )
+        async def resume(core: CoreDep, sandbox_id: str, principal: Principal = caller) -> SandboxOut:
+            return _out(core, principal, await core.lifecycle.resume(principal, sandbox_id))
 
         @r.post(
             "/hibernate",
@@ -62,9 +91,7 @@ def router(surface: Surface) -> APIRouter:
             core: CoreDep, sandbox_id: str, body: WakeBody | None = None, principal: Principal = caller
         ) -> SandboxOut:
             timeout = body.timeout if body else None
-            sandbox = await core.lifecycle.wake(principal, sandbox_id, timeout)
-            token = core.auth.issue_token(principal, sandbox.id)
-            return mapping.sandbox_out(sandbox, core.settings.base_url, token, core.previews.sandbox_domain)
+            return _out(core, principal, await core.lifecycle.wake(principal, sandbox_id, timeout))
 
     @r.post(
         "/keepalive",
@@ -77,3 +104,8 @@ def router(surface: Surface) -> APIRouter:
         return Response(status_code=204)
 
     return r
+
+
+def _out(core: Core, principal: Principal, sandbox: Sandbox) -> SandboxOut:
+    token = core.auth.issue_token(principal, sandbox.id)
+    return mapping.sandbox_out(sandbox, core.settings.base_url, token, core.previews.sandbox_domain)

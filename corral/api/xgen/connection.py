@@ -22,7 +22,8 @@ Order and contracts:
   workspace) on the watch request's channel and id; ``{path, unwatch: true}`` ends it.
 - When the sandbox stops (deleted, its lifetime over, or hibernated through another
   surface: the connection itself is no use of it), SandboxError ``{code: "sandbox_stopped", message}`` is sent and the
-  connection closes (1000). The ports poll looks first, and never wakes a sandbox.
+  connection closes (1000). The ports poll looks first, and never wakes a sandbox; while
+  it is paused (frozen: its ports and stats stay as they were) neither asks it anything.
 - Everything sent goes through the connection's ``Outbox`` (bounded). A message the
   client sends is at most 16 MiB (uvicorn's ``ws_max_size``: a larger one closes the
   connection with 1009).
@@ -57,7 +58,7 @@ CONCURRENT = 16
 READ_MAX = 16 << 20
 READS = 2  # FsReads held in memory at once per connection
 CLOSE_FLUSH_S = 5.0
-LIVE = frozenset({SandboxStatus.STARTING, SandboxStatus.RUNNING})
+LIVE = frozenset({SandboxStatus.STARTING, SandboxStatus.RUNNING, SandboxStatus.PAUSED})
 MAX_WATCHES = 64
 
 
@@ -304,6 +305,9 @@ class Connection:
                 message = {"code": "sandbox_stopped", "message": f"the sandbox is {state}"}
                 await self.outbox.put(encode(Kind.SANDBOX_ERROR, 0, 0, message))
                 return
+            if sandbox.status is SandboxStatus.PAUSED:  # asking would resume it
+                await asyncio.sleep(PORT_POLL_S)
+                continue
             try:
                 now = set(await self.core.workspace.ports(self.principal, self.sandbox_id))
             except CorralError as exc:  # stopped since: the next round says so
@@ -320,8 +324,12 @@ class Connection:
         last: tuple[float, float] | None = None
         while True:
             try:
-                if (await self.core.sandboxes.get(self.principal, self.sandbox_id)).status not in LIVE:
+                status = (await self.core.sandboxes.get(self.principal, self.sandbox_id)).status
+                if status not in LIVE:
                     return  # never woken for its stats; the ports poll ends the connection
+                if status is SandboxStatus.PAUSED:  # never resumed for its stats either
+                    await asyncio.sleep(STATS_INTERVAL_S)
+                    continue
                 usage, disk = await self.core.workspace.usage(self.principal, self.sandbox_id)
             except NotFound:
                 return

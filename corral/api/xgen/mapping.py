@@ -28,6 +28,7 @@ STATUS = {
     SandboxStatus.STARTING: "starting",
     SandboxStatus.RUNNING: "running",
     SandboxStatus.HIBERNATED: "stopped",  # hibernated through another surface; it wakes on use
+    SandboxStatus.PAUSED: "running",  # frozen by its idle timeout or another surface; resumed on use
     SandboxStatus.STOPPED: "stopped",
     SandboxStatus.ERROR: "error",
 }

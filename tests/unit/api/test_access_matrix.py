@@ -129,6 +129,8 @@ ROUTES: list[Row] = [
     ),
     Row("POST", "/api/sandboxes/{sandbox_id}/hibernate", WRITE, (200,)),
     Row("POST", "/api/sandboxes/{sandbox_id}/wake", WRITE, (200,), body={}),
+    Row("POST", "/api/sandboxes/{sandbox_id}/pause", WRITE, (200, 409)),  # 409: hibernated by a cell
+    Row("POST", "/api/sandboxes/{sandbox_id}/resume", WRITE, (200, 409)),  # 409: it runs
     # templates: no builder on the process runtime (503); built-ins are everyone's
     Row("POST", "/api/templates", CREATE, (503,), bound=False, body={"name": "m", "dockerfile": "FROM base"}),
     Row("GET", "/api/templates", READ, (200,), bound=False),

@@ -1,6 +1,6 @@
 """The Hibernator (corral.services.hibernator) as the idle reaper uses it: an idle
-sandbox is hibernated, with the activity not yet written in its row; one whose
-hibernation fails is stopped instead, saying why."""
+sandbox is paused, then hibernated, with the activity not yet written in its row; one
+whose hibernation fails is stopped instead, saying why."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ async def test_an_idle_sandbox_that_cannot_hibernate_is_stopped(
 
     monkeypatch.setattr(core.runtime, "hibernate", broken)
     clock.advance(2)
-    assert await core.sandboxes.reap_idle() == [sandbox.id]
+    assert await core.sandboxes.reap_idle() == [sandbox.id]  # paused
+    clock.advance(core.settings.paused_idle_s)
+    assert await core.sandboxes.reap_idle() == [sandbox.id]  # hibernated: it fails
     row = await core.sandboxes.get(me, sandbox.id)
     assert row.status is SandboxStatus.STOPPED
     assert row.error == "idle timeout; hibernating failed: the disk is busy"

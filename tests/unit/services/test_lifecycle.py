@@ -84,7 +84,7 @@ async def test_background_wake_answers_waking_at_once_then_runs(core: Core) -> N
     assert result.stdout == b"up\n"
 
 
-async def test_idle_timeout_hibernates_but_not_while_held_and_extend_stacks(
+async def test_idle_timeout_pauses_but_not_while_held_and_extend_stacks(
     clocked_core: Core, clock: FakeClock
 ) -> None:
     core = clocked_core
@@ -100,10 +100,10 @@ async def test_idle_timeout_hibernates_but_not_while_held_and_extend_stacks(
     assert end_at(second) == second.hold_until
     clock.advance(1.2)
     assert await core.sandboxes.reap_idle() == [idle.id]
-    assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.HIBERNATED
+    assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.PAUSED
     assert (await core.sandboxes.get(me, held.id)).status is SandboxStatus.RUNNING
-    kept = await core.lifecycle.keepalive(me, idle.id, seconds=60)  # allowed while hibernated
-    assert kept.status is SandboxStatus.HIBERNATED and kept.hold_until is not None
+    kept = await core.lifecycle.keepalive(me, idle.id, seconds=60)  # allowed while paused
+    assert kept.status is SandboxStatus.PAUSED and kept.hold_until is not None
     reset = await core.sandboxes.set_timeout(me, held.id, 1)
     assert reset.hold_until is None  # an explicit timeout replaces the hold
 

@@ -86,7 +86,9 @@ async def test_other_org_and_worker_token_scope(core: Core) -> None:
         await core.sandboxes.get(me, "../../etc")
 
 
-async def test_idle_timeout_hibernates_and_activity_defers(clocked_core: Core, clock: FakeClock) -> None:
+async def test_idle_timeout_pauses_then_hibernates_and_activity_defers(
+    clocked_core: Core, clock: FakeClock
+) -> None:
     core = clocked_core
     me = await owner(core)
     idle = await core.sandboxes.create(me, CreateSandbox(timeout_s=1))
@@ -97,6 +99,11 @@ async def test_idle_timeout_hibernates_and_activity_defers(clocked_core: Core, c
         await core.commands.run(me, busy.id, ExecRequest("true"))
     reaped = await core.sandboxes.reap_idle()
     assert reaped == [idle.id]
+    assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.PAUSED
+    assert await core.sandboxes.reap_idle() == []  # paused: idle for paused_idle_s more first
+    clock.advance(core.settings.paused_idle_s)
+    await core.commands.run(me, busy.id, ExecRequest("true"))
+    assert await core.sandboxes.reap_idle() == [idle.id]
     assert (await core.sandboxes.get(me, idle.id)).status is SandboxStatus.HIBERNATED
     assert (await core.sandboxes.get(me, busy.id)).status is SandboxStatus.RUNNING
     assert (await core.sandboxes.get(me, forever.id)).status is SandboxStatus.RUNNING
