@@ -49,6 +49,7 @@ from corral.services.bindings import BindingService, recorder
 from corral.services.checkpoints import CheckpointService
 from corral.services.commands import CommandService
 from corral.services.compute import ComputeService
+from corral.services.computer_use import ComputerUseAgent
 from corral.services.create_queue import CreateQueue
 from corral.services.desktop import DesktopBoot, DesktopService
 from corral.services.egress import EgressService
@@ -63,6 +64,7 @@ from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
 from corral.services.previews import PreviewService
 from corral.services.runner import TEMPLATES, Runner
+from corral.services.runs import RunService
 from corral.services.sandboxes import SandboxService, default_limits
 from corral.services.session_queue import SessionQueue
 from corral.services.sessions import SessionService, bounds_of
@@ -82,6 +84,7 @@ from corral.store.kill_switches import SqlSwitchStore
 from corral.store.previews import SqlPreviewStore
 from corral.store.sandboxes import SqlSandboxStore
 from corral.store.sessions import SqlSessionStore
+from corral.store.threads import SqlThreadStore
 from corral.store.users import SqlUserStore
 
 if TYPE_CHECKING:
@@ -127,6 +130,7 @@ class Core:
     compute: ComputeService  # Copass compute sessions (corral/api/copass)
     desktop: DesktopService  # the desktop of gui sandboxes, for every surface
     models: ModelService  # the Anthropic Messages API, with the key only the host holds
+    runs: RunService  # agent runs on a desktop (corral/api/runs)
     hub: Hub  # what several parts must hear (services/hub.py)
     background: Background  # what runs in the background, stopped by close (corral/background.py)
     network: NodeNetwork | None = None
@@ -285,12 +289,23 @@ class Core:
             webhooks=webhooks,
             clock=clock,
         )
+        desktop = DesktopService(sandboxes, previews)
+        runs = RunService(
+            SqlThreadStore(db),
+            sandboxes,
+            desktop,
+            ComputerUseAgent(models, model_name=settings.runs_model, max_steps=settings.runs_max_steps),
+            audit,
+            run_deadline_s=settings.runs_deadline_s,
+            clock=clock,
+        )
         stored_switches = StoredSwitches(SqlSwitchStore(db), kill_switch, settings.kill_switch_refresh_s)
         await stored_switches.refresh()
         bootstrap_key = await auth.bootstrap(settings.api_key, settings.data_dir / "admin-key")
         if reconcile:
             await sandboxes.reconcile()
             await sessions.reconcile()  # after the sandboxes': it kills its sessions' sandboxes
+            await runs.reconcile()
             await checkpoints.recover()
             await template_builds.recover()
         if standby is not None:  # removes its sandboxes when stopped, before the teardowns are awaited
@@ -298,6 +313,7 @@ class Core:
         await background.start("the idle reaper", sandboxes.start_reaper, sandboxes.stop_reaper)
         await background.start("the kill-switch refresher", stored_switches.start, stored_switches.close)
         background.adopt("the code sessions", sessions.close)  # stopped first: they end with this process
+        background.adopt("the agent runs", runs.close)  # they end with this process, their desktops stay
         return cls(
             settings=settings,
             db=db,
@@ -324,8 +340,9 @@ class Core:
             sessions=sessions,
             workspace=WorkspaceService(sandboxes, commands),
             compute=ComputeService(sandboxes, commands, kill_switch, settings.compute_sessions_per_user),
-            desktop=DesktopService(sandboxes, previews),
+            desktop=desktop,
             models=models,
+            runs=runs,
             hub=hub,
             background=background,
             network=network,

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
     anthropic_timeout_s: Annotated[float, Field(gt=0)] = 600.0  # one host-side call
+    # agent runs (corral.services.runs, the /api/sessions surface): the computer-use model,
+    # and the limits of one run (model calls; wall clock, desktop provisioning included)
+    runs_model: str = "claude-sonnet-4-5"
+    runs_max_steps: Annotated[int, Field(ge=1, le=1000)] = 50
+    runs_deadline_s: Annotated[float, Field(gt=0)] = 900.0
     # webhooks (corral.services.webhooks): POSTed from this host to a tenant's URL
     webhook_allow_private: bool = False  # let them reach loopback, private and link-local addresses
     webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0  # one attempt

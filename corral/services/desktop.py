@@ -7,7 +7,8 @@ running before its create returns, and again after every wake, fork and restore
 ask for that template (``template_for``); OpenComputer's ``templateID: "gui"`` is it.
 
 Contracts:
-- The desktop is ``Xvfb :99 -screen 0 1280x720x24``, fluxbox, ``x11vnc -display :99
+- The desktop is ``Xvfb :99 -screen 0 1280x720x24`` (its framebuffer kept as an XWD
+  file in ``/tmp/.corral-fb``, what services/computer.py's screenshots read), fluxbox, ``x11vnc -display :99
   -forever -shared -rfbport 5900`` (on the sandbox's loopback only, started once X
   answers, without host name lookups: the sandbox's own name resolves nowhere) and
   ``websockify --web /usr/share/novnc 6080 127.0.0.1:5900``, all run as the user
@@ -63,7 +64,8 @@ SUPERVISE = r"""
 mkdir -p ~/.fluxbox  # a plain background (fbsetroot comes with fluxbox)
 [ -e ~/.fluxbox/init ] || echo "session.screen0.rootCommand: fbsetroot -solid '#2e3440'" > ~/.fluxbox/init
 keep() { while :; do "$@" >/dev/null 2>&1; sleep 0.2; done; }
-keep Xvfb :99 -screen 0 1280x720x24 -nolisten tcp &
+mkdir -p /tmp/.corral-fb  # Xvfb's framebuffer as an XWD file: the screenshots' source (computer.py)
+keep Xvfb :99 -screen 0 1280x720x24 -fbdir /tmp/.corral-fb -nolisten tcp &
 keep websockify --web /usr/share/novnc 6080 127.0.0.1:5900 &
 until xdotool getdisplaygeometry >/dev/null 2>&1; do sleep 0.02; done  # X answers (x11vnc gives up)
 keep x11vnc -display :99 -forever -shared -rfbport 5900 -localhost -nopw -quiet -nolookup &

@@ -1,0 +1,149 @@
+"""The one place where errors become this surface's envelope (spec 004):
+
+    {"error": {"code": "INVALID_FIELD", "message": "...", "hint": "...", "requestId": "<uuid>"}}
+
+plus ``field`` naming the bad field of a 400 (``message``, ``prompts.userPrompt``...).
+
+InvalidInput naming a field      400 INVALID_FIELD
+InvalidInput, a body not JSON    400 INVALID_REQUEST
+Unauthenticated                  401 UNAUTHORIZED (no credential), INVALID_API_KEY (a wrong one)
+Forbidden                        403 FORBIDDEN
+NotFound, an unknown route       404 RESOURCE_NOT_FOUND
+a wrong method                   405 INVALID_REQUEST (with Allow)
+LimitExceeded                    429 RATE_LIMITED (Retry-After)
+Conflict                         429 CONCURRENCY_LIMIT_EXCEEDED (the org's live sandboxes)
+Unavailable                      503 SERVICE_UNAVAILABLE (ModelUnavailable: no model key)
+SandboxError                     500 SANDBOX_FAILED
+anything else                    500 INTERNAL_ERROR, message "internal error" (traceback logged)
+
+Every answer carries its ``requestId`` as ``X-Request-Id``; the log line of a 5xx names it.
+``RunsRoute`` is the route class of this surface's routers: it renders every error its
+routes raise (their dependencies and request validation included) here.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
+
+from corral.api.status import message_of
+from corral.errors import (
+    Conflict,
+    CorralError,
+    Forbidden,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    SandboxError,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger("corral.api.runs")
+
+# (error, status, code, hint), most specific first
+CODES: list[tuple[type[CorralError], int, str, str]] = [
+    (InvalidInput, 400, "INVALID_FIELD", "fix the field named and send the request again"),
+    (Unauthenticated, 401, "INVALID_API_KEY", "send Authorization: Bearer <API key> with a valid key"),
+    (Forbidden, 403, "FORBIDDEN", "use a key whose role may do this (viewers only read)"),
+    (NotFound, 404, "RESOURCE_NOT_FOUND", "check the id: it is unknown, or of another workspace"),
+    (LimitExceeded, 429, "RATE_LIMITED", "wait Retry-After seconds, then back off exponentially"),
+    (Conflict, 429, "CONCURRENCY_LIMIT_EXCEEDED", "wait for a desktop of this workspace to end"),
+    (Unavailable, 503, "SERVICE_UNAVAILABLE", "retry later; an operator may need to configure the server"),
+    (SandboxError, 500, "SANDBOX_FAILED", "retry; the desktop could not be provisioned"),
+]
+MISSING_HINT = "send Authorization: Bearer <API key>"
+
+
+def envelope(
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    request_id = str(uuid.uuid4())
+    body: dict[str, Any] = {"code": code, "message": message, "hint": hint, "requestId": request_id}
+    if field is not None:
+        body["field"] = field
+    out = {"X-Request-Id": request_id, **(headers or {})}
+    if status == 401:
+        out["WWW-Authenticate"] = 'Bearer realm="corral"'
+    if status >= 500:
+        log.error("request %s answered %s %s: %s", request_id, status, code, message)
+    return JSONResponse({"error": body}, status_code=status, headers=out)
+
+
+def render(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, CorralError):
+        for cls, status, code, hint in CODES:
+            if isinstance(exc, cls):
+                if status == 400 and exc.field is None:
+                    code = "INVALID_REQUEST"
+                if status == 401 and exc.message.startswith("missing credential"):
+                    code, hint = "UNAUTHORIZED", MISSING_HINT
+                if isinstance(exc, Unavailable) and exc.code == "model_unavailable":
+                    hint = "set CORRAL_ANTHROPIC_API_KEY on the server and restart it"
+                return envelope(status, code, message_of(exc), hint, exc.field)
+        log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
+        return envelope(500, "INTERNAL_ERROR", "internal error")
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return envelope(
+                400, "INVALID_REQUEST", "the request body is not valid JSON", "send a JSON object"
+            )
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        if where is None:
+            return envelope(
+                400, "INVALID_REQUEST", "the request body must be a JSON object", "send a JSON object"
+            )
+        what = str(first.get("msg", "is invalid")).removeprefix("Value error, ").lower()
+        return envelope(400, "INVALID_FIELD", f"{where}: {what}", "fix the field named", where)
+    if isinstance(exc, HTTPException):
+        code = "RESOURCE_NOT_FOUND" if exc.status_code == 404 else "INVALID_REQUEST"
+        return envelope(exc.status_code, code, str(exc.detail))
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return envelope(500, "INTERNAL_ERROR", "internal error")
+
+
+class RunsRoute(APIRoute):
+    """A route whose errors this module renders (see the module docstring)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 (every error of this surface, in its envelope)
+                return render(request, exc)
+
+        return handle
+
+
+def unrouted(request: Request, routes: Sequence[BaseRoute]) -> JSONResponse:
+    """The answer to a request that none of ``routes`` takes: 405 naming the method
+    (with ``Allow``) on a path of this surface, else 404 naming the path."""
+    allowed: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.PARTIAL and isinstance(route, APIRoute):
+            allowed |= route.methods or set()
+    path = request.url.path
+    if allowed:
+        methods = ", ".join(sorted(allowed))
+        message = f"method {request.method} is not allowed on {path} (allowed: {methods})"
+        return envelope(405, "INVALID_REQUEST", message, f"use {methods}", headers={"Allow": methods})
+    return envelope(404, "RESOURCE_NOT_FOUND", f"no route {request.method} {path}", "check the path")
