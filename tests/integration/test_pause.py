@@ -1,8 +1,9 @@
 """Pause and resume on runc, through the services of a real Core (no HTTP; the
 surfaces' routes are tested in tests/e2e/test_pause.py): a running process keeps its
 memory across a pause, a busy loop burns no CPU while paused (the kernel's cpuacct of
-its cgroup), the idle timeout pauses then hibernates (an injected clock), and a paused
-sandbox stays paused across a restart of corral and resumes with its memory.
+its cgroup) and stays frozen through a checkpoint, the idle timeout pauses then
+hibernates (an injected clock), and a paused sandbox stays paused across a restart of
+corral and resumes with its memory.
 
 The Core has a data dir and runc root of its own (reconcile removes what its store does
 not know, so it must not share the integration suite's), and borrows that suite's
@@ -138,6 +139,9 @@ async def test_memory_survives_and_a_busy_loop_burns_no_cpu_while_paused(core: C
     frozen_at, twin_at = cpu_seconds(paused.id), cpu_seconds(twin.id)
     await eventually_async(lambda: cpu_seconds(twin.id) > twin_at + 0.3, 10, "the twin never ran")
     assert cpu_seconds(paused.id) == frozen_at  # not a nanosecond while the twin burnt 0.3 s
+    await core.checkpoints.create(me, paused.id, "while-paused")  # freezes, copies, thaws...
+    assert freeze.is_frozen(CGROUP_PARENT, paused.id)  # ...but not a paused sandbox
+    assert (await core.sandboxes.get(me, paused.id)).status is SandboxStatus.PAUSED
 
     await core.lifecycle.resume(me, paused.id)
     again = await counter(core, me, paused.id)
