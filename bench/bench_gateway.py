@@ -54,6 +54,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,13 @@ class Load:
     p90: float
     p99: float
     errors: int
+    cpu_us: float = 0.0  # the serving corral's CPU time per request (user + system); 0: not a corral
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process ``pid`` and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -266,6 +274,27 @@ async def measure(
     return Load(target, route, conns, rate, p50, p90, p99, errors)
 
 
+async def measure_cpu(
+    server: Gateway | None,
+    target: str,
+    route: str,
+    url: str,
+    headers: dict[str, str],
+    conns: int,
+    secs: float,
+    use_wrk: bool,
+) -> Load:
+    """``measure``, and for a route through ``server`` (when the bench started its
+    process) that process's CPU time per request: unlike requests/s and latency, it
+    hardly moves with what else the machine runs."""
+    pid = server.pid if server else 0
+    before = cpu_seconds(pid) if pid else 0.0
+    load = await measure(target, route, url, headers, conns, secs, use_wrk)
+    if pid and load.requests_per_s:
+        load.cpu_us = (cpu_seconds(pid) - before) / (load.requests_per_s * secs) * 1e6
+    return load
+
+
 async def ws_round_trips(url: str, headers: dict[str, str], count: int) -> Summary:
     samples: list[float] = []
     async with websockets.connect(url, additional_headers=headers, compression=None) as ws:
@@ -353,6 +382,7 @@ class Gateway:
     base: str
     key: str
     granian: str | None = None
+    pid: int = 0  # its server process, when the bench started one (process runtime)
     sid: str = ""
     address: str = ""
     ports: dict[str, int] | None = None
@@ -442,10 +472,28 @@ async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> d
                     routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
                 routes["relay"] = (f"http://127.0.0.1:{relay_of[port]}/hello", {})
                 routes["pyhttp"] = (f"http://127.0.0.1:{parsing_of[port]}/hello", {})
+                serving = {route: g for g in gateways for route in g.routes(target)}
                 for conns in (args.connections, 1):
-                    for route, (url, headers) in routes.items():
-                        load = await measure(target, route, url, headers, conns, args.duration, args.wrk)
-                        loads.append(load)
+                    rounds: list[list[Load]] = []
+                    for turn in range(args.rounds):
+                        # Odd rounds go in reverse, so no route always runs first.
+                        order = list(routes.items())[:: -1 if turn % 2 else 1]
+                        rounds.append(
+                            [
+                                await measure_cpu(
+                                    serving.get(route),
+                                    target,
+                                    route,
+                                    url,
+                                    headers,
+                                    conns,
+                                    args.duration,
+                                    args.wrk,
+                                )
+                                for route, (url, headers) in order
+                            ]
+                        )
+                    loads.extend(median_loads(rounds))
         ws = {"direct": await ws_round_trips(f"ws://{address}:{ports['keepalive']}/ws", {}, args.ws_messages)}
         for gateway in gateways:
             ws[f"gateway{gateway.suffix}"] = await gateway.ws(args.ws_messages)
@@ -453,6 +501,29 @@ async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> d
         for gateway in gateways:
             await gateway.remove()
     return {"loads": loads, "ws": ws}
+
+
+def median_loads(rounds: list[list[Load]]) -> list[Load]:
+    """One ``Load`` a route: the medians of its rounds' figures (errors summed), in
+    the first round's order."""
+    by: dict[str, list[Load]] = {}
+    for round_ in rounds:
+        for x in round_:
+            by.setdefault(x.route, []).append(x)
+    return [
+        Load(
+            xs[0].target,
+            route,
+            xs[0].connections,
+            statistics.median(x.requests_per_s for x in xs),
+            statistics.median(x.p50 for x in xs),
+            statistics.median(x.p90 for x in xs),
+            statistics.median(x.p99 for x in xs),
+            sum(x.errors for x in xs),
+            statistics.median(x.cpu_us for x in xs),
+        )
+        for route, xs in by.items()
+    ]
 
 
 def report(result: dict[str, object], markdown: bool, use_wrk: bool) -> str:
@@ -524,6 +595,9 @@ def against(loads: list[Load], ws: dict[str, Summary], rev: str, markdown: bool)
                 fmt_ms(x.p50),
                 fmt_ms(old.p50),
                 fmt_ratio(x.p50, old.p50),
+                f"{x.cpu_us:.0f}" if x.cpu_us else "",
+                f"{old.cpu_us:.0f}" if old.cpu_us else "",
+                fmt_ratio(x.cpu_us, old.cpu_us) if x.cpu_us and old.cpu_us else "",
             ]
         )
     old_ws = ws.get(f"gateway@{rev}")
@@ -531,10 +605,10 @@ def against(loads: list[Load], ws: dict[str, Summary], rev: str, markdown: bool)
         new_ws = ws["gateway"]
         rows.append(
             ["keepalive", "WebSocket echo", "1", "", "", "", fmt_ms(new_ws.p50), fmt_ms(old_ws.p50)]
-            + [fmt_ratio(new_ws.p50, old_ws.p50)]
+            + [fmt_ratio(new_ws.p50, old_ws.p50), "", "", ""]
         )
     header = ["server", "route", "conns", "req/s", f"req/s @{rev}", "req/s ratio", "p50 ms", f"p50 @{rev}"]
-    header.append("p50 ratio")
+    header += ["p50 ratio", "CPU µs/req", f"CPU µs/req @{rev}", "CPU ratio"]
     return f"corral against corral@{rev} (the same routes, in the same run)\n" + render_table(
         header, rows, markdown, left=2
     )
@@ -544,6 +618,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load phase")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every route this many times, in turns of both orders"
+    )
     parser.add_argument("--ws-messages", type=int, default=5000)
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator")
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx reference proxy")
@@ -665,7 +742,7 @@ def corral(runtime: str, tmp: Path, granian: bool, code: Code, network: Network)
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise SystemExit("corral did not start")
                 time.sleep(0.1)
-        yield Gateway(code.name, base, KEY, on_granian)
+        yield Gateway(code.name, base, KEY, on_granian, process.pid)
     finally:
         os.kill(process.pid, signal.SIGTERM)
         try:
