@@ -209,7 +209,7 @@ class Core:
         log.info(
             "this node may promise %s MiB of disk and %s MiB of memory", capacity.disk_mb, capacity.memory_mb
         )
-        standby = default_standby(settings, runtime, templates, metrics)
+        standby = default_standby(settings, runtime, templates, metrics, clock)
         admission = Admission(
             sandbox_store,
             kill_switch,
@@ -359,25 +359,33 @@ class Core:
 
 
 def default_standby(
-    settings: Settings, runtime: Runtime, templates: Templates, metrics: Metrics
+    settings: Settings, runtime: Runtime, templates: Templates, metrics: Metrics, clock: Clock
 ) -> Standby | None:
-    """Sandboxes started ahead (services/standby.py): ``standby_sandboxes`` of the
-    default template and of each code-session template, or ``STANDBY_WITH_RUNC`` with the
-    runc runtime when the setting says nothing."""
+    """Sandboxes started ahead (services/standby.py): as many as ``standby_memory_mb``
+    holds of the default memory limit, or ``standby_sandboxes`` (``STANDBY_WITH_RUNC``
+    with the runc runtime when the setting says nothing) of each of the default template
+    and the code sessions' ones; their disks as large as a create may ask for."""
     size = settings.standby_sandboxes
     if size is None:
         size = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
-    if not size:
-        return None
     limits = default_limits(settings)
+    also = tuple(TEMPLATES.values())
+    budget = len(dict.fromkeys((settings.default_template, *also))) * size
+    if settings.standby_memory_mb is not None:
+        budget = settings.standby_memory_mb // limits.memory_mb
+    if not budget:
+        return None
     return Standby(
         runtime,
         templates,
         settings.default_template,
         limits,
-        size,
-        metrics.sandboxes_standby,
-        also=tuple(TEMPLATES.values()),
+        budget,
+        metrics,
+        also=also,
+        room_mb=settings.max_disk_mb,
+        window_s=settings.standby_window_s,
+        clock=clock,
     )
 
 

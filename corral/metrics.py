@@ -20,6 +20,7 @@ serves it at ``GET /metrics`` (no auth).
     corral_audit_records_total               counter    outcome                 audit records written / failed
     corral_audit_queue_depth                 gauge                              records waiting to be written
     corral_sandboxes_standby                 gauge                              sandboxes started ahead, not yet taken
+    corral_standby_claims_total              counter    result                  creates that took one (hit) or not (miss)
     corral_model_requests_total              counter    org, via, status        Messages API calls (via host or sandbox)
     corral_model_input_tokens_total          counter    org, via                tokens in, from the answers
     corral_model_output_tokens_total         counter    org, via                tokens out, from the answers
@@ -80,6 +81,12 @@ class Metrics:
         )
         self.sandboxes_standby = Gauge(
             "corral_sandboxes_standby", "Sandboxes started ahead, not yet taken by a create", registry=r
+        )
+        self.standby_claims = Counter(
+            "corral_standby_claims_total",
+            "Creates that took a standby sandbox (hit) or not (miss)",
+            ["result"],
+            registry=r,
         )
         self.model_requests = Counter(
             "corral_model_requests_total", "Model API calls", ["org", "via", "status"], registry=r

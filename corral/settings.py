@@ -60,9 +60,14 @@ class Settings(BaseSettings):
     exec_output_budget: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
     exec_output_floor: Annotated[int, Field(ge=0)] = 64 * 1024
     reaper_interval_s: Annotated[float, Field(gt=0)] = 5.0
-    # sandboxes started ahead for creates with the default template and limits
-    # (corral.services.standby); None: 2 with the runc runtime, 0 with the process one
+    # sandboxes started ahead (corral.services.standby), for the default template and the
+    # code sessions' nodejs; None: 2 with the runc runtime, 0 with the process one
     standby_sandboxes: Annotated[int, Field(ge=0, le=64)] | None = None
+    # the memoryMB all standbys hold in all (each the default memory limit), shared between
+    # the templates in use by their creates over the last standby_window_s seconds; None:
+    # standby_sandboxes of each of those two (0 sandboxes: none)
+    standby_memory_mb: Annotated[int, Field(ge=0)] | None = None
+    standby_window_s: Annotated[float, Field(gt=0)] = 600.0
 
     # per-sandbox networks (corral.network): a netns, a veth to the bridge, NAT, nftables
     network_enabled: bool = True  # False: sandboxes have loopback only

@@ -1,4 +1,5 @@
-"""Sandboxes started ahead: which creates take one, refills, a dead one skipped, and
+"""Sandboxes started ahead: which creates take one (any limits, changed in place),
+refills, a dead one skipped, how many of each template by demand within the budget, and
 nothing left at shutdown (on the in-memory runtime)."""
 
 from __future__ import annotations
@@ -6,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from corral.core import Core
-from corral.domain import EgressMode, EgressPolicy, ExecRequest, Limits
+from corral.domain import Capacity, EgressMode, EgressPolicy, ExecRequest, Limits
 from corral.runtime.memory import FakeRuntime
 from corral.runtime.static_templates import StaticTemplates
 from corral.services.sandboxes import CreateSandbox
 from corral.services.standby import Standby
+from tests.support.clock import FakeClock
 from tests.support.conditions import eventually_async
 from tests.unit.services.conftest import close_core, open_core, owner
 
@@ -67,12 +69,16 @@ async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_p
         denied = await core.sandboxes.create(me, CreateSandbox(egress=deny))
         assert denied.id == nxt and runtime.sandboxes[nxt].egress == deny
 
-        # what a started sandbox cannot take afterwards starts one as before
+        # other limits are given to the one taken, in place
         await filled(standby, 2)
-        taken = set(standing_by(standby))
-        for req in [CreateSandbox(memory_mb=256), CreateSandbox(cpu_seconds=5.0)]:
+        for req in [CreateSandbox(memory_mb=256, cpu_count=2, disk_mb=4096), CreateSandbox(cpu_seconds=5.0)]:
+            nxt = standing_by(standby)[0]
             made = await core.sandboxes.create(me, req)
-            assert made.id not in taken
+            spec = runtime.sandboxes[nxt].spec
+            assert made.id == nxt and spec is not None and spec.limits == made.limits
+            assert spec.disk_room_mb == core.settings.max_disk_mb  # so any diskMB fits
+            await filled(standby, 2)
+        assert b'corral_standby_claims_total{result="hit"} 5.0' in core.metrics.render()
         left = [entry.id for ready in standby._ready.values() for entry in ready]
         assert left and all(sid in runtime.sandboxes for sid in left)
     finally:
@@ -109,7 +115,7 @@ async def test_each_template_stands_by_and_one_not_built_is_left_alone() -> None
     runtime = FakeRuntime()
     limits = Limits(1, 512, 2048, 512)
     templates = StaticTemplates(("base", "nodejs"))
-    standby = Standby(runtime, templates, "base", limits, 2, also=("nodejs", "python"))
+    standby = Standby(runtime, templates, "base", limits, 4, also=("nodejs", "python"), room_mb=4096)
     standby.start()
     try:
         await eventually_async(lambda: standby.ready == 4, 10, f"{standby.ready} standing by, not 4")
@@ -119,14 +125,74 @@ async def test_each_template_stands_by_and_one_not_built_is_left_alone() -> None
         assert taken == node[0]
         spec = runtime.sandboxes[taken].spec
         assert spec is not None and spec.template.name == "nodejs"
-        # another template, or other limits, take none
+        # another template, or a disk larger than theirs, take none
         assert await standby.take(await StaticTemplates().get("python"), limits, {}, EgressPolicy()) is None
-        assert (
-            await standby.take(await templates.get("base"), Limits(2, 512, 2048, 512), {}, EgressPolicy())
-            is None
-        )
-        await eventually_async(lambda: len(standing_by(standby, "nodejs")) == 2, 10, "nodejs not refilled")
-        left = standing_by(standby) + standing_by(standby, "nodejs")
+        bigger = Limits(1, 512, 8192, 512)
+        assert await standby.take(await templates.get("base"), bigger, {}, EgressPolicy()) is None
+        await eventually_async(lambda: standby.ready == 4, 10, "not refilled")
+        left = [entry.id for ready in standby._ready.values() for entry in ready]
     finally:
         await standby.close()
     assert left and not any(sid in runtime.sandboxes for sid in left)
+
+
+async def test_templates_stand_by_as_their_demand_earns_within_the_budget() -> None:
+    runtime, clock = FakeRuntime(), FakeClock()
+    limits = Limits(1, 512, 2048, 512)
+    templates = StaticTemplates(("base", "nodejs", "python", "go"))
+    standby = Standby(runtime, templates, "base", limits, 6, also=("nodejs",), window_s=60, clock=clock)
+    built = ("base", "nodejs", "python", "go")
+    # no demand: the budget shared by the default template and the ``also`` ones
+    assert standby.targets(built) == {"base": 3, "nodejs": 3}
+    standby.start()
+    try:
+        await eventually_async(lambda: counts(standby) == {"base": 3, "nodejs": 3}, 10, "not filled")
+        python = await templates.get("python")
+        for _ in range(4):  # creates of a template not standing by: none taken, demand counted
+            assert await standby.take(python, limits, {}, EgressPolicy()) is None
+        assert standby.targets(built) == {"base": 2, "nodejs": 1, "python": 3}
+        await eventually_async(
+            lambda: counts(standby) == {"base": 2, "nodejs": 1, "python": 3}, 10, f"{counts(standby)}"
+        )
+        assert len(runtime.sandboxes) == 6  # the surplus removed: never more than the budget
+        taken = await standby.take(python, limits, {}, EgressPolicy())
+        assert taken is not None and runtime.sandboxes[taken].spec.template.name == "python"  # type: ignore[union-attr]
+
+        # more templates in use than the budget: the most demanded stand by
+        small = Standby(runtime, templates, "base", limits, 2, also=("nodejs",), clock=clock)
+        for name, times in (("go", 3), ("python", 2)):
+            for _ in range(times):
+                small._note(name)
+        assert small.targets(built) == {"base": 0, "nodejs": 0, "go": 1, "python": 1}
+
+        # the demand ages out of the window: back to the default and ``also`` templates
+        clock.advance(61)
+        assert standby.targets(built) == {"base": 3, "nodejs": 3}
+        standby._wanted.set()
+        await eventually_async(lambda: counts(standby) == {"base": 3, "nodejs": 3}, 10, f"{counts(standby)}")
+        assert len(runtime.sandboxes) == 6 + 1  # the budget's and the one taken
+    finally:
+        await standby.close()
+    assert len(runtime.sandboxes) == 1
+
+
+def counts(standby: Standby) -> dict[str, int]:
+    return {name: len(ready) for name, ready in standby._ready.items() if ready}
+
+
+async def test_the_memory_budget_sets_how_many_stand_by_and_what_the_node_promises(tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+    core = await open_core(tmp_path, runtime=runtime, standby_memory_mb=1800, default_memory_mb=512)
+    try:
+        standby = core.sandboxes.standby
+        assert standby is not None and standby.budget == 3  # 1800 // 512
+        assert core.sandboxes.admission.standing == Capacity(3 * 2048, 3 * 512)
+        await eventually_async(lambda: standby.ready == 3, 10, f"{standby.ready} standing by, not 3")
+        assert len(runtime.sandboxes) == 3
+    finally:
+        await close_core(core)
+    none = await open_core(tmp_path / "none", standby_memory_mb=500, standby_sandboxes=2)
+    try:
+        assert none.sandboxes.standby is None  # less than one sandbox's memory
+    finally:
+        await close_core(none)
