@@ -15,7 +15,7 @@ SQL and protocol errors are translated at the boundary with ``raise ... from exc
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +40,7 @@ from corral.domain import (
     RuntimeState,
     Sandbox,
     SandboxSpec,
+    SandboxStatus,
     SessionEvent,
     SessionInfo,
     SessionSpec,
@@ -364,7 +365,19 @@ class SandboxStore(Protocol):
     async def find(self, sandbox_id: str) -> Sandbox | None:
         """Unscoped lookup, for the node itself (reconcile, idle reaper)."""
 
-    async def list(self, org_id: str, *, live_only: bool = False) -> list[Sandbox]: ...
+    async def list(
+        self,
+        org_id: str,
+        *,
+        live_only: bool = False,
+        statuses: Collection[SandboxStatus] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Sandbox]:
+        """The org's sandboxes in creation order (``statuses``: only those); with
+        ``limit``, at most that many, after sandbox ``after`` (InvalidInput naming
+        ``cursor`` when it is not the org's)."""
+        ...
 
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]: ...
 

@@ -53,7 +53,15 @@ from typing import Protocol
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.clock import SYSTEM, Clock
-from corral.domain import EgressPolicy, Limits, RuntimeState, Sandbox, SandboxSpec, SandboxStatus
+from corral.domain import (
+    LIVE_STATUSES,
+    EgressPolicy,
+    Limits,
+    RuntimeState,
+    Sandbox,
+    SandboxSpec,
+    SandboxStatus,
+)
 from corral.domain.usage import Usage
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.ids import is_valid, new_id
@@ -310,11 +318,22 @@ class SandboxService:
             raise NotFound(f"sandbox {sandbox_id} not found")
         return self.activity.applied(await self.store.get(principal.org_id, sandbox_id))
 
-    async def list(self, principal: Principal, *, live_only: bool = True) -> list[Sandbox]:
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        live_only: bool = True,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[Sandbox]:
+        """The org's sandboxes in creation order: with ``live_only``, the live and the
+        hibernated ones (they keep their id and wake on use), picked by the store (not
+        every sandbox the org ever had); with ``limit``, one page of at most that many,
+        the one after sandbox ``after`` (InvalidInput naming ``cursor`` if it is not
+        the org's)."""
         require(principal, Scope.SANDBOX_READ)
-        found = await self.store.list(principal.org_id, live_only=False)
-        if live_only:  # live, and hibernated: they keep their id and wake on use
-            found = [sb for sb in found if sb.live or sb.status is SandboxStatus.HIBERNATED]
+        statuses = (*LIVE_STATUSES, SandboxStatus.HIBERNATED) if live_only else None
+        found = await self.store.list(principal.org_id, statuses=statuses, limit=limit, after=after)
         return [self.activity.applied(sb) for sb in found if principal.may_see(sb.id)]
 
     async def kill(self, principal: Principal, sandbox_id: str) -> None:

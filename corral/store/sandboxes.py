@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Collection
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from corral.domain import LIVE_STATUSES, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.domain.config_json import egress_from, egress_json
-from corral.errors import Conflict, NotFound
+from corral.errors import Conflict, InvalidInput, NotFound
 from corral.store.database import Database, utc
 from corral.store.models import SandboxRow
 
@@ -41,8 +42,30 @@ class SqlSandboxStore:
             row = await s.get(SandboxRow, sandbox_id)
             return None if row is None else _sandbox(row)
 
-    async def list(self, org_id: str, *, live_only: bool = False) -> builtins.list[Sandbox]:
+    async def list(
+        self,
+        org_id: str,
+        *,
+        live_only: bool = False,
+        statuses: Collection[SandboxStatus] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> builtins.list[Sandbox]:
         q = select(SandboxRow).where(SandboxRow.org_id == org_id)
+        if statuses is not None:
+            q = q.where(SandboxRow.status.in_(sorted(status.value for status in statuses)))
+        if after is not None:
+            at = select(SandboxRow.created_at).where(SandboxRow.id == after, SandboxRow.org_id == org_id)
+            async with self.db.session() as s:
+                created = await s.scalar(at)
+            if created is None:
+                raise InvalidInput(f"cursor {after!r} is not a sandbox of this org", field="cursor")
+            q = q.where(
+                (SandboxRow.created_at > created)
+                | ((SandboxRow.created_at == created) & (SandboxRow.id > after))
+            )
+        if limit is not None:
+            q = q.order_by(SandboxRow.created_at, SandboxRow.id).limit(limit)
         return await self._select(q, live_only)
 
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]:

@@ -21,7 +21,9 @@ Handlers are thin: parse, call one service, map (see ``mapping``). Errors are ra
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi import status as http
 
 from corral.api.opencomputer import (
@@ -50,6 +52,7 @@ from corral.api.opencomputer.schemas import (
 )
 from corral.auth.principal import Principal
 
+MAX_PAGE = 1000  # sandboxes in one page of GET /api/sandboxes?limit=
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in [
@@ -108,8 +111,18 @@ def _lifecycle(surface: Surface) -> APIRouter:
             )
 
         @r.get("/sandboxes", summary="List running sandboxes")
-        async def list_sandboxes(core: CoreDep, principal: Principal = caller) -> list[SandboxOut]:
-            found = await core.sandboxes.list(principal)
+        async def list_sandboxes(
+            core: CoreDep,
+            response: Response,
+            principal: Principal = caller,
+            limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+            cursor: Annotated[str | None, Query(max_length=64)] = None,
+        ) -> list[SandboxOut]:
+            # corral's paging (the spec lists all): ?limit=N answers one page in creation
+            # order and, when more may follow, X-Next-Cursor for ?cursor= of the next one
+            found = await core.sandboxes.list(principal, limit=limit, after=cursor)
+            if limit is not None and len(found) == limit:
+                response.headers["X-Next-Cursor"] = found[-1].id
             url = core.settings.base_url
             return [
                 mapping.sandbox_out(
