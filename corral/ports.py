@@ -382,7 +382,7 @@ class SandboxStore(Protocol):
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]: ...
 
     async def count_live(self, org_id: str) -> int:
-        """How many of the org's sandboxes are live (starting or running)."""
+        """How many of the org's sandboxes are live (starting, running or paused)."""
 
     async def promised(self) -> tuple[int, int]:
         """MiB of disk promised to every org's live and hibernated sandboxes, and MiB of
@@ -391,6 +391,12 @@ class SandboxStore(Protocol):
     async def update(self, sandbox: Sandbox) -> None:
         """Replace the row with the same id. NotFound for none; Conflict when that row
         is stopped and ``sandbox`` is not (a write from a read taken before a kill)."""
+
+    async def set_status(
+        self, sandbox_id: str, was: SandboxStatus, now: SandboxStatus, last_active_at: datetime
+    ) -> bool:
+        """Set the status to ``now`` and last_active_at, if the status is ``was``, in one
+        statement (the rest of the row is left as it is); whether it was."""
 
     async def mark_stopped(self, sandbox_id: str, ended_at: datetime, error: str | None) -> None:
         """Set the status to stopped, ``ended_at`` and ``error`` (the rest of the row is

@@ -122,16 +122,17 @@ class Hibernator:
             log.info("paused %s", sandbox_id)
             return paused
 
-    async def unpause(self, sandbox_id: str) -> Sandbox:
-        """Thaw ``sandbox_id`` if it is paused (see the module docstring); the sandbox."""
-        async with self.lock(sandbox_id):
-            current = await self._find(sandbox_id)
-            if current.status is not SandboxStatus.PAUSED:
-                return current
-            await self.runtime.thaw(sandbox_id)
-            resumed = replace(current, status=SandboxStatus.RUNNING, last_active_at=self.clock.now())
-            await self.store.update(resumed)
-            return resumed
+    async def unpause(self, sandbox: Sandbox) -> Sandbox:
+        """Thaw ``sandbox`` if it is (still) paused (see the module docstring); the
+        sandbox as it is then. Thawing one no longer paused changes nothing (under the
+        lock it is running, and not frozen, or has no processes), so the row is not read
+        again first: the write says whether it was still paused."""
+        async with self.lock(sandbox.id):
+            await self.runtime.thaw(sandbox.id)
+            now = self.clock.now()
+            if await self.store.set_status(sandbox.id, SandboxStatus.PAUSED, SandboxStatus.RUNNING, now):
+                return replace(sandbox, status=SandboxStatus.RUNNING, last_active_at=now, error=None)
+            return await self._find(sandbox.id)
 
     async def idle_pause(self, sandbox: Sandbox) -> str | None:
         """The reaper's pause; why it failed (logged: hibernate the sandbox instead), or
@@ -194,7 +195,7 @@ class Hibernator:
     async def awake(self, sandbox: Sandbox) -> Sandbox:
         """See the module docstring (single-flight; SandboxWaking in background mode)."""
         if sandbox.status is SandboxStatus.PAUSED:
-            sandbox = await asyncio.shield(self.unpause(sandbox.id))
+            sandbox = await asyncio.shield(self.unpause(sandbox))
         if sandbox.status is not SandboxStatus.HIBERNATED:
             return sandbox
         task = self.wake_task(sandbox.id)

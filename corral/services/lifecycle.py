@@ -86,7 +86,7 @@ class LifecycleService:
                 f"sandbox {sandbox_id} is {sandbox.status.value}; only a paused one can be resumed"
             )
         if sandbox.status is SandboxStatus.PAUSED:
-            sandbox = await asyncio.shield(self.hibernator.unpause(sandbox.id))
+            sandbox = await asyncio.shield(self.hibernator.unpause(sandbox))
         if sandbox.status is SandboxStatus.HIBERNATED:  # hibernated, maybe after it was paused
             sandbox = await asyncio.shield(self.hibernator.wake_task(sandbox.id))
         if not sandbox.live:
@@ -111,7 +111,7 @@ class LifecycleService:
             raise InvalidInput("timeout must be between 0 and 2592000 seconds", field="timeout")
         sandbox = await self.sandboxes.visible(principal, sandbox_id)
         if sandbox.status is SandboxStatus.PAUSED:
-            sandbox = await asyncio.shield(self.hibernator.unpause(sandbox.id))
+            sandbox = await asyncio.shield(self.hibernator.unpause(sandbox))
         if sandbox.status is SandboxStatus.HIBERNATED:
             sandbox = await asyncio.shield(self.hibernator.wake_task(sandbox.id))
             await self.sandboxes.audit.record_for(principal, AuditKind.WOKEN, sandbox_id)

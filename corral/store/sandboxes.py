@@ -101,6 +101,17 @@ class SqlSandboxStore:
                 raise Conflict(f"sandbox {sandbox.id} is stopped")
             await s.merge(_row(sandbox))
 
+    async def set_status(
+        self, sandbox_id: str, was: SandboxStatus, now: SandboxStatus, last_active_at: datetime
+    ) -> bool:
+        async with self.db.session() as s, s.begin():
+            done = await s.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id == sandbox_id, SandboxRow.status == was.value)
+                .values(status=now.value, last_active_at=last_active_at)
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
     async def mark_stopped(self, sandbox_id: str, ended_at: datetime, error: str | None) -> None:
         async with self.db.session() as s, s.begin():
             done = await s.execute(

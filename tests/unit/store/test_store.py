@@ -96,6 +96,19 @@ async def test_touch_moves_last_active(db: Database) -> None:
     assert (await store.get("org-aaaaaaaa", sb.id)).last_active_at == later
 
 
+async def test_set_status_changes_only_the_status_it_was_told(db: Database) -> None:
+    store = SqlSandboxStore(db)
+    sb = sandbox("sb-11111111", "org-aaaaaaaa", SandboxStatus.PAUSED)
+    await store.add(sb)
+    assert await store.count_live("org-aaaaaaaa") == 1  # a paused sandbox holds its memory
+    later = sb.last_active_at + timedelta(seconds=5)
+    assert await store.set_status(sb.id, SandboxStatus.PAUSED, SandboxStatus.RUNNING, later)
+    assert not await store.set_status(sb.id, SandboxStatus.PAUSED, SandboxStatus.RUNNING, later)
+    found = await store.get("org-aaaaaaaa", sb.id)
+    assert (found.status, found.last_active_at) == (SandboxStatus.RUNNING, later)
+    assert replace(found, status=sb.status, last_active_at=sb.last_active_at) == sb  # the rest as it was
+
+
 async def test_migrations_are_idempotent(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
     first = await Database.open(url)
