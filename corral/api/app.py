@@ -50,6 +50,8 @@ from corral.api.bodies import JsonBodies
 from corral.api.console.routes import router as console_router
 from corral.api.copass.app import MOUNT as COPASS_MOUNT
 from corral.api.copass.app import create_surface as copass_surface
+from corral.api.e2b.app import E2bSurface
+from corral.api.e2b.app import claims as e2b_claims
 from corral.api.enclave.routes import router as enclave_router
 from corral.api.guard import RateLimitHeaders
 from corral.api.mcp.endpoint import PATH as MCP_PATH
@@ -64,6 +66,7 @@ from corral.api.xgen.app import create_surface as xgen_surface
 from corral.core import Core
 from corral.errors import CorralError
 from corral.gateway.dispatch import Gateway
+from corral.gateway.routing import Target
 from corral.gateway.services import GatewayServices
 from corral.metrics import Metrics
 from corral.settings import Settings
@@ -90,9 +93,10 @@ def corral_version() -> str:
 
 
 class CorralApp(FastAPI):
-    """FastAPI with the gateway in front (see the module docstring)."""
+    """FastAPI with the gateway, then the E2B surface, in front (see the module docstring)."""
 
     gateway: Gateway | None = None
+    e2b: E2bSurface | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         gateway = self.gateway
@@ -101,7 +105,21 @@ class CorralApp(FastAPI):
             if found is not None:
                 await gateway.serve(found, scope, receive, send)
                 return
+            if self.e2b is not None and e2b_claims(scope):
+                await self.e2b(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+    async def relay(self, sandbox_id: str, port: int, scope: Any, receive: Any, send: Any) -> None:
+        """The gateway's answer for ``port`` of ``sandbox_id`` (the E2B surface's other ports)."""
+        gateway = self.gateway
+        if gateway is None:
+            raise RuntimeError("the gateway is not open")
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        host = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"host"), "")
+        target = Target(sandbox_id, port, path + b"?" + query if query else path, "", host)
+        await gateway.serve(target, scope, receive, send)
 
 
 def create_app(settings: Settings, **overrides: Any) -> FastAPI:
@@ -122,6 +140,7 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
         app.state.gateway = gateway
         if isinstance(app, CorralApp):
             app.gateway = gateway
+            app.e2b = E2bSurface(app.state, corral_version(), app.relay)  # sandbox traffic and control plane
         if core.bootstrap_key and settings.api_key is None:
             saved = settings.data_dir / "admin-key"
             print(
@@ -135,6 +154,9 @@ def create_app(settings: Settings, **overrides: Any) -> FastAPI:
         finally:
             if isinstance(app, CorralApp):
                 app.gateway = None
+                if app.e2b is not None:
+                    app.e2b.close()
+                app.e2b = None
             gateway.close()
             await core.close()
 

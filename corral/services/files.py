@@ -77,15 +77,23 @@ class FileService:
             return await agent.read_file(resolve(path))
 
     async def write(
-        self, principal: Principal, sandbox_id: str, path: str | None, chunks: AsyncIterable[bytes]
+        self,
+        principal: Principal,
+        sandbox_id: str,
+        path: str | None,
+        chunks: AsyncIterable[bytes],
+        *,
+        owner: int | None = None,
     ) -> int:
+        """Stream a file in (``Files.write_file``); ``owner``: the uid (and gid) that owns it
+        and the directories made for it (None: root)."""
         require(principal, Scope.SANDBOX_WRITE)
         target = resolve(path)
         if target == "/":
             raise InvalidInput("path must name a file", field="path")
         agent = await self.sandboxes.files_of(principal, sandbox_id)
         with about_path():
-            size = await agent.write_file(target, chunks)
+            size = await agent.write_file(target, chunks, owner=owner)
         await self.sandboxes.audit.record_for(
             principal, AuditKind.FILE_WRITTEN, sandbox_id, path=clip(target), bytes=size
         )

@@ -88,6 +88,7 @@ log = logging.getLogger("corral.sandboxes")
 
 RUNNING_CACHE_S = 5.0
 _MAX_RUNNING_CACHED = 10_000
+RECONCILE_CONCURRENCY = 16  # sandboxes looked at at once by the start-up reconcile
 ASLEEP = (SandboxStatus.PAUSED, SandboxStatus.HIBERNATED)  # whatever uses them wakes them first
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 MAX_ENVS = 256
@@ -450,38 +451,45 @@ class SandboxService:
         container is here stay paused (frozen); the others are hibernated (their disk
         intact) or marked stopped. Everything on the node that no live row owns is removed.
         """
-        running: builtins.list[str] = []
-        stopped: builtins.list[str] = []
-        hibernated: builtins.list[str] = []
-        paused: builtins.list[str] = []
-        snapshots = self.snapshotter
-        for sandbox in await self.store.list_all():
-            if sandbox.status is SandboxStatus.HIBERNATED:
-                if snapshots is not None and await snapshots.has_disk(sandbox.id):
-                    hibernated.append(sandbox.id)
-                else:
-                    await self._stop(sandbox, reason="its disk was lost while corral was down")
-                    stopped.append(sandbox.id)
-                continue
-            if not sandbox.live:
-                continue
-            if sandbox.status is SandboxStatus.PAUSED:
-                if await self._frozen_again(sandbox):
-                    paused.append(sandbox.id)
-                    continue
-            elif await self._answers(sandbox):
-                running.append(sandbox.id)
-                continue
-            if await self._park_lost(sandbox):
-                hibernated.append(sandbox.id)
-            else:
-                await self._stop(sandbox, reason="sandbox was lost while corral was down")
-                stopped.append(sandbox.id)
+        found: dict[str, builtins.list[str]] = {"running": [], "stopped": [], "hibernated": [], "paused": []}
+        gate = asyncio.Semaphore(RECONCILE_CONCURRENCY)  # a node of 1,000: seconds, not minutes
+
+        async def one(sandbox: Sandbox) -> str | None:
+            async with gate:
+                return await self._reconciled(sandbox)
+
+        rows = await self.store.list_all()
+        for sandbox, outcome in zip(rows, await asyncio.gather(*map(one, rows)), strict=True):
+            if outcome is not None:
+                found[outcome].append(sandbox.id)
+        running, stopped, hibernated, paused = (
+            found[k] for k in ("running", "stopped", "hibernated", "paused")
+        )
         reclaimed = await self.runtime.reclaim({*running, *hibernated, *paused})
         self.metrics.sandboxes_active.set(len(running) + len(paused))
         if stopped or reclaimed:
             log.warning("reconcile: marked stopped %s, reclaimed %s", stopped, reclaimed)
         return ReconcileReport(running, stopped, reclaimed, hibernated, paused)
+
+    async def _reconciled(self, sandbox: Sandbox) -> str | None:
+        """What ``reconcile`` made of one row: "running", "paused", "hibernated",
+        "stopped", or None (a row of a sandbox that had ended)."""
+        if sandbox.status is SandboxStatus.HIBERNATED:
+            if self.snapshotter is not None and await self.snapshotter.has_disk(sandbox.id):
+                return "hibernated"
+            await self._stop(sandbox, reason="its disk was lost while corral was down")
+            return "stopped"
+        if not sandbox.live:
+            return None
+        if sandbox.status is SandboxStatus.PAUSED:
+            if await self._frozen_again(sandbox):
+                return "paused"
+        elif await self._answers(sandbox):
+            return "running"
+        if await self._park_lost(sandbox):
+            return "hibernated"
+        await self._stop(sandbox, reason="sandbox was lost while corral was down")
+        return "stopped"
 
     async def _answers(self, sandbox: Sandbox) -> bool:
         """Whether a running sandbox's container runs and its agent answers (thawed

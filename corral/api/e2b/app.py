@@ -1,0 +1,116 @@
+"""The E2B surface as the application sees it: ``E2bSurface.claims`` tells whether a
+request is the surface's, calling it answers it.
+
+Two kinds of requests are its, both at the server's root (E2B_API_URL and
+E2B_SANDBOX_URL are corral's own URL):
+
+- sandbox traffic: any request with an ``E2b-Sandbox-Id`` header. Port 49983
+  (``E2b-Sandbox-Port``, the default) is corral's envd (``envd.Envd``); any other port
+  goes through the gateway (``relay``, given by ``corral.api.app``: the gateway's own
+  access check, forwarding, WebSockets and errors) with ``X-Access-Token`` sent as
+  ``Authorization: Bearer`` (the envd access token is a worker token of the sandbox,
+  which the gateway admits to any port of it);
+- the control plane (``routes``, a sub-application with the E2B error envelope): paths
+  ``/sandboxes...`` and ``/v2/sandboxes...`` carrying ``X-API-Key`` and no
+  ``Authorization``. OpenComputer's worker routes share ``/sandboxes/{id}`` but come
+  with ``Authorization: Bearer``, so neither shadows the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI
+from starlette.datastructures import State
+from starlette.types import Receive, Scope, Send
+
+from corral.api.e2b import errors
+from corral.api.e2b.caller import ACCESS_TOKEN, ENVD_PORT, SANDBOX_ID, SANDBOX_PORT, Callers
+from corral.api.e2b.envd import Envd
+from corral.api.e2b.routes import router
+from corral.core import Core
+from corral.errors import InvalidInput
+
+Relay = Callable[[str, int, Scope, Receive, Send], Awaitable[None]]
+"""``relay(sandbox_id, port, scope, receive, send)``: the gateway's answer for that port."""
+
+_SANDBOX_ID = SANDBOX_ID.encode()
+_SANDBOX_PORT = SANDBOX_PORT.encode()
+_ACCESS_TOKEN = ACCESS_TOKEN.encode()
+_CONTROL = ("/sandboxes", "/v2/sandboxes")
+
+
+def claims(scope: Scope) -> bool:
+    """Whether a request is the E2B surface's (see the module docstring)."""
+    if scope["type"] not in ("http", "websocket"):
+        return False
+    key = authorization = False
+    for name, _ in scope["headers"]:
+        if name == _SANDBOX_ID:
+            return True
+        key = key or name == b"x-api-key"
+        authorization = authorization or name == b"authorization"
+    path: str = scope["path"]
+    return key and not authorization and path.startswith(_CONTROL) and scope["type"] == "http"
+
+
+class E2bSurface:
+    def __init__(self, state: State, version: str, relay: Relay) -> None:
+        self.state = state
+        self.relay = relay
+        self.control = FastAPI(
+            title="corral: E2B",
+            version=version,
+            summary="The E2B control plane the e2b SDK calls (E2B_API_URL = corral's URL).",
+            openapi_url=None,
+            docs_url=None,
+            redoc_url=None,
+        )
+        self.control.state = state
+        errors.install(self.control)
+        self.control.include_router(router)
+        self._envd: Envd | None = None
+
+    def envd(self) -> Envd:
+        """The envd application, made on first use (the core exists from the lifespan on)."""
+        if self._envd is None:
+            core: Core = self.state.core
+            self._envd = Envd(Callers(core))
+        return self._envd
+
+    def close(self) -> None:
+        if self._envd is not None:
+            self._envd.close()
+            self._envd = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sandbox_id = port = token = b""
+        for name, value in scope["headers"]:
+            if name == _SANDBOX_ID:
+                sandbox_id = value
+            elif name == _SANDBOX_PORT:
+                port = value
+            elif name == _ACCESS_TOKEN:
+                token = value
+        if not sandbox_id:
+            await self.control(scope, receive, send)
+            return
+        number = int(port) if port.isdigit() and len(port) <= 5 else (ENVD_PORT if not port else 0)
+        if number == ENVD_PORT and scope["type"] == "http":
+            await self.envd()(scope, receive, send)
+        elif 1 <= number <= 65535:
+            await self.relay(sandbox_id.decode("latin-1"), number, _bearer(scope, token), receive, send)
+        elif scope["type"] == "http":
+            bad = InvalidInput("E2b-Sandbox-Port must be a port number", field="E2b-Sandbox-Port")
+            await errors.answer(bad)(scope, receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+def _bearer(scope: Scope, token: bytes) -> Scope:
+    """``scope`` with ``X-Access-Token`` sent as ``Authorization: Bearer`` (no E2B headers)."""
+    if not token:
+        return scope
+    drop = {_ACCESS_TOKEN, b"authorization", _SANDBOX_ID, _SANDBOX_PORT}
+    headers = [(n, v) for n, v in scope["headers"] if n not in drop]
+    return {**scope, "headers": [*headers, (b"authorization", b"Bearer " + token)]}
