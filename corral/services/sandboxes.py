@@ -163,8 +163,9 @@ def default_limits(settings: Settings) -> Limits:
 
 
 def end_at(sandbox: Sandbox) -> datetime | None:
-    """When the idle timeout hibernates the sandbox if nothing touches it (never before
-    its ``hold_until``); None = never."""
+    """When the idle timeout pauses the sandbox if nothing touches it (never before its
+    ``hold_until``; for a paused one, when it was paused or would have been); None =
+    never."""
     if not sandbox.live or sandbox.timeout_s <= 0:
         return None
     idle_end = sandbox.last_active_at + timedelta(seconds=sandbox.timeout_s)
