@@ -56,6 +56,7 @@ from corral.services.egress import EgressService
 from corral.services.files import FileService
 from corral.services.hibernator import Hibernator
 from corral.services.hub import Hub
+from corral.services.interpreter import InterpreterBoot
 from corral.services.keys import KeyService
 from corral.services.kill_switch import KillSwitch
 from corral.services.lifecycle import LifecycleService
@@ -221,7 +222,8 @@ class Core:
         template_build_store = SqlTemplateBuildStore(db)
         snapshotter = default_snapshotter(runtime, settings)
         activity = Activity(clock)
-        boot_hooks = (DesktopBoot(runtime.agent),)  # run in every sandbox started (services/desktop.py)
+        # run in every sandbox started: the desktop of gui, the code interpreter's server
+        boot_hooks = (DesktopBoot(runtime.agent), InterpreterBoot(runtime.agent))
         hibernator = Hibernator(
             sandbox_store,
             runtime,

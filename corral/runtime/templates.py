@@ -81,6 +81,15 @@ DESKTOP_HOOKS = (
     # Chromium's own sandbox needs user namespaces, which a sandbox may not make
     'echo \'export CHROMIUM_FLAGS="$CHROMIUM_FLAGS --no-sandbox"\' > "$1/etc/chromium.d/corral"',
 )
+# The code interpreter: Jupyter kernels for Python (with the usual data packages) and R,
+# and what its server (agent/interpreter.py, laid in by INTERPRETER_FILES) runs on;
+# services/interpreter.py starts it.
+INTERPRETER_PACKAGES = (
+    *("python3-ipykernel", "python3-jupyter-client", "python3-aiohttp", "python3-pip"),
+    *("python3-matplotlib", "python3-pandas", "python3-numpy", "r-cran-irkernel"),
+)
+INTERPRETER_SERVER = Path(__file__).resolve().parent.parent / "agent" / "interpreter.py"
+INTERPRETER_FILES = (("usr/local/lib/corral/interpreter.py", INTERPRETER_SERVER.read_text()),)
 # Sandboxes are for installing things: let pip install without --break-system-packages.
 PIP_UNLOCK = ("usr/lib/python3*/EXTERNALLY-MANAGED",)
 DEFAULT_MIRRORS = (
@@ -115,6 +124,7 @@ class Recipe:
     variant: str = "minbase"
     remove: tuple[str, ...] = PIP_UNLOCK  # globs relative to the root, deleted after the build
     hooks: tuple[str, ...] = ()  # shell commands run after the packages, the root as $1
+    files: tuple[tuple[str, str], ...] = ()  # (path in the root, text): laid in last, root's, 0644
     version: int = RECIPE_VERSION
 
     def digest(self, uid_base: int, uid_count: int) -> str:
@@ -125,6 +135,8 @@ class Recipe:
             "uid_base": uid_base,
             "uid_count": uid_count,
         }
+        if not self.files:  # the digests of recipes without files stay what they were
+            del document["files"]
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -134,6 +146,9 @@ RECIPES: Mapping[str, Recipe] = {
     "nodejs": Recipe((*BASE_PACKAGES, "nodejs", "npm"), hooks=SANDBOX_USER),
     "go": Recipe((*BASE_PACKAGES, "golang"), hooks=SANDBOX_USER),
     "gui": Recipe((*BASE_PACKAGES, *DESKTOP_PACKAGES), hooks=(*SANDBOX_USER, *DESKTOP_HOOKS)),
+    "code-interpreter": Recipe(
+        (*BASE_PACKAGES, *INTERPRETER_PACKAGES), hooks=SANDBOX_USER, files=INTERPRETER_FILES
+    ),
 }
 
 
@@ -269,13 +284,18 @@ class TemplateStore:
             for match in glob.glob(str(rootfs / pattern)):
                 os.unlink(match)
         normalize(rootfs)
+        lay(rootfs, recipe.files)
         shifted = shift_tree(rootfs, self._uid_base, self._uid_count)
         meta = {
             "name": name,
             "digest": digest,
             "created_at": datetime.now(UTC).isoformat(),
             "size_bytes": shifted.size_bytes,
-            "recipe": {**asdict(recipe), "packages": sorted(set(recipe.packages))},
+            "recipe": {
+                **asdict(recipe),
+                "packages": sorted(set(recipe.packages)),
+                "files": {path: hashlib.sha256(text.encode()).hexdigest() for path, text in recipe.files},
+            },
         }
         path = work / "template.json"
         path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -407,6 +427,17 @@ def normalize(rootfs: Path) -> None:
                 kind = 0
             if not stat.S_ISREG(kind):
                 agent_dir.write("agent.py", b"", mode=0o644, uid=uid, gid=gid)
+
+
+def lay(rootfs: Path, files: Sequence[tuple[str, str]]) -> None:
+    """Write each (path, text) of ``files`` into the root, mode 0644, its directories made
+    0755, all owned like the root itself; nothing in the root followed (``rootdir.py``)."""
+    with RootDir.open(rootfs) as root:
+        top = root.lstat(".")
+        for path, text in files:
+            parent, _, name = path.rpartition("/")
+            with root.subdir(parent, create=(0o755, top.st_uid, top.st_gid)) as where:
+                where.write(name, text.encode(), mode=0o644, uid=top.st_uid, gid=top.st_gid)
 
 
 def _discard(path: Path) -> None:

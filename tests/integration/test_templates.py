@@ -135,6 +135,19 @@ async def test_forced_rebuild_replaces_and_retires(settings: Settings) -> None:
     assert [name[:9] for name in work_dirs(settings)] == [".retired-"]  # older ones collected
 
 
+async def test_a_recipes_files_are_laid_in_and_make_its_digest(settings: Settings) -> None:
+    files = (("usr/local/lib/corral/tool.py", "print('hi')\n"),)
+    recipe = Recipe(("python3", "bash"), files=files)
+    template = await TemplateStore(settings, recipes={"fake": recipe}, mmdebstrap=FAKE).build("fake")
+    laid = Path(template.rootfs) / "usr" / "local" / "lib" / "corral" / "tool.py"
+    assert laid.read_text() == "print('hi')\n"
+    assert (laid.lstat().st_uid, stat.S_IMODE(laid.lstat().st_mode)) == (settings.uid_base, 0o644)
+    made = laid.parent.lstat()
+    assert (made.st_uid, stat.S_IMODE(made.st_mode)) == (settings.uid_base, 0o755)
+    changed = Recipe(("python3", "bash"), files=((files[0][0], "print('bye')\n"),))
+    assert len({recipe.digest(1, 2), changed.digest(1, 2), Recipe(("python3", "bash")).digest(1, 2)}) == 3
+
+
 async def test_names_and_digests(settings: Settings) -> None:
     templates = store(settings)
     assert templates.known() == ["fake"]
@@ -143,8 +156,8 @@ async def test_names_and_digests(settings: Settings) -> None:
     with pytest.raises(InvalidInput):
         await templates.get("../etc")
     default = TemplateStore(settings)
-    assert default.known() == ["base", "go", "gui", "nodejs", "python"]
-    assert len({default.digest(name) for name in default.known()}) == 5
+    assert default.known() == ["base", "code-interpreter", "go", "gui", "nodejs", "python"]
+    assert len({default.digest(name) for name in default.known()}) == 6
     hooked = Recipe(("python3",), hooks=('chroot "$1" true',))
     assert hooked.digest(1, 2) != Recipe(("python3",)).digest(1, 2)  # a recipe's hooks make it
     shifted = TemplateStore(settings.model_copy(update={"uid_base": 200000}))
