@@ -10,6 +10,9 @@ Contracts:
 - Two tasks per socket: output to the client, input to the session. Whichever ends
   first cancels the other.
 - A client that disconnects only detaches: the session keeps running in the agent.
+- Each message of input is a use of the sandbox (``SandboxService.processes_of``): it
+  defers the idle timeout, and a paused sandbox is resumed before the input is sent
+  (while it runs, that is a lookup in memory).
 - A client that offered the subprotocol ``corral`` (with its credential beside it,
   ``corral.api.credentials``) is accepted with it.
 - If the agent's stream ends without an exit, or fails, the socket is closed with 1011
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -56,7 +60,7 @@ async def attach(
     attachment = await core.commands.attach(principal, sandbox_id, session_id)
     async with attachment as att:
         await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in ws.scope.get("subprotocols", ()) else None)
-        await pump(ws, att, framed=framed)
+        await pump(ws, att, framed=framed, use=lambda: core.sandboxes.processes_of(principal, sandbox_id))
 
 
 def frame(event: SessionEvent) -> bytes:
@@ -66,13 +70,15 @@ def frame(event: SessionEvent) -> bytes:
     return bytes([event.stream]) + event.data
 
 
-async def pump(ws: WebSocket, attachment: Attachment, *, framed: bool) -> None:
+async def pump(
+    ws: WebSocket, attachment: Attachment, *, framed: bool, use: Callable[[], Awaitable[object]]
+) -> None:
     """Run until the session exits, the client leaves or the agent fails (see above).
 
-    ``ws`` must already be accepted.
+    ``ws`` must already be accepted; ``use`` is awaited before each input is sent.
     """
     output = asyncio.create_task(_output(ws, attachment, framed), name="ws-output")
-    input_ = asyncio.create_task(_input(ws, attachment, framed), name="ws-input")
+    input_ = asyncio.create_task(_input(ws, attachment, framed, use), name="ws-input")
     try:
         await asyncio.wait({output, input_}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -102,7 +108,9 @@ async def _output(ws: WebSocket, attachment: Attachment, framed: bool) -> None:
     await _close(ws, code, reason)
 
 
-async def _input(ws: WebSocket, attachment: Attachment, framed: bool) -> None:
+async def _input(
+    ws: WebSocket, attachment: Attachment, framed: bool, use: Callable[[], Awaitable[object]]
+) -> None:
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -117,6 +125,7 @@ async def _input(ws: WebSocket, attachment: Attachment, framed: bool) -> None:
         if not data:
             continue
         try:
+            await use()
             await attachment.send_stdin(data)
         except CorralError as exc:  # e.g. the process has exited; its exit comes as output
             log.debug("stdin dropped: %s", exc.message)

@@ -188,6 +188,7 @@ class Channels:
         data = frame.raw[4:]
         if process.attachment is None:
             return
+        await self.core.sandboxes.processes_of(self.principal, self.sandbox_id)  # a use: resumes a paused one
         if data:
             await process.attachment.send_stdin(data)
         else:

@@ -213,3 +213,18 @@ async def test_pty_raw_bytes_both_ways(box: Box) -> None:
             async for _ in ws:
                 pass
         assert ws.close_code == 1000
+
+
+async def test_input_to_a_pty_of_a_paused_sandbox_resumes_it(box: Box) -> None:
+    created = await box.http.post(f"/api/sandboxes/{box.sid}/pty", json={"shell": "/bin/sh"})
+    pty_id = created.json()["sessionID"]
+    url = f"{box.live.ws_url}/sandboxes/{box.sid}/pty/{pty_id}?api_key={box.token}"
+    async with websockets.connect(url) as ws:
+        await ws.send(b"echo $((6*7))x\n")
+        await read_until(ws, b"42x")
+        paused = await box.http.post(f"/api/sandboxes/{box.sid}/pause")
+        assert paused.json()["status"] == "paused"
+        await ws.send(b"echo $((7*8))y\n")  # the attachment was open before the pause
+        assert b"56y" in await read_until(ws, b"56y")
+        assert (await box.http.get(f"/api/sandboxes/{box.sid}")).json()["status"] == "running"
+        await ws.send(b"exit\n")
