@@ -2,7 +2,8 @@
 Messages API from corral's host.
 
 Every request goes to ``<base_url>/v1/messages`` with ``x-api-key`` set to the key and
-``anthropic-version`` (``VERSION``); proxy settings of the environment are not used,
+``anthropic-version`` (``VERSION``), and ``anthropic-beta`` naming the beta of each tool
+the body offers that needs one (``BETAS``: the computer-use tools); proxy settings of the environment are not used,
 redirects are not followed (the key goes to ``base_url`` only). HTTPS upstreams are
 checked against ``ca_file`` (PEM) or httpx's bundle.
 
@@ -22,6 +23,10 @@ import httpx
 from corral.errors import Unavailable
 
 VERSION = "2023-06-01"
+BETAS = {  # a tool type -> the beta its requests must name
+    "computer_20250124": "computer-use-2025-01-24",
+    "computer_20251124": "computer-use-2025-11-24",
+}
 
 
 class AnthropicClient:
@@ -42,6 +47,9 @@ class AnthropicClient:
 
     async def create(self, body: Mapping[str, object]) -> tuple[int, object]:
         headers = {"x-api-key": self._key, "anthropic-version": VERSION, "content-type": "application/json"}
+        betas = betas_of(body)
+        if betas:
+            headers["anthropic-beta"] = ",".join(betas)
         try:
             answer = await self._client.post(self.url, content=json.dumps(body).encode(), headers=headers)
         except httpx.HTTPError as exc:
@@ -53,3 +61,14 @@ class AnthropicClient:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def betas_of(body: Mapping[str, object]) -> list[str]:
+    """The betas the tools of ``body`` need, in order, once each."""
+    tools = body.get("tools")
+    found: list[str] = []
+    for tool in tools if isinstance(tools, list) else []:
+        beta = BETAS.get(str(tool.get("type"))) if isinstance(tool, dict) else None
+        if beta is not None and beta not in found:
+            found.append(beta)
+    return found
