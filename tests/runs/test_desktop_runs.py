@@ -139,6 +139,7 @@ def test_a_run_looks_at_the_desktop_and_types_into_an_xterm(
     calls = [r for r in model.received[already:] if r.scripted]
     assert len(calls) == 5 and all(r.headers["x-api-key"] == model.key for r in calls)
     assert calls[0].body["tools"][0]["type"] == "computer_20250124"
+    assert calls[0].headers["anthropic-beta"] == "computer-use-2025-01-24"
     assert calls[0].body["messages"][0] == {
         "role": "user",
         "content": "open a terminal and save the date\n\nsave it",
