@@ -2,6 +2,12 @@
 """Where corral's time goes: a traced ``corral serve`` and per-step wall times.
 
     .venv/bin/python bench/profile_create.py [--iterations 20] [--concurrency 1]
+    .venv/bin/python bench/profile_create.py --cprofile       # and the event loop's CPU
+    .venv/bin/python bench/profile_create.py --py-spy out.svg # and a py-spy flame graph
+
+The server runs with a sandbox network of its own (``--no-network``: loopback only;
+removed at the end) and no standby sandboxes (``--standby N``: N of each), so a create
+takes the full path a create takes when none is ready: the fallback path.
 
 Starts the server as a child of this script with every function of corral's runtime,
 network, services, store, auth and agent client wrapped in a span (see ``tracing.py``;
@@ -10,6 +16,11 @@ HTTP (``--concurrency`` at a time), stops the server and prints, for each servic
 operation, the median wall time of each step under it, in call order, next to what the
 HTTP client saw. With one at a time it also prints the time outside every traced call:
 routing, validation, serialisation, the HTTP exchange and the client.
+
+``--cprofile`` runs the server under cProfile as well and prints the functions that
+took the most CPU on the event loop's thread (own time): what is serial there. Spans
+say where the wall time goes, cProfile where the loop's CPU goes; ``--py-spy FILE``
+records the server with py-spy (every thread, idle ones too) into a flame graph.
 
 Spans cost a few microseconds each, so steps that are called very often look a little
 slower than they are; the client-side numbers of ``bench_lifecycle.py`` are the
@@ -20,17 +31,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import importlib
 import itertools
 import os
 import pkgutil
+import pstats
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from corral_target import DEFAULT_CACHE, CorralServer, ensure_template_cache
+from corral_target import DEFAULT_CACHE, CorralServer, Network, ensure_template_cache
 from stats import Summary, fmt_ms, render_table
 from tracing import Span, aggregate, load
 
@@ -44,6 +60,8 @@ TRACED = (
 )
 UNTRACED = ("corral.agent.sandbox_agent",)
 SPANS_ENV = "CORRAL_BENCH_SPANS"
+CPROFILE_ENV = "CORRAL_BENCH_CPROFILE"
+NETWORK = Network("cprof0", "10.243.0.0/16", 243)
 
 
 def child() -> None:
@@ -65,10 +83,28 @@ def child() -> None:
     from corral.api.server import serve
     from corral.settings import Settings
 
+    profile_path = os.environ.get(CPROFILE_ENV)
+    profiler = cProfile.Profile() if profile_path else None
+    # uvicorn raises the SIGTERM it stopped on again once it is done: exit through the
+    # ``finally`` below then, not by the default action
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
+        if profiler is not None:
+            profiler.enable()
         serve(Settings())  # type: ignore[call-arg]
     finally:
+        if profiler is not None and profile_path:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
         out.close()
+
+
+def print_cprofile(path: Path, top: int) -> None:
+    """The functions with the most own CPU time in the server (the event loop's thread:
+    cProfile sees only the thread that enabled it)."""
+    print(f"\n== cProfile of the server: top {top} by own time (tottime) ==")
+    stats = pstats.Stats(str(path), stream=sys.stdout)
+    stats.sort_stats(pstats.SortKey.TIME).print_stats(top)
 
 
 async def drive(server: CorralServer, iterations: int, concurrency: int) -> list[tuple[str, float, float]]:
@@ -166,6 +202,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     p.add_argument("--min-share", type=float, default=0.01, help="hide steps under this share (0.01)")
     p.add_argument("--keep-spans", type=Path, help="copy the raw spans (JSON lines) here")
+    p.add_argument("--standby", type=int, default=0, help="standby sandboxes of each template (0: none)")
+    p.add_argument("--no-network", action="store_true", help="sandboxes with loopback only")
+    p.add_argument("--cprofile", action="store_true", help="also cProfile the server's event loop")
+    p.add_argument("--top", type=int, default=25, help="cProfile functions to print (25)")
+    p.add_argument("--py-spy", type=Path, help="also record the server with py-spy into this SVG")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -173,23 +214,38 @@ def parse_args() -> argparse.Namespace:
 async def main_async(args: argparse.Namespace) -> int:
     templates = args.template_cache or ensure_template_cache()
     command = [sys.executable, str(Path(__file__).resolve()), "--child"]
-    server = CorralServer(templates, args.workdir, command=command)
+    network = None if args.no_network else NETWORK
+    server = CorralServer(templates, args.workdir, command=command, network=network)
     fd, name = tempfile.mkstemp(prefix="corral-bench-spans-", suffix=".jsonl", dir=args.workdir)
     os.close(fd)
     spans_path = Path(args.keep_spans or name)
     server.extra_env[SPANS_ENV] = str(spans_path)
+    server.extra_env["CORRAL_STANDBY_SANDBOXES"] = str(args.standby)
+    profile_path = Path(name).with_suffix(".prof")
+    if args.cprofile:
+        server.extra_env[CPROFILE_ENV] = str(profile_path)
+    spy: subprocess.Popen[bytes] | None = None
     try:
         await server.start()
+        if args.py_spy and server.pid is not None:
+            binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            argv = [binary, "record", "--idle", "--threads", "-o", str(args.py_spy), "--pid", str(server.pid)]
+            spy = subprocess.Popen(argv)  # noqa: ASYNC220 - started once, waited for after the run
         windows = await drive(server, args.iterations, args.concurrency)
     finally:
-        server.stop()
+        server.stop()  # py-spy ends with the server and writes its graph
+        if spy is not None:
+            spy.wait(60)
         if spans_path != Path(name):
             Path(name).unlink(missing_ok=True)
     try:
         report(load(spans_path), windows, args.min_share)
+        if args.cprofile:
+            print_cprofile(profile_path, args.top)
     finally:
         if spans_path == Path(name):
             spans_path.unlink(missing_ok=True)
+        profile_path.unlink(missing_ok=True)
     return 0
 
 

@@ -4,7 +4,9 @@ A create is, in order, each step's undo pushed on an AsyncExitStack so any failu
 cancellation) unwinds all of them: sandbox dir -> (with a network adapter: its netns,
 and a sysfs for it) -> disk image -> disk mount -> upper, work and /etc files ->
 overlay mount -> the user namespace (``userns.py``: owned by the sandbox's own host uid)
--> config.json -> listening socket -> ``runc run`` -> the agent's ping.
+-> config.json -> listening socket -> ``runc run`` -> the agent's ping. Three of them
+go side by side from the start, being independent: the network's attach, the user
+namespace's helper process, and the disk's steps.
 Paths are in ``layout.py``, the config in ``bundle.py``, the disk in ``disk.py``.
 
 What outlives the corral process: everything. The container runs in its own session,
@@ -397,6 +399,9 @@ class RuncRuntime:
             )
         if not await self._trees.run(paths.id, "checking the template root", _is_root, lower):
             raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
+        # side by side with the disk's and the network's steps: a helper process to start
+        making_userns = asyncio.ensure_future(self._user_namespace(paths))
+        undo.push_async_callback(self._quietly, "end the userns helper", _drop_userns, making_userns)
 
         netns, nameservers = None, self._nameservers
         attaching = None
@@ -443,15 +448,7 @@ class RuncRuntime:
         agent_file = await self._trees.run(
             paths.id, "reading the template root", self._agent_files.for_root, lower
         )
-        async with self._owners:
-            owner = await finish(owner_uid, paths, settings.userns_owner_base, settings.userns_owner_count)
-        userns = await UserNamespace.make(
-            owner=owner,
-            uid_base=settings.uid_base,
-            uid_count=settings.uid_count,
-            msgqueue_bytes=settings.sandbox_msgqueue_bytes,
-        )
-        undo.push_async_callback(self._quietly, "end the userns helper", userns.close)
+        userns = await making_userns
         image = spec.template.config
         nofile_hard = min(bundle.NOFILE_HARD, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         config = bundle.oci_config(
@@ -489,6 +486,18 @@ class RuncRuntime:
         await self._wait_ready(paths)
         if spec.limits.cpu_seconds is not None:
             self.quotas.arm(spec.id, spec.limits.cpu_seconds, spec.limits.cpu_count)
+
+    async def _user_namespace(self, paths: SandboxPaths) -> UserNamespace:
+        """The sandbox's user namespace (``userns.py``), owned by its owner uid."""
+        settings = self._settings
+        async with self._owners:
+            owner = await finish(owner_uid, paths, settings.userns_owner_base, settings.userns_owner_count)
+        return await UserNamespace.make(
+            owner=owner,
+            uid_base=settings.uid_base,
+            uid_count=settings.uid_count,
+            msgqueue_bytes=settings.sandbox_msgqueue_bytes,
+        )
 
     async def _drop_network(self, sandbox_id: str, attaching: asyncio.Future[NetInfo]) -> None:
         """Undo of a create's network attach that may still be running: stop it (it
@@ -572,6 +581,17 @@ class RuncRuntime:
             await fn(*args)
         except Exception:
             log.exception("undo step %r failed", what)
+
+
+async def _drop_userns(making: asyncio.Future[UserNamespace]) -> None:
+    """Undo of a create's user namespace that may still be in the making: stop it (it
+    undoes itself), or end its helper (idempotent: the create ends it once runc runs)."""
+    making.cancel()
+    try:
+        userns = await making
+    except BaseException:  # noqa: BLE001 - cancelled or failed: no helper runs
+        return
+    await userns.close()
 
 
 async def _no_wait(_max_wait: float) -> None:
