@@ -165,7 +165,7 @@ async def _inbound(
         message = await receive()
         kind = message["type"]
         if kind == "websocket.receive":
-            sandboxes.touch(sandbox_id)
+            await sandboxes.use(sandbox_id)  # resumes it if it was paused since the handshake
             text = message.get("text")
             try:
                 await upstream.send(text if text is not None else message.get("bytes") or b"")

@@ -382,9 +382,7 @@ class SandboxService:
                 sandbox = await self.waker.awake(sandbox)
             if not sandbox.live:
                 raise Conflict(f"sandbox {sandbox_id} is {sandbox.status.value}")
-            if len(self._running) >= _MAX_RUNNING_CACHED:
-                self._running.clear()
-            self._running[sandbox_id] = (self.clock.monotonic() + RUNNING_CACHE_S, sandbox.org_id)
+            self._seen_running(sandbox)
         elif not principal.may_see(sandbox_id):
             raise NotFound(f"sandbox {sandbox_id} not found")
         self.activity.touch(sandbox_id)
@@ -412,6 +410,25 @@ class SandboxService:
     def touch(self, sandbox_id: str) -> None:
         """Record activity of a sandbox the caller already knows to be running."""
         self.activity.touch(sandbox_id)
+
+    async def use(self, sandbox_id: str) -> None:
+        """Record activity of a sandbox reached on a connection opened before (the
+        gateway's relayed WebSockets), resuming it first if it has been paused since;
+        while it is seen running (``RUNNING_CACHE_S``), a lookup in memory."""
+        seen = self._running.get(sandbox_id)
+        if seen is None or seen[0] < self.clock.monotonic():
+            sandbox = await self.store.find(sandbox_id)
+            if sandbox is not None and sandbox.status is SandboxStatus.PAUSED and self.waker is not None:
+                sandbox = await self.waker.awake(sandbox)
+            if sandbox is not None and sandbox.status is SandboxStatus.RUNNING:
+                self._seen_running(sandbox)
+        self.activity.touch(sandbox_id)
+
+    def _seen_running(self, sandbox: Sandbox) -> None:
+        """Remember ``sandbox`` as running for ``RUNNING_CACHE_S``."""
+        if len(self._running) >= _MAX_RUNNING_CACHED:
+            self._running.clear()
+        self._running[sandbox.id] = (self.clock.monotonic() + RUNNING_CACHE_S, sandbox.org_id)
 
     async def running(self, principal: Principal, sandbox_id: str) -> Sandbox:
         sandbox = await self.visible(principal, sandbox_id)
