@@ -420,6 +420,8 @@ class RunService:
             live.frames.add("done", now, _done(live.run))
             live.frames.close()
             self._live.pop(live.run.id, None)
+            if not any(other.run.thread_id == live.run.thread_id for other in self._live.values()):
+                self._turns.pop(live.run.thread_id, None)  # no run of the thread waits on it
             self._ended[live.run.id] = live.frames
             while len(self._ended) > KEEP_ENDED:
                 self._ended.popitem(last=False)
