@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Burst benchmark: many creates at once through the API beside raw runc (issue 17,
+item 2).
+
+Run as root from the repository root:
+
+    .venv/bin/python bench/bench_burst.py                  # bursts of 10, 50, 100
+    .venv/bin/python bench/bench_burst.py --sizes 10 20    # smaller
+
+It starts its own ``corral serve`` (a temporary data dir, its own network ``cburst0`` on
+10.248.0.0/16, the base template from the benchmarks' cache; the per-org cap, the
+node's promises and the API rate limit lifted, the create queue as configured, see
+``--env``). For each size N, taking turns with the first rotating:
+
+* corral: N ``POST /api/sandboxes`` at once, each followed by ``POST
+  .../exec/run {cmd: true}`` as soon as its create answers; per sandbox the time from
+  the common start to its first command's answer (p50, p95), and the wall time until
+  all N ran it. A 429 or 409 (a documented admission limit) is counted apart; any
+  other failure is an error.
+* raw runc: N of (overlay mount + hand-written config + ``runc run -d`` + ``runc exec
+  true``) at once on the same root filesystem (corral's base template).
+
+Then every sandbox and container is removed (not timed). The report gives the ratio of
+the walls (target: corral <= 1.3x raw runc). Bounded by ``--max-seconds`` and a timeout
+per call; everything made is removed, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from corral_target import (
+    DEFAULT_CACHE,
+    CorralServer,
+    CorralTarget,
+    Network,
+    ensure_template_cache,
+    template_roots,
+)
+from proc import CommandFailed
+from reference import RawRunc
+from stats import Summary, fmt_ms, fmt_ratio, percentile
+
+OP_TIMEOUT = 300.0
+NETWORK = Network("cburst0", "10.248.0.0/16", 248)
+SETTINGS = {
+    "CORRAL_MAX_LIVE_SANDBOXES_PER_ORG": "0",
+    "CORRAL_MAX_PROMISED_MEMORY_MB": "0",
+    "CORRAL_MAX_PROMISED_DISK_MB": "0",
+    "CORRAL_RATE_LIMIT_API": "0",
+}
+
+
+@dataclass
+class Burst:
+    system: str
+    size: int
+    ready: list[float] = field(default_factory=list)  # seconds from the start to a first command
+    refused: list[str] = field(default_factory=list)  # 429/409 from a documented limit
+    errors: list[str] = field(default_factory=list)
+    wall: float = 0.0
+
+    def row(self) -> str:
+        s = Summary.of(self.ready) if self.ready else None
+        return (
+            f"| {self.system} | {self.size} | {len(self.ready)} | {len(self.refused)} | {len(self.errors)} | "
+            f"{fmt_ms(s.p50) if s else '-'} | {fmt_ms(percentile(self.ready, 95)) if s else '-'} | {fmt_ms(self.wall)} |"
+        )
+
+
+async def corral_burst(target: CorralTarget, size: int) -> tuple[Burst, list[str]]:
+    burst = Burst("corral", size)
+    made: list[str] = []
+    start = time.perf_counter()
+
+    async def one() -> None:
+        response = await target.client.post("/api/sandboxes", json={"templateID": target.template})
+        if response.status_code in (409, 429):
+            burst.refused.append(f"{response.status_code} {response.text[:200]}")
+            return
+        if response.status_code not in (200, 201):
+            burst.errors.append(f"create {response.status_code} {response.text[:200]}")
+            return
+        sandbox_id = str(response.json()["sandboxID"])
+        made.append(sandbox_id)
+        target.live.add(sandbox_id)  # removed by close() should the run end here
+        await target.exec_true(sandbox_id)
+        burst.ready.append(time.perf_counter() - start)
+
+    outcomes = await asyncio.gather(
+        *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), return_exceptions=True
+    )
+    burst.wall = time.perf_counter() - start
+    burst.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    return burst, made
+
+
+async def runc_burst(runc: RawRunc, size: int) -> tuple[Burst, list[str]]:
+    burst = Burst("runc", size)
+    made: list[str] = []
+    start = time.perf_counter()
+
+    async def one() -> None:
+        cid = await runc.create()
+        made.append(cid)
+        await runc.exec_true(cid)
+        burst.ready.append(time.perf_counter() - start)
+
+    outcomes = await asyncio.gather(
+        *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), return_exceptions=True
+    )
+    burst.wall = time.perf_counter() - start
+    burst.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
+    return burst, made
+
+
+async def remove(kill: object, ids: list[str], concurrency: int = 8) -> None:
+    queue = list(ids)
+
+    async def worker() -> None:
+        while queue:
+            sandbox_id = queue.pop()
+            try:
+                await asyncio.wait_for(kill(sandbox_id), OP_TIMEOUT)  # type: ignore[operator]
+            except (CommandFailed, httpx.HTTPError, TimeoutError) as exc:
+                print(f"  ! remove {sandbox_id}: {exc!r}", file=sys.stderr)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def report(bursts: list[Burst], notes: list[str]) -> str:
+    lines = [
+        "| system | at once | ran a first command | refused (429/409) | errors | p50 | p95 | wall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *(b.row() for b in bursts),
+        "",
+        "| at once | corral wall / runc wall |",
+        "|---:|---:|",
+    ]
+    for size in sorted({b.size for b in bursts}):
+        mine = [b for b in bursts if b.size == size and b.system == "corral"]
+        theirs = [b for b in bursts if b.size == size and b.system == "runc"]
+        if mine and theirs:
+            lines.append(f"| {size} | {fmt_ratio(mine[0].wall, theirs[0].wall)} |")
+    for b in bursts:
+        for text in (b.errors + b.refused)[:3]:
+            notes.append(f"{b.system} {b.size}: {text}")
+    return "\n".join(lines + [f"- {note}" for note in notes])
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("run as root: runc, mounts and cgroups need it", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.max_seconds
+    templates = ensure_template_cache(args.template_cache)
+    rootfs = template_roots(templates)[0]
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    server = CorralServer(templates, args.workdir, network=NETWORK)
+    server.extra_env.update(SETTINGS)
+    server.extra_env.update(dict(pair.split("=", 1) for pair in args.env))
+    runc = RawRunc(rootfs, f"cu{secrets.token_hex(3)}")
+    target: CorralTarget | None = None
+    bursts: list[Burst] = []
+    notes: list[str] = []
+    try:
+        await server.start()
+        target = CorralTarget(server.url, server.api_key, server.runc_root, server_pid=server.pid)
+        await target.client.aclose()
+        target.client = httpx.AsyncClient(
+            base_url=target.url,
+            headers={"X-API-Key": server.api_key},
+            timeout=OP_TIMEOUT,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
+        )
+        await target.setup()
+        await runc.setup()
+        for _ in range(2):  # warm-up of both
+            sandbox_id = await target.create()
+            await target.exec_true(sandbox_id)
+            await target.kill(sandbox_id)
+            cid = await runc.create()
+            await runc.exec_true(cid)
+            await runc.kill(cid)
+        for turn, size in enumerate(args.sizes):
+            if time.monotonic() > deadline:
+                notes.append(f"the run's deadline stopped it before {size} at once")
+                break
+            order = ["corral", "runc"] if turn % 2 == 0 else ["runc", "corral"]
+            for system in order:
+                await asyncio.sleep(args.settle)
+                print(f"{size} at once: {system}", flush=True)
+                if system == "corral":
+                    burst, made = await corral_burst(target, size)
+                    print(burst.row(), flush=True)
+                    await remove(target.kill, made)
+                else:
+                    burst, made = await runc_burst(runc, size)
+                    print(burst.row(), flush=True)
+                    await remove(runc.kill, made)
+                bursts.append(burst)
+    finally:
+        if target is not None:
+            await target.close()
+        try:
+            await runc.close()
+        finally:
+            server.stop(keep_log=args.server_log)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(report(bursts, notes))
+    return 1 if any(b.errors for b in bursts) else 0
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
+    p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before each burst")
+    p.add_argument("--max-seconds", type=float, default=1200.0)
+    p.add_argument("--template-cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--server-log", type=Path, default=None, help="keep the server's log here")
+    p.add_argument("--env", nargs="*", default=[], help="more NAME=value settings for the server")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main_async(args))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        print("interrupted; cleaned up", file=sys.stderr)
+        return 130
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
