@@ -160,7 +160,8 @@ class ComputeService:
         sandbox = await self.get(principal, namespace, session_id)
         clock = self.sandboxes.clock
         left = (sandbox.deadline_at - clock.now()).total_seconds() if sandbox.deadline_at else float(asked)
-        if sandbox.status is not SandboxStatus.RUNNING or left <= 0:
+        usable = sandbox.status in (SandboxStatus.RUNNING, SandboxStatus.PAUSED)  # a paused one resumes
+        if not usable or left <= 0:
             raise Conflict(f"session {session_id} is {_ended(sandbox)}")
         if left <= DEADLINE_MARGIN_S:
             raise Conflict(f"session {session_id} stops in less than {DEADLINE_MARGIN_S:g} s")
@@ -182,7 +183,7 @@ def _check_namespace(namespace: str) -> None:
 
 
 def _ended(sandbox: Sandbox) -> str:
-    return "stopped" if sandbox.status is SandboxStatus.RUNNING else sandbox.status.value
+    return "stopped" if sandbox.live else sandbox.status.value
 
 
 def _capped(result: ExecResult) -> ExecResult:

@@ -116,6 +116,9 @@ async def test_sessions_live_in_their_namespace(clocked_core: Core, clock: FakeC
     with pytest.raises(Conflict):
         await core.compute.exec(me, "ns-one", one.id, Command(("true",)))
     assert (await core.compute.get(me, "ns-two", other.id)).status is SandboxStatus.RUNNING
+    await core.lifecycle.pause(me, other.id)  # through another surface
+    assert (await core.compute.exec(me, "ns-two", other.id, Command(("true",)))).result.exit_code == 0
+    assert (await core.compute.get(me, "ns-two", other.id)).status is SandboxStatus.RUNNING  # resumed
 
 
 async def test_the_per_user_cap_counts_live_sessions_of_every_namespace(core: Core) -> None:
