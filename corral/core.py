@@ -44,6 +44,7 @@ from corral.runtime.capacity import node_capacity
 from corral.runtime.checkpoint_dirs import CheckpointDirs
 from corral.services.activity import Activity
 from corral.services.admission import Admission
+from corral.services.agent_sessions import AgentSessionService
 from corral.services.audit import AuditService
 from corral.services.bindings import BindingService, recorder
 from corral.services.checkpoints import CheckpointService
@@ -131,6 +132,7 @@ class Core:
     compute: ComputeService  # Copass compute sessions (corral/api/copass)
     desktop: DesktopService  # the desktop of gui sandboxes, for every surface
     models: ModelService  # the Anthropic Messages API, with the key only the host holds
+    agents: AgentSessionService  # OpenComputer agent sessions (Claude Agent SDK in a sandbox)
     runs: RunService  # agent runs on a desktop (corral/api/runs)
     hub: Hub  # what several parts must hear (services/hub.py)
     background: Background  # what runs in the background, stopped by close (corral/background.py)
@@ -199,7 +201,7 @@ class Core:
         background.adopt("the model API client", models.close)
         network = None
         if runtime is None:
-            network = default_network(settings, audit, _org_of(sandbox_store))
+            network = default_network(settings, audit, _org_of(sandbox_store), models)
             if network is not None:  # its resolver, denial reader and namespace refills
                 await background.start("the network", network.start, network.close)
             runtime = default_runtime(settings, network)
@@ -268,7 +270,9 @@ class Core:
             max_running_per_org=settings.build_max_running_per_org,
         )
         forwarder = (
-            network.forwarder if network is not None else await loopback_forwarder(settings, runtime, audit)
+            network.forwarder
+            if network is not None
+            else await loopback_forwarder(settings, runtime, audit, models)
         )
         if network is None and forwarder is not None:  # the network's is stopped with it
             background.adopt("the binding forwarder", forwarder.close)
@@ -344,6 +348,7 @@ class Core:
             compute=ComputeService(sandboxes, commands, kill_switch, settings.compute_sessions_per_user),
             desktop=desktop,
             models=models,
+            agents=AgentSessionService(sandboxes, commands, bindings, models),
             runs=runs,
             hub=hub,
             background=background,
@@ -403,7 +408,7 @@ def default_models(settings: Settings, audit: AuditService, metrics: Metrics) ->
     client = AnthropicClient(
         settings.anthropic_base_url, key, timeout=settings.anthropic_timeout_s, ca_file=ca_file
     )
-    return ModelService(client, audit, metrics, key)
+    return ModelService(client, audit, metrics, key, settings.anthropic_base_url)
 
 
 def output_budget(settings: Settings) -> OutputBudget:
@@ -419,11 +424,14 @@ def output_budget(settings: Settings) -> OutputBudget:
 
 
 def default_network(
-    settings: Settings, audit: AuditService, org_of: Callable[[str], Awaitable[str | None]]
+    settings: Settings,
+    audit: AuditService,
+    org_of: Callable[[str], Awaitable[str | None]],
+    models: ModelService | None = None,
 ) -> NodeNetwork | None:
     """The node's network for the runc runtime (not started yet), or None. Denied (and
     audited allowed) connections go to ``audit``; ``org_of`` tells the resolver a
-    sandbox's org."""
+    sandbox's org; ``models`` meters calls of the model binding."""
     if settings.runtime != "runc" or not settings.network_enabled:
         return None
     from corral.network.node import NodeNetwork
@@ -446,12 +454,14 @@ def default_network(
         dns_deadline=settings.network_dns_deadline_s,
         forwarder_port=settings.bindings_port,
         forwarder_config=_forwarder_config(settings),
-        on_binding_call=recorder(audit),
+        on_binding_call=recorder(audit, models),
         org_of=org_of,
     )
 
 
-async def loopback_forwarder(settings: Settings, runtime: Runtime, audit: AuditService) -> Forwarder | None:
+async def loopback_forwarder(
+    settings: Settings, runtime: Runtime, audit: AuditService, models: ModelService | None = None
+) -> Forwarder | None:
     """The binding forwarder on 127.0.0.1, started, for the process runtime (whose
     sandboxes are host processes: no isolation, docs/security.md); None otherwise (the
     runc runtime's is its network's, on the bridge; without a network there is none)."""
@@ -459,7 +469,7 @@ async def loopback_forwarder(settings: Settings, runtime: Runtime, audit: AuditS
         return None
     from corral.network.forwarder import Forwarder
 
-    forwarder = Forwarder(recorder(audit), _forwarder_config(settings))
+    forwarder = Forwarder(recorder(audit, models), _forwarder_config(settings))
     await forwarder.start("127.0.0.1", settings.bindings_port)
     return forwarder
 

@@ -12,7 +12,7 @@ import string
 from corral.errors import InvalidInput
 
 _ALPHABET = string.ascii_lowercase + string.digits
-_ID = re.compile(r"^(sb|es|ps|ex|org|cp|pa|tpl|se)-[a-z0-9]{8,32}$")
+_ID = re.compile(r"^(sb|es|ps|as|ex|org|cp|pa|tpl|se)-[a-z0-9]{8,32}$")
 
 
 def new_id(prefix: str) -> str:

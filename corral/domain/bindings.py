@@ -55,6 +55,7 @@ class Binding:
     header: str
     secret: str = field(repr=False)
     created_at: datetime
+    metered: bool = False  # a model API: the forwarder reads each answer's token usage
 
 
 def binding(org_id: str, name: str, url: str, header: str, secret: str, created_at: datetime) -> Binding:

@@ -32,7 +32,10 @@ binding's base path.
 
 Every call from a sandbox holding a grant is reported to ``on_call(sandbox_id, org_id,
 call)``: ``binding``, ``method``, ``path`` (without the query), ``status``,
-``duration_ms`` (``error`` when the answer was cut). ``on_call`` must not block.
+``duration_ms`` (``error`` when the answer was cut); for a ``metered`` binding (a model
+API) also ``model``, ``input_tokens`` and ``output_tokens``, read from the answer as it
+passed (``corral.domain.model_usage``: JSON or server-sent events, streaming is not
+held up). ``on_call`` must not block.
 
 Contracts: ``start`` raises OSError when it cannot bind; ``grant`` and ``revoke`` are
 synchronous and take effect for the next request (calls in flight finish); ``revoke``
@@ -56,6 +59,7 @@ import h11
 import httpx
 
 from corral.domain.bindings import Binding
+from corral.domain.model_usage import UsageReader
 from corral.ports import BindingCallFn
 
 log = logging.getLogger("corral.network")
@@ -262,7 +266,9 @@ class Forwarder:
             held.calls += 1
             try:
                 async with asyncio.timeout(self.config.deadline):
-                    call["status"] = await self._forward(conn, reader, writer, request, binding, rest, query)
+                    call["status"] = await self._forward(
+                        conn, reader, writer, request, binding, rest, query, call
+                    )
             except TimeoutError:
                 if conn.our_state is h11.SEND_BODY:
                     call["error"] = "deadline passed while streaming"
@@ -307,8 +313,10 @@ class Forwarder:
         binding: Binding,
         rest: str,
         query: str,
+        call: dict[str, object],
     ) -> int:
-        """Send the call upstream and its answer back; the upstream's status."""
+        """Send the call upstream and its answer back; the upstream's status (and, for a
+        metered binding, the answer's usage in ``call``)."""
         assert self._client is not None
         header = binding.header.lower().encode("ascii")
         headers = [(k, v) for k, v in request.headers if k not in HOP_BY_HOP and k != header]
@@ -338,9 +346,23 @@ class Forwarder:
                 (k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP and secret not in v
             ]
             writer.write(conn.send(h11.Response(status_code=response.status_code, headers=back)) or b"")
+            usage = None
+            if binding.metered:
+                kind, coding = (
+                    response.headers.get("content-type", ""),
+                    response.headers.get("content-encoding", ""),
+                )
+                usage = UsageReader(kind, coding)
             async for chunk in response.aiter_raw():
+                if usage is not None:
+                    usage.feed(chunk)
                 writer.write(conn.send(h11.Data(data=chunk)) or b"")
                 await writer.drain()
+            if usage is not None:
+                read = usage.usage()
+                call.update(
+                    model=read.model, input_tokens=read.input_tokens, output_tokens=read.output_tokens
+                )
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await writer.drain()
         except httpx.HTTPError as exc:  # the answer broke off: cut ours too

@@ -19,9 +19,11 @@ bridge, holding a token of that sandbox's: it is the sandbox's credential, not t
 secret). InvalidInput naming ``serviceBindings`` for a malformed name or one the org
 does not have (nothing is granted then); Unavailable when this node has no forwarder;
 NotFound when the sandbox has no address. ``close_for(sandbox_id)``: idempotent, the
-sandbox's calls are refused from then on. Every call through the forwarder is a
-``binding_invoked`` record of the sandbox (``recorder``: the forwarder's ``on_call``,
-given to it when it is made).
+sandbox's calls are refused from then on. ``grant(sandbox_id, bindings)`` grants
+bindings corral made itself (model access: services/models.py) with no check of the
+org's. Every call through the forwarder is a ``binding_invoked`` record of the sandbox,
+but for the model binding's, which ``models`` meters (``recorder``: the forwarder's
+``on_call``, given to it when it is made).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from datetime import UTC, datetime
 from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.domain.bindings import Binding, binding, check_name
+from corral.domain.model_usage import ModelUsage
 from corral.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from corral.ports import BindingCallFn, BindingStore, Forwarder, Runtime
 from corral.services.audit import AuditService
+from corral.services.models import MODEL_BINDING, SANDBOX, ModelService
 
 INVOKED = "binding_invoked"
 ADDED = "binding_added"
@@ -92,20 +96,31 @@ class BindingService:
         found = await self.check(org_id, names)
         if not found:
             return {}
+        return await self.grant(sandbox_id, found)
+
+    async def grant(self, sandbox_id: str, bindings: Sequence[Binding]) -> dict[str, str]:
         if self.forwarder is None:
             raise Unavailable("service bindings need the forwarder, which this node does not run")
         address = await self.runtime.address(sandbox_id)
-        return self.forwarder.grant(sandbox_id, address, found)
+        return self.forwarder.grant(sandbox_id, address, bindings)
 
     async def close_for(self, sandbox_id: str) -> None:
         if self.forwarder is not None:
             self.forwarder.revoke(sandbox_id)
 
 
-def recorder(audit: AuditService) -> BindingCallFn:
-    """The forwarder's ``on_call``: each call a ``binding_invoked`` record of the sandbox."""
+def recorder(audit: AuditService, models: ModelService | None = None) -> BindingCallFn:
+    """The forwarder's ``on_call``: each call a ``binding_invoked`` record of the
+    sandbox, a call of the model binding metered by ``models`` instead."""
 
     async def invoked(sandbox_id: str, org_id: str, call: dict[str, object]) -> None:
+        if models is not None and call.get("binding") == MODEL_BINDING:
+            usage = ModelUsage(
+                str(call.get("model") or ""), _int(call.get("input_tokens")), _int(call.get("output_tokens"))
+            )
+            status, took = _int(call.get("status")), _int(call.get("duration_ms"))
+            await models.metered(org_id, sandbox_id, SANDBOX, status, usage, took)
+            return
         await audit.record(INVOKED, org_id=org_id, sandbox_id=sandbox_id, data=call)
 
     return invoked
@@ -115,3 +130,7 @@ def _manager(principal: Principal) -> None:
     require(principal, Scope.BINDINGS_MANAGE)
     if principal.sandbox_id is not None:
         raise Forbidden("a worker token cannot manage service bindings")
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

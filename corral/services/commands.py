@@ -13,7 +13,9 @@ Contracts:
   output budget runs short, the oldest finished results lose their output first
   (their exit code stays, and they say ``truncated``).
 - Sessions and PTYs live in the sandbox's agent, so they outlive client disconnects
-  and restarts of corral. Session ids are ``es-…``, PTY ids ``ps-…``.
+  and restarts of corral. Session ids are ``es-…``, PTY ids ``ps-…``; agent sessions
+  (services/agent_sessions.py) are exec sessions ``as-…``, attached and killed here
+  too, listed there (not among the exec sessions).
 """
 
 from __future__ import annotations
@@ -160,23 +162,25 @@ class CommandService:
 
     # ---- sessions --------------------------------------------------------------------
 
-    async def start_session(self, principal: Principal, sandbox_id: str, spec: SessionSpec) -> SessionInfo:
+    async def start_session(
+        self, principal: Principal, sandbox_id: str, spec: SessionSpec, *, prefix: str = "es"
+    ) -> SessionInfo:
         require(principal, Scope.SANDBOX_EXEC)
         _check_session(spec)
         agent = await self.sandboxes.processes_of(principal, sandbox_id)
-        info = await agent.start_session(new_id("es"), spec)
+        info = await agent.start_session(new_id(prefix), spec)
         await self._session_started(principal, sandbox_id, agent, info)
         return info
 
     async def list_sessions(self, principal: Principal, sandbox_id: str) -> list[SessionInfo]:
         require(principal, Scope.SANDBOX_READ)
         agent = await self.sandboxes.processes_of(principal, sandbox_id)
-        return [s for s in await agent.list_sessions() if not s.pty]
+        return [s for s in await agent.list_sessions() if not s.pty and not s.id.startswith("as-")]
 
     async def attach(
         self, principal: Principal, sandbox_id: str, session_id: str
     ) -> AbstractAsyncContextManager[Attachment]:
-        """Attach to an exec session (``es-``) or a PTY (``ps-``)."""
+        """Attach to an exec session (``es-``), an agent session (``as-``) or a PTY (``ps-``)."""
         require(principal, Scope.SANDBOX_EXEC)
         _check_session_id(session_id)
         agent = await self.sandboxes.processes_of(principal, sandbox_id)
@@ -268,7 +272,7 @@ class CommandService:
 
 
 def _check_session_id(session_id: str) -> None:
-    check(session_id, "ps" if session_id.startswith("ps-") else "es", "sessionID")
+    check(session_id, session_id[:2] if session_id[:3] in ("ps-", "as-") else "es", "sessionID")
 
 
 def check_size(cols: int, rows: int) -> PtySize:

@@ -11,6 +11,13 @@ LimitExceeded for 429; InvalidInput (field ``body``) for another 4xx, with the A
 own message. No message holds the key (an upstream message that echoes it has it
 replaced).
 
+For code inside a sandbox, ``binding(org_id)`` is the model API as a service binding
+(``MODEL_BINDING``, not a name an org's own binding can have): granted to a sandbox
+(BindingService.grant), the sandbox calls the forwarder on its bridge with a
+per-sandbox token, and the forwarder adds the key as ``x-api-key`` on the host's side
+(``sandbox_env``: the variables the Anthropic SDKs and the Claude Code CLI read).
+ModelUnavailable without a key.
+
 Metering, per org: every call (the host's here, a sandbox's through its binding,
 reported by the forwarder to ``metered``) counts in /metrics
 (``corral_model_requests_total`` by org, via and status, input and output tokens read
@@ -22,7 +29,9 @@ if any): ``via`` (host, sandbox), ``status``, ``model``, ``input_tokens``,
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
+from corral.domain.bindings import Binding
 from corral.domain.model_usage import ModelUsage, usage_of
 from corral.errors import InvalidInput, LimitExceeded, ModelUnavailable, Unavailable
 from corral.metrics import Metrics
@@ -30,16 +39,26 @@ from corral.ports import MessagesApi
 from corral.services.audit import AuditService
 
 CALLED = "model_called"
+MODEL_BINDING = "model-api"
+KEY_HEADER = "x-api-key"
 HOST = "host"
 SANDBOX = "sandbox"
 
 
 class ModelService:
-    def __init__(self, api: MessagesApi | None, audit: AuditService, metrics: Metrics, key: str = "") -> None:
+    def __init__(
+        self,
+        api: MessagesApi | None,
+        audit: AuditService,
+        metrics: Metrics,
+        key: str = "",
+        base_url: str = "",
+    ) -> None:
         self.api = api
         self.audit = audit
         self.metrics = metrics
-        self._key = key  # only to scrub it from messages
+        self.base_url = base_url.rstrip("/")
+        self._key = key
 
     @property
     def configured(self) -> bool:
@@ -50,6 +69,13 @@ class ModelService:
         """ModelUnavailable unless configured (for surfaces, before they start anything)."""
         if self.api is None:
             raise ModelUnavailable()
+
+    def binding(self, org_id: str) -> Binding:
+        """The model API as a binding of ``org_id``'s (see the module docstring)."""
+        if self.api is None or not self._key:
+            raise ModelUnavailable()
+        epoch = datetime.fromtimestamp(0, UTC)
+        return Binding(org_id, MODEL_BINDING, self.base_url, KEY_HEADER, self._key, epoch, metered=True)
 
     async def close(self) -> None:
         if self.api is not None:
@@ -122,3 +148,11 @@ def _message(answer: object) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return str(error["message"])[:500]
     return "no message"
+
+
+def sandbox_env(url: str) -> dict[str, str]:
+    """What a sandbox's code reads to reach the model through its binding at ``url``
+    (``http://<bridge>:<port>/<token>/model-api``): the base URL, and as the key the
+    sandbox's token (the forwarder replaces it with the real key)."""
+    token = url.rstrip("/").split("/")[-2]
+    return {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": f"corral-sandbox-{token}"}

@@ -1,7 +1,7 @@
 """Routes of the OpenComputer surface: sandbox lifecycle here, and the whole router.
 
 ``router(CONTROL)`` is mounted at ``/api``, ``router(WORKER)`` at the root. Both carry
-the operational routes (exec, files, PTY, get, timeout, open ports); only the control
+the operational routes (exec, agent sessions, files, PTY, get, timeout, open ports); only the control
 plane creates, lists and kills sandboxes and manages preview URLs; only the worker
 refreshes tokens. A create with ``previewAuth`` answers its token once, as
 ``previewAuthToken`` (always present in a create's answer, "" without preview auth). ``timeout`` is
@@ -28,6 +28,7 @@ from fastapi import status as http
 
 from corral.api.opencomputer import (
     mapping,
+    routes_agent,
     routes_audit,
     routes_bindings,
     routes_checkpoints,
@@ -77,6 +78,7 @@ def router(surface: Surface) -> APIRouter:
     top.include_router(_lifecycle(surface))
     top.include_router(routes_lifecycle.router(surface))
     top.include_router(routes_exec.router(surface))
+    top.include_router(routes_agent.router(surface))
     top.include_router(routes_files.router(surface))
     top.include_router(routes_pty.router(surface))
     top.include_router(routes_preview.router(surface))

@@ -27,7 +27,7 @@ from corral.api.opencomputer.schemas import (
 from corral.api.opencomputer.session_socket import attach
 from corral.auth.principal import Principal
 
-SESSION_IDS = ("es", "ps")
+SESSION_IDS = ("es", "ps", "as")  # as-: agent sessions (routes_agent) stream here too
 
 
 def router(surface: Surface) -> APIRouter:

@@ -371,3 +371,30 @@ class TemplateOut(_Out):
     createdAt: str | None
     builtin: bool
     error: str | None = None
+
+
+# ---- agent sessions (routes_agent) --------------------------------------------------
+
+
+class AgentBody(_Body):
+    prompt: str | None = None
+    model: str | None = None
+    systemPrompt: str | None = None
+    allowedTools: list[str] | None = None
+    permissionMode: str | None = None
+    maxTurns: int | None = None
+    cwd: str | None = None
+    mcpServers: dict[str, Any] | None = None
+    resume: str | None = None
+
+
+class AgentPromptBody(_Body):
+    text: str | None = None
+
+
+class AgentSessionOut(_Out):
+    sessionID: str
+    sandboxID: str
+    running: bool
+    startedAt: str
+    claudeSessionID: str

@@ -217,3 +217,28 @@ async def test_a_slow_head_and_idle_addresses_are_cut(upstream: Upstream) -> Non
             each.close()
     finally:
         await server.close()
+
+
+async def test_a_metered_binding_reports_the_tokens_of_a_streamed_answer(forwarder: Forwarder) -> None:
+    from tests.support.fake_anthropic import FakeMessagesApi, Text, Turn
+
+    fake = FakeMessagesApi(key=SECRET, script=[Turn([Text("streamed")])]).start()
+    try:
+        model = Binding("org-1", "model-api", fake.url, "x-api-key", SECRET, datetime.now(UTC), metered=True)
+        url = forwarder.grant("sb-aaaaaaaaaaaa", "127.0.0.1", [model])["model-api"]
+        body = {
+            "model": "claude-x",
+            "max_tokens": 9,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        async with client() as http, http.stream("POST", f"{url}/v1/messages", json=body) as answer:
+            events = [line async for line in answer.aiter_lines() if line.startswith("data:")]
+        assert answer.status_code == 200 and '"text_delta"' in "".join(events)
+        assert fake.received[0].headers["x-api-key"] == SECRET
+        [(_, _, call)] = calls(forwarder)
+        assert (
+            call["model"] == "claude-x" and call["output_tokens"] == 7 and int(str(call["input_tokens"])) > 0
+        )
+    finally:
+        fake.stop()
