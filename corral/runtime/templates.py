@@ -38,6 +38,7 @@ import re
 import secrets
 import shutil
 import stat
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -90,6 +91,16 @@ INTERPRETER_PACKAGES = (
 )
 INTERPRETER_SERVER = Path(__file__).resolve().parent.parent / "agent" / "interpreter.py"
 INTERPRETER_FILES = (("usr/local/lib/corral/interpreter.py", INTERPRETER_SERVER.read_text()),)
+# The agent: the Claude Agent SDK from PyPI (its wheel ships the Claude Code CLI) and
+# the runner of agent sessions (agent/claude_runner.py; services/agent_sessions.py
+# starts it). The version is pinned: a new one is a new template.
+AGENT_SDK = "claude-agent-sdk==0.2.190"
+AGENT_RUNNER = Path(__file__).resolve().parent.parent / "agent" / "claude_runner.py"
+AGENT_FILES = (("usr/local/lib/corral/claude_runner.py", AGENT_RUNNER.read_text()),)
+# Wheels a recipe's ``pip`` names are downloaded on the host into the build's work dir
+# (beside the root, never in it), copied in by mmdebstrap (its copy-in hook: nothing in
+# the root is followed from the host), installed by the root's own pip, and removed.
+WHEELS_IN_ROOT = "/tmp/corral-wheels"
 # Sandboxes are for installing things: let pip install without --break-system-packages.
 PIP_UNLOCK = ("usr/lib/python3*/EXTERNALLY-MANAGED",)
 DEFAULT_MIRRORS = (
@@ -125,6 +136,7 @@ class Recipe:
     remove: tuple[str, ...] = PIP_UNLOCK  # globs relative to the root, deleted after the build
     hooks: tuple[str, ...] = ()  # shell commands run after the packages, the root as $1
     files: tuple[tuple[str, str], ...] = ()  # (path in the root, text): laid in last, root's, 0644
+    pip: tuple[str, ...] = ()  # requirements installed from PyPI wheels (see WHEELS_IN_ROOT)
     version: int = RECIPE_VERSION
 
     def digest(self, uid_base: int, uid_count: int) -> str:
@@ -137,6 +149,8 @@ class Recipe:
         }
         if not self.files:  # the digests of recipes without files stay what they were
             del document["files"]
+        if not self.pip:  # nor those without wheels
+            del document["pip"]
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -146,6 +160,12 @@ RECIPES: Mapping[str, Recipe] = {
     "nodejs": Recipe((*BASE_PACKAGES, "nodejs", "npm"), hooks=SANDBOX_USER),
     "go": Recipe((*BASE_PACKAGES, "golang"), hooks=SANDBOX_USER),
     "gui": Recipe((*BASE_PACKAGES, *DESKTOP_PACKAGES), hooks=(*SANDBOX_USER, *DESKTOP_HOOKS)),
+    "agent": Recipe(
+        (*BASE_PACKAGES, "python3-pip", "python3-venv"),
+        hooks=SANDBOX_USER,
+        files=AGENT_FILES,
+        pip=(AGENT_SDK,),
+    ),
     "code-interpreter": Recipe(
         (*BASE_PACKAGES, *INTERPRETER_PACKAGES), hooks=SANDBOX_USER, files=INTERPRETER_FILES
     ),
@@ -207,6 +227,8 @@ class TemplateStore:
             work = self._dir / name / f".build-{digest[:16]}-{secrets.token_hex(4)}"
             try:
                 await asyncio.to_thread(work.mkdir, 0o700)
+                if recipe.pip:
+                    await self._download(recipe.pip, work / "wheels", name, report)
                 await self._debootstrap(recipe, work / "rootfs", name, report)
                 report(f"{name}: shifting ownership into the sandbox uid range", 0.96)
                 await asyncio.to_thread(self._finish, work, name, digest, recipe)
@@ -238,6 +260,7 @@ class TemplateStore:
             *(f"--dpkgopt={option}" for option in DPKG_OPTIONS),
             '--aptopt=Acquire::Retries "3"',
             *(f"--customize-hook={hook}" for hook in recipe.hooks),
+            *(f"--customize-hook={hook}" for hook in _pip_hooks(recipe.pip, rootfs.parent / "wheels")),
             recipe.suite,
             str(rootfs),
             *(mirror.format(suite=recipe.suite) for mirror in self._mirrors),
@@ -275,6 +298,28 @@ class TemplateStore:
             raise
         if code != 0:
             raise RuntimeFailure(f"building template {name!r} failed ({code}): " + " | ".join(last))
+
+    async def _download(self, requirements: Sequence[str], into: Path, name: str, report: ProgressFn) -> None:
+        """The wheels of ``requirements`` and their dependencies, for the root's Python
+        (bookworm's: CPython 3.11, glibc 2.36, x86-64), downloaded by the host's pip
+        into ``into``."""
+        report(f"{name}: downloading wheels", 0.01)
+        command = [
+            *(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:"),
+            *("--python-version", "3.11", "--implementation", "cp"),
+            *(arg for glibc in range(17, 37) for arg in ("--platform", f"manylinux_2_{glibc}_x86_64")),
+            *("--dest", str(into), *requirements),
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            tail = " | ".join(out.decode(errors="replace").strip().splitlines()[-10:])
+            raise RuntimeFailure(f"downloading the wheels of template {name!r} failed: {tail}")
 
     def _finish(self, work: Path, name: str, digest: str, recipe: Recipe) -> None:
         rootfs = work / "rootfs"
@@ -427,6 +472,22 @@ def normalize(rootfs: Path) -> None:
                 kind = 0
             if not stat.S_ISREG(kind):
                 agent_dir.write("agent.py", b"", mode=0o644, uid=uid, gid=gid)
+
+
+def _pip_hooks(requirements: Sequence[str], wheels: Path) -> tuple[str, ...]:
+    """mmdebstrap hooks that install ``requirements`` from the wheels in ``wheels``."""
+    if not requirements:
+        return ()
+    names = " ".join(f"'{r}'" for r in requirements)
+    pip = "python3 -m pip install --quiet --no-index --no-cache-dir --break-system-packages"
+    return (
+        f'chroot "$1" install -d -m 0700 {WHEELS_IN_ROOT}',
+        f"copy-in {' '.join(str(w) for w in sorted(wheels.iterdir()))} {WHEELS_IN_ROOT}"
+        if wheels.is_dir()
+        else "false",
+        f'chroot "$1" {pip} --find-links {WHEELS_IN_ROOT} {names}',
+        f'chroot "$1" rm -rf {WHEELS_IN_ROOT}',
+    )
 
 
 def lay(rootfs: Path, files: Sequence[tuple[str, str]]) -> None:
