@@ -3,7 +3,9 @@ count their pixels by color (the screenshot is decoded by the browser itself, so
 image library is needed).
 
 ``chromium`` is Debian's (scripts/install-deps.sh installs it); ``CHROMIUM`` is None
-where it is missing.
+where it is missing. ``chromium_apart`` runs it in a network namespace of its own: Chromium
+aborts requests in flight (net::ERR_NETWORK_CHANGED) whenever a network interface of its
+namespace comes or goes, which sandboxes' veths do on the host all the time.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection, connect, unix_connect
 
 from tests.support.conditions import eventually_async
+from tests.support.loopback_bridge import pipe_unix_to_tcp
 
 CHROMIUM = shutil.which("chromium")
 
@@ -117,14 +123,9 @@ class Page:
         return [count / counted["total"] for count in counted["counts"]]
 
 
-@contextlib.asynccontextmanager
-async def chromium(profile: Path, width: int = 1280, height: int = 800) -> AsyncIterator[Page]:
-    """A headless Chromium with one blank tab, stopped at the end."""
+def _args(profile: Path, width: int, height: int) -> list[str]:
     assert CHROMIUM is not None, "chromium is missing: run scripts/install-deps.sh"
-    profile.mkdir(parents=True, exist_ok=True)
-    active = profile / "DevToolsActivePort"
-    active.unlink(missing_ok=True)  # a former browser's
-    proc = await asyncio.create_subprocess_exec(
+    return [
         CHROMIUM,
         "--headless",
         "--no-sandbox",
@@ -138,6 +139,17 @@ async def chromium(profile: Path, width: int = 1280, height: int = 800) -> Async
         "--remote-allow-origins=*",
         f"--user-data-dir={profile}",
         "about:blank",
+    ]
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: Path, width: int = 1280, height: int = 800) -> AsyncIterator[Page]:
+    """A headless Chromium with one blank tab, stopped at the end."""
+    profile.mkdir(parents=True, exist_ok=True)
+    active = profile / "DevToolsActivePort"
+    active.unlink(missing_ok=True)  # a former browser's
+    proc = await asyncio.create_subprocess_exec(
+        *_args(profile, width, height),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -156,6 +168,45 @@ async def chromium(profile: Path, width: int = 1280, height: int = 800) -> Async
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def chromium_apart(
+    profile: Path, port: int, width: int = 1280, height: int = 800
+) -> AsyncIterator[Page]:
+    """``chromium``, in a network namespace of its own (``unshare --net``: loopback only,
+    nothing coming or going) where ``127.0.0.1:port`` is the host's ``127.0.0.1:port``
+    (``tests.support.loopback_bridge``); the DevTools port is reached the same way."""
+    profile.mkdir(parents=True, exist_ok=True)
+    active = profile / "DevToolsActivePort"
+    active.unlink(missing_ok=True)
+    host_socket, devtools_socket = profile / "host.sock", profile / "devtools.sock"
+    for stale in (host_socket, devtools_socket):
+        stale.unlink(missing_ok=True)
+    bridge = await pipe_unix_to_tcp(host_socket, port)
+    proc = await asyncio.create_subprocess_exec(
+        "unshare", "--net", "--", sys.executable, "-m", "tests.support.loopback_bridge",
+        str(port), str(host_socket), str(active), str(devtools_socket), "--", *_args(profile, width, height),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        await eventually_async(devtools_socket.exists, 30, "chromium did not open its DevTools port")
+        transport = httpx.AsyncHTTPTransport(uds=str(devtools_socket))
+        async with httpx.AsyncClient(transport=transport, timeout=30) as http:
+            tabs = (await http.get("http://127.0.0.1/json/list")).json()
+        page_url = next(t["webSocketDebuggerUrl"] for t in tabs if t.get("type") == "page")
+        async with unix_connect(str(devtools_socket), page_url, max_size=64 << 20) as ws:
+            page = Page(ws)
+            await page.call("Page.enable")
+            yield page
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the bridge and the browser it started
+        await proc.wait()
+        bridge.close()
 
 
 async def _exists(path: Path) -> bool:

@@ -13,7 +13,7 @@ export function Terminal({ sandboxId }) {
   const [attempt, setAttempt] = useState(0);
 
   useEffect(() => {
-    const term = new XTerm({ cursorBlink: true, fontSize: 14, convertEol: false, theme: { background: "#111827" } });
+    const term = new XTerm({ cursorBlink: true, fontSize: 14, convertEol: false, theme: { background: "#000000" } });
     const fit = new FitAddon();
     term.loadAddon(fit);
     term.open(box.current);
