@@ -217,4 +217,13 @@ def serve_world(data_dir: Any) -> Iterator[World]:
 
 
 def matrix_settings(data_dir: Any, port: int) -> Settings:
-    return make_settings(data_dir, port=port, jwt_secret=SECRET, rate_limit_api=0, rate_limit_xgen=0)
+    return make_settings(
+        data_dir,
+        port=port,
+        jwt_secret=SECRET,
+        rate_limit_api=0,
+        rate_limit_xgen=0,
+        rate_limit_runs=0,
+        anthropic_api_key="sk-ant-matrix",  # agent runs' creates need one; no run reaches the model
+        anthropic_base_url="http://127.0.0.1:9",
+    )

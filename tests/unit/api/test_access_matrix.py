@@ -151,6 +151,15 @@ ROUTES: list[Row] = [
     Row("GET", "/sessions/{session_id}/audit", SESSIONS_READ, (200,)),
     Row("GET", "/sessions/{session_id}/stream", SESSIONS_READ, (200,)),
     Row("DELETE", "/sessions/{session_id}", SESSIONS_WRITE, (200,)),  # of an ended one: idempotent
+    # agent runs (spec 004, Bearer); {thread_id}/{run_id}: an ended run of the owner's org (no
+    # desktop here: its run fails at once); extend: {sid} is no thread's desktop (404 for all)
+    Row("POST", "/api/sessions", SESSIONS_WRITE, (201,), bound=False, body={"prompt": "m"}),
+    Row("GET", "/api/sessions/{thread_id}", SESSIONS_READ, (200,)),
+    Row("POST", "/api/sessions/{thread_id}/runs", SESSIONS_WRITE, (201,), body={"message": "m"}),
+    Row("GET", "/api/sessions/{thread_id}/runs/{run_id}", SESSIONS_READ, (200,)),
+    Row("GET", "/api/sessions/{thread_id}/runs/{run_id}/stream", SESSIONS_READ, (200,)),
+    Row("POST", "/api/sessions/{thread_id}/runs/{run_id}/cancel", SESSIONS_WRITE, (200,)),  # ended: as it is
+    Row("POST", "/api/sandbox/extend", SESSIONS_WRITE, (404,), body={"sandboxId": "{sid}"}),
 ]
 
 
@@ -219,6 +228,22 @@ def fresh(world: World, name: str) -> str:
 
 
 _ended: dict[int, str] = {}
+_ended_runs: dict[int, tuple[str, str]] = {}
+
+
+def ended_run(world: World) -> tuple[str, str]:
+    """A thread of the owner's org and its run, ended (it fails: no desktop here), once per world."""
+    if id(world) not in _ended_runs:
+        headers = {"Authorization": f"Bearer {world.keys['owner']}"}
+        thread = str(
+            world.http.post("/api/sessions", json={"prompt": "m"}, headers=headers).json()["threadId"]
+        )
+        run = world.http.post(f"/api/sessions/{thread}/runs", json={"message": "m"}, headers=headers).json()
+        world.http.get(
+            f"/api/sessions/{thread}/runs/{run['runId']}/stream", headers=headers
+        ).raise_for_status()
+        _ended_runs[id(world)] = (thread, str(run["runId"]))
+    return _ended_runs[id(world)]
 
 
 def ended_session(world: World) -> str:
@@ -236,6 +261,8 @@ def call(world: World, row: Row, cred: str) -> tuple[int, httpx.Response | None]
     values = dict(world.ids)
     if "{session_id}" in row.path:
         values["session_id"] = ended_session(world)
+    if "{thread_id}" in row.path:
+        values["thread_id"], values["run_id"] = ended_run(world)
     for name in row.fresh:
         values[name] = fresh(world, name)
     path = row.path.format(**values)
@@ -253,11 +280,14 @@ def call(world: World, row: Row, cred: str) -> tuple[int, httpx.Response | None]
         key = world.credential(cred)
         response = world.http.post(path, json={"api_key": key} if key else {})
         return response.status_code, response
-    headers = world.headers(cred, bearer=not path.startswith("/api"))
+    bearer = not path.startswith("/api") or path.startswith(("/api/sessions", "/api/sandbox/"))  # spec 004's
+    headers = world.headers(cred, bearer=bearer)
     method = "GET" if row.method == "GATEWAY" else row.method
     kwargs: dict[str, Any] = {"params": params, "headers": headers}
     if isinstance(row.body, bytes):
         kwargs["content"] = row.body
+    elif isinstance(row.body, dict):
+        kwargs["json"] = {k: v.format(**values) if isinstance(v, str) else v for k, v in row.body.items()}
     elif row.body is not None:
         kwargs["json"] = row.body
     response = world.http.request(method, path, **kwargs)
