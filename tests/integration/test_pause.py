@@ -3,7 +3,7 @@ surfaces' routes are tested in tests/e2e/test_pause.py): a running process keeps
 memory across a pause, a busy loop burns no CPU while paused (the kernel's cpuacct of
 its cgroup) and stays frozen through a checkpoint, the idle timeout pauses then
 hibernates (an injected clock), and a paused sandbox stays paused across a restart of
-corral and resumes with its memory.
+corral and resumes with its memory (and a kill of a paused one kills it, frozen).
 
 The Core has a data dir and runc root of its own (reconcile removes what its store does
 not know, so it must not share the integration suite's), and borrows that suite's
@@ -183,5 +183,8 @@ async def test_a_restart_keeps_it_paused_and_it_resumes_with_its_memory(core: Co
         again = await counter(restarted, me, sb.id)  # resumes it
         assert again[:2] == (pid, drawn) and again[2] >= n
         assert (await restarted.sandboxes.get(me, sb.id)).status is SandboxStatus.RUNNING
+        await restarted.lifecycle.pause(me, sb.id)
+        await restarted.sandboxes.kill(me, sb.id)  # its processes die frozen
+        assert await restarted.runtime.state(sb.id) != RuntimeState.RUNNING
     finally:
         await close(restarted)
