@@ -41,7 +41,23 @@ async def spawn(
     interrupt the program (a runc killed halfway leaves state that nothing can delete):
     it is waited for, within what is left of ``timeout``, then CancelledError is raised.
     """
-    program = shutil.which(argv[0])
+    pid = start(argv, fds=fds, new_session=new_session)
+    return await _wait(pid, timeout)
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    fds: Mapping[int, int],
+    new_session: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Start ``argv`` with ``fds`` (target number -> our fd; unlisted 0-2 are
+    /dev/null), in its own session with ``new_session``, and return its pid as soon as it
+    has exec'd: the caller reaps it (``os.waitpid`` once its pidfd is readable, see
+    ``wait_readable``). ``env`` defaults to :func:`child_environment`. Raises
+    FileNotFoundError if the program is missing."""
+    program = shutil.which(argv[0], path=(env or os.environ).get("PATH"))
     if program is None:
         raise FileNotFoundError(argv[0])
     # Lift every source fd above the targets so one dup2 cannot clobber another's source.
@@ -53,11 +69,10 @@ async def spawn(
             if target not in lifted
         ]
         actions.extend((os.POSIX_SPAWN_DUP2, source, target) for target, source in lifted.items())
-        pid = _posix_spawn(program, list(argv), actions, new_session)
+        return _posix_spawn(program, list(argv), actions, new_session, env)
     finally:
         for fd in lifted.values():
             os.close(fd)
-    return await _wait(pid, timeout)
 
 
 async def _wait(pid: int, timeout: float) -> int:

@@ -36,9 +36,11 @@ import hashlib
 import os
 import resource
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral import spawn
 from corral.errors import RuntimeFailure
 from corral.runtime.layout import SandboxPaths, valid_id
 
@@ -49,6 +51,7 @@ READY_TIMEOUT_S = 10.0
 # Run as the owner (util-linux's prlimit, setpriv and unshare; a few milliseconds): says
 # "ready" once in its new user namespace, then holds it until its stdin ends.
 _HOLD = "echo ready; exec cat >/dev/null"
+_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
 def _helper_argv(owner: int, msgqueue_bytes: int) -> list[str]:
@@ -183,15 +186,21 @@ def _write_owner(directory: Path, owner: int) -> None:
 
 @dataclass
 class UserNamespace:
-    """A user namespace held open by its helper process until ``close``."""
+    """A user namespace held open by its helper process until ``close``. The helper is
+    started with ``posix_spawn`` (``corral.spawn``), not a fork of the server, which
+    under uvloop stalled the event loop for the whole fork (tens of milliseconds on a
+    busy machine); it holds the namespace until ``hold``, its stdin, is closed."""
 
     owner: int
-    helper: asyncio.subprocess.Process
+    pid: int
+    pidfd: int
+    hold: int  # our end of the helper's stdin
+    returncode: int | None = None  # once ``close`` reaped it
 
     @property
     def path(self) -> str:
         """Where runc finds it (``linux.namespaces[].path``) while it is open."""
-        return f"/proc/{self.helper.pid}/ns/user"
+        return f"/proc/{self.pid}/ns/user"
 
     @classmethod
     async def make(cls, *, owner: int, uid_base: int, uid_count: int, msgqueue_bytes: int) -> UserNamespace:
@@ -202,46 +211,64 @@ class UserNamespace:
         RLIMIT_SIGPENDING and RLIMIT_NPROC, inotify instances and watches up to the
         host's per-user limits. RuntimeFailure, with nothing left running,
         if it cannot be made."""
-        helper = await asyncio.create_subprocess_exec(
-            *_helper_argv(owner, msgqueue_bytes),
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        made = cls(owner, helper)
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
         try:
-            assert helper.stdout is not None
-            ready = await asyncio.wait_for(helper.stdout.readline(), READY_TIMEOUT_S)
+            pid = spawn.start(
+                _helper_argv(owner, msgqueue_bytes), fds={0: hold_r, 1: out_w, 2: out_w}, env=_ENV
+            )
+        except BaseException as exc:
+            for fd in (hold_w, out_r):
+                os.close(fd)
+            if isinstance(exc, OSError):
+                raise RuntimeFailure(f"making the user namespace of owner {owner}: {exc!r}") from exc
+            raise
+        finally:
+            os.close(hold_r)
+            os.close(out_w)
+        made = cls(owner, pid, os.pidfd_open(pid), hold_w)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(out_r, "rb", 0)
+        )
+        try:
+            ready = await asyncio.wait_for(reader.readline(), READY_TIMEOUT_S)
             if ready != b"ready\n":
-                assert helper.stderr is not None
-                error = (await asyncio.wait_for(helper.stderr.read(), READY_TIMEOUT_S)).decode(
-                    errors="replace"
-                )
+                error = (await asyncio.wait_for(reader.read(), READY_TIMEOUT_S)).decode(errors="replace")
                 raise RuntimeFailure(f"making the user namespace of owner {owner}: {error.strip()[-500:]}")
             mapping = f"0 {uid_base} {uid_count}\n"
-            await asyncio.to_thread(_write_maps, helper.pid, mapping)
+            await asyncio.to_thread(_write_maps, pid, mapping)
         except BaseException as exc:
             await made.close()
             if isinstance(exc, OSError | TimeoutError):
                 raise RuntimeFailure(f"making the user namespace of owner {owner}: {exc!r}") from exc
             raise
+        finally:
+            transport.close()
         return made
 
     async def close(self) -> None:
-        """End the helper (the namespace lives on in the processes that joined it).
-        Idempotent."""
-        helper = self.helper
-        if helper.returncode is not None:
+        """End the helper (the namespace lives on in the processes that joined it) and
+        reap it. Idempotent."""
+        if self.hold >= 0:
+            os.close(self.hold)  # the helper's ``cat`` sees the end of its input
+            self.hold = -1
+        if self.returncode is not None:
             return
-        if helper.stdin is not None:
-            helper.stdin.close()
         try:
-            await asyncio.wait_for(helper.wait(), 5.0)
+            await spawn.wait_readable(self.pidfd, 5.0)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                helper.kill()
-            await helper.wait()
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            await spawn.wait_readable(self.pidfd, 5.0)
+        self.returncode = _reap(self.pid)
+        os.close(self.pidfd)
+
+
+def _reap(pid: int) -> int:
+    # Called once its pidfd said the helper exited: returns at once.
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _write_maps(pid: int, mapping: str) -> None:

@@ -65,13 +65,13 @@ async def test_a_namespace_is_owned_by_its_owner_and_mapped() -> None:
         finally:
             os.close(fd)
         assert owner == BASE + 7
-        pid = made.helper.pid
+        pid = made.pid
         assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "100000", "65536"]
         assert Path(f"/proc/{pid}/gid_map").read_text().split() == ["0", "100000", "65536"]
         assert "Max msgqueue size         4096" in Path(f"/proc/{pid}/limits").read_text()
     finally:
         await made.close()
-    assert made.helper.returncode == 0
+    assert made.returncode == 0
     await made.close()  # idempotent
 
 
