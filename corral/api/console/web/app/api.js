@@ -3,6 +3,7 @@
 // as an offered WebSocket subprotocol, never in a URL, never in a cookie.
 
 const STORE = "corral.credential";
+const RETRIES = 3; // for a request cut off by the network (not for POST: it may have been done)
 const signedOutListeners = new Set();
 
 export const session = {
@@ -55,11 +56,22 @@ export async function call(method, path, { body, raw, credential, headers = {}, 
     payload = JSON.stringify(body);
   }
   let response;
-  try {
-    response = await fetch(path, { method, headers: sent, body: payload, signal, credentials: "omit" });
-  } catch (error) {
-    if (error.name === "AbortError") throw error;
-    throw new ApiError(0, "corral cannot be reached: is `corral serve` running? Retrying…");
+  for (let attempt = 0; ; attempt++) {
+    try {
+      response = await fetch(path, { method, headers: sent, body: payload, signal, credentials: "omit" });
+      break;
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      // A request the network dropped (a browser on corral's host sees its interfaces
+      // change as sandboxes come and go): tried again if doing it twice is harmless.
+      if (attempt < RETRIES && method !== "POST") {
+        await new Promise((resolve) => setTimeout(resolve, 250 * (attempt + 1)));
+        continue;
+      }
+      throw new ApiError(0, method === "POST"
+        ? "The request was cut off before corral answered; check whether it took effect, then try again."
+        : "corral cannot be reached: is `corral serve` running?");
+    }
   }
   if (!response.ok) {
     const message = await messageOf(response);
