@@ -1658,10 +1658,12 @@ def op_ports(agent: Agent, conn: Conn, req: Json) -> None:
 
 
 def op_disk(agent: Agent, conn: Conn, req: Json) -> None:
-    """Bytes of the sandbox's root filesystem (its disk) in all and in use."""
+    """Bytes of the sandbox's root filesystem (its disk) in use, and in all: what it uses
+    and what it may still use (a disk made larger than its limit, a standby's, keeps the
+    rest as a reserve nobody may use, so its size is not the limit)."""
     st = os.statvfs("/")
-    total = st.f_blocks * st.f_frsize
-    conn.answer({"ok": True, "total": total, "used": total - st.f_bfree * st.f_frsize})
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    conn.answer({"ok": True, "total": used + st.f_bavail * st.f_frsize, "used": used})
 
 
 def op_env_set(agent: Agent, conn: Conn, req: Json) -> None:
