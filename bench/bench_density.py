@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -271,11 +272,16 @@ async def main_async(args: argparse.Namespace) -> int:
             if not args.no_restart:
                 await target.client.aclose()
                 took = await restart(server, args.restart_timeout)
+                reconciled = re.findall(
+                    r"reconcile: .* in [0-9.]+ s", server.log_path.read_text(errors="replace")
+                )
                 target = CorralTarget(server.url, server.api_key, server.runc_root, server_pid=server.pid)
                 answered, failures = await exec_all(target, sample)
                 notes.append(
-                    f"restart with {len(live)} live: API answering again {took:.2f} s after the start "
-                    f"(reconcile included); then exec in {answered} of {len(sample)} answered"
+                    f"restart with {len(live)} live: API answering again {took:.2f} s after the process "
+                    f"started (its imports, the store, the reconcile), the server's log says "
+                    f"{reconciled[-1] if reconciled else 'no reconcile line'}; "
+                    f"then exec in {answered} of {len(sample)} answered"
                     + (f"; failures: {failures[:5]}" if failures else "")
                 )
     finally:

@@ -469,6 +469,7 @@ class SandboxService:
         container is here stay paused (frozen); the others are hibernated (their disk
         intact) or marked stopped. Everything on the node that no live row owns is removed.
         """
+        started = time.perf_counter()
         found: dict[str, builtins.list[str]] = {"running": [], "stopped": [], "hibernated": [], "paused": []}
         gate = asyncio.Semaphore(RECONCILE_CONCURRENCY)  # a node of 1,000: seconds, not minutes
 
@@ -487,6 +488,11 @@ class SandboxService:
         self.metrics.sandboxes_active.set(len(running) + len(paused))
         if stopped or reclaimed:
             log.warning("reconcile: marked stopped %s, reclaimed %s", stopped, reclaimed)
+        log.info(
+            "reconcile: %d running, %d paused, %d hibernated, %d stopped, %d reclaimed in %.2f s",
+            *map(len, (running, paused, hibernated, stopped, reclaimed)),
+            time.perf_counter() - started,
+        )
         return ReconcileReport(running, stopped, reclaimed, hibernated, paused)
 
     async def _reconciled(self, sandbox: Sandbox) -> str | None:
