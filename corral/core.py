@@ -61,6 +61,7 @@ from corral.services.interpreter import InterpreterBoot
 from corral.services.keys import KeyService
 from corral.services.kill_switch import KillSwitch
 from corral.services.lifecycle import LifecycleService
+from corral.services.members import MemberService
 from corral.services.models import ModelService
 from corral.services.output import OutputBudget
 from corral.services.patches import PatchService
@@ -118,6 +119,7 @@ class Core:
     audit: AuditService
     metrics: Metrics
     keys: KeyService
+    members: MemberService  # an org's users over HTTP
     limiter: RateLimiter
     stored_switches: StoredSwitches
     egress: EgressService
@@ -334,6 +336,7 @@ class Core:
             audit=audit,
             metrics=metrics,
             keys=KeyService(auth, audit, hub),
+            members=MemberService(SqlUserStore(db), auth.keys, audit),
             limiter=RateLimiter(surface_limits(settings), clock.monotonic),
             stored_switches=stored_switches,
             egress=EgressService(sandboxes),

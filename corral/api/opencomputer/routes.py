@@ -9,7 +9,7 @@ served on both although the spec calls it worker-only: the Python SDK posts it t
 its control-plane client.
 
 The control plane also serves corral's own audit trail (``routes_audit``), API key
-(``routes_keys``), caller and node (``routes_node``: /me, /node) and service binding (``routes_bindings``) routes, and spec 003's checkpoints, forks and patches
+(``routes_keys``), caller and node (``routes_node``: /me, /node), users (``routes_users``) and service binding (``routes_bindings``) routes, and spec 003's checkpoints, forks and patches
 (``routes_checkpoints``), hibernate and wake (``routes_lifecycle``, which also has the
 keepalive route of both mounts and the ``X-OSB-Async-Wake`` header every route reads)
 and Dockerfile templates (``routes_templates``). Which role may call what is decided in the services
@@ -41,6 +41,7 @@ from corral.api.opencomputer import (
     routes_preview,
     routes_pty,
     routes_templates,
+    routes_users,
 )
 from corral.api.opencomputer.auth import CoreDep, Surface
 from corral.api.opencomputer.schemas import (
@@ -87,6 +88,7 @@ def router(surface: Surface) -> APIRouter:
         top.include_router(routes_audit.router(surface))
         top.include_router(routes_keys.router(surface))
         top.include_router(routes_node.router(surface))
+        top.include_router(routes_users.router(surface))
         top.include_router(routes_bindings.router(surface))
         top.include_router(routes_templates.router(surface))
     return top

@@ -265,6 +265,24 @@ class CreatedKeyOut(KeyOut):
     key: str  # ek_<id>_<secret>, shown only in this answer
 
 
+class AddUserBody(_Body):
+    email: str
+    role: str
+    name: str | None = None
+
+
+class UserRoleBody(_Body):
+    role: str
+
+
+class UserOut(_Out):
+    id: str
+    email: str
+    name: str
+    role: str
+    createdAt: str
+
+
 class IdentityOut(_Out):
     orgID: str
     orgName: str

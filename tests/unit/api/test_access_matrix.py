@@ -102,6 +102,18 @@ ROUTES: list[Row] = [
     Row("DELETE", "/api/keys/{key}", KEYS, (204,), fresh=("key",)),
     Row("GET", "/api/me", READ, (200,), bound=False),  # no scope needed: every principal here has read
     Row("GET", "/api/node", READ, (200,), bound=False),
+    Row("GET", "/api/users", READ, (200,), bound=False),
+    Row(
+        "POST",
+        "/api/users",
+        KEYS,
+        (201,),
+        bound=False,
+        body={"email": "{email}", "role": "viewer"},
+        fresh=("email",),
+    ),
+    Row("PUT", "/api/users/{user_id}", KEYS, (200,), body={"role": "viewer"}, fresh=("user_id",)),
+    Row("DELETE", "/api/users/{user_id}", KEYS, (204,), fresh=("user_id",)),
     # service bindings: the first add of the name is a 201, the next ones a 409
     Row("POST", "/api/bindings", BINDINGS, (201, 409), bound=False, body={"name": "m", **BINDING}),
     Row("GET", "/api/bindings", BINDINGS, (200,), bound=False),
@@ -210,6 +222,11 @@ def fresh(world: World, name: str) -> str:
         return port
     if name == "key":
         return str(world.owner("POST", "/api/keys", json={"role": "viewer"}).json()["id"])
+    if name == "email":  # of a user to add
+        return f"u{next(_fresh_port)}@example.com"
+    if name == "user_id":  # a viewer user of the owner's org
+        made = world.owner("POST", "/api/users", json={"email": fresh(world, "email"), "role": "viewer"})
+        return str(made.json()["id"])
     if name == "name":  # of a binding
         made = f"b{next(_fresh_port)}"
         world.owner("POST", "/api/bindings", json={"name": made, **BINDING}).raise_for_status()
