@@ -46,8 +46,12 @@ class Envd:
         self.callers = callers
         self.filesystem = FilesystemHandler(callers)
         interceptors = [errors.ConnectErrors()]
-        self.process_app = ProcessASGIApplication(ProcessHandler(callers), interceptors=interceptors)
-        self.filesystem_app = FilesystemASGIApplication(self.filesystem, interceptors=interceptors)
+        self.process_app = ProcessASGIApplication(
+            ProcessHandler(callers), interceptors=interceptors, codecs=errors.CODECS
+        )
+        self.filesystem_app = FilesystemASGIApplication(
+            self.filesystem, interceptors=interceptors, codecs=errors.CODECS
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

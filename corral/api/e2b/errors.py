@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from connectrpc.code import Code
+from connectrpc.codec import Codec, proto_binary_codec, proto_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
 from fastapi import FastAPI
@@ -131,6 +132,32 @@ def connect_error(exc: BaseException) -> ConnectError:
     else:
         log.error("an envd call failed", exc_info=exc)
     return ConnectError(Code.INTERNAL, "internal error")
+
+
+class CheckedCodec:
+    """A connectrpc codec whose undecodable request is ``invalid_argument`` naming what
+    was wrong (connectrpc's own codecs leave it ``unknown``)."""
+
+    def __init__(self, codec: Codec[Any, Any]) -> None:
+        self.codec = codec
+
+    def name(self) -> str:
+        return self.codec.name()
+
+    def encode(self, message: Any) -> bytes:
+        return self.codec.encode(message)
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        try:
+            return self.codec.decode(data, message_class)
+        except Exception as exc:
+            raise ConnectError(
+                Code.INVALID_ARGUMENT,
+                f"the request is not a valid {message_class.__name__} ({self.name()}): {exc}",
+            ) from exc
+
+
+CODECS = [CheckedCodec(proto_binary_codec()), CheckedCodec(proto_json_codec())]
 
 
 class ConnectErrors:

@@ -18,7 +18,11 @@ over corral's exec sessions: a process is a session kept by the sandbox's agent.
 - ``Connect`` streams a running process's output from now on (not what it printed
   before), with the same events; an ended one is not_found.
 - ``SendInput``, ``StreamInput``, ``CloseStdin`` and ``Update`` (a PTY's size) go
-  through an attachment to the session; ``SendSignal`` signals its process group.
+  through the attachment of the process's open ``Start`` or ``Connect`` stream when
+  there is one on this server, so input and its end reach the process in the order the
+  calls came (two attachments are two connections to the agent, whose order is not
+  kept); else through an attachment of their own. ``SendSignal`` signals its process
+  group.
 - ``List``: the sandbox's running processes with their command and arguments (a
   session does not keep its envs or cwd: those are empty).
 """
@@ -29,6 +33,7 @@ import asyncio
 import builtins
 import hashlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Literal
 
 from e2b.envd.process import process_pb as pb
@@ -38,6 +43,7 @@ from protobuf import Oneof
 from corral.api.e2b.caller import Caller, Callers, Context
 from corral.domain import PtySize, SessionInfo, SessionSpec, Stream
 from corral.errors import InvalidInput, NotFound
+from corral.ports import Attachment
 
 KEEPALIVE_HEADER = "keepalive-ping-interval"
 DEFAULT_KEEPALIVE_S = 50.0
@@ -55,6 +61,7 @@ class ProcessHandler(Process):
 
     def __init__(self, calls: Callers) -> None:
         self.calls = calls
+        self.streams: dict[tuple[str, str], builtins.list[Attachment]] = {}  # open streams' attachments
 
     # ---- streams ---------------------------------------------------------------------
 
@@ -93,7 +100,7 @@ class ProcessHandler(Process):
         pid = pid_of(info.id)
         core = self.calls.core
         attach = await core.commands.attach(caller.principal, caller.sandbox_id, info.id)
-        async with attach as attachment:
+        async with attach as attachment, self._streaming(caller, info, attachment):
             if not stdin and not info.pty:
                 await attachment.close_stdin()
             yield started(pid)
@@ -159,8 +166,7 @@ class ProcessHandler(Process):
         info = await self._find(caller, request.process)
         if info.pty:
             raise InvalidInput("a PTY has no stdin to close: send Ctrl+D (0x04)", field="process")
-        core = self.calls.core
-        async with await core.commands.attach(caller.principal, caller.sandbox_id, info.id) as attachment:
+        async with self._attached(caller, info) as attachment:
             await attachment.close_stdin()
         return pb.CloseStdinResponse()
 
@@ -170,8 +176,7 @@ class ProcessHandler(Process):
         size = request.pty.size if request.pty is not None else None
         if size is None:
             raise InvalidInput("pty.size is required", field="pty.size")
-        core = self.calls.core
-        async with await core.commands.attach(caller.principal, caller.sandbox_id, info.id) as attachment:
+        async with self._attached(caller, info) as attachment:
             await attachment.resize(size.cols, size.rows)
         return pb.UpdateResponse()
 
@@ -185,6 +190,31 @@ class ProcessHandler(Process):
         return pb.SendSignalResponse()
 
     # ---- helpers ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _streaming(
+        self, caller: Caller, info: SessionInfo, attachment: Attachment
+    ) -> AsyncIterator[None]:
+        """``attachment`` is the one input goes through while the block runs."""
+        key = (caller.sandbox_id, info.id)
+        self.streams.setdefault(key, []).append(attachment)
+        try:
+            yield
+        finally:
+            self.streams[key].remove(attachment)
+            if not self.streams[key]:
+                del self.streams[key]
+
+    @asynccontextmanager
+    async def _attached(self, caller: Caller, info: SessionInfo) -> AsyncIterator[Attachment]:
+        """The attachment of an open stream of the process, else one of its own."""
+        open_streams = self.streams.get((caller.sandbox_id, info.id))
+        if open_streams:
+            yield open_streams[0]
+            return
+        core = self.calls.core
+        async with await core.commands.attach(caller.principal, caller.sandbox_id, info.id) as attachment:
+            yield attachment
 
     async def _sessions(self, caller: Caller) -> builtins.list[SessionInfo]:
         processes = await self.calls.core.sandboxes.processes_of(caller.principal, caller.sandbox_id)
@@ -204,10 +234,7 @@ class ProcessHandler(Process):
     async def _input(self, caller: Caller, info: SessionInfo, given: pb.ProcessInput | None) -> None:
         match given.input if given is not None else None:
             case Oneof(field="stdin" | "pty", value=bytes(data)):
-                core = self.calls.core
-                async with await core.commands.attach(
-                    caller.principal, caller.sandbox_id, info.id
-                ) as attachment:
+                async with self._attached(caller, info) as attachment:
                     await attachment.send_stdin(bytes(data))
             case _:
                 raise InvalidInput("input: stdin or pty bytes are required", field="input")
