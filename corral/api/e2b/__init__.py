@@ -21,10 +21,13 @@ Decisions where the SDK leaves corral a choice:
   hibernate until corral's memory-keeping pause lands); 409 for a sandbox already in
   that state. A stopped sandbox is 404 everywhere, as E2B forgets killed ones.
 - ``envdVersion`` is ``mapping.ENVD_VERSION``, the newest the pinned SDK gates a feature
-  on. ``envdAccessToken`` is a worker token of the sandbox (``caller``); there is no
-  traffic access token: ports other than envd's are reached through the gateway as
-  any corral preview (the owner's key, the access token as ``X-Access-Token`` through
-  ``E2B_SANDBOX_URL``, or a public preview).
+  on. ``envdAccessToken`` is a worker token of the sandbox (``caller``), and so is
+  ``trafficAccessToken`` (the same): ports other than envd's are reached through the
+  gateway as any corral preview (the owner's key, the access token as ``X-Access-Token``
+  or ``E2B-Traffic-Access-Token`` through ``E2B_SANDBOX_URL``, or a public preview).
+  ``e2b_code_interpreter`` sends only the latter on its context calls to port 49999.
+  Its default template, ``code-interpreter-v1``, is corral's ``code-interpreter``
+  (``mapping.TEMPLATES``).
 - ``domain`` is the gateway's domain with the port the client reached corral on, so
   ``get_host(port)`` (``{port}-{id}.<domain>``) names a gateway host of this server.
 - Accepted and not acted on: ``autoPause``/``autoResume`` (see above), ``secure`` (envd

@@ -7,9 +7,10 @@ E2B_SANDBOX_URL are corral's own URL):
 - sandbox traffic: any request with an ``E2b-Sandbox-Id`` header. Port 49983
   (``E2b-Sandbox-Port``, the default) is corral's envd (``envd.Envd``); any other port
   goes through the gateway (``relay``, given by ``corral.api.app``: the gateway's own
-  access check, forwarding, WebSockets and errors) with ``X-Access-Token`` sent as
-  ``Authorization: Bearer`` (the envd access token is a worker token of the sandbox,
-  which the gateway admits to any port of it);
+  access check, forwarding, WebSockets and errors) with ``X-Access-Token`` (or
+  ``E2B-Traffic-Access-Token``, the same token) sent as ``Authorization: Bearer`` (the
+  envd access token is a worker token of the sandbox, which the gateway admits to any
+  port of it);
 - the control plane (``routes``, a sub-application with the E2B error envelope): paths
   ``/sandboxes...`` and ``/v2/sandboxes...`` carrying ``X-API-Key`` and no
   ``Authorization``. OpenComputer's worker routes share ``/sandboxes/{id}`` but come
@@ -37,6 +38,7 @@ Relay = Callable[[str, int, Scope, Receive, Send], Awaitable[None]]
 _SANDBOX_ID = SANDBOX_ID.encode()
 _SANDBOX_PORT = SANDBOX_PORT.encode()
 _ACCESS_TOKEN = ACCESS_TOKEN.encode()
+_TRAFFIC_TOKEN = b"e2b-traffic-access-token"  # the same token, e2b_code_interpreter's header
 _CONTROL = ("/sandboxes", "/v2/sandboxes")
 
 
@@ -84,7 +86,7 @@ class E2bSurface:
             self._envd = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sandbox_id = port = token = b""
+        sandbox_id = port = token = traffic = b""
         for name, value in scope["headers"]:
             if name == _SANDBOX_ID:
                 sandbox_id = value
@@ -92,6 +94,9 @@ class E2bSurface:
                 port = value
             elif name == _ACCESS_TOKEN:
                 token = value
+            elif name == _TRAFFIC_TOKEN:
+                traffic = value
+        token = token or traffic
         if not sandbox_id:
             await self.control(scope, receive, send)
             return
@@ -111,6 +116,6 @@ def _bearer(scope: Scope, token: bytes) -> Scope:
     """``scope`` with ``X-Access-Token`` sent as ``Authorization: Bearer`` (no E2B headers)."""
     if not token:
         return scope
-    drop = {_ACCESS_TOKEN, b"authorization", _SANDBOX_ID, _SANDBOX_PORT}
+    drop = {_ACCESS_TOKEN, _TRAFFIC_TOKEN, b"authorization", _SANDBOX_ID, _SANDBOX_PORT}
     headers = [(n, v) for n, v in scope["headers"] if n not in drop]
     return {**scope, "headers": [*headers, (b"authorization", b"Bearer " + token)]}

@@ -17,6 +17,7 @@ from corral.domain import DiskUsage, Sandbox, SandboxStatus
 from corral.domain.events import Event
 from corral.domain.usage import Usage
 from corral.errors import NotFound
+from corral.services.interpreter import INTERPRETER_TEMPLATE
 from corral.services.sandboxes import CreateSandbox
 
 ENVD_VERSION = "0.6.4"
@@ -26,11 +27,12 @@ CLIENT_ID = "corral"
 DEFAULT_TIMEOUT_S = 300  # the SDK's default too
 NO_END = timedelta(days=30)  # endAt of a sandbox without a timeout
 PAUSED = frozenset({SandboxStatus.HIBERNATED, SandboxStatus.PAUSED})
+TEMPLATES = {"code-interpreter-v1": INTERPRETER_TEMPLATE}  # E2B's names of corral's templates
 
 
 def create_request(body: NewSandbox) -> CreateSandbox:
     return CreateSandbox(
-        template=body.templateID,
+        template=TEMPLATES.get(body.templateID, body.templateID),
         timeout_s=DEFAULT_TIMEOUT_S if body.timeout is None else body.timeout,
         envs=dict(body.envVars or {}),
         metadata=dict(body.metadata or {}),
@@ -54,7 +56,7 @@ def sandbox_out(sandbox: Sandbox, token: str, domain: str | None) -> SandboxOut:
         envdVersion=ENVD_VERSION,
         alias=sandbox.template,
         envdAccessToken=token,
-        trafficAccessToken=None,
+        trafficAccessToken=token,  # e2b_code_interpreter's only credential on some calls
         domain=domain,
     )
 
