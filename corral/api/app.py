@@ -7,7 +7,9 @@ generated admin key is printed once to stderr (it is also saved, mode 0600, at
 ``<data dir>/admin-key``).
 
 Mounted: the OpenComputer control plane at ``/api``, its worker-direct routes at the
-root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the MCP server
+root, the Enclave surface at ``/sessions`` (spec 001, its own envelope), the agent-runs
+surface at ``/api/sessions`` and ``/api/sandbox`` (spec 004, its own envelope, included
+before ``/api``), the MCP server
 at ``/mcp`` (Streamable HTTP, ``corral.api.mcp``), the web console at ``/console``
 (``corral.api.console``: a page and its modules, a client of these routes), the Copass compute
 surface at ``/api/v1/storage/sandboxes`` (mounted first), the xgen surface at ``/api/v1`` (a sub-application with its own error envelope
