@@ -106,6 +106,7 @@ def runs_server(tmp_path_factory: pytest.TempPathFactory, model: FakeMessagesApi
         "CORRAL_ANTHROPIC_BASE_URL": model.url,
         "CORRAL_RUNS_MAX_STEPS": "8",
         "CORRAL_REAPER_INTERVAL_S": "0.5",
+        "CORRAL_RATE_LIMIT_RUNS": "0",  # the tests poll runs; the limit is tested in tests/unit/api/test_runs.py
     }
     E2E_DATA_DIR.mkdir(parents=True, exist_ok=True)
     build_template("gui", env, work / "template-build.log", E2E_DATA_DIR)
