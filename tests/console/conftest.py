@@ -117,9 +117,12 @@ class Console:
             raise AssertionError(
                 f"no sign-in page at {href}: {await self.text('body')!r}; failed: {self.failed}"
             ) from None
-        if await self.exists("#role"):  # signed in from before: sign out, as a user would
-            await self.click("header .who button")
-            await self.page.settled("document.getElementById('signin') !== null")
+        for _ in range(10):  # signed in from before, maybe to several orgs: sign out of each
+            if not await self.exists("#role"):
+                break
+            await self.click("#sign-out")
+            await self.page.settled("document.querySelector('#signin, #role') !== null", 30)
+        await self.page.settled("document.getElementById('signin') !== null")
         if email is not None:
             await self.click("[role=tab]:nth-child(2)")
             await self.page.settled("document.getElementById('token') !== null")

@@ -7,6 +7,7 @@ killed while its page is open; screenshots of the main pages, checked not blank.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import Console, Server
+from tests.support.conditions import eventually_async
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]
 
@@ -196,7 +198,71 @@ async def test_the_main_pages_are_drawn(browser: Console, console_server: Server
         ("#/audit", "#audit"),
         ("#/templates", "#templates"),
         ("#/sessions", "#code"),
+        ("#/users", "#add-user"),
     ):
         await browser.go(page)
         await browser.page.settled(f"document.querySelector({ready!r}) !== null", 30)
         await keep_screenshot(browser, screenshots, page.strip("#/"))
+
+
+async def test_users_and_roles_and_a_second_org_to_switch_to(
+    browser: Console, console_server: Server
+) -> None:
+    await browser.signed_in(console_server.key)
+    await browser.go("#/users")
+    email = f"bob-{secrets.token_hex(3)}@example.com"
+    await browser.fill("#user-email", email)
+    await browser.click("#add-user")
+    await browser.shows("#users", email)
+    async with console_server.http() as http:
+
+        async def user() -> dict[str, Any] | None:
+            return next((u for u in (await http.get("/api/users")).json() if u["email"] == email), None)
+
+        added = await user()
+        assert added is not None and added["role"] == "developer"
+        row = f"#users tr[data-id='{added['id']}']"
+        await browser.page.evaluate(
+            f"(s => {{ s.value = 'viewer'; s.dispatchEvent(new Event('change', {{bubbles: true}})); }})"
+            f"(document.querySelector({json.dumps(row + ' select')}))"
+        )
+        await eventually_async(lambda: _role_is(user, "viewer"), 30, "the role never changed")
+        await browser.click(f"{row} button.danger")
+        await browser.shows(f"{row} button.danger", "sure?")
+        await browser.click(f"{row} button.danger")
+        await eventually_async(lambda: _gone(user), 30, "the user was never removed")
+        await browser.page.settled(f"document.querySelector({json.dumps(row)}) === null", 30)
+
+    org = f"beta-{secrets.token_hex(3)}"
+    console_server.cli("org", "create", org)
+    beta_key = console_server.cli("keys", "create", "--role", "owner", "--org", org).splitlines()[-1].strip()
+    await browser.page.evaluate(
+        "(s => { s.value = '+'; s.dispatchEvent(new Event('change', {bubbles: true})); })"
+        "(document.getElementById('org-switch'))"
+    )
+    await browser.shows("#root", "Back to default")  # a way back without signing in again
+    await browser.fill("#key", beta_key)
+    await browser.click("#signin")
+    await browser.page.settled("document.getElementById('role') !== null", 30)
+    assert org in await browser.page.evaluate("document.getElementById('org-switch').selectedOptions[0].text")
+    await browser.go("#/sandboxes")
+    await browser.shows("#page", "No sandboxes yet")  # the other org's, none
+    default = await browser.page.evaluate(
+        "[...document.getElementById('org-switch').options].find(o => o.text.startsWith('default')).value"
+    )
+    await browser.page.evaluate(
+        f"(s => {{ s.value = {json.dumps(default)}; s.dispatchEvent(new Event('change', {{bubbles: true}})); }})"
+        "(document.getElementById('org-switch'))"
+    )
+    await browser.page.settled(
+        "document.getElementById('org-switch')?.selectedOptions[0].text.startsWith('default') === true", 30
+    )
+
+
+async def _role_is(user: Any, role: str) -> bool:
+    found = await user()
+    return found is not None and found["role"] == role
+
+
+async def _gone(user: Any) -> bool:
+    return await user() is None

@@ -6,14 +6,38 @@ const STORE = "corral.credential";
 const RETRIES = 3; // for a request cut off by the network (not for POST: it may have been done)
 const signedOutListeners = new Set();
 
+const ACCOUNTS = "corral.accounts";
+
+/** The tab's credentials: the one in use, and every org signed in to in this tab
+ * (``accounts``: {credential, orgID, orgName, role, who}), for the org switcher. */
 export const session = {
   get credential() {
     return sessionStorage.getItem(STORE);
   },
-  save(credential) {
-    sessionStorage.setItem(STORE, credential);
+  get accounts() {
+    try {
+      return JSON.parse(sessionStorage.getItem(ACCOUNTS) ?? "[]");
+    } catch {
+      return [];
+    }
   },
+  save(credential, me) {
+    sessionStorage.setItem(STORE, credential);
+    if (me) {
+      const who = me.email ?? `key ${me.keyID}`;
+      const others = this.accounts.filter((a) => !(a.orgID === me.orgID && a.who === who));
+      const account = { credential, orgID: me.orgID, orgName: me.orgName, role: me.role, who };
+      sessionStorage.setItem(ACCOUNTS, JSON.stringify([...others, account]));
+    }
+  },
+  /** Sign out of the credential in use (the tab's other orgs stay). */
   clear() {
+    const gone = this.credential;
+    sessionStorage.removeItem(STORE);
+    sessionStorage.setItem(ACCOUNTS, JSON.stringify(this.accounts.filter((a) => a.credential !== gone)));
+  },
+  /** Put the credential in use aside, keeping it for the switcher (to add another org). */
+  stepAside() {
     sessionStorage.removeItem(STORE);
   },
 };

@@ -10,6 +10,7 @@ import { Audit } from "./pages/audit.js";
 import { Health } from "./pages/health.js";
 import { Sessions, SessionPage } from "./pages/sessions.js";
 import { Templates } from "./pages/templates.js";
+import { Users } from "./pages/users.js";
 
 const PAGES = [
   { path: /^sandboxes\/([\w-]+)$/, page: SandboxPage },
@@ -18,9 +19,16 @@ const PAGES = [
   { path: /^sessions$/, page: Sessions, nav: "Sessions" },
   { path: /^templates$/, page: Templates, nav: "Templates" },
   { path: /^keys$/, page: Keys, nav: "API keys", scope: "keys:manage" },
+  { path: /^users$/, page: Users, nav: "Users" },
   { path: /^audit$/, page: Audit, nav: "Audit", scope: "audit:read" },
   { path: /^health$/, page: Health, nav: "Health" },
 ];
+
+function switchTo(account) {
+  session.save(account.credential);
+  location.hash = "#/sandboxes";
+  location.reload();
+}
 
 function currentPath() {
   return location.hash.replace(/^#\/?/, "") || "sandboxes";
@@ -49,7 +57,10 @@ function App() {
     if (!session.credential) return;
     api
       .get("/api/me")
-      .then(setMe)
+      .then((found) => {
+        session.save(session.credential, found);
+        setMe(found);
+      })
       .catch((error) => setNotice(error instanceof ApiError ? error.message : String(error)))
       .finally(() => setChecking(false));
   }, []);
@@ -60,13 +71,30 @@ function App() {
       setNotice(null);
       setMe(found);
     };
-    return html`<${SignIn} notice=${notice} onSignedIn=${signedIn} />`;
+    const back = session.accounts[session.accounts.length - 1];
+    const toBack = back ? { orgName: back.orgName, go: () => switchTo(back) } : null;
+    return html`<${SignIn} notice=${notice} onSignedIn=${signedIn} back=${toBack} />`;
   }
   const signOut = () => {
     session.clear();
+    const next = session.accounts[0];
+    if (next) return switchTo(next);
     setMe(null);
     setNotice("Signed out.");
   };
+  const switchOrg = (event) => {
+    const choice = event.target.value;
+    if (choice === "+") {
+      session.stepAside();
+      setNotice("Sign in to another org; the orgs you are signed in to stay in the switcher.");
+      setMe(null);
+      return;
+    }
+    const account = session.accounts[Number(choice)];
+    if (account) switchTo(account);
+  };
+  const accounts = session.accounts;
+  const current = accounts.findIndex((a) => a.credential === session.credential);
   let found = null;
   let args = [];
   for (const entry of PAGES) {
@@ -90,10 +118,14 @@ function App() {
         })}
       </nav>
       <div class="who">
-        <span class="org" title=${"org " + me.orgID}>${me.orgName}</span>
+        <select id="org-switch" aria-label="Org" value=${String(current)} onChange=${switchOrg} title=${"org " + me.orgID}>
+          ${accounts.map((a, i) => html`<option value=${String(i)}>${a.orgName} · ${a.who}</option>`)}
+          ${current < 0 && html`<option value="-1">${me.orgName}</option>`}
+          <option value="+">Sign in to another org…</option>
+        </select>
         <span class="role role-${me.role}" id="role">${me.role}</span>
         <span class="ident">${me.email ?? (me.keyID ? "key " + me.keyID : "")}</span>
-        <button type="button" class="quiet" onClick=${signOut}>Sign out</button>
+        <button type="button" class="quiet" id="sign-out" onClick=${signOut}>Sign out</button>
       </div>
     </header>
     <main id="page">

@@ -8,6 +8,7 @@ import { Files } from "./files.js";
 import { Exec } from "./exec.js";
 import { Audit } from "./audit.js";
 import { Ports, Network, Checkpoints } from "./settings.js";
+import { Desktop } from "./desktop.js";
 
 const TABS = [
   ["terminal", "Terminal"],
@@ -17,6 +18,7 @@ const TABS = [
   ["network", "Network"],
   ["checkpoints", "Checkpoints"],
   ["audit", "Audit"],
+  ["desktop", "Desktop"],
 ];
 
 export function SandboxPage({ me, args: [id] }) {
@@ -54,7 +56,7 @@ export function SandboxPage({ me, args: [id] }) {
       <${Notice} error=${action.error} />
       <${Notice} error=${sandbox.error} />
       <div class="tabs" role="tablist">
-        ${TABS.map(([name, label]) => html`
+        ${TABS.filter(([name]) => name !== "desktop" || sb.templateID === "gui").map(([name, label]) => html`
           <button type="button" role="tab" id=${"tab-" + name} aria-selected=${tab === name} class=${tab === name ? "active" : ""} onClick=${() => setTab(name)}>${label}</button>`)}
       </div>
       <div class="tab-body" role="tabpanel">
@@ -84,6 +86,8 @@ function TabBody({ tab, me, sandbox }) {
       return html`<${Checkpoints} me=${me} sandboxId=${id} />`;
     case "audit":
       return html`<${Audit} me=${me} sandboxId=${id} />`;
+    case "desktop":
+      return html`<${Desktop} sandboxId=${id} />`;
   }
   return null;
 }

@@ -3,7 +3,7 @@ import { html, useState } from "../html.js";
 import { api, ApiError, session } from "../api.js";
 import { Notice } from "../ui.js";
 
-export function SignIn({ notice, onSignedIn }) {
+export function SignIn({ notice, onSignedIn, back }) {
   const [mode, setMode] = useState("key");
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -22,7 +22,7 @@ export function SignIn({ notice, onSignedIn }) {
       if (mode === "user" && me.email?.toLowerCase() !== email.trim().toLowerCase()) {
         return setError(`That token is not ${email || "this email"}'s${me.email ? ` (it is ${me.email}'s)` : ""}.`);
       }
-      session.save(credential);
+      session.save(credential, me);
       onSignedIn(me);
     } catch (e) {
       setError(
@@ -53,6 +53,7 @@ export function SignIn({ notice, onSignedIn }) {
         <${Notice} error=${error} />
         <button type="submit" class="primary" id="signin" disabled=${busy}>${busy ? "Checking…" : "Sign in"}</button>
         <p class="hint">Kept in this tab only (session storage), sent as a header; closing the tab signs you out.</p>
+        ${back && html`<button type="button" class="quiet" onClick=${back.go}>Back to ${back.orgName}</button>`}
       </form>
     </div>`;
 }
