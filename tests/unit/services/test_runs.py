@@ -66,10 +66,17 @@ async def core(tmp_path: Path) -> AsyncIterator[Core]:
     await close_core(c)
 
 
-def service(core: Core, model: Model, store: MemoryThreadStore | None = None) -> RunService:
+def service(
+    core: Core, model: Model, store: MemoryThreadStore | None = None, deadline_s: float = 60
+) -> RunService:
     agent = ComputerUseAgent(model, model_name="claude-test", max_steps=5)
     return RunService(
-        store or MemoryThreadStore(), core.sandboxes, core.desktop, agent, core.audit, run_deadline_s=60
+        store or MemoryThreadStore(),
+        core.sandboxes,
+        core.desktop,
+        agent,
+        core.audit,
+        run_deadline_s=deadline_s,
     )
 
 
@@ -135,6 +142,18 @@ async def test_a_model_without_a_key_fails_the_run_saying_what_to_set(core: Core
     model.configured = False
     with pytest.raises(ModelUnavailable):
         await runs.start_run(me, thread.id, "again")
+
+
+async def test_a_run_past_its_deadline_fails_saying_so(core: Core) -> None:
+    me, runs = (
+        await owner(core),
+        service(core, Model(hold=asyncio.Event()), deadline_s=0.2),
+    )  # a model that never answers
+    thread, _ = await runs.create_thread(me, NewThread("x", "x"))
+    started = await runs.start_run(me, thread.id, "go")
+    await frames(runs, me, started.run)
+    done = await runs.run(me, thread.id, started.run.id)
+    assert done.status is RunStatus.FAILED and done.error == "the run's deadline passed (0.2 s)"
 
 
 async def test_reconcile_ends_the_runs_a_crash_left(core: Core) -> None:
