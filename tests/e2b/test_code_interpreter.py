@@ -112,10 +112,6 @@ def test_r_is_the_second_language(sandbox: Sandbox) -> None:
     assert sandbox.run_code("cat(length(v))", language="r").logs.stdout == ["3"]  # its state kept
     failed = sandbox.run_code("stop('no way')", language="r")
     assert failed.error is not None and "no way" in failed.error.value
-    r_context = sandbox.create_code_context(language="r")
-    assert r_context.language == "r"
-    assert sandbox.run_code("exists('v')", context=r_context).results[0].text == "[1] FALSE"
-    sandbox.remove_code_context(r_context)
     with pytest.raises(SandboxException, match="language: 'cobol' is not one of python, r"):
         sandbox.run_code("1", language="cobol")
 
