@@ -88,6 +88,7 @@ async def run(args: argparse.Namespace) -> int:
             "CORRAL_ANTHROPIC_BASE_URL": model.url,
             "CORRAL_NETWORK_ENABLED": "false",
             "CORRAL_STANDBY_SANDBOXES": str(args.standby),
+            "CORRAL_RATE_LIMIT_RUNS": "0",  # it reads every run's stream: more than 60 requests a minute
         }
     )
     await server.start()
