@@ -257,6 +257,13 @@ async def test_users_and_roles_and_a_second_org_to_switch_to(
     await browser.page.settled(
         "document.getElementById('org-switch')?.selectedOptions[0].text.startsWith('default') === true", 30
     )
+    await browser.click("#sign-out")  # out of default: the tab's other org remains
+    await browser.page.settled(
+        f"document.getElementById('org-switch')?.selectedOptions[0].text.startsWith({json.dumps(org)}) === true",
+        30,
+    )
+    await browser.click("#sign-out")  # and out of that one: the sign-in page
+    await browser.shows("#root", "Signed out")
 
 
 async def _role_is(user: Any, role: str) -> bool:
@@ -266,3 +273,14 @@ async def _role_is(user: Any, role: str) -> bool:
 
 async def _gone(user: Any) -> bool:
     return await user() is None
+
+
+async def test_an_agent_run_without_a_model_key_says_what_to_set(
+    browser: Console, console_server: Server
+) -> None:
+    await browser.signed_in(console_server.key)
+    await browser.go("#/runs")
+    await browser.fill("#run-prompt", "open a terminal")
+    await browser.click("#run-launch")
+    await browser.shows("[role=alert]", "CORRAL_ANTHROPIC_API_KEY")
+    assert await browser.page.evaluate("location.hash") == "#/runs"

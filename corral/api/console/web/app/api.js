@@ -124,11 +124,15 @@ export const api = {
 export async function stream(path, { method = "GET", body, signal, onEvent }) {
   const response = await call(method, path, { body, signal, headers: { Accept: "text/event-stream" } });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
+  let buffer = ""; // line ends made \n (sse-starlette sends CRLF)
+  let carried = ""; // a CR at the end of a chunk, whose LF may come next
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value;
+    let text = carried + value;
+    carried = text.endsWith("\r") ? "\r" : "";
+    if (carried) text = text.slice(0, -1);
+    buffer += text.replace(/\r\n?/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);

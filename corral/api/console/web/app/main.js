@@ -11,12 +11,15 @@ import { Health } from "./pages/health.js";
 import { Sessions, SessionPage } from "./pages/sessions.js";
 import { Templates } from "./pages/templates.js";
 import { Users } from "./pages/users.js";
+import { Runs, RunPage } from "./pages/runs.js";
 
 const PAGES = [
   { path: /^sandboxes\/([\w-]+)$/, page: SandboxPage },
   { path: /^sandboxes$/, page: Sandboxes, nav: "Sandboxes" },
   { path: /^sessions\/([\w-]+)$/, page: SessionPage },
   { path: /^sessions$/, page: Sessions, nav: "Sessions" },
+  { path: /^runs\/([\w-]+)$/, page: RunPage },
+  { path: /^runs$/, page: Runs, nav: "Agent runs" },
   { path: /^templates$/, page: Templates, nav: "Templates" },
   { path: /^keys$/, page: Keys, nav: "API keys", scope: "keys:manage" },
   { path: /^users$/, page: Users, nav: "Users" },
