@@ -73,6 +73,7 @@ class Step:
     slab_per_sandbox: float | None = None
     kernel_per_sandbox: float | None = None  # page tables + kernel stacks
     server_pss: float | None = None
+    pss: float | None = None  # of a sample of sandboxes' processes, per sandbox
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, metric: str, value: float) -> None:
@@ -89,14 +90,25 @@ async def timed(call: object) -> float:
     return time.perf_counter() - start
 
 
-async def fill(target: CorralTarget, live: list[str], count: int, concurrency: int, deadline: float) -> None:
-    """Create idle sandboxes until ``count`` are live, ``concurrency`` at once."""
+MAX_FAILURES = 20
+
+
+async def fill(
+    target: CorralTarget, live: list[str], count: int, concurrency: int, deadline: float, failures: list[str]
+) -> None:
+    """Create idle sandboxes until ``count`` are live, ``concurrency`` at once; a failed
+    create is recorded in ``failures`` (the fill goes on, up to MAX_FAILURES)."""
 
     async def worker() -> None:
         while len(live) + pending[0] < count and time.monotonic() < deadline:
+            if len(failures) >= MAX_FAILURES:
+                raise CommandFailed(f"{len(failures)} creates failed: {failures[:3]}")
             pending[0] += 1
             try:
                 sandbox_id = await asyncio.wait_for(target.create(), OP_TIMEOUT)
+            except (CommandFailed, httpx.HTTPError, TimeoutError) as exc:
+                failures.append(f"at {len(live)} live: {exc!r}"[:300])
+                continue
             finally:
                 pending[0] -= 1
             live.append(sandbox_id)
@@ -202,15 +214,15 @@ async def restart(server: CorralServer, timeout: float) -> float:
 def report(steps: list[Step], notes: list[str]) -> str:
     lines = [
         (
-            "| live | host MiB/sandbox | unreclaimable slab MiB/sandbox | page tables + stacks MiB/sandbox "
+            "| live | host MiB/sandbox | PSS MiB/sandbox | unreclaimable slab MiB/sandbox | page tables + stacks MiB/sandbox "
             "| server PSS MiB | create p50 | exec p50 (new) | exec p50 (existing) | get p50 | list p50 "
             "| list ?limit=50 p50 | /metrics p50 |"
         ),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in steps:
         lines.append(
-            f"| {s.live} | {mib(s.memory_per_sandbox)} | {mib(s.slab_per_sandbox)} | "
+            f"| {s.live} | {mib(s.memory_per_sandbox)} | {mib(s.pss)} | {mib(s.slab_per_sandbox)} | "
             f"{mib(s.kernel_per_sandbox)} | {mib(s.server_pss)} | {s.p50('create')} | {s.p50('exec')} | "
             f"{s.p50('exec_existing')} | {s.p50('get')} | {s.p50('list')} | {s.p50('list_page')} | "
             f"{s.p50('metrics')} |"
@@ -232,6 +244,7 @@ async def main_async(args: argparse.Namespace) -> int:
     steps: list[Step] = []
     notes: list[str] = []
     live: list[str] = []
+    failures: list[str] = []
     target: CorralTarget | None = None
     try:
         await server.start()
@@ -245,13 +258,16 @@ async def main_async(args: argparse.Namespace) -> int:
         base, base_used = meminfo(), host_used()
         for count in args.steps:
             print(f"step {count}: filling ({len(live)} live)", flush=True)
-            await fill(target, live, count, args.concurrency, deadline)
+            await fill(target, live, count, args.concurrency, deadline, failures)
             if len(live) < count:
                 notes.append(f"the run's deadline stopped the fill at {len(live)} of {count}")
                 count = len(live)
             await asyncio.sleep(args.settle)
             step = Step(len(live))
             measure_memory(step, base, base_used, len(live), server)
+            if live:
+                sampled = await target.memory(random.sample(live, min(args.pss_sample, len(live))))
+                step.pss = sum(m.pss for m in sampled) / len(sampled)
             await probe(target, step, args.probes, live)
             steps.append(step)
             print(report([step], []).splitlines()[-1], flush=True)
@@ -295,6 +311,8 @@ async def main_async(args: argparse.Namespace) -> int:
             await target.client.aclose()
         server.stop(keep_log=args.server_log)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if failures:
+        notes.append(f"{len(failures)} creates failed while filling: {failures[:5]}")
     print(report(steps, notes))
     return 0
 
@@ -319,6 +337,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--probes", type=int, default=10, help="creates, execs and reads measured per step")
     p.add_argument("--concurrency", type=int, default=4, help="creates at once while filling")
     p.add_argument("--settle", type=float, default=5.0, help="seconds of quiet before each measurement")
+    p.add_argument("--pss-sample", type=int, default=20, help="sandboxes whose processes' PSS is read")
     p.add_argument("--exec-sample", type=int, default=None, help="exec in this many at the end (all)")
     p.add_argument("--no-restart", action="store_true", help="skip the restart at the last step")
     p.add_argument("--restart-timeout", type=float, default=600.0)
