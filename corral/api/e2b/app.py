@@ -4,7 +4,9 @@ request is the surface's, calling it answers it.
 Two kinds of requests are its, both at the server's root (E2B_API_URL and
 E2B_SANDBOX_URL are corral's own URL):
 
-- sandbox traffic: any request with an ``E2b-Sandbox-Id`` header. Port 49983
+- sandbox traffic: any request with an ``E2b-Sandbox-Id`` header, or with
+  ``X-Access-Token`` to one of envd's paths (SDK 2.20's ``Sandbox.connect`` sends
+  no ``E2b-Sandbox-Id``: the token names the sandbox). Port 49983
   (``E2b-Sandbox-Port``, the default) is corral's envd (``envd.Envd``); any other port
   goes through the gateway (``relay``, given by ``corral.api.app``: the gateway's own
   access check, forwarding, WebSockets and errors) with ``X-Access-Token`` (or
@@ -13,7 +15,8 @@ E2B_SANDBOX_URL are corral's own URL):
   port of it);
 - the control plane (``routes``, a sub-application with the E2B error envelope): paths
   ``/sandboxes...`` and ``/v2/sandboxes...`` carrying ``X-API-Key`` and no
-  ``Authorization``. OpenComputer's worker routes share ``/sandboxes/{id}`` but come
+  ``Authorization``, whatever else they carry (older SDKs send ``E2b-Sandbox-Id`` on
+  ``connect`` too). OpenComputer's worker routes share ``/sandboxes/{id}`` but come
   with ``Authorization: Bearer``, so neither shadows the other.
 """
 
@@ -40,20 +43,29 @@ _SANDBOX_PORT = SANDBOX_PORT.encode()
 _ACCESS_TOKEN = ACCESS_TOKEN.encode()
 _TRAFFIC_TOKEN = b"e2b-traffic-access-token"  # the same token, e2b_code_interpreter's header
 _CONTROL = ("/sandboxes", "/v2/sandboxes")
+_ENVD = ("/process.Process/", "/filesystem.Filesystem/", "/files", "/envs")  # envd's own paths
 
 
 def claims(scope: Scope) -> bool:
     """Whether a request is the E2B surface's (see the module docstring)."""
-    if scope["type"] not in ("http", "websocket"):
-        return False
-    key = authorization = False
+    return scope["type"] in ("http", "websocket") and _kind(scope) is not None
+
+
+def _kind(scope: Scope) -> str | None:
+    """ "control", "traffic" or None (not the surface's). A control-plane request is told
+    first: some SDK versions (2.20) send the sandbox's headers on ``connect`` too."""
+    sandbox = key = authorization = token = False
     for name, _ in scope["headers"]:
-        if name == _SANDBOX_ID:
-            return True
+        sandbox = sandbox or name == _SANDBOX_ID
         key = key or name == b"x-api-key"
         authorization = authorization or name == b"authorization"
+        token = token or name == _ACCESS_TOKEN
     path: str = scope["path"]
-    return key and not authorization and path.startswith(_CONTROL) and scope["type"] == "http"
+    if key and not authorization and path.startswith(_CONTROL) and scope["type"] == "http":
+        return "control"
+    if sandbox or (token and path.startswith(_ENVD)):
+        return "traffic"
+    return None
 
 
 class E2bSurface:
@@ -97,7 +109,7 @@ class E2bSurface:
             elif name == _TRAFFIC_TOKEN:
                 traffic = value
         token = token or traffic
-        if not sandbox_id:
+        if _kind(scope) == "control":
             await self.control(scope, receive, send)
             return
         number = int(port) if port.isdigit() and len(port) <= 5 else (ENVD_PORT if not port else 0)

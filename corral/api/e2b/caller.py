@@ -1,7 +1,8 @@
 """Who calls a sandbox's envd (port 49983 through ``E2B_SANDBOX_URL``), and as which
 user of the sandbox.
 
-A call names its sandbox in ``E2b-Sandbox-Id`` and carries ``X-Access-Token``: the
+A call names its sandbox in ``E2b-Sandbox-Id`` (else its token does) and carries
+``X-Access-Token``: the
 ``envdAccessToken`` a create or connect answered, a worker token of that sandbox
 (``AuthService.issue_token``: it stops with the key it was issued to, and after
 ``token_ttl_s``; ``Sandbox.connect`` hands out a fresh one). Anything else is
@@ -81,16 +82,17 @@ class Caller:
 
 async def authenticate(core: Core, sandbox_id: str, token: str) -> Caller:
     """The caller of sandbox ``sandbox_id`` with access token ``token``; Unauthenticated
-    unless it is a live worker token of that very sandbox."""
-    if not token or not sandbox_id:
+    unless it is a live worker token of that very sandbox. Without ``sandbox_id`` the
+    sandbox is the token's (SDK 2.20's ``Sandbox.connect`` drops ``E2b-Sandbox-Id``)."""
+    if not token:
         raise Unauthenticated(WRONG_TOKEN)
     try:
         principal = await core.auth.authenticate_token(token)
     except Unauthenticated:
         raise Unauthenticated(WRONG_TOKEN) from None
-    if principal.sandbox_id != sandbox_id:
+    if principal.sandbox_id is None or principal.sandbox_id != (sandbox_id or principal.sandbox_id):
         raise Unauthenticated(WRONG_TOKEN)
-    return Caller(principal, sandbox_id)
+    return Caller(principal, principal.sandbox_id)
 
 
 Context = RequestContext[Any, Any]

@@ -10,7 +10,8 @@ over corral's exec sessions: a process is a session kept by the sandbox's agent.
   in ``cwd`` (default: that user's home), the sandbox's envs under the request's; a
   ``pty`` makes it a PTY of that size. Without ``stdin: true`` its stdin is closed at
   once (envd's behaviour: ``cat`` ends). The call's deadline (``Connect-Timeout-Ms``,
-  the SDK's ``timeout``) is the process's: it is killed then. The stream is one
+  the SDK's ``timeout``) ends the stream with deadline_exceeded (the SDK's
+  TimeoutException) and the process ``PROCESS_GRACE_S`` later. The stream is one
   ``start`` event (the pid), the output as ``data`` (``stdout``/``stderr``, or ``pty``),
   one ``end`` event (``exit_code``, ``status`` "exit status N"); a ``keepalive`` event
   when nothing else was sent for ``Keepalive-Ping-Interval`` seconds (default 50).
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -42,10 +44,11 @@ from protobuf import Oneof
 
 from corral.api.e2b.caller import Caller, Callers, Context
 from corral.domain import PtySize, SessionInfo, SessionSpec, Stream
-from corral.errors import InvalidInput, NotFound
+from corral.errors import ExecTimeout, InvalidInput, NotFound
 from corral.ports import Attachment
 
 KEEPALIVE_HEADER = "keepalive-ping-interval"
+PROCESS_GRACE_S = 1.0  # the process outlives its call's deadline by this: the stream ends first
 DEFAULT_KEEPALIVE_S = 50.0
 EXIT_EVENTS = frozenset({Stream.EXIT})
 
@@ -77,7 +80,7 @@ class ProcessHandler(Process):
             args=tuple(config.args),
             envs={**user.envs(), **dict(config.envs)},
             cwd=user.path(config.cwd, "process.cwd") if config.cwd else user.home,
-            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            timeout_s=timeout_ms / 1000 + PROCESS_GRACE_S if timeout_ms else None,
             pty=PtySize(size.cols or 80, size.rows or 24) if size is not None else None,
             user=user.run_as,
             hold_output=True,
@@ -105,12 +108,16 @@ class ProcessHandler(Process):
                 await attachment.close_stdin()
             yield started(pid)
             interval = _keepalive_s(ctx)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + ctx.timeout_ms / 1000 if ctx.timeout_ms else math.inf
             events = aiter(attachment)
             live = scrollback
             while True:
                 step = asyncio.ensure_future(anext(events, None))
                 try:
-                    while not (await asyncio.wait({step}, timeout=interval))[0]:
+                    while not (await asyncio.wait({step}, timeout=min(interval, deadline - loop.time())))[0]:
+                        if loop.time() >= deadline:
+                            raise ExecTimeout(f"process {pid} ran past the call's deadline")
                         yield keepalive()
                 finally:
                     if not step.done():
