@@ -127,7 +127,6 @@ function App() {
           <option value="+">Sign in to another org…</option>
         </select>
         <span class="role role-${me.role}" id="role">${me.role}</span>
-        <span class="ident">${me.email ?? (me.keyID ? "key " + me.keyID : "")}</span>
         <button type="button" class="quiet" id="sign-out" onClick=${signOut}>Sign out</button>
       </div>
     </header>

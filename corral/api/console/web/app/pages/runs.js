@@ -90,7 +90,7 @@ export function RunPage({ me, args: [threadId] }) {
     <section>
       <p class="crumbs"><a href="#/runs">Agent runs</a> /</p>
       <div class="title"><h1><code>${threadId}</code></h1>
-        ${live.status && html`<span class="status" id="run-status">${live.status}</span>`}
+        ${live.status && html`<span class=${`status status-${live.status}`} id="run-status">${live.status}</span>`}
         <span class="spacer"></span>
         ${meta.vncUrl && html`<a class="button" href=${meta.vncUrl} target="_blank" rel="noopener noreferrer">Open its desktop ↗</a>`}
         ${can(me, "sessions:write") && running && html`<${ConfirmButton} label="Cancel run" onConfirm=${cancel} />`}

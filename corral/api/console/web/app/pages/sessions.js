@@ -65,7 +65,7 @@ export function SessionPage({ me, args: [id] }) {
   return html`
     <section>
       <p class="crumbs"><a href="#/sessions">Code sessions</a> /</p>
-      <div class="title"><h1><code>${id}</code></h1><span class="status" id="phase">${frames.phase}</span>
+      <div class="title"><h1><code>${id}</code></h1><span class=${`status status-${frames.phase}`} id="phase">${frames.phase}</span>
         <span class="spacer"></span>
         ${can(me, "sessions:write") && !frames.ended && html`<${ConfirmButton} label="Stop" onConfirm=${stop} />`}</div>
       <${Notice} error=${error} />
