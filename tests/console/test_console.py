@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import Console, Server
+from tests.support import surface
 from tests.support.conditions import eventually_async
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.integration]
@@ -183,6 +184,9 @@ async def test_a_users_token_refused_mid_session_signs_out_with_a_message(
     token = console_server.cli("users", "token", email).splitlines()[-1].strip()
     await browser.sign_in(token, email="someone-else@example.com")
     await browser.shows("[role=alert]", f"it is {email}'s")
+    secret = (console_server.data_dir / "jwt-secret").read_text().strip()
+    await browser.sign_in(surface.resigned(token, secret, expires_in=-60), email=email)
+    await browser.shows("[role=alert]", "token expired")
     await browser.signed_in(token, email=email)
     assert email in await browser.page.evaluate(
         "document.getElementById('org-switch').selectedOptions[0].text"
