@@ -10,7 +10,7 @@ It starts its own ``corral serve`` (a temporary data dir, its own network ``cden
 on 10.247.0.0/16, the base template from the benchmarks' cache) with the per-org cap,
 the node's promises and the API rate limit lifted (``CORRAL_MAX_LIVE_SANDBOXES_PER_ORG``,
 ``CORRAL_MAX_PROMISED_{MEMORY,DISK}_MB``, ``CORRAL_RATE_LIMIT_API``: documented
-settings), then fills the node with idle sandboxes of the default template up to each
+settings; and ``CORRAL_DEFAULT_TIMEOUT_S=0``, so idle sandboxes stay live, not paused), then fills the node with idle sandboxes of the default template up to each
 step and, at each step, measures:
 
 * host memory per live sandbox: the host-wide change of used memory since step 0
@@ -63,6 +63,7 @@ SETTINGS = {
     "CORRAL_MAX_PROMISED_MEMORY_MB": "0",
     "CORRAL_MAX_PROMISED_DISK_MB": "0",
     "CORRAL_RATE_LIMIT_API": "0",
+    "CORRAL_DEFAULT_TIMEOUT_S": "0",  # idle stays live: no pause, no hibernation during the run
 }
 
 
