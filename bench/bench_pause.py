@@ -7,15 +7,20 @@ Run as root from the repository root:
     .venv/bin/python bench/bench_pause.py --iterations 50 --hold-mb 64 --json out.json
 
 A ``corral serve`` is started for the run (runc, its own data dir, runc root and
-network; the base template from the benchmarks' cache). In one sandbox a process
-holds ``--hold-mb`` MiB of memory it wrote and a shell spins (``while :; do :; done``),
-so there are memory to keep and CPU to stop. Then, ``--iterations`` times, through the
-HTTP API as a client sees it:
+network; the base template from the benchmarks' cache), with two sandboxes.
+
+First, CPU: in one sandbox a shell spins (``while :; do :; done``); ``--iterations``
+times it is paused, the kernel's cpuacct of its cgroup read, read again ``--paused-s``
+seconds later (a frozen cgroup gains none), and it is resumed. That sandbox is then
+killed: a spinner would use the sandbox's whole CPU quota, and the group's throttling
+would delay the latencies below by up to a CFS period.
+
+Then latency, in the other sandbox, where a process holds ``--hold-mb`` MiB of memory
+it wrote (memory to keep), ``--iterations`` times, through the HTTP API as a client
+sees it:
 
     exec (reference)               POST .../exec/run of ``true`` on the running sandbox
     pause                          POST .../pause
-    CPU while paused               the kernel's cpuacct of its cgroup, ``--paused-s``
-                                   seconds after the pause (a frozen cgroup gains none)
     memory while paused            its cgroup's memory charge then (kept)
     resume to first exec           POST .../exec/run of ``true`` on the paused sandbox
                                    (the request resumes it)
@@ -23,14 +28,13 @@ HTTP API as a client sees it:
     hibernate                      POST .../hibernate
     wake to first exec             POST .../exec/run of ``true`` on the hibernated
                                    sandbox (the request wakes it; its processes are
-                                   new: the holder and the spinner are started again,
-                                   untimed)
+                                   new: the holder is started again, untimed)
 
 The report gives p50, p90 and max of each, the load average before and after,
 corral's p50 of resume to first exec against its 10 ms target, and the resume's own
 part: each resume to first exec less the exec just before it (on a busy machine the
 exec itself moves by tens of ms; the difference much less). Everything is bounded (a
-deadline per request) and removed at the end: the sandbox, the server, its data dir
+deadline per request) and removed at the end: the sandboxes, the server, its data dir
 and network.
 """
 
@@ -96,7 +100,8 @@ class Sandbox:
         return str((await self.call("GET", f"/{self.id}"))["status"])
 
     async def close(self) -> None:
-        if self.id:
+        """Delete it; idempotent."""
+        if self.id and not self.client.is_closed:
             await self.client.delete(f"/sandboxes/{self.id}")
         await self.client.aclose()
 
@@ -109,9 +114,9 @@ def usage(sandbox_id: str) -> tuple[float, int]:
     return found.cpu_seconds, found.memory_bytes or 0
 
 
-async def busy(sandbox: Sandbox, hold_mb: int) -> None:
-    """Start the holder and the spinner, and wait until the memory is held."""
-    await sandbox.run(HOLD.format(n=hold_mb) + "\n" + SPIN)
+async def hold(sandbox: Sandbox, hold_mb: int) -> None:
+    """Start the holder, and wait until the memory is held."""
+    await sandbox.run(HOLD.format(n=hold_mb))
     deadline = time.monotonic() + OP_TIMEOUT
     while usage(sandbox.id)[1] < hold_mb << 20:
         if time.monotonic() > deadline:
@@ -119,22 +124,27 @@ async def busy(sandbox: Sandbox, hold_mb: int) -> None:
         await asyncio.sleep(0.01)
 
 
-async def measure(sandbox: Sandbox, args: argparse.Namespace) -> dict[str, list[float]]:
+async def measure(spinner: Sandbox, sandbox: Sandbox, args: argparse.Namespace) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {}
 
     def add(metric: str, value: float) -> None:
         samples.setdefault(metric, []).append(value)
 
+    await spinner.run(SPIN)
+    for _ in range(args.iterations):
+        await spinner.timed("POST", "/pause")
+        cpu, _ = usage(spinner.id)
+        await asyncio.sleep(args.paused_s)  # the window the CPU is counted over
+        add(PAUSED_CPU, usage(spinner.id)[0] - cpu)
+        await spinner.timed("POST", "/resume")
+    await spinner.close()
+
     ok = {"cmd": "true"}
-    await busy(sandbox, args.hold_mb)
+    await hold(sandbox, args.hold_mb)
     for _ in range(args.iterations):
         add("exec (reference)", await sandbox.timed("POST", "/exec/run", ok))
         add("pause", await sandbox.timed("POST", "/pause"))
-        cpu, _ = usage(sandbox.id)
-        await asyncio.sleep(args.paused_s)  # the window the CPU is counted over
-        cpu_after, memory = usage(sandbox.id)
-        add(PAUSED_CPU, cpu_after - cpu)
-        add(PAUSED_MEMORY, memory / 2**20)
+        add(PAUSED_MEMORY, usage(sandbox.id)[1] / 2**20)
         add("resume to first exec", await sandbox.timed("POST", "/exec/run", ok))
         if await sandbox.status() != "running":
             raise RuntimeError("the exec did not resume the sandbox")
@@ -142,7 +152,7 @@ async def measure(sandbox: Sandbox, args: argparse.Namespace) -> dict[str, list[
         add("explicit resume", await sandbox.timed("POST", "/resume"))
         add("hibernate", await sandbox.timed("POST", "/hibernate"))
         add("wake to first exec", await sandbox.timed("POST", "/exec/run", ok))
-        await busy(sandbox, args.hold_mb)  # its processes are new: start them again
+        await hold(sandbox, args.hold_mb)  # its processes are new: start the holder again
     return samples
 
 
@@ -197,23 +207,24 @@ async def main() -> int:
 
     templates = ensure_template_cache(args.cache)
     server = CorralServer(templates, network=NETWORK)
-    sandbox: Sandbox | None = None
+    made: list[Sandbox] = []
     before = load()
     try:
         await server.start()
-        sandbox = Sandbox(server)
-        await sandbox.create()
-        samples = await measure(sandbox, args)
+        made = [Sandbox(server), Sandbox(server)]
+        for sandbox in made:
+            await sandbox.create()
+        samples = await measure(made[0], made[1], args)
     finally:
-        if sandbox is not None:
+        for sandbox in made:
             try:
                 await sandbox.close()
             except httpx.HTTPError as exc:  # the server stops and cleans up anyway
                 print(f"cleanup: {exc!r}", file=sys.stderr)
         server.stop()
     print(
-        f"\n{args.iterations} iterations; {args.hold_mb} MiB held and a spinning shell in the sandbox; "
-        f"CPU counted over {args.paused_s:g} s paused\nload average before: {before}; after: {load()}; "
+        f"\n{args.iterations} iterations; {args.hold_mb} MiB held in the sandbox; "
+        f"CPU of a spinning one counted over {args.paused_s:g} s paused\nload average before: {before}; after: {load()}; "
         f"{os.cpu_count()} CPUs\n"
     )
     print(report(samples))
