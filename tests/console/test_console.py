@@ -180,7 +180,9 @@ async def test_a_users_token_refused_mid_session_signs_out_with_a_message(
     browser: Console, console_server: Server
 ) -> None:
     email = f"ada-{secrets.token_hex(3)}@example.com"
-    console_server.cli("users", "add", email, "--org", "default", "--role", "developer")
+    async with console_server.http() as http:
+        added = await http.post("/api/users", json={"email": email, "role": "developer"})
+        assert added.status_code == 201, added.text
     token = console_server.cli("users", "token", email).splitlines()[-1].strip()
     await browser.sign_in(token, email="someone-else@example.com")
     await browser.shows("[role=alert]", f"it is {email}'s")
@@ -192,7 +194,8 @@ async def test_a_users_token_refused_mid_session_signs_out_with_a_message(
         "document.getElementById('org-switch').selectedOptions[0].text"
     )
     await browser.go("#/sandboxes")
-    console_server.cli("users", "rm", email)  # its tokens are refused from now on
+    async with console_server.http() as http:  # its tokens are refused from now on
+        assert (await http.delete(f"/api/users/{added.json()['id']}")).status_code == 204
     await browser.shows("#root", "Signed out", 30)
     assert await browser.exists("#signin")
 
@@ -290,3 +293,17 @@ async def test_an_agent_run_without_a_model_key_says_what_to_set(
     await browser.click("#run-launch")
     await browser.shows("[role=alert]", "CORRAL_ANTHROPIC_API_KEY")
     assert await browser.page.evaluate("location.hash") == "#/runs"
+
+
+async def test_a_template_build_streams_its_log(browser: Console, console_server: Server) -> None:
+    name = f"t{secrets.token_hex(3)}"
+    await browser.signed_in(console_server.key)
+    await browser.go("#/templates")
+    await browser.fill("#template-name", name)
+    await browser.fill("#dockerfile", "FROM base\nRUN echo built-by-the-console > /etc/console-note\n")
+    await browser.click("#build")
+    await browser.shows("#build-log", "built-by-the-console", 120)
+    await browser.shows("#page", f"Built {name}", 120)
+    await browser.shows("#templates", name)
+    async with console_server.http() as http:
+        assert (await http.delete(f"/api/templates/{name}")).status_code == 204

@@ -51,8 +51,8 @@ export function Templates({ me }) {
       ${can(me, "sandbox:create") && html`<h2>Build from a Dockerfile</h2>
         <form class="stack" onSubmit=${build}>
           <label>Name<input id="template-name" required placeholder="my-template" value=${form.name} onInput=${(e) => setForm({ ...form, name: e.target.value })} /></label>
-          <label>Dockerfile<textarea class="mono" rows="6" spellcheck="false" value=${form.dockerfile} onInput=${(e) => setForm({ ...form, dockerfile: e.target.value })}></textarea></label>
-          <div><button type="submit" class="primary" disabled=${action.busy}>${action.busy ? "Building…" : "Build"}</button></div>
+          <label>Dockerfile<textarea class="mono" id="dockerfile" rows="6" spellcheck="false" value=${form.dockerfile} onInput=${(e) => setForm({ ...form, dockerfile: e.target.value })}></textarea></label>
+          <div><button type="submit" class="primary" id="build" disabled=${action.busy}>${action.busy ? "Building…" : "Build"}</button></div>
         </form>
         ${log && html`<pre class="out tall" ref=${logBox} id="build-log">${log.join("\n")}</pre>`}
         ${outcome && html`<${Notice} kind=${outcome.status === "ready" ? "info" : "error"}>${outcome.status === "ready" ? `Built ${outcome.name ?? form.name}.` : `Build failed: ${outcome.error}`}</${Notice}>`}`}
