@@ -56,7 +56,7 @@ LIMITS = {  # name -> create fields
     "default": {},
     "small": {"memoryMB": 256},
     "big": {"cpuCount": 2, "memoryMB": 1024},
-    "disk": {"diskMB": 4096},
+    "disk": {"diskMB": 1024},
 }
 HIT = 'corral_standby_claims_total{result="hit"}'
 

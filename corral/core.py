@@ -374,7 +374,7 @@ def default_standby(
     """Sandboxes started ahead (services/standby.py): as many as ``standby_memory_mb``
     holds of the default memory limit, or ``standby_sandboxes`` (``STANDBY_WITH_RUNC``
     with the runc runtime when the setting says nothing) of each of the default template
-    and the code sessions' ones; their disks as large as a create may ask for."""
+    and the code sessions' ones."""
     size = settings.standby_sandboxes
     if size is None:
         size = STANDBY_WITH_RUNC if runtime.name == "runc" else 0
@@ -393,7 +393,6 @@ def default_standby(
         budget,
         metrics,
         also=also,
-        room_mb=settings.max_disk_mb,
         window_s=settings.standby_window_s,
         clock=clock,
     )

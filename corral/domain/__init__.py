@@ -104,8 +104,8 @@ class EgressPolicy:
 @dataclass(frozen=True)
 class SandboxSpec:
     """What the runtime needs to start a sandbox. ``disk_room_mb``: the size of the disk
-    made for it when larger than ``limits.disk_mb`` (a standby's, so a claim can give it
-    more disk in place, ``Runtime.set_limits``); it may use ``limits.disk_mb`` of it."""
+    made for it when larger than ``limits.disk_mb``, up to which ``Runtime.set_limits``
+    can change its disk in place; it may use ``limits.disk_mb`` of it."""
 
     id: str
     template: Template

@@ -240,7 +240,7 @@ def oci_config(
         },
         "root": {"path": "rootfs", "readonly": False},
         "hostname": sandbox_id,
-        "mounts": _mounts(agent_path, max(1, limits.memory_mb // 2), sysfs_path, pty_max),
+        "mounts": _mounts(agent_path, shm_mb(limits), sysfs_path, pty_max),
         "annotations": {"org.corral.sandbox": sandbox_id, **_quota_annotation(limits)},
         "linux": {
             "uidMappings": ids,
@@ -263,6 +263,11 @@ def oci_config(
     }
 
 
+def shm_mb(limits: Limits) -> int:
+    """The size of a sandbox's ``/dev/shm``: half its memory limit (charged to it)."""
+    return max(1, limits.memory_mb // 2)
+
+
 def resources(limits: Limits) -> dict[str, Any]:
     """The cgroup limits of ``limits`` (OCI ``linux.resources`` but for devices)."""
     memory = limits.memory_mb * _MIB
@@ -280,7 +285,7 @@ def _quota_annotation(limits: Limits) -> dict[str, str]:
 def update(paths: SandboxPaths, limits: Limits) -> None:
     """Rewrite config.json (atomically) with ``limits``: its cgroup resources and CPU-time
     quota, as a create with them would have written it (a restarted corral reads the
-    quota there; ``/dev/shm``'s size stays as it was mounted)."""
+    quota there)."""
     config = json.loads(paths.config.read_text())
     config["linux"]["resources"].update(resources(limits))
     annotations = {k: v for k, v in config.get("annotations", {}).items() if k != ANNOTATION}

@@ -16,8 +16,8 @@ with any thin pool: what a node may promise in all is bounded by
 ``discard``, so blocks freed inside a sandbox become holes in its image again (the
 loop device punches them) and the space goes back to the host at once.
 
-A disk larger than its sandbox's limit (a standby's, made large so that a claim can
-give it more disk in place): the rest of it is its filesystem's reserve
+A disk larger than its sandbox's limit (a standby's claimed with a smaller diskMB than
+it stood by with, changed in place): the rest of it is its filesystem's reserve
 (``/sys/fs/ext4/<device>/reserved_clusters``, blocks no write gets, root's neither, so
 a full disk is ENOSPC as on a disk of that size). The reserve is the kernel's, not on
 the disk: every mount sets it again (``mount``'s ``limit_mb``), and ``limit`` changes it

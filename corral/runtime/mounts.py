@@ -149,3 +149,35 @@ def mount_sysfs_of_netns(netns_path: str, target: str | Path) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+_libc.unshare.argtypes = [ctypes.c_int]
+CLONE_FS = 0x200
+CLONE_NEWNS = 0x20000
+MS_REMOUNT = 0x20
+
+
+def resize_shm(pidfd: int, size_mb: int) -> None:
+    """Remount the ``/dev/shm`` tmpfs of the mount namespace of the process ``pidfd``
+    (a sandbox's init) with ``size_mb`` MiB, its other options as ``bundle.py`` mounts
+    it. The path is resolved in that namespace: there ``/dev`` and ``/dev/shm`` are
+    mount points, which a sandbox (no CAP_SYS_ADMIN) can neither move nor replace. Made
+    from a short-lived thread that leaves our filesystem context, enters the namespace
+    and then ends. Raises OSError (EBUSY-like when the tmpfs holds more than that)."""
+    failure: list[OSError] = []
+
+    def enter_and_remount() -> None:
+        try:
+            _check(_libc.unshare(CLONE_FS), "unshare", "CLONE_FS")
+            _check(_libc.setns(pidfd, CLONE_NEWNS), "setns", "a sandbox's mount namespace")
+            mount(
+                "shm", "/dev/shm", "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_mb}m"
+            )
+        except OSError as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=enter_and_remount, name="corral-shm")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -51,7 +52,7 @@ from corral.runtime.layout import SandboxPaths, valid_id
 from corral.runtime.locks import Locks
 from corral.runtime.rootdir import RootDir
 from corral.runtime.runcbin import RuncBinary
-from corral.runtime.teardown import Teardowns, kill_init, stop_container
+from corral.runtime.teardown import Teardowns, init_pidfd, kill_init, stop_container
 from corral.runtime.userns import UserNamespace, owner_uid
 from corral.settings import Settings
 
@@ -230,7 +231,8 @@ class RuncRuntime:
         await self._network.set_policy(self.paths(sandbox_id).id, policy)
 
     async def set_limits(self, sandbox_id: str, limits: Limits) -> None:
-        """``runc update`` of its cgroups (memory, CPUs, pids), its disk's reserve
+        """``runc update`` of its cgroups (memory, CPUs, pids), its ``/dev/shm`` resized
+        to match (``mounts.resize_shm``), its disk's reserve
         (``disk.py``), its config rewritten (``bundle.update``) and its CPU-time quota
         watched anew. NotFound without a disk here; Conflict for more disk than its image
         holds; RuntimeFailure otherwise (what was changed by then stays changed)."""
@@ -244,6 +246,7 @@ class RuncRuntime:
                 raise Conflict(f"sandbox {sandbox_id} has a disk of {room >> 20} MiB, not {limits.disk_mb}")
             try:
                 await self._runc.update(paths.id, bundle.resources(limits))
+                await finish(_resize_shm, paths, bundle.shm_mb(limits))
                 await self._disks.limit(paths.disk, limits.disk_mb)
                 await finish(bundle.update, paths, limits)
             except OSError as exc:
@@ -581,6 +584,16 @@ class RuncRuntime:
             await fn(*args)
         except Exception:
             log.exception("undo step %r failed", what)
+
+
+def _resize_shm(paths: SandboxPaths, size_mb: int) -> None:
+    pidfd = init_pidfd(paths.pid_file, CGROUP_PARENT, paths.id)
+    if pidfd is None:
+        raise OSError(errno.ESRCH, "its init is not running", paths.id)
+    try:
+        mounts.resize_shm(pidfd, size_mb)
+    finally:
+        os.close(pidfd)
 
 
 async def _drop_userns(making: asyncio.Future[UserNamespace]) -> None:

@@ -85,6 +85,21 @@ def _signal_init(pid_file: Path, parent: str, sandbox_id: str) -> int | bool | N
     return pidfd
 
 
+def init_pidfd(pid_file: Path, parent: str, sandbox_id: str) -> int | None:
+    """A pidfd of the sandbox's init (the caller closes it): the process its pid file
+    names, if it is in the sandbox's cgroup (not a reused pid); None otherwise.
+    Blocking (file reads)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        pidfd = os.pidfd_open(pid)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    if pid > 1 and _in_cgroup(pid, f"/{parent}/{sandbox_id}"):
+        return pidfd  # checked after it was opened: the pidfd is that process's
+    os.close(pidfd)
+    return None
+
+
 def _in_cgroup(pid: int, suffix: str) -> bool:
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()

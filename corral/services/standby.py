@@ -5,7 +5,7 @@ default template and the code sessions' ``nodejs`` with the runc runtime, none w
 process one).
 
 A create of a template standing by, whatever its limits (but a disk larger than the
-standbys' disks, ``room_mb``), takes one: its id becomes the new sandbox's, its limits
+standbys' disks, ``room_mb``: the default diskMB unless given), takes one: its id becomes the new sandbox's, its limits
 are changed in place (``Runtime.set_limits``: cgroups, disk, CPU-time quota), its
 egress policy is applied (``Runtime.set_egress``; standing by, it has the default one),
 its agent is given the create's envs (``env.set``: later commands get them as if they
@@ -92,7 +92,9 @@ class Standby:
         self.templates = templates
         self.names = tuple(dict.fromkeys((template, *also)))  # stand by without demand
         self.limits = limits  # what they stand by with
-        self.room_mb = max(room_mb or 0, limits.disk_mb)  # the size of their disks
+        # the size of their disks: a larger one would serve larger disks, but a filesystem's
+        # inode tables grow with its size (1/32 of it), outside what its limit counts
+        self.room_mb = max(room_mb or 0, limits.disk_mb)
         self.budget = budget  # sandboxes standing by in all
         self.window_s = window_s
         self.clock = clock

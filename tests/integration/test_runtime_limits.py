@@ -1,6 +1,6 @@
 """Limits changed in place on a running sandbox (``RuncRuntime.set_limits``): its
-cgroups, its disk up to the size it was made with, its CPU-time quota and its config,
-read from the host's cgroup files and from inside."""
+cgroups, its /dev/shm, its disk up to the size it was made with, its CPU-time quota and
+its config, read from the host's cgroup files and from inside."""
 
 from __future__ import annotations
 
@@ -29,12 +29,16 @@ async def test_limits_change_in_place(runtime: RuncRuntime, base_template: Templ
         )
         assert b"No space left on device" in fill.stderr, fill
         started = await runtime.init_pid(sandbox_id)
+        shm = await sh(runtime, sandbox_id, "df -BM --output=size /dev/shm | tail -1")
+        assert shm.stdout.strip() == b"256M", shm
 
         bigger = Limits(cpu_count=2, memory_mb=256, disk_mb=384, pids=100, cpu_seconds=500.0)
         await runtime.set_limits(sandbox_id, bigger)
         assert int(cgroup_value("memory", sandbox_id, "memory.limit_in_bytes")) == 256 * MIB
         assert int(cgroup_value("cpu", sandbox_id, "cpu.cfs_quota_us")) == 200_000
         assert int(cgroup_value("pids", sandbox_id, "pids.max")) == 100
+        shm = await sh(runtime, sandbox_id, "df -BM --output=size /dev/shm | tail -1")
+        assert shm.stdout.strip() == b"128M", shm  # half the memory limit, as at a create
         fill = await sh(runtime, sandbox_id, "dd if=/dev/zero of=/root/fill bs=1M count=200 && echo wrote")
         assert fill.stdout == b"wrote\n", fill
         over = await sh(runtime, sandbox_id, "dd if=/dev/zero of=/root/more bs=1M count=300")

@@ -71,12 +71,12 @@ async def test_a_default_create_takes_a_started_sandbox_and_it_is_replaced(tmp_p
 
         # other limits are given to the one taken, in place
         await filled(standby, 2)
-        for req in [CreateSandbox(memory_mb=256, cpu_count=2, disk_mb=4096), CreateSandbox(cpu_seconds=5.0)]:
+        for req in [CreateSandbox(memory_mb=256, cpu_count=2, disk_mb=1024), CreateSandbox(cpu_seconds=5.0)]:
             nxt = standing_by(standby)[0]
             made = await core.sandboxes.create(me, req)
             spec = runtime.sandboxes[nxt].spec
             assert made.id == nxt and spec is not None and spec.limits == made.limits
-            assert spec.disk_room_mb == core.settings.max_disk_mb  # so any diskMB fits
+            assert spec.disk_room_mb == core.settings.default_disk_mb  # a smaller diskMB fits
             await filled(standby, 2)
         assert b'corral_standby_claims_total{result="hit"} 5.0' in core.metrics.render()
         left = [entry.id for ready in standby._ready.values() for entry in ready]
