@@ -25,6 +25,10 @@ hands every request the gateway claims (preview hosts ``{port}-{id}.<domain>`` a
 and middleware see it, so proxied traffic pays for none of them. The gateway is built
 in the lifespan, after the core, over the services it uses (``gateway_services``; its
 key cache hears ``hub.key_revoked``), and its connection pool is closed before the core.
+Then the E2B surface (``corral.api.e2b``): requests it claims (``e2b.app.claims``: its
+control plane at ``/sandboxes`` and ``/v2/sandboxes`` with ``X-API-Key``, and sandbox
+traffic with ``E2b-Sandbox-Id``) go to it, also before FastAPI; its traffic to ports
+other than envd's goes back through the gateway (``CorralApp.relay``).
 
 ``uvicorn --factory corral.api.app:main`` serves it with settings from ``CORRAL_*``
 variables; ``corral.api.server.serve`` does the same with the right uvicorn options,

@@ -175,12 +175,14 @@ def test_pause_resume_and_kill(e2b_env: Server) -> None:
     sandbox = Sandbox.create()
     try:
         sandbox.files.write("kept.txt", "still here")
+        sleeper = sandbox.commands.run("sleep 600", background=True)
         assert sandbox.pause() is True
         assert Sandbox.get_info(sandbox.sandbox_id).state.value == "paused"
         assert Sandbox.pause(sandbox.sandbox_id) is False  # already paused
         resumed = Sandbox.connect(sandbox.sandbox_id)
         assert resumed.get_info().state.value == "running"
         assert resumed.commands.run("cat kept.txt").stdout == "still here"
+        assert sleeper.pid in [p.pid for p in resumed.commands.list()]  # its memory was kept
     finally:
         assert Sandbox.kill(sandbox.sandbox_id) is True
     assert Sandbox.kill(sandbox.sandbox_id) is False

@@ -14,12 +14,14 @@ classes, plain ``/files``); corral serves both sides over its own services:
 Decisions where the SDK leaves corral a choice:
 
 - A sandbox's ``timeout`` (create, ``set_timeout``, ``connect``; default 300 s) is
-  corral's idle timeout: a sandbox unused that long is paused (hibernated: its files
-  kept, its processes not), which is E2B's ``autoPause``, whatever the body says; a
-  paused sandbox resumes on ``connect``. ``endAt`` is its last use plus the timeout.
-- ``pause`` hibernates and ``resume``/``connect`` wake (shared interface 1 maps pause to
-  hibernate until corral's memory-keeping pause lands); 409 for a sandbox already in
-  that state. A stopped sandbox is 404 everywhere, as E2B forgets killed ones.
+  corral's idle timeout: a sandbox unused that long is paused by corral's reaper, which
+  is E2B's ``autoPause``, whatever the body says; a paused sandbox resumes on
+  ``connect`` (or on any use). ``endAt`` is its last use plus the timeout.
+- ``pause`` is corral's pause (``LifecycleService.pause``: processes frozen, memory
+  kept), ``resume`` and ``connect`` its resume (a hibernated sandbox is woken: its files
+  kept, its processes started afresh); both are "paused" to the SDK; 409 for a sandbox
+  already in the state asked for. A stopped sandbox is 404 everywhere, as E2B forgets
+  killed ones.
 - ``envdVersion`` is ``mapping.ENVD_VERSION``, the newest the pinned SDK gates a feature
   on. ``envdAccessToken`` is a worker token of the sandbox (``caller``), and so is
   ``trafficAccessToken`` (the same): ports other than envd's are reached through the

@@ -122,7 +122,7 @@ async def pause(sandbox_id: str, core: CoreDep, principal: PrincipalDep) -> None
     """409 when already paused (the SDK's ``pause`` then answers False)."""
     if mapping.state_of(await _current(core, principal, sandbox_id)) == "paused":
         raise Conflict(f"sandbox {sandbox_id} is already paused")
-    await core.lifecycle.hibernate(principal, sandbox_id)
+    await core.lifecycle.pause(principal, sandbox_id)
 
 
 @router.post("/sandboxes/{sandbox_id}/resume", status_code=http.HTTP_201_CREATED)
@@ -132,7 +132,7 @@ async def resume(
     """409 for a running sandbox (E2B's answer)."""
     if mapping.state_of(await _current(core, principal, sandbox_id)) == "running":
         raise Conflict(f"sandbox {sandbox_id} is already running")
-    sandbox = await core.lifecycle.wake(principal, sandbox_id, body.timeout if body else None)
+    sandbox = await _resumed(core, principal, sandbox_id, body.timeout if body else None)
     return mapping.sandbox_out(sandbox, token(core, principal, sandbox), domain(request, core))
 
 
@@ -150,7 +150,7 @@ async def connect(
     sandbox = await _current(core, principal, sandbox_id)
     timeout = body.timeout if body else None
     if mapping.state_of(sandbox) == "paused":
-        sandbox = await core.lifecycle.wake(principal, sandbox_id, timeout)
+        sandbox = await _resumed(core, principal, sandbox_id, timeout)
         response.status_code = http.HTTP_201_CREATED
     elif timeout is not None:
         sandbox = await core.sandboxes.set_timeout(principal, sandbox_id, timeout)
@@ -192,6 +192,14 @@ async def _current(core: Core, principal: Principal, sandbox_id: str) -> Sandbox
     """The sandbox while running or paused (NotFound otherwise)."""
     sandbox = await core.sandboxes.get(principal, sandbox_id)
     mapping.state_of(sandbox)
+    return sandbox
+
+
+async def _resumed(core: Core, principal: Principal, sandbox_id: str, timeout: int | None) -> Sandbox:
+    """A paused (or hibernated) sandbox running again, with its new timeout if given."""
+    sandbox = await core.lifecycle.resume(principal, sandbox_id)
+    if timeout is not None:
+        sandbox = await core.sandboxes.set_timeout(principal, sandbox_id, timeout)
     return sandbox
 
 

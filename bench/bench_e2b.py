@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""E2B benchmark (issue 18, item 6): ``Sandbox.create()`` -> ``commands.run("true")`` ->
+``kill()`` through the ``e2b`` SDK (the E2B surface: its control plane, and envd's
+Connect ``process.Start`` stream), beside the same cycle through the OpenComputer Python
+SDK (``Sandbox.create`` -> ``exec.run`` -> ``kill``), in one run against one server,
+the two taking turns.
+
+Run as root from the repository root:
+
+    .venv/bin/python bench/bench_e2b.py
+    .venv/bin/python bench/bench_e2b.py --iterations 40 --json out.json
+
+It starts its own ``corral serve`` (runc, a throwaway data dir whose templates are
+linked from ``--templates``, default ``/var/tmp/corral-e2b/templates``, which
+``corral template build base --data-dir /var/tmp/corral-e2b`` fills; a network of its
+own, removed at the end; no standby sandboxes unless ``--standby``, so both pay a full create). The command
+is ``true``, run twice (``exec``: the first, ``exec2``: the second, not part of the
+cycle). p50 and p95 of the cycle and of each step, per client; the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from corral_target import CorralServer, Network, template_roots
+from e2b import AsyncSandbox
+from opencomputer import Sandbox
+from stats import percentile
+
+NETWORK = Network("ce2b0", "10.251.0.0/16", 251)  # its own, apart from any other corral here
+
+
+async def e2b_cycle(url: str, key: str) -> dict[str, float]:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    sandbox = await AsyncSandbox.create("base", api_key=key, api_url=url, sandbox_url=url)
+    times["create"] = time.perf_counter() - started
+    for part in ("exec", "exec2"):
+        step = time.perf_counter()
+        ran = await sandbox.commands.run("true")
+        assert ran.exit_code == 0, ran
+        times[part] = time.perf_counter() - step
+    step = time.perf_counter()
+    await sandbox.kill()
+    times["stop"] = time.perf_counter() - step
+    times["cycle"] = time.perf_counter() - started - times["exec2"]
+    return times
+
+
+async def opencomputer_cycle(url: str, key: str) -> dict[str, float]:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    sandbox = await Sandbox.create(template="base", api_url=url, api_key=key)
+    try:
+        times["create"] = time.perf_counter() - started
+        for part in ("exec", "exec2"):
+            step = time.perf_counter()
+            ran = await sandbox.exec.run("true")
+            assert ran.exit_code == 0, ran
+            times[part] = time.perf_counter() - step
+        step = time.perf_counter()
+        await sandbox.kill()
+        times["stop"] = time.perf_counter() - step
+    finally:
+        await sandbox.close()
+    times["cycle"] = time.perf_counter() - started - times["exec2"]
+    return times
+
+
+def summary(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {
+        part: {
+            "p50_ms": round(percentile([s[part] for s in samples], 50) * 1000, 1),
+            "p95_ms": round(percentile([s[part] for s in samples], 95) * 1000, 1),
+        }
+        for part in ("cycle", "create", "exec", "exec2", "stop")
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    templates = Path(args.templates)
+    if not template_roots(templates):
+        sys.exit(
+            f"no base template under {templates}: corral template build base --data-dir {templates.parent}"
+        )
+    server = CorralServer(templates, network=NETWORK)
+    server.extra_env.update(CORRAL_STANDBY_SANDBOXES=str(args.standby))
+    results: dict[str, list[dict[str, float]]] = {"e2b-sdk": [], "opencomputer-sdk": []}
+    load_before = os.getloadavg()
+    try:
+        await server.start()
+        cycles = {
+            "e2b-sdk": lambda: e2b_cycle(server.url, server.api_key),
+            "opencomputer-sdk": lambda: opencomputer_cycle(server.url, server.api_key),
+        }
+        for cycle in cycles.values():  # warm-up, not counted
+            await cycle()
+        names = list(cycles)
+        for i in range(args.iterations):
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                results[name].append(await cycles[name]())
+    except BaseException:
+        print(server.log_tail(4000), file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+    return {
+        "command": " ".join(["bench/bench_e2b.py", *sys.argv[1:]]),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "iterations": args.iterations,
+        "results": {name: summary(samples) for name, samples in results.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--templates", default="/var/tmp/corral-e2b/templates")
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--standby", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
