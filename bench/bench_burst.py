@@ -16,7 +16,10 @@ node's promises and the API rate limit lifted, the create queue as configured, s
   .../exec/run {cmd: true}`` as soon as its create answers; per sandbox the time from
   the common start to its first command's answer (p50, p95), and the wall time until
   all N ran it. A 429 or 409 (a documented admission limit) is counted apart; any
-  other failure is an error.
+  other failure is an error. 0.3 s into the burst, a second org ("rival", made with the
+  local CLI) sends one create of its own: its time to a first command says whether
+  the create queue lets it in ahead of the burst's queue (it should take about one
+  turn, not the whole burst).
 * raw runc: N of (overlay mount + hand-written config + ``runc run -d`` + ``runc exec
   true``) at once on the same root filesystem (corral's base template).
 
@@ -32,6 +35,7 @@ import asyncio
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,6 +47,7 @@ from corral_target import (
     CorralServer,
     CorralTarget,
     Network,
+    corral_command,
     ensure_template_cache,
     template_roots,
 )
@@ -51,6 +56,7 @@ from reference import RawRunc
 from stats import Summary, fmt_ms, fmt_ratio, percentile
 
 OP_TIMEOUT = 300.0
+RIVAL_DELAY_S = 0.3  # the burst's creates are queued by then
 NETWORK = Network("cburst0", "10.248.0.0/16", 248)
 SETTINGS = {
     "CORRAL_MAX_LIVE_SANDBOXES_PER_ORG": "0",
@@ -68,19 +74,46 @@ class Burst:
     refused: list[str] = field(default_factory=list)  # 429/409 from a documented limit
     errors: list[str] = field(default_factory=list)
     wall: float = 0.0
+    rival: float | None = None  # another org's one create + first command, started into the burst
 
     def row(self) -> str:
         s = Summary.of(self.ready) if self.ready else None
         return (
             f"| {self.system} | {self.size} | {len(self.ready)} | {len(self.refused)} | {len(self.errors)} | "
-            f"{fmt_ms(s.p50) if s else '-'} | {fmt_ms(percentile(self.ready, 95)) if s else '-'} | {fmt_ms(self.wall)} |"
+            f"{fmt_ms(s.p50) if s else '-'} | {fmt_ms(percentile(self.ready, 95)) if s else '-'} | {fmt_ms(self.wall)} | "
+            f"{fmt_ms(self.rival) if self.rival is not None else '-'} |"
         )
 
 
-async def corral_burst(target: CorralTarget, size: int) -> tuple[Burst, list[str]]:
+async def corral_burst(
+    target: CorralTarget, size: int, rival_key: str | None = None
+) -> tuple[Burst, list[str], list[tuple[str, str]]]:
     burst = Burst("corral", size)
     made: list[str] = []
+    rivals: list[tuple[str, str]] = []  # (rival key, sandbox id)
     start = time.perf_counter()
+
+    async def rival() -> None:
+        """Another org's single create, once the burst fills the create queue."""
+        assert rival_key is not None
+        await asyncio.sleep(RIVAL_DELAY_S)
+        began = time.perf_counter()
+        headers = {"X-API-Key": rival_key}
+        response = await target.client.post(
+            "/api/sandboxes", json={"templateID": target.template}, headers=headers
+        )
+        if response.status_code not in (200, 201):
+            burst.errors.append(f"rival create {response.status_code} {response.text[:200]}")
+            return
+        sandbox_id = str(response.json()["sandboxID"])
+        rivals.append((rival_key, sandbox_id))
+        ran = await target.client.post(
+            f"/api/sandboxes/{sandbox_id}/exec/run", json={"cmd": "true"}, headers=headers
+        )
+        if ran.status_code != 200:
+            burst.errors.append(f"rival exec {ran.status_code} {ran.text[:200]}")
+            return
+        burst.rival = time.perf_counter() - began
 
     async def one() -> None:
         response = await target.client.post("/api/sandboxes", json={"templateID": target.template})
@@ -96,12 +129,30 @@ async def corral_burst(target: CorralTarget, size: int) -> tuple[Burst, list[str
         await target.exec_true(sandbox_id)
         burst.ready.append(time.perf_counter() - start)
 
+    extra = [asyncio.wait_for(rival(), OP_TIMEOUT)] if rival_key else []
     outcomes = await asyncio.gather(
-        *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), return_exceptions=True
+        *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), *extra, return_exceptions=True
     )
     burst.wall = time.perf_counter() - start
     burst.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
-    return burst, made
+    return burst, made, rivals
+
+
+def make_rival_key(server: CorralServer) -> str:
+    """An owner key of a second org ("rival") in the server's store (the local CLI)."""
+    env = server.env()
+    data = ["--data-dir", str(server.data_dir)]
+    subprocess.run(
+        [*corral_command(), "org", "create", "rival", *data], env=env, check=True, capture_output=True
+    )
+    made = subprocess.run(
+        [*corral_command(), "keys", "create", "--role", "owner", "--org", "rival", *data],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return made.stdout.strip().splitlines()[-1].strip()
 
 
 async def runc_burst(runc: RawRunc, size: int) -> tuple[Burst, list[str]]:
@@ -139,8 +190,11 @@ async def remove(kill: object, ids: list[str], concurrency: int = 8) -> None:
 
 def report(bursts: list[Burst], notes: list[str]) -> str:
     lines = [
-        "| system | at once | ran a first command | refused (429/409) | errors | p50 | p95 | wall |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        (
+            "| system | at once | ran a first command | refused (429/409) | errors | p50 | p95 | wall "
+            "| another org's create + first command, sent into the burst |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(b.row() for b in bursts),
         "",
         "| at once | corral wall / runc wall |",
@@ -184,6 +238,7 @@ async def main_async(args: argparse.Namespace) -> int:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
         )
         await target.setup()
+        rival_key = await asyncio.to_thread(make_rival_key, server)
         await runc.setup()
         for _ in range(2):  # warm-up of both
             sandbox_id = await target.create()
@@ -201,9 +256,11 @@ async def main_async(args: argparse.Namespace) -> int:
                 await asyncio.sleep(args.settle)
                 print(f"{size} at once: {system}", flush=True)
                 if system == "corral":
-                    burst, made = await corral_burst(target, size)
+                    burst, made, rivals = await corral_burst(target, size, rival_key)
                     print(burst.row(), flush=True)
                     await remove(target.kill, made)
+                    for key, sandbox_id in rivals:
+                        await target.client.delete(f"/api/sandboxes/{sandbox_id}", headers={"X-API-Key": key})
                 else:
                     burst, made = await runc_burst(runc, size)
                     print(burst.row(), flush=True)
