@@ -614,12 +614,14 @@ class EventStore(Protocol):
         *,
         sandbox_id: str | None = None,
         kinds: Sequence[str] = (),
+        actor: str | None = None,
         limit: int = 100,
         cursor: int | None = None,
         newest: bool = True,
     ) -> EventPage:
-        """One org's events (of one sandbox, of some kinds) by id, newest first or oldest
-        first, after the id ``cursor``; the cursor is stable while rows keep arriving."""
+        """One org's events (of one sandbox, of some kinds, by one actor: its key id or
+        client id) by id, newest first or oldest first, after the id ``cursor``; the
+        cursor is stable while rows keep arriving."""
 
 
 class SwitchStore(Protocol):

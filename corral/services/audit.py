@@ -250,17 +250,19 @@ class AuditService:
         *,
         sandbox_id: str | None = None,
         kinds: Sequence[str] = (),
+        actor: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         newest: bool = True,
     ) -> EventPage:
-        """The records of the principal's org, optionally of one sandbox or some kinds."""
+        """The records of the principal's org, optionally of one sandbox, some kinds, or
+        one actor (a key id or a client id)."""
         require(principal, Scope.AUDIT_READ)
         if sandbox_id is not None:
             await self._visible(principal, sandbox_id)
         elif principal.sandbox_id is not None:
             sandbox_id = principal.sandbox_id
-        return await self._page(principal.org_id, sandbox_id, kinds, limit, cursor, newest)
+        return await self._page(principal.org_id, sandbox_id, kinds, limit, cursor, newest, actor)
 
     async def trail(
         self,
@@ -289,6 +291,7 @@ class AuditService:
         limit: int,
         cursor: str | None,
         newest: bool,
+        actor: str | None = None,
     ) -> EventPage:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
@@ -301,5 +304,5 @@ class AuditService:
             after = int(cursor)
         await self.flush()
         return await self.store.page(
-            org_id, sandbox_id=sandbox_id, kinds=kinds, limit=limit, cursor=after, newest=newest
+            org_id, sandbox_id=sandbox_id, kinds=kinds, actor=actor, limit=limit, cursor=after, newest=newest
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 
 from corral.domain import Event, EventPage
 from corral.store.database import Database, utc
@@ -48,6 +48,7 @@ class SqlEventStore:
         *,
         sandbox_id: str | None = None,
         kinds: Sequence[str] = (),
+        actor: str | None = None,
         limit: int = 100,
         cursor: int | None = None,
         newest: bool = True,
@@ -57,6 +58,8 @@ class SqlEventStore:
             q = q.where(EventRow.sandbox_id == sandbox_id)
         if kinds:
             q = q.where(EventRow.kind.in_(list(kinds)))
+        if actor is not None:
+            q = q.where(or_(EventRow.key_id == actor, EventRow.client_id == actor))
         if cursor is not None:
             q = q.where(EventRow.id < cursor if newest else EventRow.id > cursor)
         q = q.order_by(EventRow.id.desc() if newest else EventRow.id.asc()).limit(limit + 1)

@@ -212,6 +212,10 @@ async def test_the_main_pages_are_drawn(browser: Console, console_server: Server
         await browser.go(page)
         await browser.page.settled(f"document.querySelector({ready!r}) !== null", 30)
         await keep_screenshot(browser, screenshots, page.strip("#/"))
+    await browser.go("#/audit")  # filtered by an actor, on the server
+    await browser.fill("#audit-actor", "nobody-in-particular")
+    await browser.click("#audit-filter")
+    await browser.shows("#page", "No audit records match")
 
 
 async def test_users_and_roles_and_a_second_org_to_switch_to(

@@ -1,8 +1,9 @@
 """Audit trail routes (corral's extension; control plane only). Need ``audit:read``.
 
     GET /sandboxes/{id}/audit   one sandbox's records (stopped sandboxes too)
-    GET /audit                  the org's records; ``?sandboxID=`` and ``?kind=``
-                                (repeatable) narrow them
+    GET /audit                  the org's records; ``?sandboxID=``, ``?kind=``
+                                (repeatable) and ``?actor=`` (a key id or a client
+                                id) narrow them
 
 Both page with ``?limit=`` (1..500, default 100) and ``?cursor=`` (the ``nextCursor``
 of the previous page; null on the last one), newest first, or oldest first with
@@ -47,6 +48,7 @@ def router(surface: Surface) -> APIRouter:
         core: CoreDep,
         sandboxID: str | None = None,  # the surface's camelCase
         kind: Annotated[list[str] | None, Query()] = None,
+        actor: str | None = None,  # a key id or a client id
         limit: Limit = 100,
         cursor: str | None = None,
         order: Order = "newest",
@@ -56,6 +58,7 @@ def router(surface: Surface) -> APIRouter:
             principal,
             sandbox_id=sandboxID,
             kinds=kind or (),
+            actor=actor or None,
             limit=limit,
             cursor=cursor,
             newest=order == "newest",

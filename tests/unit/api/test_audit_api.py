@@ -69,6 +69,26 @@ async def test_bad_paging_is_400_naming_the_field_and_other_orgs_are_404(tmp_pat
         assert (await client.get("/api/audit", headers=rival)).json()["events"] == []
 
 
+async def test_the_org_trail_by_actor_a_key_or_a_client_id(tmp_path: Path) -> None:
+    async with serving(tmp_path) as (app, client):
+        developer = await new_key(app, "developer")
+        mine = (await client.post("/api/sandboxes", json={})).json()["sandboxID"]
+        theirs = (await client.post("/api/sandboxes", json={}, headers={"X-API-Key": developer})).json()[
+            "sandboxID"
+        ]
+        await client.put(
+            f"/api/sandboxes/{mine}/files",
+            params={"path": "n.txt"},
+            content=b"x",
+            headers={"X-Client-Id": "ci-7"},
+        )
+        by_key = (await client.get("/api/audit", params={"actor": developer.split("_")[1]})).json()["events"]
+        assert [(e["kind"], e["sandboxID"]) for e in by_key] == [("sandbox_created", theirs)]
+        by_client = (await client.get("/api/audit", params={"actor": "ci-7"})).json()["events"]
+        assert [(e["kind"], e["clientID"]) for e in by_client] == [("file_written", "ci-7")]
+        assert (await client.get("/api/audit", params={"actor": "nobody"})).json()["events"] == []
+
+
 async def test_no_route_changes_the_trail(tmp_path: Path) -> None:
     async with serving(tmp_path) as (app, client):
         sid = (await client.post("/api/sandboxes", json={})).json()["sandboxID"]

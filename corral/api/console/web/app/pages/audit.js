@@ -13,6 +13,7 @@ export function Audit({ me, sandboxId }) {
     if (cursor) params.set("cursor", cursor);
     if (sandboxId) return `/api/sandboxes/${sandboxId}/audit?${params}`;
     if (applied.sandbox) params.set("sandboxID", applied.sandbox.trim());
+    if (applied.actor.trim()) params.set("actor", applied.actor.trim());
     for (const kind of applied.kind.split(/[\s,]+/).filter(Boolean)) params.append("kind", kind);
     return `/api/audit?${params}`;
   };
@@ -25,10 +26,7 @@ export function Audit({ me, sandboxId }) {
       const next = await api.get(query(cursor));
       setMore({ events: [...more.events, ...next.events], cursor: next.nextCursor });
     });
-  const actor = applied.actor.trim();
-  const events = [...(page.data?.events ?? []), ...more.events].filter(
-    (e) => !actor || e.keyID === actor || e.clientID === actor,
-  );
+  const events = [...(page.data?.events ?? []), ...more.events];
   const nextCursor = more.events.length ? more.cursor : page.data?.nextCursor;
   const apply = (event) => {
     event.preventDefault();
@@ -43,7 +41,7 @@ export function Audit({ me, sandboxId }) {
           <label>Sandbox<input id="audit-sandbox" placeholder="sb-…" value=${filter.sandbox} onInput=${set("sandbox")} /></label>
           <label>Actor (key or client id)<input id="audit-actor" value=${filter.actor} onInput=${set("actor")} /></label>
           <label>Types<input id="audit-kind" placeholder="e.g. sandbox_created exec_started" value=${filter.kind} onInput=${set("kind")} /></label>
-          <button type="submit" class="primary">Filter</button>
+          <button type="submit" class="primary" id="audit-filter">Filter</button>
         </form>`}
       <${Notice} error=${page.error instanceof ApiError && page.error.status === 403 ? "Your role cannot read this audit trail." : page.error} />
       <${Notice} error=${action.error} />
