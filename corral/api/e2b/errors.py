@@ -71,8 +71,15 @@ def envelope(status: int, message: str) -> JSONResponse:
     return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
+FIELDS = {"envs": "envVars", "template": "templateID"}
+"""corral's field names that E2B's bodies spell otherwise."""
+
+
 def answer(exc: CorralError) -> JSONResponse:
-    """The envelope of ``exc`` (500s say "internal error" and are logged)."""
+    """The envelope of ``exc`` (500s say "internal error" and are logged), a field named
+    as E2B's body names it."""
+    if exc.field in FIELDS:
+        exc.field = FIELDS[exc.field]
     status = status_of(exc)
     if status >= 500 and status != 503:
         log.error("%s: %s", type(exc).__name__, exc.message)

@@ -4,6 +4,7 @@ watch events, Connect codes. The SDK's whole flow runs in tests/e2b."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -12,13 +13,14 @@ from connectrpc.codec import proto_json_codec
 from connectrpc.errors import ConnectError
 from e2b.envd.filesystem import filesystem_pb
 
+from corral.api.e2b import errors
 from corral.api.e2b.app import claims
 from corral.api.e2b.caller import DEFAULT, ROOT, basic_user, user_named
 from corral.api.e2b.errors import CODES, CheckedCodec, connect_error
 from corral.api.e2b.filesystem import _event
 from corral.api.e2b.process import pid_of
 from corral.domain import FileChange
-from corral.errors import InvalidInput, NotFound
+from corral.errors import CorralError, InvalidInput, NotFound
 
 
 def scope(path: str, *headers: tuple[str, str], kind: str = "http") -> dict[str, Any]:
@@ -74,6 +76,14 @@ def test_watch_events_relative_and_filtered() -> None:
     deep = _event("/w", FileChange("/w/d/a.txt", "deleted"), recursive=True)
     assert deep is not None and (deep.name, deep.type) == ("d/a.txt", filesystem_pb.EventType.REMOVE)
     assert _event("/w", FileChange("/w", "modified"), recursive=True) is None
+
+
+def test_the_envelope_names_e2bs_fields() -> None:
+    answer = errors.answer(InvalidInput("invalid variable name '1BAD'", field="envs"))
+    assert answer.status_code == 400
+    assert json.loads(bytes(answer.body)) == {"code": 400, "message": "envVars: invalid variable name '1BAD'"}
+    hidden = errors.answer(CorralError("a secret detail"))
+    assert json.loads(bytes(hidden.body)) == {"code": 500, "message": "internal error"}
 
 
 def test_errors_become_connect_codes() -> None:
