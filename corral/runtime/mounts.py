@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,17 +79,29 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def table() -> list[MountEntry]:
-    """Every mount of this process's mount namespace, in mount order."""
-    entries = []
+def _escape(path: str) -> str:
+    """``path`` as mountinfo writes it."""
+    return "".join(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch for ch in path)
+
+
+def _entries(needle: str | None = None) -> Iterator[tuple[int, MountEntry]]:
+    """(mount order, entry) of this process's mount namespace; with ``needle``, only the
+    lines holding it are parsed (a host with thousands of sandbox mounts has thousands
+    of lines: reading them is cheap, parsing each is not)."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
+        for index, line in enumerate(f):
+            if needle is not None and needle not in line:
+                continue
             left, _, right = line.rstrip("\n").partition(" - ")
             fields, tail = left.split(" "), right.split(" ")
             if len(fields) < 5 or len(tail) < 3:
                 continue
-            entries.append(MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2]))
-    return entries
+            yield index, MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2])
+
+
+def table() -> list[MountEntry]:
+    """Every mount of this process's mount namespace, in mount order."""
+    return [entry for _, entry in _entries()]
 
 
 def under(prefix: str | Path) -> list[MountEntry]:
@@ -97,7 +110,7 @@ def under(prefix: str | Path) -> list[MountEntry]:
     root = os.path.normpath(str(prefix))
     found = [
         (index, entry)
-        for index, entry in enumerate(table())
+        for index, entry in _entries(_escape(root))
         if entry.path == root or entry.path.startswith(root + "/")
     ]
     found.sort(key=lambda pair: (pair[1].path.count("/"), pair[0]), reverse=True)
