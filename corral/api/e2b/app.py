@@ -32,6 +32,8 @@ from corral.api.e2b import errors
 from corral.api.e2b.caller import ACCESS_TOKEN, ENVD_PORT, SANDBOX_ID, SANDBOX_PORT, Callers
 from corral.api.e2b.envd import Envd
 from corral.api.e2b.routes import router
+from corral.api.guard import RateLimitHeaders
+from corral.api.telemetry import RequestMetrics
 from corral.core import Core
 from corral.errors import InvalidInput
 
@@ -82,6 +84,8 @@ class E2bSurface:
         )
         self.control.state = state
         errors.install(self.control)
+        self.control.add_middleware(RateLimitHeaders)  # X-RateLimit-* of guard.admit's verdict
+        self.control.add_middleware(RequestMetrics, metrics=state.metrics)  # counted by route
         self.control.include_router(router)
         self._envd: Envd | None = None
 
