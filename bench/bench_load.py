@@ -7,7 +7,7 @@ Run as root from the repository root:
     .venv/bin/python bench/bench_load.py --clients 20 --seconds 10
 
 It starts its own ``corral serve`` (a temporary data dir, its own network ``cload0`` on
-10.249.0.0/16, the base template from the benchmarks' cache; the API rate limit lifted:
+10.249.0.0/16, the base template from the benchmarks' cache; the API rate limit, the org cap and the node's promises lifted:
 ``CORRAL_RATE_LIMIT_API=0``), creates ``--sandboxes`` sandboxes, then:
 
 1. idle: the other routes' latency with nothing else going on (``GET
@@ -41,7 +41,12 @@ from stats import Summary, fmt_ms
 
 OP_TIMEOUT = 30.0
 NETWORK = Network("cload0", "10.249.0.0/16", 249)
-SETTINGS = {"CORRAL_RATE_LIMIT_API": "0", "CORRAL_MAX_LIVE_SANDBOXES_PER_ORG": "0"}
+SETTINGS = {
+    "CORRAL_RATE_LIMIT_API": "0",
+    "CORRAL_MAX_LIVE_SANDBOXES_PER_ORG": "0",
+    "CORRAL_MAX_PROMISED_DISK_MB": "0",
+    "CORRAL_MAX_PROMISED_MEMORY_MB": "0",
+}
 
 
 async def probes(
