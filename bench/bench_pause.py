@@ -115,13 +115,18 @@ def usage(sandbox_id: str) -> tuple[float, int]:
 
 
 async def hold(sandbox: Sandbox, hold_mb: int) -> None:
-    """Start the holder, and wait until the memory is held."""
+    """Start the holder, and wait until the memory is held and the holder sleeps."""
     await sandbox.run(HOLD.format(n=hold_mb))
     deadline = time.monotonic() + OP_TIMEOUT
     while usage(sandbox.id)[1] < hold_mb << 20:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the holder never held {hold_mb} MiB")
         await asyncio.sleep(0.01)
+    cpu = -1.0
+    while cpu != (cpu := usage(sandbox.id)[0]):  # nothing runs in it any more
+        if time.monotonic() > deadline:
+            raise RuntimeError("the holder never went to sleep")
+        await asyncio.sleep(0.05)
 
 
 async def measure(spinner: Sandbox, sandbox: Sandbox, args: argparse.Namespace) -> dict[str, list[float]]:
