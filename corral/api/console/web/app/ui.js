@@ -24,7 +24,8 @@ export function bytes(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
-/** Runs load() now and every `ms` after each run ends, until unmounted or deps change.
+/** Runs load() now and every `ms` after each run ends, until unmounted or deps change
+ * (or the API answers 401 or 404: asking again would not change that).
  * Returns {data, error, reload}; an error is kept (shown once), not thrown again. */
 export function usePoll(load, ms, deps = []) {
   const [state, setState] = useState({ data: null, error: null });
@@ -39,7 +40,8 @@ export function usePoll(load, ms, deps = []) {
         if (!stopped) setState({ data, error: null });
       } catch (error) {
         if (!stopped) setState((s) => ({ data: s.data, error }));
-        if (error.status === 401) return; // signed out: the app shows the sign-in page
+        // signed out (the app shows the sign-in page) or gone (the page says so): no more
+        if (error.status === 401 || error.status === 404) return;
       }
       if (!stopped && ms) timer = setTimeout(run, ms);
     };
