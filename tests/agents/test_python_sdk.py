@@ -133,7 +133,9 @@ async def test_an_agent_writes_a_file_answers_and_takes_a_follow_up(agents: Serv
     await session.close()
 
 
-async def test_interrupt_stops_the_turn_under_way(agents: Server, sandbox: Sandbox) -> None:
+async def test_interrupt_stops_the_turn_under_way_and_configure_the_next(
+    agents: Server, sandbox: Sandbox
+) -> None:
     import threading
 
     gate = threading.Event()
@@ -148,9 +150,13 @@ async def test_interrupt_stops_the_turn_under_way(agents: Server, sandbox: Sandb
         lambda e: bool(e.of("interrupted")) and bool(e.of("turn_complete")), "the interrupted turn"
     )
     gate.set()
+    session.configure(model="claude-haiku-4-5", max_turns=2)  # from the next turn on
+    await events.until(lambda e: bool(e.of("configured")), "the configure's answer")
+    assert events.of("configured")[0].data == {"model": "claude-haiku-4-5", "maxTurns": 2}
     session.send_prompt("Then answer shortly")
     await events.until(turns(2), "the next turn")
     assert texts(events.of("assistant"))[-1] == "after"
+    assert fake.scripted()[-1].body["model"] == "claude-haiku-4-5"  # the session resumed, configured
     await session.kill()
     await session.close()
 
