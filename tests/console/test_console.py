@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ async def keep_screenshot(browser: Console, screenshots: Path, name: str) -> Non
     (screenshots / f"{name}.png").write_bytes(base64.b64decode(png))
     shares = await browser.page.color_shares(BACKGROUNDS, tolerance=2)
     assert max(shares) < 0.97 and sum(shares) < 0.995, f"{name} looks blank: {shares}"
+
+
+async def terminal_columns(browser: Console, label: str) -> int:
+    """The columns ``echo <label>=$(stty size)`` printed last in the terminal."""
+    text = await browser.text("#terminal .xterm-rows")
+    found = re.findall(rf"{label}=(\d+) (\d+)", text)
+    assert found, text
+    return int(found[-1][1])
 
 
 async def test_a_wrong_key_says_so_and_stays_on_the_sign_in_page(browser: Console, screenshots: Path) -> None:
@@ -56,6 +65,22 @@ async def test_create_a_sandbox_and_type_in_its_terminal(
         await browser.press_enter()
         await browser.shows("#terminal .xterm-rows", "hi-42")
         await keep_screenshot(browser, screenshots, "sandbox-terminal")
+
+        await browser.page.call("Input.insertText", text="echo wide=$(stty size)")
+        await browser.press_enter()
+        await browser.shows("#terminal .xterm-rows", "wide=")
+        wide = await terminal_columns(browser, "wide")
+        await browser.page.call(  # a narrower window: the terminal is fitted and the PTY resized
+            "Emulation.setDeviceMetricsOverride", width=900, height=860, deviceScaleFactor=1, mobile=False
+        )
+        try:
+            await browser.page.evaluate("document.querySelector('#terminal textarea').focus()")
+            await browser.page.call("Input.insertText", text="echo narrow=$(stty size)")
+            await browser.press_enter()
+            await browser.shows("#terminal .xterm-rows", "narrow=")
+            assert await terminal_columns(browser, "narrow") < wide
+        finally:
+            await browser.page.call("Emulation.clearDeviceMetricsOverride")
 
         await browser.page.call("Input.insertText", text="exit")  # a dropped terminal: a way back
         await browser.press_enter()
@@ -91,6 +116,33 @@ async def test_an_uploaded_file_is_seen_by_an_exec(
     await browser.click("#run")
     await browser.shows("#stdout", "uploaded through the console")
     assert await browser.text("#exit-code") == "0"
+
+    sid = sandbox["sandboxID"]  # an exec session started elsewhere: its output in the page
+    async with console_server.http() as http:
+        started = await http.post(
+            f"/api/sandboxes/{sid}/exec", json={"cmd": "sh", "args": ["-c", "echo from-a-session"]}
+        )
+        assert started.status_code == 201, started.text
+    await browser.click("#tab-ports")  # the Exec tab again, its list fresh
+    await browser.click("#tab-exec")
+    await browser.click(f"tr[data-id='{started.json()['sessionID']}'] button")
+    await browser.shows("#session-output", "from-a-session")
+
+    await browser.click("#tab-network")  # the egress policy, changed in the page
+    await browser.page.settled("document.getElementById('egress-mode') !== null")
+    await browser.page.evaluate(
+        "(s => { s.value = 'deny_all'; s.dispatchEvent(new Event('change', {bubbles: true})); })"
+        "(document.getElementById('egress-mode'))"
+    )
+    await browser.fill("#egress-allow", "example.com")
+    await browser.click("#egress-save")
+    async with console_server.http() as http:
+
+        async def denied_but_one() -> bool:
+            egress = (await http.get(f"/api/sandboxes/{sid}/allowed-hosts")).json()["egress"]
+            return bool(egress["mode"] == "deny_all" and egress["allow"] == ["example.com"])
+
+        await eventually_async(denied_but_one, 30, "the policy was never saved")
 
 
 async def test_a_code_session_shows_its_result_and_audit_events_live(

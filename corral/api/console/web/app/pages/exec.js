@@ -36,7 +36,7 @@ export function Exec({ me, sandboxId }) {
       ${list.length === 0
         ? html`<${Empty}>No exec sessions. Sessions started by the SDKs (exec.start) show here with their output.</${Empty}>`
         : html`<table class="list"><thead><tr><th>Session</th><th>Command</th><th>State</th><th>Started</th><th></th></tr></thead>
-            <tbody>${list.map((s) => html`<tr key=${s.sessionID}>
+            <tbody>${list.map((s) => html`<tr key=${s.sessionID} data-id=${s.sessionID}>
               <td><code>${s.sessionID}</code></td>
               <td class="mono">${[s.command, ...s.args].join(" ")}</td>
               <td>${s.running ? "running" : `exited ${s.exitCode}`}</td>
@@ -66,5 +66,5 @@ function SessionOutput({ sandboxId, sessionId, canExec }) {
     ws.onclose = () => setState((s) => (s.startsWith("exited") ? s : "detached"));
     return () => ws.close();
   }, [sandboxId, sessionId]);
-  return html`<div class="result"><div class="meta">session <code>${sessionId}</code> · ${state}</div><pre class="out">${text}</pre></div>`;
+  return html`<div class="result"><div class="meta">session <code>${sessionId}</code> · ${state}</div><pre class="out" id="session-output">${text}</pre></div>`;
 }

@@ -48,7 +48,7 @@ export function Network({ me, sandboxId }) {
       <label>Allow<textarea rows="4" id="egress-allow" disabled=${!editable} value=${form.allow} onInput=${(e) => setForm({ ...form, allow: e.target.value })}></textarea></label>
       <label>Deny<textarea rows="4" id="egress-deny" disabled=${!editable} value=${form.deny} onInput=${(e) => setForm({ ...form, deny: e.target.value })}></textarea></label>
       <${Notice} error=${action.error} />
-      ${editable && html`<div><button type="submit" class="primary" disabled=${action.busy}>Save policy</button></div>`}
+      ${editable && html`<div><button type="submit" class="primary" id="egress-save" disabled=${action.busy}>Save policy</button></div>`}
     </form>`;
 }
 
