@@ -279,7 +279,6 @@ class Core:
         if network is None and forwarder is not None:  # the network's is stopped with it
             background.adopt("the binding forwarder", forwarder.close)
         bindings = BindingService(SqlBindingStore(db), runtime, audit, forwarder)
-        hub.sandbox_stopped.subscribe(bindings.forget)
         webhooks = default_webhooks(settings, audit)
         background.adopt("the webhooks", webhooks.close)
         previews = PreviewService(SqlPreviewStore(db), sandboxes, settings, pass_key=_pass_key(secret))

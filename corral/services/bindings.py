@@ -105,11 +105,6 @@ class BindingService:
         return self.forwarder.grant(sandbox_id, address, bindings)
 
     async def close_for(self, sandbox_id: str) -> None:
-        self.forget(sandbox_id)
-
-    def forget(self, sandbox_id: str) -> None:
-        """``close_for``, not waiting: the hub's ``sandbox_stopped`` (a sandbox stopped,
-        killed or hibernated has no process left to call its bindings)."""
         if self.forwarder is not None:
             self.forwarder.revoke(sandbox_id)
 

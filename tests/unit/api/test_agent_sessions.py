@@ -19,7 +19,7 @@ from corral.runtime.static_templates import StaticTemplates
 from tests.support.app import KEY, kill_all, make_settings
 
 MODEL_KEY = "sk-ant-unit-0123456789"
-NO_MODEL = "http://127.0.0.1:9"  # loopback, nothing listening: calls through the binding answer 502
+NO_MODEL = "http://127.0.0.1:9"  # loopback, nothing listening: no call leaves the machine
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -140,19 +140,3 @@ async def test_a_session_starts_with_the_binding_not_the_key(keyed: httpx.AsyncC
     assert (await keyed.get(f"/api/sandboxes/{sid}/exec")).json() == []
     audit = await keyed.get(f"/api/sandboxes/{sid}/audit")
     assert "agent_session_started" in audit.text and MODEL_KEY not in audit.text
-
-
-async def test_a_sandbox_stopped_loses_its_model_binding(keyed: httpx.AsyncClient) -> None:
-    from corral.core import Core
-
-    sid = await sandbox(keyed)
-    app = keyed._transport.app  # type: ignore[attr-defined]
-    core: Core = app.state.core
-    found = await core.sandboxes.store.find(sid)
-    assert found is not None
-    org = found.org_id
-    url = (await core.bindings.grant(sid, [core.models.binding(org)]))["model-api"]
-    async with httpx.AsyncClient() as http:
-        assert (await http.post(f"{url}/v1/messages", json={})).status_code == 502  # granted: forwarded
-        assert (await keyed.delete(f"/api/sandboxes/{sid}")).status_code == 204
-        assert (await http.post(f"{url}/v1/messages", json={})).status_code == 404  # revoked
