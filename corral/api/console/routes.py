@@ -54,6 +54,7 @@ def import_map() -> str:
     return json.dumps({"imports": {name: f"{PREFIX}/vendor/{path}" for name, path in IMPORTS.items()}})
 
 
+@cache
 def policy() -> str:
     """The Content-Security-Policy of every console answer."""
     digest = base64.b64encode(hashlib.sha256(import_map().encode()).digest()).decode()
