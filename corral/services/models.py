@@ -23,12 +23,15 @@ reported by the forwarder to ``metered``) counts in /metrics
 (``corral_model_requests_total`` by org, via and status, input and output tokens read
 from the answer) and is a ``model_called`` audit record of the org (and the sandbox,
 if any): ``via`` (host, sandbox), ``status``, ``model``, ``input_tokens``,
-``output_tokens``, ``duration_ms``; never the key, the prompt or the answer.
+``output_tokens``, ``duration_ms``; never the key, the prompt or the answer. A call
+from a sandbox is also activity of that sandbox (``on_sandbox_call``, the sandboxes'
+``touch``, set by the core once they exist): an agent talking to the model is not idle.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from corral.domain.bindings import Binding
@@ -59,6 +62,7 @@ class ModelService:
         self.metrics = metrics
         self.base_url = base_url.rstrip("/")
         self._key = key
+        self.on_sandbox_call: Callable[[str], None] = lambda _sandbox_id: None
 
     @property
     def configured(self) -> bool:
@@ -108,6 +112,8 @@ class ModelService:
         self, org_id: str, sandbox_id: str | None, via: str, status: int, usage: ModelUsage, duration_ms: int
     ) -> None:
         """Count one call of the org's (see the module docstring)."""
+        if via == SANDBOX and sandbox_id is not None:
+            self.on_sandbox_call(sandbox_id)
         self.metrics.model_call(org_id, via, status, usage.input_tokens, usage.output_tokens)
         await self.audit.record(
             CALLED,

@@ -135,3 +135,18 @@ async def test_a_streamed_answer_is_metered_from_its_events(fake: FakeMessagesAp
     usage = reader.usage()
     assert (usage.model, usage.output_tokens) == ("claude-sonnet-4-5", 14)
     assert usage.input_tokens > 0
+
+
+async def test_a_sandbox_s_call_is_its_activity(keyed: Core) -> None:
+    from corral.domain.model_usage import ModelUsage
+    from corral.services.models import HOST, SANDBOX
+
+    touched: list[str] = []
+    keyed.models.on_sandbox_call = touched.append
+    await keyed.models.metered(ORG, "sb-one", SANDBOX, 200, ModelUsage("m", 3, 4), 5)
+    await keyed.models.metered(ORG, "sb-two", HOST, 200, ModelUsage("m", 3, 4), 5)
+    assert touched == ["sb-one"]
+    assert (
+        'corral_model_input_tokens_total{org="org-models",via="sandbox"} 3.0'
+        in keyed.metrics.render().decode()
+    )
