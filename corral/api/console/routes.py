@@ -27,7 +27,6 @@ IMPORTS = {
     "@xterm/xterm": "@xterm/xterm/lib/xterm.mjs",
     "@xterm/addon-fit": "@xterm/addon-fit/lib/addon-fit.mjs",
     "uplot": "uplot/dist/uPlot.esm.js",
-    "@novnc/novnc": "@novnc/novnc/core/rfb.js",
 }
 """The import map: bare module names to files under /console/vendor."""
 VENDOR = (
@@ -38,8 +37,6 @@ VENDOR = (
     "@xterm/xterm/css/",
     "@xterm/addon-fit/lib/",
     "uplot/dist/",
-    "@novnc/novnc/core/",
-    "@novnc/novnc/vendor/",
 )
 """The folders of packages that are served (the rest of node_modules is not)."""
 TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".map": "application/json"}
