@@ -363,3 +363,31 @@ async def test_a_template_build_streams_its_log(browser: Console, console_server
     await browser.shows("#templates", name)
     async with console_server.http() as http:
         assert (await http.delete(f"/api/templates/{name}")).status_code == 204
+
+
+async def test_checkpoint_fork_hibernate_and_wake_from_the_page(
+    browser: Console, console_server: Server, sandbox: dict[str, Any]
+) -> None:
+    sid = sandbox["sandboxID"]
+    await browser.signed_in(console_server.key)
+    await browser.go(f"#/sandboxes/{sid}")
+    await browser.click("#tab-checkpoints")
+    await browser.fill("#checkpoint-name", "before-the-fork")
+    await browser.click("#checkpoint")
+    await browser.shows("#checkpoints", "ready", 90)
+    await browser.click("#checkpoints button.fork")
+    await browser.page.settled(
+        f"/^#\\/sandboxes\\/sb-/.test(location.hash) && !location.hash.endsWith({sid!r})", 90
+    )
+    forked = str(await browser.page.evaluate("location.hash.split('/')[2]"))
+    try:
+        await browser.shows("#page .title", "running", 30)
+        await browser.click("#hibernate")
+        await browser.shows("#page .title", "hibernated", 90)
+        await browser.shows("#page", "This sandbox is hibernated")
+        await browser.click("#wake")
+        await browser.shows("#page .title", "running", 90)
+        await browser.shows("#terminal-state", "connected", 60)
+    finally:
+        async with console_server.http() as http:
+            await http.delete(f"/api/sandboxes/{forked}")

@@ -49,8 +49,8 @@ export function SandboxPage({ me, args: [id] }) {
         <span class="meta">${sb.templateID} · ${sb.cpuCount} CPU · ${sb.memoryMB} MiB · up ${age(sb.startedAt)}</span>
         <span class="spacer"></span>
         ${can(me, "sandbox:write") && (hibernated
-          ? html`<button type="button" disabled=${action.busy} onClick=${() => act(() => api.post(`/api/sandboxes/${id}/wake`))}>Wake</button>`
-          : html`<button type="button" disabled=${action.busy} onClick=${() => act(() => api.post(`/api/sandboxes/${id}/hibernate`))}>Hibernate</button>`)}
+          ? html`<button type="button" id="wake" disabled=${action.busy} onClick=${() => act(() => api.post(`/api/sandboxes/${id}/wake`))}>Wake</button>`
+          : html`<button type="button" id="hibernate" disabled=${action.busy} onClick=${() => act(() => api.post(`/api/sandboxes/${id}/hibernate`))}>Hibernate</button>`)}
         ${can(me, "sandbox:delete") && html`<${ConfirmButton} label="Kill" confirm="Kill: sure?" onConfirm=${() => act(() => api.del(`/api/sandboxes/${id}`))} />`}
       </div>
       <${Notice} error=${action.error} />

@@ -78,16 +78,16 @@ export function Checkpoints({ me, sandboxId }) {
   return html`
     <div>
       ${can(me, "sandbox:write") && html`<form class="bar" onSubmit=${create}>
-        <input class="grow" aria-label="Checkpoint name" placeholder="checkpoint name" value=${name} onInput=${(e) => setName(e.target.value)} />
-        <button type="submit" class="primary" disabled=${action.busy}>Checkpoint</button></form>`}
+        <input class="grow" id="checkpoint-name" aria-label="Checkpoint name" placeholder="checkpoint name" value=${name} onInput=${(e) => setName(e.target.value)} />
+        <button type="submit" class="primary" id="checkpoint" disabled=${action.busy}>Checkpoint</button></form>`}
       <${Notice} error=${list.error} />
       <${Notice} error=${action.error} />
       ${list.data && checkpoints.length === 0
         ? html`<${Empty}>No checkpoints. A checkpoint keeps the sandbox's disk; fork it into new sandboxes.</${Empty}>`
-        : html`<table class="list"><thead><tr><th>Name</th><th>Status</th><th>Created</th><th></th></tr></thead>
+        : html`<table class="list" id="checkpoints"><thead><tr><th>Name</th><th>Status</th><th>Created</th><th></th></tr></thead>
             <tbody>${checkpoints.map((c) => html`<tr key=${c.id}><td>${c.name}</td><td>${c.status}${c.error ? `: ${c.error}` : ""}</td><td>${when(c.createdAt)}</td>
               <td class="actions">
-                ${can(me, "sandbox:create") && c.status === "ready" && html`<button type="button" onClick=${() => fork(c)} disabled=${action.busy}>Fork</button>`}
+                ${can(me, "sandbox:create") && c.status === "ready" && html`<button type="button" class="fork" onClick=${() => fork(c)} disabled=${action.busy}>Fork</button>`}
                 ${can(me, "sandbox:write") && html`<${ConfirmButton} label="Delete" onConfirm=${() => remove(c)} />`}
               </td></tr>`)}</tbody></table>`}
     </div>`;
