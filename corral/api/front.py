@@ -19,7 +19,8 @@ How a connection is read. One httptools parser reads the client's requests, boun
 - a connection with nothing in progress is closed after uvicorn's
   ``timeout_keep_alive`` (also a new one that sends nothing);
 - bytes that are not HTTP/1.x: 400, connection closed (a failure of corral's own while
-  reading a request: 500, logged).
+  reading a request: 500, logged); except a connection whose first read begins with
+  HTTP/2's preface, which ``corral.api.h2c`` takes over for good (h2c, prior knowledge).
 
 Then, for each request head:
 
@@ -52,6 +53,7 @@ from typing import Any, cast
 import httptools
 
 from corral.api.behind import BehindProtocol, BehindTransport, CoalescingTransport
+from corral.api.h2c import PREFACE, H2Connection
 from corral.api.uvicorn_internals import Config, ServerState
 from corral.gateway.fast_path import FastExchange, FastPath
 from corral.gateway.forward import request_head
@@ -127,6 +129,7 @@ class FrontProtocol(asyncio.Protocol):
         self._deadline = 0.0
         self._on_deadline: Callable[[], None] | None = None
         self._rejected = False
+        self._fresh = True  # nothing read yet: HTTP/2's preface may come (corral.api.h2c)
 
     # ---- the transport's callbacks ----------------------------------------------------
 
@@ -147,6 +150,11 @@ class FrontProtocol(asyncio.Protocol):
             return
         if self._rejected or self.out is None or self.out.is_closing():
             return  # answered and closing: nothing more is read
+        if self._fresh:
+            self._fresh = False
+            if data.startswith(PREFACE):
+                self._h2c(data)
+                return
         if self._in_head:
             self._raw_bytes += len(data)
             if self._raw_bytes > self.max_header_bytes:
@@ -358,6 +366,16 @@ class FrontProtocol(asyncio.Protocol):
         self.delegate = behind
         self.server_state.connections.discard(cast(Any, self))  # uvicorn's WebSocket protocol counts it
         behind.data_received(self._head(self.parser.get_method()) + rest)
+
+    def _h2c(self, data: bytes) -> None:
+        """HTTP/2 with prior knowledge: ``H2Connection`` owns the connection from now on."""
+        self._disarm()
+        self.server_state.connections.discard(cast(Any, self))  # it counts itself
+        connection = H2Connection(self.config.loaded_app, self.config, self.app_state, self.server_state)
+        self.delegate = connection
+        assert self.raw is not None
+        connection.connection_made(self.raw)
+        connection.data_received(data)
 
     def _behind(self) -> BehindProtocol:
         if self.behind is None:

@@ -22,8 +22,12 @@ from e2b import (
     SandboxQuery,
     TimeoutException,
 )
+from e2b.envd.process import process_pb
+from e2b.envd.process.process_connect import ProcessClientSync
 from e2b.exceptions import SandboxNotFoundException
 from e2b.sandbox.commands.command_handle import PtySize
+from protobuf import Oneof
+from pyqwest import HTTPVersion, SyncClient, SyncHTTPTransport
 
 from tests.e2b.conftest import Org, Server
 from tests.support.conditions import eventually
@@ -130,11 +134,13 @@ def test_watch_dir(sandbox: Sandbox) -> None:
     try:
         sandbox.files.write("watched/new.txt", "x")
         events: list[tuple[str, FilesystemEventType]] = []
+
+        def created() -> bool:
+            events.extend((e.name, e.type) for e in watch.get_new_events())
+            return ("new.txt", FilesystemEventType.CREATE) in events
+
         eventually(
-            lambda: (
-                events.extend((e.name, e.type) for e in watch.get_new_events())
-                or ("new.txt", FilesystemEventType.CREATE) in events
-            ),
+            created,
             10,
             lambda: f"no create event: {events}",
         )
@@ -163,6 +169,31 @@ def test_get_host_is_fetched(sandbox: Sandbox, e2b_env: Server, alpha: Org) -> N
     assert (
         httpx.get(f"{e2b_env.url}/index.html", headers={**headers, "X-Access-Token": "x"}).status_code == 401
     )
+
+
+def test_envd_over_h2c(sandbox: Sandbox, e2b_env: Server) -> None:
+    """The SDK's own Connect client on HTTP/2 with prior knowledge (what it speaks to a
+    TLS sandbox URL): a Start stream through corral's h2c."""
+    transport = SyncHTTPTransport(http_version=HTTPVersion.HTTP2)
+    client = ProcessClientSync(e2b_env.url, http_client=SyncClient(transport))
+    request = process_pb.StartRequest(
+        process=process_pb.ProcessConfig(cmd="/bin/sh", args=["-c", "echo h2; exit 2"])
+    )
+    headers = {"E2b-Sandbox-Id": sandbox.sandbox_id, "X-Access-Token": sandbox._envd_access_token or ""}
+    kinds, output, exit_code = [], b"", None
+    for response in client.start(request, headers=headers):
+        match response.event.event if response.event else None:
+            case Oneof(
+                field="data", value=process_pb.ProcessEvent.DataEvent(output=Oneof(value=bytes(chunk)))
+            ):
+                output += chunk
+                kinds.append("data")
+            case Oneof(field="end", value=process_pb.ProcessEvent.EndEvent(exit_code=int(code))):
+                exit_code = code
+                kinds.append("end")
+            case Oneof(field=str(kind)):
+                kinds.append(kind)
+    assert (kinds[0], kinds[-1], output, exit_code) == ("start", "end", b"h2\n", 2)
 
 
 def test_set_timeout(sandbox: Sandbox) -> None:
@@ -251,4 +282,4 @@ def test_bad_connect_requests_get_connect_codes(sandbox: Sandbox, e2b_env: Serve
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     assert stat(b'{"path": "/"}').json()["entry"]["type"] == "FILE_TYPE_DIRECTORY"
     with pytest.raises(InvalidArgumentException):
-        sandbox.commands.run("true", user="nobody")  # type: ignore[arg-type]
+        sandbox.commands.run("true", user="nobody")

@@ -13,15 +13,20 @@ E2B_SANDBOX_URL are corral's own URL):
   ``E2B-Traffic-Access-Token``, the same token) sent as ``Authorization: Bearer`` (the
   envd access token is a worker token of the sandbox, which the gateway admits to any
   port of it);
-- the control plane (``routes``, a sub-application with the E2B error envelope): paths
-  ``/sandboxes...`` and ``/v2/sandboxes...`` carrying ``X-API-Key`` and no
-  ``Authorization``, whatever else they carry (older SDKs send ``E2b-Sandbox-Id`` on
-  ``connect`` too). OpenComputer's worker routes share ``/sandboxes/{id}`` but come
-  with ``Authorization: Bearer``, so neither shadows the other.
+- the control plane (``routes``, a sub-application with the E2B error envelope): its
+  paths (``_CONTROL``: ``/v2/sandboxes...``, ``/sandboxes``, ``/sandboxes/{id}`` and
+  its E2B actions) carrying ``X-API-Key`` and no ``Authorization``, whatever else they
+  carry (older SDKs send ``E2b-Sandbox-Id`` on ``connect`` too). OpenComputer's worker
+  routes at the root share two of them, ``GET /sandboxes/{id}`` and ``POST
+  /sandboxes/{id}/timeout``: with ``Authorization: Bearer`` (the worker token those
+  routes are for, or that token as ``X-API-Key``, as OpenComputer's SDK sends it) they
+  are OpenComputer's, with an API key ``ek_...`` in ``X-API-Key`` alone E2B's; every
+  other worker route is OpenComputer's whatever credential it carries.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
@@ -44,7 +49,12 @@ _SANDBOX_ID = SANDBOX_ID.encode()
 _SANDBOX_PORT = SANDBOX_PORT.encode()
 _ACCESS_TOKEN = ACCESS_TOKEN.encode()
 _TRAFFIC_TOKEN = b"e2b-traffic-access-token"  # the same token, e2b_code_interpreter's header
-_CONTROL = ("/sandboxes", "/v2/sandboxes")
+_CONTROL = re.compile(
+    r"^/(?:v2/sandboxes(?:/.*)?|sandboxes(?:/[^/]+(?:/(?:timeout|connect|pause|resume|refreshes|metrics|logs))?)?)$",
+    re.DOTALL,
+)
+"""The control plane's paths: OpenComputer's worker routes at the root share only
+``GET /sandboxes/{id}`` and ``POST /sandboxes/{id}/timeout``."""
 _ENVD = ("/process.Process/", "/filesystem.Filesystem/", "/files", "/envs")  # envd's own paths
 
 
@@ -57,13 +67,13 @@ def _kind(scope: Scope) -> str | None:
     """ "control", "traffic" or None (not the surface's). A control-plane request is told
     first: some SDK versions (2.20) send the sandbox's headers on ``connect`` too."""
     sandbox = key = authorization = token = False
-    for name, _ in scope["headers"]:
+    for name, value in scope["headers"]:
         sandbox = sandbox or name == _SANDBOX_ID
-        key = key or name == b"x-api-key"
+        key = key or (name == b"x-api-key" and value.startswith(b"ek_"))  # an API key, not a token
         authorization = authorization or name == b"authorization"
         token = token or name == _ACCESS_TOKEN
     path: str = scope["path"]
-    if key and not authorization and path.startswith(_CONTROL) and scope["type"] == "http":
+    if key and not authorization and scope["type"] == "http" and _CONTROL.match(path):
         return "control"
     if sandbox or (token and path.startswith(_ENVD)):
         return "traffic"

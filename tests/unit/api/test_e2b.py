@@ -36,6 +36,16 @@ def scope(path: str, *headers: tuple[str, str], kind: str = "http") -> dict[str,
         (scope("/sandboxes/sb-12345678", ("authorization", "Bearer t"), ("x-api-key", "ek_a_b")), False),
         (scope("/sandboxes/sb-12345678", ("authorization", "Bearer t")), False),
         (scope("/api/sandboxes", ("x-api-key", "ek_a_b")), False),
+        (scope("/sandboxes/sb-12345678/pause", ("x-api-key", "ek_a_b")), True),
+        (scope("/sandboxes/sb-12345678/timeout", ("x-api-key", "ek_a_b")), True),
+        (scope("/v2/sandboxes/sb-12345678/logs", ("x-api-key", "ek_a_b")), True),
+        # OpenComputer's other worker routes, whatever credential they carry
+        (scope("/sandboxes/sb-12345678/ports", ("x-api-key", "ek_a_b")), False),
+        (scope("/sandboxes/sb-12345678/exec/run", ("x-api-key", "ek_a_b")), False),
+        (scope("/sandboxes/sb-12345678/files", ("x-api-key", "ek_a_b")), False),
+        # a worker token in X-API-Key (OpenComputer's SDK's PTY), or none: OpenComputer's
+        (scope("/sandboxes/sb-12345678", ("x-api-key", "eyJ.a.b")), False),
+        (scope("/sandboxes/sb-12345678", ("x-api-key", "")), False),
         (scope("/process.Process/Start", ("e2b-sandbox-id", "sb-12345678")), True),
         (scope("/anything", ("e2b-sandbox-id", "sb-12345678"), ("e2b-sandbox-port", "8000")), True),
         (scope("/filesystem.Filesystem/Stat", ("x-access-token", "t")), True),  # 2.20's connect
