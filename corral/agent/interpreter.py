@@ -22,10 +22,11 @@ field; the SDK shows it):
       {"type": "error", "name": ..., "value": ..., "traceback": lines joined by newlines}
       {"type": "end_of_execution"}
 
-  ``execute_result`` is the main result, ``display_data`` (a chart) is not; MIME types
-  without a field of their own go into ``extra``. Without ``context_id`` the code runs
-  in the language's default context (``language`` defaults to ``python``; the python
-  one starts with the server, the others at their first use). ``env_vars`` hold for
+  ``execute_result`` is the main result, ``display_data`` (a chart; R's printed values,
+  which IRkernel sends as display data) is not; MIME types without a field of their own
+  go into ``extra``. Without ``context_id`` the code runs in the language's default
+  context (``language`` defaults to ``python``; the python one starts once the server
+  listens, the others at their first use). ``env_vars`` hold for
   that execution only: set before it, reset to the context's start values after.
   One execution at a time per context; others wait their turn. The client's timeout
   closes its connection: the execution is then interrupted (SIGINT), so the context is
@@ -47,6 +48,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import sys
 import time
 import uuid
@@ -54,7 +56,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from jupyter_client.manager import AsyncKernelManager
 
 PORT = 49999
 WORKSPACE = os.getcwd()  # a context's default cwd: the server's (the user's workspace)
@@ -62,6 +63,7 @@ KERNELS = {"python": "python3", "r": "ir"}  # language -> Jupyter kernel name
 START_TIMEOUT_S = 60
 RESTARTED = "the kernel died; it was started again, with nothing defined"
 STOP_TIMEOUT_S = 10  # for an interrupted execution to end
+SHUTDOWN_S = 1.0  # for requests still running when the server stops
 TICK_S = 0.5  # how often a waiting execution checks that its kernel lives and its client stays
 # MIME type -> the result's field (the rest go into "extra")
 FIELDS = {
@@ -99,6 +101,8 @@ class Context:
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # charts as display data
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # ipykernel's debugger: no warning on stderr
         }
+        from jupyter_client.manager import AsyncKernelManager  # not before listening: 0.2 s
+
         self.manager = AsyncKernelManager(kernel_name=KERNELS[language])
         self.client: Any = None
         self.lock = asyncio.Lock()
@@ -355,25 +359,37 @@ async def restart_context(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def app() -> web.Application:
+def app(interpreter: Interpreter) -> web.Application:
     application = web.Application()
-    application["interpreter"] = interpreter = Interpreter()
+    application["interpreter"] = interpreter
     application.router.add_get("/health", health)
     application.router.add_post("/execute", execute)
     application.router.add_post("/contexts", create_context)
     application.router.add_get("/contexts", list_contexts)
     application.router.add_delete("/contexts/{id}", remove_context)
     application.router.add_post("/contexts/{id}/restart", restart_context)
-
-    async def lifespan(_app: web.Application) -> AsyncIterator[None]:
-        warm = asyncio.ensure_future(interpreter.default("python"))  # ready before the first run
-        yield
-        warm.cancel()
-        await interpreter.close()
-
-    application.cleanup_ctx.append(lifespan)
     return application
 
 
+async def serve(port: int) -> None:
+    """Listen on ``port`` first (a sandbox's create waits for that), then start the
+    default Python kernel (the first execution waits for it); until SIGTERM or SIGINT,
+    then stop listening, give running requests ``SHUTDOWN_S``, and stop the kernels."""
+    interpreter = Interpreter()
+    runner = web.AppRunner(app(interpreter))
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port, shutdown_timeout=SHUTDOWN_S).start()
+    warm = asyncio.ensure_future(interpreter.default("python"))
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        warm.cancel()
+        await runner.cleanup()  # no longer listening; requests still running are cut
+        await interpreter.close()
+
+
 if __name__ == "__main__":
-    web.run_app(app(), host="0.0.0.0", port=int(sys.argv[1]) if len(sys.argv) > 1 else PORT, print=None)
+    asyncio.run(serve(int(sys.argv[1]) if len(sys.argv) > 1 else PORT))

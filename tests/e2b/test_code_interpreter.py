@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from e2b import NotFoundException, SandboxException, TimeoutException
 from e2b_code_interpreter import Execution, Sandbox
@@ -134,9 +135,13 @@ def test_the_server_is_started_again_when_it_dies(sandbox: Sandbox) -> None:
     def answered() -> bool:
         try:
             answers.append(sandbox.run_code("1 + 1", timeout=10))
-        except (SandboxException, TimeoutException):  # not listening again yet (502)
+        except (SandboxException, TimeoutException, httpx.TransportError):  # gone, or not yet back
             return False
         return True
 
-    eventually(answered, 30, "the code interpreter never answered again")
+    def said() -> str:  # what its supervisor's processes and its log say
+        ran = sandbox.commands.run("ps -eo pid,rss,etime,args; tail -c 3000 /tmp/.corral-interpreter.log")
+        return f"the code interpreter never answered again:\n{ran.stdout}"
+
+    eventually(answered, 30, said)
     assert answers[-1].text == "2"
