@@ -4,6 +4,7 @@ life, commands, PTYs, files, ports, and what is refused."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -101,6 +102,12 @@ def test_files(sandbox: Sandbox) -> None:
     files.write("notes/blob.bin", blob)
     assert bytes(files.read("notes/blob.bin", format="bytes")) == blob
 
+    files.write("notes/streamed.bin", io.BytesIO(blob))  # a file object: octet-stream
+    files.write("notes/zipped.bin", blob, gzip=True)  # octet-stream, Content-Encoding: gzip
+    for name in ("streamed.bin", "zipped.bin"):
+        assert bytes(files.read(f"notes/{name}", format="bytes")) == blob
+        files.remove(f"notes/{name}")
+
     big = os.urandom(10 * 1024 * 1024)
     files.write("big.bin", big)
     assert (
@@ -196,7 +203,9 @@ def test_envd_over_h2c(sandbox: Sandbox, e2b_env: Server) -> None:
     assert (kinds[0], kinds[-1], output, exit_code) == ("start", "end", b"h2\n", 2)
 
 
-def test_set_timeout(sandbox: Sandbox) -> None:
+def test_set_timeout_and_metrics(sandbox: Sandbox) -> None:
+    [metric] = sandbox.get_metrics()
+    assert metric.cpu_count == 1 and metric.mem_total == 512 * 1024 * 1024 and metric.disk_total > 0
     sandbox.set_timeout(1234)
     left = (sandbox.get_info().end_at - datetime.now(UTC)).total_seconds()
     assert 1200 < left <= 1234
