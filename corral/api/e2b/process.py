@@ -117,8 +117,10 @@ class ProcessHandler(Process):
                 try:
                     while not (await asyncio.wait({step}, timeout=min(interval, deadline - loop.time())))[0]:
                         if loop.time() >= deadline:
-                            raise ExecTimeout(f"process {pid} ran past the call's deadline")
+                            break
                         yield keepalive()
+                    if loop.time() >= deadline:  # idle or not: the call's time is up
+                        raise ExecTimeout(f"process {pid} ran past the call's deadline")
                 finally:
                     if not step.done():
                         step.cancel()
