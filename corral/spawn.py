@@ -126,10 +126,12 @@ async def capture(
     ours: list[int] = []  # our ends of the pipes
     theirs: list[int] = []
     try:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
         ours += [out_r, err_r]
         theirs += [out_w, err_w]
+        for fd in (out_r, err_r):  # ours only: a program given a non-blocking end stops at 64 KiB
+            os.set_blocking(fd, False)
         actions: list[Any] = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         in_w = None
         if stdin is None:
