@@ -90,6 +90,14 @@ def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def interpreter_template(e2b_server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The ``code-interpreter`` template, built into DATA_DIR (once per machine) for the
+    tests that use it, while the server runs."""
+    log = tmp_path_factory.mktemp("code-interpreter") / "build.log"
+    build_template("code-interpreter", e2b_server.env, log, e2b_server.data_dir)
+
+
+@pytest.fixture(scope="session")
 def alpha(e2b_server: Server) -> Org:
     return e2b_server.orgs["alpha"]
 

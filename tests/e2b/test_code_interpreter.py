@@ -19,17 +19,10 @@ from e2b_code_interpreter import Execution, Sandbox
 
 from tests.e2b.conftest import Server
 from tests.support.conditions import eventually
-from tests.support.template import build_template
 
 pytestmark = pytest.mark.integration
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
-
-
-@pytest.fixture(scope="module")
-def interpreter_template(e2b_server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
-    log = tmp_path_factory.mktemp("code-interpreter") / "build.log"
-    build_template("code-interpreter", e2b_server.env, log, e2b_server.data_dir)
 
 
 @pytest.fixture(scope="module")
