@@ -156,8 +156,8 @@ async def test_names_and_digests(settings: Settings) -> None:
     with pytest.raises(InvalidInput):
         await templates.get("../etc")
     default = TemplateStore(settings)
-    assert default.known() == ["base", "code-interpreter", "go", "gui", "nodejs", "python"]
-    assert len({default.digest(name) for name in default.known()}) == 6
+    assert default.known() == ["agent", "base", "code-interpreter", "go", "gui", "nodejs", "python"]
+    assert len({default.digest(name) for name in default.known()}) == 7
     hooked = Recipe(("python3",), hooks=('chroot "$1" true',))
     assert hooked.digest(1, 2) != Recipe(("python3",)).digest(1, 2)  # a recipe's hooks make it
     shifted = TemplateStore(settings.model_copy(update={"uid_base": 200000}))
