@@ -11,7 +11,9 @@ server in a sandbox: through the gateway, or the E2B surface's sandbox traffic
 
 Contracts:
 - The server runs as the user ``sandbox`` (uid 1000, HOME /home/sandbox) in
-  /home/sandbox/workspace, under a supervisor in the sandbox that starts it again
+  /home/sandbox/workspace, with the environment the agent gives commands (the
+  sandbox's envs of its create: code run in its kernels sees them, as E2B's does),
+  under a supervisor in the sandbox that starts it again
   whenever it exits (a killed server answers again within a second; its kernels die
   with it and the default Python one starts again with it). Starting is idempotent: a
   second start finds the supervisor alive (it holds a lock) and only waits.
@@ -42,7 +44,7 @@ lock=/tmp/.corral-interpreter.lock
 if flock -n "$lock" true; then
   cd /home/sandbox/workspace
   setsid -f flock -n "$lock" setpriv --reuid=1000 --regid=1000 --init-groups \
-    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/home/sandbox USER=sandbox LANG=C.UTF-8 \
+    env HOME=/home/sandbox USER=sandbox LOGNAME=sandbox \
     bash -c 'while :; do python3 "$1" "$2" >/tmp/.corral-interpreter.log 2>&1; sleep 0.2; done' \
     corral-interpreter "$1" "$2" </dev/null >/dev/null 2>&1
 fi

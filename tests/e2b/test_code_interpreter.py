@@ -27,7 +27,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
 @pytest.fixture(scope="module")
 def sandbox(e2b_env: Server, interpreter_template: None) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create()
+    sandbox = Sandbox.create(envs={"FROM_CREATE": "yes"})
     yield sandbox
     sandbox.kill()
 
@@ -48,7 +48,8 @@ def test_state_is_kept_across_cells_and_output_streams(sandbox: Sandbox) -> None
     frame = sandbox.run_code("import pandas as pd; pd.DataFrame({'a': [1, 2]})").results[0]
     assert frame.html is not None and "<table" in frame.html and frame.text is not None
 
-    envs = sandbox.run_code("import os; os.environ['GREETING']", envs={"GREETING": "hi"})
+    assert sandbox.run_code("import os; os.environ['FROM_CREATE']").text == "'yes'"  # the sandbox's
+    envs = sandbox.run_code("os.environ['GREETING']", envs={"GREETING": "hi"})
     assert envs.text == "'hi'"  # for that execution only:
     assert sandbox.run_code("os.environ.get('GREETING')").text is None
 
