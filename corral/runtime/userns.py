@@ -227,15 +227,15 @@ class UserNamespace:
             os.close(hold_r)
             os.close(out_w)
         made = cls(owner, pid, os.pidfd_open(pid), hold_w)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(out_r, "rb", 0)
-        )
+        # Read here, from the fd itself: uvloop's connect_read_pipe closes a pipe's fd twice
+        # (libuv's close, then the file object's), and another thread's fd that took the
+        # number in between was closed under it (EBADF, EINVAL from setns, "fd used by
+        # transport" in a burst of 100 creates).
+        os.set_blocking(out_r, False)
         try:
-            ready = await asyncio.wait_for(reader.readline(), READY_TIMEOUT_S)
+            ready = await _read(out_r, READY_TIMEOUT_S, line=True)
             if ready != b"ready\n":
-                error = (await asyncio.wait_for(reader.read(), READY_TIMEOUT_S)).decode(errors="replace")
+                error = (ready + await _read(out_r, READY_TIMEOUT_S)).decode(errors="replace")
                 raise RuntimeFailure(f"making the user namespace of owner {owner}: {error.strip()[-500:]}")
             mapping = f"0 {uid_base} {uid_count}\n"
             await asyncio.to_thread(_write_maps, pid, mapping)
@@ -245,7 +245,7 @@ class UserNamespace:
                 raise RuntimeFailure(f"making the user namespace of owner {owner}: {exc!r}") from exc
             raise
         finally:
-            transport.close()
+            os.close(out_r)
         return made
 
     async def close(self) -> None:
@@ -264,6 +264,24 @@ class UserNamespace:
             await spawn.wait_readable(self.pidfd, 5.0)
         self.returncode = _reap(self.pid)
         os.close(self.pidfd)
+
+
+async def _read(fd: int, timeout: float, *, line: bool = False) -> bytes:
+    """What the non-blocking pipe ``fd`` carries until EOF (with ``line``: until its
+    first newline). TimeoutError after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    data = b""
+    while not (line and b"\n" in data):
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            await spawn.wait_readable(fd, max(0.0, deadline - loop.time()))
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _reap(pid: int) -> int:
