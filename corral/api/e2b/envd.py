@@ -21,9 +21,11 @@ from __future__ import annotations
 import posixpath
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
 from e2b.envd.process.process_connect import ProcessASGIApplication
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -90,14 +92,12 @@ class Envd:
         caller, user = await self.callers.of(request.headers)
         target = user.path(request.query_params.get("path", ""))
         opened = await self.callers.core.files.read(caller.principal, caller.sandbox_id, target)
-        chunks = await opened.__aenter__()
+        stack = AsyncExitStack()  # closed after the answer, also when the client left before its body
+        chunks = await stack.enter_async_context(opened)
 
         async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in chunks:
-                    yield chunk
-            finally:
-                await opened.__aexit__(None, None, None)
+            async for chunk in chunks:
+                yield chunk
 
         headers = {"content-length": str(chunks.length)} if chunks.length is not None else None
         name = posixpath.basename(target)
@@ -105,6 +105,7 @@ class Envd:
             body(),
             media_type="application/octet-stream",
             headers={**(headers or {}), "content-disposition": f'attachment; filename="{name}"'},
+            background=BackgroundTask(stack.aclose),
         )
 
     async def upload(self, request: Request) -> Response:
