@@ -258,6 +258,7 @@ class Core:
             clock=clock,
         )
         hub.sandbox_stopped.subscribe(sandboxes.forget_running)
+        hub.sandbox_paused.subscribe(sandboxes.remember_paused)
         models.on_sandbox_call = sandboxes.touch  # a sandbox's model calls are its activity
         lifecycle = LifecycleService(sandboxes, hibernator, snapshotter)
         checkpoint_store = SqlCheckpointStore(db)

@@ -119,6 +119,7 @@ class Hibernator:
             except BaseException:
                 await asyncio.shield(self.store.update(touched))  # it runs: freeze thawed it
                 raise
+            self.hub.sandbox_paused.publish(paused)
             log.info("paused %s", sandbox_id)
             return paused
 

@@ -3,8 +3,11 @@
 One ``Topic`` per kind of event, each carrying one typed value:
 
     sandbox_stopped   a sandbox id: it no longer runs on this node (killed, idle timeout,
-                      lost at start-up, hibernated); caches of running sandboxes and of
-                      the gateway's routes drop it
+                      lost at start-up, hibernated, paused); caches of running sandboxes and
+                      of the gateway's routes drop it
+    sandbox_paused    a sandbox just paused, as its row says (after its sandbox_stopped):
+                      the sandbox service remembers it, so the use that resumes it reads
+                      nothing from the store
     key_revoked       an API key id, revoked through this process; caches of verified
                       keys drop it (revocations by other processes are seen through the
                       key store's ``revocations`` file)
@@ -23,6 +26,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from corral.domain import Sandbox
 
 log = logging.getLogger("corral.hub")
 
@@ -52,4 +57,5 @@ class Hub:
     """The topics of the server (see the module docstring)."""
 
     sandbox_stopped: Topic[str] = field(default_factory=lambda: Topic("sandbox_stopped"))
+    sandbox_paused: Topic[Sandbox] = field(default_factory=lambda: Topic("sandbox_paused"))
     key_revoked: Topic[str] = field(default_factory=lambda: Topic("key_revoked"))

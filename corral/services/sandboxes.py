@@ -15,7 +15,10 @@ Contracts:
   without a lookup (the gateway calls it for every request it forwards). A sandbox
   seen running is remembered for ``RUNNING_CACHE_S`` seconds, so an exec reads nothing
   from the store; stopping or hibernating it in this process forgets it at once (in
-  another process sharing the store, within that time).
+  another process sharing the store, within that time). A sandbox paused in this
+  process is remembered as such (``remember_paused``) until it is used, so the use that
+  resumes it reads nothing from the store either (the resume's write checks that it is
+  still paused).
 - The id of each sandbox that stops (kill, idle timeout, reconcile) is published on
   ``hub.sandbox_stopped`` after it stopped; caches drop it there (``forget_running``
   is this service's own).
@@ -207,6 +210,7 @@ class SandboxService:
         self._next_deadline: datetime | None = None  # the earliest deadline of a live sandbox
         self._deadline_set = asyncio.Event()  # wakes the reaper to count its sleep again
         self._running: dict[str, tuple[float, str]] = {}  # id -> (monotonic until, org id)
+        self._paused: dict[str, Sandbox] = {}  # paused in this process, not used since
         self.boot_hooks = tuple(boot_hooks)  # run by ``booted``
         self.standby = standby  # sandboxes started ahead (services/standby.py)
         self.snapshotter = snapshotter  # disks kept and parked, when the runtime can
@@ -377,7 +381,11 @@ class SandboxService:
     async def agent_for(self, principal: Principal, sandbox_id: str) -> Agent:
         seen = self._running.get(sandbox_id)
         if seen is None or seen[0] < self.clock.monotonic() or seen[1] != principal.org_id:
-            sandbox = await self.visible(principal, sandbox_id)
+            paused = self._paused.get(sandbox_id)
+            if paused is not None and paused.org_id == principal.org_id and principal.may_see(sandbox_id):
+                sandbox = paused  # as this process paused it; resuming it checks that it still is
+            else:
+                sandbox = await self.visible(principal, sandbox_id)
             if sandbox.status in ASLEEP and self.waker is not None:
                 sandbox = await self.waker.awake(sandbox)
             if not sandbox.live:
@@ -404,8 +412,15 @@ class SandboxService:
         return await self.runtime.usage(sandbox_id)
 
     def forget_running(self, sandbox_id: str) -> None:
-        """Drop ``sandbox_id`` from the sandboxes seen running (it stopped)."""
+        """Drop ``sandbox_id`` from the sandboxes seen running or paused (it stopped)."""
         self._running.pop(sandbox_id, None)
+        self._paused.pop(sandbox_id, None)
+
+    def remember_paused(self, sandbox: Sandbox) -> None:
+        """``sandbox`` was just paused in this process (``hub.sandbox_paused``)."""
+        if len(self._paused) >= _MAX_RUNNING_CACHED:
+            self._paused.clear()
+        self._paused[sandbox.id] = sandbox
 
     def touch(self, sandbox_id: str) -> None:
         """Record activity of a sandbox the caller already knows to be running."""
@@ -426,6 +441,7 @@ class SandboxService:
 
     def _seen_running(self, sandbox: Sandbox) -> None:
         """Remember ``sandbox`` as running for ``RUNNING_CACHE_S``."""
+        self._paused.pop(sandbox.id, None)
         if len(self._running) >= _MAX_RUNNING_CACHED:
             self._running.clear()
         self._running[sandbox.id] = (self.clock.monotonic() + RUNNING_CACHE_S, sandbox.org_id)

@@ -5,6 +5,7 @@ one, the 409s naming the state, the idle timeout's pause then hibernate, and a r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,28 @@ async def test_a_restart_keeps_a_paused_sandbox_paused_and_it_resumes(tmp_path: 
         assert (await second.sandboxes.get(me, kept.id)).status is SandboxStatus.RUNNING
     finally:
         await close_core(second)
+
+
+async def test_the_use_that_resumes_reads_nothing_and_a_stale_memory_is_safe(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox(timeout_s=0))
+    await core.lifecycle.pause(me, sb.id)
+
+    async def unread(org_id: str, sandbox_id: str) -> None:
+        raise AssertionError("the store was read")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(core.sandboxes.store, "get", unread)
+        assert (await core.commands.run(me, sb.id, ExecRequest("true"))).exit_code == 0
+    assert (await core.sandboxes.get(me, sb.id)).status is SandboxStatus.RUNNING
+
+    await core.lifecycle.pause(me, sb.id)
+    row = await core.sandboxes.store.find(sb.id)
+    assert row is not None
+    await core.runtime.hibernate(sb.id)  # another process hibernated it meanwhile
+    await core.sandboxes.store.update(replace(row, status=SandboxStatus.HIBERNATED))
+    result = await core.commands.run(me, sb.id, ExecRequest("echo", ("woken",)))  # wakes it
+    assert result.stdout == b"woken\n"
+    assert (await core.sandboxes.get(me, sb.id)).status is SandboxStatus.RUNNING
