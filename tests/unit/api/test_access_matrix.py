@@ -38,6 +38,7 @@ VIEWER_SCOPES = {READ, TOKEN, SESSIONS_READ}
 ADMIN_ONLY = {AUDIT, KEYS, BINDINGS}
 BINDING = {"url": "https://upstream.example/v1", "header": "Authorization", "secret": "Bearer m"}
 _fresh_port = itertools.count(20000)
+NO_AGENT = "as-" + "0" * 16  # a well-formed agent session id no sandbox has
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,13 @@ def operations(prefix: str) -> list[Row]:
         Row("GET", sb + "/allowed-hosts", READ, (200,)),
         Row("PUT", sb + "/network", WRITE, (200,), body={"mode": "allow_all"}),
         Row("POST", sb + "/keepalive", WRITE, (204,)),
+        # agent sessions: the shared sandbox is no `agent` one (400 at a create that may
+        # run), and the session named is none of its own (404 once the scope allows)
+        Row("POST", sb + "/agent", EXEC, (400,), body={"prompt": "hi"}),
+        Row("GET", sb + "/agent", READ, (200,)),
+        Row("POST", sb + f"/agent/{NO_AGENT}/prompt", EXEC, (404,), body={"text": "hi"}),
+        Row("POST", sb + f"/agent/{NO_AGENT}/interrupt", EXEC, (404,)),
+        Row("POST", sb + f"/agent/{NO_AGENT}/kill", EXEC, (404,)),
     ]
 
 
@@ -345,7 +353,7 @@ def test_every_route_is_in_the_matrix(tmp_path: Any) -> None:
     }
     normalized = {
         (m, p.replace("{es}", "{session_id}").replace("{ps}", "{session_id}").replace("{pport}", "{port}")
-         .replace("{key}", "{key_id}"))
+         .replace("{key}", "{key_id}").replace(NO_AGENT, "{session_id}"))
         for m, p in templates
     }  # fmt: skip
     missing = sorted(served - normalized)
