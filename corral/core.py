@@ -285,7 +285,14 @@ class Core:
         background.adopt("the webhooks", webhooks.close)
         previews = PreviewService(SqlPreviewStore(db), sandboxes, settings, pass_key=_pass_key(secret))
         hub.sandbox_stopped.subscribe(previews.forget)
-        commands = CommandService(sandboxes, output_budget(settings))
+        exec_turns = CreateQueue(
+            settings.max_concurrent_execs,
+            settings.max_queued_execs,
+            max_hold_s=settings.exec_turn_max_s,
+            work="running {} exec round trips",
+            setting="max_queued_execs",
+        )
+        commands = CommandService(sandboxes, output_budget(settings), exec_turns)
         background.adopt("following exec sessions", commands.session_ends.close)
         files = FileService(sandboxes)
         sessions = SessionService(

@@ -183,6 +183,16 @@ class Settings(BaseSettings):
     # of them: one more is 429 with Retry-After. 0: no bound, no queue
     max_concurrent_creates: Annotated[int, Field(ge=0)] = 6
     max_queued_creates: Annotated[int, Field(ge=0)] = 256
+    # exec round trips (exec run, sync and async, of every surface) this node works on at
+    # once; the others wait, orgs taking turns (the same queue as creates), at most
+    # max_queued_execs of them: one more is 429 with Retry-After. A turn is held at most
+    # exec_turn_max_s: a longer command waits in its sandbox and no longer counts, so a wait
+    # is at most about ceil(max_queued_execs / max_concurrent_execs) * exec_turn_max_s.
+    # Keeps the event loop's queue short under many execs, so other requests interleave.
+    # 0: no bound, no queue
+    max_concurrent_execs: Annotated[int, Field(ge=0)] = 8
+    max_queued_execs: Annotated[int, Field(ge=0)] = 1024
+    exec_turn_max_s: Annotated[float, Field(gt=0)] = 1.0
     # what this node may promise its sandboxes in all (corral.runtime.capacity): MiB of disk
     # (diskMB of live and hibernated sandboxes and standbys) and of memory (memoryMB of live
     # ones); a create, fork, restore or wake beyond it is 409 naming the setting.

@@ -7,6 +7,10 @@ Contracts:
   budget (``corral.services.output``) until the caller calls ``release`` (once the
   answer is sent). Output beyond the budget or the limit per stream is dropped and the
   result says ``truncated``.
+- Every exec run, sync or async, takes a turn of ``turns`` (``create_queue.py``: a
+  bounded number at once, orgs taking turns, each turn held at most its ``max_hold_s``)
+  for the sandbox's lookup and the round trip; with the wait queue full, ``run_held`` is
+  Busy (429 with a retry time) and nothing runs; an async exec then ends with that error.
 - ``run_async`` returns an exec id at once; ``result`` reports it running until it
   ends. Results are kept in memory for ``RESULT_TTL_S`` after the command ends (they
   do not survive a restart of corral; the command itself is not affected); when the
@@ -34,6 +38,7 @@ from corral.errors import CorralError, InvalidInput, NotFound
 from corral.ids import check, new_id
 from corral.ports import Attachment, Processes
 from corral.services.audit import AuditKind, command_line
+from corral.services.create_queue import CreateQueue
 from corral.services.output import OutputBudget, OutputHold
 from corral.services.sandboxes import SandboxService, check_envs
 from corral.services.session_ends import SessionEnds
@@ -64,9 +69,12 @@ class HeldResult:
 
 
 class CommandService:
-    def __init__(self, sandboxes: SandboxService, output: OutputBudget) -> None:
+    def __init__(
+        self, sandboxes: SandboxService, output: OutputBudget, turns: CreateQueue | None = None
+    ) -> None:
         self.sandboxes = sandboxes
         self.output = output
+        self.turns = turns or CreateQueue(0, 0)  # no bound unless given
         output.reclaimers.append(self._drop_outputs)
         self._async: dict[str, AsyncExec] = {}
         self._finished_at: dict[str, float] = {}  # in the order they ended
@@ -86,13 +94,14 @@ class CommandService:
     async def run_held(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> HeldResult:
         require(principal, Scope.SANDBOX_EXEC)
         req = check_exec(req)
-        agent = await self.sandboxes.processes_of(principal, sandbox_id)
-        hold = self.output.hold(principal.org_id)
-        try:
-            result = await self._exec(principal, sandbox_id, agent, req, None, hold)
-        except BaseException:
-            hold.release()
-            raise
+        async with self.turns.turn(principal.org_id):
+            agent = await self.sandboxes.processes_of(principal, sandbox_id)
+            hold = self.output.hold(principal.org_id)
+            try:
+                result = await self._exec(principal, sandbox_id, agent, req, None, hold)
+            except BaseException:
+                hold.release()
+                raise
         return HeldResult(result, hold.release)
 
     async def run_async(self, principal: Principal, sandbox_id: str, req: ExecRequest) -> str:
@@ -106,7 +115,8 @@ class CommandService:
         async def go() -> None:
             hold = self.output.hold(principal.org_id)
             try:
-                result = await self._exec(principal, sandbox_id, agent, req, exec_id, hold)
+                async with self.turns.turn(principal.org_id):
+                    result = await self._exec(principal, sandbox_id, agent, req, exec_id, hold)
                 self._async[exec_id] = AsyncExec(exec_id, sandbox_id, False, result=result)
                 self._holds[exec_id] = hold
             except CorralError as exc:

@@ -13,6 +13,13 @@ one create, fork, restore or wake: ``Admission.slot`` enters it):
 - A waiter cancelled (its client gone) leaves the queue; a turn handed to a waiter
   that was cancelled meanwhile passes on to the next one. A turn is released when its
   block exits, however it exits.
+- With ``max_hold_s``, a turn is also released once held that long, while its block goes
+  on: work that waits rather than computes (a long command in its sandbox) then stops
+  keeping others waiting. A waiter then waits at most about
+  ``ceil(max_waiting / concurrency) * max_hold_s`` seconds.
+
+The same queue bounds exec round trips in flight (``services/commands.py``): ``work``
+names the work and ``setting`` the setting in the Busy message.
 """
 
 from __future__ import annotations
@@ -31,9 +38,20 @@ MAX_ORGS_REMEMBERED = 10_000
 
 
 class CreateQueue:
-    def __init__(self, concurrency: int, max_waiting: int) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        max_waiting: int,
+        *,
+        max_hold_s: float | None = None,
+        work: str = "creating {} sandboxes",
+        setting: str = "max_queued_creates",
+    ) -> None:
         self.concurrency = concurrency
         self.max_waiting = max_waiting
+        self.max_hold_s = max_hold_s
+        self.work = work
+        self.setting = setting
         self.running = 0
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # org -> its waiters
         self._count = 0  # waiters in all
@@ -56,19 +74,32 @@ class CreateQueue:
             self.running += 1
             self._serve(org_id)
         started = time.monotonic()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._mean_s += EWMA_WEIGHT * (time.monotonic() - started - self._mean_s)
+                self._release()
+
+        timer = None
+        if self.max_hold_s is not None:
+            timer = asyncio.get_running_loop().call_later(self.max_hold_s, release)
         try:
             yield
         finally:
-            self._mean_s += EWMA_WEIGHT * (time.monotonic() - started - self._mean_s)
-            self._release()
+            if timer is not None:
+                timer.cancel()
+            release()
 
     async def _wait(self, org_id: str) -> None:
         if self._count >= self.max_waiting:
             ahead = self._count + self.running
             retry = max(1, math.ceil(ahead * self._mean_s / self.concurrency))
             raise Busy(
-                f"this node is creating {self.running} sandboxes and {self._count} more are waiting, "
-                f"the most it queues (setting max_queued_creates); retry in {retry} s",
+                f"this node is {self.work.format(self.running)} and {self._count} more are waiting, "
+                f"the most it queues (setting {self.setting}); retry in {retry} s",
                 retry_after_s=retry,
             )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

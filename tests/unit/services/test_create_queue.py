@@ -9,6 +9,7 @@ import pytest
 
 from corral.errors import Busy
 from corral.services.create_queue import CreateQueue
+from tests.support.conditions import eventually_async
 
 
 class Held:
@@ -95,3 +96,15 @@ async def test_no_bound_means_no_queue() -> None:
     queue = CreateQueue(concurrency=0, max_waiting=0)
     async with queue.turn("org"), queue.turn("org"):
         assert queue.waiting == 0
+
+
+async def test_a_turn_held_past_max_hold_lets_the_next_one_in() -> None:
+    held = Held(CreateQueue(concurrency=1, max_waiting=10, max_hold_s=0.05))
+    held.start("org", "long")
+    held.start("org", "next")
+    await held.settle()
+    assert held.granted == ["long"]
+    await eventually_async(lambda: held.granted == ["long", "next"], 10, "the long turn was never let go")
+    await held.finish("long")  # its block ending does not release a second time
+    await held.finish("next")
+    assert held.queue.running == 0 and held.queue.waiting == 0  # not -1
