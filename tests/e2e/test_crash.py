@@ -94,7 +94,7 @@ def exec_run(node: ServerLife, sandbox_id: str, script: str) -> str:
 def traces() -> tuple[set[str], set[str], set[str]]:
     """Sandbox dirs, and ids with a mount or a loop device, under the crash data dir."""
     root = CRASH_DIR / "sandboxes"
-    dirs = {p.name for p in root.iterdir()} if root.exists() else set()
+    dirs = {p.name for p in root.iterdir() if not p.name.startswith(".")} if root.exists() else set()
     prefix = f"{root}/"
     mounted = {e.path[len(prefix) :].split("/")[0] for e in mounts.under(root)}
     looped = {

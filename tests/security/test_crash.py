@@ -69,7 +69,9 @@ class CrashSite:
         netns = Path("/run/netns")
         ports = Path(f"/sys/class/net/{self.bridge}/brif")
         return {
-            "dirs": {p.name for p in self.sandboxes.iterdir()} if self.sandboxes.exists() else set(),
+            "dirs": {p.name for p in self.sandboxes.iterdir() if not p.name.startswith(".")}
+            if self.sandboxes.exists()
+            else set(),
             "mounts": {e.path[len(prefix) :].split("/")[0] for e in mounts.under(self.sandboxes)},
             "loops": {
                 b[len(prefix) :].split("/")[0]
@@ -154,7 +156,7 @@ def test_kill_9_mid_create_leaks_nothing_and_keeps_running_sandboxes(site: Crash
     doomed: set[str] = set()
 
     def create_started() -> bool:
-        doomed.update({p.name for p in site.sandboxes.iterdir()} - set(kept))
+        doomed.update({p.name for p in site.sandboxes.iterdir() if not p.name.startswith(".")} - set(kept))
         return bool(doomed)
 
     eventually(create_started, WAIT_S, lambda: f"the create never started:\n{tail(node.log)}", 0.002)
