@@ -272,6 +272,7 @@ class Core:
             checkpoint_store,
             sandboxes,
             max_running_per_org=settings.build_max_running_per_org,
+            standby=standby,
         )
         forwarder = (
             network.forwarder

@@ -201,6 +201,18 @@ class Standby:
         with contextlib.suppress(Unavailable):
             await self.runtime.set_egress(sandbox_id, egress)
 
+    async def release(self, name: str) -> None:
+        """Remove the sandboxes standing by for template ``name`` and forget its demand
+        (the template is being deleted: its root must not stay mounted); none stands by
+        for it again until creates ask for it."""
+        self._counts.pop(name, None)
+        self._demand = deque((at, n) for at, n in self._demand if n != name)
+        ready = self._ready.pop(name, deque())
+        self._counted()
+        for entry in ready:
+            with contextlib.suppress(CorralError, OSError):
+                await self.runtime.discard(entry.id)
+
     async def close(self) -> None:
         """Stop refilling and remove every standby sandbox."""
         if self._task is not None:

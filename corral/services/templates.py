@@ -45,6 +45,7 @@ from corral.errors import Conflict, CorralError, InvalidInput, LimitExceeded, No
 from corral.ids import new_id
 from corral.ports import Builder, CheckpointStore, TemplateBuildStore
 from corral.services.sandboxes import SandboxService
+from corral.services.standby import Standby
 from corral.services.template_names import NAME
 
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -75,9 +76,12 @@ class TemplateService:
         sandboxes: SandboxService,
         *,
         max_running_per_org: int = 0,
+        standby: Standby | None = None,
     ) -> None:
-        """``max_running_per_org``: builds an org may run at once (0: no cap)."""
+        """``max_running_per_org``: builds an org may run at once (0: no cap);
+        ``standby``: the sandboxes started ahead, released for a template deleted."""
         self.builds = builds
+        self.standby = standby
         self.max_running_per_org = max_running_per_org
         self.builder = builder
         self.checkpoints = checkpoints
@@ -188,6 +192,8 @@ class TemplateService:
         if self.builder is not None:
             # A sandbox killed a moment ago may still have its root mounted over the
             # template while the runtime finishes its teardown in the background.
+            if self.standby is not None:
+                await self.standby.release(row.image)
             await self.sandboxes.runtime.settle(TEARDOWN_WAIT_S)
             await self.builder.remove(row.image)
         await self.builds.remove(org, name)

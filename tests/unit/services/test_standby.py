@@ -176,6 +176,28 @@ async def test_templates_stand_by_as_their_demand_earns_within_the_budget() -> N
     assert len(runtime.sandboxes) == 1
 
 
+async def test_a_template_released_has_none_standing_by_and_no_demand() -> None:
+    """A template being deleted: its standbys removed (their roots unmounted) and its
+    demand forgotten, so none is started for it again until creates ask."""
+    runtime = FakeRuntime()
+    limits = Limits(1, 512, 2048, 512)
+    templates = StaticTemplates(("base", "python"))
+    standby = Standby(runtime, templates, "base", limits, 4, window_s=60, clock=FakeClock())
+    standby.start()
+    try:
+        python = await templates.get("python")
+        for _ in range(3):
+            assert await standby.take(python, limits, {}, EgressPolicy()) is None
+        await eventually_async(lambda: counts(standby).get("python", 0) > 0, 10, f"{counts(standby)}")
+        gone = standing_by(standby, "python")
+        await standby.release("python")
+        assert "python" not in counts(standby)
+        assert not set(gone) & set(runtime.sandboxes)
+        assert standby.targets(("base", "python")) == {"base": 4}
+    finally:
+        await standby.close()
+
+
 def counts(standby: Standby) -> dict[str, int]:
     return {name: len(ready) for name, ready in standby._ready.items() if ready}
 
