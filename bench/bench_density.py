@@ -50,8 +50,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import entry
 import httpx
-from corral_target import DEFAULT_CACHE, CorralServer, CorralTarget, Network, ensure_template_cache
+from corral_target import CorralServer, CorralTarget, Network, ensure_template_cache
 from memory import host_used, meminfo, mib
 from proc import CommandFailed
 from stats import Summary, fmt_ms
@@ -343,26 +344,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-restart", action="store_true", help="skip the restart at the last step")
     p.add_argument("--restart-timeout", type=float, default=600.0)
     p.add_argument("--max-seconds", type=float, default=3000.0)
-    p.add_argument("--template-cache", type=Path, default=DEFAULT_CACHE)
-    p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--server-log", type=Path, default=None, help="keep the server's log here")
-    p.add_argument("--env", nargs="*", default=[], help="more NAME=value settings for the server")
+    entry.add_server_options(p)
     return p.parse_args()
 
 
 def main() -> int:
-    args = parse_args()
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main_async(args))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        return loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        loop.close()
+    return entry.run(main_async, parse_args())
 
 
 if __name__ == "__main__":

@@ -29,14 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
 
+import entry
 import httpx
-from corral_target import DEFAULT_CACHE, CorralServer, CorralTarget, Network, ensure_template_cache
+from corral_target import CorralServer, CorralTarget, Network, ensure_template_cache
 from stats import Summary, fmt_ms
 
 OP_TIMEOUT = 30.0
@@ -158,26 +158,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sandboxes", type=int, default=20)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--probe-seconds", type=float, default=10.0)
-    p.add_argument("--template-cache", type=Path, default=DEFAULT_CACHE)
-    p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--server-log", type=Path, default=None, help="keep the server's log here")
-    p.add_argument("--env", nargs="*", default=[], help="more NAME=value settings for the server")
+    entry.add_server_options(p)
     return p.parse_args()
 
 
 def main() -> int:
-    args = parse_args()
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main_async(args))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        return loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        loop.close()
+    return entry.run(main_async, parse_args())
 
 
 if __name__ == "__main__":
