@@ -73,7 +73,10 @@ async def test_create_a_sandbox_and_type_in_its_terminal(
         await browser.page.call(  # a narrower window: the terminal is fitted and the PTY resized
             "Emulation.setDeviceMetricsOverride", width=900, height=860, deviceScaleFactor=1, mobile=False
         )
-        try:
+        try:  # once corral took the new size (the page's resize is a request of its own)
+            await browser.page.settled(
+                f"parseInt(document.querySelector('#terminal').dataset.pty) < {wide}", 30
+            )
             await browser.page.evaluate("document.querySelector('#terminal textarea').focus()")
             await browser.page.call("Input.insertText", text="echo narrow=$(stty size)")
             await browser.press_enter()

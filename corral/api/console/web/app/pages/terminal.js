@@ -22,10 +22,15 @@ export function Terminal({ sandboxId }) {
     let ptyId = null;
     let closed = false;
     const encoder = new TextEncoder();
+    // data-pty: the size the PTY was last given ("COLSxROWS"), once corral took it
+    const sized = (cols, rows) => {
+      if (box.current) box.current.dataset.pty = `${cols}x${rows}`;
+    };
     const resize = () => {
       fit.fit();
       if (ptyId && ws?.readyState === WebSocket.OPEN) {
-        api.post(`/api/sandboxes/${sandboxId}/pty/${ptyId}/resize`, { cols: term.cols, rows: term.rows }).catch(() => {});
+        const { cols, rows } = term;
+        api.post(`/api/sandboxes/${sandboxId}/pty/${ptyId}/resize`, { cols, rows }).then(() => sized(cols, rows), () => {});
       }
     };
     const observer = new ResizeObserver(resize);
@@ -35,6 +40,7 @@ export function Terminal({ sandboxId }) {
         const pty = await api.post(`/api/sandboxes/${sandboxId}/pty`, { cols: term.cols, rows: term.rows });
         if (closed) return;
         ptyId = pty.sessionID;
+        sized(term.cols, term.rows);
         ws = socket(`/api/sandboxes/${sandboxId}/pty/${ptyId}`);
         ws.onopen = () => {
           setState("open");
