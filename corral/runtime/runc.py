@@ -414,16 +414,19 @@ class RuncRuntime:
 
         if not kept_disk:
             await self._disks.create(paths.disk_image, max(spec.disk_room_mb or 0, spec.limits.disk_mb))
-        await self._disks.mount(paths.disk_image, paths.disk, spec.limits.disk_mb)
+        # Each unmount is pushed before its mount (unmounting what is not mounted is a
+        # no-op): a cancel lands only once a mount's thread returned (``finish``), and a
+        # mount made then must be undone too.
         undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
+        await self._disks.mount(paths.disk_image, paths.disk, spec.limits.disk_mb)
 
         if attaching is not None:
             info = await attaching
             await finish(paths.sysfs.mkdir, 0o700)
-            await finish(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
             undo.push_async_callback(
                 self._quietly, "unmount sysfs", asyncio.to_thread, mounts.umount, paths.sysfs
             )
+            await finish(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
             netns, nameservers = info.netns_path, (info.gateway,)
 
         if kept_disk:
@@ -443,10 +446,10 @@ class RuncRuntime:
             await self._trees.run(
                 paths.id, "preparing the sandbox's disk", self._prepare_disk, paths, lower, nameservers
             )
-        await finish(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
         undo.push_async_callback(
             self._quietly, "unmount rootfs", asyncio.to_thread, mounts.umount, paths.rootfs
         )
+        await finish(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
 
         agent_file = await self._trees.run(
             paths.id, "reading the template root", self._agent_files.for_root, lower
