@@ -20,18 +20,17 @@ naming the path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 
+from corral.api.envelope_route import allowed_methods, envelope_route
 from corral.api.status import message_of, status_of
 from corral.errors import CorralError
 
@@ -67,28 +66,13 @@ def render(request: Request, exc: Exception) -> Response:
     return envelope(500, "internal error")
 
 
-class EnclaveRoute(APIRoute):
-    """A route whose errors this module renders (see the module docstring)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as exc:  # noqa: BLE001 (every error of this surface, in its envelope)
-                return render(request, exc)
-
-        return handle
+EnclaveRoute = envelope_route(render)
+"""The route class of this surface's routers: every error in its envelope."""
 
 
 def unrouted(request: Request, routes: Sequence[BaseRoute]) -> JSONResponse:
     """The answer to a request that none of ``routes`` takes (see the module docstring)."""
-    allowed: set[str] = set()
-    for route in routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.PARTIAL and isinstance(route, APIRoute):
-            allowed |= route.methods or set()
+    allowed = allowed_methods(request, routes)
     path = request.url.path
     if allowed:
         methods = ", ".join(sorted(allowed))
