@@ -37,7 +37,9 @@ import httpx
 from copass_core import ApiKeyAuth, CopassClient
 from corral_target import CorralServer, template_roots
 from opencomputer import Sandbox
-from stats import percentile
+from stats import in_turns, parts_summary
+
+PARTS = ("cycle", "create", "exec", "exec2", "stop")
 
 NS = "bench"
 
@@ -126,16 +128,6 @@ async def opencomputer_cycle(url: str, key: str) -> dict[str, float]:
     return times
 
 
-def summary(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {
-        part: {
-            "p50_ms": round(percentile([s[part] for s in samples], 50) * 1000, 1),
-            "p95_ms": round(percentile([s[part] for s in samples], 95) * 1000, 1),
-        }
-        for part in ("cycle", "create", "exec", "exec2", "stop")
-    }
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     templates = Path(args.templates)
     if not template_roots(templates):
@@ -150,12 +142,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         CORRAL_NETWORK_STATE_DIR=f"/run/corral-bench-copass-{os.getpid()}/network",
         CORRAL_STANDBY_SANDBOXES=str(args.standby),
     )
-    results: dict[str, list[dict[str, float]]] = {
-        "copass-core": [],
-        "copass-routes": [],
-        "opencomputer-sdk": [],
-        "opencomputer-routes": [],
-    }
     try:
         await server.start()
         compute = CopassClient(auth=ApiKeyAuth(key=server.api_key), api_url=server.url).compute
@@ -167,12 +153,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "opencomputer-sdk": lambda: opencomputer_cycle(server.url, server.api_key),
             "opencomputer-routes": lambda: opencomputer_routes_cycle(http),
         }
-        for cycle in cycles.values():  # warm-up, not counted
-            await cycle()
-        names = list(cycles)
-        for i in range(args.iterations):
-            for name in names[i % len(names) :] + names[: i % len(names)]:
-                results[name].append(await cycles[name]())
+        results = await in_turns(cycles, args.iterations)
         await http.aclose()
     except BaseException:
         print(server.log_tail(4000), file=sys.stderr)
@@ -183,7 +164,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "command": " ".join(["bench/bench_copass.py", *sys.argv[1:]]),
         "load": os.getloadavg(),
         "iterations": args.iterations,
-        "results": {name: summary(samples) for name, samples in results.items()},
+        "results": {name: parts_summary(samples, PARTS) for name, samples in results.items()},
     }
 
 

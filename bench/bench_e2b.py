@@ -31,7 +31,9 @@ from pathlib import Path
 from corral_target import CorralServer, Network, template_roots
 from e2b import AsyncSandbox
 from opencomputer import Sandbox
-from stats import percentile
+from stats import in_turns, parts_summary
+
+PARTS = ("cycle", "create", "exec", "exec2", "stop")
 
 NETWORK = Network("ce2b0", "10.251.0.0/16", 251)  # its own, apart from any other corral here
 
@@ -73,16 +75,6 @@ async def opencomputer_cycle(url: str, key: str) -> dict[str, float]:
     return times
 
 
-def summary(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {
-        part: {
-            "p50_ms": round(percentile([s[part] for s in samples], 50) * 1000, 1),
-            "p95_ms": round(percentile([s[part] for s in samples], 95) * 1000, 1),
-        }
-        for part in ("cycle", "create", "exec", "exec2", "stop")
-    }
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     templates = Path(args.templates)
     if not template_roots(templates):
@@ -91,7 +83,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         )
     server = CorralServer(templates, network=NETWORK)
     server.extra_env.update(CORRAL_STANDBY_SANDBOXES=str(args.standby))
-    results: dict[str, list[dict[str, float]]] = {"e2b-sdk": [], "opencomputer-sdk": []}
     load_before = os.getloadavg()
     try:
         await server.start()
@@ -99,12 +90,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "e2b-sdk": lambda: e2b_cycle(server.url, server.api_key),
             "opencomputer-sdk": lambda: opencomputer_cycle(server.url, server.api_key),
         }
-        for cycle in cycles.values():  # warm-up, not counted
-            await cycle()
-        names = list(cycles)
-        for i in range(args.iterations):
-            for name in names[i % len(names) :] + names[: i % len(names)]:
-                results[name].append(await cycles[name]())
+        results = await in_turns(cycles, args.iterations)
     except BaseException:
         print(server.log_tail(4000), file=sys.stderr)
         raise
@@ -115,7 +101,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "iterations": args.iterations,
-        "results": {name: summary(samples) for name, samples in results.items()},
+        "results": {name: parts_summary(samples, PARTS) for name, samples in results.items()},
     }
 
 

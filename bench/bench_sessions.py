@@ -43,7 +43,7 @@ import httpx
 from corral_target import CorralServer, template_roots
 from proc import run
 from reference import PODMAN_ULIMITS, Podman
-from stats import percentile
+from stats import in_turns, percentile
 
 CODE = "print(1)"
 
@@ -120,12 +120,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
                 "host": host_python,
                 "root": lambda: host_python(roots[0]),
             }
-            for one in systems.values():  # warm-up, not counted
-                await one()
-            names = list(systems)
-            for i in range(args.iterations):
-                for name in names[i % len(names) :] + names[: i % len(names)]:
-                    results[name]["sequential"].append(await systems[name]())
+            for name, samples in (await in_turns(systems, args.iterations)).items():
+                results[name]["sequential"] = samples
             for _ in range(args.rounds):
                 for name, one in systems.items():
                     batch = await asyncio.gather(*(one() for _ in range(args.concurrency)))

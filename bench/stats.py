@@ -8,8 +8,11 @@ so p50 of an even count is the mean of the two middle samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:
@@ -94,3 +97,29 @@ def render_table(
         out.append("  ".join("-" * w for w in widths))
     out.extend(line(r) for r in rows)
     return "\n".join(out)
+
+
+async def in_turns(cycles: Mapping[str, Callable[[], Awaitable[T]]], iterations: int) -> dict[str, list[T]]:
+    """Each of ``cycles`` run once as a warm-up (not kept), then ``iterations`` times in
+    turns whose order rotates (no cycle always first); what each returned, by name."""
+    for cycle in cycles.values():
+        await cycle()
+    names = list(cycles)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for i in range(iterations):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            results[name].append(await cycles[name]())
+    return results
+
+
+def parts_summary(
+    samples: Sequence[Mapping[str, float]], parts: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """p50 and p95 in ms of each of ``parts`` of ``samples`` (each a mapping of part to seconds)."""
+    return {
+        part: {
+            "p50_ms": round(percentile([s[part] for s in samples], 50) * 1000, 1),
+            "p95_ms": round(percentile([s[part] for s in samples], 95) * 1000, 1),
+        }
+        for part in parts
+    }
