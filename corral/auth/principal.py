@@ -47,6 +47,19 @@ class Principal:
             scopes &= WORKER_SCOPES
         object.__setattr__(self, "scopes", scopes)
 
+    def as_developer(self) -> Principal:
+        """Corral acting for this caller's org, on its key or user (the audit trail
+        names them), with a developer's scopes: what a surface whose callers hold a
+        narrower scope (``sessions:write``) uses for the sandbox calls it makes for
+        them."""
+        return Principal(
+            org_id=self.org_id,
+            role=Role.DEVELOPER,
+            key_id=self.key_id,
+            user_id=self.user_id,
+            client_id=self.client_id,
+        )
+
     def may_see(self, sandbox_id: str) -> bool:
         return self.sandbox_id is None or self.sandbox_id == sandbox_id
 

@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from corral.auth.principal import Principal, Role
+from corral.auth.principal import Principal
 from corral.auth.scopes import Scope, require
 from corral.clock import SYSTEM, Clock
 from corral.domain import Sandbox
@@ -166,19 +166,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def actor_of(principal: Principal) -> Principal:
-    """Who a thread's desktop is made and used by: corral, for the caller's org, on the
-    caller's key (the caller held ``sessions:write``; the desktop needs a developer's
-    sandbox scopes)."""
-    return Principal(
-        org_id=principal.org_id,
-        role=Role.DEVELOPER,
-        key_id=principal.key_id,
-        user_id=principal.user_id,
-        client_id=principal.client_id,
-    )
-
-
 class RunService:
     def __init__(
         self,
@@ -254,7 +241,7 @@ class RunService:
             principal.subject,
             principal.client_id,
         )
-        live.task = asyncio.create_task(self._execute(live, actor_of(principal)), name=f"run {run.id}")
+        live.task = asyncio.create_task(self._execute(live, principal.as_developer()), name=f"run {run.id}")
         return Started(run, token, message)
 
     async def run(self, reader: Reader, thread_id: str, run_id: str) -> Run:
@@ -296,7 +283,7 @@ class RunService:
         left = max(0.0, (sandbox.deadline_at - self.clock.now()).total_seconds())
         try:
             return await self.sandboxes.postpone_deadline(
-                actor_of(principal), sandbox_id, math.ceil(left) + EXTEND_S
+                principal.as_developer(), sandbox_id, math.ceil(left) + EXTEND_S
             )
         except Conflict as exc:
             raise NotFound(f"sandbox {sandbox_id} is not live", field="sandboxId") from exc

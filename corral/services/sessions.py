@@ -153,19 +153,6 @@ def quota_of(limits: SessionLimits) -> float | None:
     return limits.cpu_seconds if limits.cpu_seconds < limits.wall_clock_s * limits.cpus else None
 
 
-def actor_of(principal: Principal) -> Principal:
-    """Who a session's sandbox is made and run by: corral, for the caller's org and
-    on the caller's key or user (the audit trail names them). The caller held
-    ``sessions:write``; the sandbox calls need the developer's sandbox scopes."""
-    return Principal(
-        org_id=principal.org_id,
-        role=Role.DEVELOPER,
-        key_id=principal.key_id,
-        user_id=principal.user_id,
-        client_id=principal.client_id,
-    )
-
-
 class SessionService:
     def __init__(
         self,
@@ -222,7 +209,7 @@ class SessionService:
         live = self._live[session.id] = _Live(session)
         live.frames.add("phase", session.created_at, {"phase": Phase.PENDING})
         await self._record(live, principal, "session_created", language=req.language.value)
-        live.task = self._spawn(self._run(live, actor_of(principal), req.code), f"session-{session.id}")
+        live.task = self._spawn(self._run(live, principal.as_developer(), req.code), f"session-{session.id}")
         return session
 
     async def _check_bindings(self, org_id: str, names: Sequence[str]) -> None:
