@@ -32,6 +32,7 @@ import errno
 import logging
 import os
 import resource
+import socket
 import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -46,7 +47,7 @@ from corral.ports import Agent, NetInfo, Network
 from corral.runtime import bundle, cgroups, cpu_quota, freeze, loopdev, mounts, overlay, treework
 from corral.runtime import userns as owners
 from corral.runtime.agentfile import AgentFiles
-from corral.runtime.blocking import finish
+from corral.runtime.blocking import finish, finish_owning
 from corral.runtime.disk import DiskImages
 from corral.runtime.layout import SandboxPaths, valid_id
 from corral.runtime.locks import Locks
@@ -472,7 +473,7 @@ class RuncRuntime:
             sysfs_path=str(paths.sysfs) if netns else None,
             userns_path=userns.path,
         )
-        listener, log_fd = await finish(bundle.write, paths, config)
+        listener, log_fd = await finish_owning(_close_run_files, bundle.write, paths, config)
         try:
             undo.push_async_callback(self._quietly, "delete container", self._stop_container, spec.id)
             await self._runc.run(
@@ -651,6 +652,14 @@ def _disk_devices(paths: SandboxPaths) -> list[str] | None:
     disk is not mounted (a crash may have left a device bound without its mount)."""
     device = loopdev.mounted_device(paths.disk)
     return [device] if device is not None else None
+
+
+def _close_run_files(written: tuple[socket.socket, int]) -> None:
+    """Close what ``bundle.write`` returned to a create cancelled meanwhile: the agent's
+    log is on the sandbox's disk, and an fd of it left open would hold the disk."""
+    listener, log_fd = written
+    listener.close()
+    os.close(log_fd)
 
 
 def _remove_host_state(paths: SandboxPaths) -> None:

@@ -11,16 +11,21 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from corral.domain import ExecRequest, ExecResult, Limits, RuntimeState, SandboxSpec, Template
 from corral.errors import Conflict, InvalidInput, RuntimeFailure
+from corral.runtime import bundle
 from corral.runtime.disk import DiskImages
+from corral.runtime.layout import SandboxPaths
 from corral.runtime.runc import RuncRuntime
 from corral.settings import Settings
 from tests.integration.conftest import CreateFn, new_id
@@ -218,15 +223,32 @@ async def test_cancelled_create_leaves_nothing(
             pass  # the cancelled create must have undone itself: no destroy here
         else:
             await runtime.destroy(sandbox_id)  # it finished before the cancel landed
-        # Everything is gone at once but, rarely, the disk's loop device: a mount
-        # namespace another process was making at that instant (a container of another
-        # runtime on this node) holds a copy of the disk's mount for a moment, and the
-        # kernel detaches the device (autoclear) when that copy goes. A leak stays.
-        await eventually_async(
-            lambda sid=sandbox_id: traces(settings, sid) == [],
-            20,
-            f"traces still there after 20 s (at first: {traces(settings, sandbox_id)})",
-        )
+        assert traces(settings, sandbox_id) == []
+
+
+async def test_a_create_cancelled_as_its_bundle_is_written_leaves_nothing(
+    runtime: RuncRuntime, base_template: Template, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel lands just as ``bundle.write`` returns its listening socket and the
+    agent's log fd (a file on the sandbox's disk): both are closed, or the fd would hold
+    the unmounted disk and its loop device for as long as this process lives."""
+    written, go_on, write = threading.Event(), threading.Event(), bundle.write
+
+    def write_then_wait(paths: SandboxPaths, config: dict[str, Any]) -> tuple[socket.socket, int]:
+        made = write(paths, config)
+        written.set()
+        go_on.wait(10)
+        return made
+
+    monkeypatch.setattr(bundle, "write", write_then_wait)
+    sandbox_id = new_id()
+    task = asyncio.create_task(runtime.create(SandboxSpec(sandbox_id, base_template, Limits())))
+    await eventually_async(written.is_set, 30, "bundle.write was not reached")
+    task.cancel()
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert traces(settings, sandbox_id) == []  # the loop device too: nothing holds the disk
 
 
 async def test_sandbox_outlives_the_process_that_made_it(
