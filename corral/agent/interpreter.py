@@ -140,7 +140,11 @@ class Context:
         went away (or the caller stops reading) the execution is interrupted."""
         if env_vars:
             await self._quietly(set_env(self.language, env_vars))
-        msg_id = self.client.execute(code, store_history=True, allow_stdin=False)
+        # stop_on_error=False: executions are one at a time (``lock``), so the kernel has
+        # no queue to abort on an error; with it, an execution sent just after an
+        # interrupted one was aborted (the kernel's abort window outlives its idle status)
+        # and answered with nothing
+        msg_id = self.client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
         try:
             async for frame in self._frames(msg_id, gone):
                 yield frame
