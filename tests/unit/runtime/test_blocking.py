@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from typing import Any
 
 import pytest
 
 from corral.runtime.blocking import finish, finish_owning
 
 
-async def _cancel_midway(step: asyncio.Future[object], started: threading.Event, go: threading.Event) -> None:
+async def _cancel_midway(step: asyncio.Future[Any], started: threading.Event, go: threading.Event) -> None:
     while not started.is_set():
         await asyncio.sleep(0.001)
     step.cancel()
@@ -36,7 +37,7 @@ async def test_a_cancel_waits_for_the_step_and_drops_its_result() -> None:
 
 
 async def test_a_result_dropped_at_a_cancel_is_released() -> None:
-    started, go, released = threading.Event(), threading.Event(), []
+    started, go, released = threading.Event(), threading.Event(), list[int]()
 
     def open_one() -> int:
         started.set()
@@ -60,7 +61,7 @@ async def test_an_uncancelled_result_is_the_callers() -> None:
 
 
 async def test_a_step_that_failed_at_a_cancel_has_nothing_to_release() -> None:
-    started, go, released = threading.Event(), threading.Event(), []
+    started, go, released = threading.Event(), threading.Event(), list[int]()
 
     def fails() -> int:
         started.set()
