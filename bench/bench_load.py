@@ -5,6 +5,7 @@ Run as root from the repository root:
 
     .venv/bin/python bench/bench_load.py                        # 100 clients, 20 sandboxes, 60 s
     .venv/bin/python bench/bench_load.py --clients 20 --seconds 10
+    .venv/bin/python bench/bench_load.py --baseline 3361599   # and that revision's server, one after the other
 
 It starts its own ``corral serve`` (a temporary data dir, its own network ``cload0`` on
 10.249.0.0/16, the base template from the benchmarks' cache; the API rate limit, the org cap and the node's promises lifted:
@@ -20,8 +21,11 @@ It starts its own ``corral serve`` (a temporary data dir, its own network ``cloa
    the other routes.
 
 It reports exec round trips done, errors (any non-200, wrong answer, timeout), p50,
-p99, the rate, and each other route's p50/p99 idle and under load. Bounded; removes
-everything it made, Ctrl-C included.
+p99, the rate, and each other route's p50/p99 idle and under load (and the ratio of
+the p50s). With ``--baseline REV`` the same run is made against REV's server too (a
+``git worktree``, ``bench/baseline.py``), one after the other on the same network (this
+tree's first unless ``--baseline-first``). Bounded; removes everything it made, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ import os
 import sys
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import entry
 import httpx
-from corral_target import CorralServer, CorralTarget, Network, ensure_template_cache
+from baseline import Worktree
+from corral_target import HEAD, Code, CorralServer, CorralTarget, Network, ensure_template_cache
 from stats import Summary, fmt_ms
 
 OP_TIMEOUT = 30.0
@@ -98,23 +104,28 @@ def cells(values: list[float]) -> str:
     return f"{len(values)} | {fmt_ms(s.p50)} | {fmt_ms(s.p99)}"
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        print("run as root: runc, mounts and cgroups need it", file=sys.stderr)
-        return 2
-    templates = ensure_template_cache(args.template_cache)
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    server = CorralServer(templates, args.workdir, network=NETWORK)
+@dataclass
+class Run:
+    """One server's run: its exec round trips and the other routes' probes."""
+
+    name: str
+    idle: dict[str, list[float]] = field(default_factory=dict)
+    loaded: dict[str, list[float]] = field(default_factory=dict)
+    probe_errors: list[str] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    load: str = ""
+
+
+async def one_run(args: argparse.Namespace, templates: Path, code: Code, network: Network) -> Run:
+    """Start ``code``'s server, make the sandboxes, probe idle, then the load; stop it."""
+    run = Run(code.name)
+    before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    server = CorralServer(templates, args.workdir, code=code, network=network)
     server.extra_env.update(SETTINGS)
     server.extra_env.update(dict(pair.split("=", 1) for pair in args.env))
     target: CorralTarget | None = None
-    idle: dict[str, list[float]] = {}
-    loaded: dict[str, list[float]] = {}
-    probe_errors: list[str] = []
-    samples: list[float] = []
-    errors: list[str] = []
-    elapsed = 0.0
     try:
         await server.start()
         target = CorralTarget(server.url, server.api_key, server.runc_root, server_pid=server.pid)
@@ -122,34 +133,66 @@ async def main_async(args: argparse.Namespace) -> int:
         ids = [await asyncio.wait_for(target.create(), 120) for _ in range(args.sandboxes)]
         for sandbox_id in ids:
             await target.exec_true(sandbox_id)
-        print(f"{len(ids)} sandboxes; idle probes for {args.probe_seconds} s", flush=True)
-        await probes(target.client, ids[0], time.monotonic() + args.probe_seconds, idle, probe_errors)
-        print(f"{args.clients} clients for {args.seconds} s", flush=True)
+        print(f"{code.name}: {len(ids)} sandboxes; idle probes for {args.probe_seconds} s", flush=True)
+        await probes(target.client, ids[0], time.monotonic() + args.probe_seconds, run.idle, run.probe_errors)
+        print(f"{code.name}: {args.clients} clients for {args.seconds} s", flush=True)
         until = time.monotonic() + args.seconds
         start = time.perf_counter()
         clients: list[Awaitable[None]] = [
-            exec_client(server.url, server.api_key, ids[n % len(ids)], until, samples, errors)
+            exec_client(server.url, server.api_key, ids[n % len(ids)], until, run.samples, run.errors)
             for n in range(args.clients)
         ]
-        await asyncio.gather(*clients, probes(target.client, ids[0], until, loaded, probe_errors))
-        elapsed = time.perf_counter() - start
+        await asyncio.gather(*clients, probes(target.client, ids[0], until, run.loaded, run.probe_errors))
+        run.elapsed = time.perf_counter() - start
     finally:
         if target is not None:
             await target.close()
         server.stop(keep_log=args.server_log)
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    run.load = f"{before} -> {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    return run
+
+
+def report(run: Run) -> None:
+    samples = run.samples
     s = Summary.of(samples) if samples else None
+    print(f"\n## {run.name} (load average {run.load})")
     print(
-        f"exec round trips: {len(samples)} in {elapsed:.1f} s ({len(samples) / max(elapsed, 1e-9):.0f}/s), "
-        f"errors {len(errors)}, p50 {fmt_ms(s.p50) if s else '-'}, p99 {fmt_ms(s.p99) if s else '-'}"
+        f"exec round trips: {len(samples)} in {run.elapsed:.1f} s ({len(samples) / max(run.elapsed, 1e-9):.0f}/s), "
+        f"errors {len(run.errors)}, p50 {fmt_ms(s.p50) if s else '-'}, p99 {fmt_ms(s.p99) if s else '-'}"
     )
-    print("| route | idle: calls | p50 | p99 | under load: calls | p50 | p99 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| route | idle: calls | p50 | p99 | under load: calls | p50 | p99 | p50 load/idle |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("get", "list", "metrics", "healthz"):
-        print(f"| {name} | {cells(idle.get(name, []))} | {cells(loaded.get(name, []))} |")
-    for text in (errors + probe_errors)[:5]:
+        idle, loaded = run.idle.get(name, []), run.loaded.get(name, [])
+        ratio = f"{Summary.of(loaded).p50 / Summary.of(idle).p50:.1f}x" if idle and loaded else "-"
+        print(f"| {name} | {cells(idle)} | {cells(loaded)} | {ratio} |")
+    for text in (run.errors + run.probe_errors)[:5]:
         print(f"- error: {text}")
-    return 1 if errors or probe_errors else 0
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        print("run as root: runc, mounts and cgroups need it", file=sys.stderr)
+        return 2
+    templates = ensure_template_cache(args.template_cache)
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    worktree = Worktree(args.baseline, args.workdir or Path("/var/tmp")) if args.baseline else None
+    runs: list[Run] = []
+    try:
+        codes = [HEAD]
+        if worktree is not None:
+            baseline = worktree.add()
+            codes = [baseline, HEAD] if args.baseline_first else [HEAD, baseline]
+        for code in codes:
+            runs.append(await one_run(args, templates, code, NETWORK))
+    finally:
+        if worktree is not None:
+            worktree.remove()
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for run in runs:
+        report(run)
+    return 1 if any(run.errors or run.probe_errors for run in runs) else 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -158,6 +201,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sandboxes", type=int, default=20)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--probe-seconds", type=float, default=10.0)
+    p.add_argument("--baseline", help="also run the same against this revision's server, one after the other")
+    p.add_argument("--baseline-first", action="store_true", help="the baseline's run first (default: last)")
     entry.add_server_options(p)
     return p.parse_args()
 

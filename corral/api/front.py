@@ -31,6 +31,13 @@ Then, for each request head:
 - any other request: written again into the protocol behind (the head as parsed, the
   body as it comes, re-chunked if it came chunked), which answers it.
 
+Exec round trips take a turn (``corral.api.front_turns``, the server's ``turns``) before
+they go behind: beyond ``max_concurrent_execs`` in flight, one waits as parsed bytes until
+a turn ends, so the other routes are not queued behind a hundred execs' bodies,
+credentials and routing. The turn ends with its answer. While it waits its connection is
+still read (so a client that leaves is seen, and leaves the queue) until more bytes come:
+those are held too, and reading pauses.
+
 Answers leave in request order: a request that begins while an earlier one is not yet
 answered is held (its parsed pieces kept, reading paused) until that answer is
 complete. Writes of one loop turn leave as one (``CoalescingTransport``); a complete
@@ -53,6 +60,7 @@ from typing import Any, cast
 import httptools
 
 from corral.api.behind import BehindProtocol, BehindTransport, CoalescingTransport
+from corral.api.front_turns import FrontTurns, Turn, Waiter, is_exec, turn_key
 from corral.api.h2c import PREFACE, H2Connection
 from corral.api.uvicorn_internals import Config, ServerState
 from corral.gateway.fast_path import FastExchange, FastPath
@@ -84,6 +92,7 @@ class FrontProtocol(asyncio.Protocol):
     head_timeout = 30.0
     max_header_bytes = 64 * 1024
     max_headers = 100
+    turns: FrontTurns | None = None  # exec round trips in flight, shared by the server's connections
 
     @staticmethod
     def fast_path_source() -> FastPath | None:
@@ -130,6 +139,9 @@ class FrontProtocol(asyncio.Protocol):
         self._on_deadline: Callable[[], None] | None = None
         self._rejected = False
         self._fresh = True  # nothing read yet: HTTP/2's preface may come (corral.api.h2c)
+        self._turn: Turn | None = None  # the exec turn of the request behind, if it took one
+        self._waiter: Waiter | None = None  # the request waits for an exec turn
+        self._lost = False
 
     # ---- the transport's callbacks ----------------------------------------------------
 
@@ -162,6 +174,8 @@ class FrontProtocol(asyncio.Protocol):
                 return
         elif not self._in_message and self._held is None:
             self._disarm()  # the keep-alive wait is over
+        if self._waiter is not None:
+            self.pause_reading("turn")  # held now: at most this read's bytes more while waiting
         try:
             self.parser.feed_data(data)
         except _Rejected:
@@ -183,6 +197,11 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(cast(Any, self))
+        self._lost = True
+        if self._waiter is not None and self.turns is not None:
+            self.turns.forget(self._waiter)
+            self._waiter = None
+        self._end_turn()
         self._disarm()
         if self._timer is not None:
             self._timer.cancel()
@@ -217,7 +236,7 @@ class FrontProtocol(asyncio.Protocol):
             return  # uvicorn's WebSocket protocol is a connection of its own
         if self.pending_behind and self.behind is not None:
             self.behind.shutdown()  # it closes after its answer
-        if self._busy():
+        if self._busy() or self._waiter is not None:
             self.closing = True
         else:
             self.close()
@@ -331,6 +350,17 @@ class FrontProtocol(asyncio.Protocol):
             self.exchange = self.fast_path.start(scope, self, keep_alive)
             if self.exchange is not None:
                 return
+        if self.turns is not None and self._turn is None and is_exec(method, self._url):
+            asked = self.turns.ask(turn_key(headers, self._client), self._granted, self.loop)
+            if isinstance(asked, Waiter):  # this request and what follows it wait: see _granted
+                self._waiter = asked
+                if self._held is None:
+                    self._held = deque()
+                self._held.appendleft(
+                    (self._on_headers_complete, (method, version, keep_alive, upgrade_asked))
+                )
+                return  # reading goes on (a client that leaves is seen) until more comes: data_received
+            self._turn = asked
         self.pending_behind += 1
         self._behind().data_received(self._head(method))
 
@@ -407,7 +437,23 @@ class FrontProtocol(asyncio.Protocol):
     def answered(self) -> None:
         """The protocol behind completed an answer."""
         self.pending_behind -= 1
+        self._end_turn()
         self._settled()
+
+    def _granted(self, turn: Turn) -> None:
+        """The request waiting for an exec turn has it: it goes on (``_replay``)."""
+        self._waiter = None
+        if self._lost or self._rejected:
+            turn.release()
+            return
+        self._turn = turn
+        self.resume_reading("turn")
+        self._replay()
+
+    def _end_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.release()
 
     def _settled(self) -> None:
         """After a request or an answer ended: the held request goes on, or the
@@ -423,7 +469,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def _replay(self) -> None:
         held = self._held
-        while held and not self._rejected:
+        while held and not self._rejected and self._waiter is None:
             handler, args = held[0]
             if handler == self._begin and (self._busy() or self._in_message):
                 return  # the next request waits for this one's answer
@@ -432,6 +478,8 @@ class FrontProtocol(asyncio.Protocol):
                 handler(*args)
             except _Rejected:
                 return
+        if self._waiter is not None:
+            return  # a request waits for an exec turn (it put itself back first)
         self._held = None
         self.resume_reading("held")
         self._settled()
@@ -525,10 +573,14 @@ class FrontProtocol(asyncio.Protocol):
 
 
 def front_protocol(
-    head_timeout: float, max_header_bytes: int, max_headers: int, fast_path: FastPathSource
+    head_timeout: float,
+    max_header_bytes: int,
+    max_headers: int,
+    fast_path: FastPathSource,
+    turns: FrontTurns | None = None,
 ) -> type[FrontProtocol]:
     """The protocol class with these limits, whose connections answer what ``fast_path()``
-    takes (for uvicorn's ``http`` option)."""
+    takes and share ``turns`` for their exec round trips (for uvicorn's ``http`` option)."""
     return type(
         "FrontProtocol",
         (FrontProtocol,),
@@ -537,5 +589,6 @@ def front_protocol(
             "max_header_bytes": max_header_bytes,
             "max_headers": max_headers,
             "fast_path_source": staticmethod(fast_path),
+            "turns": turns,
         },
     )

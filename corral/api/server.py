@@ -34,6 +34,7 @@ from fastapi import FastAPI
 
 from corral.api.app import CorralApp, create_app
 from corral.api.front import FastPathSource, front_protocol
+from corral.api.front_turns import FrontTurns
 from corral.gateway.fast_path import FastPath
 from corral.gateway.forward import UpstreamAborted
 from corral.settings import Settings
@@ -60,6 +61,9 @@ def config(settings: Settings, app: FastAPI | None = None, **options: Any) -> uv
             settings.http_max_header_bytes,
             settings.http_max_headers,
             fast_path=fast_path_of(app),
+            turns=FrontTurns(
+                settings.max_concurrent_execs, settings.max_queued_execs, settings.exec_turn_max_s
+            ),
         ),
         "timeout_keep_alive": settings.http_keep_alive_s,
         "access_log": settings.access_log,

@@ -1,0 +1,155 @@
+"""Exec round trips in flight at the front (``corral.api.front``): turns taken before a
+request's body, authentication and routing, so the other routes are served ahead.
+
+Why. With a hundred clients each keeping an exec in flight, every exec request behind the
+front costs its body, its credential check, FastAPI's routing and dependencies, as much as
+the exec itself; the service's own bound (``services/commands.py``) comes after all of that.
+A plain GET arriving then waits behind every one of them. Here an exec request waits
+before any of it, as parsed bytes on a connection whose reading is paused.
+
+Which requests (``is_exec``): a POST to a path that runs a command and waits for it, on
+every surface: OpenComputer's ``/sandboxes/{id}/exec/run`` and ``run-async`` (both
+mounts), xgen's ``/api/v1/sandboxes/{id}/exec``, Copass's
+``/api/v1/storage/sandboxes/{id}/compute/sessions/{sid}/exec`` and E2B's
+``/process.Process/Start``. MCP's tool calls and the agent-runs surface are not told apart
+by their head (their exec is still bounded in the service).
+
+Contracts of ``FrontTurns``:
+- At most ``concurrency`` turns are held at once (0: no bound).
+- The others wait, first in first out per credential (the request's ``X-API-Key``,
+  ``Authorization`` or ``X-Access-Token``, else its client address: known from the head,
+  before any check), credentials taking turns: when a turn ends, of the credentials with a
+  request waiting the one served longest ago gets it.
+- At most ``max_waiting`` wait: one more goes on at once, without a turn (then the
+  service's queue answers it, in its surface's envelope: 429 when that is full too).
+- A turn is released when its answer is complete or its connection is lost, and after
+  ``max_hold_s`` at most (a long command then waits in its sandbox without keeping others
+  waiting). A waiter whose connection is lost leaves the queue; a turn handed to a
+  connection lost meanwhile is passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from collections.abc import Callable
+
+MAX_KEYS_REMEMBERED = 10_000
+
+_EXEC = re.compile(
+    rb"(?:/api)?/sandboxes/[^/?]+/exec/run(?:-async)?"
+    rb"|/api/v1/sandboxes/[^/?]+/exec"
+    rb"|/api/v1/storage/sandboxes/[^/?]+/compute/sessions/[^/?]+/exec"
+    rb"|/process\.Process/Start"
+)
+_CREDENTIALS = (b"x-api-key", b"authorization", b"x-access-token")
+
+
+def is_exec(method: bytes, url: bytes) -> bool:
+    """Whether a request is an exec round trip (see the module docstring)."""
+    if method != b"POST":
+        return False
+    path = url.partition(b"?")[0]
+    return _EXEC.fullmatch(path) is not None
+
+
+def turn_key(headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None) -> bytes:
+    """Whose turn a request takes: its credential as sent, else its client address."""
+    for name, value in headers:
+        if name in _CREDENTIALS:
+            return value
+    return client[0].encode() if client is not None else b""
+
+
+class Turn:
+    """A turn held; ``release`` is idempotent."""
+
+    __slots__ = ("_timer", "_turns")
+
+    def __init__(self, turns: FrontTurns, loop: asyncio.AbstractEventLoop) -> None:
+        self._turns: FrontTurns | None = turns
+        self._timer = None if turns.max_hold_s is None else loop.call_later(turns.max_hold_s, self.release)
+
+    def release(self) -> None:
+        turns, self._turns = self._turns, None
+        if turns is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        turns._release()
+
+
+class Waiter:
+    """A request waiting for a turn; ``granted(turn)`` is called (soon, from the loop) when
+    it gets one."""
+
+    __slots__ = ("granted", "key", "loop")
+
+    def __init__(self, key: bytes, granted: Callable[[Turn], None], loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.granted = granted
+        self.loop = loop
+
+
+class FrontTurns:
+    def __init__(self, concurrency: int, max_waiting: int, max_hold_s: float | None = None) -> None:
+        self.concurrency = concurrency
+        self.max_waiting = max_waiting
+        self.max_hold_s = max_hold_s
+        self.running = 0
+        self._waiting: dict[bytes, deque[Waiter]] = {}
+        self._count = 0
+        self._served: dict[bytes, int] = {}  # credential -> when it last got a turn (a count)
+        self._turns = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._count
+
+    def ask(
+        self, key: bytes, granted: Callable[[Turn], None], loop: asyncio.AbstractEventLoop
+    ) -> Turn | Waiter | None:
+        """A turn now; or a ``Waiter`` in the queue (``granted`` is called with the turn
+        later); or None: no bound, or the queue is full, and the request goes on without one."""
+        if self.concurrency <= 0:
+            return None
+        if self.running < self.concurrency and not self._count:
+            self.running += 1
+            self._serve(key)
+            return Turn(self, loop)
+        if self._count >= self.max_waiting:
+            return None
+        waiter = Waiter(key, granted, loop)
+        self._waiting.setdefault(key, deque()).append(waiter)
+        self._count += 1
+        return waiter
+
+    def forget(self, waiter: Waiter) -> None:
+        """``waiter`` no longer wants its turn (its connection is lost)."""
+        queue = self._waiting.get(waiter.key)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            self._count -= 1
+            if not queue:
+                del self._waiting[waiter.key]
+
+    def _release(self) -> None:
+        if not self._waiting:
+            self.running -= 1
+            return
+        key = min(self._waiting, key=lambda k: self._served.get(k, -1))  # credentials waiting: few
+        queue = self._waiting[key]
+        waiter = queue.popleft()
+        self._count -= 1
+        if not queue:
+            del self._waiting[key]
+        self._serve(key)
+        waiter.loop.call_soon(waiter.granted, Turn(self, waiter.loop))
+
+    def _serve(self, key: bytes) -> None:
+        self._served[key] = self._turns
+        self._turns += 1
+        if len(self._served) > MAX_KEYS_REMEMBERED:  # only the waiting ones' order matters
+            self._served = {k: n for k, n in self._served.items() if k in self._waiting}

@@ -1,0 +1,258 @@
+"""Exec round trips in turns at the front (``corral.api.front_turns``): the queue itself,
+then a real uvicorn server (the options ``corral serve`` uses, the process runtime) with
+one exec at a time: a second exec waits before its body and credential are looked at
+while the other routes answer, a waiter whose client leaves is forgotten, and a request
+pipelined behind a waiting exec is answered after it, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from corral.api.front import FrontProtocol
+from corral.api.front_turns import FrontTurns, Turn, Waiter, is_exec, turn_key
+from corral.api.server import config
+from corral.core import Core
+from tests.support.app import KEY, make_app, make_settings, remove_sandboxes
+from tests.support.conditions import eventually_async
+from tests.support.server_thread import served
+from tests.support.sockets import listening, port_of
+
+# ---- the queue ---------------------------------------------------------------------------
+
+
+def test_exec_requests_of_every_surface_are_told_from_the_rest() -> None:
+    for url in (
+        b"/api/sandboxes/sb-1/exec/run",
+        b"/sandboxes/sb-1/exec/run?x=1",
+        b"/api/sandboxes/sb-1/exec/run-async",
+        b"/api/v1/sandboxes/sb-1/exec",
+        b"/api/v1/storage/sandboxes/sb-1/compute/sessions/s-1/exec",
+        b"/process.Process/Start",
+    ):
+        assert is_exec(b"POST", url), url
+    for method, url in (
+        (b"GET", b"/api/sandboxes/sb-1/exec/run"),
+        (b"POST", b"/api/sandboxes/sb-1/exec"),  # an exec session: started, not waited for
+        (b"POST", b"/api/sandboxes/sb-1/exec/run/more"),
+        (b"POST", b"/api/sandboxes"),
+        (b"GET", b"/healthz"),
+        (b"POST", b"/process.Process/List"),
+    ):
+        assert not is_exec(method, url), (method, url)
+
+
+def test_a_turn_is_keyed_by_the_credential_sent_else_the_client() -> None:
+    assert turn_key([(b"host", b"x"), (b"x-api-key", b"k1")], ("10.0.0.1", 5)) == b"k1"
+    assert turn_key([(b"authorization", b"Bearer t")], ("10.0.0.1", 5)) == b"Bearer t"
+    assert turn_key([(b"host", b"x")], ("10.0.0.1", 5)) == b"10.0.0.1"
+
+
+class Grants:
+    """What ``granted`` callbacks got, in order, with an event per grant."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, Turn]] = []
+        self.changed = asyncio.Event()
+
+    def to(self, name: str) -> object:
+        def granted(turn: Turn) -> None:
+            self.got.append((name, turn))
+            self.changed.set()
+
+        return granted
+
+    async def next(self) -> tuple[str, Turn]:
+        async with asyncio.timeout(5):
+            while not self.got:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.got.pop(0)
+
+
+def _ask(turns: FrontTurns, key: bytes, grants: Grants, name: str) -> Turn | Waiter | None:
+    return turns.ask(key, grants.to(name), asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
+async def test_beyond_the_bound_requests_wait_and_credentials_take_turns() -> None:
+    turns, grants = FrontTurns(1, 16), Grants()
+    first = _ask(turns, b"a", grants, "a0")
+    assert isinstance(first, Turn) and turns.running == 1
+    for name in ("a1", "a2"):
+        assert isinstance(_ask(turns, b"a", grants, name), Waiter)
+    assert isinstance(_ask(turns, b"b", grants, "b1"), Waiter)
+    assert turns.waiting == 3
+    first.release()
+    first.release()  # once only
+    order = []
+    for _ in range(3):
+        name, turn = await grants.next()
+        order.append(name)
+        turn.release()
+    assert order == ["b1", "a1", "a2"]  # b had not been served; then a's in order
+    assert (turns.running, turns.waiting) == (0, 0)
+
+
+async def test_a_full_queue_lets_requests_on_and_no_bound_takes_no_turn() -> None:
+    turns, grants = FrontTurns(1, 1), Grants()
+    held = _ask(turns, b"a", grants, "a0")
+    assert isinstance(_ask(turns, b"a", grants, "a1"), Waiter)
+    assert _ask(turns, b"a", grants, "a2") is None  # the service's queue answers it
+    assert isinstance(held, Turn)
+    held.release()
+    (_, turn) = await grants.next()
+    turn.release()
+    assert _ask(FrontTurns(0, 16), b"a", grants, "x") is None
+
+
+async def test_a_forgotten_waiter_gets_nothing_and_a_turn_held_too_long_is_released() -> None:
+    turns, grants = FrontTurns(1, 16, max_hold_s=0.05), Grants()
+    held = _ask(turns, b"a", grants, "a0")
+    gone = _ask(turns, b"a", grants, "gone")
+    assert isinstance(gone, Waiter)
+    turns.forget(gone)
+    assert turns.waiting == 0
+    assert isinstance(_ask(turns, b"b", grants, "b1"), Waiter)
+    name, turn = await grants.next()  # released by its hold limit, not by its holder
+    assert name == "b1" and turns.running == 1
+    turn.release()
+    assert isinstance(held, Turn)
+    held.release()  # released already: nothing more
+    assert (turns.running, turns.waiting) == (0, 0)
+
+
+# ---- a real server ------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    url: str
+    port: int
+    core: Core
+    turns: FrontTurns
+    sandbox_id: str
+    fifo_dir: Path
+
+    def fifo(self, name: str) -> Path:
+        path = self.fifo_dir / name
+        os.mkfifo(path)
+        return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    sock = listening()
+    port = port_of(sock)
+    settings = make_settings(
+        tmp_path_factory.mktemp("front-turns"),
+        port=port,
+        max_concurrent_execs=1,
+        exec_turn_max_s=60.0,
+        rate_limit_api=0,
+    )
+    app = make_app(settings)
+    cfg = config(settings, app, log_level="warning")
+    front = cfg.http
+    assert isinstance(front, type) and issubclass(front, FrontProtocol) and front.turns is not None
+    with served(cfg, sock, "corral-front-turns") as url:
+        with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=30) as client:
+            created = client.post("/api/sandboxes", json={})
+            assert created.status_code == 201, created.text
+        yield Served(
+            url,
+            port,
+            app.state.core,
+            front.turns,
+            created.json()["sandboxID"],
+            tmp_path_factory.mktemp("fifos"),
+        )
+        remove_sandboxes(url, KEY)
+
+
+async def _release(fifo: Path) -> None:
+    """Write to ``fifo``: the command reading it (``cat``) ends. Opening blocks until it reads."""
+    await asyncio.wait_for(asyncio.to_thread(fifo.write_text, "go"), 10)
+
+
+async def test_an_exec_beyond_the_bound_waits_at_the_front_while_other_routes_answer(server: Served) -> None:
+    fifo = server.fifo("first")
+    run = f"/api/sandboxes/{server.sandbox_id}/exec/run"
+    async with (
+        httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as one,
+        httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as two,
+        httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as other,
+    ):
+        first = asyncio.create_task(one.post(run, json={"cmd": "cat", "args": [str(fifo)]}))
+        await eventually_async(lambda: server.turns.running == 1, 10, "the first exec took no turn")
+        second = asyncio.create_task(two.post(run, json={"cmd": "echo", "args": ["ok"]}))
+        await eventually_async(lambda: server.turns.waiting == 1, 10, "the second exec does not wait")
+        assert server.core.commands.turns.waiting == 0  # it never reached the service
+
+        for path in ("/healthz", f"/api/sandboxes/{server.sandbox_id}", "/api/sandboxes"):
+            answer = await other.get(path)
+            assert answer.status_code == 200, (path, answer.text)
+        assert server.turns.waiting == 1 and not second.done()
+
+        await _release(fifo)
+        done = await asyncio.wait_for(first, 10)
+        assert done.status_code == 200 and done.json()["stdout"] == "go"
+        after = await asyncio.wait_for(second, 10)
+        assert after.status_code == 200 and after.json()["stdout"] == "ok\n"
+    await eventually_async(lambda: (server.turns.running, server.turns.waiting) == (0, 0), 5)
+
+
+async def test_a_waiting_exec_whose_client_leaves_is_forgotten(server: Served) -> None:
+    fifo = server.fifo("second")
+    run = f"/api/sandboxes/{server.sandbox_id}/exec/run"
+    async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as one:
+        first = asyncio.create_task(one.post(run, json={"cmd": "cat", "args": [str(fifo)]}))
+        await eventually_async(lambda: server.turns.running == 1, 10)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        body = b'{"cmd": "echo", "args": ["never"]}'
+        writer.write(
+            b"POST %b HTTP/1.1\r\nhost: x\r\nx-api-key: %b\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%b" % (run.encode(), KEY.encode(), len(body), body)
+        )
+        await writer.drain()
+        await eventually_async(lambda: server.turns.waiting == 1, 10)
+        writer.close()
+        await eventually_async(lambda: server.turns.waiting == 0, 10, "the gone client still waits")
+        assert server.turns.running == 1  # the first still holds its turn
+        await _release(fifo)
+        assert (await asyncio.wait_for(first, 10)).status_code == 200
+        await eventually_async(lambda: server.turns.running == 0, 5, "the turn was not given back")
+        again = await one.post(run, json={"cmd": "echo", "args": ["ok"]})
+        assert again.status_code == 200 and again.json()["stdout"] == "ok\n"
+
+
+async def test_a_request_pipelined_behind_a_waiting_exec_is_answered_after_it(server: Served) -> None:
+    fifo = server.fifo("third")
+    run = f"/api/sandboxes/{server.sandbox_id}/exec/run"
+    async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as one:
+        first = asyncio.create_task(one.post(run, json={"cmd": "cat", "args": [str(fifo)]}))
+        await eventually_async(lambda: server.turns.running == 1, 10)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        body = b'{"cmd": "echo", "args": ["piped"]}'
+        writer.write(
+            b"POST %b HTTP/1.1\r\nhost: x\r\nx-api-key: %b\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%b"
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+            % (run.encode(), KEY.encode(), len(body), body)
+        )
+        await writer.drain()
+        await eventually_async(lambda: server.turns.waiting == 1, 10)
+        await _release(fifo)
+        assert (await asyncio.wait_for(first, 10)).status_code == 200
+        async with asyncio.timeout(10):
+            answers = await reader.read()  # both answers, then the close
+        writer.close()
+        exec_at, health_at = answers.find(b"piped"), answers.find(b'"status":"ok"')
+        assert answers.startswith(b"HTTP/1.1 200 ") and answers.count(b"HTTP/1.1 200 ") == 2, answers[:400]
+        assert 0 < exec_at < health_at, answers[:800]
+    await eventually_async(lambda: (server.turns.running, server.turns.waiting) == (0, 0), 5)
