@@ -106,10 +106,10 @@ class AgentClient:
     @asynccontextmanager
     async def _request(self, request: Mapping[str, Any]) -> AsyncIterator[_Connection]:
         """A connection with ``request`` sent; closed on exit."""
-        payload = wire.encode_json(request)
+        frame = wire.encode_frame(FrameType.JSON, wire.encode_json(request))
         reader, writer = await self._connect()
         try:
-            wire.write_frame(writer, FrameType.JSON, payload)
+            writer.write(frame)  # one system call, not one for the header and one for the payload
             await self._drain(writer)
             yield reader, writer
         finally:
@@ -233,7 +233,7 @@ class AgentClient:
         reader, writer = await self._connect()
         try:
             request = _within({"op": "file.read", "path": path}, within)
-            wire.write_frame(writer, FrameType.JSON, wire.encode_json(request))
+            writer.write(wire.encode_frame(FrameType.JSON, wire.encode_json(request)))
             await self._drain(writer)
             opened = parse(Opened, wire.json_answer(await wire.read_frame(reader, self.op_timeout)))
         except BaseException:
