@@ -32,8 +32,8 @@ Then, for each request head:
   body as it comes, re-chunked if it came chunked), which answers it.
 
 Exec round trips take a turn (``corral.api.front_turns``, the server's ``turns``) before
-they go behind: beyond ``max_concurrent_execs`` in flight, one waits as parsed bytes until
-a turn ends, so the other routes are not queued behind a hundred execs' bodies,
+they go behind: beyond ``max_concurrent_execs`` in flight (fewer while another request is
+in flight behind), one waits as parsed bytes until a turn ends, so the other routes are not queued behind a hundred execs' bodies,
 credentials and routing. The turn ends with its answer. While it waits its connection is
 still read (so a client that leaves is seen, and leaves the queue) until more bytes come:
 those are held too, and reading pauses.
@@ -60,7 +60,7 @@ from typing import Any, cast
 import httptools
 
 from corral.api.behind import BehindProtocol, BehindTransport, CoalescingTransport
-from corral.api.front_turns import FrontTurns, Turn, Waiter, is_exec, turn_key
+from corral.api.front_turns import FrontTurns, Other, Turn, Waiter, is_exec, turn_key
 from corral.api.h2c import PREFACE, H2Connection
 from corral.api.uvicorn_internals import Config, ServerState
 from corral.gateway.fast_path import FastExchange, FastPath
@@ -141,6 +141,7 @@ class FrontProtocol(asyncio.Protocol):
         self._fresh = True  # nothing read yet: HTTP/2's preface may come (corral.api.h2c)
         self._turn: Turn | None = None  # the exec turn of the request behind, if it took one
         self._waiter: Waiter | None = None  # the request waits for an exec turn
+        self._other: Other | None = None  # the request behind is not an exec: counted in turns
         self._lost = False
 
     # ---- the transport's callbacks ----------------------------------------------------
@@ -350,8 +351,9 @@ class FrontProtocol(asyncio.Protocol):
             self.exchange = self.fast_path.start(scope, self, keep_alive)
             if self.exchange is not None:
                 return
-        if self.turns is not None and self._turn is None and is_exec(method, self._url):
-            asked = self.turns.ask(turn_key(headers, self._client), self._granted, self.loop)
+        turns = self.turns
+        if turns is not None and self._turn is None and is_exec(method, self._url):
+            asked = turns.ask(turn_key(headers, self._client), self._granted, self.loop)
             if isinstance(asked, Waiter):  # this request and what follows it wait: see _granted
                 self._waiter = asked
                 if self._held is None:
@@ -361,6 +363,8 @@ class FrontProtocol(asyncio.Protocol):
                 )
                 return  # reading goes on (a client that leaves is seen) until more comes: data_received
             self._turn = asked
+        elif turns is not None and self._turn is None:
+            self._other = turns.other(self.loop)
         self.pending_behind += 1
         self._behind().data_received(self._head(method))
 
@@ -454,6 +458,9 @@ class FrontProtocol(asyncio.Protocol):
         turn, self._turn = self._turn, None
         if turn is not None:
             turn.release()
+        other, self._other = self._other, None
+        if other is not None:
+            other.end()
 
     def _settled(self) -> None:
         """After a request or an answer ended: the held request goes on, or the

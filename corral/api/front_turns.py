@@ -15,7 +15,11 @@ mounts), xgen's ``/api/v1/sandboxes/{id}/exec``, Copass's
 by their head (their exec is still bounded in the service).
 
 Contracts of ``FrontTurns``:
-- At most ``concurrency`` turns are held at once (0: no bound).
+- At most ``concurrency`` turns are held at once (0: no bound); while a request other
+  than an exec is in flight behind the front, new turns are given only up to ``ahead``
+  at once (default a quarter of ``concurrency``, at least 1): the other routes are served
+  ahead of the execs waiting. A request counts as in flight until its answer is complete,
+  for ``other_hold_s`` at most (a long download or stream does not keep execs slow).
 - The others wait, first in first out per credential (the request's ``X-API-Key``,
   ``Authorization`` or ``X-Access-Token``, else its client address: known from the head,
   before any check), credentials taking turns: when a turn ends, of the credentials with a
@@ -93,12 +97,42 @@ class Waiter:
         self.loop = loop
 
 
+class Other:
+    """A request other than an exec in flight behind the front; ``end`` is idempotent."""
+
+    __slots__ = ("_timer", "_turns")
+
+    def __init__(self, turns: FrontTurns, loop: asyncio.AbstractEventLoop) -> None:
+        self._turns: FrontTurns | None = turns
+        self._timer: asyncio.TimerHandle | None = loop.call_later(turns.other_hold_s, self.end)
+
+    def end(self) -> None:
+        turns, self._turns = self._turns, None
+        if turns is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        turns._other_ended()
+
+
 class FrontTurns:
-    def __init__(self, concurrency: int, max_waiting: int, max_hold_s: float | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        max_waiting: int,
+        max_hold_s: float | None = None,
+        *,
+        ahead: int | None = None,
+        other_hold_s: float = 0.5,
+    ) -> None:
         self.concurrency = concurrency
         self.max_waiting = max_waiting
         self.max_hold_s = max_hold_s
+        self.ahead = max(1, concurrency // 4) if ahead is None else ahead
+        self.other_hold_s = other_hold_s
         self.running = 0
+        self.others = 0  # other requests in flight (each counted at most other_hold_s)
         self._waiting: dict[bytes, deque[Waiter]] = {}
         self._count = 0
         self._served: dict[bytes, int] = {}  # credential -> when it last got a turn (a count)
@@ -115,7 +149,7 @@ class FrontTurns:
         later); or None: no bound, or the queue is full, and the request goes on without one."""
         if self.concurrency <= 0:
             return None
-        if self.running < self.concurrency and not self._count:
+        if self.running < self._limit() and not self._count:
             self.running += 1
             self._serve(key)
             return Turn(self, loop)
@@ -135,18 +169,39 @@ class FrontTurns:
             if not queue:
                 del self._waiting[waiter.key]
 
+    def other(self, loop: asyncio.AbstractEventLoop) -> Other | None:
+        """A request other than an exec goes behind: until it ends (or ``other_hold_s``
+        has passed) exec turns are given only up to ``ahead`` at once."""
+        if self.concurrency <= 0:
+            return None
+        self.others += 1
+        return Other(self, loop)
+
+    def _limit(self) -> int:
+        return min(self.concurrency, self.ahead) if self.others else self.concurrency
+
+    def _other_ended(self) -> None:
+        self.others -= 1
+        if not self.others:
+            self._grant()
+
     def _release(self) -> None:
-        if not self._waiting:
-            self.running -= 1
-            return
-        key = min(self._waiting, key=lambda k: self._served.get(k, -1))  # credentials waiting: few
-        queue = self._waiting[key]
-        waiter = queue.popleft()
-        self._count -= 1
-        if not queue:
-            del self._waiting[key]
-        self._serve(key)
-        waiter.loop.call_soon(waiter.granted, Turn(self, waiter.loop))
+        self.running -= 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Turns to waiters while there is room."""
+        limit = self._limit()
+        while self._waiting and self.running < limit:
+            key = min(self._waiting, key=lambda k: self._served.get(k, -1))  # credentials waiting: few
+            queue = self._waiting[key]
+            waiter = queue.popleft()
+            self._count -= 1
+            if not queue:
+                del self._waiting[key]
+            self.running += 1
+            self._serve(key)
+            waiter.loop.call_soon(waiter.granted, Turn(self, waiter.loop))
 
     def _serve(self, key: bytes) -> None:
         self._served[key] = self._turns

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from corral.api.front import FrontProtocol
-from corral.api.front_turns import FrontTurns, Turn, Waiter, is_exec, turn_key
+from corral.api.front_turns import FrontTurns, Other, Turn, Waiter, is_exec, turn_key
 from corral.api.server import config
 from corral.core import Core
 from tests.support.app import KEY, make_app, make_settings, remove_sandboxes
@@ -125,6 +125,45 @@ async def test_a_forgotten_waiter_gets_nothing_and_a_turn_held_too_long_is_relea
     assert isinstance(held, Turn)
     held.release()  # released already: nothing more
     assert (turns.running, turns.waiting) == (0, 0)
+
+
+async def test_while_another_request_is_in_flight_execs_start_only_up_to_ahead() -> None:
+    turns, grants = FrontTurns(4, 16, ahead=1), Grants()
+    loop = asyncio.get_running_loop()
+    held = [_ask(turns, b"a", grants, f"a{n}") for n in range(2)]
+    other = turns.other(loop)
+    assert isinstance(other, Other) and turns.others == 1
+    assert isinstance(_ask(turns, b"a", grants, "late"), Waiter)  # 2 running: over ahead
+    first = held[0]
+    assert isinstance(first, Turn)
+    first.release()
+    await asyncio.sleep(0)  # a grant would be scheduled by now (call_soon): none is
+    assert not grants.got and (turns.running, turns.waiting) == (1, 1)
+    other.end()
+    other.end()  # once only
+    name, turn = await grants.next()
+    assert name == "late" and turns.others == 0 and turns.running == 2
+    second = _ask(turns, b"a", grants, "free")  # nothing else in flight: up to 4 again
+    assert isinstance(second, Turn)
+    for done in (turn, second, held[1]):
+        assert isinstance(done, Turn)
+        done.release()
+    assert (turns.running, turns.waiting, turns.others) == (0, 0, 0)
+
+
+async def test_a_long_other_request_stops_counting_after_other_hold_s() -> None:
+    turns, grants = FrontTurns(2, 16, ahead=1, other_hold_s=0.05), Grants()
+    held = _ask(turns, b"a", grants, "a0")
+    other = turns.other(asyncio.get_running_loop())
+    assert isinstance(_ask(turns, b"a", grants, "a1"), Waiter)
+    name, turn = await grants.next()  # the other request still runs, no longer counted
+    assert name == "a1" and turns.others == 0
+    assert other is not None
+    other.end()  # ended already by its limit: nothing more
+    assert turns.others == 0
+    for done in (held, turn):
+        assert isinstance(done, Turn)
+        done.release()
 
 
 # ---- a real server ------------------------------------------------------------------------
