@@ -365,12 +365,26 @@ def remove_run_files(paths: SandboxPaths) -> None:
 
 
 def remove_tree(directory: Path) -> None:
-    """rm -rf that refuses (OSError EBUSY) to descend into anything still mounted below
-    ``directory``. A missing dir is a no-op."""
-    if mounts.under(directory):
+    """rm -rf that refuses (OSError EBUSY) to descend into anything still mounted at or
+    below ``directory``. A missing dir is a no-op."""
+    if _mounted_within(directory):
         raise OSError(errno.EBUSY, "still mounted", str(directory))
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(directory)
+
+
+def _mounted_within(directory: Path) -> bool:
+    """Whether a dir at or below ``directory`` is the root of a mount: each dir's
+    ``statx`` (a sandbox's dir holds a handful once its disk is unmounted), not the
+    node's mount table (thousands of lines with a thousand sandboxes); the table only
+    when the kernel cannot tell. Links are not followed."""
+    for current, _dirs, _files in os.walk(directory):
+        mounted = mounts.is_mount_root(current)
+        if mounted is None:
+            return bool(mounts.under(directory))
+        if mounted:
+            return True
+    return False
 
 
 def tail(path: Path, limit: int = 2000) -> str:

@@ -176,10 +176,14 @@ class RuncRuntime:
         """RUNNING while the init (the agent) runs; STOPPED when the sandbox has traces
         but no running init; MISSING when it has none."""
         paths = self.paths(sandbox_id)
-        state = await self._runc.state(sandbox_id)
-        if state is not None and state.get("status") in ("running", "paused"):
+        try:  # runc's state file, not a runc process (a reconcile asks for every sandbox)
+            status = await asyncio.to_thread(self._runc.status_from_file, paths.id)
+        except ValueError:
+            state = await self._runc.state(sandbox_id)
+            status = None if state is None else str(state.get("status"))
+        if status in ("running", "paused"):
             return RuntimeState.RUNNING
-        if state is not None or paths.dir.exists():
+        if status is not None or paths.dir.exists():
             return RuntimeState.STOPPED
         return RuntimeState.MISSING
 
@@ -664,10 +668,20 @@ def _close_run_files(written: tuple[socket.socket, int]) -> None:
 
 def _remove_host_state(paths: SandboxPaths) -> None:
     devices = _disk_devices(paths)
-    mounts.unmount_all(paths.dir)
+    # Its known mount points, each checked with statx: no read of the node's mount table
+    # (thousands of lines at a thousand sandboxes) unless something else is mounted there
+    # (remove_tree refuses then) or the kernel cannot tell.
+    if not mounts.unmount_points([paths.sysfs, paths.rootfs, paths.disk]):
+        mounts.unmount_all(paths.dir)
     loopdev.detach_backing(paths.disk_image, devices)
     if not loopdev.wait_released(paths.disk_image, devices=devices):
         log.warning("a loop device of %s is still bound; the kernel frees it later", paths.id)
     cgroups.remove(CGROUP_PARENT, paths.id)
     owners.release(paths)
-    bundle.remove_tree(paths.dir)
+    try:
+        bundle.remove_tree(paths.dir)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        mounts.unmount_all(paths.dir)  # a mount of no known point (a crash's leftover)
+        bundle.remove_tree(paths.dir)
