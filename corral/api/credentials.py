@@ -13,45 +13,37 @@ them, for every surface (through its auth module) and for the gateway.
 
 A credential is told by its form, wherever it came: ``ek_<id>_<secret>`` is an API key
 (``is_api_key``), a three-part JWT a worker or user token (``is_jwt``); anything else
-is a preview token where the gateway takes one, and refused elsewhere.
+is a preview token where the gateway takes one, and refused elsewhere. The forms are
+``corral.auth.service``'s (``AuthService.authenticate`` decides by them), named here too
+for the readers of requests.
 
 ``read(scope)`` takes them from an ASGI scope (HTTP or WebSocket) as sent, trimmed;
 it judges nothing, but a request that sends one of these headers twice is refused
 (InvalidInput naming the header: a 400), never decided by the first (a client may add
 its caller's ``authorization`` beside its own ``Authorization``). What a place accepts,
-and what its 401 says, is that place's: ``corral.api.<surface>.auth``,
-``corral.gateway.access``. Both refuse ``X-API-Key: Bearer ...`` with
-``BEARER_IN_API_KEY`` (``Credentials.require_bare_api_key``).
+and what its 401 says, is that place's: ``corral.api.<surface>.auth`` (through
+``corral.api.authentication``), ``corral.gateway.access``. Both refuse
+``X-API-Key: Bearer ...`` with ``BEARER_IN_API_KEY`` (``Credentials.require_bare_api_key``).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from corral.auth import service
 from corral.errors import InvalidInput, Unauthenticated
 
-API_KEY_PREFIX = "ek_"
-JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 HEADERS = frozenset({b"authorization", b"x-api-key", b"x-oc-preview-token"})
 """The request headers that carry credentials (lower case, as in an ASGI scope)."""
 SUBPROTOCOL = "corral"
 """The WebSocket subprotocol a server accepts a handshake with that offered a credential."""
 CREDENTIAL_PROTOCOL = "corral.credential."
 """Prefix of the offered subprotocol that carries a credential (its rest)."""
+is_api_key = service.is_api_key  # the forms, as AuthService.authenticate tells them
+is_jwt = service.is_jwt
 BEARER_IN_API_KEY = "X-API-Key takes the bare API key (ek_<id>_<secret>), without 'Bearer '"
-
-
-def is_api_key(value: str) -> bool:
-    """Whether ``value`` has the form of an API key (not whether it is valid)."""
-    return value.startswith(API_KEY_PREFIX)
-
-
-def is_jwt(value: str) -> bool:
-    """Whether ``value`` has the form of a JWT (a worker or user token)."""
-    return JWT.match(value) is not None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,11 @@
 """Authentication: API keys ``ek_<id>_<secret>``, user JWTs and worker JWTs.
 
 Contracts:
+- ``authenticate`` is what every surface (through ``corral.api.authentication``) asks:
+  a credential told by its form, wherever it came, ``ek_...`` an API key
+  (``is_api_key``: ``authenticate_key``), a three-part JWT a token (``is_jwt``:
+  ``authenticate_token``; only where the caller takes tokens); any other form is
+  Unauthenticated with the caller's ``refusal`` (a surface's 401 says what it takes).
 - ``authenticate_key`` raises Unauthenticated for a malformed, unknown, revoked or
   wrong key, doing the same work whether or not the key id exists: one store lookup,
   one SHA-256 of the secret, one constant-time comparison (against a dummy hash when
@@ -42,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -68,6 +74,19 @@ _MAX_TOUCHED = 100_000
 KEY_CACHE_S = 5.0
 _MAX_CACHED = 10_000
 WORKER, USER = "worker", "user"
+API_KEY_PREFIX = "ek_"
+JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+NEITHER = "the credential must be an API key ek_<id>_<secret> or a JWT"
+
+
+def is_api_key(value: str) -> bool:
+    """Whether ``value`` has the form of an API key (not whether it is valid)."""
+    return value.startswith(API_KEY_PREFIX)
+
+
+def is_jwt(value: str) -> bool:
+    """Whether ``value`` has the form of a JWT (a worker or user token)."""
+    return JWT.match(value) is not None
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,17 @@ class AuthService:
         self._live: dict[str, tuple[float, Role | None]] = {}  # kid or uid -> (until, user's role)
         self._verified: dict[bytes, tuple[float, Principal]] = {}  # hash of raw key -> (until, principal)
         self._revocations = -1  # change time of keys.revocations when the cache was last checked
+
+    async def authenticate(
+        self, credential: str, refusal: str = NEITHER, *, tokens: bool = True
+    ) -> Principal:
+        """The principal of an API key or (``tokens``) a JWT, told by its form;
+        Unauthenticated(``refusal``) for any other form (see the module docstring)."""
+        if is_api_key(credential):
+            return await self.authenticate_key(credential)
+        if tokens and is_jwt(credential):
+            return await self.authenticate_token(credential)
+        raise Unauthenticated(refusal)
 
     # ---- API keys ----------------------------------------------------------------------
 

@@ -23,74 +23,74 @@ Both surfaces differ only in what a 401 for a missing credential tells the clien
 send. A header of the wrong form (``Authorization: Basic ...``, ``X-API-Key: Bearer
 ...``) is a 401 that says which form is expected.
 
-Both go through ``corral.api.guard.admit``: the rate limit of the ``api`` surface
-(setting ``rate_limit_api``), and ``X-Client-Id`` into the principal.
+Both go through ``corral.api.authentication``: ``AuthService.authenticate`` (the form
+decides), the rate limit of the ``api`` surface (setting ``rate_limit_api``), and
+``X-Client-Id`` into the principal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Security
+from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from corral.api.credentials import is_api_key, is_jwt, read
-from corral.api.guard import admit
+from corral.api import authentication
+from corral.api.credentials import Credentials
 from corral.auth.principal import Principal
 from corral.auth.ratelimit import API
-from corral.core import Core
 from corral.errors import Forbidden, Unauthenticated
+
+CoreDep = authentication.CoreDep  # the routes' Core
 
 # Declared for the OpenAPI document (the "Authorize" button of /docs); the values are
 # read by ``_credential`` so that a header of the wrong form is reported, not ignored.
 _api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key ek_<id>_<secret>")
 _bearer_scheme = HTTPBearer(auto_error=False, description="worker token (JWT) or API key")
 
-
-def get_core(conn: HTTPConnection) -> Core:
-    core: Core = conn.app.state.core
-    return core
-
-
-CoreDep = Annotated[Core, Depends(get_core)]
-
-
-def _credential(conn: HTTPConnection, missing: str) -> str:
-    creds = read(conn.scope)
-    if creds.bearer:
-        return creds.bearer
-    if creds.api_key:
-        creds.require_bare_api_key()
-        return creds.api_key
-    if conn.scope["type"] == "websocket":
-        if creds.protocol:
-            return creds.protocol
-        for name in ("token", "api_key"):
-            value = creds.query(name)
-            if value:
-                return value
-    if creds.authorization:
-        raise Unauthenticated("the Authorization header must be 'Bearer <API key or worker token>'")
-    raise Unauthenticated(missing)
-
-
-async def authenticate(core: Core, credential: str) -> Principal:
-    """An API key or a worker token, told apart by form; Unauthenticated otherwise."""
-    if is_api_key(credential):
-        return await core.auth.authenticate_key(credential)
-    if is_jwt(credential):
-        return await core.auth.authenticate_token(credential)
-    raise Unauthenticated("credential must be an API key (ek_<id>_<secret>) or a worker token (a JWT)")
-
-
+NEITHER = "credential must be an API key (ek_<id>_<secret>) or a worker token (a JWT)"
 _CONTROL_MISSING = "missing API key: send the header X-API-Key: ek_<id>_<secret>"
 _WORKER_MISSING = (
     "missing token: send the header Authorization: Bearer <token> "
     "(the token of the sandbox's create or get response)"
 )
+
+
+def _reader(conn: HTTPConnection, missing: str, query: str) -> Callable[[Credentials], str]:
+    """Where a route of ``conn`` finds its credential; a WebSocket's 401 for a missing
+    one names the query parameter ``query`` too."""
+    websocket = conn.scope["type"] == "websocket"
+    if websocket:
+        missing += f" or the query ?{query}="
+
+    def credential(creds: Credentials) -> str:
+        if creds.bearer:
+            return creds.bearer
+        if creds.api_key:
+            creds.require_bare_api_key()
+            return creds.api_key
+        if websocket:
+            if creds.protocol:
+                return creds.protocol
+            for name in ("token", "api_key"):
+                value = creds.query(name)
+                if value:
+                    return value
+        if creds.authorization:
+            raise Unauthenticated("the Authorization header must be 'Bearer <API key or worker token>'")
+        raise Unauthenticated(missing)
+
+    return credential
+
+
+def _no_worker_token(principal: Principal) -> None:
+    if principal.sandbox_id is not None:
+        raise Forbidden(
+            "a worker token is good for its own sandbox's worker routes (/sandboxes/<id>/...) "
+            "only, not for the control plane (/api): send an API key"
+        )
 
 
 async def control_principal(
@@ -101,18 +101,8 @@ async def control_principal(
 ) -> Principal:
     """The caller of a control-plane route (``/api/...``): an API key or a user token;
     a worker token is Forbidden here (it is for its sandbox's worker routes)."""
-    missing = _CONTROL_MISSING + (" or the query ?api_key=" if conn.scope["type"] == "websocket" else "")
-
-    async def control() -> Principal:
-        principal = await authenticate(core, _credential(conn, missing))
-        if principal.sandbox_id is not None:
-            raise Forbidden(
-                "a worker token is good for its own sandbox's worker routes (/sandboxes/<id>/...) "
-                "only, not for the control plane (/api): send an API key"
-            )
-        return principal
-
-    return await admit(conn, core, API, control)
+    credential = _reader(conn, _CONTROL_MISSING, "api_key")
+    return await authentication.principal(conn, core, API, credential, NEITHER, check=_no_worker_token)
 
 
 async def worker_principal(
@@ -121,8 +111,7 @@ async def worker_principal(
     _bearer: object = Security(_bearer_scheme),
 ) -> Principal:
     """The caller of a worker-direct route (``/sandboxes/...`` without ``/api``)."""
-    missing = _WORKER_MISSING + (" or the query ?token=" if conn.scope["type"] == "websocket" else "")
-    return await admit(conn, core, API, lambda: authenticate(core, _credential(conn, missing)))
+    return await authentication.principal(conn, core, API, _reader(conn, _WORKER_MISSING, "token"), NEITHER)
 
 
 @dataclass(frozen=True)
