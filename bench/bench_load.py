@@ -13,7 +13,8 @@ It starts its own ``corral serve`` (a temporary data dir, its own network ``cloa
 
 1. idle: the other routes' latency with nothing else going on (``GET
    /api/sandboxes/{id}``, ``GET /api/sandboxes``, ``GET /metrics``, ``GET /healthz``;
-   one probe of each every 100 ms for ``--probe-seconds``);
+   one probe of each every 100 ms for ``--probe-seconds``, from a process of their own,
+   so the clients' busy event loop adds nothing to them);
 2. load: ``--clients`` clients, each its own keep-alive connection, each doing
    ``POST /api/sandboxes/{id}/exec/run {cmd: "echo ok"}`` round trips one after another
    on a sandbox of its own choosing (client i uses sandbox i mod N) for ``--seconds``,
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -75,6 +77,45 @@ async def probes(
                 errors.append(f"{path}: {exc!r}")
             out.setdefault(name, []).append(time.perf_counter() - start)
         await asyncio.sleep(0.1)
+
+
+async def probe_process(
+    url: str, key: str, sandbox_id: str, seconds: float, out: dict[str, list[float]], errors: list[str]
+) -> None:
+    """``probes`` for ``seconds`` from now in a process of their own (``--probe``): the
+    clients' event loop, busy with a hundred of them, would add its own waits to every
+    probe. The process ends its probes when the clients end theirs (its start-up is not
+    added to the time)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--probe",
+        url,
+        sandbox_id,
+        str(time.time() + seconds),
+        env={**os.environ, "BENCH_LOAD_KEY": key},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, _ = await asyncio.wait_for(process.communicate(), seconds + 2 * OP_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    got = json.loads(stdout)
+    for name, values in got["samples"].items():
+        out.setdefault(name, []).extend(values)
+    errors.extend(got["errors"])
+
+
+async def probe_main(url: str, sandbox_id: str, until_wall: float) -> int:
+    out: dict[str, list[float]] = {}
+    errors: list[str] = []
+    headers = {"X-API-Key": os.environ["BENCH_LOAD_KEY"]}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=OP_TIMEOUT) as client:
+        await probes(client, sandbox_id, time.monotonic() + until_wall - time.time(), out, errors)
+    print(json.dumps({"samples": out, "errors": errors}))
+    return 0
 
 
 async def exec_client(
@@ -134,7 +175,9 @@ async def one_run(args: argparse.Namespace, templates: Path, code: Code, network
         for sandbox_id in ids:
             await target.exec_true(sandbox_id)
         print(f"{code.name}: {len(ids)} sandboxes; idle probes for {args.probe_seconds} s", flush=True)
-        await probes(target.client, ids[0], time.monotonic() + args.probe_seconds, run.idle, run.probe_errors)
+        await probe_process(
+            server.url, server.api_key, ids[0], args.probe_seconds, run.idle, run.probe_errors
+        )
         print(f"{code.name}: {args.clients} clients for {args.seconds} s", flush=True)
         until = time.monotonic() + args.seconds
         start = time.perf_counter()
@@ -142,7 +185,8 @@ async def one_run(args: argparse.Namespace, templates: Path, code: Code, network
             exec_client(server.url, server.api_key, ids[n % len(ids)], until, run.samples, run.errors)
             for n in range(args.clients)
         ]
-        await asyncio.gather(*clients, probes(target.client, ids[0], until, run.loaded, run.probe_errors))
+        loaded = probe_process(server.url, server.api_key, ids[0], args.seconds, run.loaded, run.probe_errors)
+        await asyncio.gather(*clients, loaded)
         run.elapsed = time.perf_counter() - start
     finally:
         if target is not None:
@@ -202,13 +246,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--probe-seconds", type=float, default=10.0)
     p.add_argument("--baseline", help="also run the same against this revision's server, one after the other")
+    p.add_argument("--probe", nargs=3, metavar=("URL", "SANDBOX", "UNTIL"), help=argparse.SUPPRESS)
     p.add_argument("--baseline-first", action="store_true", help="the baseline's run first (default: last)")
     entry.add_server_options(p)
     return p.parse_args()
 
 
 def main() -> int:
-    return entry.run(main_async, parse_args())
+    args = parse_args()
+    if args.probe:  # the probes' own process (probe_process)
+        url, sandbox_id, until_wall = args.probe
+        return asyncio.run(probe_main(url, sandbox_id, float(until_wall)))
+    return entry.run(main_async, args)
 
 
 if __name__ == "__main__":
