@@ -8,6 +8,7 @@ not an error, because callers use it to make their own operations idempotent.
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ class RuncBinary:
         terminal). Returns once its init has been started. RuntimeFailure otherwise.
         With ``nofile`` (soft, hard) runc runs under that RLIMIT_NOFILE (``prlimit``), and
         with ``netns`` in that network namespace (``nsenter``): a container inherits both
-        (``bundle.oci_config``, ``userns_path``)."""
+        (``bundle.oci_config``, ``userns_path``). When ours is ``nofile`` already, runc
+        inherits it from us: no ``prlimit`` process."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
             self.binary,
@@ -76,7 +78,7 @@ class RuncBinary:
             str(bundle),
             sandbox_id,
         ]
-        if nofile is not None:
+        if nofile is not None and resource.getrlimit(resource.RLIMIT_NOFILE) != nofile:
             argv = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--", *argv]
         if netns is not None:
             argv = ["nsenter", f"--net={netns}", "--", *argv]

@@ -48,9 +48,11 @@ OWNER_FILE = "userns-owner"
 OWNERS_DIR = ".userns-owners"  # in the sandboxes dir: no sandbox id starts with a dot
 READY_TIMEOUT_S = 10.0
 
-# Run as the owner (util-linux's prlimit, setpriv and unshare; a few milliseconds): says
-# "ready" once in its new user namespace, then holds it until its stdin ends.
-_HOLD = "echo ready; exec cat >/dev/null"
+# Run as the owner (util-linux's prlimit, setpriv and unshare, then cat; a few
+# milliseconds): cat, started in the new user namespace, echoes the line we wrote to its
+# stdin ("ready": it is in the namespace), then holds it until its stdin ends. No shell
+# between: each program of the chain is an exec of a process's CPU time, per create.
+_READY = b"ready\n"
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
@@ -71,9 +73,7 @@ def _helper_argv(owner: int, msgqueue_bytes: int) -> list[str]:
         "unshare",
         "--user",
         "--",
-        "sh",
-        "-c",
-        _HOLD,
+        "cat",
     ]
 
 
@@ -233,8 +233,10 @@ class UserNamespace:
         # transport" in a burst of 100 creates).
         os.set_blocking(out_r, False)
         try:
+            with contextlib.suppress(BrokenPipeError):  # the chain failed: its message follows
+                os.write(hold_w, _READY)  # the pipe holds it until cat runs
             ready = await _read(out_r, READY_TIMEOUT_S, line=True)
-            if ready != b"ready\n":
+            if ready != _READY:
                 error = (ready + await _read(out_r, READY_TIMEOUT_S)).decode(errors="replace")
                 raise RuntimeFailure(f"making the user namespace of owner {owner}: {error.strip()[-500:]}")
             mapping = f"0 {uid_base} {uid_count}\n"

@@ -75,6 +75,19 @@ async def test_a_namespace_is_owned_by_its_owner_and_mapped() -> None:
     await made.close()  # idempotent
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv)")
+async def test_a_chain_that_fails_says_why_and_leaves_nothing_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    argv = userns._helper_argv(BASE + 8, 4096)
+    broken = [*argv[: argv.index("unshare")], "unshare", "--no-such-option", "--", "cat"]
+    monkeypatch.setattr(userns, "_helper_argv", lambda owner, msgqueue: broken)
+    with pytest.raises(RuntimeFailure, match="no-such-option"):
+        await UserNamespace.make(owner=BASE + 8, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the helper was reaped
+
+
 def test_an_owner_is_found_in_constant_reads_however_many_sandboxes_hold_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
