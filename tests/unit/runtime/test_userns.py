@@ -85,7 +85,7 @@ async def test_a_chain_that_fails_says_why_and_leaves_nothing_running(
     with pytest.raises(RuntimeFailure, match="no-such-option"):
         await UserNamespace.make(owner=BASE + 8, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
     with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # the helper was reaped
+        os.waitpid(-1, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG: the helper was reaped
 
 
 def test_an_owner_is_found_in_constant_reads_however_many_sandboxes_hold_one(
