@@ -185,9 +185,12 @@ async def one_run(args: argparse.Namespace, templates: Path, code: Code, network
             exec_client(server.url, server.api_key, ids[n % len(ids)], until, run.samples, run.errors)
             for n in range(args.clients)
         ]
-        loaded = probe_process(server.url, server.api_key, ids[0], args.seconds, run.loaded, run.probe_errors)
-        await asyncio.gather(*clients, loaded)
+        loaded = asyncio.ensure_future(
+            probe_process(server.url, server.api_key, ids[0], args.seconds, run.loaded, run.probe_errors)
+        )
+        await asyncio.gather(*clients)
         run.elapsed = time.perf_counter() - start
+        await loaded
     finally:
         if target is not None:
             await target.close()
