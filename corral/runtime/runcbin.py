@@ -7,13 +7,25 @@ not an error, because callers use it to make their own operations idempotent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import json
+import os
 import resource
+import select
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 from corral.errors import RuntimeFailure
-from corral.spawn import capture, spawn
+from corral.spawn import capture, spawn, start
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 _MISSING = ("does not exist", "not exist", "not found")
 
@@ -55,7 +67,8 @@ class RuncBinary:
         3 and ``log_fd`` as stdout/stderr, in a new session (so it survives us and our
         terminal). Returns once its init has been started. RuntimeFailure otherwise.
         With ``nofile`` (soft, hard) runc runs under that RLIMIT_NOFILE (``prlimit``), and
-        with ``netns`` in that network namespace (``nsenter``): a container inherits both
+        with ``netns`` in that network namespace (started by a thread that joined it, see
+        ``_spawn_in_netns``: no ``nsenter`` process): a container inherits both
         (``bundle.oci_config``, ``userns_path``). When ours is ``nofile`` already, runc
         inherits it from us: no ``prlimit`` process."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -80,10 +93,12 @@ class RuncBinary:
         ]
         if nofile is not None and resource.getrlimit(resource.RLIMIT_NOFILE) != nofile:
             argv = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--", *argv]
-        if netns is not None:
-            argv = ["nsenter", f"--net={netns}", "--", *argv]
+        fds = {1: log_fd, 2: log_fd, 3: listen_fd}
         try:
-            status = await spawn(argv, fds={1: log_fd, 2: log_fd, 3: listen_fd}, timeout=self.timeout)
+            if netns is None:
+                status = await spawn(argv, fds=fds, timeout=self.timeout)
+            else:
+                status = await _spawn_in_netns(argv, fds, netns, self.timeout)
         except (OSError, TimeoutError) as exc:
             raise RuntimeFailure(f"{self.binary} run {sandbox_id}: {exc!r}") from exc
         if status != 0:
@@ -182,6 +197,64 @@ class RuncBinary:
         if code != 0:
             raise RuntimeFailure(f"{self.binary} --version: {err}")
         return out.splitlines()[0] if out else ""
+
+
+async def _spawn_in_netns(argv: list[str], fds: dict[int, int], netns: str, timeout: float) -> int:
+    """``corral.spawn.spawn`` of ``argv`` in the network namespace at ``netns``: a
+    short-lived thread joins it (a thread's network namespace is its own; the process it
+    starts inherits it), starts the program in its own session and waits for it, then
+    ends, so no thread of ours stays in the namespace. Its exit status; TimeoutError
+    after ``timeout`` seconds (it is killed and reaped first). As with ``spawn``, a
+    cancel does not interrupt the program: it is waited for, then CancelledError."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def settle(status: int | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            assert status is not None
+            done.set_result(status)
+
+    def work() -> None:
+        try:
+            status = _run_in_netns(argv, fds, netns, timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, status, None)
+
+    threading.Thread(target=work, name="corral-runc-netns", daemon=True).start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await asyncio.wait([done])
+        raise
+
+
+def _run_in_netns(argv: list[str], fds: dict[int, int], netns: str, timeout: float) -> int:
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns: {os.strerror(code)}", netns)
+    finally:
+        os.close(fd)
+    pid = start(argv, fds=fds, new_session=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise TimeoutError(f"{argv[0]} did not finish within {timeout} s")
+    finally:
+        os.close(pidfd)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _start_time(pid: int) -> int | None:
