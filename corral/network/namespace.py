@@ -17,8 +17,10 @@ sockets are allowed to every group (``ping`` without CAP_NET_RAW; the namespace 
 the sandbox's alone). The namespace is owned by the host's user namespace, so root in
 the sandbox cannot reconfigure any of this.
 
-Contract: :func:`create` is two ``ip -batch`` calls and a sysctl write from a
-short-lived thread that joined the namespace; on failure the caller removes what was
+Contract: :func:`create` is one ``ip -batch`` call (the namespace, the veth pair, the
+bridge port), then sysctl writes and four rtnetlink requests (``lo`` and ``eth0`` up,
+the address, the default route) from a short-lived thread that joined the namespace;
+on failure the caller removes what was
 made with :func:`remove`, which is idempotent and verifies that nothing is left.
 """
 
@@ -31,7 +33,10 @@ import hashlib
 import ipaddress
 import json
 import os
+import socket
+import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import RuntimeFailure
@@ -76,15 +81,7 @@ async def create(
     await _inside(
         netns_path(netns),
         {"net/ipv6/conf/eth0/disable_ipv6": "1", "net/ipv4/ping_group_range": "0 2147483647"},
-    )
-    await command.run(
-        ["ip", "-n", netns, "-batch", "-"],
-        stdin=(
-            "link set lo up\n"
-            f"addr add {address}/32 dev eth0\n"
-            "link set eth0 up\n"
-            f"route add default via {gateway} dev eth0 onlink\n"
-        ),
+        configure=lambda: _configure_inside(ipaddress.IPv4Address(address), gateway),
     )
 
 
@@ -173,8 +170,9 @@ def label_of(veth: str) -> str | None:
     return text or None
 
 
-async def _inside(path: str, sysctls: dict[str, str]) -> None:
-    """Write ``sysctls`` (paths under /proc/sys) inside the namespace at ``path``.
+async def _inside(path: str, sysctls: dict[str, str], configure: Callable[[], None] | None = None) -> None:
+    """Write ``sysctls`` (paths under /proc/sys) inside the namespace at ``path``, then
+    run ``configure`` there (``_configure_inside``).
 
     A dedicated thread joins the namespace and ends afterwards: a thread's network
     namespace is its own, and a thread that ends cannot leak it into a pool."""
@@ -205,6 +203,8 @@ async def _inside(path: str, sysctls: dict[str, str]) -> None:
                 except FileNotFoundError:
                     if "ipv6" not in key:  # a kernel without IPv6 has nothing to switch off
                         raise
+            if configure is not None:
+                configure()
         except OSError as exc:
             error = RuntimeFailure(f"configuring {path}: {exc}")
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
@@ -213,3 +213,68 @@ async def _inside(path: str, sysctls: dict[str, str]) -> None:
 
     threading.Thread(target=work, name="corral-netns", daemon=True).start()
     await done
+
+
+# rtnetlink, as ``ip`` speaks it (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h)
+RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+IFF_UP = 0x1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_OIF, RTA_GATEWAY = 4, 5
+RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK = 254, 3, 0, 1, 4
+
+
+def _configure_inside(address: ipaddress.IPv4Address, gateway: ipaddress.IPv4Address) -> None:
+    """What ``ip -n <netns> -batch`` did with ``link set lo up``, ``addr add
+    <address>/32 dev eth0``, ``link set eth0 up`` and ``route add default via <gateway>
+    dev eth0 onlink``, as four rtnetlink requests from the calling thread, which is in the
+    namespace (a netlink socket belongs to the namespace of the thread that opens it):
+    no ``ip`` process per sandbox. Blocking; OSError with the kernel's errno."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as nl:
+        nl.bind((0, 0))
+        eth0 = socket.if_nametoindex("eth0")
+        lo = socket.if_nametoindex("lo")
+        create = NLM_F_CREATE | NLM_F_EXCL
+        up = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, lo, IFF_UP, IFF_UP)
+        _request(nl, 1, RTM_NEWLINK, 0, up)
+        addr = struct.pack("=BBBBI", socket.AF_INET, 32, 0, RT_SCOPE_UNIVERSE, eth0)
+        addr += _attr(IFA_LOCAL, address.packed) + _attr(IFA_ADDRESS, address.packed)
+        _request(nl, 2, RTM_NEWADDR, create, addr)
+        up = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, eth0, IFF_UP, IFF_UP)
+        _request(nl, 3, RTM_NEWLINK, 0, up)
+        route = struct.pack(
+            "=BBBBBBBBI",
+            socket.AF_INET,
+            0,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_BOOT,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNICAST,
+            RTNH_F_ONLINK,
+        )
+        route += _attr(RTA_GATEWAY, gateway.packed) + _attr(RTA_OIF, struct.pack("=I", eth0))
+        _request(nl, 4, RTM_NEWROUTE, create, route)
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    size = 4 + len(data)
+    return struct.pack("=HH", size, kind) + data + b"\0" * (-size % 4)
+
+
+def _request(nl: socket.socket, seq: int, kind: int, flags: int, body: bytes) -> None:
+    """Send one request and wait for its acknowledgement; OSError for an error answer."""
+    nl.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body)
+    while True:
+        data = nl.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, answer, _flags, answered, _pid = struct.unpack_from("=IHHII", data, offset)
+            if answer == NLMSG_ERROR and answered == seq:
+                error = -struct.unpack_from("=i", data, offset + 16)[0]
+                if error:
+                    raise OSError(error, f"rtnetlink request {kind}: {os.strerror(error)}")
+                return
+            offset += max(16, (length + 3) & ~3)
