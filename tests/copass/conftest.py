@@ -12,9 +12,7 @@ orgs, ``alpha`` and ``beta``, each with an owner key; ``Org.key_of(role)`` mints
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,50 +26,17 @@ CAP = 4
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Org:
-    name: str
-    key: str
-    server: Server
-    keys: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def key_of(self, role: str, name: str = "") -> str:
-        """An API key of this org with ``role``, made once per ``(role, name)`` (so a test
-        may have a user of its own: the per-user cap counts per key)."""
-        if (role, name) not in self.keys:
-            out = self.server.cli("keys", "create", "--role", role, "--org", self.name)
-            self.keys[(role, name)] = out.splitlines()[-1].strip()
-        return self.keys[(role, name)]
+Org = surface.Org
 
 
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    database_url: str
-    log: Path
-    env: dict[str, str]
-    orgs: dict[str, Org] = field(default_factory=dict)
-
-    def cli(self, *args: str) -> str:
-        return surface.cli(self.env, self.data_dir, self.database_url, *args)
+Server = surface.Server[Org]
 
 
 @pytest.fixture(scope="session")
 def copass_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (runc)")
-    work = tmp_path_factory.mktemp("copass-server")
-    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
+    work, database_url = surface.workplace(tmp_path_factory, "copass")
     env = {
-        **os.environ,
-        "CORRAL_RUNTIME": "runc",
-        "CORRAL_RUNC_ROOT": f"{RUN_DIR}/runc",
-        "CORRAL_NETWORK_BRIDGE": "corralcps0",
-        "CORRAL_NETWORK_POOL": "10.218.0.0/16",
-        "CORRAL_NETWORK_NFLOG_GROUP": "218",
-        "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
-        "CORRAL_API_KEY": f"ek_cps{secrets.token_hex(6)}_{secrets.token_hex(24)}",
+        **surface.runc_env(RUN_DIR, "corralcps0", 218, "cps"),
         "CORRAL_STANDBY_SANDBOXES": "0",
         "CORRAL_REAPER_INTERVAL_S": "0.2",
         "CORRAL_KILL_SWITCH_REFRESH_S": "0.2",
@@ -82,11 +47,7 @@ def copass_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = work / "server.log"
     with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
         server = Server(url, DATA_DIR, database_url, log, env)
-        for name in surface.ORGS:
-            server.cli("org", "create", name)
-            org = Org(name, "", server)
-            org.key = org.key_of("owner")
-            server.orgs[name] = org
+        surface.seeded_orgs(server, Org)
         yield server
 
 

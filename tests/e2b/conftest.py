@@ -12,9 +12,7 @@ it the way a user does: ``E2B_API_URL`` and ``E2B_SANDBOX_URL`` the server's URL
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,49 +28,17 @@ TEMPLATES = ("base",)  # built into DATA_DIR before the server starts
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Org:
-    name: str
-    key: str
-    server: Server
-    keys: dict[str, str] = field(default_factory=dict)
-
-    def key_of(self, role: str) -> str:
-        """An API key of this org with ``role``, made once."""
-        if role not in self.keys:
-            out = self.server.cli("keys", "create", "--role", role, "--org", self.name)
-            self.keys[role] = out.splitlines()[-1].strip()
-        return self.keys[role]
+Org = surface.Org
 
 
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    database_url: str
-    log: Path
-    env: dict[str, str]
-    orgs: dict[str, Org] = field(default_factory=dict)
-
-    def cli(self, *args: str) -> str:
-        return surface.cli(self.env, self.data_dir, self.database_url, *args)
+Server = surface.Server[Org]
 
 
 @pytest.fixture(scope="session")
 def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (runc)")
-    work = tmp_path_factory.mktemp("e2b-server")
-    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
+    work, database_url = surface.workplace(tmp_path_factory, "e2b")
     env = {
-        **os.environ,
-        "CORRAL_RUNTIME": "runc",
-        "CORRAL_RUNC_ROOT": f"{RUN_DIR}/runc",
-        "CORRAL_NETWORK_BRIDGE": f"corrale2b{SLOT}",
-        "CORRAL_NETWORK_POOL": f"10.{233 + SLOT}.0.0/16",
-        "CORRAL_NETWORK_NFLOG_GROUP": str(233 + SLOT),
-        "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
-        "CORRAL_API_KEY": f"ek_e2b{secrets.token_hex(6)}_{secrets.token_hex(24)}",
+        **surface.runc_env(RUN_DIR, f"corrale2b{SLOT}", 233 + SLOT, "e2b"),
         "CORRAL_STANDBY_SANDBOXES": "0",
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -81,11 +47,7 @@ def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = work / "server.log"
     with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
         server = Server(url, DATA_DIR, database_url, log, env)
-        for name in surface.ORGS:
-            server.cli("org", "create", name)
-            org = Org(name, "", server)
-            org.key = org.key_of("owner")
-            server.orgs[name] = org
+        surface.seeded_orgs(server, Org)
         yield server
 
 

@@ -5,7 +5,7 @@ The server runs apart from the other test servers: its own data dir
 (``/var/tmp/corral-enclave``, kept between runs so the ``base`` and ``nodejs``
 templates are built once), runc root, bridge, address pool, NFLOG group and store. Its
 JWT secret is the test's, so tests can sign user tokens (valid, expired, forged). Two
-orgs, ``alpha`` and ``beta``, each with an owner key; ``Org.key(role)`` mints more.
+orgs, ``alpha`` and ``beta``, each with an owner key; ``Org.key_of(role)`` mints more.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,7 @@ RUN_DIR = "/run/corral-enclave"
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Org:
-    name: str
-    key: str
-    server: Server
-    keys: dict[str, str] = field(default_factory=dict)
-
-    def key_of(self, role: str) -> str:
-        """An API key of this org with ``role`` (made once per role)."""
-        if role not in self.keys:
-            out = self.server.cli("keys", "create", "--role", role, "--org", self.name)
-            self.keys[role] = out.splitlines()[-1].strip()
-        return self.keys[role]
-
+class Org(surface.Org):
     def http(self, credential: str | None = None) -> httpx.Client:
         """A client of the server's root with ``Authorization: Bearer`` (the owner key)."""
         return httpx.Client(
@@ -67,28 +54,12 @@ class Org:
 
 
 @dataclass
-class Server:
-    url: str
-    data_dir: Path
-    database_url: str
-    log: Path
-    env: dict[str, str]
-    jwt_secret: str
-    orgs: dict[str, Org] = field(default_factory=dict)
-
-    def cli(self, *args: str) -> str:
-        return surface.cli(self.env, self.data_dir, self.database_url, *args)
-
+class Server(surface.SigningServer[Org]):
     def token(self, key: str) -> str:
         """A user JWT for ``key``, from the server's token exchange (spec 002's)."""
         answer = httpx.post(f"{self.url}/api/v1/auth/token", json={"api_key": key}, timeout=30)
         assert answer.status_code == 200, answer.text
         return str(answer.json()["token"])
-
-    def resigned(self, token: str, *, expires_in: int = 600, secret: str | None = None) -> str:
-        """``token``'s claims signed again: expiring ``expires_in`` seconds from now
-        (negative: already expired), with the server's secret or ``secret``."""
-        return surface.resigned(token, secret or self.jwt_secret, expires_in)
 
 
 def stream(http: httpx.Client, session_id: str) -> list[dict[str, Any]]:
@@ -129,19 +100,10 @@ def held(data_dir: Path) -> Iterator[None]:
 
 
 def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    work = tmp_path_factory.mktemp("enclave-server")
-    seed = f"ek_enc{secrets.token_hex(6)}_{secrets.token_hex(24)}"
+    work, database_url = surface.workplace(tmp_path_factory, "enclave")
     secret = secrets.token_hex(32)
-    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
     env = {
-        **os.environ,
-        "CORRAL_RUNTIME": "runc",
-        "CORRAL_RUNC_ROOT": f"{RUN_DIR}/runc",
-        "CORRAL_NETWORK_BRIDGE": "corralenc0",
-        "CORRAL_NETWORK_POOL": "10.213.0.0/16",
-        "CORRAL_NETWORK_NFLOG_GROUP": "213",
-        "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
-        "CORRAL_API_KEY": seed,
+        **surface.runc_env(RUN_DIR, "corralenc0", 213, "enc"),
         "CORRAL_JWT_SECRET": secret,
         # one base and one nodejs sandbox standing by: sessions with the default limits
         # take them, their egress policy applied then (services/standby.py)
@@ -154,11 +116,7 @@ def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = work / "server.log"
     with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
         server = Server(url, DATA_DIR, database_url, log, env, secret)
-        for name in surface.ORGS:
-            server.cli("org", "create", name)
-            org = Org(name, "", server)
-            org.key = org.key_of("owner")
-            server.orgs[name] = org
+        surface.seeded_orgs(server, Org)
         yield server
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,34 +27,16 @@ RUN_DIR = "/run/corral-xgen"
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Org:
-    name: str
-    key: str
-    server: Server
-    keys: dict[str, str] = field(default_factory=dict)
-
-    def key_of(self, role: str) -> str:
-        """An API key of this org with ``role`` (made once per role)."""
-        if role not in self.keys:
-            out = self.server.cli("keys", "create", "--role", role, "--org", self.name)
-            self.keys[role] = out.splitlines()[-1].strip()
-        return self.keys[role]
+class Org(surface.Org):
+    server: Server  # this suite's (its tests sign tokens with its secret)
 
     def client(self, role: str = "owner") -> XgenClient:
         return XgenClient(self.server.url, self.key_of(role))
 
 
 @dataclass
-class Server:
-    url: str
-    data_dir: Path
-    database_url: str
-    log: Path
-    env: dict[str, str]
-    jwt_secret: str
+class Server(surface.SigningServer[Org]):
     pid: int = 0
-    orgs: dict[str, Org] = field(default_factory=dict)
 
     def rss(self) -> int:
         """The server's resident memory, in bytes."""
@@ -63,32 +45,13 @@ class Server:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
 
-    def cli(self, *args: str) -> str:
-        return surface.cli(self.env, self.data_dir, self.database_url, *args)
-
-    def resigned(self, token: str, *, expires_in: int = 600, secret: str | None = None) -> str:
-        """``token``'s claims signed again: expiring ``expires_in`` seconds from now
-        (negative: already expired), with the server's secret or ``secret``."""
-        return surface.resigned(token, secret or self.jwt_secret, expires_in)
-
 
 @pytest.fixture(scope="session")
 def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (runc)")
-    work = tmp_path_factory.mktemp("xgen-server")
-    seed = f"ek_xg{secrets.token_hex(6)}_{secrets.token_hex(24)}"
+    work, database_url = surface.workplace(tmp_path_factory, "xgen")
     secret = secrets.token_hex(32)
-    database_url = f"sqlite+aiosqlite:///{work / 'corral.db'}"
     env = {
-        **os.environ,
-        "CORRAL_RUNTIME": "runc",
-        "CORRAL_RUNC_ROOT": f"{RUN_DIR}/runc",
-        "CORRAL_NETWORK_BRIDGE": "corralxg0",
-        "CORRAL_NETWORK_POOL": "10.216.0.0/16",
-        "CORRAL_NETWORK_NFLOG_GROUP": "216",
-        "CORRAL_NETWORK_STATE_DIR": f"{RUN_DIR}/network",
-        "CORRAL_API_KEY": seed,
+        **surface.runc_env(RUN_DIR, "corralxg0", 216, "xg"),
         "CORRAL_JWT_SECRET": secret,
         "CORRAL_STANDBY_SANDBOXES": "0",
         "CORRAL_REAPER_INTERVAL_S": "0.5",  # lifetimes end within half a second of their deadline
@@ -98,11 +61,7 @@ def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = work / "server.log"
     with surface.served(DATA_DIR, database_url, env, log) as (proc, url):
         server = Server(url, DATA_DIR, database_url, log, env, secret, proc.pid)
-        for name in surface.ORGS:
-            server.cli("org", "create", name)
-            org = Org(name, "", server)
-            org.key = org.key_of("owner")
-            server.orgs[name] = org
+        surface.seeded_orgs(server, Org)
         yield server
 
 
