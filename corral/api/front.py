@@ -32,7 +32,7 @@ Then, for each request head:
   body as it comes, re-chunked if it came chunked), which answers it.
 
 Exec round trips take a turn (``corral.api.front_turns``, the server's ``turns``) before
-they go behind: beyond ``max_concurrent_execs`` in flight (fewer while another request is
+they go behind: beyond ``max_concurrent_execs`` in flight (one while another request is
 in flight behind), one waits as parsed bytes until a turn ends, so the other routes are not queued behind a hundred execs' bodies,
 credentials and routing. The turn ends with its answer. While it waits its connection is
 still read (so a client that leaves is seen, and leaves the queue) until more bytes come:

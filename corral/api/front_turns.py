@@ -17,8 +17,8 @@ by their head (their exec is still bounded in the service).
 Contracts of ``FrontTurns``:
 - At most ``concurrency`` turns are held at once (0: no bound); while a request other
   than an exec is in flight behind the front, new turns are given only up to ``ahead``
-  at once (default a quarter of ``concurrency``, at least 1): the other routes are served
-  ahead of the execs waiting. A request counts as in flight until its answer is complete,
+  at once (default 1; measured against 2 and 4, docs/benchmarks.md): the other routes are
+  served ahead of the execs waiting. A request counts as in flight until its answer is complete,
   for ``other_hold_s`` at most (a long download or stream does not keep execs slow).
 - The others wait, first in first out per credential (the request's ``X-API-Key``,
   ``Authorization`` or ``X-Access-Token``, else its client address: known from the head,
@@ -123,13 +123,13 @@ class FrontTurns:
         max_waiting: int,
         max_hold_s: float | None = None,
         *,
-        ahead: int | None = None,
+        ahead: int = 1,
         other_hold_s: float = 0.5,
     ) -> None:
         self.concurrency = concurrency
         self.max_waiting = max_waiting
         self.max_hold_s = max_hold_s
-        self.ahead = max(1, concurrency // 4) if ahead is None else ahead
+        self.ahead = ahead
         self.other_hold_s = other_hold_s
         self.running = 0
         self.others = 0  # other requests in flight (each counted at most other_hold_s)
