@@ -64,6 +64,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import fast_path_census
 import httpx
 import websockets
 from baseline import Worktree
@@ -121,13 +122,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(port: int, granian_port: int, data_dir: str, code: Path) -> None:
+def serve(port: int, granian_port: int, data_dir: str, code: Path, census: Path | None = None) -> None:
     """``--serve``: corral on the process runtime, with the options ``corral serve`` uses;
     the same app also on Granian on ``granian_port`` (0: not), in the same process and
     event loop, so both serve the same core and gateway (a second process could not:
     the data dir is held by one). uvicorn runs the app's lifespan, Granian serves the app
     as a plain ASGI app without it (``asginl``). ``code``: the checkout whose ``corral``
-    is imported (this tree's, or a baseline's worktree); exits when another is."""
+    is imported (this tree's, or a baseline's worktree); exits when another is. ``census``:
+    count the fast path's takes and declines (``fast_path_census``), written there at the end."""
     sys.path.insert(0, str(code))
     import uvicorn
     import uvloop
@@ -136,6 +138,11 @@ def serve(port: int, granian_port: int, data_dir: str, code: Path) -> None:
 
     if not Path(corral.__file__).resolve().is_relative_to(code.resolve()):
         raise SystemExit(f"--serve imported corral from {corral.__file__}, not from {code}")
+    if census is not None:
+        fast_path_census.install()
+        # uvicorn raises the SIGTERM it caught again once stopped, with the handler it
+        # found in place: one that returns lets the counts below be written.
+        signal.signal(signal.SIGTERM, lambda *_: None)
     from corral.api.app import create_app
     from corral.api.server import config
     from corral.runtime.process import ProcessRuntime
@@ -149,6 +156,8 @@ def serve(port: int, granian_port: int, data_dir: str, code: Path) -> None:
     server = uvicorn.Server(config(settings, app))  # exactly what `corral serve` runs
     if not granian_port:
         server.run()
+        if census is not None:
+            fast_path_census.dump(census)
         return
 
     async def both() -> None:
@@ -159,6 +168,8 @@ def serve(port: int, granian_port: int, data_dir: str, code: Path) -> None:
         await on_granian
 
     uvloop.run(both())
+    if census is not None:
+        fast_path_census.dump(census)
 
 
 def granian_server(app: FastAPI, port: int, settings: Settings) -> Server:
@@ -386,6 +397,7 @@ class Gateway:
     sid: str = ""
     address: str = ""
     ports: dict[str, int] | None = None
+    census: dict[str, int] | None = None  # with --census: its fast path's counts, once stopped
 
     @property
     def suffix(self) -> str:
@@ -639,12 +651,19 @@ def main() -> None:
         help="also start REV's corral (a git worktree) and measure its gateway routes beside this tree's",
     )
     parser.add_argument(
+        "--census",
+        action="store_true",
+        help="count the requests each corral's fast path took and declined, and why "
+        "(bench/fast_path_census.py; costs CPU: not for timing)",
+    )
+    parser.add_argument(
         "--serve", nargs=3, metavar=("PORT", "GRANIAN_PORT", "DATA_DIR"), help=argparse.SUPPRESS
     )
     parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--census-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(int(args.serve[0]), int(args.serve[1]), args.serve[2], args.code)
+        serve(int(args.serve[0]), int(args.serve[1]), args.serve[2], args.code, args.census_file)
         return
     if args.load == "wrk" and WRK is None:
         raise SystemExit("wrk is not installed (Debian package wrk)")
@@ -661,11 +680,15 @@ def main() -> None:
     worktree = Worktree(args.baseline) if args.baseline else None
     try:
         with contextlib.ExitStack() as stack:
-            gateways = [stack.enter_context(corral(args.runtime, tmp, args.granian, HEAD, NETWORK))]
+            gateways = [
+                stack.enter_context(corral(args.runtime, tmp, args.granian, HEAD, NETWORK, args.census))
+            ]
             if worktree is not None:
                 stack.callback(worktree.remove)
                 code = worktree.add()
-                gateways.append(stack.enter_context(corral(args.runtime, tmp, False, code, BASELINE_NETWORK)))
+                gateways.append(
+                    stack.enter_context(corral(args.runtime, tmp, False, code, BASELINE_NETWORK, args.census))
+                )
             print(
                 f"load: {'wrk' if args.wrk else 'asyncio'}; corral at {', '.join(g.base for g in gateways)}"
             )
@@ -673,6 +696,8 @@ def main() -> None:
         load_end = os.getloadavg()
         print(f"load average at start {fmt_load(load_start)}, at end {fmt_load(load_end)}")
         print(report(result, args.markdown, args.wrk))
+        if args.census:
+            print("\n" + census_report(gateways, args.markdown))
         if args.json:
             loads = [asdict(x) for x in result["loads"]]  # type: ignore[attr-defined]
             ws = {k: asdict(v) for k, v in result["ws"].items()}  # type: ignore[attr-defined]
@@ -683,6 +708,38 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def census_report(gateways: list[Gateway], markdown: bool) -> str:
+    """Per corral, server and route: the requests its fast path took, those it declined
+    by the step it stopped at, and those its ASGI gateway served (``fast_path_census``)."""
+    rows = []
+    for gateway in gateways:
+        if gateway.census is None:
+            continue
+        server_of = {str(port): name for name, port in (gateway.ports or {}).items()}
+        by: dict[tuple[str, str], dict[str, int]] = {}
+        for key, count in gateway.census.items():
+            port, route, outcome = key.split(" ", 2)
+            by.setdefault((server_of.get(port, port), route), {})[outcome] = count
+        for (server, route), outcomes in sorted(by.items()):
+            served = outcomes.pop("served", 0)
+            asgi = sum(v for k, v in outcomes.items() if k.startswith("asgi"))
+            declined = {k: v for k, v in outcomes.items() if not k.startswith("asgi")}
+            total = served + asgi
+            rows.append(
+                [
+                    gateway.name,
+                    server,
+                    route,
+                    f"{served:,}",
+                    f"{served / total:.1%}" if total else "",
+                    f"{asgi:,}",
+                    ", ".join(f"{k} {v:,}" for k, v in sorted(declined.items())) or "-",
+                ]
+            )
+    header = ["corral", "server", "route", "fast path", "of all", "ASGI path", "declined, at"]
+    return "Fast path census (all phases, warm-up included)\n" + render_table(header, rows, markdown, left=3)
 
 
 def fmt_load(load: tuple[float, float, float]) -> str:
@@ -698,11 +755,14 @@ def has_granian() -> bool:
 
 
 @contextlib.contextmanager
-def corral(runtime: str, tmp: Path, granian: bool, code: Code, network: Network) -> Iterator[Gateway]:
+def corral(
+    runtime: str, tmp: Path, granian: bool, code: Code, network: Network, census: bool = False
+) -> Iterator[Gateway]:
     """``code``'s corral serving on a free loopback port, as a ``Gateway``: its URL, an
     owner's API key, and the URL of the same app on Granian (process runtime and
     ``granian`` only, else None). On runc, with ``network`` and ``code``'s own base
-    template; on the process runtime, ``--serve`` in a child importing ``code``'s corral."""
+    template; on the process runtime, ``--serve`` in a child importing ``code``'s corral
+    (with ``census``, counting its fast path: ``Gateway.census`` once it stopped)."""
     if runtime == "runc":
         template_root(DEFAULT_CACHE, code)
         server = CorralServer(DEFAULT_CACHE / "templates", code=code, network=network)
@@ -716,6 +776,7 @@ def corral(runtime: str, tmp: Path, granian: bool, code: Code, network: Network)
     port = free_port()
     granian_port = free_port() if granian else 0
     data = tmp / f"data-{code.name}"
+    counts = tmp / f"census-{code.name}.json"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -726,8 +787,10 @@ def corral(runtime: str, tmp: Path, granian: bool, code: Code, network: Network)
             str(data),
             "--code",
             str(code.root or ROOT),
+            *(["--census-file", str(counts)] if census else []),
         ]
     )
+    gateway = None
     try:
         base = f"http://127.0.0.1:{port}"
         on_granian = f"http://127.0.0.1:{granian_port}" if granian else None
@@ -742,13 +805,16 @@ def corral(runtime: str, tmp: Path, granian: bool, code: Code, network: Network)
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise SystemExit("corral did not start")
                 time.sleep(0.1)
-        yield Gateway(code.name, base, KEY, on_granian, process.pid)
+        gateway = Gateway(code.name, base, KEY, on_granian, process.pid)
+        yield gateway
     finally:
         os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
+        if gateway is not None and counts.exists():
+            gateway.census = json.loads(counts.read_text())
 
 
 if __name__ == "__main__":
