@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""How a sandbox's nftables attach and detach cost with the sandboxes' chains and sets
-already in the table (docs/benchmarks.md, issue 17).
+"""How a sandbox's nftables attach and detach cost with other sandboxes already in
+the table (docs/benchmarks.md, "One more sandbox costs the same").
 
 Run as root from the repository root:
 
@@ -8,8 +8,10 @@ Run as root from the repository root:
     .venv/bin/python bench/bench_nft.py --counts 0 100
 
 It sets up a table of its own (``cnftb``, corral's firewall on a pool it never routes),
-fills it with sandboxes' chains and sets through ``Firewall.attach`` up to each count,
-then times ``--samples`` attaches and detaches of one more (p50). The table is
+fills it with sandboxes through ``Firewall.attach`` up to each count (each deny_all
+with one allowed network and ``--pins`` pinned addresses, as the resolver writes
+them), then times ``--samples`` attaches and detaches of one more with the same
+policy and pins (p50; the pins are written between the two, untimed). The table is
 deleted at the end, Ctrl-C included. The host's other tables count too: libnftables
 reads the whole ruleset before each transaction.
 """
@@ -29,11 +31,16 @@ from corral.network.policy import Rules
 POOL = ipaddress.ip_network("10.250.0.0/16")
 
 
-def allow_all() -> Rules:
-    return Rules(EgressMode.ALLOW_ALL, (), (), frozenset(), (), False, frozenset(), (), False)
+def deny_all() -> Rules:
+    allow = (ipaddress.ip_network("198.51.100.0/24"),)
+    return Rules(EgressMode.DENY_ALL, allow, (), frozenset(), (), False, frozenset(), (), False)
 
 
-async def main(counts: list[int], samples: int) -> None:
+def pins(count: int) -> list[tuple[str, int]]:
+    return [(f"203.0.113.{n + 1}", 600) for n in range(count)]
+
+
+async def main(counts: list[int], samples: int, npins: int) -> None:
     firewall = Firewall(table="cnftb", bridge="cnftb0", network=POOL, gateway=POOL[1], group=250)
     await firewall.setup()
     addresses = POOL.hosts()
@@ -42,14 +49,17 @@ async def main(counts: list[int], samples: int) -> None:
         made = 0
         for count in counts:
             while made < count:
-                await firewall.attach(ids.new_id("sb"), f"vb{made}", str(next(addresses)), allow_all())
+                sid = ids.new_id("sb")
+                await firewall.attach(sid, f"vb{made}", str(next(addresses)), deny_all())
+                await firewall.pin(sid, "pin", pins(npins))
                 made += 1
             attach, detach = [], []
             for n in range(samples):
                 sid, address = ids.new_id("sb"), str(next(addresses))
                 start = time.perf_counter()
-                await firewall.attach(sid, f"vx{n}", address, allow_all())
+                await firewall.attach(sid, f"vx{n}", address, deny_all())
                 attach.append(time.perf_counter() - start)
+                await firewall.pin(sid, "pin", pins(npins))
                 start = time.perf_counter()
                 await firewall.detach(sid, f"vx{n}", address)
                 detach.append(time.perf_counter() - start)
@@ -68,5 +78,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--counts", type=int, nargs="+", default=[0, 250, 1000])
     p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--pins", type=int, default=4, help="pinned addresses per sandbox (default 4)")
     args = p.parse_args()
-    asyncio.run(main(args.counts, args.samples))
+    asyncio.run(main(args.counts, args.samples, args.pins))

@@ -200,6 +200,7 @@ class Spares:
         found = {tag_of_netns(self._prefix, name) for name in await namespace.names(self._prefix)}
         found |= {tag_of_veth(port) for port in await bridge.ports(self._bridge)}
         found |= {tag_of_chain(name) for name in await self._firewall.sandbox_chains()}
+        found |= {tag_of_chain(name) for name in await self._firewall.prepared()}
         bound = await self._firewall.bindings()
         # Decided after the listing: a spare begun meanwhile is pending by now, and one
         # taken meanwhile is its sandbox's.

@@ -4,12 +4,15 @@ attached through it, with a program inside each (see conftest.py for the world).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -358,3 +361,115 @@ async def test_firewall_transactions_with_and_without_the_library(
     box = await harness.box(deny_all(f"{harness.world.out1}/32"))
     assert await box.inside.reaches(harness.world.out1)
     assert not await box.inside.reaches(harness.world.out2)
+
+
+def nft_table(table: str) -> dict[str, list[dict[str, Any]]]:
+    """The chains, sets and maps of ``table inet <table>`` as nft's JSON, by kind."""
+    argv = ["nft", "-j", "list", "table", "inet", table]
+    items = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True, timeout=10).stdout)
+    out: dict[str, list[dict[str, Any]]] = {"chain": [], "set": [], "map": [], "rule": []}
+    for item in items["nftables"]:
+        for kind, found in out.items():
+            if kind in item:
+                found.append(item[kind])
+    return out
+
+
+async def elements(table: str) -> list[str]:
+    """The elements of a sandbox's (the map's and the shared sets', by source address;
+    not the rate buckets')."""
+    text = await output("nft", "list", "table", "inet", table)
+    return [f"{m[0]} {m[1]}" for m in re.findall(r"([0-9.]+) (\. [0-9./-]+|comment)", text)]
+
+
+async def test_a_sandbox_adds_elements_never_chains_or_sets(harness: Harness) -> None:
+    """What an attach costs must not grow with the number of sandboxes: libnftables
+    reads every chain and set of the table before each transaction. So the table has
+    the same chains, sets and rules with 0 or 6 sandboxes of every kind attached; the
+    sandboxes are only elements, and a detach deletes all of its own."""
+    w = harness.world
+    await harness.ready(4)
+
+    def shape() -> tuple[list[str], list[str], int]:
+        table = nft_table(w.table)
+        return (
+            sorted(c["name"] for c in table["chain"]),
+            sorted(s["name"] for s in table["set"] + table["map"]),
+            len(table["rule"]),
+        )
+
+    empty = shape()
+    boxes = [
+        await harness.box(deny_all("allowed.test", f"{w.net}.0/24", deny=(f"{w.out2}/32",))),
+        await harness.box(EgressPolicy(mode=EgressMode.ALLOW_ALL, deny=("other.test",), audit_allowed=True)),
+        await harness.box(
+            EgressPolicy(mode=EgressMode.DENY_ALL, allow=("allowed.test",), audit_allowed=True)
+        ),
+    ]
+    await harness.network.drain()  # the rest make namespaces of their own
+    boxes += [
+        await harness.box(ALLOW_ALL),
+        await harness.box(DENY_ALL),
+        await harness.box(deny_all("*.test")),
+    ]
+    for box in (boxes[0], boxes[2], boxes[5]):
+        assert (await box.inside.resolve("allowed.test", box.info.gateway))["rcode"] == 0
+        assert await box.inside.reaches(w.out1), "pinned"
+    assert not await boxes[0].inside.reaches(w.out2), "deny wins over allow"
+    assert (await boxes[1].inside.resolve("other.test", boxes[1].info.gateway))["rcode"] == 3
+    assert not await boxes[1].inside.reaches(w.out2), "blocked"
+    assert shape() == empty, "one more sandbox adds no chain, set or rule"
+    written = await elements(w.table)
+    assert all(f"{box.info.address} comment" in written for box in boxes), written
+    assert f"{boxes[0].info.address} . {w.out2}" in written, "its denied network"
+    for box in boxes:
+        await box.inside.stop()
+        await harness.network.detach(box.id)
+    assert shape() == empty
+    assert not [line for line in await elements(w.table) if any(b.info.address in line for b in boxes)]
+
+
+async def test_an_upgraded_node_moves_per_sandbox_chains_into_the_shared_sets(harness: Harness) -> None:
+    """A node of an earlier version gave each sandbox a chain and ``-pin``, ``-block``
+    and ``-live`` sets: at start the chain and sets go, the sandbox keeps its policy
+    (from the ledger) and its pins (from its old set: this process never resolved the
+    name), and detach removes the rest."""
+    w = harness.world
+    box = await harness.box(deny_all("allowed.test"))
+    assert (await box.inside.resolve("allowed.test", box.info.gateway))["rcode"] == 0
+    assert await box.inside.reaches(w.out1)
+    await harness.network.close()
+    # the kernel as the earlier version left it (its rules, in its layout)
+    t, sid, address = f"inet {w.table}", harness.network._sandboxes[box.id].chain, box.info.address
+    rule = f"add rule {t} {sid}"
+    live = f"update @{sid}-live {{ ip daddr timeout 30m }}"
+    await harness.network.firewall._apply(
+        [
+            f"delete element {t} sandboxes {{ {address} }}",
+            f"delete element {t} pin {{ {address} . {w.out1} }}",
+            f"add chain {t} {sid}",
+            f"add set {t} {sid}-pin {{ type ipv4_addr; flags timeout; }}",
+            f"add set {t} {sid}-block {{ type ipv4_addr; flags timeout; }}",
+            f"add set {t} {sid}-live {{ type ipv4_addr; flags dynamic,timeout; size 4096; }}",
+            f"add element {t} {sid}-pin {{ {w.out1} timeout 600s }}",
+            f"{rule} ip daddr @{sid}-block goto deny_policy",
+            f"{rule} ip daddr @{sid}-pin {live}",
+            f"{rule} ip daddr @{sid}-pin accept",
+            f"{rule} ct state established,related ip daddr @{sid}-live {live} accept",
+            f"{rule} goto deny_policy",
+            f"add element {t} sandboxes {{ {address} : goto {sid} }}",
+        ]
+    )
+    assert await box.inside.reaches(w.out1) and not await box.inside.reaches(w.out2), "the old layout works"
+    harness.network = harness.make()
+    await harness.network.start()
+    table = nft_table(w.table)
+    assert sid not in {c["name"] for c in table["chain"]} and not [
+        s for s in table["set"] if sid in s["name"]
+    ]
+    assert await box.inside.reaches(w.out1), "its pin came along"
+    assert not await box.inside.reaches(w.out2), "its policy came along"
+    await harness.denial(box.id, dst=w.out2)
+    await box.inside.stop()
+    await harness.network.detach(box.id)
+    assert not [line for line in await elements(w.table) if address in line]

@@ -41,7 +41,8 @@ async def test_attach_claims_a_ready_namespace_and_the_pool_refills(harness: Har
     assert tag is not None and tag in before, "a ready namespace was claimed"
     chain = spares.chain(tag)
     assert ledger(harness)["sandboxes"][box.id]["chain"] == chain, "its ready chain took the rules"
-    assert f"@{chain}-block goto deny_policy" in nft_objects(harness.world.table, chain), "its rules"
+    routed = f'{box.info.address} comment "{chain}" : goto allow_all'
+    assert routed in nft_objects(harness.world.table, chain), "its address routed to its policy"
     assert harness.host_end(box.id) == spares.names(harness.world.prefix, tag)[1]
     assert namespace.label_of(spares.names(harness.world.prefix, tag)[1]) == box.id
     assert await box.inside.reaches(harness.world.out1)
