@@ -1,5 +1,6 @@
 """What one sandbox was told by the resolver, and which of those addresses are pinned
-in its firewall set (``<id>-pin`` for allowed names, ``<id>-block`` for denied ones).
+in the firewall for it (elements of the shared ``pin`` set for allowed names, of
+``block`` for denied ones, keyed by the sandbox's address).
 
 Pin lifetime: an answer with TTL ``t`` must stay usable for at least ``t`` seconds
 (clients cache it that long), so its addresses are pinned until at least

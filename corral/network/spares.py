@@ -3,15 +3,16 @@
 A *spare* is what a sandbox's attach would make, made before there is a sandbox: the
 namespace ``<prefix>pool-<tag>`` (``<tag>``: 12 random hex digits) with ``lo`` up, the
 sysctls set, ``eth0`` holding an address from the pool and the default route, and the
-host end of its veth, ``vp<tag>``, isolated on the bridge and up, and its firewall
-chain ``pool-<tag>`` (empty) with its sets. That host end is in the bridge table's
-``ports`` set with no address bound to it, so every frame from the spare is dropped,
-and no verdict-map entry routes its address: until it is claimed, a spare reaches
-nothing and nothing reaches it. A claim is one ``nft`` transaction: the policy's rules
-into the chain, the address into the verdict map and the bridge's bindings.
+host end of its veth, ``vp<tag>``, isolated on the bridge and up. That host end is in
+the bridge table's ``ports`` set (its key ``pool-<tag>`` as the element's comment) with
+no address bound to it, so every frame from the spare is dropped, and no verdict-map
+entry routes its address: until it is claimed, a spare reaches nothing and nothing
+reaches it. A claim is one ``nft`` transaction, the same as any attach's: the address
+into the verdict map (keyed ``pool-<tag>``), the policy's networks into the shared
+sets, and the bridge's binding.
 
 Network namespaces cannot be renamed, so a sandbox that claims a spare keeps the pool's
-names (namespace, host end, chain): the ledger records them per sandbox and
+names (namespace, host end, firewall key): the ledger records them per sandbox and
 ``NetInfo.netns_path`` carries the path.
 The claim also writes the sandbox id as the host end's interface alias
 (``namespace.label``), so the owner of a pool-named namespace can be told from the
@@ -81,7 +82,7 @@ def names(prefix: str, tag: str) -> tuple[str, str]:
 
 
 def chain(tag: str) -> str:
-    """The firewall chain of the spare ``tag`` (its sets are named after it)."""
+    """The firewall key of the spare ``tag`` (its chain's name in earlier versions)."""
     return f"{POOL_INFIX}{tag}"
 
 
@@ -219,8 +220,8 @@ class Spares:
         return failures
 
     async def remove(self, tag: str, address: str | None = None) -> None:
-        """Delete a pool-named namespace, its veth, its chain and sets and its
-        reservation (and the binding of ``address`` to the chain, if any); idempotent."""
+        """Delete a pool-named namespace, its veth and its firewall elements and port
+        (and the binding of ``address`` to its key, if any); idempotent."""
         netns, veth = names(self._prefix, tag)
         await namespace.remove(netns, veth)
         await self._firewall.detach(chain(tag), veth, address)
