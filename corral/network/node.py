@@ -9,8 +9,9 @@ and the pool of ready namespaces (``spares.py``); the package docstring states t
 security model.
 
 Lifecycle: :meth:`NodeNetwork.start` (idempotent; every other method calls it) makes
-the bridge and the base firewall, reloads the ledger, re-creates a sandbox chain that
-has gone missing (e.g. after ``nft flush ruleset``), binds the forwarder (with
+the bridge and the base firewall, reloads the ledger, routes again a sandbox the
+firewall lost (e.g. after ``nft flush ruleset``, or after an upgrade from per-sandbox
+chains), binds the forwarder (with
 ``forwarder_port``; its port is the one the firewall opens on the bridge address), the
 resolver on ``<gateway>:53`` and the NFLOG group. :meth:`NodeNetwork.close` stops the
 forwarder, the resolver and the event reader and touches nothing in the kernel:
@@ -24,16 +25,16 @@ Contracts (all ids are checked first: InvalidInput):
   AsyncExitStack); Conflict if the sandbox is attached already; LimitExceeded when
   the pool is exhausted; InvalidInput for a bad policy; RuntimeFailure otherwise.
   With a ready namespace (``ready_namespaces`` > 0) it claims one: one ``nft -f``
-  transaction (the policy's rules into the namespace's ready chain, its address into
-  the verdict map and the bridge's bindings), a sysfs write and the ledger; a refill
-  is asked for. Without one it makes the namespace, chain and sets itself.
+  transaction (its address into the verdict map, its policy's networks into the
+  firewall's shared sets, the bridge's binding), a sysfs write and the ledger; a
+  refill is asked for. Without one it makes the namespace itself.
 * ``detach``: idempotent; RuntimeFailure if something could not be removed (the
   sandbox stays known, so a retry or ``reclaim`` finishes the job). The namespace
   is removed, never handed back to the pool.
 * ``set_policy``: applies at once, to open connections too; NotFound if not attached.
 * ``info``: None when not attached or its namespace is gone.
 * ``reclaim(keep)``: detaches every sandbox with any trace here (ledger, namespace
-  with our prefix, firewall chain or binding) that is not in ``keep``, removes
+  with our prefix, firewall binding) that is not in ``keep``, removes
   pool-named namespaces and host ends that are neither a ready (or pending) spare
   nor a sandbox's, and deletes bridge ports nobody owns; returns the sandbox ids
   removed, sorted. Ready spares are kept.
@@ -232,7 +233,8 @@ class NodeNetwork:
     async def _recover(self) -> None:
         """Rebuild memory from the ledger; adopt sandboxes the ledger lost, with the
         address the firewall routes or, failing that, the one inside the namespace
-        (their policy unknown: deny_all, fail closed); re-create missing chains; take
+        (their policy unknown: deny_all, fail closed); route again the ones the firewall
+        does not route; take
         over the ready namespaces that are intact (``reclaim`` removes the others)."""
         ledger = self._ledger
         ledger.records = records = recovery.with_names(ledger.records, self._prefix)
