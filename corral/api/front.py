@@ -34,7 +34,8 @@ Then, for each request head:
 Exec round trips take a turn (``corral.api.front_turns``, the server's ``turns``) before
 they go behind: beyond ``max_concurrent_execs`` in flight (one while another request is
 in flight behind), one waits as parsed bytes until a turn ends, so the other routes are not queued behind a hundred execs' bodies,
-credentials and routing. The turn ends with its answer. While it waits its connection is
+credentials and routing. The turn ends with its answer. Requests to the gateway (a
+sandbox's own traffic, even on an exec-like path) take no turn and do not count. While it waits its connection is
 still read (so a client that leaves is seen, and leaves the queue) until more bytes come:
 those are held too, and reading pauses.
 
@@ -336,6 +337,7 @@ class FrontProtocol(asyncio.Protocol):
         if upgrade == b"websocket" and upgrade_asked:
             self._websocket = True  # the parser stops with HttpParserUpgrade: see _upgrade
             return
+        gateway = False  # the gateway's request that its fast path left to the app
         if self.fast_path is not None and self._url.startswith(b"/"):
             path, _, query = self._url.partition(b"?")
             scope = {
@@ -351,7 +353,8 @@ class FrontProtocol(asyncio.Protocol):
             self.exchange = self.fast_path.start(scope, self, keep_alive)
             if self.exchange is not None:
                 return
-        turns = self.turns
+            gateway = self.turns is not None and self.fast_path.router.match(scope) is not None
+        turns = None if gateway else self.turns  # a sandbox's own traffic: no turn, not counted
         if turns is not None and self._turn is None and is_exec(method, self._url):
             asked = turns.ask(turn_key(headers, self._client), self._granted, self.loop)
             if isinstance(asked, Waiter):  # this request and what follows it wait: see _granted

@@ -20,8 +20,8 @@ Contracts of ``FrontTurns``:
   at once (default 1; measured against 2 and 4, docs/benchmarks.md): the other routes are
   served ahead of the execs waiting. A request counts as in flight until its answer is
   complete, for ``other_hold_s`` at most (a long download or stream does not keep execs
-  slow). The price: under a steady stream of other requests (the gateway's requests that
-  its fast path leaves to the app count too) execs go one at a time.
+  slow). The price: under a steady stream of other requests to the API, execs go one at
+  a time (the gateway's requests, a sandbox's own traffic, neither count nor take turns).
 - The others wait, first in first out per credential (the request's ``X-API-Key``,
   ``Authorization`` or ``X-Access-Token``, else its client address: known from the head,
   before any check), credentials taking turns: when a turn ends, of the credentials with a

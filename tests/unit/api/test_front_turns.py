@@ -166,6 +166,86 @@ async def test_a_long_other_request_stops_counting_after_other_hold_s() -> None:
         done.release()
 
 
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Behind:
+    """Stands for uvicorn's protocol behind the front: what the front gives it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+class _GatewayRouter:
+    """The gateway's routing as the front asks it: hosts under preview.test are its."""
+
+    def match(self, scope: dict[str, object]) -> object | None:
+        headers = dict(scope["headers"])  # type: ignore[call-overload]
+        return "target" if headers.get(b"host", b"").endswith(b".preview.test") else None
+
+
+class _FastPath:
+    router = _GatewayRouter()
+
+    def start(self, scope: object, client: object, keep_alive: bool) -> None:
+        return None  # left to the app, as a request with a body is
+
+
+async def test_requests_to_the_gateway_take_no_turn_and_do_not_count() -> None:
+    from corral.api.front import front_protocol
+    from corral.api.uvicorn_internals import Config, ServerState
+
+    turns = FrontTurns(1, 16)
+    base = front_protocol(30.0, 64 * 1024, 100, fast_path=lambda: _FastPath(), turns=turns)  # type: ignore[arg-type,return-value]
+
+    def connection(host: bytes, request: bytes) -> _Behind:
+        behind = _Behind()
+        front = base(Config(app=None, log_config=None), ServerState(), {})  # type: ignore[arg-type]
+        front._behind = lambda: behind  # type: ignore[method-assign,assignment,return-value]
+        front.connection_made(_Transport())
+        front.data_received(request.replace(b"HOST", host))
+        return behind
+
+    exec_run = b"POST /api/sandboxes/sb-1/exec/run HTTP/1.1\r\nhost: HOST\r\ncontent-length: 2\r\n\r\n{}"
+    assert connection(b"api.test", exec_run).data.startswith(b"POST ")
+    assert (turns.running, turns.waiting) == (1, 0)
+    assert connection(b"api.test", exec_run).data == b""  # the bound: it waits, nothing went behind
+    assert turns.waiting == 1
+    assert connection(b"3000-sb-1.preview.test", exec_run).data.startswith(b"POST ")  # a sandbox's app
+    assert (turns.running, turns.waiting, turns.others) == (1, 1, 0)
+    assert connection(b"3000-sb-1.preview.test", b"GET / HTTP/1.1\r\nhost: HOST\r\n\r\n").data
+    assert turns.others == 0
+    assert connection(b"api.test", b"GET /healthz HTTP/1.1\r\nhost: HOST\r\n\r\n").data
+    assert turns.others == 1
+
+
 # ---- a real server ------------------------------------------------------------------------
 
 
