@@ -33,11 +33,12 @@ Then, for each request head:
 
 Exec round trips take a turn (``corral.api.front_turns``, the server's ``turns``) before
 they go behind: beyond ``max_concurrent_execs`` in flight (one while another request is
-in flight behind), one waits as parsed bytes until a turn ends, so the other routes are not queued behind a hundred execs' bodies,
-credentials and routing. The turn ends with its answer. Requests to the gateway (a
-sandbox's own traffic, even on an exec-like path) take no turn and do not count. While it waits its connection is
-still read (so a client that leaves is seen, and leaves the queue) until more bytes come:
-those are held too, and reading pauses.
+in flight behind), one waits as parsed bytes until a turn ends, so the other routes are
+not queued behind a hundred execs' bodies, credentials and routing. The turn ends with
+its answer. Requests to the gateway (a sandbox's own traffic, even on an exec-like path)
+take no turn and do not count. While an exec waits its connection is still read (so a
+client that leaves is seen, and leaves the queue) until more bytes come: those are held
+too, and reading pauses.
 
 Answers leave in request order: a request that begins while an earlier one is not yet
 answered is held (its parsed pieces kept, reading paused) until that answer is
