@@ -20,6 +20,11 @@ path-routed preview shares corral's own origin (cookies, storage, scripts).
 
 Anything else is not the gateway's (None). A gateway host or prefix whose id or port
 is malformed is still the gateway's: it answers 404 like any unknown sandbox.
+
+Every request is matched (the fast path's and the ASGI path's), so the reading of a
+``Host`` header (is it a sandbox's host form, and which) is remembered per header value:
+the requests of a connection, and of a page, repeat theirs. At most ``MAX_REMEMBERED_HOSTS``
+values of at most ``MAX_REMEMBERED_HOST_BYTES`` each (a longer one is read every time).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ _HOST_FORMS = (
     re.compile(rf"^(?P<id>{_ID})-p(?P<port>[0-9]{{1,5}})$"),
     re.compile(rf"^sbx-(?P<id>{_ID})-(?P<port>[0-9]{{1,5}})$"),
 )
+MAX_REMEMBERED_HOSTS = 1024
+MAX_REMEMBERED_HOST_BYTES = 300  # a DNS name (253) and a port
 _PATH = re.compile(rb"^/preview/(?P<id>[^/]*)/(?P<port>[^/?]*)(?P<rest>/.*)?$", re.DOTALL)
 _VALID_ID = re.compile(rf"^{_ID}$")
 
@@ -62,24 +69,30 @@ class Redirect:
     location: str
 
 
+HostReading = tuple[str, str, int]
+"""A ``Host`` header's value decoded, and the sandbox id and port of its host form ("", 0
+when it is not one)."""
+
+
 class Router:
     def __init__(self, domains: list[str]) -> None:
         self.suffixes = tuple("." + d.lower().strip(".") for d in domains if d.strip("."))
+        self._hosts: dict[bytes, HostReading] = {}  # remembered readings (module docstring)
 
     def match(self, scope: Any) -> Target | Redirect | None:
-        host = _host(scope)
-        name = host.rpartition(":")[0] if host.rfind(":") > host.rfind("]") else host
-        name = name.lower().rstrip(".")
-        if name.endswith(self.suffixes):
-            for suffix in self.suffixes:
-                label = name[: -len(suffix)] if name.endswith(suffix) else "."
-                found = (
-                    None if "." in label else next(filter(None, (f.match(label) for f in _HOST_FORMS)), None)
-                )
-                if found:
-                    path = scope.get("raw_path") or scope["path"].encode()
-                    query = scope.get("query_string", b"")
-                    return Target(found["id"], _port(found["port"]), _with_query(path, query), "", host)
+        raw_host = _host(scope)
+        reading = self._hosts.get(raw_host)
+        if reading is None:
+            reading = self._read_host(raw_host)
+            if len(raw_host) <= MAX_REMEMBERED_HOST_BYTES:
+                if len(self._hosts) >= MAX_REMEMBERED_HOSTS:
+                    self._hosts.clear()
+                self._hosts[raw_host] = reading
+        host, sandbox_id, sandbox_port = reading
+        if sandbox_id:
+            path = scope.get("raw_path") or scope["path"].encode()
+            query = scope.get("query_string", b"")
+            return Target(sandbox_id, sandbox_port, _with_query(path, query), "", host)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         if raw_path.startswith(b"/compute/"):
             return _compute(raw_path, scope.get("query_string", b""), host)
@@ -101,6 +114,22 @@ class Router:
             return Redirect(prefix + "/" + ("?" + query.decode("latin-1") if query else ""))
         return Target(sandbox_id, port, _with_query(rest, query), prefix, host)
 
+    def _read_host(self, raw_host: bytes) -> HostReading:
+        """What ``match`` reads from a ``Host`` header's value (see ``HostReading``)."""
+        host = raw_host.decode("latin-1")
+        name = host.rpartition(":")[0] if host.rfind(":") > host.rfind("]") else host
+        name = name.lower().rstrip(".")
+        if name.endswith(self.suffixes):
+            for suffix in self.suffixes:
+                label = name[: -len(suffix)] if name.endswith(suffix) else "."
+                if "." in label:
+                    continue
+                for form in _HOST_FORMS:
+                    found = form.match(label)
+                    if found:
+                        return host, found["id"], _port(found["port"])
+        return host, "", 0
+
 
 def _compute(raw_path: bytes, query: bytes, host: str) -> Target:
     """A Copass gateway path; the bare per-port URL (no path) is the server's root, with
@@ -114,11 +143,12 @@ def _compute(raw_path: bytes, query: bytes, host: str) -> Target:
     return Target(sandbox_id, port, _with_query(found["rest"] or b"/", query), prefix, host)
 
 
-def _host(scope: Any) -> str:
+def _host(scope: Any) -> bytes:
     for name, value in scope["headers"]:
         if name == b"host":
-            return str(value.decode("latin-1"))
-    return ""
+            raw: bytes = value
+            return raw
+    return b""
 
 
 def _port(text: str) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from corral.api.credentials import query_param, without_query_param
+from corral.gateway import routing
 from corral.gateway.cors import CorsPolicy
 from corral.gateway.headers import response_headers, scoped_cookie, without_cookie
 from corral.gateway.routing import Redirect, Router, Target
@@ -64,6 +65,35 @@ def test_host_forms(host: str, port: int) -> None:
 )
 def test_other_hosts_are_not_the_gateways(host: str) -> None:
     assert router.match(scope(host, "/api/sandboxes")) is None
+
+
+def test_a_remembered_host_reads_as_a_new_one_for_any_path() -> None:
+    fresh = Router(["localhost"])
+    host = f"3000-{SID}.localhost:8080"
+    for path, query in (("/a", b""), ("/b/c", b"x=1"), (f"/preview/{SID}/4000/", b"")):
+        assert fresh.match(scope(host, path, query)) == Target(
+            SID, 3000, path.encode() + (b"?" + query if query else b""), "", host
+        )
+    # not a host form, remembered too: path routing still reads the path
+    assert fresh.match(scope("127.0.0.1:8080", f"/preview/{SID}/4000/x")) == Target(
+        SID, 4000, b"/x", f"/preview/{SID}/4000", "127.0.0.1:8080"
+    )
+    assert fresh.match(scope("127.0.0.1:8080", "/api/sandboxes")) is None
+
+
+def test_remembered_hosts_are_bounded_in_number_and_size() -> None:
+    fresh = Router(["localhost"])
+    for i in range(1, routing.MAX_REMEMBERED_HOSTS + 50):
+        host = f"{i}-{SID}.localhost"
+        assert fresh.match(scope(host, "/")) == Target(SID, i, b"/", "", host)
+        assert len(fresh._hosts) <= routing.MAX_REMEMBERED_HOSTS
+    long_host = "a" * (routing.MAX_REMEMBERED_HOST_BYTES + 1)
+    fresh._hosts.clear()
+    assert fresh.match(scope(long_host, "/api")) is None
+    assert fresh.match(scope(long_host, f"/preview/{SID}/3000/")) == Target(
+        SID, 3000, b"/", f"/preview/{SID}/3000", long_host
+    )
+    assert not fresh._hosts
 
 
 def test_path_forms() -> None:
