@@ -35,7 +35,7 @@ from corral.auth.service import NEITHER
 from corral.core import Core
 
 
-def get_core(conn: HTTPConnection) -> Core:
+async def get_core(conn: HTTPConnection) -> Core:
     core: Core = conn.app.state.core
     return core
 
