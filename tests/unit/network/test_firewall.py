@@ -60,7 +60,9 @@ async def test_a_sandbox_is_elements_and_detach_deletes_its_own(
     assert (
         'add element inet t sandboxes { 10.250.0.2 comment "sb-aaaaaaaaaaaaaaaa" : goto deny_all }' in lines
     )
-    assert "add element inet t allow { 10.250.0.2 . 1.2.3.0/24 }" in lines, "networks merged"
+    assert "add element inet t allow24 { 10.250.0.2 . 1.2.3.0 }" in lines, "networks merged, by length"
+    assert "add element inet t allows { 10.250.0.2 }" in lines
+    assert "add element inet t deny8 { 10.250.0.2 . 9.0.0.0 }" in lines
     assert "add element inet t pin { 10.250.0.2 . 5.5.5.5 timeout 60s }" in lines
     assert await fw.bindings() == {a: "10.250.0.2", b: "10.250.0.3"}
     applied.clear()
@@ -68,8 +70,10 @@ async def test_a_sandbox_is_elements_and_detach_deletes_its_own(
     deleted = [line for line in applied[0] if line.startswith("delete ")]
     assert {line.split(" {")[0].split()[-1] for line in deleted} == {
         "sandboxes",
-        "deny",
-        "allow",
+        "deny8",
+        "denies",
+        "allow24",
+        "allows",
         "pin",
         "live",
         "ports",
@@ -97,7 +101,8 @@ async def test_replace_swaps_the_route_networks_and_pins(scripts: tuple[Firewall
     assert script.index("delete element inet t sandboxes { 10.250.0.2 }") < script.index(
         'add element inet t sandboxes { 10.250.0.2 comment "sb-aaaaaaaaaaaaaaaa" : goto allow_all_audit }'
     )
-    assert "delete element inet t allow { 10.250.0.2 . 1.2.3.0/24 }" in script
+    assert "delete element inet t allow24 { 10.250.0.2 . 1.2.3.0 }" in script
+    assert "delete element inet t allows { 10.250.0.2 }" in script
     assert "delete element inet t live { 10.250.0.2 . 5.5.5.5, 10.250.0.2 . 7.7.7.7 }" in script
     assert script[-1] == "add element inet t block { 10.250.0.2 . 5.5.5.5 timeout 30s }"
 
