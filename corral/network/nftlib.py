@@ -14,10 +14,10 @@ transactions share no state.
 
 Group commit: scripts that arrive while a transaction runs are applied together, in
 arrival order, as the next transaction (at most ``MAX_BATCH``). Every transaction makes
-the library read the whole ruleset's tables, chains and sets first (its cache: tens of
-milliseconds of CPU with a thousand sandboxes' chains and sets), and the kernel commits
-one transaction at a time anyway, so a burst of creates or kills pays that once per
-batch instead of once per sandbox. A batch that fails changed nothing (a transaction is
+the library read the table's chains and sets first (its cache; the firewall keeps their
+number fixed, whatever the number of sandboxes: ``firewall.py``), a deletion waits for
+the kernel's RCU grace period, and the kernel commits one transaction at a time anyway,
+so a burst of creates or kills pays those once per batch instead of once per sandbox. A batch that fails changed nothing (a transaction is
 all or nothing); its scripts are then applied one by one, so each caller gets its own
 outcome.
 """
