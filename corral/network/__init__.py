@@ -56,8 +56,8 @@ How the usual tricks fare:
   resolves a denied name elsewhere reaches it unless its address is in the block
   set (it is when the name is exact and resolves the same way for us, or when the
   sandbox asked us first). Use deny_all + allow list where names must hold.
-* *DNS rebinding* (an allowed name answering with an internal address): pins live in
-  the sandbox's own policy chain, which comes after the always-denied checks, so no
+* *DNS rebinding* (an allowed name answering with an internal address): pins count only in
+  the policy's mode chain, which comes after the always-denied checks, so no
   answer can open the host, other sandboxes, link-local or loopback; and only
   globally routable answers are pinned at all (``pin_private=False``, the default),
   so an allowed name cannot open a private network (RFC 1918, CGNAT, ...) either:

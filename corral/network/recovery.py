@@ -5,7 +5,7 @@ Inspection only: nothing here changes a kernel object or the ledger.
 * :func:`with_names`: the records of a version 1 ledger get the default names
   (namespace ``<prefix><id>``, host end ``namespace.veth_name(id)``, chain ``<id>``).
 * :func:`lost_sandboxes`: sandboxes the ledger does not list but the kernel shows (a
-  binding of a chain named after the id in the firewall's verdict map, a namespace
+  binding keyed by the id in the firewall's verdict map, a namespace
   named after the id, or a pool-named namespace whose host end is labelled with the
   id), as records with a deny_all policy (fail closed: their real policy is unknown).
 * :func:`intact_spares`: which of the ledger's ready namespaces can be handed out
