@@ -34,10 +34,12 @@ the gateway. Load comes from ``wrk`` when installed, else from an asyncio client
 
 With ``--baseline REV``, REV's corral is started too (``bench/baseline.py``: a worktree
 of REV, removed at the end; its own data dir, and on runc its own network), with a
-sandbox of its own running the same servers, and its gateway routes (``path@<rev>``,
-``host@<rev>``, and the WebSocket echo) are measured in the same loop right after this
-tree's, the same duration and connections; a last table gives this tree's gateway
-against REV's (requests/s and p50, as ratios).
+sandbox of its own running the same servers, and its routes (``direct@<rev>``: its
+servers directly, as ``direct`` is this tree's, ``path@<rev>``, ``host@<rev>``, and the
+WebSocket echo) are measured in the same loop right after this tree's, the same duration
+and connections; a last table gives this tree's routes against REV's (requests/s and p50,
+as ratios; the serving corral's CPU per request). ``--census`` counts what each corral's
+fast path took and declined (``fast_path_census.py``).
 
 Only loopback addresses are contacted. Every phase is bounded by ``--duration``; at
 the end the sandbox is killed and the server stopped (by its pid), the temp dir removed.
@@ -479,6 +481,11 @@ async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> d
                     "direct": (f"http://{address}:{port}/hello", {})
                 }
                 for gateway in gateways:
+                    if gateway is not head and gateway.ports is not None:
+                        # a baseline's own servers directly too: each corral's routes then
+                        # follow a direct phase of its own servers alike, in both orders
+                        own = f"http://{gateway.address}:{gateway.ports[target]}/hello"
+                        routes[f"direct{gateway.suffix}"] = (own, {})
                     routes.update(gateway.routes(target))
                 if args.nginx:
                     routes["nginx"] = (f"http://127.0.0.1:{by_upstream[port]}/hello", {})
