@@ -7,9 +7,11 @@ import fcntl
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from corral import spawn
 from corral.errors import RuntimeFailure
 from corral.runtime import userns
 from corral.runtime.layout import SandboxPaths
@@ -82,10 +84,19 @@ async def test_a_chain_that_fails_says_why_and_leaves_nothing_running(
     argv = userns._helper_argv(BASE + 8, 4096)
     broken = [*argv[: argv.index("unshare")], "unshare", "--no-such-option", "--", "cat"]
     monkeypatch.setattr(userns, "_helper_argv", lambda owner, msgqueue: broken)
+    started: list[int] = []
+    start = spawn.start
+
+    def recorded(*args: Any, **kwargs: Any) -> int:
+        started.append(start(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(spawn, "start", recorded)
     with pytest.raises(RuntimeFailure, match="no-such-option"):
         await UserNamespace.make(owner=BASE + 8, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG: the helper was reaped
+    [helper] = started
+    with pytest.raises(ChildProcessError):  # reaped: no longer a child of ours (others may be)
+        os.waitpid(helper, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
 
 
 def test_an_owner_is_found_in_constant_reads_however_many_sandboxes_hold_one(
