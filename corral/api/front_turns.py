@@ -68,23 +68,38 @@ def turn_key(headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None)
     return client[0].encode() if client is not None else b""
 
 
-class Turn:
-    """A turn held; ``release`` is idempotent."""
+class _Held:
+    """Something held until ``end`` (idempotent) or, at the latest, ``limit_s`` seconds:
+    then ``ended`` is called once."""
 
-    __slots__ = ("_timer", "_turns")
+    __slots__ = ("_ended", "_timer")
 
-    def __init__(self, turns: FrontTurns, loop: asyncio.AbstractEventLoop) -> None:
-        self._turns: FrontTurns | None = turns
-        self._timer = None if turns.max_hold_s is None else loop.call_later(turns.max_hold_s, self.release)
+    def __init__(
+        self, ended: Callable[[], None], limit_s: float | None, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._ended: Callable[[], None] | None = ended
+        self._timer = None if limit_s is None else loop.call_later(limit_s, self.end)
 
-    def release(self) -> None:
-        turns, self._turns = self._turns, None
-        if turns is None:
+    def end(self) -> None:
+        ended, self._ended = self._ended, None
+        if ended is None:
             return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        turns._release()
+        ended()
+
+
+class Turn(_Held):
+    """A turn held, for ``max_hold_s`` at most; ``release`` is idempotent."""
+
+    __slots__ = ()
+
+    def __init__(self, turns: FrontTurns, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(turns._release, turns.max_hold_s, loop)
+
+    def release(self) -> None:
+        self.end()
 
 
 class Waiter:
@@ -99,23 +114,14 @@ class Waiter:
         self.loop = loop
 
 
-class Other:
-    """A request other than an exec in flight behind the front; ``end`` is idempotent."""
+class Other(_Held):
+    """A request other than an exec in flight behind the front, counted for
+    ``other_hold_s`` at most; ``end`` is idempotent."""
 
-    __slots__ = ("_timer", "_turns")
+    __slots__ = ()
 
     def __init__(self, turns: FrontTurns, loop: asyncio.AbstractEventLoop) -> None:
-        self._turns: FrontTurns | None = turns
-        self._timer: asyncio.TimerHandle | None = loop.call_later(turns.other_hold_s, self.end)
-
-    def end(self) -> None:
-        turns, self._turns = self._turns, None
-        if turns is None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        turns._other_ended()
+        super().__init__(turns._other_ended, turns.other_hold_s, loop)
 
 
 class FrontTurns:
