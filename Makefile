@@ -14,7 +14,7 @@ CONSOLE_DIR := corral/api/console/web
 CONSOLE_PKGS := $(CONSOLE_DIR)/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: help install deps run test unit integration e2e lint fmt constraints clean
+.PHONY: help install deps bench-deps run test unit integration e2e lint fmt constraints clean
 
 help:
 	@echo "make run          install, build the base template if needed, run corral serve (CORRAL_* env)"
@@ -22,12 +22,17 @@ help:
 	@echo "make install      Debian packages, Python package in $(VENV), TypeScript SDK for e2e, console packages"
 	@echo "make unit | integration | e2e   one part of the suite"
 	@echo "make lint         ruff, mypy and the layer contract (tests/unit/test_layers.py)"
+	@echo "make bench-deps   install, plus what bench/ uses: wrk, nginx, the bench extra (granian, py-spy)"
 	@echo "make constraints  constraints.txt from $(VENV) (after testing new versions)"
 
 install: deps $(VENV)/.installed $(TS_SDK) $(CONSOLE_PKGS)
 
 deps:
 	@scripts/install-deps.sh
+
+bench-deps: install
+	@scripts/install-deps.sh --bench
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
 
 $(PYTHON): | deps
 	python3 -m venv $(VENV)

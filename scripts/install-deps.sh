@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages corral needs, and only those that are missing.
 # Runs `apt-get update` only when something has to be installed. Needs root then.
+# With --bench, also the programs the benchmarks use (wrk, nginx).
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -20,6 +21,11 @@ declare -A NEEDS=(
   [npm]=npm
   [chromium]=chromium  # headless browser of the gateway's preview URL tests
 )
+# --bench: also what bench/ runs beside corral (bench_gateway.py's load and reference)
+if [[ "${1:-}" == "--bench" ]]; then
+  NEEDS[wrk]=wrk
+  NEEDS[nginx]=nginx
+fi
 
 missing=()
 for cmd in "${!NEEDS[@]}"; do
