@@ -30,7 +30,9 @@ contender to the front of issue 10; process runtime only, when ``granian`` is in
 the ``bench`` extra): requests/s and latency p50/p90/p99 with ``--connections``
 for ``--duration`` seconds, and with one connection (the latency the gateway adds).
 Then a WebSocket echo round trip, ``--ws-messages`` in sequence, direct and through
-the gateway. Load comes from ``wrk`` when installed, else from an asyncio client.
+the gateway, ``--rounds`` times in turns like the HTTP routes (p50 and the rest over all
+rounds' round trips; the serving corral's CPU per message); ``--ws-only`` measures only
+that. Load comes from ``wrk`` when installed, else from an asyncio client.
 
 With ``--baseline REV``, REV's corral is started too (``bench/baseline.py``: a worktree
 of REV, removed at the end; its own data dir, and on runc its own network), with a
@@ -309,6 +311,11 @@ async def measure_cpu(
 
 
 async def ws_round_trips(url: str, headers: dict[str, str], count: int) -> Summary:
+    return Summary.of(await ws_samples(url, headers, count))
+
+
+async def ws_samples(url: str, headers: dict[str, str], count: int) -> list[float]:
+    """``count`` echo round trips of 32 B on one WebSocket, after 50 to warm up."""
     samples: list[float] = []
     async with websockets.connect(url, additional_headers=headers, compression=None) as ws:
         for i in range(50):  # warm up
@@ -320,7 +327,7 @@ async def ws_round_trips(url: str, headers: dict[str, str], count: int) -> Summa
             await ws.send(payload)
             await ws.recv()
             samples.append(time.perf_counter() - started)
-    return Summary.of(samples)
+    return samples
 
 
 # ---- the run --------------------------------------------------------------------------
@@ -449,11 +456,38 @@ class Gateway:
             routes[f"granian{self.suffix}"] = (f"{self.granian}/preview/{self.sid}/{port}/hello", self.owner)
         return routes
 
-    async def ws(self, count: int) -> Summary:
+    def ws_url(self) -> str:
+        """Its gateway's route to the keepalive server's WebSocket echo, by path."""
         assert self.ports is not None
         host = self.base.removeprefix("http://")
-        url = f"ws://{host}/preview/{self.sid}/{self.ports['keepalive']}/ws"
-        return await ws_round_trips(url, self.owner, count)
+        return f"ws://{host}/preview/{self.sid}/{self.ports['keepalive']}/ws"
+
+
+async def ws_rounds(
+    args: argparse.Namespace, gateways: list[Gateway], address: str, port: int
+) -> tuple[dict[str, Summary], dict[str, float]]:
+    """The WebSocket echo, direct and through each gateway, ``--rounds`` times in turns
+    (odd rounds in reverse order, as the HTTP routes), ``--ws-messages`` each time: each
+    route's round trips of all rounds together, and each gateway's CPU time a message
+    (its process's, over its phases, divided by its round trips)."""
+    routes: list[tuple[str, str, Gateway | None]] = [("direct", f"ws://{address}:{port}/ws", None)]
+    routes += [(f"gateway{g.suffix}", g.ws_url(), g) for g in gateways]
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in routes}
+    cpu: dict[str, float] = {name: 0.0 for name, _, _ in routes}
+    for turn in range(args.rounds):
+        for name, url, gateway in routes[:: -1 if turn % 2 else 1]:
+            headers = gateway.owner if gateway is not None else {}
+            pid = gateway.pid if gateway is not None else 0
+            before = cpu_seconds(pid) if pid else 0.0
+            phase = await ws_samples(url, headers, args.ws_messages)
+            if pid:
+                cpu[name] += cpu_seconds(pid) - before
+            samples[name] += phase
+            print(f"  ws round {turn + 1} {name}: p50 {fmt_ms(Summary.of(phase).p50)} ms", flush=True)
+    per_message = {
+        name: cpu[name] / len(samples[name]) * 1e6 for name, _, g in routes if g is not None and g.pid
+    }
+    return {name: Summary.of(xs) for name, xs in samples.items()}, per_message
 
 
 async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> dict[str, object]:
@@ -476,7 +510,7 @@ async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> d
         parsing_of = {up: listen for listen, up in parsed.items()}
         loads: list[Load] = []
         with reference, Relay(relayed, address), Relay(parsed, address, http=True):
-            for target, port in ports.items():
+            for target, port in [] if args.ws_only else ports.items():
                 routes: dict[str, tuple[str, dict[str, str]]] = {
                     "direct": (f"http://{address}:{port}/hello", {})
                 }
@@ -513,13 +547,11 @@ async def run(args: argparse.Namespace, gateways: list[Gateway], tmp: Path) -> d
                             ]
                         )
                     loads.extend(median_loads(rounds))
-        ws = {"direct": await ws_round_trips(f"ws://{address}:{ports['keepalive']}/ws", {}, args.ws_messages)}
-        for gateway in gateways:
-            ws[f"gateway{gateway.suffix}"] = await gateway.ws(args.ws_messages)
+        ws, ws_cpu = await ws_rounds(args, gateways, address, ports["keepalive"])
     finally:
         for gateway in gateways:
             await gateway.remove()
-    return {"loads": loads, "ws": ws}
+    return {"loads": loads, "ws": ws, "ws_cpu": ws_cpu}
 
 
 def median_loads(rounds: list[list[Load]]) -> list[Load]:
@@ -584,17 +616,31 @@ def report(result: dict[str, object], markdown: bool, use_wrk: bool) -> str:
         render_table(header, rows, markdown, left=2),
     ]
     ws: dict[str, Summary] = result["ws"]  # type: ignore[assignment]
-    ws_rows = [[k, str(s.count), fmt_ms(s.p50), fmt_ms(s.p90), fmt_ms(s.p99)] for k, s in ws.items()]
+    ws_cpu: dict[str, float] = result["ws_cpu"]  # type: ignore[assignment]
+    ws_rows = [
+        [
+            k,
+            str(s.count),
+            fmt_ms(s.p50),
+            fmt_ms(s.p90),
+            fmt_ms(s.p99),
+            f"{ws_cpu[k]:.0f}" if k in ws_cpu else "",
+        ]
+        for k, s in ws.items()
+    ]
     added = (ws["gateway"].p50 - ws["direct"].p50) * 1000
     out += ["", f"WebSocket echo round trip (32 B text; added p50 {added:+.3f} ms)"]
-    out.append(render_table(["route", "messages", "p50 ms", "p90 ms", "p99 ms"], ws_rows, markdown))
-    baselines = sorted({x.route.partition("@")[2] for x in loads if "@" in x.route})
+    ws_header = ["route", "messages", "p50 ms", "p90 ms", "p99 ms", "CPU µs/msg"]
+    out.append(render_table(ws_header, ws_rows, markdown))
+    baselines = sorted({k.partition("@")[2] for k in ws if "@" in k})
     for rev in baselines:
-        out += ["", against(loads, ws, rev, markdown)]
+        out += ["", against(loads, ws, ws_cpu, rev, markdown)]
     return "\n".join(out)
 
 
-def against(loads: list[Load], ws: dict[str, Summary], rev: str, markdown: bool) -> str:
+def against(
+    loads: list[Load], ws: dict[str, Summary], ws_cpu: dict[str, float], rev: str, markdown: bool
+) -> str:
     """This tree's gateway routes beside the same routes of ``corral@rev``: requests/s
     and p50, and their ratios (req/s above 1 and p50 below 1: this tree is faster)."""
     by = {(x.target, x.route, x.connections): x for x in loads}
@@ -622,9 +668,11 @@ def against(loads: list[Load], ws: dict[str, Summary], rev: str, markdown: bool)
     old_ws = ws.get(f"gateway@{rev}")
     if old_ws is not None:
         new_ws = ws["gateway"]
+        cpu = [ws_cpu.get("gateway", 0.0), ws_cpu.get(f"gateway@{rev}", 0.0)]
         rows.append(
             ["keepalive", "WebSocket echo", "1", "", "", "", fmt_ms(new_ws.p50), fmt_ms(old_ws.p50)]
-            + [fmt_ratio(new_ws.p50, old_ws.p50), "", "", ""]
+            + [fmt_ratio(new_ws.p50, old_ws.p50)]
+            + ([f"{cpu[0]:.0f}", f"{cpu[1]:.0f}", fmt_ratio(*cpu)] if all(cpu) else ["", "", ""])
         )
     header = ["server", "route", "conns", "req/s", f"req/s @{rev}", "req/s ratio", "p50 ms", f"p50 @{rev}"]
     header += ["p50 ratio", "CPU µs/req", f"CPU µs/req @{rev}", "CPU ratio"]
@@ -641,6 +689,9 @@ def main() -> None:
         "--rounds", type=int, default=1, help="measure every route this many times, in turns of both orders"
     )
     parser.add_argument("--ws-messages", type=int, default=5000)
+    parser.add_argument(
+        "--ws-only", action="store_true", help="only the WebSocket echo (every round), no HTTP routes"
+    )
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto", help="load generator")
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx reference proxy")
     parser.add_argument(
@@ -710,7 +761,13 @@ def main() -> None:
             ws = {k: asdict(v) for k, v in result["ws"].items()}  # type: ignore[attr-defined]
             args.json.write_text(
                 json.dumps(
-                    {"loads": loads, "ws": ws, "load_generator": "wrk" if args.wrk else "asyncio"}, indent=2
+                    {
+                        "loads": loads,
+                        "ws": ws,
+                        "ws_cpu_us": result["ws_cpu"],
+                        "load_generator": "wrk" if args.wrk else "asyncio",
+                    },
+                    indent=2,
                 )
             )
     finally:
