@@ -467,11 +467,15 @@ async def ws_rounds(
     args: argparse.Namespace, gateways: list[Gateway], address: str, port: int
 ) -> tuple[dict[str, Summary], dict[str, float]]:
     """The WebSocket echo, direct and through each gateway, ``--rounds`` times in turns
-    (odd rounds in reverse order, as the HTTP routes), ``--ws-messages`` each time: each
+    (odd rounds in reverse order, as the HTTP routes; a baseline's own server directly as
+    well, ``direct@<rev>``), ``--ws-messages`` each time: each
     route's round trips of all rounds together, and each gateway's CPU time a message
     (its process's, over its phases, divided by its round trips)."""
     routes: list[tuple[str, str, Gateway | None]] = [("direct", f"ws://{address}:{port}/ws", None)]
-    routes += [(f"gateway{g.suffix}", g.ws_url(), g) for g in gateways]
+    for g in gateways:
+        if g is not gateways[0] and g.ports is not None:  # a baseline's own server directly too
+            routes.append((f"direct{g.suffix}", f"ws://{g.address}:{g.ports['keepalive']}/ws", None))
+        routes.append((f"gateway{g.suffix}", g.ws_url(), g))
     samples: dict[str, list[float]] = {name: [] for name, _, _ in routes}
     cpu: dict[str, float] = {name: 0.0 for name, _, _ in routes}
     for turn in range(args.rounds):
@@ -664,6 +668,21 @@ def against(
                 f"{old.cpu_us:.0f}" if old.cpu_us else "",
                 fmt_ratio(x.cpu_us, old.cpu_us) if x.cpu_us and old.cpu_us else "",
             ]
+        )
+    old_direct = ws.get(f"direct@{rev}")
+    if old_direct is not None:
+        rows.append(
+            [
+                "keepalive",
+                "WebSocket direct",
+                "1",
+                "",
+                "",
+                "",
+                fmt_ms(ws["direct"].p50),
+                fmt_ms(old_direct.p50),
+            ]
+            + [fmt_ratio(ws["direct"].p50, old_direct.p50), "", "", ""]
         )
     old_ws = ws.get(f"gateway@{rev}")
     if old_ws is not None:
