@@ -7,6 +7,7 @@ pipelined behind a waiting exec is answered after it, in order."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -294,6 +295,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         remove_sandboxes(url, KEY)
 
 
+def _exec_request(run: str, word: str) -> bytes:
+    """The raw bytes of an exec of ``echo word``, as a client that writes its own."""
+    body = json.dumps({"cmd": "echo", "args": [word]}).encode()
+    return (
+        b"POST %b HTTP/1.1\r\nhost: x\r\nx-api-key: %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+        % (
+            run.encode(),
+            KEY.encode(),
+            len(body),
+            body,
+        )
+    )
+
+
 async def _release(fifo: Path) -> None:
     """Write to ``fifo``: the command reading it (``cat``) ends. Opening blocks until it reads."""
     await asyncio.wait_for(asyncio.to_thread(fifo.write_text, "go"), 10)
@@ -333,11 +348,7 @@ async def test_a_waiting_exec_whose_client_leaves_is_forgotten(server: Served) -
         first = asyncio.create_task(one.post(run, json={"cmd": "cat", "args": [str(fifo)]}))
         await eventually_async(lambda: server.turns.running == 1, 10)
         _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        body = b'{"cmd": "echo", "args": ["never"]}'
-        writer.write(
-            b"POST %b HTTP/1.1\r\nhost: x\r\nx-api-key: %b\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%b" % (run.encode(), KEY.encode(), len(body), body)
-        )
+        writer.write(_exec_request(run, "never"))
         await writer.drain()
         await eventually_async(lambda: server.turns.waiting == 1, 10)
         writer.close()
@@ -357,12 +368,8 @@ async def test_a_request_pipelined_behind_a_waiting_exec_is_answered_after_it(se
         first = asyncio.create_task(one.post(run, json={"cmd": "cat", "args": [str(fifo)]}))
         await eventually_async(lambda: server.turns.running == 1, 10)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        body = b'{"cmd": "echo", "args": ["piped"]}'
         writer.write(
-            b"POST %b HTTP/1.1\r\nhost: x\r\nx-api-key: %b\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%b"
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-            % (run.encode(), KEY.encode(), len(body), body)
+            _exec_request(run, "piped") + b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
         )
         await writer.drain()
         await eventually_async(lambda: server.turns.waiting == 1, 10)
