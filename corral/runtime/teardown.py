@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from corral.errors import RuntimeFailure
+from corral.runtime.blocking import finish_owning
 from corral.runtime.freeze import thaw_cgroup
 from corral.runtime.runcbin import RuncBinary
 from corral.spawn import wait_readable
@@ -47,7 +48,7 @@ async def kill_init(pid_file: Path, parent: str, sandbox_id: str) -> bool | None
     already: no such process); None when that cannot be told without runc (no pid
     file, or its pid is not in the sandbox's cgroup: reused, or a layout this does not
     know). TimeoutError if it outlives the signal for ``KILL_WAIT_S``."""
-    pidfd = await asyncio.to_thread(_signal_init, pid_file, parent, sandbox_id)
+    pidfd = await finish_owning(_close_pidfd, _signal_init, pid_file, parent, sandbox_id)
     if pidfd is None or isinstance(pidfd, bool):
         return pidfd
     try:
@@ -55,6 +56,12 @@ async def kill_init(pid_file: Path, parent: str, sandbox_id: str) -> bool | None
     finally:
         os.close(pidfd)
     return True
+
+
+def _close_pidfd(signalled: int | bool | None) -> None:
+    """Close what ``_signal_init`` returned to a kill cancelled meanwhile."""
+    if signalled is not None and not isinstance(signalled, bool):
+        os.close(signalled)
 
 
 def _signal_init(pid_file: Path, parent: str, sandbox_id: str) -> int | bool | None:
