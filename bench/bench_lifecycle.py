@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import secrets
-import signal
 import sys
 import time
 import traceback
@@ -53,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import entry
 from baseline import Worktree
 from corral_target import (
     DEFAULT_CACHE,
@@ -661,18 +661,7 @@ def write_json(path: Path, info: dict[str, str], results: list[Result]) -> None:
 
 
 def main() -> int:
-    args = parse_args()
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main_async(args))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        return loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        print("interrupted; cleaned up", file=sys.stderr)
-        return 130
-    finally:
-        loop.close()
+    return entry.run(main_async, parse_args())
 
 
 if __name__ == "__main__":
