@@ -61,7 +61,9 @@ def test_h2c_and_http1_on_one_port(url: str) -> None:
 def test_a_broken_preface_is_refused_not_served(url: str) -> None:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as raw:
-        raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x09garbage!")
+        # a whole frame (9 bytes of header, 4 of payload) that is not the SETTINGS one the
+        # preface must be followed by: refused at once, not left to the idle timeout
+        raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x09garbage!!")
         raw.settimeout(5)
         received = b""
         while chunk := raw.recv(4096):
