@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
 from collections.abc import Callable
 
-MAX_KEYS_REMEMBERED = 10_000
+from corral.fair import FairWaiters
 
 _EXEC = re.compile(
     rb"(?:/api)?/sandboxes/[^/?]+/exec/run(?:-async)?"
@@ -141,14 +140,11 @@ class FrontTurns:
         self.other_hold_s = other_hold_s
         self.running = 0
         self.others = 0  # other requests in flight (each counted at most other_hold_s)
-        self._waiting: dict[bytes, deque[Waiter]] = {}
-        self._count = 0
-        self._served: dict[bytes, int] = {}  # credential -> when it last got a turn (a count)
-        self._turns = 0
+        self._waiters: FairWaiters[bytes, Waiter] = FairWaiters()  # by credential
 
     @property
     def waiting(self) -> int:
-        return self._count
+        return len(self._waiters)
 
     def ask(
         self, key: bytes, granted: Callable[[Turn], None], loop: asyncio.AbstractEventLoop
@@ -157,25 +153,19 @@ class FrontTurns:
         later); or None: no bound, or the queue is full, and the request goes on without one."""
         if self.concurrency <= 0:
             return None
-        if self.running < self._limit() and not self._count:
+        if self.running < self._limit() and not self._waiters:
             self.running += 1
-            self._serve(key)
+            self._waiters.served(key)
             return Turn(self, loop)
-        if self._count >= self.max_waiting:
+        if len(self._waiters) >= self.max_waiting:
             return None
         waiter = Waiter(key, granted, loop)
-        self._waiting.setdefault(key, deque()).append(waiter)
-        self._count += 1
+        self._waiters.add(key, waiter)
         return waiter
 
     def forget(self, waiter: Waiter) -> None:
         """``waiter`` no longer wants its turn (its connection is lost)."""
-        queue = self._waiting.get(waiter.key)
-        if queue is not None and waiter in queue:
-            queue.remove(waiter)
-            self._count -= 1
-            if not queue:
-                del self._waiting[waiter.key]
+        self._waiters.remove(waiter.key, waiter)
 
     def other(self, loop: asyncio.AbstractEventLoop) -> Other | None:
         """A request other than an exec goes behind: until it ends (or ``other_hold_s``
@@ -200,19 +190,8 @@ class FrontTurns:
     def _grant(self) -> None:
         """Turns to waiters while there is room."""
         limit = self._limit()
-        while self._waiting and self.running < limit:
-            key = min(self._waiting, key=lambda k: self._served.get(k, -1))  # credentials waiting: few
-            queue = self._waiting[key]
-            waiter = queue.popleft()
-            self._count -= 1
-            if not queue:
-                del self._waiting[key]
+        while self.running < limit and (next_one := self._waiters.pop()) is not None:
+            key, waiter = next_one
             self.running += 1
-            self._serve(key)
+            self._waiters.served(key)
             waiter.loop.call_soon(waiter.granted, Turn(self, waiter.loop))
-
-    def _serve(self, key: bytes) -> None:
-        self._served[key] = self._turns
-        self._turns += 1
-        if len(self._served) > MAX_KEYS_REMEMBERED:  # only the waiting ones' order matters
-            self._served = {k: n for k, n in self._served.items() if k in self._waiting}

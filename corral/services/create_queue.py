@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from corral.errors import Busy
+from corral.fair import FairWaiters
 
 EWMA_WEIGHT = 0.2  # of the newest turn in the mean turn time
-MAX_ORGS_REMEMBERED = 10_000
 
 
 class CreateQueue:
@@ -53,26 +52,23 @@ class CreateQueue:
         self.work = work
         self.setting = setting
         self.running = 0
-        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # org -> its waiters
-        self._count = 0  # waiters in all
-        self._served: dict[str, int] = {}  # org -> when it was last given a turn (a count)
-        self._turns = 0
+        self._waiters: FairWaiters[str, asyncio.Future[None]] = FairWaiters()  # by org
         self._mean_s = 0.1  # how long a turn takes, recently
 
     @property
     def waiting(self) -> int:
-        return self._count
+        return len(self._waiters)
 
     @asynccontextmanager
     async def turn(self, org_id: str) -> AsyncIterator[None]:
         if self.concurrency <= 0:
             yield
             return
-        if self.running >= self.concurrency or self._count:
+        if self.running >= self.concurrency or self._waiters:
             await self._wait(org_id)
         else:
             self.running += 1
-            self._serve(org_id)
+            self._waiters.served(org_id)
         started = time.monotonic()
         held = True
 
@@ -94,51 +90,31 @@ class CreateQueue:
             release()
 
     async def _wait(self, org_id: str) -> None:
-        if self._count >= self.max_waiting:
-            ahead = self._count + self.running
+        if len(self._waiters) >= self.max_waiting:
+            ahead = len(self._waiters) + self.running
             retry = max(1, math.ceil(ahead * self._mean_s / self.concurrency))
             raise Busy(
-                f"this node is {self.work.format(self.running)} and {self._count} more are waiting, "
+                f"this node is {self.work.format(self.running)} and {len(self._waiters)} more are waiting, "
                 f"the most it queues (setting {self.setting}); retry in {retry} s",
                 retry_after_s=retry,
             )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(org_id, deque()).append(waiter)
-        self._count += 1
+        self._waiters.add(org_id, waiter)
         try:
             await waiter  # the turn is ours once it is set (``_release`` counted it)
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # handed to us as we were cancelled: pass it on
             else:
-                self._forget(org_id, waiter)
+                self._waiters.remove(org_id, waiter)
             raise
 
     def _release(self) -> None:
         """A turn ends: hand it to the next org's first waiter, or free it."""
-        while self._waiting:
-            org_id = min(self._waiting, key=lambda org: self._served.get(org, -1))  # orgs waiting: few
-            queue = self._waiting[org_id]
-            waiter = queue.popleft()
-            self._count -= 1
-            if not queue:
-                del self._waiting[org_id]
+        while (next_one := self._waiters.pop()) is not None:
+            org_id, waiter = next_one
             if not waiter.done():
                 waiter.set_result(None)
-                self._serve(org_id)
+                self._waiters.served(org_id)
                 return
         self.running -= 1
-
-    def _serve(self, org_id: str) -> None:
-        self._served[org_id] = self._turns
-        self._turns += 1
-        if len(self._served) > MAX_ORGS_REMEMBERED:  # only the waiting ones' order matters
-            self._served = {org: turn for org, turn in self._served.items() if org in self._waiting}
-
-    def _forget(self, org_id: str, waiter: asyncio.Future[None]) -> None:
-        queue = self._waiting.get(org_id)
-        if queue is not None and waiter in queue:
-            queue.remove(waiter)
-            self._count -= 1
-            if not queue:
-                del self._waiting[org_id]

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from corral.core import Core
+from corral.fair import FairWaiters
 from corral.services.create_queue import CreateQueue
 from tests.support.conditions import eventually_async
 from tests.unit.api.harness import new_key, serving
@@ -22,9 +23,19 @@ class Recorded(CreateQueue):
 
     served: list[str]
 
-    def _serve(self, org_id: str) -> None:
-        self.served.append(org_id)
-        super()._serve(org_id)
+    def __init__(self, concurrency: int, max_waiting: int) -> None:
+        super().__init__(concurrency, max_waiting)
+        self._waiters = RecordedWaiters(self)
+
+
+class RecordedWaiters(FairWaiters[str, "asyncio.Future[None]"]):
+    def __init__(self, queue: Recorded) -> None:
+        super().__init__()
+        self._queue = queue
+
+    def served(self, key: str) -> None:
+        self._queue.served.append(key)
+        super().served(key)
 
 
 async def sandbox(client: httpx.AsyncClient, headers: dict[str, str] | None = None) -> str:
