@@ -19,7 +19,10 @@ node's promises and the API rate limit lifted, the create queue as configured, s
   other failure is an error. 0.3 s into the burst, a second org ("rival", made with the
   local CLI) sends one create of its own: its time to a first command says whether
   the create queue lets it in ahead of the burst's queue (it should take about one
-  turn, not the whole burst).
+  turn, not the whole burst). The requests go through a lean HTTP/1.1 client
+  (``http1.py``, kept-alive connections) so the client's own CPU, which the machine
+  pays during the burst, is small beside the server's; ``--client httpx`` measures
+  with httpx instead.
 * raw runc: N of (overlay mount + hand-written config + ``runc run -d`` + ``runc exec
   true``) at once on the same root filesystem (corral's base template).
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -53,6 +57,7 @@ from corral_target import (
     ensure_template_cache,
     template_roots,
 )
+from http1 import Http1Client
 from proc import CommandFailed
 from reference import RawRunc
 from stats import Summary, fmt_ms, fmt_ratio, percentile
@@ -78,6 +83,8 @@ class Burst:
     wall: float = 0.0
     rival: float | None = None  # another org's one create + first command, started into the burst
     cpu: float = 0.0  # CPU seconds the whole machine spent during the burst (every process)
+    split: str = ""  # where the CPU went, a sandbox's share (split_line)
+    window: tuple[float, float] = (0.0, 0.0)  # CLOCK_MONOTONIC at its start and end (perf --time)
 
     def row(self) -> str:
         s = Summary.of(self.ready) if self.ready else None
@@ -87,6 +94,43 @@ class Burst:
             f"{self.cpu:.2f} | {fmt_ms(self.cpu / self.size)} | "
             f"{fmt_ms(self.rival) if self.rival is not None else '-'} |"
         )
+
+    def window_line(self) -> str:
+        """The burst's window on CLOCK_MONOTONIC, for ``perf record -k CLOCK_MONOTONIC``'s
+        ``perf report --time START,END``: where the burst's own CPU went."""
+        return f"  window (CLOCK_MONOTONIC s): {self.window[0]:.6f},{self.window[1]:.6f}"
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid`` itself (every thread) and of its children it has
+    reaped (``/proc/<pid>/stat``'s utime + stime, cutime + cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def cpu_parts(server_pid: int | None) -> dict[str, float]:
+    """A snapshot of where the machine's CPU went so far: this process (the client), the
+    programs it ran and reaped, the server and the programs it ran and reaped; the
+    difference of two is a burst's split (what is left of the machine's: the
+    sandboxes' own processes, the kernel's threads, anyone else)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    parts = {
+        "machine": busy_cpu_seconds(),
+        "client": me.ru_utime + me.ru_stime,
+        "client's programs": kids.ru_utime + kids.ru_stime,
+    }
+    if server_pid is not None:
+        parts["server"], parts["server's programs"] = process_cpu_seconds(server_pid)
+    return parts
+
+
+def split_line(size: int, before: dict[str, float], after: dict[str, float]) -> str:
+    spent = {k: after[k] - before[k] for k in before}
+    rest = spent["machine"] - sum(v for k, v in spent.items() if k != "machine")
+    shown = [f"{k} {v / size * 1000:.1f}" for k, v in spent.items() if k != "machine"]
+    return f"  CPU ms a sandbox: {', '.join(shown)}, the rest (sandboxes, kernel, others) {rest / size * 1000:.1f}"
 
 
 def busy_cpu_seconds() -> float:
@@ -100,13 +144,15 @@ def busy_cpu_seconds() -> float:
 
 
 async def corral_burst(
-    target: CorralTarget, size: int, rival_key: str | None = None
+    target: CorralTarget, client: Http1Client | httpx.AsyncClient, size: int, rival_key: str | None = None
 ) -> tuple[Burst, list[str], list[tuple[str, str]]]:
     burst = Burst("corral", size)
     made: list[str] = []
     rivals: list[tuple[str, str]] = []  # (rival key, sandbox id)
+    parts = cpu_parts(target.server_pid)
     cpu_start = busy_cpu_seconds()
     start = time.perf_counter()
+    mono_start = time.monotonic()
 
     async def rival() -> None:
         """Another org's single create, once the burst fills the create queue."""
@@ -114,15 +160,13 @@ async def corral_burst(
         await asyncio.sleep(RIVAL_DELAY_S)
         began = time.perf_counter()
         headers = {"X-API-Key": rival_key}
-        response = await target.client.post(
-            "/api/sandboxes", json={"templateID": target.template}, headers=headers
-        )
+        response = await client.post("/api/sandboxes", json={"templateID": target.template}, headers=headers)
         if response.status_code not in (200, 201):
             burst.errors.append(f"rival create {response.status_code} {response.text[:200]}")
             return
         sandbox_id = str(response.json()["sandboxID"])
         rivals.append((rival_key, sandbox_id))
-        ran = await target.client.post(
+        ran = await client.post(
             f"/api/sandboxes/{sandbox_id}/exec/run", json={"cmd": "true"}, headers=headers
         )
         if ran.status_code != 200:
@@ -131,7 +175,7 @@ async def corral_burst(
         burst.rival = time.perf_counter() - began
 
     async def one() -> None:
-        response = await target.client.post("/api/sandboxes", json={"templateID": target.template})
+        response = await client.post("/api/sandboxes", json={"templateID": target.template})
         if response.status_code in (409, 429):
             burst.refused.append(f"{response.status_code} {response.text[:200]}")
             return
@@ -141,7 +185,10 @@ async def corral_burst(
         sandbox_id = str(response.json()["sandboxID"])
         made.append(sandbox_id)
         target.live.add(sandbox_id)  # removed by close() should the run end here
-        await target.exec_true(sandbox_id)
+        ran = await client.post(f"/api/sandboxes/{sandbox_id}/exec/run", json={"cmd": "true"})
+        if ran.status_code != 200 or ran.json().get("exitCode") != 0:
+            burst.errors.append(f"exec {ran.status_code} {ran.text[:200]}")
+            return
         burst.ready.append(time.perf_counter() - start)
 
     extra = [asyncio.wait_for(rival(), OP_TIMEOUT)] if rival_key else []
@@ -150,6 +197,8 @@ async def corral_burst(
     )
     burst.wall = time.perf_counter() - start
     burst.cpu = busy_cpu_seconds() - cpu_start
+    burst.window = (mono_start, time.monotonic())
+    burst.split = split_line(size, parts, cpu_parts(target.server_pid))
     burst.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
     return burst, made, rivals
 
@@ -174,8 +223,10 @@ def make_rival_key(server: CorralServer) -> str:
 async def runc_burst(runc: RawRunc, size: int) -> tuple[Burst, list[str]]:
     burst = Burst("runc", size)
     made: list[str] = []
+    parts = cpu_parts(None)
     cpu_start = busy_cpu_seconds()
     start = time.perf_counter()
+    mono_start = time.monotonic()
 
     async def one() -> None:
         cid = await runc.create()
@@ -188,6 +239,8 @@ async def runc_burst(runc: RawRunc, size: int) -> tuple[Burst, list[str]]:
     )
     burst.wall = time.perf_counter() - start
     burst.cpu = busy_cpu_seconds() - cpu_start
+    burst.window = (mono_start, time.monotonic())
+    burst.split = split_line(size, parts, cpu_parts(None))
     burst.errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
     return burst, made
 
@@ -256,6 +309,11 @@ async def main_async(args: argparse.Namespace) -> int:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
         )
         await target.setup()
+        client = (
+            target.client
+            if args.client == "httpx"
+            else Http1Client(target.url, {"X-API-Key": server.api_key})
+        )
         rival_key = await asyncio.to_thread(make_rival_key, server)
         await runc.setup()
         for _ in range(2):  # warm-up of both
@@ -274,14 +332,16 @@ async def main_async(args: argparse.Namespace) -> int:
                 await asyncio.sleep(args.settle)
                 print(f"{size} at once: {system}", flush=True)
                 if system == "corral":
-                    burst, made, rivals = await corral_burst(target, size, rival_key)
+                    burst, made, rivals = await corral_burst(target, client, size, rival_key)
                     print(burst.row(), flush=True)
+                    print(burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(target.kill, made)
                     for key, sandbox_id in rivals:
                         await target.client.delete(f"/api/sandboxes/{sandbox_id}", headers={"X-API-Key": key})
                 else:
                     burst, made = await runc_burst(runc, size)
                     print(burst.row(), flush=True)
+                    print(burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(runc.kill, made)
                 bursts.append(burst)
     finally:
@@ -300,6 +360,13 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before each burst")
+    p.add_argument(
+        "--client",
+        choices=["lean", "httpx"],
+        default="lean",
+        help="corral's burst client: a lean HTTP/1.1 client (http1.py; default) or httpx, "
+        "whose own CPU (~6 ms a request) the burst's machine pays too",
+    )
     p.add_argument("--max-seconds", type=float, default=1200.0)
     entry.add_server_options(p)
     return p.parse_args()

@@ -71,7 +71,7 @@ def agent_argv(python: str, agent_path: str, *options: str) -> list[str]:
     bootstrap = (
         "import sys;p=sys.argv[0]=" + repr(agent_path) + ";exec(compile(open(p,'rb').read(),p,'exec'))"
     )
-    return [python, "-I", "-S", "-c", bootstrap, *options]
+    return [python, "-I", "-S", "-X", "frozen_modules=on", "-c", bootstrap, *options]
 
 
 _ERRORS: dict[str, type[CorralError]] = {
