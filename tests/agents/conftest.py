@@ -23,6 +23,7 @@ from opencomputer import Sandbox
 
 from tests.support import surface
 from tests.support.fake_anthropic import FakeMessagesApi, Turn, with_tools
+from tests.support.host_network import owned_network
 from tests.support.template import build_template
 
 DATA_DIR = Path(os.environ.get("CORRAL_AGENTS_DATA_DIR", "/var/tmp/corral-agents"))
@@ -79,10 +80,11 @@ def agents(tmp_path_factory: pytest.TempPathFactory, fake: FakeMessagesApi) -> I
         "CORRAL_ANTHROPIC_BASE_URL": fake.url,
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    build_template("agent", env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
-        yield Server(url, seed, log, env, fake)
+    with owned_network(env):
+        build_template("agent", env, work / "template-build.log", DATA_DIR)
+        with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
+            yield Server(url, seed, log, env, fake)
 
 
 @pytest.fixture

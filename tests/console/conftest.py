@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from tests.support import surface
 from tests.support.browser import CHROMIUM, Page, chromium_apart
+from tests.support.host_network import owned_network
 from tests.support.template import build_base
 
 DATA_DIR = Path(os.environ.get("CORRAL_CONSOLE_DATA_DIR", "/var/tmp/corral-console"))
@@ -74,9 +75,10 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # one test session at a time on this data dir
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        build_base(env, work / "template-build.log", DATA_DIR)
-        with surface.served(DATA_DIR, database_url, env, work / "server.log") as (_proc, url):
-            yield Server(url, key, DATA_DIR, database_url, env)
+        with owned_network(env):  # removed while the lock is held: the next session makes its own
+            build_base(env, work / "template-build.log", DATA_DIR)
+            with surface.served(DATA_DIR, database_url, env, work / "server.log") as (_proc, url):
+                yield Server(url, key, DATA_DIR, database_url, env)
     finally:
         os.close(fd)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import surface
+from tests.support.host_network import owned_network
 from tests.support.template import build_base
 
 DATA_DIR = Path(os.environ.get("CORRAL_COPASS_DATA_DIR", "/var/tmp/corral-copass"))
@@ -43,12 +44,13 @@ def copass_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_COMPUTE_SESSIONS_PER_USER": str(CAP),
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    build_base(env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
-        server = Server(url, DATA_DIR, database_url, log, env)
-        surface.seeded_orgs(server, Org)
-        yield server
+    with owned_network(env):
+        build_base(env, work / "template-build.log", DATA_DIR)
+        with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
+            server = Server(url, DATA_DIR, database_url, log, env)
+            surface.seeded_orgs(server, Org)
+            yield server
 
 
 @pytest.fixture(scope="session")

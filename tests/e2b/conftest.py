@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import surface
+from tests.support.host_network import owned_network
 from tests.support.template import build_template
 
 DATA_DIR = Path(os.environ.get("CORRAL_E2B_DATA_DIR", "/var/tmp/corral-e2b"))
@@ -42,13 +43,14 @@ def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_STANDBY_SANDBOXES": "0",
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    for name in TEMPLATES:
-        build_template(name, env, work / f"template-{name}.log", DATA_DIR)
     log = work / "server.log"
-    with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
-        server = Server(url, DATA_DIR, database_url, log, env)
-        surface.seeded_orgs(server, Org)
-        yield server
+    with owned_network(env):
+        for name in TEMPLATES:
+            build_template(name, env, work / f"template-{name}.log", DATA_DIR)
+        with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
+            server = Server(url, DATA_DIR, database_url, log, env)
+            surface.seeded_orgs(server, Org)
+            yield server
 
 
 @pytest.fixture(scope="session")

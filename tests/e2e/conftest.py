@@ -22,6 +22,7 @@ import pytest
 from opencomputer import Sandbox
 
 from tests.support import process
+from tests.support.host_network import owned_network
 from tests.support.template import build_base
 
 DATA_DIR = Path(os.environ.get("CORRAL_E2E_DATA_DIR", "/var/tmp/corral-e2e"))
@@ -76,18 +77,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_API_KEY": key,
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    build_base(env, work / "template-build.log", DATA_DIR)
+    with owned_network(env):
+        build_base(env, work / "template-build.log", DATA_DIR)
 
-    log = work / "server.log"
-    args = ["--data-dir", str(DATA_DIR), "--database-url", database_url]
-    proc, url = process.start(args, env, log)
-    info = Server(url=url, key=key, data_dir=DATA_DIR, database_url=database_url, log=log)
-    try:
-        process.wait_healthy(url, proc, log)
-        yield info
-        _remove_leftovers(info)
-    finally:
-        process.stop(proc)
+        log = work / "server.log"
+        args = ["--data-dir", str(DATA_DIR), "--database-url", database_url]
+        proc, url = process.start(args, env, log)
+        info = Server(url=url, key=key, data_dir=DATA_DIR, database_url=database_url, log=log)
+        try:
+            process.wait_healthy(url, proc, log)
+            yield info
+            _remove_leftovers(info)
+        finally:
+            process.stop(proc)
 
 
 @pytest.fixture

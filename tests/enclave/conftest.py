@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.support import surface
+from tests.support.host_network import owned_network
 from tests.support.template import build_template
 
 DATA_DIR = Path(os.environ.get("CORRAL_ENCLAVE_DATA_DIR", "/var/tmp/corral-enclave"))
@@ -111,13 +112,14 @@ def _serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_WEBHOOK_ALLOW_PRIVATE": "true",  # the tests' receiver is on loopback
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    for name in ("base", "nodejs"):
-        build_template(name, env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
-        server = Server(url, DATA_DIR, database_url, log, env, secret)
-        surface.seeded_orgs(server, Org)
-        yield server
+    with owned_network(env):
+        for name in ("base", "nodejs"):
+            build_template(name, env, work / "template-build.log", DATA_DIR)
+        with surface.served(DATA_DIR, database_url, env, log) as (_proc, url):
+            server = Server(url, DATA_DIR, database_url, log, env, secret)
+            surface.seeded_orgs(server, Org)
+            yield server
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 from tests.enclave.conftest import held
 from tests.support import process
 from tests.support.conditions import eventually
+from tests.support.host_network import remove_network
 from tests.support.process import ServerLife
 from tests.support.template import build_base
 
@@ -97,3 +98,5 @@ def _crash_and_restart(tmp_path: Path) -> None:
             assert got.status_code == 404 or got.json()["status"] == "stopped", got.text
     finally:
         life.stop()
+        # the last server on this network is stopped: its network goes too
+        remove_network(env["CORRAL_NETWORK_BRIDGE"], env["CORRAL_NETWORK_STATE_DIR"])

@@ -31,6 +31,7 @@ import pytest
 
 from tests.security.dns_upstream import DnsUpstream
 from tests.support import process
+from tests.support.host_network import remove_network
 from tests.support.process import CORRAL, tail
 from tests.support.template import build_base
 
@@ -208,7 +209,10 @@ def security_server(
                     pass
     finally:
         process.stop(proc)
-        os.close(slot_fd)
+        try:  # the network goes while the slot that names it is still held
+            remove_network(env["CORRAL_NETWORK_BRIDGE"], env["CORRAL_NETWORK_STATE_DIR"])
+        finally:
+            os.close(slot_fd)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from corral.runtime import loopdev, mounts
 from tests.security.conftest import SecurityServer
 from tests.support import process
 from tests.support.conditions import eventually
+from tests.support.host_network import remove_network
 from tests.support.process import ServerLife, tail
 
 WAIT_S = 30
@@ -126,6 +127,8 @@ def site(security_server: SecurityServer, tmp_path: Path) -> Iterator[CrashSite]
             except httpx.HTTPError:
                 pass
             process.stop(node.proc)
+    # every server on this network is stopped: its network goes too
+    remove_network(bridge, env["CORRAL_NETWORK_STATE_DIR"])
 
 
 def test_kill_9_mid_create_leaks_nothing_and_keeps_running_sandboxes(site: CrashSite) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import surface
+from tests.support.host_network import owned_network
 from tests.support.template import build_template
 from tests.support.xgen_client import XgenClient
 
@@ -57,12 +58,13 @@ def xgen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "CORRAL_REAPER_INTERVAL_S": "0.5",  # lifetimes end within half a second of their deadline
     }
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    build_template("base", env, work / "template-build.log", DATA_DIR)
     log = work / "server.log"
-    with surface.served(DATA_DIR, database_url, env, log) as (proc, url):
-        server = Server(url, DATA_DIR, database_url, log, env, secret, proc.pid)
-        surface.seeded_orgs(server, Org)
-        yield server
+    with owned_network(env):
+        build_template("base", env, work / "template-build.log", DATA_DIR)
+        with surface.served(DATA_DIR, database_url, env, log) as (proc, url):
+            server = Server(url, DATA_DIR, database_url, log, env, secret, proc.pid)
+            surface.seeded_orgs(server, Org)
+            yield server
 
 
 @pytest.fixture(scope="session")
