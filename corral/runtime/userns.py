@@ -30,13 +30,19 @@ records it (a crash between the two) is taken over.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import resource
+import select
 import shutil
 import signal
+import socket
+import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,33 +54,110 @@ OWNER_FILE = "userns-owner"
 OWNERS_DIR = ".userns-owners"  # in the sandboxes dir: no sandbox id starts with a dot
 READY_TIMEOUT_S = 10.0
 
-# Run as the owner (util-linux's prlimit, setpriv and unshare, then cat; a few
-# milliseconds): cat, started in the new user namespace, echoes the line we wrote to its
-# stdin ("ready": it is in the namespace), then holds it until its stdin ends. No shell
-# between: each program of the chain is an exec of a process's CPU time, per create.
 _READY = b"ready\n"
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+FORKER_PATH = Path(__file__).with_name("userns_forker.py")
+_REQUEST = struct.Struct("=II")
+_ANSWER = struct.Struct("=ii")
+_FD_SIZE = array.array("i").itemsize
 
 
-def _helper_argv(owner: int, msgqueue_bytes: int) -> list[str]:
-    msgqueue = msgqueue_bytes
-    hard = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1]
-    if hard != resource.RLIM_INFINITY:
-        msgqueue = min(msgqueue, hard)
-    return [
-        "prlimit",
-        f"--msgqueue={msgqueue}:{msgqueue}",
-        "--",
-        "setpriv",
-        f"--reuid={owner}",
-        f"--regid={owner}",
-        "--clear-groups",
-        "--",
-        "unshare",
-        "--user",
-        "--",
-        "cat",
-    ]
+class Forker:
+    """The server's forker of namespace holders (``userns_forker.py``): one small
+    process, started on first use (and again should it have died), that forks a holder
+    per namespace. A fork of it costs a fraction of a millisecond; the programs it
+    replaced (prlimit, setpriv, unshare, cat) were four execs, ~4-5 ms of CPU a create
+    in a burst. It ends with the server (its socket closes)."""
+
+    def __init__(self) -> None:
+        self._channel: socket.socket | None = None
+        self._pid = -1
+        self._pidfd = -1
+        self._lock = asyncio.Lock()
+
+    async def fork(self, owner: int, msgqueue: int, hold: int, out: int) -> tuple[int, int]:
+        """A holder for ``owner`` with the message-queue bound ``msgqueue``, its stdin
+        ``hold`` and its stdout ``out`` (the caller keeps and closes its own fds): its
+        pid and a pidfd of it (the caller's to close). OSError if the forker cannot
+        start or answer, or could not fork."""
+        async with self._lock:
+            try:
+                data, fds = await self._exchange(owner, msgqueue, hold, out)
+            except (OSError, TimeoutError):
+                # It died (or was killed) since the last request: once more with a new
+                # one. A holder the dead one forked ends when our pipes close.
+                self._stop()
+                try:
+                    data, fds = await self._exchange(owner, msgqueue, hold, out)
+                except (OSError, TimeoutError) as exc:
+                    self._stop()
+                    raise OSError(errno.EPIPE, f"the namespace forker failed: {exc!r}") from exc
+            pid, error = _ANSWER.unpack(data)
+            if error or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                raise OSError(
+                    error or errno.EPROTO, f"the namespace forker could not fork: {os.strerror(error)}"
+                )
+            return pid, fds[0]
+
+    async def _exchange(
+        self, owner: int, msgqueue: int, hold: int, out: int
+    ) -> tuple[bytes, array.array[int]]:
+        """One request and its answer (whole, else OSError)."""
+        channel = self._running()
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [hold, out]))]
+        channel.sendmsg([_REQUEST.pack(owner, msgqueue)], rights)
+        await spawn.wait_readable(channel.fileno(), READY_TIMEOUT_S)
+        data, ancillary, _flags, _addr = channel.recvmsg(_ANSWER.size, socket.CMSG_SPACE(_FD_SIZE))
+        fds: array.array[int] = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % _FD_SIZE])
+        if len(data) != _ANSWER.size:
+            for fd in fds:
+                os.close(fd)
+            raise OSError(errno.EPIPE, "the namespace forker ended")
+        return data, fds
+
+    def _running(self) -> socket.socket:
+        if self._channel is not None and not _ended(self._pidfd):
+            return self._channel
+        self._stop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            argv = [sys.executable, "-I", "-S", "-X", "frozen_modules=on", str(FORKER_PATH)]
+            self._pid = spawn.start(argv, fds={3: theirs.fileno()}, env=_ENV)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._pidfd = os.pidfd_open(self._pid)
+        ours.setblocking(False)
+        self._channel = ours
+        return ours
+
+    def _stop(self) -> None:
+        """Close the channel (the forker ends) and reap it if it has ended."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._pidfd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)  # killed: returns at once
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+def _ended(pidfd: int) -> bool:
+    """Whether the process of ``pidfd`` has ended (a pidfd is readable then)."""
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+_forker = Forker()
 
 
 def owner_uid(paths: SandboxPaths, base: int, count: int) -> int:
@@ -186,16 +269,16 @@ def _write_owner(directory: Path, owner: int) -> None:
 
 @dataclass
 class UserNamespace:
-    """A user namespace held open by its helper process until ``close``. The helper is
-    started with ``posix_spawn`` (``corral.spawn``), not a fork of the server, which
-    under uvloop stalled the event loop for the whole fork (tens of milliseconds on a
-    busy machine); it holds the namespace until ``hold``, its stdin, is closed."""
+    """A user namespace held open by its holder process until ``close``. The holder is
+    forked by the server's forker (``Forker``), not by the server, whose fork under
+    uvloop stalled the event loop for the whole fork (tens of milliseconds on a busy
+    machine); it holds the namespace until ``hold``, its stdin, is closed."""
 
     owner: int
     pid: int
     pidfd: int
-    hold: int  # our end of the helper's stdin
-    returncode: int | None = None  # once ``close`` reaped it
+    hold: int  # our end of the holder's stdin
+    ended: bool = False  # once ``close`` saw it end
 
     @property
     def path(self) -> str:
@@ -211,12 +294,12 @@ class UserNamespace:
         RLIMIT_SIGPENDING and RLIMIT_NPROC, inotify instances and watches up to the
         host's per-user limits. RuntimeFailure, with nothing left running,
         if it cannot be made."""
+        hard = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1]
+        msgqueue = msgqueue_bytes if hard == resource.RLIM_INFINITY else min(msgqueue_bytes, hard)
         hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = spawn.start(
-                _helper_argv(owner, msgqueue_bytes), fds={0: hold_r, 1: out_w, 2: out_w}, env=_ENV
-            )
+            pid, pidfd = await _forker.fork(owner, msgqueue, hold_r, out_w)
         except BaseException as exc:
             for fd in (hold_w, out_r):
                 os.close(fd)
@@ -226,15 +309,11 @@ class UserNamespace:
         finally:
             os.close(hold_r)
             os.close(out_w)
-        made = cls(owner, pid, os.pidfd_open(pid), hold_w)
-        # Read here, from the fd itself: uvloop's connect_read_pipe closes a pipe's fd twice
-        # (libuv's close, then the file object's), and another thread's fd that took the
-        # number in between was closed under it (EBADF, EINVAL from setns, "fd used by
-        # transport" in a burst of 100 creates).
+        made = cls(owner, pid, pidfd, hold_w)
         os.set_blocking(out_r, False)
         try:
-            with contextlib.suppress(BrokenPipeError):  # the chain failed: its message follows
-                os.write(hold_w, _READY)  # the pipe holds it until cat runs
+            with contextlib.suppress(BrokenPipeError):  # the holder failed: its message follows
+                os.write(hold_w, _READY)  # the pipe holds it until the holder reads
             ready = await _read(out_r, READY_TIMEOUT_S, line=True)
             if ready != _READY:
                 error = (ready + await _read(out_r, READY_TIMEOUT_S)).decode(errors="replace")
@@ -251,12 +330,12 @@ class UserNamespace:
         return made
 
     async def close(self) -> None:
-        """End the helper (the namespace lives on in the processes that joined it) and
-        reap it. Idempotent."""
+        """End the holder (the namespace lives on in the processes that joined it) and
+        wait until it has. Idempotent."""
         if self.hold >= 0:
-            os.close(self.hold)  # the helper's ``cat`` sees the end of its input
+            os.close(self.hold)  # the holder sees the end of its input
             self.hold = -1
-        if self.returncode is not None:
+        if self.ended:
             return
         try:
             await spawn.wait_readable(self.pidfd, 5.0)
@@ -264,7 +343,7 @@ class UserNamespace:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             await spawn.wait_readable(self.pidfd, 5.0)
-        self.returncode = _reap(self.pid)
+        self.ended = True  # the forker reaps it
         os.close(self.pidfd)
 
 
@@ -284,11 +363,6 @@ async def _read(fd: int, timeout: float, *, line: bool = False) -> bytes:
             break
         data += chunk
     return data
-
-
-def _reap(pid: int) -> int:
-    # Called once its pidfd said the helper exited: returns at once.
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _write_maps(pid: int, mapping: str) -> None:

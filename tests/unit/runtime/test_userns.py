@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from corral import spawn
 from corral.errors import RuntimeFailure
 from corral.runtime import userns
 from corral.runtime.layout import SandboxPaths
@@ -57,6 +56,14 @@ def test_the_owner_range_must_not_overlap_the_sandboxes_ids() -> None:
     assert Settings().userns_owner_base == 1 << 30  # type: ignore[call-arg]
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (gone, or a zombie its parent has yet to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (writes id maps)")
 async def test_a_namespace_is_owned_by_its_owner_and_mapped() -> None:
     made = await UserNamespace.make(owner=BASE + 7, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
@@ -71,32 +78,45 @@ async def test_a_namespace_is_owned_by_its_owner_and_mapped() -> None:
         assert Path(f"/proc/{pid}/uid_map").read_text().split() == ["0", "100000", "65536"]
         assert Path(f"/proc/{pid}/gid_map").read_text().split() == ["0", "100000", "65536"]
         assert "Max msgqueue size         4096" in Path(f"/proc/{pid}/limits").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert f"Uid:\t{BASE + 7}\t{BASE + 7}\t{BASE + 7}\t{BASE + 7}" in status
+        assert f"Gid:\t{BASE + 7}\t{BASE + 7}\t{BASE + 7}\t{BASE + 7}" in status
+        assert status.split("Groups:")[1].split("\n")[0].strip() == ""
+        for kind in ("CapPrm", "CapEff", "CapInh"):
+            assert f"{kind}:\t0000000000000000" in status
+        # it keeps nothing of the server's or the forker's: only its two pipes
+        assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1"]
     finally:
         await made.close()
-    assert made.returncode == 0
+    assert made.ended and _gone(pid)
     await made.close()  # idempotent
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv)")
-async def test_a_chain_that_fails_says_why_and_leaves_nothing_running(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    argv = userns._helper_argv(BASE + 8, 4096)
-    broken = [*argv[: argv.index("unshare")], "unshare", "--no-such-option", "--", "cat"]
-    monkeypatch.setattr(userns, "_helper_argv", lambda owner, msgqueue: broken)
-    started: list[int] = []
-    start = spawn.start
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (forks holders as other uids)")
+async def test_a_holder_that_fails_says_why_and_ends() -> None:
+    """Root is never a namespace's owner: the holder refuses it, and says so."""
+    with pytest.raises(RuntimeFailure, match=r"owner uid 0 refused"):
+        await UserNamespace.make(owner=0, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    made = await UserNamespace.make(owner=BASE + 9, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    await made.close()  # the forker goes on serving
+    assert made.ended
 
-    def recorded(*args: Any, **kwargs: Any) -> int:
-        started.append(start(*args, **kwargs))
-        return started[-1]
 
-    monkeypatch.setattr(spawn, "start", recorded)
-    with pytest.raises(RuntimeFailure, match="no-such-option"):
-        await UserNamespace.make(owner=BASE + 8, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
-    [helper] = started
-    with pytest.raises(ChildProcessError):  # reaped: no longer a child of ours (others may be)
-        os.waitpid(helper, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (forks holders as other uids)")
+async def test_a_forker_that_died_is_started_again() -> None:
+    first = await UserNamespace.make(owner=BASE + 10, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    await first.close()
+    forker = userns._forker
+    old = forker._pid
+    os.kill(old, signal.SIGKILL)
+    second = await UserNamespace.make(owner=BASE + 11, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    try:
+        assert forker._pid != old
+        assert Path(f"/proc/{second.pid}/uid_map").read_text().split() == ["0", "100000", "65536"]
+    finally:
+        await second.close()
+    with pytest.raises(ChildProcessError):  # the dead forker was reaped
+        os.waitpid(old, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
 
 
 def test_an_owner_is_found_in_constant_reads_however_many_sandboxes_hold_one(
