@@ -17,37 +17,47 @@ sockets are allowed to every group (``ping`` without CAP_NET_RAW; the namespace 
 the sandbox's alone). The namespace is owned by the host's user namespace, so root in
 the sandbox cannot reconfigure any of this.
 
-Contract: :func:`create` is one ``ip -batch`` call (the namespace, the veth pair, the
-bridge port), then sysctl writes and four rtnetlink requests (``lo`` and ``eth0`` up,
-the address, the default route) from a short-lived thread that joined the namespace;
-on failure the caller removes what was
-made with :func:`remove`, which is idempotent and verifies that nothing is left.
+Contract: :func:`create` starts no process: one thread of its own makes the named
+namespace as ``ip netns add`` does (a file under /run/netns, a shared mount point, with
+the thread's new namespace bind-mounted on it), then the veth pair and the bridge port
+through a netlink socket it opened in the host before unsharing (rtnetlink.py), then
+writes the sysctls and configures ``lo``, ``eth0``, the address and the default route
+from inside. A namespace it could not finish naming is undone at once; on a later
+failure the caller removes what was made with :func:`remove`, which is idempotent and
+verifies that nothing is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
+import errno
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
 import socket
-import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from corral.errors import RuntimeFailure
-from corral.network import command
+from corral.network import command, rtnetlink
 
 NETNS_DIR = Path("/run/netns")
 SYS_NET = Path("/sys/class/net")
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET = 0x40000000  # linux/sched.h
+MS_BIND, MS_REC, MS_PRIVATE, MS_SHARED = 0x1000, 0x4000, 0x40000, 0x100000  # linux/mount.h
+MNT_DETACH = 2
 _GONE = ("Cannot find device", "No such file or directory", "does not exist")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def veth_name(sandbox_id: str) -> str:
@@ -66,23 +76,12 @@ async def create(
     gateway: ipaddress.IPv4Address,
 ) -> None:
     """Make the namespace and the veth pair, plug the host end into the bridge as an
-    isolated port, and configure the inside. RuntimeFailure on any failure (partial
-    work is left for :func:`remove`)."""
-    await command.run(
-        ["ip", "-batch", "-"],
-        stdin=(
-            f"netns add {netns}\n"
-            f"link add {veth} type veth peer name eth0 netns {netns}\n"
-            f"link set {veth} master {bridge}\n"
-            f"link set dev {veth} type bridge_slave isolated on\n"
-            f"link set {veth} up\n"
-        ),
-    )
-    await _inside(
-        netns_path(netns),
-        {"net/ipv6/conf/eth0/disable_ipv6": "1", "net/ipv4/ping_group_range": "0 2147483647"},
-        configure=lambda: _configure_inside(ipaddress.IPv4Address(address), gateway),
-    )
+    isolated port, and configure the inside. RuntimeFailure naming the failed step (a
+    namespace that could not be completed is undone; later partial work is left for
+    :func:`remove`)."""
+    inside = ipaddress.IPv4Address(address)
+    nice = command.BACKGROUND_NICE if command._background.get() else 0  # a refill yields to requests
+    await _on_own_thread(lambda: _make(netns, veth, bridge, inside, gateway, nice))
 
 
 async def remove(netns: str, veth: str) -> None:
@@ -170,12 +169,11 @@ def label_of(veth: str) -> str | None:
     return text or None
 
 
-async def _inside(path: str, sysctls: dict[str, str], configure: Callable[[], None] | None = None) -> None:
-    """Write ``sysctls`` (paths under /proc/sys) inside the namespace at ``path``, then
-    run ``configure`` there (``_configure_inside``).
-
-    A dedicated thread joins the namespace and ends afterwards: a thread's network
-    namespace is its own, and a thread that ends cannot leak it into a pool."""
+async def _on_own_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` on a dedicated thread that ends afterwards: a thread's network
+    namespace is its own, and a thread that ends cannot leak a namespace it entered
+    into a pool. A cancel is raised once ``work`` has ended (as ``blocking.finish``), so
+    the caller's undo sees everything it made."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -186,95 +184,168 @@ async def _inside(path: str, sysctls: dict[str, str], configure: Callable[[], No
             else:
                 done.set_exception(error)
 
-    def work() -> None:
+    def run() -> None:
         error: BaseException | None = None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns: {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            for key, value in sysctls.items():
-                try:
-                    with open(f"/proc/sys/{key}", "w") as handle:
-                        handle.write(value)
-                except FileNotFoundError:
-                    if "ipv6" not in key:  # a kernel without IPv6 has nothing to switch off
-                        raise
-            if configure is not None:
-                configure()
-        except OSError as exc:
-            error = RuntimeFailure(f"configuring {path}: {exc}")
+            work()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             error = exc
         loop.call_soon_threadsafe(settle, error)
 
-    threading.Thread(target=work, name="corral-netns", daemon=True).start()
-    await done
+    threading.Thread(target=run, name="corral-netns", daemon=True).start()
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await asyncio.wait([done])
+        if not done.cancelled():
+            done.exception()  # dropped: the caller undoes what was made
+        raise
 
 
-# rtnetlink, as ``ip`` speaks it (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h)
-RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-IFF_UP = 0x1
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_OIF, RTA_GATEWAY = 4, 5
-RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK = 254, 3, 0, 1, 4
+def _make(
+    netns: str,
+    veth: str,
+    bridge: str,
+    address: ipaddress.IPv4Address,
+    gateway: ipaddress.IPv4Address,
+    nice: int,
+) -> None:
+    """:func:`create`'s work, on its own thread, which ends up inside the new namespace.
+
+    What ``ip netns add`` and ``ip link add/set`` did, in the same order: the host's
+    netlink socket is opened first (it stays the host's after the thread unshares),
+    then the namespace is made and named, then the pair is made through the host socket
+    with ``eth0`` created directly in the new namespace, then the host end becomes an
+    isolated bridge port and goes up; last the inside is configured from the thread."""
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # this thread only
+    path = netns_path(netns)
+    _netns_dir()
+    try:
+        host = rtnetlink.open_route()
+    except OSError as exc:
+        raise RuntimeFailure(f"opening a netlink socket: {exc}") from exc
+    with host:
+        try:
+            master = socket.if_nametoindex(bridge)
+        except OSError as exc:
+            raise RuntimeFailure(f"finding bridge {bridge}: {exc}") from exc
+        own = _unshare_named(path)
+        try:
+            step = f"creating veth {veth}"
+            try:
+                rtnetlink.add_veth(host, 1, veth, "eth0", own)
+                step = f"making {veth} a port of {bridge}"
+                rtnetlink.set_master(host, 2, veth, master)
+                step = f"isolating bridge port {veth}"
+                rtnetlink.isolate_port(host, 3, veth)
+                step = f"bringing {veth} up"
+                rtnetlink.set_up(host, 4, veth)
+            except OSError as exc:
+                raise RuntimeFailure(f"{step}: {exc}") from exc
+        finally:
+            os.close(own)
+    try:
+        for key, value in _SYSCTLS.items():
+            step = f"writing {key}"
+            try:
+                with open(f"/proc/sys/{key}", "w") as handle:
+                    handle.write(value)
+            except FileNotFoundError:
+                if "ipv6" not in key:  # a kernel without IPv6 has nothing to switch off
+                    raise
+        step = "configuring the inside"
+        _configure_inside(address, gateway)
+    except OSError as exc:
+        raise RuntimeFailure(f"{path}: {step}: {exc}") from exc
+
+
+_SYSCTLS = {"net/ipv6/conf/eth0/disable_ipv6": "1", "net/ipv4/ping_group_range": "0 2147483647"}
+
+
+def _unshare_named(path: str) -> int:
+    """``ip netns add``'s own part, on the calling thread: create the file ``path``,
+    move the thread into a new network namespace and bind-mount that namespace onto the
+    file. Returns an fd of the new namespace (the caller closes it). On failure nothing
+    is left (the file is unmounted and removed) and RuntimeFailure names the step; the
+    thread may then be in a namespace of its own that dies with it."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+    except OSError as exc:
+        raise RuntimeFailure(f"creating namespace file {path}: {exc}") from exc
+    step = "unsharing the network namespace"
+    try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare")
+        step = f"bind-mounting the namespace on {path}"
+        _check(_libc.mount(_OWN_NETNS, path.encode(), b"none", MS_BIND, None), "mount")
+        step = "opening the new namespace"
+        return os.open(_OWN_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        _libc.umount2(path.encode(), MNT_DETACH)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise RuntimeFailure(f"{step}: {exc}") from exc
+
+
+_OWN_NETNS = b"/proc/thread-self/ns/net"
+_dir_lock = threading.Lock()
+_dir_ready = False
+
+
+def _netns_dir() -> None:
+    """Make /run/netns a mount point with shared propagation, as ``ip netns add`` does
+    (so that a namespace file unmounted in one mount namespace is unmounted in all):
+    once per process, under ``ip``'s own flock on the directory (a concurrent ``ip``
+    never stacks a second bind mount). RuntimeFailure if it cannot be made so."""
+    global _dir_ready
+    with _dir_lock:
+        if _dir_ready:
+            return
+        directory = str(NETNS_DIR).encode()
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(NETNS_DIR, 0o755)
+            lock = os.open(NETNS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise RuntimeFailure(f"making {NETNS_DIR}: {exc}") from exc
+        try:
+            with contextlib.suppress(OSError):  # as ip: go on without the lock
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            made = False
+            while _libc.mount(b"", directory, b"none", MS_SHARED | MS_REC, None) != 0:
+                code = ctypes.get_errno()
+                if code != errno.EINVAL or made:
+                    raise RuntimeFailure(f"making {NETNS_DIR} shared: {os.strerror(code)}")
+                # Not a mount point yet: bind it onto itself, in a peer group of its own.
+                for flags, what in (
+                    (MS_BIND | MS_REC, "bind-mounting"),
+                    (MS_PRIVATE | MS_REC, "making private"),
+                ):
+                    if _libc.mount(directory, directory, b"none", flags, None) != 0:
+                        code = ctypes.get_errno()
+                        raise RuntimeFailure(f"{what} {NETNS_DIR}: {os.strerror(code)}")
+                made = True
+        finally:
+            os.close(lock)  # also releases the flock
+        _dir_ready = True
+
+
+def _check(result: int, call: str) -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{call}: {os.strerror(code)}")
 
 
 def _configure_inside(address: ipaddress.IPv4Address, gateway: ipaddress.IPv4Address) -> None:
     """What ``ip -n <netns> -batch`` did with ``link set lo up``, ``addr add
     <address>/32 dev eth0``, ``link set eth0 up`` and ``route add default via <gateway>
     dev eth0 onlink``, as four rtnetlink requests from the calling thread, which is in the
-    namespace (a netlink socket belongs to the namespace of the thread that opens it):
-    no ``ip`` process per sandbox. Blocking; OSError with the kernel's errno."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as nl:
-        nl.bind((0, 0))
+    namespace (a netlink socket belongs to the namespace of the thread that opens it).
+    Blocking; OSError with the kernel's errno."""
+    with rtnetlink.open_route() as nl:
         eth0 = socket.if_nametoindex("eth0")
         lo = socket.if_nametoindex("lo")
-        create = NLM_F_CREATE | NLM_F_EXCL
-        up = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, lo, IFF_UP, IFF_UP)
-        _request(nl, 1, RTM_NEWLINK, 0, up)
-        addr = struct.pack("=BBBBI", socket.AF_INET, 32, 0, RT_SCOPE_UNIVERSE, eth0)
-        addr += _attr(IFA_LOCAL, address.packed) + _attr(IFA_ADDRESS, address.packed)
-        _request(nl, 2, RTM_NEWADDR, create, addr)
-        up = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, eth0, IFF_UP, IFF_UP)
-        _request(nl, 3, RTM_NEWLINK, 0, up)
-        route = struct.pack(
-            "=BBBBBBBBI",
-            socket.AF_INET,
-            0,
-            0,
-            0,
-            RT_TABLE_MAIN,
-            RTPROT_BOOT,
-            RT_SCOPE_UNIVERSE,
-            RTN_UNICAST,
-            RTNH_F_ONLINK,
-        )
-        route += _attr(RTA_GATEWAY, gateway.packed) + _attr(RTA_OIF, struct.pack("=I", eth0))
-        _request(nl, 4, RTM_NEWROUTE, create, route)
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    size = 4 + len(data)
-    return struct.pack("=HH", size, kind) + data + b"\0" * (-size % 4)
-
-
-def _request(nl: socket.socket, seq: int, kind: int, flags: int, body: bytes) -> None:
-    """Send one request and wait for its acknowledgement; OSError for an error answer."""
-    nl.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq, 0) + body)
-    while True:
-        data = nl.recv(65536)
-        offset = 0
-        while offset + 16 <= len(data):
-            length, answer, _flags, answered, _pid = struct.unpack_from("=IHHII", data, offset)
-            if answer == NLMSG_ERROR and answered == seq:
-                error = -struct.unpack_from("=i", data, offset + 16)[0]
-                if error:
-                    raise OSError(error, f"rtnetlink request {kind}: {os.strerror(error)}")
-                return
-            offset += max(16, (length + 3) & ~3)
+        rtnetlink.set_up(nl, 1, index=lo)
+        rtnetlink.add_address32(nl, 2, eth0, address)
+        rtnetlink.set_up(nl, 3, index=eth0)
+        rtnetlink.add_default_onlink(nl, 4, eth0, gateway)
