@@ -22,7 +22,7 @@ import struct
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 # linux/rtnetlink.h
-RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
 RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, RTNH_F_ONLINK = 254, 3, 0, 1, 4
 RTA_OIF, RTA_GATEWAY = 4, 5
 # linux/if_addr.h
@@ -108,6 +108,12 @@ def set_up(nl: socket.socket, seq: int, name: str = "", index: int = 0) -> None:
     """``ip link set <name> up``; the link given by ``name`` or by ``index``."""
     body = _ifinfo(index, IFF_UP, IFF_UP) + (_name(name) if name else b"")
     request(nl, seq, RTM_NEWLINK, 0, body)
+
+
+def delete_link(nl: socket.socket, seq: int, name: str) -> None:
+    """``ip link del <name>`` (a veth's peer goes with it); OSError ENODEV when there is
+    no such link."""
+    request(nl, seq, RTM_DELLINK, 0, _ifinfo() + _name(name))
 
 
 def add_address32(nl: socket.socket, seq: int, index: int, address: ipaddress.IPv4Address) -> None:

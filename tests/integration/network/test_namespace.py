@@ -156,6 +156,26 @@ async def test_remove_leaves_nothing_and_is_idempotent(site: Site) -> None:
     await namespace.remove(netns, veth)  # nothing to do: no error
 
 
+async def test_remove_finishes_what_someone_else_half_removed(site: Site) -> None:
+    netns, veth = site.names(8)
+    await namespace.create(netns, veth, site.bridge, f"{site.net}.14", site.gateway)
+    ip("link", "del", veth)
+    await namespace.remove(netns, veth)
+    assert not namespace.exists(netns) and not mounted(namespace.netns_path(netns))
+    await namespace.create(netns, veth, site.bridge, f"{site.net}.14", site.gateway)
+    ip("netns", "del", netns)
+    await namespace.remove(netns, veth)
+    assert not namespace.link_exists(veth)
+
+
+async def test_remove_link_deletes_a_host_interface_and_is_idempotent(site: Site) -> None:
+    end, peer = f"crlq{site.tag}a", f"crlq{site.tag}b"
+    ip("link", "add", end, "type", "veth", "peer", "name", peer)
+    await namespace.remove_link(end)
+    assert not namespace.link_exists(end) and not namespace.link_exists(peer)
+    await namespace.remove_link(end)
+
+
 async def test_a_taken_name_fails_naming_the_step_and_leaves_the_other_intact(site: Site) -> None:
     async with made(site, 3, f"{site.net}.9") as (netns, veth):
         other_netns, other_veth = site.names(4)
