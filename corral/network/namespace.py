@@ -22,9 +22,9 @@ namespace as ``ip netns add`` does (a file under /run/netns, a shared mount poin
 the thread's new namespace bind-mounted on it), then the veth pair and the bridge port
 through a netlink socket it opened in the host before unsharing (rtnetlink.py), then
 writes the sysctls and configures ``lo``, ``eth0``, the address and the default route
-from inside. A namespace it could not finish naming is undone at once; on a later
-failure the caller removes what was made with :func:`remove`, which is idempotent and
-verifies that nothing is left.
+from inside; on a failure it undoes what it made. :func:`remove` (``ip link del`` and
+``ip netns del``, without the process either) is idempotent and verifies that nothing
+is left.
 """
 
 from __future__ import annotations
@@ -75,9 +75,8 @@ async def create(
     gateway: ipaddress.IPv4Address,
 ) -> None:
     """Make the namespace and the veth pair, plug the host end into the bridge as an
-    isolated port, and configure the inside. RuntimeFailure naming the failed step (a
-    namespace that could not be completed is undone; later partial work is left for
-    :func:`remove`)."""
+    isolated port, and configure the inside. All or nothing: RuntimeFailure naming the
+    failed step once what this call made is undone."""
     inside = ipaddress.IPv4Address(address)
     nice = command.BACKGROUND_NICE if command._background.get() else 0  # a refill yields to requests
     await _on_own_thread(lambda: _make(netns, veth, bridge, inside, gateway, nice))
@@ -261,33 +260,47 @@ def _make(
         except OSError as exc:
             raise RuntimeFailure(f"finding bridge {bridge}: {exc}") from exc
         own = _unshare_named(path)
+        made_veth = False
+        step = f"creating veth {veth}"
         try:
-            step = f"creating veth {veth}"
             try:
                 rtnetlink.add_veth(host, 1, veth, "eth0", own)
+                made_veth = True
                 step = f"making {veth} a port of {bridge}"
                 rtnetlink.set_master(host, 2, veth, master)
                 step = f"isolating bridge port {veth}"
                 rtnetlink.isolate_port(host, 3, veth)
                 step = f"bringing {veth} up"
                 rtnetlink.set_up(host, 4, veth)
-            except OSError as exc:
-                raise RuntimeFailure(f"{step}: {exc}") from exc
-        finally:
-            os.close(own)
-    try:
-        for key, value in _SYSCTLS.items():
-            step = f"writing {key}"
-            try:
-                with open(f"/proc/sys/{key}", "w") as handle:
-                    handle.write(value)
-            except FileNotFoundError:
-                if "ipv6" not in key:  # a kernel without IPv6 has nothing to switch off
-                    raise
-        step = "configuring the inside"
-        _configure_inside(address, gateway)
-    except OSError as exc:
-        raise RuntimeFailure(f"{path}: {step}: {exc}") from exc
+            finally:
+                os.close(own)
+            for key, value in _SYSCTLS.items():
+                step = f"writing {key} inside"
+                try:
+                    with open(f"/proc/sys/{key}", "w") as handle:
+                        handle.write(value)
+                except FileNotFoundError:
+                    if "ipv6" not in key:  # a kernel without IPv6 has nothing to switch off
+                        raise
+            step = "configuring the inside"
+            _configure_inside(address, gateway)
+        except BaseException as exc:
+            # All or nothing: what this call made goes (never a veth of that name that
+            # was there before), through the host socket and the host's mounts.
+            if made_veth:
+                with contextlib.suppress(OSError):
+                    rtnetlink.delete_link(host, 5, veth)
+            _unname(path)
+            if isinstance(exc, OSError):
+                raise RuntimeFailure(f"{netns}: {step}: {exc}") from exc
+            raise
+
+
+def _unname(path: str) -> None:
+    """``ip netns del``'s work on ``path`` (unmount, unlink), errors ignored."""
+    _libc.umount2(path.encode(), MNT_DETACH)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 _SYSCTLS = {"net/ipv6/conf/eth0/disable_ipv6": "1", "net/ipv4/ping_group_range": "0 2147483647"}
@@ -311,9 +324,7 @@ def _unshare_named(path: str) -> int:
         step = "opening the new namespace"
         return os.open(_OWN_NETNS, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        _libc.umount2(path.encode(), MNT_DETACH)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        _unname(path)
         raise RuntimeFailure(f"{step}: {exc}") from exc
 
 

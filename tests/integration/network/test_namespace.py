@@ -176,22 +176,32 @@ async def test_remove_link_deletes_a_host_interface_and_is_idempotent(site: Site
     await namespace.remove_link(end)
 
 
-async def test_a_taken_name_fails_naming_the_step_and_leaves_the_other_intact(site: Site) -> None:
+async def test_a_taken_name_fails_naming_the_step_leaves_nothing_and_the_other_intact(site: Site) -> None:
     async with made(site, 3, f"{site.net}.9") as (netns, veth):
         other_netns, other_veth = site.names(4)
         with pytest.raises(RuntimeFailure, match=f"creating namespace file .*{netns}"):
             await namespace.create(netns, other_veth, site.bridge, f"{site.net}.10", site.gateway)
         assert not namespace.link_exists(other_veth)
-        with pytest.raises(RuntimeFailure, match=f"creating veth {veth}"):
+        with pytest.raises(RuntimeFailure, match=f"{other_netns}: creating veth {veth}"):
             await namespace.create(other_netns, veth, site.bridge, f"{site.net}.10", site.gateway)
-        # the namespace made before the failed step is left for remove (the contract)
-        assert namespace.exists(other_netns)
-        await namespace.remove(other_netns, other_veth)
         assert not namespace.exists(other_netns) and not mounted(namespace.netns_path(other_netns))
-        # the first one is untouched
+        # the first one is untouched: its namespace, its veth (the taken name) and its port
+        assert namespace.exists(netns) and mounted(namespace.netns_path(netns))
         [eth0] = ip_json("-n", netns, "addr", "show", "dev", "eth0")
         assert [a["local"] for a in eth0["addr_info"]] == [f"{site.net}.9"]
-        assert ip_json("link", "show", veth)[0]["master"] == site.bridge
+        [port] = ip_json("-d", "link", "show", veth)
+        assert port["master"] == site.bridge and port["linkinfo"]["info_slave_data"]["isolated"] is True
+
+
+async def test_a_failure_after_the_pair_was_made_undoes_the_pair_and_the_namespace(site: Site) -> None:
+    netns, veth = site.names(9)
+    not_a_bridge = f"crlq{site.tag}x"  # a veth end of this test's own: it cannot take ports
+    ip("link", "add", not_a_bridge, "type", "veth", "peer", "name", f"crlq{site.tag}y")
+    with pytest.raises(RuntimeFailure, match=f"{netns}: making {veth} a port of {not_a_bridge}"):
+        await namespace.create(netns, veth, not_a_bridge, f"{site.net}.15", site.gateway)
+    assert not namespace.link_exists(veth)
+    assert not namespace.exists(netns) and not mounted(namespace.netns_path(netns))
+    assert namespace.link_exists(not_a_bridge)
 
 
 async def test_a_missing_bridge_fails_before_anything_is_made(site: Site) -> None:
