@@ -41,9 +41,9 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
+from corral.dedicated import on_own_thread
 from corral.errors import RuntimeFailure
 from corral.network import command, rtnetlink
 
@@ -79,7 +79,7 @@ async def create(
     failed step once what this call made is undone."""
     inside = ipaddress.IPv4Address(address)
     nice = command.BACKGROUND_NICE if command._background.get() else 0  # a refill yields to requests
-    await _on_own_thread(lambda: _make(netns, veth, bridge, inside, gateway, nice))
+    await on_own_thread(lambda: _make(netns, veth, bridge, inside, gateway, nice))
 
 
 async def remove(netns: str, veth: str) -> None:
@@ -87,7 +87,7 @@ async def remove(netns: str, veth: str) -> None:
     without the process); idempotent. RuntimeFailure if either is still there
     afterwards, or for any error other than its being gone already."""
     nice = command.BACKGROUND_NICE if command._background.get() else 0
-    await _on_own_thread(lambda: _unmake(netns, veth, nice))
+    await on_own_thread(lambda: _unmake(netns, veth, nice))
 
 
 async def remove_link(name: str) -> None:
@@ -98,7 +98,7 @@ async def remove_link(name: str) -> None:
         if problem:
             raise RuntimeFailure(problem)
 
-    await _on_own_thread(work)
+    await on_own_thread(work)
 
 
 def _unmake(netns: str, veth: str, nice: int) -> None:
@@ -196,39 +196,6 @@ def label_of(veth: str) -> str | None:
     except OSError:
         return None
     return text or None
-
-
-async def _on_own_thread(work: Callable[[], None]) -> None:
-    """Run ``work`` on a dedicated thread that ends afterwards: a thread's network
-    namespace is its own, and a thread that ends cannot leak a namespace it entered
-    into a pool. A cancel is raised once ``work`` has ended (as ``blocking.finish``), so
-    the caller's undo sees everything it made."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def settle(error: BaseException | None) -> None:
-        if not done.done():
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-
-    def run() -> None:
-        error: BaseException | None = None
-        try:
-            work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            error = exc
-        loop.call_soon_threadsafe(settle, error)
-
-    threading.Thread(target=run, name="corral-netns", daemon=True).start()
-    try:
-        await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await asyncio.wait([done])
-        if not done.cancelled():
-            done.exception()  # dropped: the caller undoes what was made
-        raise
 
 
 def _make(

@@ -7,7 +7,6 @@ not an error, because callers use it to make their own operations idempotent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -16,10 +15,10 @@ import os
 import resource
 import select
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
+from corral.dedicated import on_own_thread
 from corral.errors import RuntimeFailure
 from corral.spawn import capture, spawn, start
 
@@ -205,33 +204,9 @@ async def _spawn_in_netns(argv: list[str], fds: dict[int, int], netns: str, time
     starts inherits it), starts the program in its own session and waits for it, then
     ends, so no thread of ours stays in the namespace. Its exit status; TimeoutError
     after ``timeout`` seconds (it is killed and reaped first). As with ``spawn``, a
-    cancel does not interrupt the program: it is waited for, then CancelledError."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[int] = loop.create_future()
-
-    def settle(status: int | None, error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            assert status is not None
-            done.set_result(status)
-
-    def work() -> None:
-        try:
-            status = _run_in_netns(argv, fds, netns, timeout)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, status, None)
-
-    threading.Thread(target=work, name="corral-runc-netns", daemon=True).start()
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await asyncio.wait([done])
-        raise
+    cancel does not interrupt the program: it is waited for, then CancelledError
+    (``corral.dedicated``)."""
+    return await on_own_thread(lambda: _run_in_netns(argv, fds, netns, timeout))
 
 
 def _run_in_netns(argv: list[str], fds: dict[int, int], netns: str, timeout: float) -> int:
