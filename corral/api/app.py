@@ -40,6 +40,7 @@ they become ASGI calls; without it every gateway request comes here, slower).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,7 +92,9 @@ class HealthOut(BaseModel):
     backendHealthy: bool
 
 
+@functools.cache
 def corral_version() -> str:
+    """The installed package's version (read once: reading it parses its metadata)."""
     try:
         return version("corral")
     except PackageNotFoundError:

@@ -7,6 +7,7 @@ not an error, because callers use it to make their own operations idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -15,6 +16,7 @@ import os
 import resource
 import select
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _MISSING = ("does not exist", "not exist", "not found")
 
 
+VERSION_TTL_S = 2.0  # how long a --version answer is kept
+
+
 class RuncBinary:
     """``<binary> --root <root> ...``; state lives under ``root`` (a tmpfs: /run)."""
 
@@ -36,6 +41,8 @@ class RuncBinary:
         self.binary = binary
         self.root = root
         self.timeout = timeout
+        self._version: tuple[float, str | RuntimeFailure] | None = None  # (when, answer)
+        self._version_lock = asyncio.Lock()
 
     def _argv(self, *args: str) -> list[str]:
         return [self.binary, "--root", str(self.root), *args]
@@ -191,11 +198,26 @@ class RuncBinary:
             raise RuntimeFailure(f"{self.binary} update {sandbox_id}: {err}")
 
     async def version(self) -> str:
-        """First line of ``--version``; RuntimeFailure if it does not run."""
-        code, out, err = await self._call("--version", root=False)
-        if code != 0:
-            raise RuntimeFailure(f"{self.binary} --version: {err}")
-        return out.splitlines()[0] if out else ""
+        """First line of ``--version``; RuntimeFailure if it does not run. The answer
+        (either) is kept ``VERSION_TTL_S`` and asked once however many callers wait: the
+        health check, which anyone may call, starts no process per request."""
+        async with self._version_lock:
+            now = time.monotonic()
+            if self._version is None or now - self._version[0] >= VERSION_TTL_S:
+                try:
+                    code, out, err = await self._call("--version", root=False)
+                    answer: str | RuntimeFailure = (
+                        (out.splitlines()[0] if out else "")
+                        if code == 0
+                        else RuntimeFailure(f"{self.binary} --version: {err}")
+                    )
+                except RuntimeFailure as exc:
+                    answer = exc
+                self._version = (time.monotonic(), answer)
+            answer = self._version[1]
+        if isinstance(answer, RuntimeFailure):
+            raise RuntimeFailure(answer.message)
+        return answer
 
 
 async def _spawn_in_netns(argv: list[str], fds: dict[int, int], netns: str, timeout: float) -> int:
