@@ -6,6 +6,7 @@ Run as root from the repository root:
 
     .venv/bin/python bench/bench_burst.py                  # bursts of 10, 50, 100
     .venv/bin/python bench/bench_burst.py --sizes 10 20    # smaller
+    .venv/bin/python bench/bench_burst.py --sizes 100 --baseline c6e33bf   # and that revision
 
 It starts its own ``corral serve`` (a temporary data dir, its own network ``cburst0`` on
 10.248.0.0/16, the base template from the benchmarks' cache; the per-org cap, the
@@ -25,6 +26,10 @@ node's promises and the API rate limit lifted, the create queue as configured, s
   with httpx instead.
 * raw runc: N of (overlay mount + hand-written config + ``runc run -d`` + ``runc exec
   true``) at once on the same root filesystem (corral's base template).
+
+With ``--baseline REV`` the same is run again against REV's server (a ``git worktree``,
+``bench/baseline.py``), each with its own raw runc bursts: a second phase after this
+tree's (``--baseline-first``: before it), each ratio taken within its phase.
 
 Then every sandbox and container is removed (not timed). The report gives the ratio of
 the walls (target: corral <= 1.3x raw runc) and, per burst, the CPU time the whole
@@ -49,11 +54,13 @@ from pathlib import Path
 
 import entry
 import httpx
+from baseline import Worktree
 from corral_target import (
+    HEAD,
+    Code,
     CorralServer,
     CorralTarget,
     Network,
-    corral_command,
     ensure_template_cache,
     template_roots,
 )
@@ -83,6 +90,7 @@ class Burst:
     wall: float = 0.0
     rival: float | None = None  # another org's one create + first command, started into the burst
     cpu: float = 0.0  # CPU seconds the whole machine spent during the burst (every process)
+    phase: int = 0  # which code's server (this tree's, a baseline's) the run was in
     split: str = ""  # where the CPU went, a sandbox's share (split_line)
     window: tuple[float, float] = (0.0, 0.0)  # CLOCK_MONOTONIC at its start and end (perf --time)
 
@@ -208,10 +216,10 @@ def make_rival_key(server: CorralServer) -> str:
     env = server.env()
     data = ["--data-dir", str(server.data_dir)]
     subprocess.run(
-        [*corral_command(), "org", "create", "rival", *data], env=env, check=True, capture_output=True
+        server.code.command("org", "create", "rival", *data), env=env, check=True, capture_output=True
     )
     made = subprocess.run(
-        [*corral_command(), "keys", "create", "--role", "owner", "--org", "rival", *data],
+        server.code.command("keys", "create", "--role", "owner", "--org", "rival", *data),
         env=env,
         check=True,
         capture_output=True,
@@ -268,14 +276,16 @@ def report(bursts: list[Burst], notes: list[str]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(b.row() for b in bursts),
         "",
-        "| at once | corral wall / runc wall |",
-        "|---:|---:|",
+        "| corral | at once | its wall / raw runc's wall in the same phase |",
+        "|---|---:|---:|",
     ]
-    for size in sorted({b.size for b in bursts}):
-        mine = [b for b in bursts if b.size == size and b.system == "corral"]
-        theirs = [b for b in bursts if b.size == size and b.system == "runc"]
-        if mine and theirs:
-            lines.append(f"| {size} | {fmt_ratio(mine[0].wall, theirs[0].wall)} |")
+    for phase in sorted({b.phase for b in bursts}):
+        for size in sorted({b.size for b in bursts if b.phase == phase}):
+            here = [b for b in bursts if b.phase == phase and b.size == size]
+            theirs = [b for b in here if b.system == "runc"]
+            for mine in (b for b in here if b.system != "runc"):
+                if theirs:
+                    lines.append(f"| {mine.system} | {size} | {fmt_ratio(mine.wall, theirs[0].wall)} |")
     for b in bursts:
         for text in (b.errors + b.refused)[:3]:
             notes.append(f"{b.system} {b.size}: {text}")
@@ -291,13 +301,40 @@ async def main_async(args: argparse.Namespace) -> int:
     rootfs = template_roots(templates)[0]
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    server = CorralServer(templates, args.workdir, network=NETWORK)
+    bursts: list[Burst] = []
+    notes: list[str] = []
+    worktree = Worktree(args.baseline, args.workdir or Path("/var/tmp")) if args.baseline else None
+    try:
+        codes = [HEAD]
+        if worktree is not None:
+            baseline = worktree.add()
+            codes = [baseline, HEAD] if args.baseline_first else [HEAD, baseline]
+        for phase, code in enumerate(codes):
+            await run_phase(args, phase, code, templates, rootfs, deadline, bursts, notes)
+    finally:
+        if worktree is not None:
+            worktree.remove()
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(report(bursts, notes))
+    return 1 if any(b.errors for b in bursts) else 0
+
+
+async def run_phase(
+    args: argparse.Namespace,
+    phase: int,
+    code: Code,
+    templates: Path,
+    rootfs: Path,
+    deadline: float,
+    bursts: list[Burst],
+    notes: list[str],
+) -> None:
+    """One code's server, its bursts beside raw runc's in turns, then everything removed."""
+    server = CorralServer(templates, args.workdir, code=code, network=NETWORK)
     server.extra_env.update(SETTINGS)
     server.extra_env.update(dict(pair.split("=", 1) for pair in args.env))
     runc = RawRunc(rootfs, f"cu{secrets.token_hex(3)}")
     target: CorralTarget | None = None
-    bursts: list[Burst] = []
-    notes: list[str] = []
     try:
         await server.start()
         target = CorralTarget(server.url, server.api_key, server.runc_root, server_pid=server.pid)
@@ -325,24 +362,24 @@ async def main_async(args: argparse.Namespace) -> int:
             await runc.kill(cid)
         for turn, size in enumerate(args.sizes):
             if time.monotonic() > deadline:
-                notes.append(f"the run's deadline stopped it before {size} at once")
+                notes.append(f"the run's deadline stopped {code.name} before {size} at once")
                 break
-            order = ["corral", "runc"] if turn % 2 == 0 else ["runc", "corral"]
+            order = [code.name, "runc"] if turn % 2 == 0 else ["runc", code.name]
             for system in order:
                 await asyncio.sleep(args.settle)
                 print(f"{size} at once: {system}", flush=True)
-                if system == "corral":
+                if system == "runc":
+                    burst, made = await runc_burst(runc, size)
+                    burst.phase = phase
+                    print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
+                    await remove(runc.kill, made)
+                else:
                     burst, made, rivals = await corral_burst(target, client, size, rival_key)
-                    print(burst.row(), flush=True)
-                    print(burst.split, burst.window_line(), sep="\n", flush=True)
+                    burst.system, burst.phase = code.name, phase
+                    print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(target.kill, made)
                     for key, sandbox_id in rivals:
                         await target.client.delete(f"/api/sandboxes/{sandbox_id}", headers={"X-API-Key": key})
-                else:
-                    burst, made = await runc_burst(runc, size)
-                    print(burst.row(), flush=True)
-                    print(burst.split, burst.window_line(), sep="\n", flush=True)
-                    await remove(runc.kill, made)
                 bursts.append(burst)
     finally:
         if target is not None:
@@ -351,9 +388,6 @@ async def main_async(args: argparse.Namespace) -> int:
             await runc.close()
         finally:
             server.stop(keep_log=args.server_log)
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(report(bursts, notes))
-    return 1 if any(b.errors for b in bursts) else 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -368,6 +402,10 @@ def parse_args() -> argparse.Namespace:
         "whose own CPU (~6 ms a request) the burst's machine pays too",
     )
     p.add_argument("--max-seconds", type=float, default=1200.0)
+    p.add_argument(
+        "--baseline", help="also run the same against this revision's server, one phase after the other"
+    )
+    p.add_argument("--baseline-first", action="store_true", help="the baseline's phase first (default: last)")
     entry.add_server_options(p)
     return p.parse_args()
 
