@@ -87,9 +87,10 @@ class Records(dict[str, Record]):
 
 
 class Ledger:
-    """In-memory view plus the file. Mutations are synchronous; :meth:`save` writes
-    the view as it is when the write starts (saves are serialised, so the file always
-    ends up with the latest view)."""
+    """In-memory view plus the file. Mutations are synchronous; :meth:`save` returns
+    once a write that started after the call has ended, so the file holds the view as
+    it was then or later. Writes are one at a time, and saves that wait meanwhile share
+    the next one (a burst of creates writes the file a few times, not once each)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "network.json"
@@ -98,6 +99,9 @@ class Ledger:
         self.spares: dict[str, str] = {}  # ready namespace tag -> its address
         self.cursor: str | None = None
         self._lock = asyncio.Lock()
+        self._asked = 0  # saves called so far
+        self._covered = 0  # saves whose changes the file holds
+        self.writes = 0  # files written so far
 
     @property
     def records(self) -> Records:
@@ -113,7 +117,12 @@ class Ledger:
         self.records, self.spares, self.cursor = await asyncio.to_thread(self._read)
 
     async def save(self) -> None:
+        self._asked += 1
+        mine = self._asked
         async with self._lock:
+            if self._covered >= mine:
+                return  # a write that began after this call took its changes
+            covers = self._asked
             records, texts = self._records, self._texts
             for sid in records.changed:
                 record = records.get(sid)
@@ -130,6 +139,8 @@ class Ledger:
                 await asyncio.to_thread(self._write, payload)
             except OSError as exc:
                 raise RuntimeFailure(f"cannot write {self.path}: {exc}") from exc
+            self._covered = covers
+            self.writes += 1
 
     def _read(self) -> tuple[dict[str, Record], dict[str, str], str | None]:
         try:

@@ -13,6 +13,7 @@ import pytest
 
 from corral.domain.bindings import Binding, binding
 from corral.network.forwarder import Forwarder, ForwarderConfig
+from tests.support.conditions import eventually_async
 from tests.support.upstream import Upstream, self_signed
 
 SECRET = "s3cret-value-never-in-a-sandbox"
@@ -137,6 +138,9 @@ async def test_bounds(forwarder: Forwarder, upstream: Upstream) -> None:
             assert held.status_code == 200
             assert (await http.get(f"{url}/x")).status_code == 429
             upstream.release.set()
+        # the stream's call ends on the forwarder's side a little after ours: its record
+        # comes once its slot is free again
+        await eventually_async(lambda: any(c[2].get("path") == "/stream" for c in calls(forwarder)), 10)
         assert (await http.get(f"{url}/status/503")).status_code == 503
     assert all(seen.path != "/base/b" for seen in upstream.seen)
 

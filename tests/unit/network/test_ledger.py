@@ -3,6 +3,7 @@ changed since the last one, and the file reads back as the whole view."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,24 @@ async def test_a_save_serialises_only_what_changed_and_reads_back_whole(
     again = Ledger(tmp_path)
     await again.load()
     assert again.records == {}
+
+
+async def test_saves_that_wait_share_the_next_write_and_each_sees_its_change(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path)
+    ledger.records["sb-first000"] = Record("10.9.0.2", EgressPolicy())
+    first = asyncio.ensure_future(ledger.save())
+    await asyncio.sleep(0)  # the first write is under way
+    waiting = []
+    for n in range(10):
+        ledger.records[f"sb-{n:08d}"] = Record(f"10.9.1.{n + 2}", EgressPolicy())
+        waiting.append(asyncio.ensure_future(ledger.save()))
+    await asyncio.gather(first, *waiting)
+    assert ledger.writes == 2  # the first, then one for the ten that waited
+    loaded = Ledger(tmp_path)
+    await loaded.load()
+    assert set(loaded.records) == {"sb-first000", *(f"sb-{n:08d}" for n in range(10))}
+    ledger.records.pop("sb-00000003")
+    await ledger.save()  # a save after those writes writes again
+    assert ledger.writes == 3
+    await loaded.load()
+    assert "sb-00000003" not in loaded.records
