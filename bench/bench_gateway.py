@@ -153,7 +153,7 @@ def serve(port: int, granian_port: int, data_dir: str, code: Path, census: Path 
     from corral.runtime.static_templates import StaticTemplates
     from corral.settings import Settings
 
-    settings = Settings(data_dir=Path(data_dir), api_key=KEY, runtime="process", port=port)  # type: ignore[call-arg]
+    settings = Settings(data_dir=Path(data_dir), api_key=KEY, runtime="process", port=port)
     app = create_app(
         settings, runtime=ProcessRuntime(Path(data_dir) / "sandboxes"), templates=StaticTemplates()
     )
@@ -168,7 +168,7 @@ def serve(port: int, granian_port: int, data_dir: str, code: Path, census: Path 
         granian = granian_server(app, granian_port, settings)
         on_granian = asyncio.create_task(granian.serve())
         await server.serve()
-        granian.stop()
+        granian.stop()  # type: ignore[no-untyped-call]
         await on_granian
 
     uvloop.run(both())

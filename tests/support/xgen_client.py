@@ -19,6 +19,7 @@ FsWrite, FsRemove, FsWatch: Ack; a failure: Error ``{code, message}``).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import itertools
 import struct
@@ -137,7 +138,7 @@ class XgenClient:
             body["timeout_seconds"] = timeout_seconds
         return dict(await self.request("POST", f"/sandboxes/{sandbox_id}/exec", json=body))
 
-    async def services(self, sandbox_id: str) -> list[dict[str, Any]]:
+    async def services(self, sandbox_id: str) -> builtins.list[dict[str, Any]]:
         return list(await self.request("GET", f"/sandboxes/{sandbox_id}/services"))
 
     async def wait_running(self, sandbox_id: str, timeout: float = 60) -> dict[str, Any]:
