@@ -75,6 +75,9 @@ def _default_agent_factory(socket_path: Path) -> Agent:
     return AgentClient(socket_path)
 
 
+TEMPLATE_ROOTS_KEPT = 256  # remembered roots (checked again once forgotten)
+
+
 class RuncRuntime:
     """The ``Runtime`` port on runc. See the module docstring for what a sandbox is made
     of and what survives a restart. Every public method validates the id first
@@ -113,6 +116,9 @@ class RuncRuntime:
         self.quotas = cpu_quota.cgroup_quotas(CGROUP_PARENT)  # CPU-time quotas (cpu_quota.py)
         self._trees = treework.shared()  # work in template roots and upper layers (rootdir.py)
         self._owners = asyncio.Lock()  # one owner uid per sandbox (userns.owner_uid)
+        # template roots checked so far -> the agent file to bind on them: a published
+        # root does not change, so two tree-pool steps a create are done once a root
+        self._template_roots: dict[Path, Path] = {}
 
     # -- the port ------------------------------------------------------------------
 
@@ -405,8 +411,16 @@ class RuncRuntime:
             undo.push_async_callback(
                 self._quietly, "remove dir", asyncio.to_thread, _remove_host_state, paths
             )
-        if not await self._trees.run(paths.id, "checking the template root", _is_root, lower):
-            raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
+        agent_file = self._template_roots.get(lower)
+        if agent_file is None:  # a root not seen yet: checked, and its agent file found, once
+            if not await self._trees.run(paths.id, "checking the template root", _is_root, lower):
+                raise RuntimeFailure(f"template root {lower} is missing or not a root filesystem")
+            agent_file = await self._trees.run(
+                paths.id, "reading the template root", self._agent_files.for_root, lower
+            )
+            if len(self._template_roots) >= TEMPLATE_ROOTS_KEPT:
+                self._template_roots.clear()
+            self._template_roots[lower] = agent_file
         # side by side with the disk's and the network's steps: a helper process to start
         making_userns = asyncio.ensure_future(self._user_namespace(paths))
         undo.push_async_callback(self._quietly, "end the userns helper", _drop_userns, making_userns)
@@ -456,9 +470,6 @@ class RuncRuntime:
         )
         await finish(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
 
-        agent_file = await self._trees.run(
-            paths.id, "reading the template root", self._agent_files.for_root, lower
-        )
         userns = await making_userns
         image = spec.template.config
         nofile_hard = min(bundle.NOFILE_HARD, resource.getrlimit(resource.RLIMIT_NOFILE)[1])

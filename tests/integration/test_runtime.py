@@ -209,6 +209,41 @@ async def test_failed_creates_leave_nothing(
     assert traces(settings, sandbox_id) == []
 
 
+async def test_a_template_root_is_checked_once_and_a_non_root_every_time(
+    settings: Settings, base_template: Template, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.runtime import runc
+
+    checked: list[Path] = []
+    real = runc._is_root
+
+    def counted(lower: Path) -> bool:
+        checked.append(lower)
+        return real(lower)
+
+    monkeypatch.setattr(runc, "_is_root", counted)
+    runtime = RuncRuntime(settings)
+    made = [new_id(), new_id()]
+    try:
+        for sandbox_id in made:
+            await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+            result = await sh(runtime, sandbox_id, "echo ok")
+            assert result.stdout == b"ok\n"
+    finally:
+        for sandbox_id in made:
+            await runtime.destroy(sandbox_id)
+    assert checked == [Path(base_template.rootfs)]  # two creates, one check
+    not_a_root = tmp_path / "not-a-root"
+    not_a_root.mkdir()
+    bad = Template("nope", "1" * 64, str(not_a_root), datetime.now(UTC))
+    for _ in range(2):
+        sandbox_id = new_id()
+        with pytest.raises(RuntimeFailure, match="not a root filesystem"):
+            await runtime.create(SandboxSpec(sandbox_id, bad, Limits()))
+        assert traces(settings, sandbox_id) == []
+    assert checked[1:] == [not_a_root, not_a_root]
+
+
 async def test_cancelled_create_leaves_nothing(
     runtime: RuncRuntime, base_template: Template, settings: Settings
 ) -> None:
