@@ -139,7 +139,7 @@ class Forker:
         return ours
 
     def _stop(self) -> None:
-        """Close the channel (the forker ends) and reap it if it has ended."""
+        """Close the channel and end the forker (killed, then reaped: it is our child)."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
