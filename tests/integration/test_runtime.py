@@ -160,6 +160,23 @@ async def test_destroy_leaves_nothing_and_is_idempotent(
         await runtime.destroy("../../etc")
 
 
+async def test_a_started_sandbox_leaves_the_host_only_its_disk_mounted(
+    runtime: RuncRuntime, sandboxes: CreateFn, settings: Settings
+) -> None:
+    """Its root and sysfs are its own copies once it runs: the host's are unmounted (a
+    container's mount namespace copies every host mount), and it works on."""
+    sandbox_id = await sandboxes()
+    paths = SandboxPaths.of(settings.sandboxes_dir, sandbox_id)
+    host = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    assert str(paths.disk) in host
+    assert str(paths.rootfs) not in host and str(paths.sysfs) not in host
+    result = await sh(runtime, sandbox_id, "echo kept > /root/k && cat /root/k && ls / | grep -c etc")
+    assert result.exit_code == 0 and result.stdout == b"kept\n1\n", result
+    assert (paths.upper / "root" / "k").exists()  # written through its root to its disk
+    await runtime.destroy(sandbox_id)
+    assert traces(settings, sandbox_id) == []
+
+
 async def test_create_twice_conflicts(
     runtime: RuncRuntime, sandboxes: CreateFn, base_template: Template
 ) -> None:
