@@ -14,6 +14,8 @@
     rootfs/                       mount of the overlay: template + disk/upper
     sys/                          with a network adapter only: a sysfs mounted for
                                   the sandbox's netns, bind-mounted at /sys inside
+                                  (rootfs/ and sys/ are mounted while it starts; once
+                                  it runs, it has its own copies and the host's go)
 ```
 """
 
