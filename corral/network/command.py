@@ -40,6 +40,12 @@ def in_background() -> Iterator[None]:
         _background.reset(token)
 
 
+def nice() -> int:
+    """The niceness for work started now: ``BACKGROUND_NICE`` within
+    :func:`in_background`, else 0 (the same as ours)."""
+    return BACKGROUND_NICE if _background.get() else 0
+
+
 @dataclass(frozen=True)
 class Completed:
     argv: tuple[str, ...]
@@ -70,7 +76,7 @@ async def run(
             argv,
             stdin=stdin.encode() if stdin is not None else None,
             timeout=timeout,
-            nice=BACKGROUND_NICE if _background.get() else 0,
+            nice=nice(),
             env=env,
         )
     except OSError as exc:

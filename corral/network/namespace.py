@@ -78,7 +78,7 @@ async def create(
     isolated port, and configure the inside. All or nothing: RuntimeFailure naming the
     failed step once what this call made is undone."""
     inside = ipaddress.IPv4Address(address)
-    nice = command.BACKGROUND_NICE if command._background.get() else 0  # a refill yields to requests
+    nice = command.nice()  # a refill yields to requests
     await on_own_thread(lambda: _make(netns, veth, bridge, inside, gateway, nice))
 
 
@@ -86,7 +86,7 @@ async def remove(netns: str, veth: str) -> None:
     """Delete the veth pair and the namespace (``ip link del`` and ``ip netns del``,
     without the process); idempotent. RuntimeFailure if either is still there
     afterwards, or for any error other than its being gone already."""
-    nice = command.BACKGROUND_NICE if command._background.get() else 0
+    nice = command.nice()
     await on_own_thread(lambda: _unmake(netns, veth, nice))
 
 
@@ -102,8 +102,7 @@ async def remove_link(name: str) -> None:
 
 
 def _unmake(netns: str, veth: str, nice: int) -> None:
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # this thread only
+    _lower_priority(nice)
     problem = _delete_link(veth)
     problems = [problem] if problem else []
     path = netns_path(netns)
@@ -213,8 +212,7 @@ def _make(
     then the namespace is made and named, then the pair is made through the host socket
     with ``eth0`` created directly in the new namespace, then the host end becomes an
     isolated bridge port and goes up; last the inside is configured from the thread."""
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)  # this thread only
+    _lower_priority(nice)
     path = netns_path(netns)
     _netns_dir()
     try:
@@ -261,6 +259,12 @@ def _make(
             if isinstance(exc, OSError):
                 raise RuntimeFailure(f"{netns}: {step}: {exc}") from exc
             raise
+
+
+def _lower_priority(nice: int) -> None:
+    """This thread (only) at ``nice``, when it is not 0 (``command.nice``)."""
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _unname(path: str) -> None:
