@@ -82,13 +82,13 @@ class Forker:
         start or answer, or could not fork."""
         async with self._lock:
             try:
-                data, fds = await self._exchange(owner, msgqueue, hold, out)
+                data, fds = await self._whole_exchange(owner, msgqueue, hold, out)
             except (OSError, TimeoutError):
                 # It died (or was killed) since the last request: once more with a new
                 # one. A holder the dead one forked ends when our pipes close.
                 self._stop()
                 try:
-                    data, fds = await self._exchange(owner, msgqueue, hold, out)
+                    data, fds = await self._whole_exchange(owner, msgqueue, hold, out)
                 except (OSError, TimeoutError) as exc:
                     self._stop()
                     raise OSError(errno.EPIPE, f"the namespace forker failed: {exc!r}") from exc
@@ -100,6 +100,26 @@ class Forker:
                     error or errno.EPROTO, f"the namespace forker could not fork: {os.strerror(error)}"
                 )
             return pid, fds[0]
+
+    async def _whole_exchange(
+        self, owner: int, msgqueue: int, hold: int, out: int
+    ) -> tuple[bytes, array.array[int]]:
+        """``_exchange``, which a cancel does not cut between request and answer: an
+        answer left on the channel would be read by the next request as its own (the pid
+        of a holder that is gone: every create after a cancelled one failed). The
+        cancel is raised once the answer is read; its pidfd is closed, and its holder
+        ends when the caller closes its pipes."""
+        step = asyncio.ensure_future(self._exchange(owner, msgqueue, hold, out))
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            await asyncio.wait([step])
+            if step.cancelled() or step.exception() is not None:
+                self._stop()  # the channel's state is unknown: a new forker next time
+            else:
+                for fd in step.result()[1]:
+                    os.close(fd)
+            raise
 
     async def _exchange(
         self, owner: int, msgqueue: int, hold: int, out: int

@@ -3,6 +3,7 @@ dir, kept across restarts, never two alike among the dirs of one sandboxes dir."
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import signal
@@ -152,3 +153,30 @@ def test_dirs_made_before_the_registry_keep_their_owners(tmp_path: Path) -> None
     old = sandbox(tmp_path, "sb-oldoldold")
     (old.dir / OWNER_FILE).write_text(f"{BASE}\n")
     assert owner_uid(sandbox(tmp_path, "sb-newnewnew"), BASE, 2) == BASE + 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (forks holders as other uids)")
+async def test_a_request_cancelled_before_its_answer_leaves_the_next_one_its_own() -> None:
+    """A cancel between the request and its answer still reads the answer: left on the
+    channel, the next request would take it for its own (a holder that is gone)."""
+    warm = await UserNamespace.make(owner=BASE + 12, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    await warm.close()  # the forker runs
+    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        request = asyncio.ensure_future(userns._forker.fork(BASE + 13, 4096, hold_r, out_w))
+        for _ in range(3):  # sent, and waiting for the answer
+            await asyncio.sleep(0)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    finally:
+        for fd in (hold_r, hold_w, out_r, out_w):
+            os.close(fd)  # its holder, if forked, sees the end of its input and ends
+    made = await UserNamespace.make(owner=BASE + 14, uid_base=100000, uid_count=65536, msgqueue_bytes=4096)
+    try:
+        assert Path(f"/proc/{made.pid}/uid_map").read_text().split() == ["0", "100000", "65536"]
+        status = Path(f"/proc/{made.pid}/status").read_text()
+        assert f"Uid:\t{BASE + 14}\t" in status  # its own holder, not the cancelled request's
+    finally:
+        await made.close()
