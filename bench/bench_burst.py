@@ -46,6 +46,8 @@ import asyncio
 import os
 import resource
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -374,7 +376,11 @@ async def run_phase(
                     print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(runc.kill, made)
                 else:
-                    burst, made, rivals = await corral_burst(target, client, size, rival_key)
+                    spy = start_py_spy(args.py_spy, server.pid, f"{code.name}-{size}-{turn}")
+                    try:
+                        burst, made, rivals = await corral_burst(target, client, size, rival_key)
+                    finally:
+                        stop_py_spy(spy)
                     burst.system, burst.phase = code.name, phase
                     print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(target.kill, made)
@@ -390,6 +396,26 @@ async def run_phase(
             server.stop(keep_log=args.server_log)
 
 
+def start_py_spy(out_dir: Path | None, pid: int | None, name: str) -> subprocess.Popen[bytes] | None:
+    """With ``--py-spy DIR``: py-spy sampling the server's threads that hold the GIL (so,
+    in a burst, mostly the event loop's) into ``DIR/<name>.txt``, one collapsed stack a
+    line with its count (``--format raw``), until ``stop_py_spy``."""
+    if out_dir is None or pid is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [binary, "record", "--gil", "--nonblocking", "--rate", "250", "--format", "raw"]
+    spy = subprocess.Popen([*argv, "-o", str(out_dir / f"{name}.txt"), "--pid", str(pid)])
+    time.sleep(0.5)  # attached before the burst starts
+    return spy
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # it writes its file and ends
+        spy.wait(60)
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
@@ -402,6 +428,11 @@ def parse_args() -> argparse.Namespace:
         "whose own CPU (~6 ms a request) the burst's machine pays too",
     )
     p.add_argument("--max-seconds", type=float, default=1200.0)
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        help="record the server during each of its bursts with py-spy into this dir (collapsed stacks)",
+    )
     p.add_argument(
         "--baseline", help="also run the same against this revision's server, one phase after the other"
     )

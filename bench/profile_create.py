@@ -221,6 +221,13 @@ async def main_async(args: argparse.Namespace) -> int:
     spans_path = Path(args.keep_spans or name)
     server.extra_env[SPANS_ENV] = str(spans_path)
     server.extra_env["CORRAL_STANDBY_SANDBOXES"] = str(args.standby)
+    # any --concurrency: the per-org cap, the node's promises and the API rate limit lifted
+    server.extra_env.update(
+        CORRAL_MAX_LIVE_SANDBOXES_PER_ORG="0",
+        CORRAL_MAX_PROMISED_MEMORY_MB="0",
+        CORRAL_MAX_PROMISED_DISK_MB="0",
+        CORRAL_RATE_LIMIT_API="0",
+    )
     profile_path = Path(name).with_suffix(".prof")
     if args.cprofile:
         server.extra_env[CPROFILE_ENV] = str(profile_path)
