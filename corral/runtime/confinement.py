@@ -170,7 +170,7 @@ class BuildConfinement:
         await asyncio.to_thread(sysfs.mkdir, 0o700, True, True)
         undo.push_async_callback(self._quietly, asyncio.to_thread, _unmount_and_remove, sysfs)
         try:
-            await asyncio.to_thread(mounts.mount_sysfs_of_netns, info.netns_path, sysfs)
+            await mounts.mount_sysfs_of_netns(info.netns_path, sysfs)
         except OSError as exc:
             raise RuntimeFailure(f"cannot mount a sysfs for the build's network: {exc}") from exc
         return [

@@ -69,10 +69,12 @@ class DiskImages:
     async def create(self, image: Path, size_mb: int) -> None:
         """Write a fresh, empty ext4 image of ``size_mb`` MiB at ``image`` (which must
         not exist). Raises OSError."""
-        if size_mb < 16:
-            raise ValueError("a disk needs at least 16 MiB")
-        formatted = await self._formatted(size_mb)
-        await finish(sparse_copy, formatted, image)
+        await finish(sparse_copy, await self._formatted(size_mb), image)
+
+    async def make(self, image: Path, target: Path, size_mb: int, limit_mb: int | None = None) -> None:
+        """``create`` and then ``mount``, in one turn of a thread instead of two. Not all
+        or nothing: on failure the image may exist, as after ``create``. Raises OSError."""
+        await finish(_copy_and_mount, await self._formatted(size_mb), image, target, limit_mb)
 
     async def mount(self, image: Path, target: Path, limit_mb: int | None = None) -> None:
         """Mount ``image`` at ``target`` (an existing dir), with ``limit_mb`` MiB of it
@@ -91,6 +93,8 @@ class DiskImages:
         await asyncio.to_thread(mounts.umount, target)
 
     async def _formatted(self, size_mb: int) -> Path:
+        if size_mb < 16:
+            raise ValueError("a disk needs at least 16 MiB")
         path = self._cache / f"ext4-{size_mb}m-v{FORMAT_VERSION}.img"
         if path.exists():
             return path
@@ -155,6 +159,11 @@ def sparse_copy(source: Path, target: Path) -> None:
             os.close(dst)
     finally:
         os.close(src)
+
+
+def _copy_and_mount(formatted: Path, image: Path, target: Path, limit_mb: int | None) -> None:
+    sparse_copy(formatted, image)
+    _mount(image, target, limit_mb)
 
 
 def _mount(image: Path, target: Path, limit_mb: int | None) -> None:

@@ -1,7 +1,8 @@
 """Mount and unmount with the mount(2) family, and read /proc/self/mountinfo.
 
 Blocking calls (each takes well under a millisecond to a few milliseconds): callers on
-the event loop run them through ``asyncio.to_thread``. Errors are ``OSError`` with the
+the event loop run them through ``asyncio.to_thread``; ``mount_sysfs_of_netns`` is the
+awaitable exception. Errors are ``OSError`` with the
 errno set; the runtime translates them at its boundary.
 """
 
@@ -14,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from corral.dedicated import on_own_thread
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -187,34 +190,31 @@ _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 CLONE_NEWNET = 0x40000000
 
 
-def mount_sysfs_of_netns(netns_path: str, target: str | Path) -> None:
+async def mount_sysfs_of_netns(netns_path: str, target: str | Path, *, make_mode: int | None = None) -> None:
     """Mount a read-only sysfs at ``target`` (in our mount namespace) whose network
-    part is that of the network namespace at ``netns_path``.
+    part is that of the network namespace at ``netns_path``; with ``make_mode``,
+    ``target`` is made first (a new dir of that mode). Awaitable: the one call here
+    that is not blocking.
 
     A sandbox that joins a network namespace made by the host (owned by the initial
     user namespace) may not mount sysfs itself; it bind-mounts this one instead, and so
     sees its own interfaces under /sys/class/net rather than the host's. The mount is
-    made from a short-lived thread that enters the namespace and then ends, so no
-    thread of ours is ever left in it. Raises OSError.
+    made from a short-lived thread of its own that enters the namespace and then ends
+    (``corral.dedicated``), so no thread of ours is ever left in it. As with a blocking
+    call's thread, a cancel is raised once the thread is done. Raises OSError.
     """
-    failure: list[OSError] = []
 
     def enter_and_mount() -> None:
+        if make_mode is not None:
+            os.mkdir(target, make_mode)
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _check(_libc.setns(fd, CLONE_NEWNET), "setns", netns_path)
-            finally:
-                os.close(fd)
-            mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        except OSError as exc:  # handed to the caller's thread
-            failure.append(exc)
+            _check(_libc.setns(fd, CLONE_NEWNET), "setns", netns_path)
+        finally:
+            os.close(fd)
+        mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
-    thread = threading.Thread(target=enter_and_mount, name="corral-sysfs")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+    await on_own_thread(enter_and_mount)
 
 
 _libc.unshare.argtypes = [ctypes.c_int]

@@ -431,44 +431,43 @@ class RuncRuntime:
             attaching = asyncio.ensure_future(self._network.attach(spec.id, spec.egress))
             undo.push_async_callback(self._quietly, "detach network", self._drop_network, spec.id, attaching)
 
-        if not kept_disk:
-            await self._disks.create(paths.disk_image, max(spec.disk_room_mb or 0, spec.limits.disk_mb))
         # Each unmount is pushed before its mount (unmounting what is not mounted is a
         # no-op): a cancel lands only once a mount's thread returned (``finish``), and a
-        # mount made then must be undone too.
+        # mount made then must be undone too. Steps that follow each other go to a thread
+        # together: in a burst each turn of a thread waits behind everyone's.
         undo.push_async_callback(self._quietly, "unmount disk", self._disks.unmount, paths.disk)
-        await self._disks.mount(paths.disk_image, paths.disk, spec.limits.disk_mb)
+        if kept_disk:
+            await self._disks.mount(paths.disk_image, paths.disk, spec.limits.disk_mb)
+        else:
+            size_mb = max(spec.disk_room_mb or 0, spec.limits.disk_mb)
+            await self._disks.make(paths.disk_image, paths.disk, size_mb, spec.limits.disk_mb)
 
         if attaching is not None:
             info = await attaching
-            await finish(paths.sysfs.mkdir, 0o700)
             undo.push_async_callback(
                 self._quietly, "unmount sysfs", asyncio.to_thread, mounts.umount, paths.sysfs
             )
-            await finish(mounts.mount_sysfs_of_netns, info.netns_path, paths.sysfs)
+            await mounts.mount_sysfs_of_netns(info.netns_path, paths.sysfs, make_mode=0o700)
             netns, nameservers = info.netns_path, (info.gateway,)
 
-        if kept_disk:
-            hostname = spec.id if forked else None
-            uid = settings.uid_base
-            await self._trees.run(
-                paths.id,
-                "refreshing the sandbox's /etc files",
-                overlay.refresh,
-                paths.upper,
-                paths.work,
-                uid=uid,
-                nameservers=nameservers,
-                hostname=hostname,
-            )
-        else:
-            await self._trees.run(
-                paths.id, "preparing the sandbox's disk", self._prepare_disk, paths, lower, nameservers
-            )
         undo.push_async_callback(
             self._quietly, "unmount rootfs", asyncio.to_thread, mounts.umount, paths.rootfs
         )
-        await finish(overlay.mount, lower, paths.upper, paths.work, paths.rootfs)
+        if kept_disk:
+            hostname = spec.id if forked else None
+            await self._trees.run(
+                paths.id,
+                "refreshing the sandbox's /etc files",
+                self._refresh_root,
+                paths,
+                lower,
+                nameservers,
+                hostname,
+            )
+        else:
+            await self._trees.run(
+                paths.id, "preparing the sandbox's disk", self._prepare_root, paths, lower, nameservers
+            )
 
         userns = await making_userns
         image = spec.template.config
@@ -547,7 +546,8 @@ class RuncRuntime:
         assert self._network is not None
         await self._network.detach(sandbox_id)
 
-    def _prepare_disk(self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str]) -> None:
+    def _prepare_root(self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str]) -> None:
+        """A new sandbox's upper layer and log dir on its disk, and its root mounted."""
         overlay.prepare(
             lower,
             paths.upper,
@@ -557,6 +557,16 @@ class RuncRuntime:
             nameservers=nameservers,
         )
         paths.logs.mkdir(mode=0o700)
+        overlay.mount(lower, paths.upper, paths.work, paths.rootfs)
+
+    def _refresh_root(
+        self, paths: SandboxPaths, lower: Path, nameservers: Sequence[str], hostname: str | None
+    ) -> None:
+        """A kept disk's /etc files brought up to date, and its root mounted."""
+        overlay.refresh(
+            paths.upper, paths.work, uid=self._settings.uid_base, nameservers=nameservers, hostname=hostname
+        )
+        overlay.mount(lower, paths.upper, paths.work, paths.rootfs)
 
     async def _wait_ready(self, paths: SandboxPaths) -> None:
         try:

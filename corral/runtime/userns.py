@@ -339,7 +339,7 @@ class UserNamespace:
                 error = (ready + await _read(out_r, READY_TIMEOUT_S)).decode(errors="replace")
                 raise RuntimeFailure(f"making the user namespace of owner {owner}: {error.strip()[-500:]}")
             mapping = f"0 {uid_base} {uid_count}\n"
-            await asyncio.to_thread(_write_maps, pid, mapping)
+            _write_maps(pid, mapping)  # two writes to /proc: on the loop, no thread's turn
         except BaseException as exc:
             await made.close()
             if isinstance(exc, OSError | TimeoutError):

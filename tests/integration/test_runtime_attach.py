@@ -51,7 +51,7 @@ async def test_a_failed_disk_step_detaches_the_network(
         await network.done.wait()  # the attach is done
         raise OSError("no loop device")
 
-    monkeypatch.setattr(runtime._disks, "mount", broken)
+    monkeypatch.setattr(runtime._disks, "make", broken)
     sandbox_id = new_id()
     with pytest.raises(RuntimeFailure, match="no loop device"):
         await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
@@ -69,7 +69,7 @@ async def test_a_disk_step_failing_first_stops_the_attach(
     async def broken(*_args: object) -> None:
         raise OSError("no loop device")
 
-    monkeypatch.setattr(runtime._disks, "mount", broken)
+    monkeypatch.setattr(runtime._disks, "make", broken)
     sandbox_id = new_id()
     with pytest.raises(RuntimeFailure):  # the attach waits on go, never set: cancelled
         await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
@@ -83,13 +83,13 @@ async def test_a_failed_attach_leaves_no_disk(
 ) -> None:
     network = SlowNetwork(fail=True)
     runtime = RuncRuntime(settings, network=network)
-    mount = runtime._disks.mount
+    make = runtime._disks.make
 
-    async def mounted(*args: Path) -> None:
-        await mount(*args)
+    async def made(*args: Path | int) -> None:
+        await make(*args)  # type: ignore[arg-type]
         network.go.set()  # the attach fails once the disk is mounted
 
-    monkeypatch.setattr(runtime._disks, "mount", mounted)
+    monkeypatch.setattr(runtime._disks, "make", made)
     sandbox_id = new_id()
     with pytest.raises(RuntimeFailure, match="no network today"):
         await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
