@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+IDLE_REUSE_S = 2.0  # the server's keep-alive timeout is 5 s
 
 
 @dataclass
@@ -41,7 +44,9 @@ class Http1Client:
             raise ValueError(f"an http:// URL with a host, not {base_url!r}")
         self._host, self._port = parts.hostname, parts.port or 80
         self._headers = {"Host": f"{self._host}:{self._port}", "Connection": "keep-alive", **headers}
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # (reader, writer, idle since): reused only while younger than IDLE_REUSE_S, so
+        # never one the server is closing for being idle (its keep-alive timeout)
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._slots = asyncio.Semaphore(max_connections)
 
     async def request(
@@ -54,7 +59,7 @@ class Http1Client:
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         ).encode()
         async with self._slots:
-            reader, writer = self._idle.pop() if self._idle else await self._connect()
+            reader, writer = self._reusable() or await self._connect()
             try:
                 writer.write(head + data)
                 answer, keep = await _read_answer(reader)
@@ -62,7 +67,7 @@ class Http1Client:
                 writer.close()
                 raise
             if keep:
-                self._idle.append((reader, writer))
+                self._idle.append((reader, writer, time.monotonic()))
             else:
                 writer.close()
             return answer
@@ -79,6 +84,15 @@ class Http1Client:
     async def aclose(self) -> None:
         while self._idle:
             self._idle.pop()[1].close()
+
+    def _reusable(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if now - since < IDLE_REUSE_S and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        return None
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection(self._host, self._port, limit=1 << 20)

@@ -10,6 +10,7 @@ otherwise it is made 0600 again, with its ``-wal``, ``-shm`` and ``-journal``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, Dialect, PoolResetState, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -49,10 +50,13 @@ class Database:
         # SQLite: enough pooled connections for the requests in flight at once, so that
         # none opens (and PRAGMA-configures) a connection of its own under load.
         pooled = url.startswith("sqlite") and ":memory:" not in url
-        options = {"pool_size": SQLITE_POOL, "max_overflow": SQLITE_POOL} if pooled else {}
+        options: dict[str, Any] = {"pool_size": SQLITE_POOL, "max_overflow": SQLITE_POOL} if pooled else {}
+        if url.startswith("sqlite"):
+            options["pool_reset_on_return"] = None  # _reset_sqlite instead
         engine = create_async_engine(url, **options)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "reset", functools.partial(_reset_sqlite, engine.dialect))
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)
         return cls(engine)
@@ -86,6 +90,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
+
+
+def _reset_sqlite(dialect: Dialect, dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+    """A SQLite connection goes back to the pool rolled back only if a transaction is
+    still open on it. The pool's own reset rolls back every time, committed or not,
+    and each call to the driver is a turn of its connection's thread."""
+    if not state.terminate_only and dialect.get_driver_connection(dbapi_conn).in_transaction:
+        dbapi_conn.rollback()
 
 
 def _upgrade(conn: Connection) -> None:
