@@ -55,6 +55,7 @@ from corral.settings import Settings
 log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 1
+LOADED_KEPT = 256  # templates whose template.json stays parsed (``TemplateStore._loaded``)
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 BASE_PACKAGES = (
     *("python3", "bash", "coreutils", "procps", "ca-certificates", "passwd"),
@@ -191,6 +192,9 @@ class TemplateStore:
         self._mmdebstrap = mmdebstrap
         self._mirrors = tuple(mirrors)
         self._locks: dict[str, asyncio.Lock] = {}
+        # (name, digest) -> (template.json's inode and mtime, what it said): ``get``
+        # reads a build's file again only once it is another file (a forced rebuild)
+        self._loaded: dict[tuple[str, str], tuple[tuple[int, int], Template]] = {}
 
     def known(self) -> list[str]:
         return sorted(self._recipes)
@@ -204,7 +208,8 @@ class TemplateStore:
         name without a recipe its newest build; NotFound otherwise."""
         self._check_name(name)
         if name in self._recipes:
-            built = await asyncio.to_thread(self._load, name, self.digest(name))
+            digest = self.digest(name)
+            built = self._loaded_before(name, digest) or await asyncio.to_thread(self._load, name, digest)
             return built or await self.build(name)
         found = [t for t in await self.list() if t.name == name]
         if not found:
@@ -376,14 +381,28 @@ class TemplateStore:
 
     # -- reading -------------------------------------------------------------------
 
+    def _loaded_before(self, name: str, digest: str) -> Template | None:
+        """The template ``_load`` read last for this build, if its template.json is still
+        that file: one stat, on the loop (a turn of a thread costs a create far more)."""
+        kept = self._loaded.get((name, digest))
+        if kept is None:
+            return None
+        try:
+            st = os.stat(self._dir / name / digest / "template.json")
+        except OSError:
+            return None
+        return kept[1] if kept[0] == (st.st_ino, st.st_mtime_ns) else None
+
     def _load(self, name: str, digest: str) -> Template | None:
         try:
-            meta = json.loads((self._dir / name / digest / "template.json").read_text())
+            with open(self._dir / name / digest / "template.json", "rb") as f:
+                st = os.fstat(f.fileno())
+                meta = json.loads(f.read())
         except (FileNotFoundError, NotADirectoryError):
             return None
         except ValueError as exc:
             raise RuntimeFailure(f"template {name}/{digest} has a broken template.json") from exc
-        return Template(
+        template = Template(
             name=name,
             digest=digest,
             rootfs=str(self._dir / name / digest / "rootfs"),
@@ -391,6 +410,10 @@ class TemplateStore:
             size_bytes=int(meta.get("size_bytes", 0)),
             config=image_config(meta.get("config")),
         )
+        if len(self._loaded) >= LOADED_KEPT:
+            self._loaded.clear()
+        self._loaded[(name, digest)] = ((st.st_ino, st.st_mtime_ns), template)
+        return template
 
     def _list(self) -> builtins.list[Template]:
         found = []

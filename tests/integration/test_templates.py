@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -133,6 +134,20 @@ async def test_forced_rebuild_replaces_and_retires(settings: Settings) -> None:
     assert builds(settings) == 3
     assert first.digest == second.digest == third.digest and third.created_at > first.created_at
     assert [name[:9] for name in work_dirs(settings)] == [".retired-"]  # older ones collected
+
+
+async def test_get_answers_the_current_build_of_a_name(settings: Settings) -> None:
+    """``get`` keeps what it read of a build, and reads again once it is another."""
+    templates = store(settings)
+    first = await templates.get("fake")
+    assert await templates.get("fake") == first
+    rebuilt = await templates.build("fake", force=True)
+    assert rebuilt.created_at > first.created_at
+    assert await templates.get("fake") == rebuilt  # the new template.json, not the one kept
+    shutil.rmtree(settings.templates_dir / "fake" / rebuilt.digest)  # gone behind the store's back
+    again = await templates.get("fake")  # built anew, not the kept answer
+    assert again.created_at > rebuilt.created_at
+    assert builds(settings) == 3
 
 
 async def test_a_recipes_files_are_laid_in_and_make_its_digest(settings: Settings) -> None:
