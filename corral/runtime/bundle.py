@@ -298,7 +298,7 @@ def update(paths: SandboxPaths, limits: Limits) -> None:
     tmp = paths.config.with_name(".config.json.new")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(config, f)
+        f.write(json.dumps(config))  # json.dump encodes in Python: ~5x the CPU
     os.replace(tmp, paths.config)
 
 
@@ -336,7 +336,7 @@ def write(paths: SandboxPaths, config: dict[str, Any]) -> tuple[socket.socket, i
     the log fd; the caller closes both once runc has them."""
     fd = os.open(paths.config, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(config, f)
+        f.write(json.dumps(config))  # json.dump encodes in Python: ~5x the CPU
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         _bind(listener, paths.socket)
