@@ -93,6 +93,7 @@ class Burst:
     rival: float | None = None  # another org's one create + first command, started into the burst
     cpu: float = 0.0  # CPU seconds the whole machine spent during the burst (every process)
     phase: int = 0  # which code's server (this tree's, a baseline's) the run was in
+    turn: int = 0  # its place in --sizes: a corral burst is compared with raw runc's of its turn
     split: str = ""  # where the CPU went, a sandbox's share (split_line)
     window: tuple[float, float] = (0.0, 0.0)  # CLOCK_MONOTONIC at its start and end (perf --time)
 
@@ -278,16 +279,13 @@ def report(bursts: list[Burst], notes: list[str]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(b.row() for b in bursts),
         "",
-        "| corral | at once | its wall / raw runc's wall in the same phase |",
+        "| corral | at once | its wall / raw runc's wall in the same turn |",
         "|---|---:|---:|",
     ]
-    for phase in sorted({b.phase for b in bursts}):
-        for size in sorted({b.size for b in bursts if b.phase == phase}):
-            here = [b for b in bursts if b.phase == phase and b.size == size]
-            theirs = [b for b in here if b.system == "runc"]
-            for mine in (b for b in here if b.system != "runc"):
-                if theirs:
-                    lines.append(f"| {mine.system} | {size} | {fmt_ratio(mine.wall, theirs[0].wall)} |")
+    for mine in (b for b in bursts if b.system != "runc"):
+        theirs = [b for b in bursts if b.system == "runc" and (b.phase, b.turn) == (mine.phase, mine.turn)]
+        if theirs:
+            lines.append(f"| {mine.system} | {mine.size} | {fmt_ratio(mine.wall, theirs[0].wall)} |")
     for b in bursts:
         for text in (b.errors + b.refused)[:3]:
             notes.append(f"{b.system} {b.size}: {text}")
@@ -372,7 +370,7 @@ async def run_phase(
                 print(f"{size} at once: {system}", flush=True)
                 if system == "runc":
                     burst, made = await runc_burst(runc, size)
-                    burst.phase = phase
+                    burst.phase, burst.turn = phase, turn
                     print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(runc.kill, made)
                 else:
@@ -381,7 +379,7 @@ async def run_phase(
                         burst, made, rivals = await corral_burst(target, client, size, rival_key)
                     finally:
                         stop_py_spy(spy)
-                    burst.system, burst.phase = code.name, phase
+                    burst.system, burst.phase, burst.turn = code.name, phase, turn
                     print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
                     await remove(target.kill, made)
                     for key, sandbox_id in rivals:
