@@ -402,8 +402,9 @@ class SandboxStore(Protocol):
         """Set the status to stopped, ``ended_at`` and ``error`` (the rest of the row is
         left as it is). NotFound if there is no such row."""
 
-    async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
-        """Set last_active_at to ``when`` (default now)."""
+    async def touch(self, times: Mapping[str, datetime]) -> None:
+        """Set the last_active_at of each sandbox id in ``times`` to its time, in one
+        transaction (ids without a row are skipped)."""
 
 
 class PreviewStore(Protocol):

@@ -581,10 +581,13 @@ class SandboxService:
         now = self.clock.now()
         reaped: builtins.list[str] = []
         self._next_deadline = None  # counted again below (and by creates meanwhile)
-        for sandbox in await self.store.list_all(live_only=True):
-            seen = self.activity.forget(sandbox.id)
-            if seen is not None:
-                await self.store.touch(sandbox.id, seen)
+        live = await self.store.list_all(live_only=True)
+        used = {
+            sandbox.id: seen for sandbox in live if (seen := self.activity.forget(sandbox.id)) is not None
+        }
+        await self.store.touch(used)  # one transaction, however many were used
+        for sandbox in live:
+            seen = used.get(sandbox.id)
             if sandbox.deadline_at is not None and sandbox.deadline_at <= now:
                 await self._stop(sandbox, reason="deadline")
                 reaped.append(sandbox.id)
@@ -657,8 +660,7 @@ class SandboxService:
             except asyncio.CancelledError:
                 pass
             self._reaper = None
-        for sandbox_id, seen in self.activity.drain():
-            await self.store.touch(sandbox_id, seen)
+        await self.store.touch(dict(self.activity.drain()))
 
 
 def _bounded(value: int | None, maximum: int, default: int, minimum: int, name: str) -> int:

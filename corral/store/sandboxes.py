@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from corral.domain import LIVE_STATUSES, Limits, PatchRun, Sandbox, SandboxStatus
@@ -122,13 +122,16 @@ class SqlSandboxStore:
             if not done.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"sandbox {sandbox_id} not found")
 
-    async def touch(self, sandbox_id: str, when: datetime | None = None) -> None:
-        async with self.db.session() as s, s.begin():
-            await s.execute(
-                update(SandboxRow)
-                .where(SandboxRow.id == sandbox_id)
-                .values(last_active_at=when or datetime.now(UTC))
-            )
+    async def touch(self, times: Mapping[str, datetime]) -> None:
+        if not times:
+            return
+        statement = (
+            update(SandboxRow)
+            .where(SandboxRow.id == bindparam("sandbox_id"))
+            .values(last_active_at=bindparam("when"))
+        )
+        async with self.db.engine.begin() as conn:  # one executemany; a row gone meanwhile matches none
+            await conn.execute(statement, [{"sandbox_id": i, "when": when} for i, when in times.items()])
 
 
 def _row(sb: Sandbox) -> SandboxRow:

@@ -91,9 +91,13 @@ async def test_touch_moves_last_active(db: Database) -> None:
     store = SqlSandboxStore(db)
     sb = sandbox("sb-11111111", "org-aaaaaaaa")
     await store.add(sb)
+    other = sandbox("sb-22222222", "org-aaaaaaaa")
+    await store.add(other)
     later = sb.last_active_at + timedelta(seconds=90)
-    await store.touch(sb.id, later)
+    await store.touch({sb.id: later, "sb-99999999": later})  # a row gone meanwhile is skipped
     assert (await store.get("org-aaaaaaaa", sb.id)).last_active_at == later
+    assert (await store.get("org-aaaaaaaa", other.id)).last_active_at == other.last_active_at
+    await store.touch({})
 
 
 async def test_set_status_changes_only_the_status_it_was_told(db: Database) -> None:
