@@ -144,6 +144,21 @@ def split_line(size: int, before: dict[str, float], after: dict[str, float]) -> 
     return f"  CPU ms a sandbox: {', '.join(shown)}, the rest (sandboxes, kernel, others) {rest / size * 1000:.1f}"
 
 
+async def quiet(busy_share: float, timeout: float, window: float = 0.5) -> str:
+    """Wait until the machine spent under ``busy_share`` of its CPUs over ``window`` s
+    (the last burst's teardown, which the server finishes in the background, and the
+    kernel's namespace cleanup are done), at most ``timeout`` s; what it waited."""
+    cpus = os.cpu_count() or 1
+    began = time.monotonic()
+    while True:
+        before = busy_cpu_seconds()
+        await asyncio.sleep(window)
+        share = (busy_cpu_seconds() - before) / (window * cpus)
+        waited = time.monotonic() - began
+        if share < busy_share or waited > timeout:
+            return f"  quiet after {waited:.1f} s (the last {window} s {share:.0%} busy)"
+
+
 def busy_cpu_seconds() -> float:
     """CPU seconds every CPU of the machine spent not idle since boot (``/proc/stat``):
     the difference over a burst is what it cost the machine, its own processes, the
@@ -367,6 +382,7 @@ async def run_phase(
             order = [code.name, "runc"] if turn % 2 == 0 else ["runc", code.name]
             for system in order:
                 await asyncio.sleep(args.settle)
+                print(await quiet(args.quiet_busy, args.quiet_timeout), flush=True)
                 print(f"{size} at once: {system}", flush=True)
                 if system == "runc":
                     burst, made = await runc_burst(runc, size)
@@ -417,7 +433,14 @@ def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
-    p.add_argument("--settle", type=float, default=3.0, help="seconds of quiet before each burst")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds to wait before each burst")
+    p.add_argument(
+        "--quiet-busy",
+        type=float,
+        default=0.05,
+        help="then wait until the machine is under this share busy (0.05)",
+    )
+    p.add_argument("--quiet-timeout", type=float, default=60.0, help="... at most this long (60 s)")
     p.add_argument(
         "--client",
         choices=["lean", "httpx"],
