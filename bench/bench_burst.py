@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import secrets
@@ -53,6 +54,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import entry
 import httpx
@@ -95,6 +97,7 @@ class Burst:
     phase: int = 0  # which code's server (this tree's, a baseline's) the run was in
     turn: int = 0  # its place in --sizes: a corral burst is compared with raw runc's of its turn
     split: str = ""  # where the CPU went, a sandbox's share (split_line)
+    busy: str = ""  # how busy the machine was, step by step (BusyTimeline)
     window: tuple[float, float] = (0.0, 0.0)  # CLOCK_MONOTONIC at its start and end (perf --time)
 
     def row(self) -> str:
@@ -142,6 +145,38 @@ def split_line(size: int, before: dict[str, float], after: dict[str, float]) -> 
     rest = spent["machine"] - sum(v for k, v in spent.items() if k != "machine")
     shown = [f"{k} {v / size * 1000:.1f}" for k, v in spent.items() if k != "machine"]
     return f"  CPU ms a sandbox: {', '.join(shown)}, the rest (sandboxes, kernel, others) {rest / size * 1000:.1f}"
+
+
+class BusyTimeline:
+    """The machine's busy share of its CPUs per ``step`` s while a burst runs: a burst is
+    CPU-bound, so its idle steps are wall time the CPUs could have filled."""
+
+    def __init__(self, step: float = 0.25) -> None:
+        self.step = step
+        self.shares: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _sample(self) -> None:
+        cpus = os.cpu_count() or 1
+        while True:
+            before, began = busy_cpu_seconds(), time.monotonic()
+            await asyncio.sleep(self.step)
+            self.shares.append((busy_cpu_seconds() - before) / ((time.monotonic() - began) * cpus))
+
+    def line(self) -> str:
+        idle = sum(1 - share for share in self.shares) * self.step
+        steps = " ".join(f"{share * 100:.0f}" for share in self.shares)
+        return f"  busy % per {self.step} s: {steps} (idle in all: {idle:.2f} s of a CPU each)"
 
 
 async def quiet(busy_share: float, timeout: float, window: float = 0.5) -> str:
@@ -218,9 +253,11 @@ async def corral_burst(
         burst.ready.append(time.perf_counter() - start)
 
     extra = [asyncio.wait_for(rival(), OP_TIMEOUT)] if rival_key else []
-    outcomes = await asyncio.gather(
-        *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), *extra, return_exceptions=True
-    )
+    async with BusyTimeline() as busy:
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), *extra, return_exceptions=True
+        )
+    burst.busy = busy.line()
     burst.wall = time.perf_counter() - start
     burst.cpu = busy_cpu_seconds() - cpu_start
     burst.window = (mono_start, time.monotonic())
@@ -260,9 +297,11 @@ async def runc_burst(runc: RawRunc, size: int) -> tuple[Burst, list[str]]:
         await runc.exec_true(cid)
         burst.ready.append(time.perf_counter() - start)
 
-    outcomes = await asyncio.gather(
-        *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), return_exceptions=True
-    )
+    async with BusyTimeline() as busy:
+        outcomes = await asyncio.gather(
+            *(asyncio.wait_for(one(), OP_TIMEOUT) for _ in range(size)), return_exceptions=True
+        )
+    burst.busy = busy.line()
     burst.wall = time.perf_counter() - start
     burst.cpu = busy_cpu_seconds() - cpu_start
     burst.window = (mono_start, time.monotonic())
@@ -387,7 +426,7 @@ async def run_phase(
                 if system == "runc":
                     burst, made = await runc_burst(runc, size)
                     burst.phase, burst.turn = phase, turn
-                    print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
+                    print(burst.row(), burst.split, burst.busy, burst.window_line(), sep="\n", flush=True)
                     await remove(runc.kill, made)
                 else:
                     spy = start_py_spy(args.py_spy, server.pid, f"{code.name}-{size}-{turn}")
@@ -396,7 +435,7 @@ async def run_phase(
                     finally:
                         stop_py_spy(spy)
                     burst.system, burst.phase, burst.turn = code.name, phase, turn
-                    print(burst.row(), burst.split, burst.window_line(), sep="\n", flush=True)
+                    print(burst.row(), burst.split, burst.busy, burst.window_line(), sep="\n", flush=True)
                     await remove(target.kill, made)
                     for key, sandbox_id in rivals:
                         await target.client.delete(f"/api/sandboxes/{sandbox_id}", headers={"X-API-Key": key})
