@@ -180,8 +180,10 @@ class Settings(BaseSettings):
     max_live_sandboxes_per_org: Annotated[int, Field(ge=0)] = 50  # 0: no cap
     # creates (and forks, restores, wakes) this node works on at once; the others wait in
     # a queue, orgs taking turns (corral.services.create_queue), at most max_queued_creates
-    # of them: one more is 429 with Retry-After. 0: no bound, no queue
-    max_concurrent_creates: Annotated[int, Field(ge=0)] = 6
+    # of them: one more is 429 with Retry-After. 0: no bound, no queue. A create waits on
+    # its programs and threads about half its time: 12 keep two cores busy through a burst
+    # (docs/benchmarks.md, "Bursts of 100, a third pass")
+    max_concurrent_creates: Annotated[int, Field(ge=0)] = 12
     max_queued_creates: Annotated[int, Field(ge=0)] = 256
     # exec round trips (exec run, sync and async, of every surface) this node works on at
     # once; the others wait, orgs taking turns (the same queue as creates), at most
