@@ -4,6 +4,8 @@ failure on either side leaves nothing of the other (root, real runc)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,19 @@ from tests.integration.test_runtime_network import NETNS_DIR, LoopbackNetwork
 from tests.integration.traces import traces
 
 pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def leaving_nothing(
+    runtime: RuncRuntime, network: LoopbackNetwork, sandbox_id: str
+) -> AsyncIterator[None]:
+    """The test's create and checks; then what the create made is removed, should it
+    have succeeded after all (a failed check must not leave a sandbox on the machine)."""
+    try:
+        yield
+    finally:
+        await runtime.destroy(sandbox_id)
+        await network.detach(sandbox_id)
 
 
 class SlowNetwork(LoopbackNetwork):
@@ -53,11 +68,12 @@ async def test_a_failed_disk_step_detaches_the_network(
 
     monkeypatch.setattr(runtime._disks, "make", broken)
     sandbox_id = new_id()
-    with pytest.raises(RuntimeFailure, match="no loop device"):
-        await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
-    assert network.attached == [sandbox_id]
-    assert not (NETNS_DIR / network.name(sandbox_id)).exists()
-    assert traces(settings, sandbox_id) == []
+    async with leaving_nothing(runtime, network, sandbox_id):
+        with pytest.raises(RuntimeFailure, match="no loop device"):
+            await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+        assert network.attached == [sandbox_id]
+        assert not (NETNS_DIR / network.name(sandbox_id)).exists()
+        assert traces(settings, sandbox_id) == []
 
 
 async def test_a_disk_step_failing_first_stops_the_attach(
@@ -71,11 +87,12 @@ async def test_a_disk_step_failing_first_stops_the_attach(
 
     monkeypatch.setattr(runtime._disks, "make", broken)
     sandbox_id = new_id()
-    with pytest.raises(RuntimeFailure):  # the attach waits on go, never set: cancelled
-        await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
-    assert network.attached == [], "cancelled before it attached"
-    assert not (NETNS_DIR / network.name(sandbox_id)).exists()
-    assert traces(settings, sandbox_id) == []
+    async with leaving_nothing(runtime, network, sandbox_id):
+        with pytest.raises(RuntimeFailure):  # the attach waits on go, never set: cancelled
+            await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+        assert network.attached == [], "cancelled before it attached"
+        assert not (NETNS_DIR / network.name(sandbox_id)).exists()
+        assert traces(settings, sandbox_id) == []
 
 
 async def test_a_failed_attach_leaves_no_disk(
@@ -91,6 +108,7 @@ async def test_a_failed_attach_leaves_no_disk(
 
     monkeypatch.setattr(runtime._disks, "make", made)
     sandbox_id = new_id()
-    with pytest.raises(RuntimeFailure, match="no network today"):
-        await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
-    assert traces(settings, sandbox_id) == []
+    async with leaving_nothing(runtime, network, sandbox_id):
+        with pytest.raises(RuntimeFailure, match="no network today"):
+            await runtime.create(SandboxSpec(sandbox_id, base_template, Limits()))
+        assert traces(settings, sandbox_id) == []
