@@ -44,6 +44,8 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import os
@@ -163,6 +165,7 @@ class AuthService:
         self._touched: dict[str, float] = {}  # key id -> monotonic time last_used_at was written
         self._live: dict[str, tuple[float, Role | None]] = {}  # kid or uid -> (until, user's role)
         self._verified: dict[bytes, tuple[float, Principal]] = {}  # hash of raw key -> (until, principal)
+        self._verifying: dict[bytes, asyncio.Future[Principal]] = {}  # lookups under way, by the same hash
         self._revocations = -1  # change time of keys.revocations when the cache was last checked
 
     async def authenticate(
@@ -190,7 +193,17 @@ class AuthService:
         match = KEY_FORMAT.match(raw)
         if not match:
             raise Unauthenticated("invalid API key: expected the form ek_<id>_<secret>")
+        # One lookup for all the requests that bring this key while it is looked up: a
+        # burst that arrives as its cache entry has expired would otherwise make one each.
         key_id, secret = match.groups()
+        verifying = self._verifying.get(digest)
+        if verifying is None:
+            verifying = asyncio.ensure_future(self._verify(key_id, secret, digest, now))
+            self._verifying[digest] = verifying
+            verifying.add_done_callback(functools.partial(self._verified_now, digest))
+        return await asyncio.shield(verifying)
+
+    async def _verify(self, key_id: str, secret: str, digest: bytes, now: float) -> Principal:
         key = await self.keys.get_key(key_id)
         expected = key.secret_hash if key else _DUMMY_HASH
         ok = hmac.compare_digest(hash_secret(secret), expected)
@@ -202,6 +215,11 @@ class AuthService:
             self._verified.clear()
         self._verified[digest] = (now + KEY_CACHE_S, principal)
         return principal
+
+    def _verified_now(self, digest: bytes, done: asyncio.Future[Principal]) -> None:
+        del self._verifying[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone meanwhile
 
     def _check_revocations(self) -> None:
         """Forget every verified key when another process revoked one (see above)."""

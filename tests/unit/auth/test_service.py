@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -163,3 +164,28 @@ def test_a_configured_jwt_secret_must_be_long_enough(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="at least 32 characters"):
         Settings(data_dir=tmp_path, jwt_secret="short")  # type: ignore[call-arg]
     assert Settings(data_dir=tmp_path, jwt_secret="s" * 32).jwt_secret == "s" * 32  # type: ignore[call-arg]
+
+
+async def test_requests_that_bring_an_unverified_key_at_once_share_one_lookup(
+    auth: AuthService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A burst that arrives as the key's cache entry has expired makes one lookup."""
+    raw = await auth.bootstrap(None, tmp_path / "admin-key")
+    assert raw is not None
+    org = (await auth.authenticate_key(raw)).org_id
+    auth.forget_key((await auth.authenticate_key(raw)).key_id or "")  # the cache emptied
+    lookups: list[str] = []
+    get_key = auth.keys.get_key
+
+    async def counted(key_id: str) -> ApiKey | None:
+        lookups.append(key_id)
+        return await get_key(key_id)
+
+    monkeypatch.setattr(auth.keys, "get_key", counted)
+    principals = await asyncio.gather(*(auth.authenticate_key(raw) for _ in range(50)))
+    assert len(lookups) == 1
+    assert {p.org_id for p in principals} == {org}
+    bad = raw[:-4] + "0000"  # a wrong secret: every caller is refused, still one lookup more
+    refused = await asyncio.gather(*(auth.authenticate_key(bad) for _ in range(20)), return_exceptions=True)
+    assert all(isinstance(r, Unauthenticated) for r in refused)
+    assert len(lookups) == 2
