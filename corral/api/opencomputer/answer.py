@@ -4,7 +4,8 @@ A command's output is held as bytes (at most ``exec_output_limit`` per stream); 
 JSON string is several times larger (``\\u0000`` for a NUL byte, four bytes of UTF-8
 for U+FFFD standing for an invalid byte), and building it whole through pydantic and
 ``json.dumps`` took ~250 MB for 16 MiB of random bytes. Here the body is written in
-pieces of ``CHUNK`` bytes of output each, so an answer costs its output plus one piece.
+pieces of ``CHUNK`` bytes of output each, so an answer costs its output plus one piece;
+an answer whose output fits in one piece is sent whole (``answer``).
 
 The bodies are byte for byte what FastAPI would have sent for ``ExecResultOut`` and
 ``ExecStatusOut`` (``json.dumps`` with ``ensure_ascii=False``, compact), plus
@@ -20,7 +21,7 @@ import codecs
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from corral.domain import ExecResult
@@ -111,9 +112,21 @@ class HeldAnswer(StreamingResponse):
             release()
 
 
-def run_answer(held: HeldResult) -> HeldAnswer:
-    return HeldAnswer(run_fields(held.result), held.release)
+def answer(fields: list[tuple[str, object]], release: Callable[[], None] | None = None) -> Response:
+    """The answer of ``fields``: whole when its output fits in one piece (most commands':
+    a stream costs a task group and a loop turn a piece), else ``HeldAnswer``."""
+    if sum(len(value) for _key, value in fields if isinstance(value, bytes)) > CHUNK:
+        return HeldAnswer(fields, release)
+    try:
+        return Response(b"".join(_object(fields)), media_type="application/json")
+    finally:
+        if release is not None:
+            release()  # the output is in the body now
 
 
-def status_answer(state: AsyncExec) -> HeldAnswer:
-    return HeldAnswer(status_fields(state))
+def run_answer(held: HeldResult) -> Response:
+    return answer(run_fields(held.result), held.release)
+
+
+def status_answer(state: AsyncExec) -> Response:
+    return answer(status_fields(state))

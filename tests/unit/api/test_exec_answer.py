@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from corral.api.opencomputer.answer import CHUNK, _object, run_fields, status_fields
+from corral.api.opencomputer.answer import CHUNK, HeldAnswer, _object, answer, run_fields, status_fields
 from corral.domain import ExecResult
 from corral.services.commands import AsyncExec
 
@@ -54,3 +54,16 @@ def test_truncated_is_said_only_when_output_was_dropped() -> None:
         "stderr": "",
         "error": None,
     }
+
+
+def test_an_answer_that_fits_in_one_piece_goes_whole_and_is_released_at_once() -> None:
+    released: list[str] = []
+    small = answer(run_fields(ExecResult(0, b"out\n", b"")), lambda: released.append("small"))
+    assert not isinstance(small, HeldAnswer)
+    assert json.loads(small.body) == {"exitCode": 0, "stdout": "out\n", "stderr": ""}
+    assert released == ["small"]
+    large = answer(run_fields(ExecResult(0, b"x" * (CHUNK + 1), b"")), lambda: released.append("large"))
+    assert isinstance(large, HeldAnswer)
+    assert released == ["small"]  # held until its body is sent
+    large.release()
+    assert released == ["small", "large"]
