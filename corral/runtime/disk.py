@@ -66,14 +66,11 @@ class DiskImages:
         self._mkfs = mkfs
         self._locks: dict[int, asyncio.Lock] = {}
 
-    async def create(self, image: Path, size_mb: int) -> None:
-        """Write a fresh, empty ext4 image of ``size_mb`` MiB at ``image`` (which must
-        not exist). Raises OSError."""
-        await finish(sparse_copy, await self._formatted(size_mb), image)
-
     async def make(self, image: Path, target: Path, size_mb: int, limit_mb: int | None = None) -> None:
-        """``create`` and then ``mount``, in one turn of a thread instead of two. Not all
-        or nothing: on failure the image may exist, as after ``create``. Raises OSError."""
+        """Write a fresh, empty ext4 image of ``size_mb`` MiB at ``image`` (which must not
+        exist) and ``mount`` it at ``target``, in one turn of a thread. Not all or nothing:
+        on failure the image may exist (the caller removes it with its dir). Raises
+        OSError."""
         await finish(_copy_and_mount, await self._formatted(size_mb), image, target, limit_mb)
 
     async def mount(self, image: Path, target: Path, limit_mb: int | None = None) -> None:

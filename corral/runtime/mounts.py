@@ -1,8 +1,8 @@
 """Mount and unmount with the mount(2) family, and read /proc/self/mountinfo.
 
 Blocking calls (each takes well under a millisecond to a few milliseconds): callers on
-the event loop run them through ``asyncio.to_thread``; ``mount_sysfs_of_netns`` is the
-awaitable exception. Errors are ``OSError`` with the
+the event loop run them through ``asyncio.to_thread``; ``mount_sysfs_of_netns`` and
+``resize_shm``, which enter a namespace on a thread of their own, are awaitable. Errors are ``OSError`` with the
 errno set; the runtime translates them at its boundary.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +192,7 @@ CLONE_NEWNET = 0x40000000
 async def mount_sysfs_of_netns(netns_path: str, target: str | Path, *, make_mode: int | None = None) -> None:
     """Mount a read-only sysfs at ``target`` (in our mount namespace) whose network
     part is that of the network namespace at ``netns_path``; with ``make_mode``,
-    ``target`` is made first (a new dir of that mode). Awaitable: the one call here
-    that is not blocking.
+    ``target`` is made first (a new dir of that mode).
 
     A sandbox that joins a network namespace made by the host (owned by the initial
     user namespace) may not mount sysfs itself; it bind-mounts this one instead, and so
@@ -223,27 +221,19 @@ CLONE_NEWNS = 0x20000
 MS_REMOUNT = 0x20
 
 
-def resize_shm(pidfd: int, size_mb: int) -> None:
+async def resize_shm(pidfd: int, size_mb: int) -> None:
     """Remount the ``/dev/shm`` tmpfs of the mount namespace of the process ``pidfd``
     (a sandbox's init) with ``size_mb`` MiB, its other options as ``bundle.py`` mounts
     it. The path is resolved in that namespace: there ``/dev`` and ``/dev/shm`` are
     mount points, which a sandbox (no CAP_SYS_ADMIN) can neither move nor replace. Made
-    from a short-lived thread that leaves our filesystem context, enters the namespace
-    and then ends. Raises OSError (EBUSY-like when the tmpfs holds more than that)."""
-    failure: list[OSError] = []
+    from a short-lived thread of its own that leaves our filesystem context, enters the
+    namespace and then ends (``corral.dedicated``; awaitable, like
+    ``mount_sysfs_of_netns``). Raises OSError (EBUSY-like when the tmpfs holds more
+    than that)."""
 
     def enter_and_remount() -> None:
-        try:
-            _check(_libc.unshare(CLONE_FS), "unshare", "CLONE_FS")
-            _check(_libc.setns(pidfd, CLONE_NEWNS), "setns", "a sandbox's mount namespace")
-            mount(
-                "shm", "/dev/shm", "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_mb}m"
-            )
-        except OSError as exc:  # handed to the caller's thread
-            failure.append(exc)
+        _check(_libc.unshare(CLONE_FS), "unshare", "CLONE_FS")
+        _check(_libc.setns(pidfd, CLONE_NEWNS), "setns", "a sandbox's mount namespace")
+        mount("shm", "/dev/shm", "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_mb}m")
 
-    thread = threading.Thread(target=enter_and_remount, name="corral-shm")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+    await on_own_thread(enter_and_remount)

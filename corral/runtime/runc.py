@@ -257,7 +257,7 @@ class RuncRuntime:
                 raise Conflict(f"sandbox {sandbox_id} has a disk of {room >> 20} MiB, not {limits.disk_mb}")
             try:
                 await self._runc.update(paths.id, bundle.resources(limits))
-                await finish(_resize_shm, paths, bundle.shm_mb(limits))
+                await _resize_shm(paths, bundle.shm_mb(limits))
                 await self._disks.limit(paths.disk, limits.disk_mb)
                 await finish(bundle.update, paths, limits)
             except OSError as exc:
@@ -630,13 +630,18 @@ class RuncRuntime:
             log.exception("undo step %r failed", what)
 
 
-def _resize_shm(paths: SandboxPaths, size_mb: int) -> None:
-    pidfd = init_pidfd(paths.pid_file, CGROUP_PARENT, paths.id)
+async def _resize_shm(paths: SandboxPaths, size_mb: int) -> None:
+    pidfd = await finish_owning(_close_pidfd, init_pidfd, paths.pid_file, CGROUP_PARENT, paths.id)
     if pidfd is None:
         raise OSError(errno.ESRCH, "its init is not running", paths.id)
     try:
-        mounts.resize_shm(pidfd, size_mb)
+        await mounts.resize_shm(pidfd, size_mb)  # a cancel waits for its thread: the fd stays open until then
     finally:
+        os.close(pidfd)
+
+
+def _close_pidfd(pidfd: int | None) -> None:
+    if pidfd is not None:
         os.close(pidfd)
 
 

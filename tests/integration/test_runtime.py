@@ -351,8 +351,7 @@ async def test_reclaim_removes_orphans_and_keeps_the_rest(
     paths = runtime.paths(partial)
     (paths.disk).mkdir(parents=True)
     disks = DiskImages(settings.data_dir / "disks")
-    await disks.create(paths.disk_image, 64)
-    await disks.mount(paths.disk_image, paths.disk)
+    await disks.make(paths.disk_image, paths.disk, 64)
     assert traces(settings, partial)
 
     everything_else = (await runtime.list_ids()) - {orphan, partial}

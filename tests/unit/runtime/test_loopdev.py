@@ -18,9 +18,8 @@ async def test_the_device_of_a_mounted_disk_is_found_and_freed_alone(tmp_path: P
     disks = DiskImages(tmp_path / "cache")
     image, target = tmp_path / "disk.img", tmp_path / "disk"
     target.mkdir()
-    await disks.create(image, 16)
     assert loopdev.mounted_device(target) is None  # nothing mounted there yet
-    await disks.mount(image, target)
+    await disks.make(image, target, 16)
     try:
         device = loopdev.mounted_device(target)
         assert device is not None
