@@ -167,11 +167,8 @@ class BusyTimeline:
             await self._task
 
     async def _sample(self) -> None:
-        cpus = os.cpu_count() or 1
         while True:
-            before, began = busy_cpu_seconds(), time.monotonic()
-            await asyncio.sleep(self.step)
-            self.shares.append((busy_cpu_seconds() - before) / ((time.monotonic() - began) * cpus))
+            self.shares.append(await busy_share(self.step))
 
     def line(self) -> str:
         idle = sum(1 - share for share in self.shares) * self.step
@@ -179,19 +176,23 @@ class BusyTimeline:
         return f"  busy % per {self.step} s: {steps} (idle in all: {idle:.2f} s of a CPU each)"
 
 
-async def quiet(busy_share: float, timeout: float, window: float = 0.5) -> str:
-    """Wait until the machine spent under ``busy_share`` of its CPUs over ``window`` s
+async def quiet(under: float, timeout: float, window: float = 0.5) -> str:
+    """Wait until the machine spent under ``under`` of its CPUs over ``window`` s
     (the last burst's teardown, which the server finishes in the background, and the
     kernel's namespace cleanup are done), at most ``timeout`` s; what it waited."""
-    cpus = os.cpu_count() or 1
     began = time.monotonic()
     while True:
-        before = busy_cpu_seconds()
-        await asyncio.sleep(window)
-        share = (busy_cpu_seconds() - before) / (window * cpus)
+        share = await busy_share(window)
         waited = time.monotonic() - began
-        if share < busy_share or waited > timeout:
+        if share < under or waited > timeout:
             return f"  quiet after {waited:.1f} s (the last {window} s {share:.0%} busy)"
+
+
+async def busy_share(seconds: float) -> float:
+    """The share of all the machine's CPUs that was busy over the next ``seconds``."""
+    before, began = busy_cpu_seconds(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (busy_cpu_seconds() - before) / ((time.monotonic() - began) * (os.cpu_count() or 1))
 
 
 def busy_cpu_seconds() -> float:

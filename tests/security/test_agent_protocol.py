@@ -27,6 +27,7 @@ import pytest
 
 from tests.security.conftest import SecurityServer, Tenant
 from tests.support.conditions import eventually
+from tests.support.procfs import status_field
 
 _FAKE_AGENT = r"""
 import json, socket, struct, time
@@ -87,10 +88,7 @@ _WRAPPER = "#!/bin/sh\nexec /usr/bin/python3 -I -S /root/fake_agent.py\n"
 
 
 def _server_rss_mb(server: SecurityServer) -> float:
-    for line in Path(f"/proc/{server.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for the security server (pid {server.pid})")
+    return int(status_field(server.pid, "VmRSS")[0]) / 1024
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from sqlalchemy import make_url
 from corral.datadir import MODES
 from tests.security.conftest import PROMISED_DISK_MB, SecurityServer, Tenant
 from tests.support.conditions import eventually
+from tests.support.procfs import status_field
 
 CALLS = 20
 PRINTED_MB = 20
@@ -39,10 +40,7 @@ def _pid(server: SecurityServer) -> int:
 
 
 def _rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field} for pid {pid}")
+    return int(status_field(pid, field)[0]) / 1024
 
 
 def _reset_peak(pid: int) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support import surface
 from tests.support.host_network import owned_network
+from tests.support.procfs import status_field
 from tests.support.template import build_template
 from tests.support.xgen_client import XgenClient
 
@@ -41,10 +42,7 @@ class Server(surface.SigningServer[Org]):
 
     def rss(self) -> int:
         """The server's resident memory, in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        return int(status_field(self.pid, "VmRSS")[0]) * 1024
 
 
 @pytest.fixture(scope="session")

@@ -19,15 +19,25 @@ from corral.agent import sandbox_agent
 from corral.agent.wire import AGENT_FILE, agent_argv
 from tests.support.agent import started
 from tests.support.conditions import eventually
+from tests.support.procfs import status_field
 
 MIB = 1024
 
 
 def _rss_anon_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1])
-    raise AssertionError("no RssAnon")
+    return int(status_field(pid, "RssAnon")[0])
+
+
+def _compiled(tmp_path: Path) -> Path:
+    """The agent compiled as the runtime compiles it for a sandbox (``agentfile.py``)."""
+    compiled = tmp_path / "agent.pyc"
+    py_compile.compile(
+        str(AGENT_FILE),
+        cfile=str(compiled),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return compiled
 
 
 @contextlib.contextmanager
@@ -53,13 +63,7 @@ def test_an_agent_compiled_from_source_gives_its_compiler_heap_back(tmp_path: Pa
 
 
 def test_the_agent_from_bytecode_is_as_small_without_trimming(tmp_path: Path) -> None:
-    compiled = tmp_path / "agent.pyc"
-    py_compile.compile(
-        str(AGENT_FILE),
-        cfile=str(compiled),
-        doraise=True,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
+    compiled = _compiled(tmp_path)
     source_sock, bytecode_sock = tmp_path / "source.sock", tmp_path / "bytecode.sock"
     source_argv = agent_argv(sys.executable, str(AGENT_FILE), "--socket", str(source_sock))
     bytecode_argv = [sys.executable, "-I", "-S", str(compiled), "--socket", str(bytecode_sock)]
@@ -73,9 +77,7 @@ def test_the_agent_from_bytecode_is_as_small_without_trimming(tmp_path: Path) ->
 
 def test_only_an_agent_that_compiled_itself_trims(tmp_path: Path) -> None:
     """Trimming costs a bytecode agent CPU (~0.5 ms) for nothing to give back."""
-    compiled = tmp_path / "agent.pyc"
-    py_compile.compile(str(AGENT_FILE), cfile=str(compiled), doraise=True)
-    from_bytecode = SourcelessFileLoader("agent_from_bytecode", str(compiled))
+    from_bytecode = SourcelessFileLoader("agent_from_bytecode", str(_compiled(tmp_path)))
     module = types.ModuleType(from_bytecode.name)
     module.__loader__ = from_bytecode
     from_bytecode.exec_module(module)

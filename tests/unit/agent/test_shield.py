@@ -25,6 +25,7 @@ from corral.errors import Conflict
 from corral.runtime.bundle import CAPABILITIES
 from tests.support.agent import started
 from tests.support.conditions import eventually
+from tests.support.procfs import status_field
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -93,17 +94,10 @@ def agent_process(*wrapper: str) -> Iterator[tuple[subprocess.Popen[bytes], Path
         assert "cannot" not in errors, errors  # shield() logs what it could not do
 
 
-def _status(pid: int, field: str) -> list[str]:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return line.split()[1:]
-    raise AssertionError(field)
-
-
 @needs_root
 def test_the_sandboxs_root_cannot_reach_into_the_agent() -> None:
     with agent_process(*AS_SANDBOX) as (agent, _sock):
-        assert _status(agent.pid, "Gid") == ["0", "0", "65534", "0"]  # saved gid: nogroup
+        assert status_field(agent.pid, "Gid") == ["0", "0", "65534", "0"]  # saved gid: nogroup
         attack = subprocess.run(
             [*AS_SANDBOX, sys.executable, "-c", ATTACKS, str(agent.pid)],
             capture_output=True,
@@ -154,7 +148,7 @@ async def test_commands_of_the_agent_are_dumpable_with_their_own_ids() -> None:
         assert result.stdout.strip() == b"1"
         gids = (await client.exec(ExecRequest("grep", ("^Gid:", "/proc/self/status")))).stdout.split()[1:]
         assert len(set(gids)) == 1  # the saved gid is the gid again from execve
-        assert _status(agent.pid, "Pid") == [str(agent.pid)]
+        assert status_field(agent.pid, "Pid") == [str(agent.pid)]
 
 
 @needs_root
