@@ -86,11 +86,14 @@ def _escape(path: str) -> str:
     return "".join(f"\\{ord(ch):03o}" if ch in " \t\n\\" else ch for ch in path)
 
 
-def _entries(needle: str | None = None) -> Iterator[tuple[int, MountEntry]]:
-    """(mount order, entry) of this process's mount namespace; with ``needle``, only the
-    lines holding it are parsed (a host with thousands of sandbox mounts has thousands
-    of lines: reading them is cheap, parsing each is not)."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+def _entries(
+    needle: str | None = None, source: str = "/proc/self/mountinfo"
+) -> Iterator[tuple[int, MountEntry]]:
+    """(mount order, entry) of this process's mount namespace (of the calling thread's
+    with ``source`` /proc/thread-self/mountinfo); with ``needle``, only the lines holding
+    it are parsed (a host with thousands of sandbox mounts has thousands of lines:
+    reading them is cheap, parsing each is not)."""
+    with open(source, encoding="utf-8", errors="surrogateescape") as f:
         for index, line in enumerate(f):
             if needle is not None and needle not in line:
                 continue
@@ -101,9 +104,10 @@ def _entries(needle: str | None = None) -> Iterator[tuple[int, MountEntry]]:
             yield index, MountEntry(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2])
 
 
-def table() -> list[MountEntry]:
-    """Every mount of this process's mount namespace, in mount order."""
-    return [entry for _, entry in _entries()]
+def table(source: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every mount of this process's mount namespace (or of the one ``source`` shows),
+    in mount order."""
+    return [entry for _, entry in _entries(source=source)]
 
 
 def under(prefix: str | Path) -> list[MountEntry]:
@@ -237,3 +241,74 @@ async def resize_shm(pidfd: int, size_mb: int) -> None:
         mount("shm", "/dev/shm", "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_mb}m")
 
     await on_own_thread(enter_and_remount)
+
+
+# -- namespaces and detached mounts (used by launchns.py) -----------------------------
+
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # the same number on every architecture (since 5.2)
+OPEN_TREE_CLONE = 0x1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_libc.syscall.restype = ctypes.c_long
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread. Raises OSError."""
+    _check(_libc.unshare(flags), "unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int) -> None:
+    """setns(2) for the calling thread (a mount namespace needs CLONE_FS unshared
+    first). Raises OSError."""
+    _check(_libc.setns(fd, nstype), "setns", f"fd {fd}")
+
+
+def make_private(target: str | Path, *, recursive: bool = False) -> None:
+    """Make ``target`` (and with ``recursive`` every mount below it) private: nothing
+    mounted or unmounted there propagates to or from a peer. Raises OSError."""
+    mount("none", target, "", MS_PRIVATE | (MS_REC if recursive else 0))
+
+
+def detach(target: str | Path) -> bool:
+    """umount2(MNT_DETACH) of ``target`` and everything below it; False if it was not
+    a mount (any more) or is gone. Raises OSError for anything else."""
+    if _libc.umount2(str(target).encode(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOENT):
+        return False
+    raise OSError(code, f"umount: {os.strerror(code)}", str(target))
+
+
+def clone_tree(path: str | Path) -> int:
+    """open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at ``path`` (not
+    what is mounted below it), as an fd that :func:`move_tree` attaches elsewhere,
+    even in another mount namespace. The caller closes it. Raises OSError."""
+    fd = _libc.syscall(
+        ctypes.c_long(SYS_OPEN_TREE),
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(str(path))),
+        ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW),
+    )
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"open_tree: {os.strerror(code)}", str(path))
+    return int(fd)
+
+
+def move_tree(fd: int, target: str | Path) -> None:
+    """move_mount(2) of the detached mount ``fd`` onto ``target`` in the calling
+    thread's mount namespace. Raises OSError."""
+    result = _libc.syscall(
+        ctypes.c_long(SYS_MOVE_MOUNT),
+        ctypes.c_int(fd),
+        ctypes.c_char_p(b""),
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(str(target))),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+    )
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"move_mount: {os.strerror(code)}", str(target))

@@ -4,7 +4,8 @@ A create is, in order, each step's undo pushed on an AsyncExitStack so any failu
 cancellation) unwinds all of them: sandbox dir -> (with a network adapter: its netns,
 and a sysfs for it) -> disk image -> disk mount -> upper, work and /etc files ->
 overlay mount -> the user namespace (``userns.py``: owned by the sandbox's own host uid)
--> config.json -> listening socket -> ``runc run`` -> the agent's ping. Three of them
+-> config.json -> listening socket -> ``runc run`` (started from the launch namespace,
+``launchns.py``, with clones of the root, sysfs and netns bind) -> the agent's ping. Three of them
 go side by side from the start, being independent: the network's attach, the user
 namespace's helper process, and the disk's steps.
 Paths are in ``layout.py``, the config in ``bundle.py``, the disk in ``disk.py``.
@@ -29,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
+import shutil
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,6 +52,7 @@ from corral.runtime import userns as owners
 from corral.runtime.agentfile import AgentFiles
 from corral.runtime.blocking import finish, finish_owning
 from corral.runtime.disk import DiskImages
+from corral.runtime.launchns import LaunchNamespace
 from corral.runtime.layout import SandboxPaths, valid_id
 from corral.runtime.locks import Locks
 from corral.runtime.rootdir import RootDir
@@ -103,6 +107,11 @@ class RuncRuntime:
         self._settings = settings
         self._sandboxes = settings.sandboxes_dir
         self._runc = RuncBinary(settings.oci_runtime, settings.runc_root)
+        # where runc starts containers from: none of the host's sandbox mounts (launchns.py)
+        runc_program = shutil.which(settings.oci_runtime)
+        self._launch = LaunchNamespace(
+            [settings.data_dir, settings.runc_root, *([Path(runc_program)] if runc_program else [])]
+        )
         self._disks = DiskImages(settings.data_dir / "disks")
         self._agent_files = AgentFiles(
             agent_path or _default_agent_path(), settings.data_dir / "agent", precompile=precompile_agent
@@ -499,6 +508,11 @@ class RuncRuntime:
                 pid_file=paths.pid_file,
                 nofile=bundle.nofile_limits(nofile_hard),
                 netns=netns,
+                launch=functools.partial(
+                    self._launch.enter,
+                    [paths.rootfs, *([paths.sysfs, Path(netns)] if netns else [])],
+                    [paths.dir, settings.runc_root, agent_file],
+                ),
             )
         finally:
             listener.close()  # the agent holds it now; if the agent dies, pings fail fast

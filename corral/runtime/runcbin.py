@@ -17,6 +17,7 @@ import resource
 import select
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,18 @@ class RuncBinary:
         pid_file: Path,
         nofile: tuple[int, int] | None = None,
         netns: str | None = None,
+        launch: Callable[[], object] | None = None,
     ) -> None:
         """``run --detach``: create and start the container with ``listen_fd`` as its fd
         3 and ``log_fd`` as stdout/stderr, in a new session (so it survives us and our
         terminal). Returns once its init has been started. RuntimeFailure otherwise.
         With ``nofile`` (soft, hard) runc runs under that RLIMIT_NOFILE (``prlimit``), and
         with ``netns`` in that network namespace (started by a thread that joined it, see
-        ``_spawn_in_netns``: no ``nsenter`` process): a container inherits both
+        ``_spawn_entered``: no ``nsenter`` process): a container inherits both
         (``bundle.oci_config``, ``userns_path``). When ours is ``nofile`` already, runc
-        inherits it from us: no ``prlimit`` process."""
+        inherits it from us: no ``prlimit`` process. With ``launch``, the starting
+        thread calls it first (``launchns.LaunchNamespace.enter``: the mount namespace
+        runc starts from); an error from it fails the run."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [
             self.binary,
@@ -101,10 +105,10 @@ class RuncBinary:
             argv = ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--", *argv]
         fds = {1: log_fd, 2: log_fd, 3: listen_fd}
         try:
-            if netns is None:
+            if netns is None and launch is None:
                 status = await spawn(argv, fds=fds, timeout=self.timeout)
             else:
-                status = await _spawn_in_netns(argv, fds, netns, self.timeout)
+                status = await _spawn_entered(argv, fds, netns, launch, self.timeout)
         except (OSError, TimeoutError) as exc:
             raise RuntimeFailure(f"{self.binary} run {sandbox_id}: {exc!r}") from exc
         if status != 0:
@@ -220,25 +224,40 @@ class RuncBinary:
         return answer
 
 
-async def _spawn_in_netns(argv: list[str], fds: dict[int, int], netns: str, timeout: float) -> int:
-    """``corral.spawn.spawn`` of ``argv`` in the network namespace at ``netns``: a
-    short-lived thread joins it (a thread's network namespace is its own; the process it
-    starts inherits it), starts the program in its own session and waits for it, then
-    ends, so no thread of ours stays in the namespace. Its exit status; TimeoutError
-    after ``timeout`` seconds (it is killed and reaped first). As with ``spawn``, a
-    cancel does not interrupt the program: it is waited for, then CancelledError
-    (``corral.dedicated``)."""
-    return await on_own_thread(lambda: _run_in_netns(argv, fds, netns, timeout))
+async def _spawn_entered(
+    argv: list[str],
+    fds: dict[int, int],
+    netns: str | None,
+    launch: Callable[[], object] | None,
+    timeout: float,
+) -> int:
+    """``corral.spawn.spawn`` of ``argv`` from a short-lived thread that first calls
+    ``launch`` and joins the network namespace at ``netns`` (a thread's namespaces are
+    its own; the process it starts inherits them), starts the program in its own
+    session and waits for it, then ends, so no thread of ours stays in a namespace. Its
+    exit status; TimeoutError after ``timeout`` seconds (it is killed and reaped first).
+    As with ``spawn``, a cancel does not interrupt the program: it is waited for, then
+    CancelledError (``corral.dedicated``)."""
+    return await on_own_thread(lambda: _run_entered(argv, fds, netns, launch, timeout))
 
 
-def _run_in_netns(argv: list[str], fds: dict[int, int], netns: str, timeout: float) -> int:
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns: {os.strerror(code)}", netns)
-    finally:
-        os.close(fd)
+def _run_entered(
+    argv: list[str],
+    fds: dict[int, int],
+    netns: str | None,
+    launch: Callable[[], object] | None,
+    timeout: float,
+) -> int:
+    if launch is not None:
+        launch()
+    if netns is not None:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"setns: {os.strerror(code)}", netns)
+        finally:
+            os.close(fd)
     pid = start(argv, fds=fds, new_session=True)
     pidfd = os.pidfd_open(pid)
     try:
