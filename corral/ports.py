@@ -33,6 +33,7 @@ from corral.domain import (
     ExecResult,
     FileChange,
     FileEntry,
+    Holdings,
     Limits,
     Org,
     Patch,
@@ -381,12 +382,11 @@ class SandboxStore(Protocol):
 
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]: ...
 
-    async def count_live(self, org_id: str) -> int:
-        """How many of the org's sandboxes are live (starting, running or paused)."""
-
-    async def promised(self) -> tuple[int, int]:
-        """MiB of disk promised to every org's live and hibernated sandboxes, and MiB of
-        memory to the live ones (``corral.services.admission``)."""
+    async def holdings(self, org_id: str | None = None) -> Holdings:
+        """In one read: how many of ``org_id``'s sandboxes are live (starting, running or
+        paused; 0 without an org), the MiB of disk promised to every org's live and
+        hibernated sandboxes, and of memory to the live ones
+        (``corral.services.admission``)."""
 
     async def update(self, sandbox: Sandbox) -> None:
         """Replace the row with the same id. NotFound for none; Conflict when that row

@@ -60,6 +60,17 @@ class Capacity:
 
 
 @dataclass(frozen=True)
+class Holdings:
+    """What the store's sandboxes hold, read at once for an admission: how many of one
+    org's are live, and the MiB of disk promised to every org's live and hibernated
+    sandboxes and of memory to the live ones."""
+
+    org_live: int = 0
+    disk_mb: int = 0
+    memory_mb: int = 0
+
+
+@dataclass(frozen=True)
 class ImageConfig:
     """What a template built from a Dockerfile says about running it: ``ENV`` (merged
     under the sandbox's own envs), ``WORKDIR`` (the agent's and commands' working

@@ -19,7 +19,7 @@ create or fork):
 
 Contracts of ``Admission.promise(disk_mb, memory_mb)`` (around anything that makes a
 sandbox hold resources again: create, fork, and restore or wake of a hibernated one):
-- What is promised is the store's sum (``SandboxStore.promised``: diskMB of live and
+- What is promised is the store's sum (``SandboxStore.holdings``: diskMB of live and
   hibernated sandboxes, memoryMB of live ones), the standbys' (``standing``), and the
   promises in progress on this node, this one included. Beyond ``capacity.disk_mb`` or
   ``capacity.memory_mb`` (0: no limit) it is Conflict (409), naming
@@ -28,14 +28,14 @@ sandbox hold resources again: create, fork, and restore or wake of a hibernated 
   so concurrent creates cannot overshoot together. A check takes the promises in
   progress before it reads the store, never after: one that ends during the read (its
   row written, its promise gone) may then be counted twice, but never missed. The cap
-  per org is checked the same way. The store's sum covers every node
+  per org is checked the same way, in the same read (one query a create). The store's sum covers every node
   sharing it: with several control planes, give each the capacity of the whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from corral.domain import Capacity, Limits
 from corral.errors import NoRoom, Unavailable
@@ -70,21 +70,9 @@ class Admission:
             raise Unavailable("sandbox creation is switched off (kill switch engaged); retry later")
         self._pending[org_id] = self._pending.get(org_id, 0) + 1
         try:
-            cap = self.max_live_per_org
-            if cap > 0:
-                pending = self._pending[org_id]  # before the read: see ``promise``
-                live = await self.store.count_live(org_id)
-                if live + pending > cap:
-                    raise NoRoom(
-                        f"this org has {live} live sandboxes and at most {cap} are allowed "
-                        "(setting max_live_sandboxes_per_org); kill one before creating another"
-                    )
-            if limits is None:
-                async with self.queue.turn(org_id):
-                    yield
-            else:
-                async with self.promise(limits.disk_mb, limits.memory_mb), self.queue.turn(org_id):
-                    yield
+            disk_mb, memory_mb = (limits.disk_mb, limits.memory_mb) if limits else (0, 0)
+            async with self._promised(disk_mb, memory_mb, org_id), self.queue.turn(org_id):
+                yield
         finally:
             left = self._pending[org_id] - 1
             if left:
@@ -92,19 +80,32 @@ class Admission:
             else:
                 del self._pending[org_id]
 
+    def promise(self, disk_mb: int, memory_mb: int) -> AbstractAsyncContextManager[None]:
+        return self._promised(disk_mb, memory_mb, None)
+
     @asynccontextmanager
-    async def promise(self, disk_mb: int, memory_mb: int) -> AsyncIterator[None]:
+    async def _promised(self, disk_mb: int, memory_mb: int, org_id: str | None) -> AsyncIterator[None]:
+        """``promise``; with ``org_id``, the org's cap checked in the same read."""
         self._disk_mb += disk_mb
         self._memory_mb += memory_mb
         try:
-            limit = self.capacity
-            if (disk_mb and limit.disk_mb) or (memory_mb and limit.memory_mb):
-                in_progress = (self._disk_mb, self._memory_mb)  # before the read: see the docstring
-                disk, memory = await self.store.promised()
-                _check("disk", disk_mb, disk + self.standing.disk_mb + in_progress[0], limit.disk_mb)
-                _check(
-                    "memory", memory_mb, memory + self.standing.memory_mb + in_progress[1], limit.memory_mb
-                )
+            cap, limit = self.max_live_per_org if org_id else 0, self.capacity
+            checked = (disk_mb and limit.disk_mb) or (memory_mb and limit.memory_mb)
+            if cap > 0 or checked:
+                # the creates and promises in progress before the read: see the docstring
+                pending = self._pending.get(org_id, 0) if org_id else 0
+                in_progress = (self._disk_mb, self._memory_mb)
+                held = await self.store.holdings(org_id)
+                if cap > 0 and held.org_live + pending > cap:
+                    raise NoRoom(
+                        f"this org has {held.org_live} live sandboxes and at most {cap} are allowed "
+                        "(setting max_live_sandboxes_per_org); kill one before creating another"
+                    )
+                if checked:
+                    disk = held.disk_mb + self.standing.disk_mb + in_progress[0]
+                    _check("disk", disk_mb, disk, limit.disk_mb)
+                    memory = held.memory_mb + self.standing.memory_mb + in_progress[1]
+                    _check("memory", memory_mb, memory, limit.memory_mb)
             yield
         finally:
             self._disk_mb -= disk_mb

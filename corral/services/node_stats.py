@@ -37,7 +37,7 @@ async def read(principal: Principal, metrics: Metrics, store: SandboxStore) -> N
     """The node's figures now (see the module docstring)."""
     require(principal, Scope.SANDBOX_READ)
     value = metrics.registry.get_sample_value
-    _, promised = await store.promised()
+    promised = (await store.holdings()).memory_mb
     total, available = host_memory_mb()
     return NodeStats(
         at=time.time(),

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from corral.domain import LIVE_STATUSES, Limits, PatchRun, Sandbox, SandboxStatus
+from corral.domain import LIVE_STATUSES, Holdings, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.domain.config_json import egress_from, egress_json
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.store.database import Database, utc
@@ -71,18 +71,16 @@ class SqlSandboxStore:
     async def list_all(self, *, live_only: bool = False) -> builtins.list[Sandbox]:
         return await self._select(select(SandboxRow), live_only)
 
-    async def count_live(self, org_id: str) -> int:
-        stmt = select(func.count()).where(SandboxRow.org_id == org_id, SandboxRow.status.in_(LIVE))
-        async with self.db.session() as s:
-            return int(await s.scalar(stmt) or 0)
-
-    async def promised(self) -> tuple[int, int]:
-        disk = select(func.coalesce(func.sum(SandboxRow.disk_mb), 0)).where(
-            SandboxRow.status.in_(HOLDING_DISK)
-        )
-        memory = select(func.coalesce(func.sum(SandboxRow.memory_mb), 0)).where(SandboxRow.status.in_(LIVE))
-        async with self.db.session() as s:
-            return int(await s.scalar(disk) or 0), int(await s.scalar(memory) or 0)
+    async def holdings(self, org_id: str | None = None) -> Holdings:
+        live = SandboxRow.status.in_(LIVE)
+        stmt = select(
+            func.count().filter(live & (SandboxRow.org_id == org_id)),
+            func.coalesce(func.sum(SandboxRow.disk_mb), 0),
+            func.coalesce(func.sum(SandboxRow.memory_mb).filter(live), 0),
+        ).where(SandboxRow.status.in_(HOLDING_DISK))
+        async with self.db.engine.connect() as conn:
+            org_live, disk, memory = (await conn.execute(stmt)).one()
+        return Holdings(int(org_live or 0), int(disk or 0), int(memory or 0))
 
     async def _select(self, stmt: Select[SandboxRow], live_only: bool) -> builtins.list[Sandbox]:
         if live_only:

@@ -37,6 +37,7 @@ from tests.unit.store.test_store import sandbox as a_sandbox
 from tests.unit.store.test_store import (  # noqa: F401  (collected here, on PostgreSQL)
     test_a_stale_write_cannot_bring_a_killed_sandbox_back,
     test_adding_an_id_twice_is_a_conflict,
+    test_holdings_count_an_orgs_live_sandboxes_and_sum_the_nodes_promises,
     test_live_only_and_update,
     test_round_trip_and_tenancy,
     test_touch_moves_last_active,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.domain import EgressMode, EgressPolicy, Limits, Sandbox, SandboxStatus
+from corral.domain import EgressMode, EgressPolicy, Holdings, Limits, Sandbox, SandboxStatus
 from corral.errors import Conflict, NotFound
 from corral.store.database import Database
 from corral.store.keys import SqlKeyStore
@@ -100,11 +100,29 @@ async def test_touch_moves_last_active(db: Database) -> None:
     await store.touch({})
 
 
+async def test_holdings_count_an_orgs_live_sandboxes_and_sum_the_nodes_promises(db: Database) -> None:
+    store = SqlSandboxStore(db)
+    assert await store.holdings("org-aaaaaaaa") == Holdings(0, 0, 0)
+    rows = [
+        ("sb-11111111", "org-aaaaaaaa", SandboxStatus.RUNNING),
+        ("sb-22222222", "org-aaaaaaaa", SandboxStatus.PAUSED),
+        ("sb-33333333", "org-aaaaaaaa", SandboxStatus.HIBERNATED),  # its disk, not its memory
+        ("sb-44444444", "org-aaaaaaaa", SandboxStatus.STOPPED),  # nothing
+        ("sb-55555555", "org-bbbbbbbb", SandboxStatus.STARTING),
+    ]
+    for sid, org, status in rows:
+        await store.add(sandbox(sid, org, status))
+    # each holds 512 MiB of disk and 256 MiB of memory (``sandbox``'s limits)
+    assert await store.holdings("org-aaaaaaaa") == Holdings(2, 4 * 512, 3 * 256)
+    assert await store.holdings("org-bbbbbbbb") == Holdings(1, 4 * 512, 3 * 256)
+    assert await store.holdings() == Holdings(0, 4 * 512, 3 * 256)
+
+
 async def test_set_status_changes_only_the_status_it_was_told(db: Database) -> None:
     store = SqlSandboxStore(db)
     sb = sandbox("sb-11111111", "org-aaaaaaaa", SandboxStatus.PAUSED)
     await store.add(sb)
-    assert await store.count_live("org-aaaaaaaa") == 1  # a paused sandbox holds its memory
+    assert (await store.holdings("org-aaaaaaaa")).org_live == 1  # a paused sandbox holds its memory
     later = sb.last_active_at + timedelta(seconds=5)
     assert await store.set_status(sb.id, SandboxStatus.PAUSED, SandboxStatus.RUNNING, later)
     assert not await store.set_status(sb.id, SandboxStatus.PAUSED, SandboxStatus.RUNNING, later)
