@@ -146,8 +146,9 @@ def kept(mount_point: str, keep: Collection[str]) -> bool:
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (not followed if a link), as (device, inode)."""
     try:
-        status = os.stat(path)
+        status = os.lstat(path)
     except FileNotFoundError:
         return None
     return status.st_dev, status.st_ino
