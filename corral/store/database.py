@@ -9,17 +9,20 @@ otherwise it is made 0600 again, with its ``-wal``, ``-shm`` and ``-journal``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
 import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Dialect, PoolResetState, event, make_url
+from sqlalchemy import Connection, Dialect, Engine, PoolResetState, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 SQLITE_POOL = 20
 
 
@@ -37,9 +41,12 @@ def utc(value: datetime) -> datetime:
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, local: Engine | None = None) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # A SQLite file: the same file through the synchronous driver, on one thread (run)
+        self._local = local
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="corral-store") if local else None
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -59,12 +66,49 @@ class Database:
             event.listen(engine.sync_engine, "reset", functools.partial(_reset_sqlite, engine.dialect))
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)
-        return cls(engine)
+        local = None
+        if pooled:
+            local = create_engine(engine.url.set(drivername="sqlite"), pool_size=2, max_overflow=0)
+            event.listen(local, "connect", _sqlite_pragmas)
+        return cls(engine, local)
 
     def session(self) -> AsyncSession:
         return self.sessions()
 
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` in one transaction, committed when it returns, rolled
+        back when it raises (its error is raised here). For the hot paths: on a SQLite
+        file it runs on the store's own thread with the synchronous driver, one
+        hand-off a transaction, where the async engine takes a turn of its driver's
+        thread for every call into it (a create's read costs ~2.2 ms of CPU that way,
+        ~0.6 ms this way). Elsewhere (PostgreSQL, SQLite in memory) it runs through the
+        async engine. A cancel waits for the transaction to end (committed or not),
+        then is raised."""
+        running: asyncio.Future[T]
+        if self._local is None or self._thread is None:
+            running = asyncio.ensure_future(self._async_transaction(work))
+        else:
+            running = asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.wait([running])
+            raise
+
+    async def _async_transaction(self, work: Callable[[Connection], T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        assert self._local is not None
+        with self._local.begin() as conn:
+            return work(conn)
+
     async def close(self) -> None:
+        if self._thread is not None and self._local is not None:
+            local = self._local
+            await asyncio.get_running_loop().run_in_executor(self._thread, local.dispose)  # on their thread
+            self._thread.shutdown(wait=True)
         await self.engine.dispose()
 
 

@@ -7,8 +7,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import Select, bindparam, func, select, update
+from sqlalchemy import Connection, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from corral.domain import LIVE_STATUSES, Holdings, Limits, PatchRun, Sandbox, SandboxStatus
 from corral.domain.config_json import egress_from, egress_json
@@ -20,14 +21,27 @@ LIVE = tuple(sorted(status.value for status in LIVE_STATUSES))  # they hold memo
 HOLDING_DISK = (*LIVE, SandboxStatus.HIBERNATED.value)  # a hibernated sandbox keeps its disk
 
 
+_LIVE_ROW = SandboxRow.status.in_(LIVE)
+# built once (a create reads it): an org's live sandboxes, the node's promised disk and memory
+HOLDINGS = select(
+    func.count().filter(_LIVE_ROW & (SandboxRow.org_id == bindparam("org_id"))),
+    func.coalesce(func.sum(SandboxRow.disk_mb), 0),
+    func.coalesce(func.sum(SandboxRow.memory_mb).filter(_LIVE_ROW), 0),
+).where(SandboxRow.status.in_(HOLDING_DISK))
+
+
 class SqlSandboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def add(self, sandbox: Sandbox) -> None:
-        try:
-            async with self.db.session() as s, s.begin():  # one INSERT, no read before it
+        def insert(conn: Connection) -> None:  # one INSERT, no read before it
+            with Session(conn) as s:
                 s.add(_row(sandbox))
+                s.flush()
+
+        try:
+            await self.db.run(insert)
         except IntegrityError as exc:
             raise Conflict(f"sandbox {sandbox.id} exists") from exc
 
@@ -38,9 +52,12 @@ class SqlSandboxStore:
         return found
 
     async def find(self, sandbox_id: str) -> Sandbox | None:
-        async with self.db.session() as s:
-            row = await s.get(SandboxRow, sandbox_id)
-            return None if row is None else _sandbox(row)
+        def read(conn: Connection) -> Sandbox | None:
+            with Session(conn) as s:
+                row = s.get(SandboxRow, sandbox_id)
+                return None if row is None else _sandbox(row)
+
+        return await self.db.run(read)
 
     async def list(
         self,
@@ -72,14 +89,9 @@ class SqlSandboxStore:
         return await self._select(select(SandboxRow), live_only)
 
     async def holdings(self, org_id: str | None = None) -> Holdings:
-        live = SandboxRow.status.in_(LIVE)
-        stmt = select(
-            func.count().filter(live & (SandboxRow.org_id == org_id)),
-            func.coalesce(func.sum(SandboxRow.disk_mb), 0),
-            func.coalesce(func.sum(SandboxRow.memory_mb).filter(live), 0),
-        ).where(SandboxRow.status.in_(HOLDING_DISK))
-        async with self.db.engine.connect() as conn:
-            org_live, disk, memory = (await conn.execute(stmt)).one()
+        org_live, disk, memory = await self.db.run(
+            lambda conn: conn.execute(HOLDINGS, {"org_id": org_id}).one()
+        )
         return Holdings(int(org_live or 0), int(disk or 0), int(memory or 0))
 
     async def _select(self, stmt: Select[SandboxRow], live_only: bool) -> builtins.list[Sandbox]:

@@ -1,12 +1,17 @@
 """The SQLite engine's pool: a connection goes back rolled back only when a transaction
-is still open on it (``database._reset_sqlite``). A real SQLite file through the
-engine's own pool and driver."""
+is still open on it (``database._reset_sqlite``); ``Database.run``'s transactions. A
+real SQLite file through the engines' own pools and drivers."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import Connection, text
 
 from corral.store.database import Database
 
@@ -47,3 +52,61 @@ async def test_committed_work_stays_committed(tmp_path: Path) -> None:
             assert (await s.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all() == [0, 1, 2]
     finally:
         await db.close()
+
+
+@pytest.fixture(params=["file", "memory"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite file (``run`` on the store's thread) and SQLite in memory (``run``
+    through the async engine)."""
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"
+        if request.param == "file"
+        else "sqlite+aiosqlite:///:memory:"
+    )
+    database = await Database.open(url)
+    async with database.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    yield database
+    await database.close()
+
+
+async def rows(db: Database) -> list[int]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all())
+
+
+async def test_run_commits_what_its_work_did_and_hands_back_its_result(db: Database) -> None:
+    def work(conn: Connection) -> int:
+        conn.execute(text("INSERT INTO t VALUES (1), (2)"))
+        return int(conn.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+    assert await db.run(work) == 2
+    assert await rows(db) == [1, 2]  # seen through the other engine: committed
+
+
+async def test_run_rolls_back_work_that_raised_and_raises_its_error(db: Database) -> None:
+    def work(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO t VALUES (3)"))
+        raise LookupError("no")
+
+    with pytest.raises(LookupError, match="no"):
+        await db.run(work)
+    assert await rows(db) == []
+    await db.run(lambda conn: conn.execute(text("INSERT INTO t VALUES (4)")))  # the lock was let go
+    assert await rows(db) == [4]
+
+
+async def test_a_cancelled_run_ends_its_transaction_first(db: Database) -> None:
+    began = threading.Event()
+
+    def slow(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO t VALUES (5)"))
+        began.set()
+        time.sleep(0.3)
+
+    task = asyncio.create_task(db.run(slow))
+    await asyncio.to_thread(began.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await rows(db) == [5]  # it ran to its end, committed, before the cancel was raised
