@@ -19,6 +19,8 @@ from corral.domain import Event, EventPage
 from corral.store.database import Database, utc
 from corral.store.models import EventRow
 
+INSERT = insert(EventRow)
+
 
 class SqlEventStore:
     def __init__(self, db: Database) -> None:
@@ -39,8 +41,7 @@ class SqlEventStore:
             }
             for e in events
         ]
-        async with self.db.session() as s, s.begin():
-            await s.execute(insert(EventRow), rows)
+        await self.db.run(lambda conn: conn.execute(INSERT, rows))  # one executemany
 
     async def page(
         self,
