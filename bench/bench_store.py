@@ -34,27 +34,12 @@ KINDS = ("holdings", "add", "find", "add, all at once", "append of 100 events")
 
 async def measure(calls: int, rounds: int) -> dict[str, float]:
     """Median CPU ms a call of each kind, in this process's store."""
-    from corral.domain import EgressMode, EgressPolicy, Event, Limits, Sandbox, SandboxStatus
+    from corral.domain import Event
     from corral.store.database import Database
     from corral.store.events import SqlEventStore
     from corral.store.keys import SqlKeyStore
     from corral.store.sandboxes import SqlSandboxStore
-
-    def sandbox(sandbox_id: str) -> Sandbox:
-        now = datetime.now(UTC)
-        return Sandbox(
-            id=sandbox_id,
-            org_id="org-aaaaaaaa",
-            template="base",
-            status=SandboxStatus.RUNNING,
-            limits=Limits(2, 256, 512, 64),
-            envs={"A": "1"},
-            metadata={"k": "v"},
-            timeout_s=300,
-            created_at=now,
-            last_active_at=now,
-            egress=EgressPolicy(EgressMode.ALLOW_ALL, (), ()),
-        )
+    from tests.unit.store.test_store import sandbox  # the store tests' row (every revision has it)
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-store-") as tmp:
         db = await Database.open(f"sqlite+aiosqlite:///{tmp}/corral.db")
@@ -66,7 +51,7 @@ async def measure(calls: int, rounds: int) -> dict[str, float]:
 
             async def add() -> None:
                 ids.append(f"sb-{next(made):08x}")
-                await store.add(sandbox(ids[-1]))
+                await store.add(sandbox(ids[-1], "org-aaaaaaaa"))
 
             async def find() -> None:
                 await store.find(ids[len(ids) // 2])

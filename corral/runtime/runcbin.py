@@ -76,7 +76,7 @@ class RuncBinary:
         terminal). Returns once its init has been started. RuntimeFailure otherwise.
         With ``nofile`` (soft, hard) runc runs under that RLIMIT_NOFILE (``prlimit``), and
         with ``netns`` in that network namespace (started by a thread that joined it, see
-        ``_spawn_entered``: no ``nsenter`` process): a container inherits both
+        ``_run_entered``: no ``nsenter`` process): a container inherits both
         (``bundle.oci_config``, ``userns_path``). When ours is ``nofile`` already, runc
         inherits it from us: no ``prlimit`` process. With ``launch``, the starting
         thread calls it first (``launchns.LaunchNamespace.enter``: the mount namespace
@@ -108,7 +108,8 @@ class RuncBinary:
             if netns is None and launch is None:
                 status = await spawn(argv, fds=fds, timeout=self.timeout)
             else:
-                status = await _spawn_entered(argv, fds, netns, launch, self.timeout)
+                timeout = self.timeout
+                status = await on_own_thread(lambda: _run_entered(argv, fds, netns, launch, timeout))
         except (OSError, TimeoutError) as exc:
             raise RuntimeFailure(f"{self.binary} run {sandbox_id}: {exc!r}") from exc
         if status != 0:
@@ -224,23 +225,6 @@ class RuncBinary:
         return answer
 
 
-async def _spawn_entered(
-    argv: list[str],
-    fds: dict[int, int],
-    netns: str | None,
-    launch: Callable[[], object] | None,
-    timeout: float,
-) -> int:
-    """``corral.spawn.spawn`` of ``argv`` from a short-lived thread that first calls
-    ``launch`` and joins the network namespace at ``netns`` (a thread's namespaces are
-    its own; the process it starts inherits them), starts the program in its own
-    session and waits for it, then ends, so no thread of ours stays in a namespace. Its
-    exit status; TimeoutError after ``timeout`` seconds (it is killed and reaped first).
-    As with ``spawn``, a cancel does not interrupt the program: it is waited for, then
-    CancelledError (``corral.dedicated``)."""
-    return await on_own_thread(lambda: _run_entered(argv, fds, netns, launch, timeout))
-
-
 def _run_entered(
     argv: list[str],
     fds: dict[int, int],
@@ -248,6 +232,13 @@ def _run_entered(
     launch: Callable[[], object] | None,
     timeout: float,
 ) -> int:
+    """On a short-lived thread of its own (``corral.dedicated``): call ``launch``, join
+    the network namespace at ``netns`` (a thread's namespaces are its own; the process
+    it starts inherits them), start ``argv`` in its own session (``corral.spawn.start``)
+    and wait for it; the thread then ends, so no thread of ours stays in a namespace.
+    Its exit status; TimeoutError after ``timeout`` seconds (it is killed and reaped
+    first). As with ``spawn``, a cancel does not interrupt the program: it is waited
+    for, then CancelledError."""
     if launch is not None:
         launch()
     if netns is not None:
