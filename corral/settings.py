@@ -211,6 +211,13 @@ class Settings(BaseSettings):
     # Settings of a shape corral would refuse later (at start-up, with a traceback) are
     # refused here, by the same checks, so `corral serve` says so in one line.
 
+    @field_validator("data_dir", "runc_root")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Taken from where corral starts: a thread that enters another mount namespace
+        # (runc's start, runtime/launchns.py) has that namespace's root as its directory.
+        return value.absolute()
+
     @field_validator("api_key")
     @classmethod
     def _api_key_shape(cls, value: str | None) -> str | None:

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from corral.cli.main import app
+from corral.settings import Settings
 from tests.support.process import CORRAL
 from tests.unit.cli.test_template_and_serve import fake_server
 
@@ -68,3 +69,13 @@ def test_the_real_command_refuses_a_bad_api_key_without_a_traceback(tmp_path: Pa
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: invalid settings: CORRAL_API_KEY: API key must look like")
     assert list(tmp_path.iterdir()) == []  # nothing written, nothing served
+
+
+def test_a_relative_data_dir_and_runc_root_are_taken_from_where_corral_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # runc starts from a thread in another mount namespace, whose root is its directory
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=Path("data"), runc_root=Path("run/runc"))
+    assert (settings.data_dir, settings.runc_root) == (tmp_path / "data", tmp_path / "run/runc")
+    assert settings.sandboxes_dir.is_absolute()
