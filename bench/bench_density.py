@@ -19,6 +19,7 @@ step and, at each step, measures:
   mounts and kernel objects alike) divided by the sandboxes live, with the change of
   unreclaimable slab, page tables and kernel stacks apart, and the PSS of a sample of
   the sandboxes' processes;
+* how busy the machine is with that many idle sandboxes (over 2 s);
 * create p50 and exec p50: ``--probes`` sandboxes created one after another, each
   running ``true`` once and killed (one more sandbox at this count);
 * list, get and ``/metrics`` latency (p50 of ``--probes`` calls each), the list also
@@ -53,6 +54,7 @@ from pathlib import Path
 import entry
 import httpx
 from corral_target import CorralServer, CorralTarget, Network, ensure_template_cache
+from machine import busy_share
 from memory import host_used, meminfo, mib
 from proc import CommandFailed
 from stats import Summary, fmt_ms
@@ -122,7 +124,9 @@ async def fill(
 
 
 async def probe(target: CorralTarget, step: Step, probes: int, live: list[str]) -> None:
-    """One more sandbox at this count, ``probes`` times; and the read routes."""
+    """One more sandbox at this count, ``probes`` times; and the read routes. (Back to
+    back: on this machine a wait for quiet before each made every latency 1.5-3x at 0
+    and at 1,000 live alike, the cost of waking idle CPUs.)"""
     for _ in range(probes):
         start = time.perf_counter()
         sandbox_id = await asyncio.wait_for(target.create(), OP_TIMEOUT)
@@ -265,6 +269,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 notes.append(f"the run's deadline stopped the fill at {len(live)} of {count}")
                 count = len(live)
             await asyncio.sleep(args.settle)
+            busy = await busy_share(2.0)
+            notes.append(f"the machine with {len(live)} live (idle) sandboxes: {busy:.0%} busy over 2 s")
             step = Step(len(live))
             measure_memory(step, base, base_used, len(live), server)
             if live:
