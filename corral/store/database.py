@@ -105,10 +105,12 @@ class Database:
             return work(conn)
 
     async def close(self) -> None:
-        if self._thread is not None and self._local is not None:
-            local = self._local
-            await asyncio.get_running_loop().run_in_executor(self._thread, local.dispose)  # on their thread
-            self._thread.shutdown(wait=True)
+        """Close both engines and the store's thread; a second call does nothing more."""
+        thread, local = self._thread, self._local
+        if thread is not None and local is not None:
+            self._thread = self._local = None  # a run from now on goes through the async engine
+            await asyncio.get_running_loop().run_in_executor(thread, local.dispose)  # on their thread
+            thread.shutdown(wait=True)
         await self.engine.dispose()
 
 

@@ -110,3 +110,12 @@ async def test_a_cancelled_run_ends_its_transaction_first(db: Database) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await rows(db) == [5]  # it ran to its end, committed, before the cancel was raised
+
+
+async def test_closing_twice_is_closing_once(tmp_path: Path) -> None:
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}")
+    await db.close()
+    await db.close()  # the store's thread is gone: no work is handed to it again
+    # a late caller still gets an answer, through the async engine (it reconnects)
+    assert await db.run(lambda conn: conn.execute(text("SELECT 1")).scalar_one()) == 1
+    await db.close()
