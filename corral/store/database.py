@@ -87,8 +87,10 @@ class Database:
         running: asyncio.Future[T]
         if self._local is None or self._thread is None:
             running = asyncio.ensure_future(self._async_transaction(work))
-        else:
-            running = asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
+        else:  # the engine goes with the work: a close may come before the thread gets to it
+            running = asyncio.get_running_loop().run_in_executor(
+                self._thread, _transaction, self._local, work
+            )
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
@@ -99,11 +101,6 @@ class Database:
         async with self.engine.begin() as conn:
             return await conn.run_sync(work)
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
-        assert self._local is not None
-        with self._local.begin() as conn:
-            return work(conn)
-
     async def close(self) -> None:
         """Close both engines and the store's thread; a second call does nothing more."""
         thread, local = self._thread, self._local
@@ -112,6 +109,11 @@ class Database:
             await asyncio.get_running_loop().run_in_executor(thread, local.dispose)  # on their thread
             thread.shutdown(wait=True)
         await self.engine.dispose()
+
+
+def _transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return work(conn)
 
 
 def private_sqlite(url: str) -> None:

@@ -119,3 +119,24 @@ async def test_closing_twice_is_closing_once(tmp_path: Path) -> None:
     # a late caller still gets an answer, through the async engine (it reconnects)
     assert await db.run(lambda conn: conn.execute(text("SELECT 1")).scalar_one()) == 1
     await db.close()
+
+
+async def test_a_run_handed_to_the_store_thread_before_a_close_still_runs(tmp_path: Path) -> None:
+    db = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}")
+    async with db.engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    began = threading.Event()
+
+    def slow(conn: Connection) -> None:
+        began.set()
+        time.sleep(0.2)
+        conn.execute(text("INSERT INTO t VALUES (6)"))
+
+    first = asyncio.create_task(db.run(slow))
+    await asyncio.to_thread(began.wait, 5)
+    queued = asyncio.create_task(db.run(lambda conn: conn.execute(text("INSERT INTO t VALUES (7)"))))
+    await asyncio.sleep(0)  # handed to the thread, behind the first
+    await db.close()
+    await asyncio.gather(first, queued)
+    assert await rows(db) == [6, 7]
+    await db.close()
