@@ -190,7 +190,32 @@ def unmount_points(points: list[Path], attempts: int = 8) -> bool:
 
 
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+CLONE_FS = 0x200
+CLONE_NEWNS = 0x20000
 CLONE_NEWNET = 0x40000000
+
+
+def unshare(flags: int) -> None:
+    """unshare(2) for the calling thread. Raises OSError."""
+    _check(_libc.unshare(flags), "unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int, what: str = "") -> None:
+    """setns(2) of the calling thread into the namespace ``fd`` (``what`` it is, for the
+    error); a mount namespace needs CLONE_FS unshared first. Raises OSError."""
+    _check(_libc.setns(fd, nstype), "setns", what or f"fd {fd}")
+
+
+def join_netns(netns_path: str) -> None:
+    """Move the calling thread into the network namespace at ``netns_path`` (the
+    programs it starts then inherit it). Only on a thread of its own that ends with its
+    work (``corral.dedicated``): it stays in the namespace. Raises OSError."""
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, CLONE_NEWNET, netns_path)
+    finally:
+        os.close(fd)
 
 
 async def mount_sysfs_of_netns(netns_path: str, target: str | Path, *, make_mode: int | None = None) -> None:
@@ -209,19 +234,12 @@ async def mount_sysfs_of_netns(netns_path: str, target: str | Path, *, make_mode
     def enter_and_mount() -> None:
         if make_mode is not None:
             os.mkdir(target, make_mode)
-        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _check(_libc.setns(fd, CLONE_NEWNET), "setns", netns_path)
-        finally:
-            os.close(fd)
+        join_netns(netns_path)
         mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
     await on_own_thread(enter_and_mount)
 
 
-_libc.unshare.argtypes = [ctypes.c_int]
-CLONE_FS = 0x200
-CLONE_NEWNS = 0x20000
 MS_REMOUNT = 0x20
 
 
@@ -236,14 +254,14 @@ async def resize_shm(pidfd: int, size_mb: int) -> None:
     than that)."""
 
     def enter_and_remount() -> None:
-        _check(_libc.unshare(CLONE_FS), "unshare", "CLONE_FS")
-        _check(_libc.setns(pidfd, CLONE_NEWNS), "setns", "a sandbox's mount namespace")
+        unshare(CLONE_FS)
+        setns(pidfd, CLONE_NEWNS, "a sandbox's mount namespace")
         mount("shm", "/dev/shm", "tmpfs", MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC, f"size={size_mb}m")
 
     await on_own_thread(enter_and_remount)
 
 
-# -- namespaces and detached mounts (used by launchns.py) -----------------------------
+# -- propagation, detached mounts (used by launchns.py) -------------------------------
 
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
@@ -252,17 +270,6 @@ OPEN_TREE_CLONE = 0x1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _libc.syscall.restype = ctypes.c_long
-
-
-def unshare(flags: int) -> None:
-    """unshare(2) for the calling thread. Raises OSError."""
-    _check(_libc.unshare(flags), "unshare", hex(flags))
-
-
-def setns(fd: int, nstype: int) -> None:
-    """setns(2) for the calling thread (a mount namespace needs CLONE_FS unshared
-    first). Raises OSError."""
-    _check(_libc.setns(fd, nstype), "setns", f"fd {fd}")
 
 
 def make_private(target: str | Path, *, recursive: bool = False) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import os
 import resource
@@ -23,11 +21,8 @@ from typing import Any
 
 from corral.dedicated import on_own_thread
 from corral.errors import RuntimeFailure
+from corral.runtime import mounts
 from corral.spawn import capture, spawn, start
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 _MISSING = ("does not exist", "not exist", "not found")
 
@@ -242,13 +237,7 @@ def _run_entered(
     if launch is not None:
         launch()
     if netns is not None:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"setns: {os.strerror(code)}", netns)
-        finally:
-            os.close(fd)
+        mounts.join_netns(netns)
     pid = start(argv, fds=fds, new_session=True)
     pidfd = os.pidfd_open(pid)
     try:
