@@ -301,8 +301,13 @@ class CheckpointService:
         task = self._persisting.get(checkpoint.id)
         if task is not None:
             checkpoint = await asyncio.shield(task)
+        elif checkpoint.status is CheckpointStatus.PROCESSING:
+            # Read while its saving was still under way, which has since ended (the task
+            # leaves ``_persisting`` only after its outcome is stored): read the outcome.
+            checkpoint = await self.store.get(checkpoint.org_id, checkpoint.id)
         if checkpoint.status is not CheckpointStatus.READY:
-            raise Conflict(f"checkpoint {checkpoint.id} is {checkpoint.status.value}: {checkpoint.error}")
+            why = f": {checkpoint.error}" if checkpoint.error else ""
+            raise Conflict(f"checkpoint {checkpoint.id} is {checkpoint.status.value}{why}")
         return checkpoint
 
 

@@ -3,6 +3,7 @@ files), and patches (bash scripts) on the process runtime, over SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,34 @@ async def test_fork_has_the_checkpoint_files_and_never_sees_later_writes(core: C
     assert await read(core, me, parent.id, "shared.txt") == "after\n"
     again = await core.checkpoints.fork(me, checkpoint.id)
     assert await read(core, me, again.id, "shared.txt") == "before\n"
+
+
+async def test_a_fork_that_read_the_checkpoint_while_its_saving_ended_still_forks(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint row is read ``processing``, and its saving ends (the row updated,
+    the task gone) before the fork looks for the task: the fork reads the outcome."""
+    me = await owner(core)
+    sb = await core.sandboxes.create(me, CreateSandbox())
+    await write(core, me, sb.id, "f", "kept\n")
+    checkpoint = await core.checkpoints.create(me, sb.id, "snap")
+    store = core.checkpoints.store
+    get = store.get
+    seen = []
+
+    async def get_then_let_the_saving_end(org_id: str, checkpoint_id: str) -> Checkpoint:
+        found = await get(org_id, checkpoint_id)
+        seen.append(found.status)
+        task = core.checkpoints._persisting.get(checkpoint_id)
+        if task is not None:
+            await task
+            await asyncio.sleep(0)  # its done callback takes it out of _persisting
+        return found
+
+    monkeypatch.setattr(store, "get", get_then_let_the_saving_end)
+    fork = await core.checkpoints.fork(me, checkpoint.id, timeout_s=0)
+    assert seen[0] is CheckpointStatus.PROCESSING and CheckpointStatus.READY in seen
+    assert await read(core, me, fork.id, "f") == "kept\n"
 
 
 async def test_restore_reverts_files_in_place_and_runs_it(core: Core) -> None:
