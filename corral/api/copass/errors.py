@@ -19,15 +19,16 @@ anything else                     500  internal         message "internal error"
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from corral.api import rendering
+from corral.api.rendering import AUTHENTICATE, first_invalid, unexpected
 from corral.errors import (
     Conflict,
     CorralError,
@@ -56,62 +57,39 @@ _HTTP = {404: "not_found", 405: "invalid"}
 
 
 def envelope(status: int, message: str, code: str, field: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if status == 401 else None
+    headers = AUTHENTICATE if status == 401 else None
     return JSONResponse(
         {"detail": message, "code": code, "field": field}, status_code=status, headers=headers
     )
 
 
-def status_of(request: Request, exc: CorralError) -> tuple[int, str]:
+def status_of(request: HTTPConnection, exc: CorralError) -> tuple[int, str]:
     for cls, status, code in STATUSES:
         if isinstance(exc, cls):
-            if status == 502 and request.method == "POST" and request.url.path.endswith("/exec"):
+            if status == 502 and request.scope.get("method") == "POST" and request.url.path.endswith("/exec"):
                 return 409, code
             return status, code
     return 500, "internal"
 
 
-async def on_corral_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CorralError)
-    status, code = status_of(request, exc)
-    if status >= 500:
-        log.error("%s: %s", type(exc).__name__, exc.message)
-    return envelope(status, "internal error" if status == 500 else exc.message, code, exc.field)
-
-
-async def on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    if first.get("type") == "json_invalid":
-        return envelope(400, "the request body is not valid JSON", "invalid")
-    loc = [str(part) for part in first.get("loc", ())]
-    field = loc[1] if len(loc) > 1 else None
-    if field is None:
-        return envelope(400, "the request body must be a JSON object", "invalid")
-    where = ".".join(loc[1:])
-    return envelope(400, f"{where}: {str(first.get('msg', 'is invalid')).lower()}", "invalid", field)
-
-
-async def on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    response = envelope(exc.status_code, str(exc.detail), _HTTP.get(exc.status_code, "invalid"))
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+async def render(request: HTTPConnection, exc: Exception) -> Response:
+    if isinstance(exc, CorralError):
+        status, code = status_of(request, exc)
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return envelope(status, "internal error" if status == 500 else exc.message, code, exc.field)
+    if isinstance(exc, RequestValidationError):
+        invalid = first_invalid(exc)
+        return envelope(400, invalid.message, "invalid", invalid.field)
+    if isinstance(exc, HTTPException):
+        response = envelope(exc.status_code, str(exc.detail), _HTTP.get(exc.status_code, "invalid"))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    unexpected(log, request, exc)
     return envelope(500, "internal error", "internal")
 
 
 def install(app: FastAPI) -> None:
     """Make this envelope the sub-application's error format."""
-    handlers = {
-        CorralError: on_corral_error,
-        RequestValidationError: on_validation_error,
-        HTTPException: on_http_error,
-        Exception: on_unexpected,
-    }
-    for exc_type, handler in handlers.items():
-        app.add_exception_handler(exc_type, cast(Any, handler))
+    rendering.install(app, render)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.codec import Codec, proto_binary_codec, proto_json_codec
@@ -30,9 +30,11 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from corral.api import rendering
+from corral.api.rendering import first_invalid, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import (
     Conflict,
@@ -86,42 +88,20 @@ def answer(exc: CorralError) -> JSONResponse:
     return envelope(status, "internal error" if status == 500 else message_of(exc))
 
 
-async def on_corral_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CorralError)
-    return answer(exc)
-
-
-async def on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    if first.get("type") == "json_invalid":
-        return envelope(400, "the request body is not valid JSON")
-    loc = [str(part) for part in first.get("loc", ())]
-    if len(loc) < 2:
-        return envelope(400, "the request body must be a JSON object")
-    return envelope(400, f"{'.'.join(loc[1:])}: {str(first.get('msg', 'is invalid')).lower()}")
-
-
-async def on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return envelope(exc.status_code, str(exc.detail))
-
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+async def render(request: HTTPConnection, exc: Exception) -> Response:
+    if isinstance(exc, CorralError):
+        return answer(exc)
+    if isinstance(exc, RequestValidationError):
+        return envelope(400, first_invalid(exc).message)
+    if isinstance(exc, HTTPException):
+        return envelope(exc.status_code, str(exc.detail))
+    unexpected(log, request, exc)
     return envelope(500, "internal error")
 
 
 def install(app: FastAPI) -> None:
     """Make this envelope the control plane's error format."""
-    handlers = {
-        CorralError: on_corral_error,
-        RequestValidationError: on_validation_error,
-        HTTPException: on_http_error,
-        Exception: on_unexpected,
-    }
-    for exc_type, handler in handlers.items():
-        app.add_exception_handler(exc_type, cast(Any, handler))
+    rendering.install(app, render)
 
 
 # ---- Connect -------------------------------------------------------------------------

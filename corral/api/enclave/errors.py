@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from corral.api.envelope_route import allowed_methods, envelope_route
+from corral.api.rendering import AUTHENTICATE, first_invalid, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import CorralError
 
@@ -41,7 +42,7 @@ def envelope(
     status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     if status == 401:
-        headers = {"WWW-Authenticate": 'Bearer realm="corral"'}
+        headers = AUTHENTICATE
     body = {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message, "field": field}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -54,15 +55,11 @@ def render(request: Request, exc: Exception) -> Response:
             return envelope(status, "internal error" if status == 500 else exc.message)
         return envelope(status, message_of(exc), exc.field)
     if isinstance(exc, RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":
-            return envelope(400, "request body is not valid JSON")
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        what = str(first.get("msg", "is invalid")).removeprefix("Value error, ").lower()
-        return envelope(400, f"{where}: {what}" if where else "request body must be a JSON object", where)
+        invalid = first_invalid(exc)
+        return envelope(400, invalid.message, invalid.where)
     if isinstance(exc, HTTPException):
         return envelope(exc.status_code, str(exc.detail))
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    unexpected(log, request, exc)
     return envelope(500, "internal error")
 
 

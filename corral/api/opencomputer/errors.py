@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
@@ -42,8 +42,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
+from corral.api import rendering
+from corral.api.rendering import AUTHENTICATE, method_of, send, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import (
     Busy,
@@ -91,73 +93,39 @@ def describe(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(dict.fromkeys(parts)) or "invalid request"
 
 
-async def render(conn: HTTPConnection, status: int, message: str) -> Response | None:
-    """Send ``{"error": message}`` with ``status`` over HTTP or a WebSocket (see above)."""
-    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if status == 401 else None
-    body = JSONResponse({"error": message}, status_code=status, headers=headers)
-    if not isinstance(conn, WebSocket):
-        return body
-    if conn.application_state == WebSocketState.CONNECTING:
-        if "websocket.http.response" in conn.scope.get("extensions", {}):
-            return body
-        await conn.close(code=1008, reason=_reason(message))
-    elif conn.application_state == WebSocketState.CONNECTED:
-        code = 4000 + status if status < 500 else 1011
-        await conn.close(code=code, reason=_reason(message))
-    return None
+async def render(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """The envelope of ``exc``, over HTTP or a WebSocket (see above)."""
+    if isinstance(exc, CorralError):
+        status = status_of(exc)
+        if isinstance(exc, SandboxWaking) and not isinstance(conn, WebSocket):
+            body = {"error": exc.message, "waking": True}
+            return JSONResponse(body, status_code=status, headers={"Retry-After": "1"})
+        if isinstance(exc, Busy) and not isinstance(conn, WebSocket):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+            return JSONResponse({"error": message_of(exc)}, status_code=status, headers=headers)
+        if status >= 500:
+            log.error("%s %s: %s: %s", method_of(conn), conn.url.path, type(exc).__name__, exc.message)
+        return await _send(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))
+    if isinstance(exc, RequestValidationError | WebSocketRequestValidationError):
+        return await _send(conn, 400, describe(exc.errors()))
+    if isinstance(exc, HTTPException):  # Starlette's: unknown route, wrong method, unreadable body
+        return await _send(conn, exc.status_code, str(exc.detail), exc.headers)
+    unexpected(log, conn, exc)
+    return await _send(conn, 500, "internal error")
 
 
-def _reason(message: str) -> str:
-    """A close reason fits in 123 bytes of UTF-8."""
-    return message.encode()[:123].decode(errors="ignore")
-
-
-async def on_corral_error(conn: HTTPConnection, exc: Exception) -> Response | None:
-    assert isinstance(exc, CorralError)
-    status = status_of(exc)
-    if isinstance(exc, SandboxWaking) and not isinstance(conn, WebSocket):
-        body = {"error": exc.message, "waking": True}
-        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"})
-    if isinstance(exc, Busy) and not isinstance(conn, WebSocket):
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return JSONResponse({"error": message_of(exc)}, status_code=status, headers=headers)
-    if status >= 500:
-        log.error("%s %s: %s: %s", _method(conn), conn.url.path, type(exc).__name__, exc.message)
-    return await render(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))
-
-
-async def on_validation_error(conn: HTTPConnection, exc: Exception) -> Response | None:
-    assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
-    return await render(conn, 400, describe(exc.errors()))
-
-
-async def on_http_error(conn: HTTPConnection, exc: Exception) -> Response | None:
-    """Starlette's own errors: unknown route (404), wrong method (405), unreadable body."""
-    assert isinstance(exc, HTTPException)
-    response = await render(conn, exc.status_code, str(exc.detail))
-    if response is not None and exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def on_unexpected(conn: HTTPConnection, exc: Exception) -> Response | None:
-    log.exception("%s %s failed", _method(conn), conn.url.path, exc_info=exc)
-    return await render(conn, 500, "internal error")
-
-
-def _method(conn: HTTPConnection) -> str:
-    return "WS" if isinstance(conn, WebSocket) else str(conn.scope.get("method", ""))
+async def _send(
+    conn: HTTPConnection, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response | None:
+    """``{"error": message}`` with ``status`` over HTTP or a WebSocket (see above)."""
+    response = JSONResponse(
+        {"error": message}, status_code=status, headers=AUTHENTICATE if status == 401 else None
+    )
+    if headers:
+        response.headers.update(headers)
+    return await send(conn, response, 4000 + status if status < 500 else 1011, message)
 
 
 def install(app: FastAPI) -> None:
     """Make this surface's envelope the app's error format."""
-    handlers = {
-        CorralError: on_corral_error,
-        RequestValidationError: on_validation_error,
-        WebSocketRequestValidationError: on_validation_error,
-        HTTPException: on_http_error,
-        Exception: on_unexpected,
-    }
-    for exc_type, handler in handlers.items():
-        # Starlette types handlers as for HTTP or for WebSockets; these serve both.
-        app.add_exception_handler(exc_type, cast(Any, handler))
+    rendering.install(app, render)

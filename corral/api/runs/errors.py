@@ -36,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from corral.api.envelope_route import allowed_methods, envelope_route
+from corral.api.rendering import AUTHENTICATE, first_invalid, unexpected
 from corral.api.status import message_of
 from corral.errors import (
     Conflict,
@@ -79,7 +80,7 @@ def envelope(
         body["field"] = field
     out = {"X-Request-Id": request_id, **(headers or {})}
     if status == 401:
-        out["WWW-Authenticate"] = 'Bearer realm="corral"'
+        out.update(AUTHENTICATE)
     if status >= 500:
         log.error("request %s answered %s %s: %s", request_id, status, code, message)
     return JSONResponse({"error": body}, status_code=status, headers=out)
@@ -99,22 +100,14 @@ def render(request: Request, exc: Exception) -> Response:
         log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
         return envelope(500, "INTERNAL_ERROR", "internal error")
     if isinstance(exc, RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":
-            return envelope(
-                400, "INVALID_REQUEST", "the request body is not valid JSON", "send a JSON object"
-            )
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        if where is None:
-            return envelope(
-                400, "INVALID_REQUEST", "the request body must be a JSON object", "send a JSON object"
-            )
-        what = str(first.get("msg", "is invalid")).removeprefix("Value error, ").lower()
-        return envelope(400, "INVALID_FIELD", f"{where}: {what}", "fix the field named", where)
+        invalid = first_invalid(exc)
+        if invalid.where is None:
+            return envelope(400, "INVALID_REQUEST", invalid.message, "send a JSON object")
+        return envelope(400, "INVALID_FIELD", invalid.message, "fix the field named", invalid.where)
     if isinstance(exc, HTTPException):
         code = "RESOURCE_NOT_FOUND" if exc.status_code == 404 else "INVALID_REQUEST"
         return envelope(exc.status_code, code, str(exc.detail))
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    unexpected(log, request, exc)
     return envelope(500, "INTERNAL_ERROR", "internal error")
 
 

@@ -22,16 +22,16 @@ WebSocket Denial Response extension), or a close with 1008 where the server lack
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
-from starlette.websockets import WebSocket, WebSocketState
 
+from corral.api import rendering
+from corral.api.rendering import AUTHENTICATE, first_invalid, send, unexpected
 from corral.errors import (
     Conflict,
     CorralError,
@@ -68,7 +68,7 @@ _HTTP_CODES = {
 
 
 def envelope(status: int, message: str, code: str, details: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="corral"'} if status == 401 else None
+    headers = AUTHENTICATE if status == 401 else None
     body = {"error": message, "code": code, "details": details}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -82,61 +82,28 @@ def of(exc: CorralError) -> tuple[int, str]:
     return 500, "INTERNAL"
 
 
-async def render(conn: HTTPConnection, response: JSONResponse) -> Response | None:
-    """``response`` over HTTP, or before a WebSocket's upgrade (see above)."""
-    if not isinstance(conn, WebSocket):
-        return response
-    if conn.application_state == WebSocketState.CONNECTING:
-        if "websocket.http.response" in conn.scope.get("extensions", {}):
-            return response
-        await conn.close(code=1008)
-    elif conn.application_state == WebSocketState.CONNECTED:
-        await conn.close(code=1011)
-    return None
-
-
-async def on_corral_error(conn: HTTPConnection, exc: Exception) -> Response | None:
-    assert isinstance(exc, CorralError)
-    status, code = of(exc)
-    if status >= 500:
-        log.error("%s: %s", type(exc).__name__, exc.message)
-    message = "internal error" if status == 500 else exc.message
-    return await render(conn, envelope(status, message, code, exc.field))
-
-
-async def on_validation_error(conn: HTTPConnection, exc: Exception) -> Response | None:
-    assert isinstance(exc, RequestValidationError | WebSocketRequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    if first.get("type") == "json_invalid":
-        return await render(conn, envelope(400, "request body is not valid JSON", "INVALID_REQUEST"))
-    where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-    if where is None:
-        return await render(conn, envelope(400, "request body is invalid", "INVALID_REQUEST"))
-    message = f"{where}: {str(first.get('msg', 'is invalid')).removeprefix('Value error, ').lower()}"
-    return await render(conn, envelope(400, message, "INVALID_PARAMETER", where))
-
-
-async def on_http_error(conn: HTTPConnection, exc: Exception) -> Response | None:
-    assert isinstance(exc, HTTPException)
-    response = envelope(exc.status_code, str(exc.detail), _HTTP_CODES.get(exc.status_code, "INTERNAL"))
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return await render(conn, response)
-
-
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return envelope(500, "internal error", "INTERNAL")
+async def render(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """The envelope of ``exc``, over HTTP or a WebSocket (see above)."""
+    if isinstance(exc, CorralError):
+        status, code = of(exc)
+        if status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        message = "internal error" if status == 500 else exc.message
+        response = envelope(status, message, code, exc.field)
+    elif isinstance(exc, RequestValidationError | WebSocketRequestValidationError):
+        invalid = first_invalid(exc)
+        code = "INVALID_PARAMETER" if invalid.where else "INVALID_REQUEST"
+        response = envelope(400, invalid.message, code, invalid.where)
+    elif isinstance(exc, HTTPException):
+        response = envelope(exc.status_code, str(exc.detail), _HTTP_CODES.get(exc.status_code, "INTERNAL"))
+        if exc.headers:
+            response.headers.update(exc.headers)
+    else:
+        unexpected(log, conn, exc)
+        response = envelope(500, "internal error", "INTERNAL")
+    return await send(conn, response, close=1011)
 
 
 def install(app: FastAPI) -> None:
     """Make this envelope the (sub-)application's error format."""
-    handlers = {
-        CorralError: on_corral_error,
-        RequestValidationError: on_validation_error,
-        WebSocketRequestValidationError: on_validation_error,
-        HTTPException: on_http_error,
-        Exception: on_unexpected,
-    }
-    for exc_type, handler in handlers.items():
-        app.add_exception_handler(exc_type, cast(Any, handler))
+    rendering.install(app, render)
