@@ -9,6 +9,8 @@ its ``errors.py``, with the statuses of ``corral.api.status``.
 - ``send(conn, response, close, reason)``: an envelope over HTTP, or on a WebSocket:
   before the upgrade as the same HTTP answer (the WebSocket Denial Response extension; a
   close with 1008 where the server lacks it), after it a close with ``close``.
+- ``retry_after(exc)``: the ``Retry-After`` header of an error that waiting mends (a full
+  queue of creates or exec round trips: ``Busy``), which every surface's 429 carries.
 - ``unexpected(log, conn, exc)``: the traceback of an error nobody expected, to the log
   (a client reads only "internal error").
 """
@@ -27,7 +29,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
-from corral.errors import CorralError
+from corral.errors import Busy, CorralError
 
 Render = Callable[[HTTPConnection, Exception], Awaitable[Response | None]]
 
@@ -87,6 +89,11 @@ async def send(conn: HTTPConnection, response: Response, close: int, reason: str
     elif conn.application_state == WebSocketState.CONNECTED:
         await conn.close(code=close, reason=reason)
     return None
+
+
+def retry_after(exc: CorralError) -> dict[str, str]:
+    """See the module docstring; nothing for any other error."""
+    return {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Busy) else {}
 
 
 def method_of(conn: HTTPConnection) -> str:

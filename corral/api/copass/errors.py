@@ -8,7 +8,7 @@ Unauthenticated                   401  unauthenticated  (WWW-Authenticate: Beare
 Forbidden                         403  forbidden        (also the kill switch on a create)
 NotFound                          404  not_found        (also an unknown route)
 Conflict                          409  conflict         (the per-user cap, a stopped session)
-LimitExceeded                     429  limit
+LimitExceeded                     429  limit            (Retry-After when the node's queue is full)
 Unavailable                       503  unavailable
 SandboxError                      502  sandbox          409 on exec: copass-core repeats
                                                         every 5xx, and the command ran
@@ -28,7 +28,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from corral.api import rendering
-from corral.api.rendering import AUTHENTICATE, first_invalid, unexpected
+from corral.api.rendering import AUTHENTICATE, first_invalid, retry_after, unexpected
 from corral.errors import (
     Conflict,
     CorralError,
@@ -56,8 +56,10 @@ STATUSES: list[tuple[type[CorralError], int, str]] = [  # most specific first
 _HTTP = {404: "not_found", 405: "invalid"}
 
 
-def envelope(status: int, message: str, code: str, field: str | None = None) -> JSONResponse:
-    headers = AUTHENTICATE if status == 401 else None
+def envelope(
+    status: int, message: str, code: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = AUTHENTICATE if status == 401 else headers
     return JSONResponse(
         {"detail": message, "code": code, "field": field}, status_code=status, headers=headers
     )
@@ -77,7 +79,8 @@ async def render(request: HTTPConnection, exc: Exception) -> Response:
         status, code = status_of(request, exc)
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
-        return envelope(status, "internal error" if status == 500 else exc.message, code, exc.field)
+        message = "internal error" if status == 500 else exc.message
+        return envelope(status, message, code, exc.field, retry_after(exc))
     if isinstance(exc, RequestValidationError):
         invalid = first_invalid(exc)
         return envelope(400, invalid.message, "invalid", invalid.field)

@@ -34,7 +34,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from corral.api import rendering
-from corral.api.rendering import first_invalid, unexpected
+from corral.api.rendering import first_invalid, retry_after, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import (
     Conflict,
@@ -69,8 +69,8 @@ CODES: list[tuple[type[CorralError], Code]] = [  # most specific first
 # ---- HTTP ----------------------------------------------------------------------------
 
 
-def envelope(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"code": status, "message": message}, status_code=status)
+def envelope(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
 
 
 FIELDS = {"envs": "envVars", "template": "templateID"}
@@ -85,7 +85,7 @@ def answer(exc: CorralError) -> JSONResponse:
     status = status_of(exc)
     if status >= 500 and status != 503:
         log.error("%s: %s", type(exc).__name__, exc.message)
-    return envelope(status, "internal error" if status == 500 else message_of(exc))
+    return envelope(status, "internal error" if status == 500 else message_of(exc), retry_after(exc))
 
 
 async def render(request: HTTPConnection, exc: Exception) -> Response:

@@ -5,9 +5,9 @@ control plane answers):
 
 Statuses from ``corral.api.status`` (InvalidInput 400, Unauthenticated 401 with
 ``WWW-Authenticate: Bearer``, Forbidden 403, NotFound 404, Conflict 409,
-LimitExceeded 429, ...); a request that fails validation is 400 naming the field
-(``limits.memoryMiB``); anything unexpected is 500 "internal error", its traceback in
-the log.
+LimitExceeded 429, with ``Retry-After`` when the node's queue is full, ...); a request
+that fails validation is 400 naming the field (``limits.memoryMiB``); anything
+unexpected is 500 "internal error", its traceback in the log.
 
 ``EnclaveRoute`` is the route class of this surface's router: it renders every error
 its routes raise (their dependencies and request validation included) here, so the
@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from corral.api.envelope_route import allowed_methods, envelope_route
-from corral.api.rendering import AUTHENTICATE, first_invalid, unexpected
+from corral.api.rendering import AUTHENTICATE, first_invalid, retry_after, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import CorralError
 
@@ -53,7 +53,7 @@ def render(request: Request, exc: Exception) -> Response:
         if status >= 500:
             log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
             return envelope(status, "internal error" if status == 500 else exc.message)
-        return envelope(status, message_of(exc), exc.field)
+        return envelope(status, message_of(exc), exc.field, retry_after(exc))
     if isinstance(exc, RequestValidationError):
         invalid = first_invalid(exc)
         return envelope(400, invalid.message, invalid.where)

@@ -45,7 +45,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from corral.api import rendering
-from corral.api.rendering import AUTHENTICATE, method_of, send, unexpected
+from corral.api.rendering import AUTHENTICATE, method_of, retry_after, send, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import (
     Busy,
@@ -101,8 +101,7 @@ async def render(conn: HTTPConnection, exc: Exception) -> Response | None:
             body = {"error": exc.message, "waking": True}
             return JSONResponse(body, status_code=status, headers={"Retry-After": "1"})
         if isinstance(exc, Busy) and not isinstance(conn, WebSocket):
-            headers = {"Retry-After": str(exc.retry_after_s)}
-            return JSONResponse({"error": message_of(exc)}, status_code=status, headers=headers)
+            return JSONResponse({"error": message_of(exc)}, status_code=status, headers=retry_after(exc))
         if status >= 500:
             log.error("%s %s: %s: %s", method_of(conn), conn.url.path, type(exc).__name__, exc.message)
         return await _send(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))

@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from corral.api.envelope_route import allowed_methods, envelope_route
-from corral.api.rendering import AUTHENTICATE, first_invalid, unexpected
+from corral.api.rendering import AUTHENTICATE, first_invalid, retry_after, unexpected
 from corral.api.status import message_of
 from corral.errors import (
     Conflict,
@@ -96,7 +96,7 @@ def render(request: Request, exc: Exception) -> Response:
                     code, hint = "UNAUTHORIZED", MISSING_HINT
                 if isinstance(exc, Unavailable) and exc.code == "model_unavailable":
                     hint = "set CORRAL_ANTHROPIC_API_KEY on the server and restart it"
-                return envelope(status, code, message_of(exc), hint, exc.field)
+                return envelope(status, code, message_of(exc), hint, exc.field, retry_after(exc))
         log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
         return envelope(500, "INTERNAL_ERROR", "internal error")
     if isinstance(exc, RequestValidationError):

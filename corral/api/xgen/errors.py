@@ -8,7 +8,7 @@ Unauthenticated                  401  UNAUTHORIZED
 Forbidden                        403  FORBIDDEN
 NotFound                         404  SANDBOX_NOT_FOUND   (NOT_FOUND for an unknown route)
 Conflict                         409  SANDBOX_NOT_READY
-LimitExceeded                    429  QUOTA_EXCEEDED
+LimitExceeded                    429  QUOTA_EXCEEDED      (Retry-After when the node's queue is full)
 Unavailable                      503  POD_CREATE_FAILED   (creation switched off, retryable)
 ExecTimeout                      504  EXEC_TIMEOUT
 SandboxError (and subclasses)    503  SIDECAR_UNREACHABLE
@@ -31,7 +31,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from corral.api import rendering
-from corral.api.rendering import AUTHENTICATE, first_invalid, send, unexpected
+from corral.api.rendering import AUTHENTICATE, first_invalid, retry_after, send, unexpected
 from corral.errors import (
     Conflict,
     CorralError,
@@ -67,8 +67,10 @@ _HTTP_CODES = {
 }
 
 
-def envelope(status: int, message: str, code: str, details: str | None = None) -> JSONResponse:
-    headers = AUTHENTICATE if status == 401 else None
+def envelope(
+    status: int, message: str, code: str, details: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = AUTHENTICATE if status == 401 else headers
     body = {"error": message, "code": code, "details": details}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -89,7 +91,7 @@ async def render(conn: HTTPConnection, exc: Exception) -> Response | None:
         if status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.message)
         message = "internal error" if status == 500 else exc.message
-        response = envelope(status, message, code, exc.field)
+        response = envelope(status, message, code, exc.field, retry_after(exc))
     elif isinstance(exc, RequestValidationError | WebSocketRequestValidationError):
         invalid = first_invalid(exc)
         code = "INVALID_PARAMETER" if invalid.where else "INVALID_REQUEST"

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from corral.core import Core
+from tests.support.app import KEY
 from tests.support.conditions import eventually_async
 from tests.unit.api.harness import new_key, serving
 
@@ -53,3 +54,21 @@ async def test_the_live_cap_and_the_memory_budget_are_409_naming_their_setting(t
         over = await client.post("/api/sandboxes", json={"memoryMB": 1024}, headers=rival)
         assert over.status_code == 409 and "max_promised_memory_mb" in over.json()["error"]
         assert await live_ids(core) == before
+
+
+async def test_every_surface_answers_a_full_create_queue_429_with_retry_after(tmp_path: Path) -> None:
+    """E2B's control plane and xgen's sandboxes, beside OpenComputer's above: each in its
+    own envelope, the limit named, nothing made."""
+    async with serving(tmp_path, max_concurrent_creates=1, max_queued_creates=0) as (app, client):
+        core: Core = app.state.core
+        before = await live_ids(core)
+        async with core.sandboxes.admission.queue.turn("another org"):
+            e2b = await client.post("/v2/sandboxes", json={"templateID": "base"})
+            assert e2b.status_code == 429 and int(e2b.headers["Retry-After"]) >= 1
+            assert e2b.json()["code"] == 429 and "max_queued_creates" in e2b.json()["message"]
+            xgen = await client.post(
+                "/api/v1/sandboxes", json={}, headers={"X-API-Key": "", "Authorization": f"ApiKey {KEY}"}
+            )
+            assert xgen.status_code == 429 and int(xgen.headers["Retry-After"]) >= 1
+            assert xgen.json()["code"] == "QUOTA_EXCEEDED" and "max_queued_creates" in xgen.json()["error"]
+            assert await live_ids(core) == before

@@ -3,6 +3,8 @@ first problem of a request that failed validation, and an envelope on a WebSocke
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 
 import httpx
@@ -11,13 +13,13 @@ from fastapi import FastAPI, WebSocket
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, field_validator
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from corral.api import rendering
-from corral.errors import CorralError, NotFound
+from corral.errors import Busy, CorralError, LimitExceeded, NotFound
 
 
 class Limits(BaseModel):
@@ -150,3 +152,17 @@ def test_a_close_reason_is_cut_to_123_bytes_of_whole_characters() -> None:
     ):
         ws.receive_text()
     assert closed.value.code == 1011 and closed.value.reason == "é" * 61
+
+
+@pytest.mark.parametrize("surface", ["copass", "e2b", "enclave", "opencomputer", "runs", "xgen"])
+async def test_every_surfaces_429_for_a_full_queue_says_when_to_retry(surface: str) -> None:
+    render = importlib.import_module(f"corral.api.{surface}.errors").render
+    request = Request({"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b""})
+    full = Busy("creating sandboxes: the queue is full (max_queued_creates)", retry_after_s=7)
+    answer = render(request, full)
+    answer = await answer if inspect.isawaitable(answer) else answer
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "7"
+    assert "max_queued_creates" in answer.body.decode()
+    other = render(request, LimitExceeded("too many requests"))
+    other = await other if inspect.isawaitable(other) else other
+    assert other.status_code == 429 and "Retry-After" not in other.headers
