@@ -61,7 +61,7 @@ def _gone(pid: int) -> bool:
     """Whether ``pid`` has ended (gone, or a zombie its parent has yet to reap)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
+    except OSError:  # gone: no such file, or ESRCH from a read as it is let go
         return True
 
 
