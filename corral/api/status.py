@@ -46,13 +46,14 @@ def status_of(exc: CorralError) -> int:
     return 500
 
 
-def message_of(exc: CorralError) -> str:
-    """The message, naming the error's field first when it has one: ``field: what``.
+def message_of(exc: CorralError, field: str | None = None) -> str:
+    """The message, naming the error's field (or ``field``, the surface's name for it)
+    first when it has one: ``field: what``.
 
     ``"cpuCount must be between 1 and 4"`` becomes ``"cpuCount: must be between 1 and 4"``;
     a message that already starts with the field is kept; any other gets the prefix.
     """
-    message, name = exc.message, exc.field
+    message, name = exc.message, field or exc.field
     if not name:
         return message
     for verb in (" must ", " is ", " are "):

@@ -80,12 +80,11 @@ FIELDS = {"envs": "envVars", "template": "templateID"}
 def answer(exc: CorralError) -> JSONResponse:
     """The envelope of ``exc`` (500s say "internal error" and are logged), a field named
     as E2B's body names it."""
-    if exc.field in FIELDS:
-        exc.field = FIELDS[exc.field]
     status = status_of(exc)
     if status >= 500 and status != 503:
         log.error("%s: %s", type(exc).__name__, exc.message)
-    return envelope(status, "internal error" if status == 500 else message_of(exc), retry_after(exc))
+    field = FIELDS.get(exc.field or "")
+    return envelope(status, "internal error" if status == 500 else message_of(exc, field), retry_after(exc))
 
 
 async def render(request: HTTPConnection, exc: Exception) -> Response:

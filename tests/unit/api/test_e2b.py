@@ -89,9 +89,11 @@ def test_watch_events_relative_and_filtered() -> None:
 
 
 def test_the_envelope_names_e2bs_fields() -> None:
-    answer = errors.answer(InvalidInput("invalid variable name '1BAD'", field="envs"))
+    bad = InvalidInput("invalid variable name '1BAD'", field="envs")
+    answer = errors.answer(bad)
     assert answer.status_code == 400
     assert json.loads(bytes(answer.body)) == {"code": 400, "message": "envVars: invalid variable name '1BAD'"}
+    assert bad.field == "envs"  # the error itself is left as it was raised
     hidden = errors.answer(CorralError("a secret detail"))
     assert json.loads(bytes(hidden.body)) == {"code": 500, "message": "internal error"}
 
