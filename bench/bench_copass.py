@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -35,11 +34,12 @@ from pathlib import Path
 
 import httpx
 from copass_core import ApiKeyAuth, CopassClient
-from corral_target import CorralServer, template_roots
-from opencomputer import Sandbox
-from stats import in_turns, parts_summary
+from corral_target import CorralServer, Network, require_template
+from opencomputer_cycle import PARTS, opencomputer_cycle
+from stats import emit, in_turns, parts_summary
 
-PARTS = ("cycle", "create", "exec", "exec2", "stop")
+NETWORK = Network("corralbcp0", "10.219.0.0/16", 219)  # its own, removed at the end
+
 
 NS = "bench"
 
@@ -106,47 +106,19 @@ async def opencomputer_routes_cycle(http: httpx.AsyncClient) -> dict[str, float]
     return times
 
 
-async def opencomputer_cycle(url: str, key: str) -> dict[str, float]:
-    times: dict[str, float] = {}
-    started = time.perf_counter()
-    sandbox = await Sandbox.create(template="base", api_url=url, api_key=key)
-    try:
-        times["create"] = time.perf_counter() - started
-        step = time.perf_counter()
-        ran = await sandbox.exec.run("true")
-        assert ran.exit_code == 0, ran
-        times["exec"] = time.perf_counter() - step
-        step = time.perf_counter()
-        await sandbox.exec.run("true")
-        times["exec2"] = time.perf_counter() - step
-        step = time.perf_counter()
-        await sandbox.kill()
-        times["stop"] = time.perf_counter() - step
-    finally:
-        await sandbox.close()
-    times["cycle"] = time.perf_counter() - started - times["exec2"]
-    return times
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     templates = Path(args.templates)
-    if not template_roots(templates):
-        sys.exit(
-            f"no base template under {templates}: corral template build base --data-dir {templates.parent}"
-        )
-    server = CorralServer(templates)
+    require_template(templates)
+    server = CorralServer(templates, network=NETWORK)
     server.extra_env.update(
-        CORRAL_NETWORK_BRIDGE="corralbcp0",
-        CORRAL_NETWORK_POOL="10.219.0.0/16",
-        CORRAL_NETWORK_NFLOG_GROUP="219",
-        CORRAL_NETWORK_STATE_DIR=f"/run/corral-bench-copass-{os.getpid()}/network",
         CORRAL_STANDBY_SANDBOXES=str(args.standby),
     )
-    try:
-        await server.start()
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    async with (
+        server.running(),
+        httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as http,
+    ):
         compute = CopassClient(auth=ApiKeyAuth(key=server.api_key), api_url=server.url).compute
-        headers = {"Authorization": f"Bearer {server.api_key}"}
-        http = httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120)
         cycles = {
             "copass-core": lambda: copass_cycle(compute),
             "copass-routes": lambda: routes_cycle(http),
@@ -154,12 +126,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             "opencomputer-routes": lambda: opencomputer_routes_cycle(http),
         }
         results = await in_turns(cycles, args.iterations)
-        await http.aclose()
-    except BaseException:
-        print(server.log_tail(4000), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
     return {
         "command": " ".join(["bench/bench_copass.py", *sys.argv[1:]]),
         "load": os.getloadavg(),
@@ -177,11 +143,7 @@ def main() -> int:
     parser.add_argument("--standby", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(asyncio.run(main_async(args)), args.json)
     return 0
 
 

@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from corral_target import CorralServer, Network, template_roots
+from corral_target import CorralServer, Network, require_template
 from e2b import AsyncSandbox
-from opencomputer import Sandbox
-from stats import in_turns, parts_summary
-
-PARTS = ("cycle", "create", "exec", "exec2", "stop")
+from opencomputer_cycle import PARTS, opencomputer_cycle
+from stats import emit, in_turns, parts_summary
 
 NETWORK = Network("ce2b0", "10.251.0.0/16", 251)  # its own, apart from any other corral here
 
@@ -55,47 +52,18 @@ async def e2b_cycle(url: str, key: str) -> dict[str, float]:
     return times
 
 
-async def opencomputer_cycle(url: str, key: str) -> dict[str, float]:
-    times: dict[str, float] = {}
-    started = time.perf_counter()
-    sandbox = await Sandbox.create(template="base", api_url=url, api_key=key)
-    try:
-        times["create"] = time.perf_counter() - started
-        for part in ("exec", "exec2"):
-            step = time.perf_counter()
-            ran = await sandbox.exec.run("true")
-            assert ran.exit_code == 0, ran
-            times[part] = time.perf_counter() - step
-        step = time.perf_counter()
-        await sandbox.kill()
-        times["stop"] = time.perf_counter() - step
-    finally:
-        await sandbox.close()
-    times["cycle"] = time.perf_counter() - started - times["exec2"]
-    return times
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     templates = Path(args.templates)
-    if not template_roots(templates):
-        sys.exit(
-            f"no base template under {templates}: corral template build base --data-dir {templates.parent}"
-        )
+    require_template(templates)
     server = CorralServer(templates, network=NETWORK)
     server.extra_env.update(CORRAL_STANDBY_SANDBOXES=str(args.standby))
     load_before = os.getloadavg()
-    try:
-        await server.start()
+    async with server.running():
         cycles = {
             "e2b-sdk": lambda: e2b_cycle(server.url, server.api_key),
             "opencomputer-sdk": lambda: opencomputer_cycle(server.url, server.api_key),
         }
         results = await in_turns(cycles, args.iterations)
-    except BaseException:
-        print(server.log_tail(4000), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
     return {
         "command": " ".join(["bench/bench_e2b.py", *sys.argv[1:]]),
         "load_before": load_before,
@@ -114,11 +82,7 @@ def main() -> int:
     parser.add_argument("--standby", type=int, default=0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(asyncio.run(main_async(args)), args.json)
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import sys
@@ -40,12 +39,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-from corral_target import CorralServer, template_roots
+from corral_target import CorralServer, Network, require_template
 from proc import run
 from reference import PODMAN_ULIMITS, Podman
-from stats import in_turns, percentile
+from stats import emit, in_turns, latency_summary
 
 CODE = "print(1)"
+
+NETWORK = Network("corralbs0", "10.211.0.0/16", 211)  # its own, removed at the end
 
 
 async def corral_session(client: httpx.AsyncClient) -> float:
@@ -77,27 +78,11 @@ async def host_python(root: Path | None = None) -> float:
     return time.perf_counter() - started
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "n": len(samples),
-        "p50_ms": round(percentile(samples, 50) * 1000, 1),
-        "p95_ms": round(percentile(samples, 95) * 1000, 1),
-    }
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     templates = Path(args.templates)
-    roots = template_roots(templates)
-    if not roots:
-        sys.exit(
-            f"no base template under {templates}: corral template build base --data-dir {templates.parent}"
-        )
-    server = CorralServer(templates)
+    roots = require_template(templates)
+    server = CorralServer(templates, network=NETWORK)
     server.extra_env.update(
-        CORRAL_NETWORK_BRIDGE="corralbs0",
-        CORRAL_NETWORK_POOL="10.211.0.0/16",
-        CORRAL_NETWORK_NFLOG_GROUP="211",
-        CORRAL_NETWORK_STATE_DIR=f"/run/corral-bench-sessions-{os.getpid()}/network",
         CORRAL_STANDBY_SANDBOXES=str(args.standby),
         CORRAL_MAX_CONCURRENT_SESSIONS=str(max(args.concurrency, 1)),
         CORRAL_MAX_CONCURRENT_SESSIONS_PER_ORG=str(max(args.concurrency, 1)),
@@ -106,38 +91,34 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, dict[str, list[float]]] = {
         name: {"sequential": [], "concurrent": []} for name in ("corral", "podman", "host", "root")
     }
-    try:
-        await server.start()
-        await podman.setup()
-        headers = {"Authorization": f"Bearer {server.api_key}"}
-        limits = httpx.Limits(max_connections=args.concurrency * 2 + 4)
-        async with httpx.AsyncClient(
-            base_url=server.url, headers=headers, timeout=120, limits=limits
-        ) as client:
-            systems: dict[str, Callable[[], Awaitable[float]]] = {
-                "corral": lambda: corral_session(client),
-                "podman": lambda: podman_run(podman.image),
-                "host": host_python,
-                "root": lambda: host_python(roots[0]),
-            }
-            for name, samples in (await in_turns(systems, args.iterations)).items():
-                results[name]["sequential"] = samples
-            for _ in range(args.rounds):
-                for name, one in systems.items():
-                    batch = await asyncio.gather(*(one() for _ in range(args.concurrency)))
-                    results[name]["concurrent"].extend(batch)
-    except BaseException:
-        print(server.log_tail(4000), file=sys.stderr)
-        raise
-    finally:
-        await podman.close()
-        await run(["podman", "rmi", "-f", podman.image], timeout=120)
-        server.stop()
+    async with server.running():
+        try:
+            await podman.setup()
+            headers = {"Authorization": f"Bearer {server.api_key}"}
+            limits = httpx.Limits(max_connections=args.concurrency * 2 + 4)
+            async with httpx.AsyncClient(
+                base_url=server.url, headers=headers, timeout=120, limits=limits
+            ) as client:
+                systems: dict[str, Callable[[], Awaitable[float]]] = {
+                    "corral": lambda: corral_session(client),
+                    "podman": lambda: podman_run(podman.image),
+                    "host": host_python,
+                    "root": lambda: host_python(roots[0]),
+                }
+                for name, samples in (await in_turns(systems, args.iterations)).items():
+                    results[name]["sequential"] = samples
+                for _ in range(args.rounds):
+                    for name, one in systems.items():
+                        batch = await asyncio.gather(*(one() for _ in range(args.concurrency)))
+                        results[name]["concurrent"].extend(batch)
+        finally:
+            await podman.close()
+            await run(["podman", "rmi", "-f", podman.image], timeout=120)
     return {
         "command": " ".join(["bench/bench_sessions.py", *sys.argv[1:]]),
         "load": os.getloadavg(),
         "results": {
-            name: {phase: summary(samples) for phase, samples in phases.items()}
+            name: {phase: latency_summary(samples) for phase, samples in phases.items()}
             for name, phases in results.items()
         },
     }
@@ -158,11 +139,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (runc, podman)")
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    emit(asyncio.run(main_async(args)), args.json)
     return 0
 
 

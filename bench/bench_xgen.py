@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -36,13 +35,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-from corral_target import CorralServer, template_roots
-from stats import percentile
+from corral_target import CorralServer, Network, require_template
+from stats import emit, latency_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.xgen_client import XgenClient, XgenSocket
 
 MIB = os.urandom(1 << 20)
+
+NETWORK = Network("corralbx0", "10.217.0.0/16", 217)  # its own, removed at the end
 
 
 async def timed(op: Callable[[], Awaitable[None]]) -> float:
@@ -51,88 +52,65 @@ async def timed(op: Callable[[], Awaitable[None]]) -> float:
     return time.perf_counter() - started
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "n": len(samples),
-        "p50_ms": round(percentile(samples, 50) * 1000, 2),
-        "p95_ms": round(percentile(samples, 95) * 1000, 2),
-    }
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     templates = Path(args.templates)
-    if not template_roots(templates):
-        sys.exit(
-            f"no base template under {templates}: corral template build base --data-dir {templates.parent}"
-        )
-    server = CorralServer(templates)
+    require_template(templates)
+    server = CorralServer(templates, network=NETWORK)
     server.extra_env.update(
-        CORRAL_NETWORK_BRIDGE="corralbx0",
-        CORRAL_NETWORK_POOL="10.217.0.0/16",
-        CORRAL_NETWORK_NFLOG_GROUP="217",
-        CORRAL_NETWORK_STATE_DIR=f"/run/corral-bench-xgen-{os.getpid()}/network",
         CORRAL_STANDBY_SANDBOXES="0",
         CORRAL_RATE_LIMIT_XGEN="0",
         CORRAL_RATE_LIMIT_API="0",
     )
     samples: dict[str, list[float]] = {}
-    try:
-        await server.start()
-        async with (
-            XgenClient(server.url, server.api_key) as xgen,
-            httpx.AsyncClient(
-                base_url=f"{server.url}/api", headers={"X-API-Key": server.api_key}, timeout=60
-            ) as oc,
-        ):
-            sandbox_id = (await xgen.create("base"))["id"]
-            async with xgen.connect(sandbox_id) as ws:
+    async with (
+        server.running(),
+        XgenClient(server.url, server.api_key) as xgen,
+        httpx.AsyncClient(
+            base_url=f"{server.url}/api", headers={"X-API-Key": server.api_key}, timeout=60
+        ) as oc,
+    ):
+        sandbox_id = (await xgen.create("base"))["id"]
+        async with xgen.connect(sandbox_id) as ws:
 
-                async def ws_exec() -> None:
-                    process = await ws.exec("true")
-                    assert await process.wait() == 0
+            async def ws_exec() -> None:
+                process = await ws.exec("true")
+                assert await process.wait() == 0
 
-                async def ws_files() -> None:
-                    await ws.write("bench.bin", MIB)
-                    assert len(await ws.read("bench.bin")) == len(MIB)
+            async def ws_files() -> None:
+                await ws.write("bench.bin", MIB)
+                assert len(await ws.read("bench.bin")) == len(MIB)
 
-                async def oc_exec() -> None:
-                    answer = await oc.post(f"/sandboxes/{sandbox_id}/exec/run", json={"cmd": "true"})
-                    answer.raise_for_status()
-                    assert answer.json()["exitCode"] == 0
+            async def oc_exec() -> None:
+                answer = await oc.post(f"/sandboxes/{sandbox_id}/exec/run", json={"cmd": "true"})
+                answer.raise_for_status()
+                assert answer.json()["exitCode"] == 0
 
-                async def oc_files() -> None:
-                    path = {"path": "/root/bench.bin"}
-                    (
-                        await oc.put(f"/sandboxes/{sandbox_id}/files", params=path, content=MIB)
-                    ).raise_for_status()
-                    read = await oc.get(f"/sandboxes/{sandbox_id}/files", params=path)
-                    read.raise_for_status()
-                    assert len(read.content) == len(MIB)
+            async def oc_files() -> None:
+                path = {"path": "/root/bench.bin"}
+                (await oc.put(f"/sandboxes/{sandbox_id}/files", params=path, content=MIB)).raise_for_status()
+                read = await oc.get(f"/sandboxes/{sandbox_id}/files", params=path)
+                read.raise_for_status()
+                assert len(read.content) == len(MIB)
 
-                ops = {
-                    "exec true: xgen WebSocket": ws_exec,
-                    "exec true: OpenComputer HTTP": oc_exec,
-                    "1 MB write+read: xgen WebSocket": ws_files,
-                    "1 MB write+read: OpenComputer HTTP": oc_files,
-                }
-                await drain(ws)
-                for op in ops.values():  # warm-up
-                    for _ in range(5):
-                        await op()
-                samples = {name: [] for name in ops}
-                for _ in range(args.iterations):
-                    for name, op in ops.items():
-                        samples[name].append(await timed(op))
-            await xgen.delete(sandbox_id)
-    except BaseException:
-        print(server.log_tail(4000), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
+            ops = {
+                "exec true: xgen WebSocket": ws_exec,
+                "exec true: OpenComputer HTTP": oc_exec,
+                "1 MB write+read: xgen WebSocket": ws_files,
+                "1 MB write+read: OpenComputer HTTP": oc_files,
+            }
+            await drain(ws)
+            for op in ops.values():  # warm-up
+                for _ in range(5):
+                    await op()
+            samples = {name: [] for name in ops}
+            for _ in range(args.iterations):
+                for name, op in ops.items():
+                    samples[name].append(await timed(op))
+        await xgen.delete(sandbox_id)
     return {
         "command": " ".join(["bench/bench_xgen.py", *sys.argv[1:]]),
         "load": os.getloadavg(),
-        "results": {name: summary(values) for name, values in samples.items()},
+        "results": {name: latency_summary(values, digits=2) for name, values in samples.items()},
     }
 
 
@@ -151,11 +129,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (runc)")
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    emit(asyncio.run(main_async(args)), args.json)
     return 0
 
 

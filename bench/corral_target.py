@@ -17,6 +17,7 @@ sandbox (its init pid, hence its cgroup).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +118,17 @@ def template_roots(templates_dir: Path, name: str = "base") -> list[Path]:
     """Finished roots of template ``name`` under a templates dir, newest first."""
     roots = [p for p in (templates_dir / name).glob("*/rootfs") if p.is_dir()]
     return sorted(roots, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def require_template(templates_dir: Path, name: str = "base") -> list[Path]:
+    """``template_roots``, or the run ends saying how to build the template."""
+    roots = template_roots(templates_dir, name)
+    if not roots:
+        sys.exit(
+            f"no {name} template under {templates_dir}: "
+            f"corral template build {name} --data-dir {templates_dir.parent}"
+        )
+    return roots
 
 
 DEFAULT_CACHE = Path("/var/tmp/corral-bench-cache")
@@ -247,6 +260,19 @@ class CorralServer:
                 if time.monotonic() > deadline:
                     raise CommandFailed(f"corral serve did not answer in {timeout:.0f}s: {self.log_tail()}")
                 await asyncio.sleep(0.1)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CorralServer]:
+        """The server started, and stopped (with all it left) however the block ends;
+        when it ends in an error, the tail of the server's log goes to stderr first."""
+        try:
+            await self.start()
+            yield self
+        except BaseException:
+            print(self.log_tail(4000), file=sys.stderr)
+            raise
+        finally:
+            self.stop()
 
     def log_tail(self, chars: int = 1500) -> str:
         try:

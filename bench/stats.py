@@ -7,10 +7,12 @@ so p50 of an even count is the mean of the two middle samples.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -123,3 +125,20 @@ def parts_summary(
         }
         for part in parts
     }
+
+
+def latency_summary(samples: Sequence[float], digits: int = 1) -> dict[str, float]:
+    """The count, p50 and p95 in ms of ``samples`` (seconds)."""
+    return {
+        "n": len(samples),
+        "p50_ms": round(percentile(samples, 50) * 1000, digits),
+        "p95_ms": round(percentile(samples, 95) * 1000, digits),
+    }
+
+
+def emit(report: Mapping[str, Any], path: Path | None) -> None:
+    """A run's report as JSON on stdout, and into ``path`` when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if path is not None:
+        path.write_text(text + "\n")
