@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 from copass_core import ApiKeyAuth, CopassClient
 from corral_target import CorralServer, Network, require_template
-from opencomputer_cycle import PARTS, opencomputer_cycle
+from sdk_cycle import PARTS, opencomputer_cycle
 from stats import emit, in_turns, parts_summary
 
 NETWORK = Network("corralbcp0", "10.219.0.0/16", 219)  # its own, removed at the end

@@ -24,32 +24,25 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 
 from corral_target import CorralServer, Network, require_template
 from e2b import AsyncSandbox
-from opencomputer_cycle import PARTS, opencomputer_cycle
+from sdk_cycle import PARTS, opencomputer_cycle, sdk_cycle
 from stats import emit, in_turns, parts_summary
 
 NETWORK = Network("ce2b0", "10.251.0.0/16", 251)  # its own, apart from any other corral here
 
 
 async def e2b_cycle(url: str, key: str) -> dict[str, float]:
-    times: dict[str, float] = {}
-    started = time.perf_counter()
-    sandbox = await AsyncSandbox.create("base", api_key=key, api_url=url, sandbox_url=url)
-    times["create"] = time.perf_counter() - started
-    for part in ("exec", "exec2"):
-        step = time.perf_counter()
-        ran = await sandbox.commands.run("true")
-        assert ran.exit_code == 0, ran
-        times[part] = time.perf_counter() - step
-    step = time.perf_counter()
-    await sandbox.kill()
-    times["stop"] = time.perf_counter() - step
-    times["cycle"] = time.perf_counter() - started - times["exec2"]
-    return times
+    async def run_true(sandbox: AsyncSandbox) -> int:
+        return int((await sandbox.commands.run("true")).exit_code)
+
+    return await sdk_cycle(
+        lambda: AsyncSandbox.create("base", api_key=key, api_url=url, sandbox_url=url),
+        run_true,
+        lambda sandbox: sandbox.kill(),
+    )
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
