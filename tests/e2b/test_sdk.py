@@ -59,8 +59,9 @@ def test_commands(sandbox: Sandbox) -> None:
     assert (result.stdout, result.stderr, result.exit_code) == ("out\n", "err\n", 0)
     assert "".join(seen) == "out\n"
 
-    background = sandbox.commands.run("sleep 0.2; echo done", background=True)
-    assert background.pid in [p.pid for p in sandbox.commands.list()]
+    background = sandbox.commands.run("read _; echo done", background=True, stdin=True)
+    assert background.pid in [p.pid for p in sandbox.commands.list()]  # it waits for its line
+    sandbox.commands.send_stdin(background.pid, "go\n")
     assert background.wait().stdout == "done\n"
 
     reader = sandbox.commands.run("cat; echo end", background=True, stdin=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,8 +68,9 @@ async def test_exec_run_rejects_bad_input(api: Api, body: dict[str, Any], messag
         assert message in response.json()["error"]
 
 
-async def test_run_async_then_poll_the_result(api: Api) -> None:
-    body = {"cmd": "sh", "args": ["-c", "sleep 0.3; echo done; exit 4"]}
+async def test_run_async_then_poll_the_result(api: Api, tmp_path: Path) -> None:
+    gate = tmp_path / "go"  # the command ends once the first poll has seen it running
+    body = {"cmd": "sh", "args": ["-c", f"while [ ! -e {gate} ]; do sleep 0.02; done; echo done; exit 4"]}
     started = await api.client.post(f"/api/sandboxes/{api.sid}/exec/run-async", json=body)
     assert started.status_code == 201
     exec_id = started.json()["execId"]
@@ -82,6 +84,7 @@ async def test_run_async_then_poll_the_result(api: Api) -> None:
         "stderr": "",
         "error": None,
     }
+    gate.touch()
 
     async def ended() -> bool:
         return (await api.client.get(url)).json()["running"] is False
