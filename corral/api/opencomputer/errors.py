@@ -48,7 +48,6 @@ from corral.api import rendering
 from corral.api.rendering import AUTHENTICATE, method_of, retry_after, send, unexpected
 from corral.api.status import message_of, status_of
 from corral.errors import (
-    Busy,
     CorralError,
     SandboxWaking,
 )
@@ -100,11 +99,10 @@ async def render(conn: HTTPConnection, exc: Exception) -> Response | None:
         if isinstance(exc, SandboxWaking) and not isinstance(conn, WebSocket):
             body = {"error": exc.message, "waking": True}
             return JSONResponse(body, status_code=status, headers={"Retry-After": "1"})
-        if isinstance(exc, Busy) and not isinstance(conn, WebSocket):
-            return JSONResponse({"error": message_of(exc)}, status_code=status, headers=retry_after(exc))
         if status >= 500:
             log.error("%s %s: %s: %s", method_of(conn), conn.url.path, type(exc).__name__, exc.message)
-        return await _send(conn, status, "internal error" if type(exc) is CorralError else message_of(exc))
+        message = "internal error" if type(exc) is CorralError else message_of(exc)
+        return await _send(conn, status, message, retry_after(exc))
     if isinstance(exc, RequestValidationError | WebSocketRequestValidationError):
         return await _send(conn, 400, describe(exc.errors()))
     if isinstance(exc, HTTPException):  # Starlette's: unknown route, wrong method, unreadable body
